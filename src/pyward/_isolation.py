@@ -1,0 +1,25 @@
+"""Private copies of the stdlib modules pyward relies on.
+
+A guarded program may monkeypatch `os`, `time` or `json` (tests do it all the
+time); pyward must keep working with the real functions.  Like coverage.py's
+`isolate_module`, we copy a module's namespace once, at import, before any
+user code runs, and use the copy.
+"""
+from __future__ import annotations
+
+import types
+
+_ISOLATED: dict[types.ModuleType, types.ModuleType] = {}
+
+
+def isolate_module(mod: types.ModuleType) -> types.ModuleType:
+    """Return a copy of `mod` whose attributes cannot be rebound from outside."""
+    if mod not in _ISOLATED:
+        new = types.ModuleType(mod.__name__)
+        _ISOLATED[mod] = new
+        for name in dir(mod):
+            value = getattr(mod, name)
+            if isinstance(value, types.ModuleType):
+                value = isolate_module(value)
+            setattr(new, name, value)
+    return _ISOLATED[mod]

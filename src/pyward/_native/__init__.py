@@ -1,0 +1,28 @@
+"""Access to pyward's C extension, with an honest degraded mode.
+
+`native` is the loaded extension module, or None.  When it is None, `error`
+says why (set PYWARD_DISABLE_NATIVE=1 to simulate that), and `DEGRADED` lists
+what pyward cannot do as well without it; the runner prints that once.
+"""
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+native: ModuleType | None
+error: str | None
+
+DEGRADED = (
+    "audit events are filtered in Python instead of C (slower); "
+    "tamper detection falls back to checks instead of watchers"
+)
+
+if os.environ.get("PYWARD_DISABLE_NATIVE"):
+    native, error = None, "disabled by PYWARD_DISABLE_NATIVE"
+else:
+    try:
+        from . import _pyward as native
+    except ImportError as exc:  # not built, or built for another interpreter
+        native, error = None, f"{type(exc).__name__}: {exc}"
+    else:
+        error = None

@@ -1,0 +1,236 @@
+/* The process-wide audit hook.
+ *
+ * PySys_AddAuditHook hooks cannot be removed, and CPython calls every hook for
+ * every audit event, so the cost that matters is the cost of *ignoring* an
+ * event.  Subscribers register the exact event names they care about; the hook
+ * hashes the event name once and probes an open-addressing table.  Events no
+ * subscriber named never reach Python.
+ */
+#include "pyward.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_SUBSCRIBERS 32
+
+typedef struct {
+    char *name;         /* owned copy; NULL marks an empty slot */
+    uint64_t hash;
+    PyObject *pyname;   /* interned str passed to callbacks */
+    uint32_t mask;      /* bit i set: subscriber i wants this event */
+} Entry;
+
+typedef struct {
+    Entry *slots;
+    size_t capacity;    /* power of two */
+    size_t used;
+} Table;
+
+static Table table;
+static PyObject *subscribers[MAX_SUBSCRIBERS];
+static int n_subscribers;
+static int hook_registered;
+static unsigned long long dispatched;
+
+static inline uint64_t
+fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    while (*s) {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static Entry *
+lookup(const Table *t, const char *name, uint64_t h)
+{
+    if (t->capacity == 0) {
+        return NULL;
+    }
+    size_t i = (size_t)h & (t->capacity - 1);
+    for (;;) {
+        Entry *e = &t->slots[i];
+        if (e->name == NULL) {
+            return NULL;
+        }
+        if (e->hash == h && strcmp(e->name, name) == 0) {
+            return e;
+        }
+        i = (i + 1) & (t->capacity - 1);
+    }
+}
+
+/* Insert into a table that is known to have room. */
+static Entry *
+insert_slot(Table *t, uint64_t h)
+{
+    size_t i = (size_t)h & (t->capacity - 1);
+    while (t->slots[i].name != NULL) {
+        i = (i + 1) & (t->capacity - 1);
+    }
+    return &t->slots[i];
+}
+
+static int
+grow(void)
+{
+    size_t cap = table.capacity ? table.capacity * 2 : 64;
+    Entry *slots = PyMem_RawCalloc(cap, sizeof(Entry));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Table bigger = {slots, cap, table.used};
+    for (size_t i = 0; i < table.capacity; i++) {
+        if (table.slots[i].name != NULL) {
+            *insert_slot(&bigger, table.slots[i].hash) = table.slots[i];
+        }
+    }
+    /* Readers run under the GIL, as does this swap. */
+    Entry *old = table.slots;
+    table = bigger;
+    PyMem_RawFree(old);
+    return 0;
+}
+
+static int
+add_name(PyObject *pyname, int subscriber)
+{
+    const char *name = PyUnicode_AsUTF8(pyname);
+    if (name == NULL) {
+        return -1;
+    }
+    uint64_t h = fnv1a(name);
+    Entry *e = lookup(&table, name, h);
+    if (e != NULL) {
+        e->mask |= (1u << subscriber);
+        return 0;
+    }
+    if ((table.used + 1) * 2 > table.capacity && grow() < 0) {
+        return -1;
+    }
+    size_t len = strlen(name);
+    char *copy = PyMem_RawMalloc(len + 1);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, name, len + 1);
+    Py_INCREF(pyname);
+    PyUnicode_InternInPlace(&pyname);
+    e = insert_slot(&table, h);
+    e->name = copy;
+    e->hash = h;
+    e->pyname = pyname;
+    e->mask = 1u << subscriber;
+    table.used++;
+    return 0;
+}
+
+static int
+audit_hook(const char *event, PyObject *args, void *userData)
+{
+    Entry *e = lookup(&table, event, fnv1a(event));
+    if (e == NULL) {
+        return 0;
+    }
+    /* Python callbacks belong to the main interpreter; a subinterpreter must
+     * not call into them.  The sandbox decides what subinterpreters may do. */
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        return 0;
+    }
+    dispatched++;
+    uint32_t mask = e->mask;
+    for (int i = 0; i < n_subscribers; i++) {
+        if (!(mask & (1u << i))) {
+            continue;
+        }
+        PyObject *res = PyObject_CallFunctionObjArgs(subscribers[i], e->pyname, args, NULL);
+        if (res == NULL) {
+            return -1;  /* the exception propagates into the audited operation */
+        }
+        Py_DECREF(res);
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(subscribe_doc,
+"audit_subscribe(names, callback, /)\n--\n\n"
+"Call callback(event, args) for every audit event whose name is in names.\n"
+"The process-wide C hook is registered on the first call and stays for the\n"
+"life of the process; subscriptions cannot be removed.  An exception raised\n"
+"by the callback propagates into the audited operation.");
+
+static PyObject *
+audit_subscribe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "audit_subscribe(names, callback) takes 2 arguments");
+        return NULL;
+    }
+    PyObject *callback = args[1];
+    if (!PyCallable_Check(callback)) {
+        PyErr_SetString(PyExc_TypeError, "callback must be callable");
+        return NULL;
+    }
+    if (n_subscribers >= MAX_SUBSCRIBERS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many audit subscribers");
+        return NULL;
+    }
+    PyObject *names = PySequence_Fast(args[0], "names must be an iterable of str");
+    if (names == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(names);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyUnicode_Check(PySequence_Fast_GET_ITEM(names, i))) {
+            Py_DECREF(names);
+            PyErr_SetString(PyExc_TypeError, "event names must be str");
+            return NULL;
+        }
+    }
+    if (!hook_registered) {
+        if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        hook_registered = 1;
+    }
+    int index = n_subscribers;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (add_name(PySequence_Fast_GET_ITEM(names, i), index) < 0) {
+            Py_DECREF(names);
+            return NULL;
+        }
+    }
+    Py_DECREF(names);
+    Py_INCREF(callback);
+    subscribers[index] = callback;
+    n_subscribers++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+audit_state(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("{s:O,s:i,s:n,s:K}",
+                         "registered", hook_registered ? Py_True : Py_False,
+                         "subscribers", n_subscribers,
+                         "names", (Py_ssize_t)table.used,
+                         "dispatched", dispatched);
+}
+
+PyMethodDef pw_audit_methods[] = {
+    {"audit_subscribe", (PyCFunction)(void (*)(void))audit_subscribe, METH_FASTCALL, subscribe_doc},
+    {"audit_state", audit_state, METH_NOARGS,
+     "audit_state() -> dict: whether the hook is registered, subscriber and name counts, events dispatched."},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+pw_audit_exec(PyObject *module)
+{
+    return 0;
+}

@@ -1,0 +1,322 @@
+"""pyward's command line: argument parsing and subcommands only.
+
+The logic lives in runner, report and config; each command here translates
+arguments into one call and errors into one `[pyward][error]` line with a
+meaningful exit status (2 for usage and configuration errors).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .config import OPTIONS, ConfigError
+
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
+DESCRIPTION = """\
+Run any Python program under a guard.  The program behaves exactly as under
+`python`; pyward speaks only on stderr, in lines starting with [pyward], and
+writes a tamper-evident report of everything it saw at the end of the run."""
+
+EPILOG = """\
+examples:
+  pyward run app.py --port 8000        run a script with its own arguments
+  pyward run -m http.server 8000       run a module, like python -m
+  pyward run --log events.jsonl app.py also stream events as JSON lines
+  pyward verify .pyward/reports/X.json check a report has not been altered
+
+Configuration comes from [tool.pyward] in pyproject.toml or from pyward.toml,
+found from the working directory upwards; flags override it.
+Documentation: README.md, docs/journal.md."""
+
+RUN_USAGE = "pyward run [options] (SCRIPT | -m MODULE | -c CODE | -) [ARGS...]"
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    sys.stderr.write(f"[pyward][error] {message}\n")
+    raise SystemExit(status)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with one-line errors instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        _fail(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    for option in OPTIONS:
+        if command not in option.commands or not option.flags:
+            continue
+        kwargs: dict[str, Any] = {"dest": option.dest, "default": argparse.SUPPRESS, "help": option.help}
+        if option.choices:
+            kwargs["choices"] = option.choices
+        if option.metavar:
+            kwargs["metavar"] = option.metavar
+        kwargs.update(option.cli)
+        parser.add_argument(*option.flags, **kwargs)
+    if command == "run":
+        parser.add_argument("--no-report", dest="report", action="store_false", default=argparse.SUPPRESS,
+                            help="do not write a report")
+
+
+def _add_config_source(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--config", metavar="FILE", help="read settings from FILE instead of searching for one")
+    group.add_argument("--no-config", action="store_true", help="ignore pyproject.toml and pyward.toml")
+
+
+def build_parser() -> tuple[Parser, dict[str, Parser]]:
+    parser = Parser(prog="pyward", description=DESCRIPTION, epilog=EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--version", action="version",
+                        version=f"pyward {__version__} (python {sys.version.split()[0]})")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    subs: dict[str, Parser] = {}
+
+    run = commands.add_parser(
+        "run", help="run a program under pyward", usage=RUN_USAGE, allow_abbrev=False,
+        description="Run SCRIPT, -m MODULE, -c CODE or - (stdin) exactly as python would, under pyward. "
+                    "pyward's options come before the program; everything after it is the program's.",
+    )
+    _add_options(run, "run")
+    _add_config_source(run)
+    subs["run"] = run
+
+    verify = commands.add_parser(
+        "verify", help="check that a report is intact (and its signature)", allow_abbrev=False,
+        description="Recompute a report's hash chain, Merkle root and summary. Exit status 0: intact; "
+                    "1: altered (the first bad event is named) or bad signature; 2: unreadable.",
+    )
+    verify.add_argument("report", metavar="REPORT")
+    verify.add_argument("--signature", nargs="?", const="", metavar="SIG",
+                        help="also check the signature in SIG (default: REPORT.sig)")
+    _add_key_options(verify, public=True)
+    subs["verify"] = verify
+
+    sign = commands.add_parser(
+        "sign", help="sign a report with HMAC-SHA256 or Ed25519", allow_abbrev=False,
+        description="Sign REPORT, writing REPORT.sig. The key comes from a file or an environment variable, "
+                    "never from the command line. Ed25519 needs the 'cryptography' package (pyward[sign]).",
+    )
+    sign.add_argument("report", metavar="REPORT")
+    sign.add_argument("-o", "--output", metavar="SIG", help="where to write the signature (default: REPORT.sig)")
+    _add_key_options(sign, public=False)
+    subs["sign"] = sign
+
+    keygen = commands.add_parser("keygen", help="create a signing key", allow_abbrev=False,
+                                 description="Create a new signing key, readable only by you (mode 0600).")
+    kind = keygen.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--ed25519", dest="kind", action="store_const", const="ed25519",
+                      help="an Ed25519 key pair: FILE (private, PEM) and FILE.pub")
+    kind.add_argument("--hmac", dest="kind", action="store_const", const="hmac",
+                      help="a random 256-bit HMAC key (hex)")
+    keygen.add_argument("-o", "--output", metavar="FILE", required=True)
+    subs["keygen"] = keygen
+
+    config = commands.add_parser("config", help="show the settings pyward would use here", allow_abbrev=False,
+                                 description="Show the configuration file found and the effective settings.")
+    _add_config_source(config)
+    subs["config"] = config
+    return parser, subs
+
+
+def _add_key_options(parser: argparse.ArgumentParser, public: bool) -> None:
+    keys = parser.add_argument_group("keys")
+    keys.add_argument("--hmac-key-file", metavar="FILE", help="HMAC-SHA256 key from FILE")
+    keys.add_argument("--hmac-key-env", metavar="VAR",
+                      help="HMAC-SHA256 key from environment variable VAR (PYWARD_HMAC_KEY when none is given)")
+    if public:
+        keys.add_argument("--public-key", metavar="FILE", help="Ed25519 public key (PEM) to check against")
+    else:
+        keys.add_argument("--ed25519-key", metavar="FILE",
+                          help="Ed25519 private key (PEM; passphrase from PYWARD_KEY_PASSPHRASE)")
+
+
+def split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], Any, list[str]]:
+    """Split `run`'s arguments into pyward's options, the target, and the program's arguments.
+
+    pyward's options end at the first argument that is not one of them (the
+    script), at `-m`/`-c`, or after `--`; everything later belongs to the
+    program, even if it looks like a pyward option.
+    """
+    from .runner import Target
+
+    actions = parser._option_string_actions
+    options: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            if i + 1 >= len(argv):
+                break
+            return options, Target("script", argv[i + 1]), argv[i + 2:]
+        if token[:2] in ("-m", "-c"):
+            value = token[2:]
+            if not value:
+                if i + 1 >= len(argv):
+                    parser.error(f"argument {token[:2]}: expected one argument")
+                value = argv[i + 1]
+                i += 1
+            kind = "module" if token[1] == "m" else "code"
+            return options, Target(kind, value), argv[i + 1:]
+        if token == "-":
+            return options, Target("stdin", "-"), argv[i + 1:]
+        if token.startswith("-"):
+            options.append(token)
+            name, has_value, _ = token.partition("=")
+            action = actions.get(name)
+            takes_value = action is not None and action.nargs is None and not has_value
+            if takes_value and i + 1 < len(argv):
+                options.append(argv[i + 1])
+                i += 1
+            i += 1
+            continue
+        return options, Target("script", token), argv[i + 1:]
+    return options, None, []
+
+
+def _settings(args: argparse.Namespace, command: str) -> Any:
+    from .config import load
+
+    overrides = {o.key: getattr(args, o.dest) for o in OPTIONS
+                 if command in o.commands and hasattr(args, o.dest)}
+    for key in ("log", "report"):  # paths given on the command line are relative to the cwd
+        if isinstance(overrides.get(key), str):
+            overrides[key] = os.path.abspath(overrides[key])
+    return load(args.config, use_files=not args.no_config, overrides=overrides)
+
+
+def cmd_run(parser: Parser, argv: list[str]) -> int:
+    from .runner import TargetError, start
+
+    options, target, program_args = split_run_args(parser, argv)
+    args = parser.parse_args(options)
+    if target is None:
+        parser.error("nothing to run: give a SCRIPT, -m MODULE, -c CODE or - (stdin)")
+    target.args = program_args
+    try:
+        settings = _settings(args, "run")
+        session, prepared = start(settings, target, ["pyward", "run", *argv])
+    except (ConfigError, TargetError) as exc:
+        _fail(str(exc), getattr(exc, "status", 2))
+    return session.run(prepared)  # the program's own exit propagates from here
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        raw, data = report.load(args.report)
+    except report.ReportError as exc:
+        _fail(str(exc))
+    verdict = report.verify(data)
+    if not verdict.ok:
+        sys.stderr.write(f"[pyward] verify: {args.report}: ALTERED: {verdict.problem}\n")
+        return 1
+    line = f"intact: {verdict.events} events, merkle root {verdict.merkle_root[:16]}…"
+    if args.signature is not None:
+        sig_path = args.signature or args.report + ".sig"
+        sig = _load_signature(sig_path)
+        try:
+            key: dict[str, Any] = {}
+            if sig.get("algorithm") == "hmac-sha256":
+                key["hmac_key"] = report.hmac_key_from(args.hmac_key_file, args.hmac_key_env)
+            elif sig.get("algorithm") == "ed25519" and args.public_key:
+                key["public_key"] = report.load_ed25519_public(args.public_key)
+            problem = report.check_signature(raw, sig, **key)
+        except report.SigningKeyError as exc:
+            _fail(str(exc))
+        if problem:
+            sys.stderr.write(f"[pyward] verify: {args.report}: BAD SIGNATURE: {problem}\n")
+            return 1
+        line += f"; signature ok ({sig['algorithm']}, key {sig.get('key_id')})"
+    print(f"{args.report}: {line}")
+    return 0
+
+
+def _load_signature(path: str) -> dict[str, Any]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            sig = json.load(f)
+    except OSError as exc:
+        _fail(f"cannot read signature {path}: {exc.strerror or exc}")
+    except ValueError as exc:
+        _fail(f"{path} is not a signature file: {exc}")
+    if not isinstance(sig, dict):
+        _fail(f"{path} is not a signature file")
+    return sig
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    import json
+
+    from . import report
+
+    if args.ed25519_key and (args.hmac_key_file or args.hmac_key_env):
+        _fail("pyward sign: give one key: an HMAC key or --ed25519-key, not both")
+    try:
+        raw, data = report.load(args.report)
+        verdict = report.verify(data)
+        if not verdict.ok:
+            _fail(f"refusing to sign {args.report}: it is already altered: {verdict.problem}", 1)
+        if args.ed25519_key:
+            sig = report.sign(raw, data, ed25519_key=report.load_ed25519_private(args.ed25519_key))
+        else:
+            sig = report.sign(raw, data, hmac_key=report.hmac_key_from(args.hmac_key_file, args.hmac_key_env))
+    except (report.ReportError, report.SigningKeyError) as exc:
+        _fail(str(exc))
+    out = args.output or args.report + ".sig"
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(sig, f, indent=1)
+        f.write("\n")
+    print(f"signed {args.report} ({sig['algorithm']}, key {sig['key_id']}): {out}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        paths = report.generate_keys(args.output, args.kind)
+    except FileExistsError:
+        _fail(f"{args.output} already exists; not overwriting a key")
+    except OSError as exc:
+        _fail(f"cannot write {args.output}: {exc.strerror or exc}")
+    except report.SigningKeyError as exc:
+        _fail(str(exc))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args, "config")
+    except ConfigError as exc:
+        _fail(str(exc))
+    print(f"# config file: {settings.source or '(none found; defaults)'}")
+    for option in OPTIONS:
+        print(f"{option.key} = {settings[option.key]!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, subs = build_parser()
+    if argv and argv[0] == "run":
+        return cmd_run(subs["run"], argv[1:])
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "run":  # only reached for `pyward run` with nothing after it
+        return cmd_run(subs["run"], [])
+    handler = {"verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen, "config": cmd_config}
+    return handler[args.command](args)

@@ -1,0 +1,241 @@
+"""Settings: one table of options, read from TOML and overridden by flags.
+
+Every option is declared once in `OPTIONS`: its key (dotted for sub-tables,
+`heal.retries` is `retries` in `[tool.pyward.heal]`), its type, its default,
+and the command-line flags that set it.  The CLI builds its arguments from
+this table and config files are validated against it, so the two can never
+disagree.
+
+Discovery works like ruff or pytest: from the working directory upwards, the
+first `pyward.toml` (options at top level) or `pyproject.toml` that has a
+`[tool.pyward]` table.  `--config FILE` names one; `--no-config` ignores them.
+Precedence: defaults < config file < command line.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ._isolation import isolate_module
+
+os = isolate_module(os)  # noqa: F811
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file and key (exit status 2)."""
+
+
+class Option:
+    """A setting: TOML key, type, default, and optional command-line flags.
+
+    `kind` is one of bool, int, str, path, enum, list, report.  `path` values
+    from a file are relative to that file's directory; `report` is a path or
+    `false` (no report).  `cli` holds extra argparse keyword arguments.
+    """
+
+    __slots__ = ("key", "kind", "default", "help", "flags", "choices", "metavar", "cli", "commands")
+
+    def __init__(self, key: str, kind: str, default: Any, help: str, *, flags: tuple[str, ...] = (),
+                 choices: tuple[str, ...] = (), metavar: str | None = None, cli: dict[str, Any] | None = None,
+                 commands: tuple[str, ...] = ("run",)) -> None:
+        self.key, self.kind, self.default, self.help = key, kind, default, help
+        self.flags, self.choices, self.metavar = flags, choices, metavar
+        self.cli = cli or {}
+        self.commands = commands
+
+    @property
+    def dest(self) -> str:
+        return self.key.replace(".", "_")
+
+
+OPTIONS: list[Option] = [
+    Option("quiet", "bool", False, "print nothing on stderr except errors that stop the run",
+           flags=("-q", "--quiet"), cli={"action": "store_true"}),
+    Option("verbose", "int", 0, "show more events on stderr (-v: info, -vv: debug)",
+           flags=("-v", "--verbose"), cli={"action": "count"}),
+    Option("color", "enum", "auto", "colour on stderr: auto (only on a TTY, honours NO_COLOR), always, never",
+           flags=("--color",), choices=("auto", "always", "never")),
+    Option("log", "path", None, "also write every event to FILE as JSON lines",
+           flags=("--log",), metavar="FILE"),
+    Option("report", "report", True,
+           "write the end-of-run report to FILE (default: .pyward/reports/<time>-<pid>.json); "
+           "false in a config file disables it",
+           flags=("--report",), metavar="FILE"),
+]
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+SECTIONS = {o.key.rsplit(".", 1)[0] for o in OPTIONS if "." in o.key}
+
+_TYPE_WORDS = {"bool": "a boolean (true or false)", "int": "an integer", "str": "a string", "path": "a path string",
+               "list": "a list of strings", "report": "a path string or false"}
+
+
+def _describe_value(value: Any) -> str:
+    kind = {bool: "boolean", int: "integer", float: "float", str: "string", list: "list", dict: "table"}
+    word = kind.get(type(value), type(value).__name__)
+    shown = repr(value) if not isinstance(value, (list, dict)) else ""
+    return f"the {word} {shown}".rstrip()
+
+
+def check(option: Option, value: Any) -> Any:
+    """Validate one TOML value; returns it or raises ValueError with what was expected."""
+    kind = option.kind
+    ok: Callable[[Any], bool]
+    if kind == "bool":
+        ok = lambda v: type(v) is bool  # noqa: E731
+    elif kind == "int":
+        ok = lambda v: type(v) is int and v >= 0  # noqa: E731
+    elif kind in ("str", "path"):
+        ok = lambda v: type(v) is str and v != ""  # noqa: E731
+    elif kind == "enum":
+        if type(value) is str and value in option.choices:
+            return value
+        raise ValueError(f"expected one of {', '.join(map(repr, option.choices))}, got {_describe_value(value)}")
+    elif kind == "list":
+        ok = lambda v: type(v) is list and all(type(x) is str for x in v)  # noqa: E731
+    elif kind == "report":
+        ok = lambda v: (type(v) is str and v != "") or v is False  # noqa: E731
+    else:  # pragma: no cover - a programming error in OPTIONS
+        raise AssertionError(kind)
+    if not ok(value):
+        expected = _TYPE_WORDS[kind] + (" (zero or more)" if kind == "int" else "")
+        raise ValueError(f"expected {expected}, got {_describe_value(value)}")
+    return value
+
+
+class Settings(dict):
+    """Effective settings by option key; `source` is the config file used, if any."""
+
+    source: str | None = None
+
+    def __getattr__(self, name: str) -> Any:  # settings.quiet, for readability
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def defaults() -> Settings:
+    return Settings((o.key, o.default) for o in OPTIONS)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validate(table: dict[str, Any], source: str, header: str) -> dict[str, Any]:
+    """Flatten and validate a config table into {key: value}."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for name, value in node.items():
+            key = f"{prefix}{name}"
+            table = ".".join(filter(None, (header, prefix.rstrip("."))))
+            where = f"{display_path(source)}:" + (f" [{table}]" if table else "")
+            if key in SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{where} {name}: expected a table, got {_describe_value(value)}")
+                walk(value, key + ".")
+                continue
+            option = _BY_KEY.get(key)
+            if option is None:
+                known = sorted({k[len(prefix):].split(".")[0] for k in list(_BY_KEY) + list(SECTIONS)
+                                if k.startswith(prefix)})
+                raise ConfigError(f"{where} unknown key {name!r}{_suggest(name, known)}; "
+                                  f"known keys: {', '.join(known)}")
+            try:
+                value = check(option, value)
+            except ValueError as exc:
+                raise ConfigError(f"{where} {name}: {exc}") from None
+            if option.kind in ("path", "report") and isinstance(value, str):
+                value = os.path.join(os.path.dirname(os.path.abspath(source)), os.path.expanduser(value))
+            out[key] = value
+
+    walk(table, "")
+    return out
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{display_path(path)}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{display_path(path)}: cannot read: {exc.strerror or exc}") from None
+
+
+def _table_of(path: str) -> tuple[dict[str, Any] | None, str]:
+    """The pyward table in a file, and how to name it in messages."""
+    data = _read_toml(path)
+    if os.path.basename(path) == "pyproject.toml":
+        tool = data.get("tool")
+        table = tool.get("pyward") if isinstance(tool, dict) else None
+        if table is not None and not isinstance(table, dict):
+            raise ConfigError(f"{display_path(path)}: [tool.pyward] must be a table")
+        return table, "tool.pyward"
+    return data, ""
+
+
+def discover(start: str) -> str | None:
+    """The config file that applies in `start`, searching upwards, or None."""
+    directory = os.path.abspath(start)
+    while True:
+        candidate = os.path.join(directory, "pyward.toml")
+        if os.path.isfile(candidate):
+            return candidate
+        candidate = os.path.join(directory, "pyproject.toml")
+        if os.path.isfile(candidate) and _mentions_pyward(candidate) and _table_of(candidate)[0] is not None:
+            return candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
+
+
+def _mentions_pyward(path: str) -> bool:
+    """Cheap pre-check so that unrelated pyproject.toml files are not parsed."""
+    try:
+        with open(path, "rb") as f:
+            return b"pyward" in f.read()
+    except OSError:
+        return False
+
+
+def display_path(path: str) -> str:
+    """`path` relative to the working directory when it lies below it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def load(config: str | None = None, *, use_files: bool = True, cwd: str | None = None,
+         overrides: dict[str, Any] | None = None) -> Settings:
+    """Effective settings: defaults, then the config file, then `overrides`."""
+    settings = defaults()
+    path = None
+    if config is not None:
+        path = os.path.abspath(config)
+        if not os.path.isfile(path):
+            raise ConfigError(f"{config}: no such config file")
+    elif use_files:
+        path = discover(cwd or os.getcwd())
+    if path is not None:
+        table, header = _table_of(path)
+        if table is None:
+            raise ConfigError(f"{display_path(path)}: no [tool.pyward] table")
+        settings.update(validate(table, path, header))
+        settings.source = path
+    if overrides:
+        settings.update(overrides)
+    return settings

@@ -1,0 +1,355 @@
+"""The journal: one event model for every engine, and the sinks that read it.
+
+Engines call `Journal.emit`; sinks turn events into the human stream on
+stderr (`ConsoleSink`), JSON lines (`JsonlSink`) and the end-of-run report
+(the journal keeps every event for it).  The JSON form of an event is
+documented in docs/journal.md and by the JSON Schema in
+src/pyward/schema/event-1.json.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ._isolation import isolate_module
+
+os = isolate_module(os)  # noqa: F811 - the program may patch os; we must not care
+
+if TYPE_CHECKING:  # typing costs milliseconds at startup; annotations stay lazy
+    from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Ordered from least to most important.  The console shows `notice` and up
+#: by default; `-v` adds `info`, `-vv` adds `debug`.
+SEVERITIES = ("debug", "info", "notice", "warning", "alert", "error")
+_RANK = {name: i for i, name in enumerate(SEVERITIES)}
+
+ENGINES = ("pyward", "sandbox", "tamper", "heal")
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
+
+
+def _is_plumbing(filename: str) -> bool:
+    """True for frames of pyward itself, the stdlib, and frozen modules."""
+    if filename.startswith(_PKG_DIR) or filename.startswith("<frozen "):
+        return True
+    if filename.startswith(_STDLIB_DIR):
+        return "-packages" + os.sep not in filename  # site-/dist-packages is user code
+    return False
+
+
+def user_site(depth: int = 1) -> tuple[str | None, str | None]:
+    """`(file:line, function)` of the code that caused the current event.
+
+    The first frame that is neither pyward nor the stdlib: for an `open()`
+    called inside `shutil.copy`, that is the program's line calling
+    `shutil.copy`.  Falls back to the first non-pyward frame.
+    """
+    frame = sys._getframe(depth + 1)
+    fallback = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not _is_plumbing(filename):
+            return f"{filename}:{frame.f_lineno}", frame.f_code.co_qualname
+        if fallback is None and not filename.startswith(_PKG_DIR):
+            fallback = frame
+        frame = frame.f_back
+    if fallback is None:
+        return None, None
+    return f"{fallback.f_code.co_filename}:{fallback.f_lineno}", fallback.f_code.co_qualname
+
+
+def jsonable(value: Any, _depth: int = 0) -> Any:
+    """A JSON-safe copy of `value` that never runs the program's code.
+
+    Details often carry objects from audit events; calling their `__repr__`
+    could run arbitrary code inside a hook, so only built-in types are
+    rendered and everything else becomes `<module.Type object>`.
+    """
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is str:
+        return value
+    if kind is float:
+        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+    if kind is bytes or kind is bytearray:
+        return os.fsdecode(bytes(value)) if len(value) < 4096 else f"<{len(value)} bytes>"
+    if _depth < 6:
+        if kind is list or kind is tuple or kind is set or kind is frozenset:
+            return [jsonable(v, _depth + 1) for v in value]
+        if kind is dict:
+            return {k if type(k) is str else str(jsonable(k, _depth + 1)): jsonable(v, _depth + 1)
+                    for k, v in value.items()}
+    return f"<{kind.__module__}.{kind.__qualname__} object>"
+
+
+class Event:
+    """One thing that happened.  `name` is the subject (a function, a path,
+    an operation); `kind` is what happened to it, within its `engine`."""
+
+    __slots__ = ("seq", "time", "engine", "kind", "name", "severity", "message", "details", "thread", "pid",
+                 "where", "function")
+
+    def __init__(self, seq: int, time: float, engine: str, kind: str, name: str, severity: str, message: str,
+                 details: dict[str, Any] | None = None, thread: str = "", pid: int = 0, where: str | None = None,
+                 function: str | None = None) -> None:
+        self.seq = seq
+        self.time = time
+        self.engine = engine
+        self.kind = kind
+        self.name = name
+        self.severity = severity
+        self.message = message
+        self.details = details if details is not None else {}
+        self.thread = thread
+        self.pid = pid
+        self.where = where
+        self.function = function
+
+    def __repr__(self) -> str:
+        return f"<Event #{self.seq} {self.engine}/{self.kind} {self.name!r} {self.severity}>"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "seq": self.seq,
+            "time": iso_time(self.time),
+            "pid": self.pid,
+            "thread": self.thread,
+            "engine": self.engine,
+            "kind": self.kind,
+            "name": self.name,
+            "severity": self.severity,
+            "message": self.message,
+            "where": self.where,
+            "function": self.function,
+            "details": self.details,
+        }
+
+
+def iso_time(t: float) -> str:
+    """RFC 3339 UTC with microseconds, without importing datetime."""
+    whole = int(t)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((t - whole) * 1e6):06d}Z"
+
+
+class Sink:
+    """What a sink provides; sinks are called under the journal's lock."""
+
+    def write(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Journal:
+    """Thread-safe, ordered event log shared by every engine.
+
+    Sinks run under the journal's lock so that every sink sees events in
+    `seq` order.  While a thread is inside `emit`, `busy()` is true for it:
+    engines use that to ignore the I/O that pyward's own sinks cause.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.sinks: list[Sink] = []
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._seq = 0
+        self._pid = self._origin_pid = os.getpid()
+        self.closed = False
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The child inherits a lock that another parent thread may hold; it
+        # keeps journaling (console, log) but the report belongs to the parent.
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self.events = []
+
+    @property
+    def is_child(self) -> bool:
+        """True in a process forked from the one that created the journal."""
+        return os.getpid() != self._origin_pid
+
+    def busy(self) -> bool:
+        return getattr(self._local, "busy", False)
+
+    def add_sink(self, sink: Sink) -> None:
+        with self._lock:
+            self.sinks.append(sink)
+
+    def emit(
+        self,
+        engine: str,
+        kind: str,
+        name: str,
+        *,
+        message: str = "",
+        severity: str = "info",
+        details: dict[str, Any] | None = None,
+        where: str | None = None,
+        function: str | None = None,
+        depth: int = 1,
+    ) -> Event | None:
+        """Record an event; returns it (None once the journal is closed).
+
+        `where`/`function` default to the program's own code that caused the
+        event (see `user_site`); `depth` is how many frames above the caller
+        of `emit` to start looking.
+        """
+        if severity not in _RANK:
+            raise ValueError(f"unknown severity {severity!r}")
+        if where is None:
+            where, found = user_site(depth + 1)
+            function = function or found
+        elif where == "":  # the caller says: no program site applies
+            where = function = None
+        local = self._local
+        with self._lock:
+            if self.closed:
+                return None
+            local.busy = True
+            try:
+                self._seq += 1
+                event = Event(
+                    seq=self._seq,
+                    time=time.time(),
+                    engine=engine,
+                    kind=kind,
+                    name=name,
+                    severity=severity,
+                    message=message or f"{engine} {kind}: {name}",
+                    details=jsonable(details or {}),
+                    thread=threading.current_thread().name,
+                    pid=self._pid,
+                    where=where,
+                    function=function,
+                )
+                self.events.append(event)
+                for sink in self.sinks:
+                    sink.write(event)
+            finally:
+                local.busy = False
+        return event
+
+    def count(self, engine: str | None = None, kind: str | None = None, severity: str | None = None) -> int:
+        return sum(
+            1
+            for e in self.events
+            if (engine is None or e.engine == engine)
+            and (kind is None or e.kind == kind)
+            and (severity is None or e.severity == severity)
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            for sink in self.sinks:
+                sink.close()
+
+
+class _StderrWriter:
+    """Writes whole lines to the process's real stderr.
+
+    The program may rebind or close `sys.stderr`; pyward's lines still reach
+    file descriptor 2, through the original stream when it is usable so that
+    they interleave correctly with the program's own stderr output.
+    """
+
+    def __init__(self) -> None:
+        self.stream = sys.__stderr__
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self.stream and self.stream.isatty())
+        except (ValueError, OSError):
+            return False
+
+    def write_line(self, line: str) -> None:
+        stream = self.stream
+        try:
+            if stream is None or stream.closed:
+                raise ValueError
+            stream.write(line + "\n")
+            stream.flush()
+        except (ValueError, OSError, AttributeError):
+            try:
+                os.write(2, (line + "\n").encode("utf-8", "backslashreplace"))
+            except OSError:
+                pass
+
+
+def use_color(mode: str, writer: _StderrWriter) -> bool:
+    """`auto` follows NO_COLOR / FORCE_COLOR, then whether stderr is a TTY."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return writer.isatty() and os.environ.get("TERM") != "dumb"
+
+
+_COLORS = {"debug": "2", "info": "2", "notice": "36", "warning": "33", "alert": "1;31", "error": "1;31"}
+
+
+class ConsoleSink(Sink):
+    """The human stream: `[pyward] ...` lines on stderr, quiet by default."""
+
+    def __init__(self, threshold: str = "notice", color: str = "auto") -> None:
+        self.writer = _StderrWriter()
+        self.threshold = _RANK[threshold]
+        self.color = use_color(color, self.writer)
+
+    def format(self, event: Event) -> str:
+        tag = "" if event.severity in ("info", "notice", "debug") else f"[{event.severity}]"
+        if self.color:
+            code = _COLORS[event.severity]
+            return f"\x1b[{code}m[pyward]{tag}\x1b[0m {event.message}"
+        return f"[pyward]{tag} {event.message}"
+
+    def write(self, event: Event) -> None:
+        if _RANK[event.severity] >= self.threshold:
+            self.writer.write_line(self.format(event))
+
+    def say(self, text: str, severity: str = "notice") -> None:
+        """A pyward line that is not an event (for example the summary)."""
+        if _RANK[severity] >= self.threshold:
+            self.writer.write_line(self.format(Event(0, 0.0, "pyward", "say", "", severity, text)))
+
+
+class JsonlSink(Sink):
+    """`--log FILE`: one JSON object per line, written as events happen.
+
+    The file is opened O_APPEND and each line goes out in a single write, so
+    forked children can share it without tearing lines.
+    """
+
+    def __init__(self, path: str) -> None:
+        import json
+
+        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        self.path = path
+        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+
+    def write(self, event: Event) -> None:
+        if self.fd is not None:
+            line = self._dumps(event.to_json()) + "\n"
+            # Lone surrogates (undecodable file names) become JSON \uDCxx escapes.
+            os.write(self.fd, line.encode("utf-8", "backslashreplace"))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

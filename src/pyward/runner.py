@@ -1,0 +1,435 @@
+"""Run a program exactly as `python` would, inside one guarded session.
+
+What "exactly" means here, checked by tests/test_fidelity.py against plain
+python on every supported version:
+
+* `sys.argv`, `sys.path[0]` (the script's real directory; the cwd for `-m`;
+  '' for `-c` and stdin; nothing under `-P`/PYTHONSAFEPATH), and a fresh
+  `__main__` module with the same globals, in the same order, as python's;
+* scripts are compiled and executed directly; `-m`, directories and zip
+  files go through `runpy._run_module_as_main`, as python does, so even the
+  `<frozen runpy>` frames of their tracebacks are the same;
+* an escaping exception propagates out of pyward unchanged, so python itself
+  prints it, sets the exit status (1; death by SIGINT for
+  KeyboardInterrupt) and runs `atexit`.  A one-shot `sys.excepthook` shim
+  drops pyward's own frames from the traceback first.
+
+The session registers its end-of-run work with `atexit` *before* the program
+runs; atexit is last-in first-out, so the report is written after the
+program's own exit handlers, and the summary is the last line.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from . import __version__
+from ._isolation import isolate_module
+from .config import display_path
+from .journal import ConsoleSink, Journal, JsonlSink, iso_time
+
+os = isolate_module(os)  # noqa: F811
+
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    from .config import Settings
+
+
+class TargetError(Exception):
+    """The program cannot be started; `status` is python's own exit status for it."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Target:
+    """What to run: kind is script, module, code or stdin (`-`)."""
+
+    __slots__ = ("kind", "value", "args")
+
+    def __init__(self, kind: str, value: str, args: list[str] | tuple[str, ...] = ()) -> None:
+        if kind not in ("script", "module", "code", "stdin"):
+            raise ValueError(kind)
+        self.kind, self.value, self.args = kind, value, list(args)
+
+    def describe(self) -> str:
+        return {"script": self.value, "module": f"-m {self.value}", "code": "-c ...", "stdin": "- (stdin)"}[self.kind]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "args": self.args}
+
+
+class Engine:
+    """What an engine provides to a session (see sandbox/, tamper/, heal/).
+
+    `start` runs before the program's first line, `stop` after its last exit
+    handler and before the report is written.  `on_crash` sees an exception
+    escaping the program and returns True when the program should run again
+    (the heal engine, after patching); the default never asks for that.
+    """
+
+    name = "engine"
+
+    def start(self, session: Session) -> None:
+        pass
+
+    def stop(self, session: Session) -> None:
+        pass
+
+    def on_crash(self, session: Session, exc: BaseException) -> bool:
+        return False
+
+
+def _python_abspath(path: str) -> str:
+    """CPython's _Py_abspath: join with the cwd, without normalising."""
+    return path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+
+
+class _Prepared:
+    """A resolved target: how to execute it and what __main__ must look like."""
+
+    __slots__ = ("argv", "path0", "code", "file", "filename", "loader", "run_module", "alter_argv")
+
+    def __init__(self) -> None:
+        self.argv: list[str] = []
+        self.path0: str | None = None
+        self.code = None
+        self.file: str | None = None  # __file__, for scripts only
+        self.filename = ""  # what the code is compiled as
+        self.loader = None
+        self.run_module: str | None = None
+        self.alter_argv = False
+
+
+def prepare(target: Target) -> _Prepared:
+    """Resolve `target` without running any of its code.
+
+    Raises TargetError with python's exit status for a script that cannot be
+    opened.  Syntax errors are *not* raised here: python reports them as a
+    traceback from the run, and so does pyward.
+    """
+    p = _Prepared()
+    if target.kind == "module":
+        p.argv = ["-m", *target.args]
+        p.path0 = os.getcwd()
+        p.run_module, p.alter_argv = target.value, True
+        return p
+    if target.kind in ("code", "stdin"):
+        p.argv = ["-c" if target.kind == "code" else "-", *target.args]
+        p.path0 = ""
+        p.filename = "<string>" if target.kind == "code" else "<stdin>"
+        return p
+    script = target.value
+    p.argv = [script, *target.args]
+    absolute = _python_abspath(script)
+    if os.path.isdir(script) or (not script.endswith(".py") and _is_zip(script)):
+        p.path0 = absolute
+        p.run_module = "__main__"
+        return p
+    p.path0 = os.path.dirname(os.path.realpath(script))
+    p.file = p.filename = absolute
+    return p
+
+
+def _is_zip(path: str) -> bool:
+    try:
+        import zipimport
+
+        zipimport.zipimporter(path)
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def _read_script(p: _Prepared) -> None:
+    """Load the script's code like python does (source or .pyc)."""
+    from importlib.machinery import SourceFileLoader, SourcelessFileLoader
+
+    assert p.file is not None
+    try:
+        with open(p.file, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise TargetError(f"can't open file {p.file!r}: [Errno {exc.errno}] {exc.strerror}", 2) from None
+    if p.file.endswith(".pyc"):
+        import marshal
+        from importlib.util import MAGIC_NUMBER
+
+        if data[:4] != MAGIC_NUMBER:
+            raise TargetError(f"can't run {p.file!r}: bad magic number in .pyc file", 1)
+        p.code = marshal.loads(data[16:])
+        p.loader = SourcelessFileLoader("__main__", p.file)
+    else:
+        p.code = data
+        p.loader = SourceFileLoader("__main__", p.file)
+
+
+def _fresh_main(p: _Prepared) -> Any:
+    """A new __main__ module with python's globals, in python's order."""
+    import builtins
+    import types
+    from importlib.machinery import BuiltinImporter
+
+    main = types.ModuleType("__main__")
+    main.__loader__ = BuiltinImporter
+    main.__annotations__ = {}
+    main.__builtins__ = builtins
+    if p.file is not None:
+        main.__loader__ = p.loader
+        main.__file__ = p.file
+        main.__cached__ = None
+    sys.modules["__main__"] = main
+    return main
+
+
+def system_exit_status(code: object) -> int:
+    """The process exit status python derives from SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    return 1
+
+
+class Session:
+    """One guarded run: settings, journal and sinks, engines, the report."""
+
+    def __init__(self, settings: Settings, target: Target, invocation: list[str]) -> None:
+        from ._native import error as native_error
+
+        self.settings = settings
+        self.target = target
+        self.invocation = invocation
+        self.journal = Journal()
+        self.console: ConsoleSink | None = None
+        self.engines: list[Engine] = []
+        self.native_error = native_error
+        self.cwd = os.getcwd()
+        self.pid = os.getpid()
+        self.start_time = time.time()
+        self._start_clock = time.monotonic()
+        self.exit_status: int | None = None
+        self.exit_reason = "running"
+        self.report_path: str | None = None
+        self.report_written = False
+        self._finished = False
+        self._original_main = sys.modules.get("__main__")
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def open(self) -> None:
+        s = self.settings
+        if not s["quiet"]:
+            threshold = ("notice", "info", "debug")[min(s["verbose"], 2)]
+            self.console = ConsoleSink(threshold, s["color"])
+            self.journal.add_sink(self.console)
+        if s["log"]:
+            try:
+                self.journal.add_sink(JsonlSink(s["log"]))
+            except OSError as exc:
+                raise TargetError(f"cannot open log file {s['log']}: {exc.strerror or exc}", 2) from None
+        report = s["report"]
+        if report is True:
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.start_time))
+            self.report_path = os.path.join(self.cwd, ".pyward", "reports", f"{stamp}-{self.pid}.json")
+        elif report:
+            self.report_path = os.path.abspath(report)
+        atexit.register(self.finish)
+        self.journal.emit("pyward", "run.start", self.target.describe(), severity="debug",
+                          message=f"run start: {self.target.describe()}",
+                          details={"target": self.target.to_json(), "cwd": self.cwd, "pyward": __version__,
+                                   "python": sys.version.split()[0], "config": s.source},
+                          where="", function="")
+        if self.native_error is not None:
+            from ._native import DEGRADED
+
+            self.journal.emit("pyward", "degraded", "pyward._native", severity="warning", where="", function="",
+                              message=f"native extension unavailable ({self.native_error}); running degraded: "
+                                      f"{DEGRADED}", details={"reason": self.native_error})
+        for engine in self.engines:
+            engine.start(self)
+
+    def record_exit(self, status: int, reason: str) -> None:
+        self.exit_status, self.exit_reason = status, reason
+
+    def finish(self) -> None:
+        """End of run (atexit): stop engines, write the report, print the summary."""
+        if self._finished:
+            return
+        self._finished = True
+        if self.journal.is_child:  # a forked child: the parent owns the report
+            self.journal.close()
+            return
+        if self.exit_status is None:  # the program ended in a way we did not see
+            self.record_exit(1, "unknown")
+        for engine in reversed(self.engines):
+            try:
+                engine.stop(self)
+            except Exception as exc:  # never let an engine hide the report
+                self._say(f"{engine.name} engine failed to stop cleanly: {type(exc).__name__}: {exc}", "error")
+        self.journal.emit("pyward", "run.end", self.target.describe(), severity="debug", where="", function="",
+                          message=f"run end: exit={self.exit_status} ({self.exit_reason})",
+                          details={"exit_status": self.exit_status, "reason": self.exit_reason})
+        events = list(self.journal.events)
+        self.journal.close()
+        if self.report_path is not None:
+            try:
+                self._write_report(events)
+                self.report_written = True
+            except Exception as exc:
+                self._say(f"report not written to {display_path(self.report_path)}: {type(exc).__name__}: {exc}",
+                          "error")
+        self._say(self.summary_line(events))
+
+    def run_metadata(self) -> dict[str, Any]:
+        end = time.time()
+        return {
+            "command": self.invocation,
+            "target": self.target.to_json(),
+            "cwd": self.cwd,
+            "python": {"version": sys.version.split()[0], "implementation": sys.implementation.name,
+                       "executable": sys.executable},
+            "pyward": {"version": __version__, "native": self.native_error is None, "config": self.settings.source},
+            "pid": self.pid,
+            "start": iso_time(self.start_time),
+            "end": iso_time(end),
+            "duration_s": round(time.monotonic() - self._start_clock, 6),
+            "exit_status": self.exit_status,
+            "exit_reason": self.exit_reason,
+        }
+
+    def _write_report(self, events: list[Any]) -> None:
+        from . import report
+
+        assert self.report_path is not None
+        default_dir = os.path.join(self.cwd, ".pyward")
+        if self.report_path.startswith(default_dir + os.sep) and not os.path.isdir(default_dir):
+            os.makedirs(default_dir, exist_ok=True)
+            with open(os.path.join(default_dir, ".gitignore"), "w") as f:
+                f.write("# created by pyward\n*\n")
+        report.write(self.report_path, report.build(self.run_metadata(), events))
+
+    def summary_line(self, events: list[Any]) -> str:
+        from .report import summarize
+
+        counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity} for e in events],
+                           self.exit_status)
+        status = f"exit={self.exit_status}"
+        if self.exit_reason == "KeyboardInterrupt":
+            status += " (SIGINT)"
+        parts = [f"run end: {status}", f"{counts['denied']} denied", f"{counts['tamper_alerts']} tamper alerts",
+                 f"{counts['healed']} healed"]
+        if self.report_written and self.report_path:
+            parts.append(f"report: {display_path(self.report_path)}")
+        elif self.report_path is None:
+            parts.append("no report")
+        return " · ".join(parts)
+
+    def _say(self, text: str, severity: str = "notice") -> None:
+        if self.console is not None:
+            self.console.say(text, severity)
+        elif severity == "error":  # errors are shown even under --quiet
+            sys.__stderr__.write(f"[pyward][error] {text}\n")
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, p: _Prepared) -> int:
+        """Execute the program; return 0, or let its exit propagate."""
+        if p.path0 is not None and not sys.flags.safe_path:
+            sys.path[0] = p.path0
+        while True:
+            sys.argv[:] = p.argv
+            _fresh_main(p)
+            try:
+                _execute(p)
+            except SystemExit as exc:
+                if _from_runpy_error(exc):
+                    message = str(exc.code).split(": ", 1)[-1]
+                    self.record_exit(1, "target not found")
+                    self._say(message, "error")
+                    raise SystemExit(1) from None
+                self.record_exit(system_exit_status(exc.code), f"sys.exit({exc.code!r})")
+                raise
+            except BaseException as exc:
+                if not isinstance(exc, KeyboardInterrupt) and any(e.on_crash(self, exc) for e in self.engines):
+                    continue
+                if isinstance(exc, KeyboardInterrupt):
+                    self.record_exit(130, "KeyboardInterrupt")
+                else:
+                    self.record_exit(1, f"uncaught {type(exc).__name__}")
+                _print_without_pyward_frames(exc)
+                raise
+            self.record_exit(0, "completed")
+            return 0
+
+
+def _execute(p: _Prepared) -> None:
+    """The frame every program runs under; tracebacks are cut just below it."""
+    if p.run_module is not None:
+        import runpy
+
+        runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]
+        return
+    code = p.code
+    if isinstance(code, (str, bytes)):  # compiled here so a SyntaxError surfaces as python's would
+        code = compile(code, p.filename, "exec", dont_inherit=True)
+    exec(code, sys.modules["__main__"].__dict__)
+
+
+def _from_runpy_error(exc: SystemExit) -> bool:
+    """True for runpy's own 'No module named ...' style exits, not the program's."""
+    tb = exc.__traceback__
+    if tb is None or not isinstance(exc.code, str) or not exc.code.startswith(f"{sys.executable}: "):
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_name == "_run_module_as_main"
+
+
+def _print_without_pyward_frames(exc: BaseException) -> None:
+    """Arrange for python's own exception printing to skip pyward's frames.
+
+    The exception still propagates out of pyward (so python sets the exit
+    status and handles KeyboardInterrupt its way); whichever `sys.excepthook`
+    is current, the program's or python's, is called once with the traceback
+    starting at the program's first frame.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code is not _execute.__code__:
+        tb = tb.tb_next
+    clean = tb.tb_next if tb is not None else exc.__traceback__
+    hook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, traceback: Any) -> Any:
+        sys.excepthook = hook
+        if value is exc:
+            # python's C printer reads the exception's own __traceback__
+            traceback = value.__traceback__ = sys.last_traceback = clean
+        return hook(kind, value, traceback)
+
+    sys.excepthook = excepthook
+
+
+def start(settings: Settings, target: Target, invocation: list[str],
+          engines: Callable[[Settings], list[Engine]] | None = None) -> tuple[Session, _Prepared]:
+    """Resolve the target and open the session; nothing of the program runs yet.
+
+    Raises TargetError (python's exit status) when the target cannot start.
+    """
+    p = prepare(target)
+    if p.file is not None:
+        _read_script(p)
+    elif target.kind == "code":
+        p.code = target.value
+    elif target.kind == "stdin":
+        p.code = sys.stdin.read()
+    session = Session(settings, target, invocation)
+    if engines is not None:
+        session.engines = engines(settings)
+    session.open()
+    return session, p
