@@ -6,15 +6,15 @@ meaningful exit status (2 for usage and configuration errors).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import OPTIONS, ConfigError
+from .config import OPTIONS, ConfigError, Option
 
+TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
+    import argparse
     from typing import Any, NoReturn
 
 DESCRIPTION = """\
@@ -33,6 +33,18 @@ Configuration comes from [tool.pyward] in pyproject.toml or from pyward.toml,
 found from the working directory upwards; flags override it.
 Documentation: README.md, docs/journal.md."""
 
+#: Modules that add engine subcommands: `add_commands(subparsers, handlers)`
+#: adds parsers and registers `handlers[name] = fn(args) -> int`.  Imported
+#: only when the full parser is built, never for a plain `pyward run`.
+ENGINE_COMMANDS: tuple[str, ...] = (
+    # sandbox (issue #3)
+
+    # tamper (issue #4)
+
+    # heal (issue #5)
+
+)
+
 RUN_USAGE = "pyward run [options] (SCRIPT | -m MODULE | -c CODE | -) [ARGS...]"
 
 
@@ -41,14 +53,21 @@ def _fail(message: str, status: int = 2) -> NoReturn:
     raise SystemExit(status)
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, with one-line errors instead of a usage dump."""
+def _parser_class() -> type:
+    import argparse
 
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{self.prog}: {message} (see '{self.prog} --help')")
+    class Parser(argparse.ArgumentParser):
+        """argparse, with one-line errors instead of a usage dump."""
+
+        def error(self, message: str) -> NoReturn:
+            _fail(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+    return Parser
 
 
 def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    import argparse
+
     for option in OPTIONS:
         if command not in option.commands or not option.flags:
             continue
@@ -70,13 +89,17 @@ def _add_config_source(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-config", action="store_true", help="ignore pyproject.toml and pyward.toml")
 
 
-def build_parser() -> tuple[Parser, dict[str, Parser]]:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The full argparse CLI: used for help, errors and every command but a plain `run`."""
+    import argparse
+
+    Parser = _parser_class()
     parser = Parser(prog="pyward", description=DESCRIPTION, epilog=EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--version", action="version",
                         version=f"pyward {__version__} (python {sys.version.split()[0]})")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    subs: dict[str, Parser] = {}
+    subs: dict[str, argparse.ArgumentParser] = {}
 
     run = commands.add_parser(
         "run", help="run a program under pyward", usage=RUN_USAGE, allow_abbrev=False,
@@ -118,6 +141,11 @@ def build_parser() -> tuple[Parser, dict[str, Parser]]:
     keygen.add_argument("-o", "--output", metavar="FILE", required=True)
     subs["keygen"] = keygen
 
+    for module in ENGINE_COMMANDS:
+        import importlib
+
+        importlib.import_module(module).add_commands(commands, HANDLERS)
+
     config = commands.add_parser("config", help="show the settings pyward would use here", allow_abbrev=False,
                                  description="Show the configuration file found and the effective settings.")
     _add_config_source(config)
@@ -137,16 +165,39 @@ def _add_key_options(parser: argparse.ArgumentParser, public: bool) -> None:
                           help="Ed25519 private key (PEM; passphrase from PYWARD_KEY_PASSPHRASE)")
 
 
-def split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], Any, list[str]]:
+# Options of `run` that are not settings: where settings come from.
+_SOURCE_FLAGS = {"--config": True, "--no-config": False}  # flag -> takes a value
+
+
+def _run_flags() -> dict[str, Option | None]:
+    """Every `run` flag, mapped to its Option (None for --config/--no-config/--no-report)."""
+    flags: dict[str, Option | None] = {flag: None for flag in (*_SOURCE_FLAGS, "--no-report")}
+    for option in OPTIONS:
+        if "run" in option.commands:
+            for flag in option.flags:
+                flags[flag] = option
+    return flags
+
+
+def _takes_value(flag: str, option: Option | None) -> bool:
+    """Whether `flag` consumes the next argument (an optional value never does)."""
+    if option is None:
+        return _SOURCE_FLAGS.get(flag, False)
+    if option.cli.get("nargs") == "?":
+        return False
+    return option.cli.get("action") not in ("store_true", "store_false", "store_const", "count")
+
+
+def split_run_args(argv: list[str]) -> tuple[list[str], Any, list[str]]:
     """Split `run`'s arguments into pyward's options, the target, and the program's arguments.
 
     pyward's options end at the first argument that is not one of them (the
-    script), at `-m`/`-c`, or after `--`; everything later belongs to the
-    program, even if it looks like a pyward option.
+    script), at `-m`/`-c`/`-`, or after `--`; everything later belongs to
+    the program, even if it looks like a pyward option.
     """
     from .runner import Target
 
-    actions = parser._option_string_actions
+    flags = _run_flags()
     options: list[str] = []
     i = 0
     while i < len(argv):
@@ -159,19 +210,16 @@ def split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[li
             value = token[2:]
             if not value:
                 if i + 1 >= len(argv):
-                    parser.error(f"argument {token[:2]}: expected one argument")
+                    _fail(f"pyward run: argument {token[:2]}: expected one argument (see 'pyward run --help')")
                 value = argv[i + 1]
                 i += 1
-            kind = "module" if token[1] == "m" else "code"
-            return options, Target(kind, value), argv[i + 1:]
+            return options, Target("module" if token[1] == "m" else "code", value), argv[i + 1:]
         if token == "-":
             return options, Target("stdin", "-"), argv[i + 1:]
         if token.startswith("-"):
             options.append(token)
             name, has_value, _ = token.partition("=")
-            action = actions.get(name)
-            takes_value = action is not None and action.nargs is None and not has_value
-            if takes_value and i + 1 < len(argv):
+            if name in flags and not has_value and _takes_value(name, flags[name]) and i + 1 < len(argv):
                 options.append(argv[i + 1])
                 i += 1
             i += 1
@@ -180,24 +228,74 @@ def split_run_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[li
     return options, None, []
 
 
-def _settings(args: argparse.Namespace, command: str) -> Any:
+def parse_run_options(tokens: list[str]) -> dict[str, Any] | None:
+    """Parse `run` options without argparse (it costs milliseconds of startup).
+
+    Returns {dest: value} like argparse's namespace would hold, or None for
+    anything beyond plain flags (help, unknown options, bad values, clustered
+    short flags): then argparse parses, and prints help or the error.
+    """
+    flags = _run_flags()
+    out: dict[str, Any] = {"config": None, "no_config": False}
+    i = 0
+    while i < len(tokens):
+        name, has_value, value = tokens[i].partition("=")
+        if name not in flags:
+            return None
+        option = flags[name]
+        if option is not None and option.cli.get("nargs") == "?":
+            try:
+                out[option.dest] = option.cli.get("type", str)(value) if has_value else option.cli.get("const")
+            except (TypeError, ValueError):
+                return None
+        elif not _takes_value(name, option):
+            if has_value:
+                return None
+            if option is None:
+                out["report" if name == "--no-report" else "no_config"] = name != "--no-report"
+            elif option.cli.get("action") == "count":
+                out[option.dest] = out.get(option.dest, 0) + 1
+            else:
+                out[option.dest] = option.cli.get("action") == "store_true"
+        else:
+            if not has_value:
+                if i + 1 >= len(tokens):
+                    return None
+                i += 1
+                value = tokens[i]
+            if option is None:
+                out["config"] = value
+            else:
+                try:
+                    out[option.dest] = option.cli.get("type", str)(value)
+                except (TypeError, ValueError):
+                    return None
+                if option.choices and out[option.dest] not in option.choices:
+                    return None
+        i += 1
+    return out
+
+
+def _settings(args: dict[str, Any], command: str) -> Any:
     from .config import load
 
-    overrides = {o.key: getattr(args, o.dest) for o in OPTIONS
-                 if command in o.commands and hasattr(args, o.dest)}
+    overrides = {o.key: args[o.dest] for o in OPTIONS if command in o.commands and o.dest in args}
     for key in ("log", "report"):  # paths given on the command line are relative to the cwd
         if isinstance(overrides.get(key), str):
             overrides[key] = os.path.abspath(overrides[key])
-    return load(args.config, use_files=not args.no_config, overrides=overrides)
+    return load(args["config"], use_files=not args["no_config"], overrides=overrides)
 
 
-def cmd_run(parser: Parser, argv: list[str]) -> int:
+def cmd_run(argv: list[str]) -> int:
     from .runner import TargetError, start
 
-    options, target, program_args = split_run_args(parser, argv)
-    args = parser.parse_args(options)
-    if target is None:
-        parser.error("nothing to run: give a SCRIPT, -m MODULE, -c CODE or - (stdin)")
+    options, target, program_args = split_run_args(argv)
+    args = parse_run_options(options)
+    if args is None or target is None:
+        parser = build_parser()[1]["run"]
+        args = vars(parser.parse_args(options))  # help, or the error, exits here
+        if target is None:
+            parser.error("nothing to run: give a SCRIPT, -m MODULE, -c CODE or - (stdin)")
     target.args = program_args
     try:
         settings = _settings(args, "run")
@@ -298,7 +396,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     try:
-        settings = _settings(args, "config")
+        settings = _settings(vars(args), "config")
     except ConfigError as exc:
         _fail(str(exc))
     print(f"# config file: {settings.source or '(none found; defaults)'}")
@@ -307,16 +405,16 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+HANDLERS: dict[str, Any] = {"verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen, "config": cmd_config}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser, subs = build_parser()
     if argv and argv[0] == "run":
-        return cmd_run(subs["run"], argv[1:])
+        return cmd_run(argv[1:])
+    parser, subs = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command == "run":  # only reached for `pyward run` with nothing after it
-        return cmd_run(subs["run"], [])
-    handler = {"verify": cmd_verify, "sign": cmd_sign, "keygen": cmd_keygen, "config": cmd_config}
-    return handler[args.command](args)
+    return HANDLERS[args.command](args)

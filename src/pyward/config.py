@@ -14,12 +14,12 @@ Precedence: defaults < config file < command line.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from ._isolation import isolate_module
 
 os = isolate_module(os)  # noqa: F811
 
+TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
     from typing import Any, Callable
 
@@ -33,7 +33,9 @@ class Option:
 
     `kind` is one of bool, int, str, path, enum, list, report.  `path` values
     from a file are relative to that file's directory; `report` is a path or
-    `false` (no report).  `cli` holds extra argparse keyword arguments.
+    `false` (no report).  `cli` holds extra argparse keyword arguments;
+    with `"nargs": "?"` a flag takes a value only in its `--flag=VALUE` form,
+    so `--allow-read app.py` never swallows the script.
     """
 
     __slots__ = ("key", "kind", "default", "help", "flags", "choices", "metavar", "cli", "commands")
@@ -64,6 +66,12 @@ OPTIONS: list[Option] = [
            "write the end-of-run report to FILE (default: .pyward/reports/<time>-<pid>.json); "
            "false in a config file disables it",
            flags=("--report",), metavar="FILE"),
+    # sandbox (issue #3)
+
+    # tamper (issue #4)
+
+    # heal (issue #5)
+
 ]
 
 _BY_KEY = {o.key: o for o in OPTIONS}

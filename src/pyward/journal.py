@@ -8,17 +8,18 @@ src/pyward/schema/event-1.json.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
 import time
-from typing import TYPE_CHECKING
 
 from ._isolation import isolate_module
+from .canonical import dumps
 
 os = isolate_module(os)  # noqa: F811 - the program may patch os; we must not care
 
-if TYPE_CHECKING:  # typing costs milliseconds at startup; annotations stay lazy
+TYPE_CHECKING = False  # importing typing costs milliseconds of startup
+if TYPE_CHECKING:
     from typing import Any
 
 SCHEMA_VERSION = 1
@@ -62,6 +63,16 @@ def user_site(depth: int = 1) -> tuple[str | None, str | None]:
     if fallback is None:
         return None, None
     return f"{fallback.f_code.co_filename}:{fallback.f_lineno}", fallback.f_code.co_qualname
+
+
+def thread_name() -> str:
+    """The current thread's name, without importing threading.
+
+    pyward does not import `threading` itself (plain python does not either);
+    until the program does, only the main thread can exist.
+    """
+    threading = sys.modules.get("threading")
+    return threading.current_thread().name if threading is not None else "MainThread"
 
 
 def jsonable(value: Any, _depth: int = 0) -> Any:
@@ -158,8 +169,8 @@ class Journal:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.sinks: list[Sink] = []
-        self._lock = threading.RLock()
-        self._local = threading.local()
+        self._lock = _thread.RLock()
+        self._local = _thread._local()
         self._seq = 0
         self._pid = self._origin_pid = os.getpid()
         self.closed = False
@@ -168,8 +179,8 @@ class Journal:
     def _after_fork(self) -> None:
         # The child inherits a lock that another parent thread may hold; it
         # keeps journaling (console, log) but the report belongs to the parent.
-        self._lock = threading.RLock()
-        self._local = threading.local()
+        self._lock = _thread.RLock()
+        self._local = _thread._local()
         self._pid = os.getpid()
         self.events = []
 
@@ -227,7 +238,7 @@ class Journal:
                     severity=severity,
                     message=message or f"{engine} {kind}: {name}",
                     details=jsonable(details or {}),
-                    thread=threading.current_thread().name,
+                    thread=thread_name(),
                     pid=self._pid,
                     where=where,
                     function=function,
@@ -255,6 +266,32 @@ class Journal:
             self.closed = True
             for sink in self.sinks:
                 sink.close()
+
+
+def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str, Any]:
+    """Counts derived from events (as JSON dicts); the report stores them and
+    `pyward verify` recomputes them, the console prints the run-end line."""
+    by_engine: dict[str, int] = {}
+    by_severity: dict[str, int] = {}
+    denied = alerts = healed = 0
+    for e in events:
+        by_engine[e["engine"]] = by_engine.get(e["engine"], 0) + 1
+        by_severity[e["severity"]] = by_severity.get(e["severity"], 0) + 1
+        if e["engine"] == "sandbox" and e["kind"] == "denied":
+            denied += 1
+        elif e["engine"] == "tamper" and e["severity"] == "alert":
+            alerts += 1
+        elif e["engine"] == "heal" and e["kind"] == "healed":
+            healed += 1
+    return {
+        "exit_status": exit_status,
+        "events": len(events),
+        "denied": denied,
+        "tamper_alerts": alerts,
+        "healed": healed,
+        "by_engine": dict(sorted(by_engine.items())),
+        "by_severity": dict(sorted(by_severity.items())),
+    }
 
 
 class _StderrWriter:
@@ -337,17 +374,12 @@ class JsonlSink(Sink):
     """
 
     def __init__(self, path: str) -> None:
-        import json
-
-        self._dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         self.path = path
         self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
 
     def write(self, event: Event) -> None:
         if self.fd is not None:
-            line = self._dumps(event.to_json()) + "\n"
-            # Lone surrogates (undecodable file names) become JSON \uDCxx escapes.
-            os.write(self.fd, line.encode("utf-8", "backslashreplace"))
+            os.write(self.fd, (dumps(event.to_json(), sort_keys=False) + "\n").encode("ascii"))
 
     def close(self) -> None:
         if self.fd is not None:

@@ -16,18 +16,16 @@ hashlib/hmac/json, except Ed25519, which needs the `cryptography` package.
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
 import os
-from typing import TYPE_CHECKING
 
+from . import canonical as _canonical
 from ._isolation import isolate_module
-from .journal import Event, iso_time
+from .journal import Event, iso_time, summarize
 
 os = isolate_module(os)  # noqa: F811
 
+TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
     from typing import Any, Iterable
 
@@ -46,7 +44,9 @@ class SigningKeyError(Exception):
 
 
 def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    """Bytes hashed for `obj`: exactly json.dumps(obj, sort_keys=True,
+    separators=(",", ":"), ensure_ascii=True), encoded as ASCII."""
+    return _canonical.dumps(obj).encode("ascii")
 
 
 def sha256(data: bytes) -> bytes:
@@ -74,31 +74,6 @@ def merkle_root(events: Iterable[dict[str, Any]]) -> bytes:
         return sha256(b"\x01" + tree(nodes[:split]) + tree(nodes[split:]))
 
     return tree(level)
-
-
-def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str, Any]:
-    """Counts derived from the events; `verify` recomputes and compares them."""
-    by_engine: dict[str, int] = {}
-    by_severity: dict[str, int] = {}
-    denied = alerts = healed = 0
-    for e in events:
-        by_engine[e["engine"]] = by_engine.get(e["engine"], 0) + 1
-        by_severity[e["severity"]] = by_severity.get(e["severity"], 0) + 1
-        if e["engine"] == "sandbox" and e["kind"] == "denied":
-            denied += 1
-        elif e["engine"] == "tamper" and e["severity"] == "alert":
-            alerts += 1
-        elif e["engine"] == "heal" and e["kind"] == "healed":
-            healed += 1
-    return {
-        "exit_status": exit_status,
-        "events": len(events),
-        "denied": denied,
-        "tamper_alerts": alerts,
-        "healed": healed,
-        "by_engine": dict(sorted(by_engine.items())),
-        "by_severity": dict(sorted(by_severity.items())),
-    }
 
 
 def build(run: dict[str, Any], events: list[Event]) -> dict[str, Any]:
@@ -138,13 +113,14 @@ def write(path: str, report: dict[str, Any]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1, ensure_ascii=False)
-        f.write("\n")
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(_canonical.dumps(report, sort_keys=False, indent=1) + "\n")
     os.replace(tmp, path)
 
 
 def load(path: str) -> tuple[bytes, dict[str, Any]]:
+    import json
+
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -301,6 +277,10 @@ def _public_raw(public_key) -> bytes:
 
 def sign(raw: bytes, data: dict[str, Any], *, hmac_key: bytes | None = None, ed25519_key=None) -> dict[str, Any]:
     """A signature document for the report bytes `raw` (exactly one key)."""
+    import base64
+    import hmac
+    import time
+
     digest = hashlib.sha256(raw).hexdigest()
     if hmac_key is not None:
         algorithm = "hmac-sha256"
@@ -310,8 +290,6 @@ def sign(raw: bytes, data: dict[str, Any], *, hmac_key: bytes | None = None, ed2
         algorithm = "ed25519"
         signature = ed25519_key.sign(_message(algorithm, digest))
         key_id = hashlib.sha256(_public_raw(ed25519_key.public_key())).hexdigest()[:16]
-    import time
-
     return {
         "format": SIG_FORMAT,
         "version": 1,
@@ -326,6 +304,9 @@ def sign(raw: bytes, data: dict[str, Any], *, hmac_key: bytes | None = None, ed2
 
 def check_signature(raw: bytes, sig: dict[str, Any], *, hmac_key: bytes | None = None, public_key=None) -> str | None:
     """None when `sig` is a valid signature of `raw`, else what is wrong."""
+    import base64
+    import hmac
+
     if sig.get("format") != SIG_FORMAT:
         return "not a pyward signature file"
     algorithm = sig.get("algorithm")

@@ -24,15 +24,15 @@ import atexit
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from . import __version__
 from ._isolation import isolate_module
 from .config import display_path
-from .journal import ConsoleSink, Journal, JsonlSink, iso_time
+from .journal import ConsoleSink, Journal, JsonlSink, iso_time, summarize
 
 os = isolate_module(os)  # noqa: F811
 
+TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
     from typing import Any, Callable
 
@@ -64,6 +64,31 @@ class Target:
         return {"kind": self.kind, "value": self.value, "args": self.args}
 
 
+#: Engine modules in start order, each exposing `engine(settings) -> Engine | None`
+#: (None when its settings leave it off).  Modules are imported only here, at
+#: session start; keep their package __init__ light.  The sandbox starts
+#: first so that tamper can seal its wrappers; heal starts last.
+ENGINES: tuple[str, ...] = (
+    # sandbox (issue #3)
+
+    # tamper (issue #4)
+
+    # heal (issue #5)
+
+)
+
+
+def engines_for(settings: Settings) -> list[Engine]:
+    import importlib
+
+    engines = []
+    for name in ENGINES:
+        engine = importlib.import_module(name).engine(settings)
+        if engine is not None:
+            engines.append(engine)
+    return engines
+
+
 class Engine:
     """What an engine provides to a session (see sandbox/, tamper/, heal/).
 
@@ -83,6 +108,26 @@ class Engine:
 
     def on_crash(self, session: Session, exc: BaseException) -> bool:
         return False
+
+
+def _thread_local() -> Any:
+    import _thread
+
+    return _thread._local()
+
+
+class _Acting:
+    __slots__ = ("local", "engine", "previous")
+
+    def __init__(self, local: Any, engine: str) -> None:
+        self.local, self.engine, self.previous = local, engine, None
+
+    def __enter__(self) -> None:
+        self.previous = getattr(self.local, "engine", None)
+        self.local.engine = self.engine
+
+    def __exit__(self, *exc: object) -> None:
+        self.local.engine = self.previous
 
 
 def _python_abspath(path: str) -> str:
@@ -219,6 +264,25 @@ class Session:
         self.report_written = False
         self._finished = False
         self._original_main = sys.modules.get("__main__")
+        #: (namespace, attribute, why) that an engine installed and wants the
+        #: tamper engine to seal, e.g. the sandbox's wrapper of fork_exec.
+        self.protected: list[tuple[object, str, str]] = []
+        self._acting = _thread_local()
+
+    # -- cooperation between engines ------------------------------------------
+
+    def protect(self, namespace: object, attribute: str, why: str) -> None:
+        """Ask for `namespace.attribute` (installed by pyward) to be sealed."""
+        self.protected.append((namespace, attribute, why))
+
+    def acting(self, engine: str) -> _Acting:
+        """`with session.acting("heal"):` marks changes made in this thread as
+        pyward's own, so the tamper engine authorises them by construction."""
+        return _Acting(self._acting, engine)
+
+    def acting_engine(self) -> str | None:
+        """The engine acting in this thread (see `acting`), or None."""
+        return getattr(self._acting, "engine", None)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -315,8 +379,6 @@ class Session:
         report.write(self.report_path, report.build(self.run_metadata(), events))
 
     def summary_line(self, events: list[Any]) -> str:
-        from .report import summarize
-
         counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity} for e in events],
                            self.exit_status)
         status = f"exit={self.exit_status}"
@@ -429,7 +491,6 @@ def start(settings: Settings, target: Target, invocation: list[str],
     elif target.kind == "stdin":
         p.code = sys.stdin.read()
     session = Session(settings, target, invocation)
-    if engines is not None:
-        session.engines = engines(settings)
+    session.engines = (engines or engines_for)(settings)
     session.open()
     return session, p

@@ -1,0 +1,37 @@
+"""Shared helpers for pyward's benchmarks: timing commands against plain python."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def pyward_cmd() -> list[str]:
+    """The `pyward` console script installed next to this interpreter."""
+    script = os.path.join(os.path.dirname(sys.executable), "pyward")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "pyward"]
+
+
+def time_commands(commands: dict[str, list[str]], runs: int, cwd: str, env: dict[str, str] | None = None,
+                  warmup: int = 3) -> dict[str, list[float]]:
+    """Wall-clock seconds per run for each command, interleaved so drift hits all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for i in range(warmup + runs):
+        for name, cmd in commands.items():
+            start = time.perf_counter()
+            subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            elapsed = time.perf_counter() - start
+            if i >= warmup:
+                samples[name].append(elapsed)
+    return samples
+
+
+def describe(samples: list[float]) -> dict[str, float]:
+    return {"median_ms": statistics.median(samples) * 1e3, "min_ms": min(samples) * 1e3,
+            "stdev_ms": statistics.stdev(samples) * 1e3 if len(samples) > 1 else 0.0}
+
+
+def python_version() -> str:
+    return sys.version.split()[0]

@@ -1,0 +1,76 @@
+"""JSON output for the run path, without importing `json`.
+
+`json` imports `re`, which costs ~6 ms on every `pyward run` that writes a
+report or a log.  pyward only ever serialises exact dict/list/tuple/str/int/
+float/bool/None values (see journal.jsonable), so a dozen lines over
+CPython's C string quoting do the job.  The output is byte-identical to
+`json.dumps(obj, sort_keys=..., indent=..., ensure_ascii=True)` with compact
+separators when there is no indent; tests/test_canonical.py checks that
+property on generated data.  Reading JSON (verify) uses the real `json`.
+"""
+from __future__ import annotations
+
+from _json import encode_basestring_ascii as _quote
+
+_INF = float("inf")
+
+
+def dumps(obj: object, *, sort_keys: bool = True, indent: int | None = None) -> str:
+    """Serialise `obj`; sort_keys + no indent is pyward's canonical form."""
+    parts: list[str] = []
+    _encode(obj, parts, sort_keys, indent, 0)
+    return "".join(parts)
+
+
+def _encode(obj: object, out: list[str], sort_keys: bool, indent: int | None, level: int) -> None:
+    kind = type(obj)
+    if kind is str:
+        out.append(_quote(obj))
+    elif obj is None:
+        out.append("null")
+    elif obj is True:
+        out.append("true")
+    elif obj is False:
+        out.append("false")
+    elif kind is int:
+        out.append(int.__repr__(obj))  # type: ignore[arg-type]
+    elif kind is float:
+        if obj != obj or obj == _INF or obj == -_INF:
+            raise ValueError(f"{obj!r} is not valid JSON")
+        out.append(float.__repr__(obj))  # type: ignore[arg-type]
+    elif kind is list or kind is tuple:
+        if not obj:
+            out.append("[]")
+            return
+        inner, sep, close = _layout(indent, level)
+        out.append("[" + inner)
+        for i, item in enumerate(obj):  # type: ignore[arg-type]
+            if i:
+                out.append(sep)
+            _encode(item, out, sort_keys, indent, level + 1)
+        out.append(close + "]")
+    elif kind is dict:
+        if not obj:
+            out.append("{}")
+            return
+        inner, sep, close = _layout(indent, level)
+        items = sorted(obj.items()) if sort_keys else obj.items()  # type: ignore[attr-defined]
+        out.append("{" + inner)
+        for i, (key, value) in enumerate(items):
+            if type(key) is not str:
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+            if i:
+                out.append(sep)
+            out.append(_quote(key) + (": " if indent is not None else ":"))
+            _encode(value, out, sort_keys, indent, level + 1)
+        out.append(close + "}")
+    else:
+        raise TypeError(f"{kind.__name__} is not JSON serialisable here")
+
+
+def _layout(indent: int | None, level: int) -> tuple[str, str, str]:
+    """(after the opening bracket, between items, before the closing bracket)."""
+    if indent is None:
+        return "", ",", ""
+    pad = "\n" + " " * (indent * (level + 1))
+    return pad, "," + pad, "\n" + " " * (indent * level)
