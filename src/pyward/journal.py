@@ -45,13 +45,14 @@ def _is_plumbing(filename: str) -> bool:
 
 
 def user_site(depth: int = 1) -> tuple[str | None, str | None]:
-    """`(file:line, function)` of the code that caused the current event.
+    """`(file:line, function)` of the code that caused the current event,
+    searching outwards from `depth` frames above this call (1: our caller).
 
     The first frame that is neither pyward nor the stdlib: for an `open()`
     called inside `shutil.copy`, that is the program's line calling
     `shutil.copy`.  Falls back to the first non-pyward frame.
     """
-    frame = sys._getframe(depth + 1)
+    frame = sys._getframe(depth)
     fallback = None
     while frame is not None:
         filename = frame.f_code.co_filename

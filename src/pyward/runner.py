@@ -488,8 +488,8 @@ def start(settings: Settings, target: Target, invocation: list[str],
         _read_script(p)
     elif target.kind == "code":
         p.code = target.value
-    elif target.kind == "stdin":
-        p.code = sys.stdin.read()
+    elif target.kind == "stdin":  # bytes, so a coding cookie is honoured as python does
+        p.code = sys.stdin.buffer.read()
     session = Session(settings, target, invocation)
     session.engines = (engines or engines_for)(settings)
     session.open()

@@ -1,0 +1,1 @@
+"""JSON Schemas of pyward's formats (package data)."""

@@ -1,0 +1,26 @@
+"""Helpers shared by pyward's tests: run the CLI in a subprocess, cleanly."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child: no PYWARD_* or PYTHONPATH leaking in, no colour."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYWARD", "PYTHON", "FORCE_COLOR"))}
+    env["NO_COLOR"] = "1"
+    env.update(extra)
+    return env
+
+
+def pyward(*args: str, cwd: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
+           input: bytes | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m pyward ARGS`, text output."""
+    return subprocess.run([sys.executable, "-m", "pyward", *args], cwd=cwd, env=env or clean_env(),
+                          input=input.decode() if input is not None else None, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def pyward_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("[pyward]")]

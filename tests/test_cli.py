@@ -1,0 +1,98 @@
+"""The command line: help, version, and how `run` splits pyward's options from the program's."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import clean_env, pyward
+
+from pyward import __version__, cli
+
+
+def test_help_and_python_m_are_the_same():
+    a = pyward("--help")
+    script = os.path.join(os.path.dirname(sys.executable), "pyward")
+    b = subprocess.run([script, "--help"], capture_output=True, text=True, env=clean_env(), timeout=30)
+    assert a.returncode == b.returncode == 0
+    assert a.stdout == b.stdout
+    for command in ("run", "verify", "sign", "keygen", "config"):
+        assert command in a.stdout
+
+
+def test_version():
+    result = pyward("--version")
+    assert result.returncode == 0 and result.stdout.startswith(f"pyward {__version__} (python ")
+
+
+def test_run_help():
+    result = pyward("run", "--help")
+    assert result.returncode == 0
+    assert "pyward run [options] (SCRIPT | -m MODULE | -c CODE | -)" in result.stdout
+    assert "--no-report" in result.stdout
+
+
+def test_no_command_prints_help():
+    result = pyward()
+    assert result.returncode == 2 and "COMMAND" in result.stdout
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["run", "--bogus", "x.py"], "unrecognized arguments: --bogus"),
+    (["run"], "nothing to run"),
+    (["run", "--color", "pink", "x.py"], "invalid choice: 'pink'"),
+    (["run", "-m"], "-m: expected one argument"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_usage_errors_are_one_line(argv, problem):
+    result = pyward(*argv)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line]
+    assert len(lines) == 1 and lines[0].startswith("[pyward][error] ") and problem in lines[0]
+
+
+def split(*argv):
+    options, target, args = cli.split_run_args(list(argv))
+    return options, (target.kind, target.value) if target else None, args
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["app.py", "a", "--quiet"], ([], ("script", "app.py"), ["a", "--quiet"])),
+    (["-q", "--log", "x.jsonl", "app.py"], (["-q", "--log", "x.jsonl"], ("script", "app.py"), [])),
+    (["--log=x.jsonl", "app.py", "-v"], (["--log=x.jsonl"], ("script", "app.py"), ["-v"])),
+    (["--", "-weird.py", "x"], ([], ("script", "-weird.py"), ["x"])),
+    (["-m", "http.server", "8000", "-q"], ([], ("module", "http.server"), ["8000", "-q"])),
+    (["-mjson.tool", "f"], ([], ("module", "json.tool"), ["f"])),
+    (["-v", "-c", "print(1)", "--log", "z"], (["-v"], ("code", "print(1)"), ["--log", "z"])),
+    (["-cpass"], ([], ("code", "pass"), [])),
+    (["-", "a"], ([], ("stdin", "-"), ["a"])),
+    (["--config", "c.toml", "--no-config", "app.py"], (["--config", "c.toml", "--no-config"], ("script", "app.py"), [])),
+    (["-q"], (["-q"], None, [])),
+])
+def test_split_run_args(argv, expected):
+    assert split(*argv) == expected
+
+
+@pytest.mark.parametrize("options", [
+    [], ["-q"], ["-v"], ["-v", "-v"], ["--verbose"], ["--color", "never"], ["--color=always"],
+    ["--log", "a.jsonl"], ["--report", "r.json"], ["--no-report"], ["--config", "c.toml"], ["--no-config"],
+    ["-q", "--log=x", "--no-report", "--color", "auto"],
+])
+def test_fast_parser_agrees_with_argparse(options):
+    fast = cli.parse_run_options(options)
+    slow = vars(cli.build_parser()[1]["run"].parse_args(options))
+    assert fast is not None
+    assert fast == slow
+
+
+@pytest.mark.parametrize("options", [["-h"], ["-qv"], ["-vv"], ["--bogus"], ["--color", "pink"], ["--log"],
+                                     ["--quiet=1"]])
+def test_fast_parser_defers_anything_unusual(options):
+    assert cli.parse_run_options(options) is None
+
+
+def test_clustered_short_flags_still_work(tmp_path):
+    (tmp_path / "app.py").write_text("print('hi')\n")
+    result = pyward("run", "-vv", "app.py", cwd=tmp_path)
+    assert result.returncode == 0 and "run start" in result.stderr
