@@ -437,10 +437,27 @@ def _execute(p: _Prepared) -> None:
 
         runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]
         return
-    code = p.code
-    if isinstance(code, (str, bytes)):  # compiled here so a SyntaxError surfaces as python's would
-        code = compile(code, p.filename, "exec", dont_inherit=True)
+    source = p.code
+    code = source
+    if isinstance(source, (str, bytes)):  # compiled here so a SyntaxError surfaces as python's would
+        code = compile(source, p.filename, "exec", dont_inherit=True)
+        if p.filename == "<string>":
+            _register_command_source(code, source)
     exec(code, sys.modules["__main__"].__dict__)
+
+
+def _register_command_source(code: Any, source: str | bytes) -> None:
+    """Python 3.13+ shows `-c` source lines in tracebacks: the interpreter
+    registers the command with linecache, keyed by code object where
+    linecache has a code-keyed cache (newer releases), by the '<string>'
+    filename on 3.13.0.  Do exactly what this interpreter does."""
+    import linecache
+
+    register = getattr(linecache, "_register_code", None)
+    if register is None:  # 3.11, 3.12: python does not register it
+        return
+    text = source if isinstance(source, str) else source.decode()
+    register(code if hasattr(linecache, "_getlines_from_code") else "<string>", text, "<string>")
 
 
 def _from_runpy_error(exc: SystemExit) -> bool:
