@@ -2,7 +2,26 @@
 
     pyward run app.py [args...]
 
-The public API grows with the engines (sandbox, tamper, heal); this module
-stays cheap to import because it is imported before the guarded program.
+This module is imported before the guarded program runs, so it stays cheap:
+the public names below are loaded on first use.
 """
 __version__ = "0.1.0"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .policy import Policy
+    from .sandbox.errors import AccessDenied
+
+__all__ = ["AccessDenied", "Policy", "__version__"]
+
+
+def __getattr__(name):  # lazy public API (PEP 562)
+    if name == "AccessDenied":
+        from .sandbox.errors import AccessDenied
+
+        return AccessDenied
+    if name == "Policy":
+        from .policy import Policy
+
+        return Policy
+    raise AttributeError(f"module 'pyward' has no attribute {name!r}")

@@ -23,3 +23,18 @@ def isolate_module(mod: types.ModuleType) -> types.ModuleType:
                 value = isolate_module(value)
             setattr(new, name, value)
     return _ISOLATED[mod]
+
+
+_BUILTINS: dict[str, object] = {}
+
+
+def isolate_builtins(namespace: dict[str, object]) -> None:
+    """Make the functions defined after this call in a module see the builtins
+    as they were when pyward started, not whatever the program rebinds later
+    (`builtins.len = ...` must not break the journal that reports it).
+    Call it after the imports, before the first `def`."""
+    if not _BUILTINS:
+        import builtins
+
+        _BUILTINS.update(vars(builtins))
+    namespace["__builtins__"] = _BUILTINS

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from _json import encode_basestring_ascii as _quote
 
+from ._isolation import isolate_builtins
+
+isolate_builtins(globals())
+
 _INF = float("inf")
 
 

@@ -38,12 +38,22 @@ Documentation: README.md, docs/journal.md."""
 #: only when the full parser is built, never for a plain `pyward run`.
 ENGINE_COMMANDS: tuple[str, ...] = (
     # sandbox (issue #3)
+    "pyward.sandbox.commands",
 
     # tamper (issue #4)
 
     # heal (issue #5)
 
 )
+
+#: Commands that run a program (their arguments split like `run`'s): name -> "module:function".
+PROGRAM_COMMANDS: dict[str, str] = {
+    # sandbox (issue #3)
+    "learn": "pyward.sandbox.commands:cmd_learn",
+
+    # heal (issue #5)
+
+}
 
 RUN_USAGE = "pyward run [options] (SCRIPT | -m MODULE | -c CODE | -) [ARGS...]"
 
@@ -286,20 +296,24 @@ def _settings(args: dict[str, Any], command: str) -> Any:
     return load(args["config"], use_files=not args["no_config"], overrides=overrides)
 
 
-def cmd_run(argv: list[str]) -> int:
+def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run") -> int:
+    """`pyward run`; commands that run a program (learn, ...) pass `extra` settings."""
     from .runner import TargetError, start
 
     options, target, program_args = split_run_args(argv)
     args = parse_run_options(options)
     if args is None or target is None:
         parser = build_parser()[1]["run"]
+        parser.prog = f"pyward {command}"
         args = vars(parser.parse_args(options))  # help, or the error, exits here
         if target is None:
             parser.error("nothing to run: give a SCRIPT, -m MODULE, -c CODE or - (stdin)")
     target.args = program_args
     try:
         settings = _settings(args, "run")
-        session, prepared = start(settings, target, ["pyward", "run", *argv])
+        if extra:
+            settings.update(extra)
+        session, prepared = start(settings, target, ["pyward", command, *argv])
     except (ConfigError, TargetError) as exc:
         _fail(str(exc), getattr(exc, "status", 2))
     return session.run(prepared)  # the program's own exit propagates from here
@@ -412,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "run":
         return cmd_run(argv[1:])
+    if argv and argv[0] in PROGRAM_COMMANDS and not (len(argv) > 1 and argv[1] in ("-h", "--help")):
+        import importlib
+
+        module, _, function = PROGRAM_COMMANDS[argv[0]].partition(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
     parser, subs = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

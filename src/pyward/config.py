@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from ._isolation import isolate_module
+from .policy import PERMISSIONS
 
 os = isolate_module(os)  # noqa: F811
 
@@ -67,6 +68,25 @@ OPTIONS: list[Option] = [
            "false in a config file disables it",
            flags=("--report",), metavar="FILE"),
     # sandbox (issue #3)
+    Option("mode", "enum", None,
+           "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "
+           "a terminal), off. Default: enforce when any permission is configured, else watch",
+           flags=("--mode",), choices=("watch", "enforce", "prompt", "off")),
+    Option("on_deny", "enum", "raise",
+           "raise: a denied operation raises pyward.AccessDenied (a PermissionError) in the program; "
+           "exit: stop the program at once with exit status 77",
+           flags=("--on-deny",), choices=("raise", "exit")),
+    Option("inherit", "bool", True, "Python child processes run under the same policy (--no-inherit: they do not)",
+           flags=("--no-inherit",), cli={"action": "store_false"}),
+    Option("permissions.all", "bool", False, "allow everything (deny rules still apply)",
+           flags=("-A", "--allow-all"), cli={"action": "store_true"}),
+    *(Option(f"permissions.{perm}", "perm", None,
+             f"allow {perm}: everything, or only --allow-{perm}=LIST (comma-separated; the value "
+             "is never taken from the next argument)", flags=(f"--allow-{perm}",),
+             metavar="LIST", cli={"nargs": "?", "const": True}) for perm in PERMISSIONS),
+    *(Option(f"permissions.deny.{perm}", "perm", None,
+             f"deny {perm} for LIST (all when no LIST); deny wins over allow", flags=(f"--deny-{perm}",),
+             metavar="LIST", cli={"nargs": "?", "const": True}) for perm in PERMISSIONS),
 
     # tamper (issue #4)
 
@@ -75,10 +95,11 @@ OPTIONS: list[Option] = [
 ]
 
 _BY_KEY = {o.key: o for o in OPTIONS}
-SECTIONS = {o.key.rsplit(".", 1)[0] for o in OPTIONS if "." in o.key}
+SECTIONS = {o.key.rsplit(".", i)[0] for o in OPTIONS for i in range(1, o.key.count(".") + 1)}
 
 _TYPE_WORDS = {"bool": "a boolean (true or false)", "int": "an integer", "str": "a string", "path": "a path string",
-               "list": "a list of strings", "report": "a path string or false"}
+               "list": "a list of strings", "report": "a path string or false",
+               "perm": "a list of strings, or true (everything) / false"}
 
 
 def _describe_value(value: Any) -> str:
@@ -106,6 +127,8 @@ def check(option: Option, value: Any) -> Any:
         ok = lambda v: type(v) is list and all(type(x) is str for x in v)  # noqa: E731
     elif kind == "report":
         ok = lambda v: (type(v) is str and v != "") or v is False  # noqa: E731
+    elif kind == "perm":
+        ok = lambda v: type(v) is bool or (type(v) is list and all(type(x) is str and x for x in v))  # noqa: E731
     else:  # pragma: no cover - a programming error in OPTIONS
         raise AssertionError(kind)
     if not ok(value):
@@ -118,6 +141,7 @@ class Settings(dict):
     """Effective settings by option key; `source` is the config file used, if any."""
 
     source: str | None = None
+    cli_keys: frozenset[str] = frozenset()  # keys set by command-line flags
 
     def __getattr__(self, name: str) -> Any:  # settings.quiet, for readability
         try:
@@ -246,4 +270,5 @@ def load(config: str | None = None, *, use_files: bool = True, cwd: str | None =
         settings.source = path
     if overrides:
         settings.update(overrides)
+        settings.cli_keys = frozenset(overrides)
     return settings

@@ -13,8 +13,10 @@ import os
 import sys
 import time
 
-from ._isolation import isolate_module
+from ._isolation import isolate_builtins, isolate_module
 from .canonical import dumps
+
+isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811 - the program may patch os; we must not care
 
@@ -374,9 +376,10 @@ class JsonlSink(Sink):
     forked children can share it without tearing lines.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, append: bool = False) -> None:
         self.path = path
-        self.fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
+        self.fd: int | None = os.open(path, flags, 0o644)
 
     def write(self, event: Event) -> None:
         if self.fd is not None:

@@ -20,8 +20,10 @@ import hashlib
 import os
 
 from . import canonical as _canonical
-from ._isolation import isolate_module
+from ._isolation import isolate_builtins, isolate_module
 from .journal import Event, iso_time, summarize
+
+isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811
 

@@ -26,9 +26,11 @@ import sys
 import time
 
 from . import __version__
-from ._isolation import isolate_module
+from ._isolation import isolate_builtins, isolate_module
 from .config import display_path
 from .journal import ConsoleSink, Journal, JsonlSink, iso_time, summarize
+
+isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811
 
@@ -70,6 +72,7 @@ class Target:
 #: first so that tamper can seal its wrappers; heal starts last.
 ENGINES: tuple[str, ...] = (
     # sandbox (issue #3)
+    "pyward.sandbox",
 
     # tamper (issue #4)
 
@@ -262,6 +265,7 @@ class Session:
         self.exit_reason = "running"
         self.report_path: str | None = None
         self.report_written = False
+        self.program_dir = self.cwd  # the script's directory (sys.path[0]), set by start()
         self._finished = False
         self._original_main = sys.modules.get("__main__")
         #: (namespace, attribute, why) that an engine installed and wants the
@@ -303,6 +307,17 @@ class Session:
             self.report_path = os.path.join(self.cwd, ".pyward", "reports", f"{stamp}-{self.pid}.json")
         elif report:
             self.report_path = os.path.abspath(report)
+        for engine in self.engines:
+            try:
+                engine.start(self)
+            except TargetError:
+                raise
+            except Exception as exc:
+                if os.environ.get("PYWARD_DEBUG"):
+                    raise
+                raise TargetError(f"the {engine.name} engine could not start ({type(exc).__name__}: {exc}); "
+                                  "the program was not run. This is a pyward bug: PYWARD_DEBUG=1 shows the "
+                                  "traceback", 70) from None
         atexit.register(self.finish)
         self.journal.emit("pyward", "run.start", self.target.describe(), severity="debug",
                           message=f"run start: {self.target.describe()}",
@@ -315,8 +330,6 @@ class Session:
             self.journal.emit("pyward", "degraded", "pyward._native", severity="warning", where="", function="",
                               message=f"native extension unavailable ({self.native_error}); running degraded: "
                                       f"{DEGRADED}", details={"reason": self.native_error})
-        for engine in self.engines:
-            engine.start(self)
 
     def record_exit(self, status: int, reason: str) -> None:
         self.exit_status, self.exit_reason = status, reason
@@ -508,6 +521,7 @@ def start(settings: Settings, target: Target, invocation: list[str],
     elif target.kind == "stdin":  # bytes, so a coding cookie is honoured as python does
         p.code = sys.stdin.buffer.read()
     session = Session(settings, target, invocation)
+    session.program_dir = p.path0 or os.getcwd()
     session.engines = (engines or engines_for)(settings)
     session.open()
     return session, p

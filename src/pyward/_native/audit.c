@@ -28,6 +28,10 @@ typedef struct {
 
 static Table table;
 static PyObject *subscribers[MAX_SUBSCRIBERS];
+/* The sandbox is one special subscriber (index SANDBOX_BIT): its callback
+ * returns a verdict instead of raising, and the denial is raised here, in C,
+ * so that no Python frame of pyward appears in the program's traceback. */
+#define SANDBOX_BIT 31
 static int n_subscribers;
 static int hook_registered;
 static unsigned long long dispatched;
@@ -95,8 +99,8 @@ grow(void)
     return 0;
 }
 
-static int
-add_name(PyObject *pyname, int subscriber)
+int
+pw_add_name(PyObject *pyname, int subscriber)
 {
     const char *name = PyUnicode_AsUTF8(pyname);
     if (name == NULL) {
@@ -129,6 +133,9 @@ add_name(PyObject *pyname, int subscriber)
     return 0;
 }
 
+int pw_sandbox_decide(PyObject *event, PyObject *args);
+int pw_sandbox_foreign(const char *event);
+
 static int
 audit_hook(const char *event, PyObject *args, void *userData)
 {
@@ -137,12 +144,15 @@ audit_hook(const char *event, PyObject *args, void *userData)
         return 0;
     }
     /* Python callbacks belong to the main interpreter; a subinterpreter must
-     * not call into them.  The sandbox decides what subinterpreters may do. */
+     * not call into them.  The sandbox decides, in C, what happens there. */
     if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
-        return 0;
+        return (e->mask & (1u << SANDBOX_BIT)) ? pw_sandbox_foreign(event) : 0;
     }
     dispatched++;
     uint32_t mask = e->mask;
+    if ((mask & (1u << SANDBOX_BIT)) && pw_sandbox_decide(e->pyname, args) < 0) {
+        return -1;
+    }
     for (int i = 0; i < n_subscribers; i++) {
         if (!(mask & (1u << i))) {
             continue;
@@ -152,6 +162,18 @@ audit_hook(const char *event, PyObject *args, void *userData)
             return -1;  /* the exception propagates into the audited operation */
         }
         Py_DECREF(res);
+    }
+    return 0;
+}
+
+int
+pw_register_hook(void)
+{
+    if (!hook_registered) {
+        if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
+            return -1;
+        }
+        hook_registered = 1;
     }
     return 0;
 }
@@ -175,7 +197,7 @@ audit_subscribe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "callback must be callable");
         return NULL;
     }
-    if (n_subscribers >= MAX_SUBSCRIBERS) {
+    if (n_subscribers >= SANDBOX_BIT) {
         PyErr_SetString(PyExc_RuntimeError, "too many audit subscribers");
         return NULL;
     }
@@ -191,16 +213,13 @@ audit_subscribe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    if (!hook_registered) {
-        if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
-            Py_DECREF(names);
-            return NULL;
-        }
-        hook_registered = 1;
+    if (pw_register_hook() < 0) {
+        Py_DECREF(names);
+        return NULL;
     }
     int index = n_subscribers;
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (add_name(PySequence_Fast_GET_ITEM(names, i), index) < 0) {
+        if (pw_add_name(PySequence_Fast_GET_ITEM(names, i), index) < 0) {
             Py_DECREF(names);
             return NULL;
         }

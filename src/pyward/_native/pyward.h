@@ -9,5 +9,11 @@
 /* audit.c: the process-wide audit hook and its event-name filter. */
 extern PyMethodDef pw_audit_methods[];
 int pw_audit_exec(PyObject *module);
+int pw_register_hook(void);
+int pw_add_name(PyObject *pyname, int subscriber);
+#define PW_SANDBOX_SUBSCRIBER 31
+
+/* sandbox.c: the sandbox's decision slot, user hook slot and native helpers. */
+extern PyMethodDef pw_sandbox_methods[];
 
 #endif

@@ -1,0 +1,476 @@
+/* The sandbox's native half.
+ *
+ * The policy decision is made by one Python callable, `decide(event, args)`,
+ * that the sandbox builds with private globals and then hides from the GC.
+ * Its verdict comes back here:
+ *     None        allow
+ *     "message"   deny (an explicit deny rule; nothing can override it)
+ *     ("message",) deny because nothing allows it (a user hook may allow it)
+ * and the denial is raised here, so the program's traceback never contains a
+ * frame of pyward (a frame would lead to the decision function's globals).
+ *
+ * Everything kept here (decide, the user hook, guarded originals) is held by
+ * C statics or by objects the GC does not track, so walking gc.get_objects()
+ * or gc.get_referents() cannot reach and rebind them.
+ */
+#include "pyward.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static PyObject *decide_fn;    /* the sandbox's decision callable */
+static PyObject *denied_type;  /* pyward.AccessDenied */
+static PyObject *user_hook;    /* install_hook() callback, or NULL */
+static int fail_closed;        /* enforce: an internal error denies */
+static int subinterpreters;    /* the policy allows subinterpreters */
+static _Thread_local int depth; /* >0 while decide runs on this thread */
+
+static int
+raise_denied(PyObject *message)
+{
+    PyObject *exc = PyObject_CallOneArg(denied_type, message);
+    if (exc == NULL) {
+        return -1;  /* whatever the constructor raised: the operation still fails */
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    return -1;
+}
+
+/* Describe the pending exception as "Type: message" and clear it. */
+static PyObject *
+describe_and_clear(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *text = NULL;
+    if (value != NULL) {
+        PyObject *str = PyObject_Str(value);
+        if (str != NULL) {
+            text = PyUnicode_FromFormat("%s: %U", Py_TYPE(value)->tp_name, str);
+            Py_DECREF(str);
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return text != NULL ? text : PyUnicode_FromString("unknown error");
+}
+
+/* The verdict protocol: 0 allowed, -1 with an exception set. */
+int
+pw_sandbox_decide(PyObject *event, PyObject *args)
+{
+    if (decide_fn == NULL || depth > 0) {
+        return 0;  /* not installed, or pyward's own work during a decision */
+    }
+    depth++;
+    PyObject *verdict = PyObject_CallFunctionObjArgs(decide_fn, event, args, NULL);
+    depth--;
+    if (verdict == NULL) {
+        PyObject *why = describe_and_clear();
+        int rc = 0;
+        if (fail_closed) {
+            PyObject *msg = PyUnicode_FromFormat(
+                "pyward sandbox: internal error while checking %U (%U); denied (the sandbox fails closed)",
+                event, why);
+            rc = msg != NULL ? raise_denied(msg) : -1;
+            Py_XDECREF(msg);
+        }
+        else {
+            PySys_FormatStderr("[pyward][error] sandbox: internal error while checking %U (%U); "
+                               "watch mode lets the operation through\n", event, why);
+        }
+        Py_DECREF(why);
+        return rc;
+    }
+    int kind;  /* 0 allow, 1 default deny, 2 explicit deny */
+    PyObject *message = NULL;
+    if (verdict == Py_None) {
+        kind = 0;
+    }
+    else if (PyUnicode_Check(verdict)) {
+        kind = 2;
+        message = verdict;
+    }
+    else if (PyTuple_Check(verdict) && PyTuple_GET_SIZE(verdict) == 1
+             && PyUnicode_Check(PyTuple_GET_ITEM(verdict, 0))) {
+        kind = 1;
+        message = PyTuple_GET_ITEM(verdict, 0);
+    }
+    else {
+        kind = 2;
+        message = NULL;
+    }
+    Py_INCREF(verdict);  /* keeps message alive across the user hook */
+    Py_DECREF(verdict);
+    if (user_hook != NULL && kind != 2) {
+        PyObject *hook = Py_NewRef(user_hook);
+        PyObject *answer = PyObject_CallFunctionObjArgs(hook, event, args, NULL);
+        Py_DECREF(hook);
+        if (answer == NULL) {
+            Py_DECREF(verdict);
+            return -1;  /* the program's own callback raised: its exception propagates */
+        }
+        int allow = answer == Py_True
+                    || (PyUnicode_Check(answer) && PyUnicode_CompareWithASCIIString(answer, "allow") == 0);
+        int deny = answer == Py_False
+                   || (PyUnicode_Check(answer) && PyUnicode_CompareWithASCIIString(answer, "deny") == 0);
+        Py_DECREF(answer);
+        if (kind == 1 && allow) {
+            kind = 0;
+        }
+        else if (kind == 0 && deny) {
+            kind = 3;
+        }
+    }
+    int rc = 0;
+    if (kind == 3) {
+        PyObject *msg = PyUnicode_FromFormat("%U denied by the sandbox callback installed with install_hook()",
+                                             event);
+        rc = msg != NULL ? raise_denied(msg) : -1;
+        Py_XDECREF(msg);
+    }
+    else if (kind != 0) {
+        if (message == NULL) {
+            PyObject *msg = PyUnicode_FromFormat("%U denied (invalid sandbox verdict)", event);
+            rc = msg != NULL ? raise_denied(msg) : -1;
+            Py_XDECREF(msg);
+        }
+        else {
+            rc = raise_denied(message);
+        }
+    }
+    Py_DECREF(verdict);
+    return rc;
+}
+
+/* A sandboxed event inside a subinterpreter: the policy's Python code lives
+ * in the main interpreter and cannot run here.  Under enforce, everything is
+ * denied unless the policy allows subinterpreters (which then means: all). */
+int
+pw_sandbox_foreign(const char *event)
+{
+    if (decide_fn == NULL || !fail_closed || subinterpreters) {
+        return 0;
+    }
+    PyErr_Format(PyExc_PermissionError,
+                 "%s denied by pyward's sandbox: the policy cannot be checked inside a subinterpreter; "
+                 "allow them with --allow-ffi=subinterpreters (which gives them everything)", event);
+    return -1;
+}
+
+static PyObject *
+sandbox_install(PyObject *module, PyObject *args)
+{
+    PyObject *names, *decide, *denied;
+    int closed, subinterp = 0;
+    if (!PyArg_ParseTuple(args, "OOOp|p:sandbox_install", &names, &decide, &denied, &closed, &subinterp)) {
+        return NULL;
+    }
+    if (decide_fn != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the sandbox is already installed; it cannot be replaced");
+        return NULL;
+    }
+    if (!PyCallable_Check(decide) || !PyType_Check(denied)
+        || !PyType_IsSubtype((PyTypeObject *)denied, (PyTypeObject *)PyExc_BaseException)) {
+        PyErr_SetString(PyExc_TypeError, "sandbox_install(names, decide, denied_type, fail_closed)");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(names, "names must be an iterable of str");
+    if (seq == NULL) {
+        return NULL;
+    }
+    if (pw_register_hook() < 0) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(name) || pw_add_name(name, PW_SANDBOX_SUBSCRIBER) < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "event names must be str");
+            }
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    decide_fn = Py_NewRef(decide);
+    denied_type = Py_NewRef(denied);
+    fail_closed = closed;
+    subinterpreters = subinterp;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sandbox_set_hook(PyObject *module, PyObject *hook)
+{
+    if (hook != Py_None && !PyCallable_Check(hook)) {
+        PyErr_SetString(PyExc_TypeError, "the hook must be callable or None");
+        return NULL;
+    }
+    PyObject *old = user_hook;
+    user_hook = hook == Py_None ? NULL : Py_NewRef(hook);
+    Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sandbox_installed(PyObject *module, PyObject *unused)
+{
+    return PyBool_FromLong(decide_fn != NULL);
+}
+
+/* A synthetic sandbox event (for operations with no usable audit event). */
+static PyObject *
+sandbox_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyTuple_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "sandbox_check(event: str, args: tuple)");
+        return NULL;
+    }
+    if (pw_sandbox_decide(args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* --- Guard: a callable that asks the sandbox, then calls the original ----- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *event;      /* str */
+    PyObject *original;   /* the wrapped callable, reachable from nowhere else */
+    PyObject *transform;  /* optional: transform(args, kwargs) -> (args, kwargs) */
+    PyObject *after;      /* optional: after(args, kwargs, result) -> result */
+    PyObject *name;       /* for repr */
+} Guard;
+
+static void
+guard_dealloc(Guard *self)
+{
+    Py_XDECREF(self->event);
+    Py_XDECREF(self->original);
+    Py_XDECREF(self->transform);
+    Py_XDECREF(self->after);
+    Py_XDECREF(self->name);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+guard_call(Guard *self, PyObject *args, PyObject *kwargs)
+{
+    if (self->event != NULL) {
+        PyObject *check = PyTuple_Pack(2, args, kwargs != NULL ? kwargs : Py_None);
+        if (check == NULL) {
+            return NULL;
+        }
+        int rc = pw_sandbox_decide(self->event, check);
+        Py_DECREF(check);
+        if (rc < 0) {
+            return NULL;
+        }
+    }
+    PyObject *pair = NULL;
+    if (self->transform != NULL) {
+        pair = PyObject_CallFunctionObjArgs(self->transform, args, kwargs != NULL ? kwargs : Py_None, NULL);
+        if (pair == NULL) {
+            return NULL;
+        }
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(pair, 0))) {
+            Py_DECREF(pair);
+            PyErr_SetString(PyExc_TypeError, "guard transform must return (args, kwargs)");
+            return NULL;
+        }
+        args = PyTuple_GET_ITEM(pair, 0);
+        kwargs = PyTuple_GET_ITEM(pair, 1) == Py_None ? NULL : PyTuple_GET_ITEM(pair, 1);
+    }
+    PyObject *result = PyObject_Call(self->original, args, kwargs);
+    if (result != NULL && self->after != NULL) {
+        PyObject *final = PyObject_CallFunctionObjArgs(self->after, args, kwargs != NULL ? kwargs : Py_None,
+                                                       result, NULL);
+        Py_DECREF(result);
+        result = final;
+    }
+    Py_XDECREF(pair);
+    return result;
+}
+
+static PyObject *
+guard_repr(Guard *self)
+{
+    return PyUnicode_FromFormat("<built-in function %U (guarded by pyward)>", self->name);
+}
+
+static PyObject *
+guard_get_name(Guard *self, void *closure)
+{
+    return Py_NewRef(self->name);
+}
+
+static PyGetSetDef guard_getset[] = {
+    {"__name__", (getter)guard_get_name, NULL, NULL, NULL},
+    {NULL},
+};
+
+/* Not a GC type on purpose: gc.get_referents() of a non-GC object is empty,
+ * so the original cannot be reached through the guard. */
+static PyTypeObject GuardType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pyward._native._pyward.Guard",
+    .tp_basicsize = sizeof(Guard),
+    .tp_dealloc = (destructor)guard_dealloc,
+    .tp_call = (ternaryfunc)guard_call,
+    .tp_repr = (reprfunc)guard_repr,
+    .tp_getset = guard_getset,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A function guarded by pyward's sandbox.",
+};
+
+static PyObject *
+make_guard(PyObject *module, PyObject *args)
+{
+    PyObject *event, *original, *transform = Py_None, *after = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|OO:guard", &event, &original, &transform, &after)) {
+        return NULL;
+    }
+    if ((event != Py_None && !PyUnicode_Check(event)) || !PyCallable_Check(original)
+        || (transform != Py_None && !PyCallable_Check(transform)) || (after != Py_None && !PyCallable_Check(after))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "guard(event: str | None, original, transform=None, after=None): callables expected");
+        return NULL;
+    }
+    if (PyType_Ready(&GuardType) < 0) {
+        return NULL;
+    }
+    Guard *g = PyObject_New(Guard, &GuardType);
+    if (g == NULL) {
+        return NULL;
+    }
+    g->event = event == Py_None ? NULL : Py_NewRef(event);
+    g->original = Py_NewRef(original);
+    g->transform = transform == Py_None ? NULL : Py_NewRef(transform);
+    g->after = after == Py_None ? NULL : Py_NewRef(after);
+    PyObject *name = PyObject_GetAttrString(original, "__name__");
+    if (name == NULL) {
+        PyErr_Clear();
+        name = PyUnicode_FromString("guarded");
+    }
+    g->name = name;
+    return (PyObject *)g;
+}
+
+/* --- helpers that cannot be patched from Python ---------------------------- */
+
+static PyObject *
+untrack(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        if (PyObject_IS_GC(args[i]) && PyObject_GC_IsTracked(args[i])) {
+            PyObject_GC_UnTrack(args[i]);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_realpath(PyObject *module, PyObject *arg)
+{
+    PyObject *bytes;
+    if (!PyUnicode_FSConverter(arg, &bytes)) {
+        return NULL;
+    }
+    char resolved[PATH_MAX];
+    char *ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = realpath(PyBytes_AS_STRING(bytes), resolved);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(bytes);
+    if (ok == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeFSDefault(resolved);
+}
+
+static PyObject *
+env_get(PyObject *module, PyObject *name)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "env_get(name: str)");
+        return NULL;
+    }
+    static PyObject *event;
+    if (event == NULL && (event = PyUnicode_InternFromString("pyward.env.read")) == NULL) {
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, name);
+    if (args == NULL) {
+        return NULL;
+    }
+    int rc = pw_sandbox_decide(event, args);
+    Py_DECREF(args);
+    if (rc < 0) {
+        return NULL;
+    }
+    PyObject *bytes;
+    if (!PyUnicode_FSConverter(name, &bytes)) {
+        return NULL;
+    }
+    const char *value = getenv(PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
+    if (value == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeFSDefault(value);
+}
+
+extern char **environ;
+
+static PyObject *
+env_names(PyObject *module, PyObject *unused)
+{
+    PyObject *names = PyList_New(0);
+    if (names == NULL) {
+        return NULL;
+    }
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL || eq == *e) {
+            continue;
+        }
+        PyObject *name = PyUnicode_DecodeFSDefaultAndSize(*e, eq - *e);
+        if (name == NULL || PyList_Append(names, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(names);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return names;
+}
+
+PyMethodDef pw_sandbox_methods[] = {
+    {"sandbox_install", sandbox_install, METH_VARARGS,
+     "sandbox_install(names, decide, denied_type, fail_closed, subinterpreters=False): install the sandbox, "
+     "once per process."},
+    {"sandbox_set_hook", sandbox_set_hook, METH_O,
+     "sandbox_set_hook(fn | None): the program's callback composed with the policy."},
+    {"sandbox_installed", sandbox_installed, METH_NOARGS, "Whether the sandbox is installed."},
+    {"sandbox_check", (PyCFunction)(void (*)(void))sandbox_check, METH_FASTCALL,
+     "sandbox_check(event, args): ask the sandbox about a synthetic event; raises when denied."},
+    {"guard", make_guard, METH_VARARGS,
+     "guard(event, original, transform=None, after=None): a callable that asks the sandbox before calling "
+     "original (no question when event is None), may rewrite its arguments and post-process its result."},
+    {"untrack", (PyCFunction)(void (*)(void))untrack, METH_FASTCALL,
+     "untrack(*objects): stop the GC from tracking them (they vanish from gc.get_objects())."},
+    {"realpath", native_realpath, METH_O, "realpath(path) -> str | None: libc realpath(3)."},
+    {"env_get", env_get, METH_O, "env_get(name) -> str | None: the environment variable, if the sandbox allows."},
+    {"env_names", env_names, METH_NOARGS, "env_names() -> list[str]: names in the process environment."},
+    {NULL, NULL, 0, NULL},
+};

@@ -1,0 +1,998 @@
+"""The sandbox's decision code.
+
+These functions never run with this module's globals: `engine.build_decider`
+re-creates each of them with a private globals dict that holds the compiled
+policy, captured C-level functions (realpath, getcwd, sys._getframe...) and
+private caches, then hides that dict and the functions from the GC.  So the
+names in CAPITALS below are filled in by the engine; the program cannot reach
+them, and nothing here calls back into code the program could have patched:
+no stdlib Python functions, no `re`, no methods of the program's objects.
+
+Verdict protocol (see _native/sandbox.c): None allows; a str denies for an
+explicit deny rule; a 1-tuple (str,) denies because nothing allows it.
+
+A finding is a tuple (perm, resource, op, code) where code is 0 implicit
+(never journaled), 1 allowed by a rule, 2 not allowed, 3 explicitly denied.
+"""
+# ruff: noqa: F821  (the names in CAPITALS are provided by the engine)
+
+
+def decide(event, args):
+    handler = HANDLERS.get(event)
+    if handler is None:
+        return None
+    found = handler(args)
+    if found is None:
+        return None
+    return settle(found, event, GETFRAME(1))
+
+
+def settle(found, event, frame):
+    """Journal findings, ask in prompt mode, and produce the verdict."""
+    if type(found) is tuple:
+        found = [found]
+    verdict = None
+    site = None
+    for perm, resource, op, code in found:
+        key = perm + "\x00" + resource
+        if site is None:
+            site = locate(frame)
+        if perm == "run":
+            resource = resource.partition("\x00")[0]
+        if code == 1 or MODE == 0:
+            if key in NOTED:
+                continue
+            NOTED[key] = 1
+            if code == 1:
+                kind, severity, message = "allowed", "info", describe(perm, resource, op) + " allowed"
+            elif code >= 2 and CONFIGURED:
+                kind, severity = "would_deny", "notice"
+                message = describe(perm, resource, op) + " would be denied under enforce (watch mode)"
+            else:
+                kind, severity, message = "observed", "info", describe(perm, resource, op)
+            EMIT(kind, resource, message, severity, details(perm, op, event, None), site)
+            continue
+        if MODE == 2 and code == 2 and ask(perm, resource, op, key):
+            continue
+        rule = None
+        if code == 3:
+            rule = deny_origin(perm, resource)
+            message = describe(perm, resource, op) + " denied by " + rule + " (a deny rule wins over any allow)"
+        else:
+            message = (describe(perm, resource, op) + " denied by pyward's sandbox: allow it with "
+                       + HOW.replace("{perm}", perm).replace("{scope}", suggest(perm, resource)))
+        EMIT("denied", resource, message, "warning", details(perm, op, event, rule), site)
+        if EXIT_ON_DENY is not None:
+            EXIT_ON_DENY(message)
+        if verdict is None:
+            verdict = message if code == 3 else (message,)
+    return verdict
+
+
+def details(perm, op, event, rule):
+    return {"permission": perm, "operation": op, "event": event, "rule": rule}
+
+
+def describe(perm, resource, op):
+    return VERBS[perm] + " '" + resource + "' (" + op + ")"
+
+
+def suggest(perm, resource):
+    return resource
+
+
+def locate(frame):
+    """(file:line, function) of the program's code: skip pyward and the stdlib."""
+    first = frame
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(PLUMBING) or (filename.startswith(STDLIB) and "-packages/" in filename):
+            return (filename + ":" + str(frame.f_lineno), frame.f_code.co_qualname)
+        frame = frame.f_back
+    if first is None:
+        return (None, None)
+    return (first.f_code.co_filename + ":" + str(first.f_lineno), first.f_code.co_qualname)
+
+
+# --- evaluation ---------------------------------------------------------------
+
+
+def check(perm, resource, op):
+    key = perm + "\x00" + resource
+    code = CACHE.get(key)
+    if code is None:
+        code = evaluate(perm, resource)
+        CACHE[key] = code
+    if code == 0:
+        return None
+    if code == 1 or MODE == 0:
+        if key in NOTED:
+            return None
+        return (perm, resource, op, code)
+    if code == 2 and (key in GRANTED or perm in GRANTED):
+        return None
+    return (perm, resource, op, code)
+
+
+def evaluate(perm, resource):
+    rules = RULES[perm]
+    if matches(perm, resource, rules[1]) is not None or inode_denied(perm, resource):
+        return 3
+    if rules[2] is not None or matches(perm, resource, rules[0]) is not None:
+        return 1
+    if implicit(perm, resource):
+        return 0
+    if perm == "net":
+        host, port = split_host(resource)
+        name = RESOLVED.get(host) if host is not None else None
+        if name is not None:
+            alias = name if port is None else name + ":" + str(port)
+            if matches(perm, alias, rules[0]) is not None:
+                return 1
+    return 2
+
+
+def deny_origin(perm, resource):
+    if perm == "ffi" and resource in GUARDED_MODULES:
+        return "pyward (a fresh copy of " + resource + " would bring back functions the sandbox guards)"
+    origin = matches(perm, resource, RULES[perm][1])
+    if origin is None and inode_denied(perm, resource):
+        return "a deny rule on the file this hard link points to"
+    return origin or "a deny rule"
+
+
+def matches(perm, resource, rules):
+    """The origin of the first rule in `rules` matching `resource`, or None."""
+    for rule in rules:
+        kind = rule[0]
+        if kind == 0:  # a path and everything below it
+            prefix = rule[1]
+            if resource == prefix or resource.startswith(prefix + "/") or prefix == "/":
+                return rule[2]
+        elif kind == 1:  # a path glob
+            if glob_match(rule[1], resource.split("/")):
+                return rule[2]
+        elif kind == 2:  # a name, or a glob over names
+            if wild_match(rule[1], resource):
+                return rule[2]
+        elif kind == 3:  # run: a name matches the command's base name
+            name = resource.rpartition("\x00")[0].rpartition("/")[2]
+            real = resource.rpartition("\x00")[2]
+            if name == rule[1] or real.rpartition("/")[2] == rule[1]:
+                return rule[2]
+        elif kind == 4:  # run: a path matches the resolved executable
+            if resource.rpartition("\x00")[2] == rule[1]:
+                return rule[2]
+        elif kind == 5:  # net
+            if net_match(rule, resource):
+                return rule[2]
+        elif kind == 6:  # everything (a deny rule without scope)
+            return rule[2]
+    return None
+
+
+def wild_match(parts, text):
+    """Match `text` against a pattern split on '*' (so parts[0]*parts[1]*...)."""
+    if len(parts) == 1:
+        return text == parts[0]
+    if not text.startswith(parts[0]) or not text.endswith(parts[-1]):
+        return False
+    position = len(parts[0])
+    end = len(text) - len(parts[-1])
+    if position > end:
+        return False
+    for middle in parts[1:-1]:
+        found = text.find(middle, position, end)
+        if found < 0:
+            return False
+        position = found + len(middle)
+    return True
+
+
+def glob_match(pattern, segments):
+    """Path glob over '/'-separated segments: '**' spans any number of them."""
+    if not pattern:
+        return not segments
+    head = pattern[0]
+    if head == "**":
+        for i in range(len(segments) + 1):
+            if glob_match(pattern[1:], segments[i:]):
+                return True
+        return False
+    if not segments:
+        return False
+    if segment_match(head, segments[0]):
+        return glob_match(pattern[1:], segments[1:])
+    return False
+
+
+def segment_match(pattern, text):
+    if "?" not in pattern:
+        return wild_match(pattern.split("*"), text)
+    if "*" not in pattern:
+        if len(pattern) != len(text):
+            return False
+        for a, b in zip(pattern, text):
+            if a != "?" and a != b:
+                return False
+        return True
+    return wild_match(pattern.replace("?", "*").split("*"), text)  # approximate: '?' as '*'
+
+
+def net_match(rule, resource):
+    """rule = (5, host_kind, origin, host, port, network, prefix, version)."""
+    host, port = split_host(resource)
+    if host is None:
+        return resource == rule[3]
+    want = rule[4]
+    if want is not None and port is not None and port != want:
+        return False
+    kind = rule[1]
+    if kind == 0:
+        return host == rule[3]
+    if kind == 1:
+        return host.endswith(rule[3])
+    if kind == 2:
+        number = ip_number(host, rule[7])
+        return number is not None and number >> (rule[7] - rule[6]) == rule[5] >> (rule[7] - rule[6])
+    return kind == 3  # any host
+
+
+def split_host(resource):
+    """('host', port or None) from 'host', 'host:port' or '[v6]:port'; (None, None) for others."""
+    if resource[:5] == "unix:" or resource[:4] == "raw:":
+        return (None, None)
+    if resource[:1] == "[":
+        close = resource.find("]")
+        host = resource[1:close]
+        rest = resource[close + 1:]
+        return (host, int(rest[1:]) if rest[:1] == ":" and rest[1:].isdigit() else None)
+    host, sep, port = resource.rpartition(":")
+    if not sep:
+        return (resource, None)
+    return (host, int(port) if port.isdigit() else None)
+
+
+def ip_number(host, bits):
+    if bits == 32:
+        parts = host.split(".")
+        if len(parts) != 4:
+            return None
+        number = 0
+        for part in parts:
+            if not part.isdigit() or len(part) > 3 or int(part) > 255:
+                return None
+            number = number * 256 + int(part)
+        return number
+    if ":" not in host or INET_PTON is None:
+        return None
+    for char in host:
+        if char not in HEX_COLON:
+            return None
+    try:
+        raw = INET_PTON(AF_INET6, host)
+    except OSError:
+        return None
+    return int.from_bytes(raw, "big")
+
+
+def inode_denied(perm, resource):
+    """A hard link elsewhere to a file a deny rule names."""
+    denied = DENY_INODES.get(perm)
+    if not denied or resource[:1] != "/":
+        return False
+    info = stat_info(resource)
+    return info is not None and info[2] > 1 and (str(info[0]) + ":" + str(info[1])) in denied
+
+
+def stat_info(path):
+    try:
+        result = STAT(path)
+    except (OSError, ValueError):
+        return None
+    return (result.st_dev, result.st_ino, result.st_nlink)
+
+
+def implicit(perm, resource):
+    if perm == "read":
+        return resource.startswith(IMPLICIT_READ_ROOTS) or resource in IMPLICIT_READ_FILES
+    if perm == "write":
+        if resource in IMPLICIT_WRITE_FILES:
+            return True
+        return "/__pycache__/" in resource and resource.startswith(IMPLICIT_READ_ROOTS)
+    if perm == "import":
+        return program_module(resource)
+    if perm == "ffi":
+        return False
+    return False
+
+
+def program_module(top):
+    for directory in PROGRAM_DIRS:
+        base = directory + "/" + top
+        if REALPATH(base + ".py") is not None or REALPATH(base + "/__init__.py") is not None:
+            return True
+    return False
+
+
+# --- resolving paths ----------------------------------------------------------
+
+
+def cwd():
+    value = STATE.get("cwd")
+    if value is None:
+        value = GETCWD()
+        STATE["cwd"] = value
+    return value
+
+
+def resolve(path, dir_fd):
+    """The absolute real path the OS will use, or None when it cannot be known
+    here (an object the program passed: a later event carries its path)."""
+    kind = type(path)
+    if kind is not str:
+        # A subclass may lie through any method it overrides; the OS reads the
+        # underlying data, and so does this: the unbound base-type operations.
+        if isinstance(path, str):
+            path = STR_ADD("", path)
+        elif isinstance(path, bytes):
+            path = BYTES_DECODE(BYTES_ADD(b"", path), FS_ENCODING, FS_ERRORS)
+        elif isinstance(path, int) and kind is not bool:
+            return REALPATH("/proc/self/fd/" + INT_REPR(INT_ADD(0, path)))
+        else:
+            return None
+    if not path:
+        return None
+    if path[0] != "/":
+        if type(dir_fd) is int and dir_fd >= 0:
+            base = REALPATH("/proc/self/fd/" + str(dir_fd))
+            if base is None:
+                return "/proc/self/fd/" + str(dir_fd) + "/" + path
+        else:
+            base = cwd()
+        path = base + "/" + path
+    known = RESOLVED_PATHS.get(path)
+    if known is not None:
+        return known
+    real = REALPATH(path)
+    if real is None:
+        real = resolve_missing(path)
+    RESOLVED_PATHS[path] = real
+    return real
+
+
+def resolve_missing(path):
+    """A path that does not exist (yet): resolve its longest existing parent."""
+    head = path
+    tail = ""
+    while True:
+        cut = head.rfind("/")
+        if cut <= 0:
+            return normalise(path)
+        tail = head[cut:] + tail
+        head = head[:cut]
+        real = REALPATH(head)
+        if real is not None:
+            return normalise(real + tail)
+
+
+def normalise(path):
+    parts = []
+    for part in path.split("/"):
+        if part == "" or part == ".":
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def forget_paths():
+    """The program changed the file system's names: resolutions may differ now."""
+    RESOLVED_PATHS.clear()
+    for key in [k for k in CACHE if k[:4] in ("read", "writ")]:
+        del CACHE[key]
+
+
+# --- handlers: one per audit event -------------------------------------------
+
+
+def on_open(args):
+    path, flags = args[0], args[2]
+    if type(path) is int or type(flags) is not int:
+        return None
+    real = resolve(path, None)
+    if real is None:
+        return None
+    special = special_file(real)
+    if special is not None:
+        return special
+    found = None
+    if flags & WRITE_FLAGS:
+        found = check("write", real, "open")
+    if not flags & O_WRONLY and found is None:
+        found = check("read", real, "open")
+    return found
+
+
+def special_file(real):
+    """Files that give more than their name says: other processes' environment, memory."""
+    if real[:6] != "/proc/":
+        return None
+    if real.endswith("/environ"):
+        return check("env", "*", "read " + real)
+    if real.endswith("/mem"):
+        return check("ffi", "memory", "open " + real)
+    return None
+
+
+def absolute_open(call, kwargs):
+    """os.open(path, flags, dir_fd=fd): the `open` audit event does not carry
+    dir_fd, so the guard hands os.open the absolute path instead; the event
+    then names the file the OS opens.  (Same file; only a directory renamed
+    between the two steps would differ.)"""
+    if not kwargs or kwargs.get("dir_fd") is None:
+        return (call, kwargs)
+    path = call[0] if call else kwargs.get("path")
+    if type(path) is bytes:
+        path = path.decode(FS_ENCODING, FS_ERRORS)
+    if type(path) is not str or path[:1] == "/":
+        return (call, kwargs)
+    base = REALPATH("/proc/self/fd/" + str(kwargs["dir_fd"]))
+    if base is None:
+        return (call, kwargs)
+    rest = dict(kwargs)
+    del rest["dir_fd"]
+    if call:
+        return ((base + "/" + path,) + tuple(call[1:]), rest)
+    rest["path"] = base + "/" + path
+    return (call, rest)
+
+
+def path_handler(perm, op, path_index, fd_index):
+    def handler(args):
+        if len(args) <= path_index:
+            return None
+        dir_fd = args[fd_index] if 0 <= fd_index < len(args) else None
+        real = resolve(args[path_index], dir_fd)
+        if real is None:
+            return None
+        if perm == "write" and op in NAMESPACE_OPS:
+            forget_paths()
+        return check(perm, real, op)
+    return handler
+
+
+def on_listdir(args):
+    path = args[0] if args else None
+    real = resolve(path if path is not None else ".", None)
+    return check("read", real, "listdir") if real is not None else None
+
+
+def on_glob(args):
+    pattern = args[0]
+    if type(pattern) is bytes:
+        pattern = pattern.decode(FS_ENCODING, FS_ERRORS)
+    if type(pattern) is not str:
+        return None
+    fixed = []
+    for part in pattern.split("/"):
+        if "*" in part or "?" in part or "[" in part:
+            break
+        fixed.append(part)
+    base = "/".join(fixed) or ("/" if pattern[:1] == "/" else ".")
+    root = args[2] if len(args) > 2 and type(args[2]) in (str, bytes) else None
+    if root is not None and base[:1] != "/":
+        root = root.decode(FS_ENCODING, FS_ERRORS) if type(root) is bytes else root
+        base = root + "/" + base
+    dir_fd = args[3] if len(args) > 3 else None
+    real = resolve(base, dir_fd)
+    return check("read", real, "glob") if real is not None else None
+
+
+def on_rename(args):
+    src = resolve(args[0], args[2] if len(args) > 2 else None)
+    dst = resolve(args[1], args[3] if len(args) > 3 else None)
+    forget_paths()
+    return pick(check("write", src, "rename") if src else None, check("write", dst, "rename") if dst else None)
+
+
+def on_link(args):
+    src = resolve(args[0], args[2] if len(args) > 2 else None)
+    dst = resolve(args[1], args[3] if len(args) > 3 else None)
+    forget_paths()
+    found = []
+    if src is not None:
+        read = check("read", src, "link")
+        if read is not None:
+            found.append(read)
+        if evaluate("write", src) == 3:  # a new name for a file no one may write
+            found.append(("write", src, "link", 3))
+    if dst is not None:
+        write = check("write", dst, "link")
+        if write is not None:
+            found.append(write)
+    return found or None
+
+
+def on_symlink(args):
+    dst = resolve(args[1], args[2] if len(args) > 2 else None)
+    forget_paths()
+    return check("write", dst, "symlink") if dst is not None else None
+
+
+def on_copytree(args):
+    src = resolve(args[0], None)
+    dst = resolve(args[1], None)
+    return pick(check("read", src, "copytree") if src else None, check("write", dst, "copytree") if dst else None)
+
+
+def on_sqlite(args):
+    database = args[0]
+    if type(database) is bytes:
+        database = database.decode(FS_ENCODING, FS_ERRORS)
+    if type(database) is not str or database in ("", ":memory:") or database.startswith("file::memory:"):
+        return None
+    if database.startswith("file:"):
+        database = database[5:].partition("?")[0]
+    real = resolve(database, None)
+    return check("write", real, "sqlite3.connect") if real is not None else None
+
+
+def pick(first, second):
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return [first, second]
+
+
+def on_chdir(args):
+    STATE.pop("cwd", None)
+    RESOLVED_PATHS.clear()
+    return None
+
+
+# network
+
+
+def on_address(op):
+    def handler(args):
+        if len(args) < 2 or args[1] is None:
+            return None
+        resource = address(args[0], args[1])
+        return check("net", resource, op) if resource is not None else None
+    return handler
+
+
+def address(sock, addr):
+    family = FAMILY(sock)
+    if family == AF_UNIX:
+        if type(addr) is bytes:
+            if addr[:1] == b"\x00":
+                return "unix:@" + addr[1:].decode("utf-8", "backslashreplace")
+            addr = addr.decode(FS_ENCODING, FS_ERRORS)
+        if type(addr) is not str:
+            return None
+        if addr[:1] == "\x00":
+            return "unix:@" + addr[1:]
+        real = resolve(addr, None)
+        return "unix:" + real if real is not None else None
+    if family == AF_INET or family == AF_INET6:
+        if type(addr) is not tuple or len(addr) < 2:
+            return None
+        host, port = addr[0], addr[1]
+        if type(host) is bytes:
+            host = host.decode("ascii", "replace")
+        if type(host) is not str or type(port) is not int:
+            return None
+        host = host.lower()
+        name = RESOLVED.get(host)  # an address a permitted lookup returned: name it
+        if name is not None:
+            host = name
+        if ":" in host:
+            return "[" + host + "]:" + str(port)
+        return (host or "0.0.0.0") + ":" + str(port)
+    return "raw:family " + str(family)
+
+
+def on_dns(args):
+    if not args:
+        return None
+    host = args[0]
+    if type(host) is bytes:
+        host = host.decode("ascii", "replace")
+    if type(host) is tuple and host:  # getnameinfo(sockaddr, flags)
+        host = host[0]
+    if type(host) is not str or not host:
+        return None
+    return check("net", host.lower(), "dns lookup")
+
+
+def on_socket_new(args):
+    if len(args) < 3:
+        return None
+    family, kind = args[1], args[2]
+    if kind == SOCK_RAW or family == AF_PACKET:
+        return check("net", "raw:family " + str(family), "raw socket")
+    return None
+
+
+def record_addresses(call, kwargs, result):
+    """After socket.getaddrinfo(host, ...): remember which addresses a name gave,
+    so a connect to one of them counts as a connect to the allowed name."""
+    if call and type(call[0]) is str and type(result) is list:
+        host = call[0].lower()
+        for entry in result:
+            if type(entry) is tuple and len(entry) == 5 and type(entry[4]) is tuple and entry[4]:
+                ip = entry[4][0]
+                if type(ip) is str and ip != host:
+                    ip = ip.lower()
+                    RESOLVED[ip] = host
+                    prefix = "net\x00[" + ip + "]" if ":" in ip else "net\x00" + ip + ":"
+                    for key in [k for k in CACHE if k.startswith(prefix)]:
+                        del CACHE[key]
+    return result
+
+
+# processes
+
+
+def run_resource(name, directory):
+    """'name-as-given\\0real path' for run rules to match either."""
+    if type(name) is bytes:
+        name = name.decode(FS_ENCODING, FS_ERRORS)
+    if type(name) is not str or not name:
+        return None
+    real = ""
+    if "/" in name:
+        path = name if name[0] == "/" else (directory or cwd()) + "/" + name
+        real = REALPATH(path) or normalise(path)
+    else:
+        for entry in search_path():
+            candidate = REALPATH(entry + "/" + name)
+            if candidate is not None:
+                real = candidate
+                break
+    return name + "\x00" + real
+
+
+def search_path():
+    value = ENV_GET("PATH") if ENV_GET is not None else None
+    return (value or "/usr/local/bin:/usr/bin:/bin").split(":")
+
+
+def check_run(name, directory, op):
+    resource = run_resource(name, directory)
+    return check("run", resource, op) if resource is not None else None
+
+
+def on_popen(args):
+    executable, argv = args[0], args[1]
+    directory = args[2] if len(args) > 2 and type(args[2]) is str else None
+    if executable is None and type(argv) in (list, tuple) and argv:
+        executable = argv[0]
+    if type(argv) in (str, bytes) and executable is None:
+        executable = argv
+    return check_run(executable, directory, "subprocess.Popen")
+
+
+def on_system(args):
+    return check_run("sh", None, "os.system")
+
+
+def on_exec(args):
+    return check_run(args[0], None, "os.exec")
+
+
+def on_spawn(args):
+    return check_run(args[1] if len(args) > 1 else None, None, "os.spawn")
+
+
+def on_pty_spawn(args):
+    argv = args[0]
+    if type(argv) in (str, bytes):
+        return check_run(argv, None, "pty.spawn")
+    if type(argv) in (list, tuple) and argv:
+        return check_run(argv[0], None, "pty.spawn")
+    return None
+
+
+def on_fork(args):
+    return check("run", "fork\x00", "os.fork")
+
+
+def guard_fork_exec(args):
+    call = args[0]
+    if len(call) < 2:
+        return None
+    argv, executables = call[0], call[1]
+    directory = call[4] if len(call) > 4 and type(call[4]) in (str, bytes) else None
+    if type(directory) is bytes:
+        directory = directory.decode(FS_ENCODING, FS_ERRORS)
+    forget_paths()
+    name = argv[0] if type(argv) in (list, tuple) and argv else None
+    if type(name) is bytes:
+        name = name.decode(FS_ENCODING, FS_ERRORS)
+    if type(executables) not in (list, tuple) or not executables:
+        return check_run(name, directory, "fork_exec")
+    if len(executables) == 1:
+        return check_run(executables[0], directory, "fork_exec")
+    for candidate in executables:  # a PATH search: the child runs the first that exists
+        if type(candidate) is bytes:
+            candidate = candidate.decode(FS_ENCODING, FS_ERRORS)
+        real = REALPATH(candidate) if type(candidate) is str else None
+        if real is not None:
+            return check("run", (name or candidate.rpartition("/")[2]) + "\x00" + real, "fork_exec")
+    return None
+
+
+# environment
+
+
+def on_env_read(args):
+    name = args[0]
+    if type(name) is not str or name in HIDDEN_ENV:
+        return None
+    return check("env", name, "read")
+
+
+def on_env_write(args):
+    name = args[0] if args else None
+    if type(name) is bytes:
+        name = name.decode(FS_ENCODING, FS_ERRORS)
+    if type(name) is not str or name in HIDDEN_ENV:
+        return None
+    return check("env", name, "write")
+
+
+# native code and the ways around audit hooks
+
+
+def on_dlopen(args):
+    name = args[0] if args else None
+    if name is None:
+        caller = GETFRAME(2)
+        if caller is not None and caller.f_code.co_name == "<module>" and \
+                caller.f_globals.get("__name__") == "ctypes":
+            return None  # ctypes' own import: pythonapi = PyDLL(None); symbols stay gated
+        return check("ffi", "self", "ctypes.CDLL(None)")
+    if type(name) is bytes:
+        name = name.decode(FS_ENCODING, FS_ERRORS)
+    if type(name) is not str:
+        return check("ffi", "library", "ctypes.dlopen")
+    return check("ffi", name, "ctypes.dlopen")
+
+
+def ffi_use(op):
+    def handler(args):
+        return check("ffi", "ctypes", op)
+    return handler
+
+
+def ffi_named(resource, op):
+    def handler(args):
+        return check("ffi", resource, op)
+    return handler
+
+
+def on_settrace(op):
+    def handler(args):
+        if args and args[0] is None:
+            return None
+        return check("ffi", "tracing", op)
+    return handler
+
+
+def on_marshal(args):
+    caller = GETFRAME(2)
+    if caller is not None and caller.f_code.co_filename in IMPORT_MACHINERY:
+        return None
+    return check("ffi", "bytecode", "marshal.loads")
+
+
+def on_sqlite_extension(args):
+    if len(args) > 1 and args[1] is False:
+        return None
+    return check("ffi", "sqlite-extensions", "sqlite3 load_extension")
+
+
+def on_import(args):
+    name = args[0] if args else None
+    if type(name) is not str:
+        return None
+    if name in GUARDED_MODULES:
+        return ("ffi", name, "re-import of a module the sandbox guards", 3)
+    top = name.partition(".")[0]
+    if top in SUBINTERPRETER_MODULES:  # refused here: refusing the creation itself crashes CPython 3.12
+        return check("ffi", "subinterpreters", "import " + name)
+    if top in STDLIB_NAMES or top in OWN_PACKAGES:
+        return None
+    return check("import", top, "import " + name)
+
+
+# prompt mode
+
+
+def ask(perm, resource, op, key):
+    """Ask on the terminal; remember the answer for the rest of the run."""
+    fd = TTY.get("fd")
+    if fd is None:
+        fd = open_tty()
+        TTY["fd"] = fd
+    if fd < 0:
+        return False
+    shown = resource.partition("\x00")[0] if perm == "run" else resource
+    question = "[pyward] Allow " + VERBS[perm] + " '" + shown + "'? [y]es / [n]o / [A]ll of " + perm + " > "
+    try:
+        WRITE(fd, question.encode("utf-8", "replace"))
+        answer = read_line(fd)
+    except OSError:
+        return False
+    if answer == "A":
+        GRANTED[perm] = 1
+        ANSWERS[perm + "\x00*"] = 1
+        return True
+    if answer[:1] in ("y", "Y"):
+        GRANTED[key] = 1
+        ANSWERS[key] = 1
+        return True
+    return False
+
+
+def open_tty():
+    if not STDIN_IS_TTY:
+        return -1
+    try:
+        return OPEN("/dev/tty", O_RDWR)
+    except OSError:
+        return -1
+
+
+def read_line(fd):
+    chunks = []
+    while True:
+        byte = READ(fd, 1)
+        if not byte or byte == b"\n":
+            break
+        chunks.append(byte)
+    return b"".join(chunks).decode("utf-8", "replace").strip()
+
+
+def build_handlers():
+    """The event table; built inside the private namespace, like every function here."""
+    table = {
+        "open": on_open,
+        "os.listdir": on_listdir,
+        "os.scandir": on_listdir,
+        "glob.glob": on_glob,
+        "glob.glob/2": on_glob,
+        "os.listxattr": path_handler("read", "listxattr", 0, -1),
+        "os.getxattr": path_handler("read", "getxattr", 0, -1),
+        "os.remove": path_handler("write", "remove", 0, 1),
+        "os.rmdir": path_handler("write", "rmdir", 0, 1),
+        "os.mkdir": path_handler("write", "mkdir", 0, 2),
+        "os.chmod": path_handler("write", "chmod", 0, 2),
+        "os.chown": path_handler("write", "chown", 0, 3),
+        "os.utime": path_handler("write", "utime", 0, 3),
+        "os.truncate": path_handler("write", "truncate", 0, -1),
+        "os.chflags": path_handler("write", "chflags", 0, -1),
+        "os.lchflags": path_handler("write", "lchflags", 0, -1),
+        "os.setxattr": path_handler("write", "setxattr", 0, -1),
+        "os.removexattr": path_handler("write", "removexattr", 0, -1),
+        "os.mkfifo": path_handler("write", "mkfifo", 0, 2),
+        "os.mknod": path_handler("write", "mknod", 0, 3),
+        "shutil.rmtree": path_handler("write", "rmtree", 0, 1),
+        "shutil.copytree": on_copytree,
+        "os.rename": on_rename,
+        "os.link": on_link,
+        "os.symlink": on_symlink,
+        "os.chdir": on_chdir,
+        "sqlite3.connect": on_sqlite,
+        "sqlite3.connect/handle": None,
+        "socket.connect": on_address("connect"),
+        "socket.sendto": on_address("sendto"),
+        "socket.sendmsg": on_address("sendmsg"),
+        "socket.bind": on_address("bind"),
+        "socket.getaddrinfo": on_dns,
+        "socket.gethostbyname": on_dns,
+        "socket.gethostbyname_ex": on_dns,
+        "socket.gethostbyaddr": on_dns,
+        "socket.getnameinfo": on_dns,
+        "socket.__new__": on_socket_new,
+        "subprocess.Popen": on_popen,
+        "os.system": on_system,
+        "os.exec": on_exec,
+        "os.posix_spawn": on_exec,
+        "os.spawn": on_spawn,
+        "os.fork": on_fork,
+        "os.forkpty": on_fork,
+        "pty.spawn": on_pty_spawn,
+        "pyward.fork_exec": guard_fork_exec,
+        "pyward.env.read": on_env_read,
+        "os.putenv": on_env_write,
+        "os.unsetenv": on_env_write,
+        "ctypes.dlopen": on_dlopen,
+        "ctypes.dlsym": ffi_use("ctypes.dlsym"),
+        "ctypes.dlsym/handle": ffi_use("ctypes.dlsym"),
+        "ctypes.call_function": ffi_use("ctypes call"),
+        "ctypes.cdata": ffi_use("ctypes.from_address"),
+        "ctypes.PyObj_FromPtr": ffi_use("ctypes PyObj_FromPtr"),
+        "ctypes.string_at": ffi_use("ctypes.string_at"),
+        "ctypes.wstring_at": ffi_use("ctypes.wstring_at"),
+        "cpython.PyInterpreterState_New": ffi_named("subinterpreters", "new interpreter"),
+        "code.__new__": ffi_named("bytecode", "code object construction"),
+        "marshal.loads": on_marshal,
+        "marshal.load": on_marshal,
+        "sqlite3.enable_load_extension": on_sqlite_extension,
+        "sqlite3.load_extension": on_sqlite_extension,
+        "sys.settrace": on_settrace("sys.settrace"),
+        "sys.setprofile": on_settrace("sys.setprofile"),
+        "sys.monitoring.register_callback": on_settrace("sys.monitoring.register_callback"),
+        "sys._current_frames": ffi_named("introspection", "sys._current_frames"),
+        "sys._current_exceptions": ffi_named("introspection", "sys._current_exceptions"),
+        "gc.get_objects": ffi_named("introspection", "gc.get_objects"),
+        "gc.get_referrers": ffi_named("introspection", "gc.get_referrers"),
+        "import": on_import,
+    }
+    return {event: handler for event, handler in table.items() if handler is not None}
+
+
+# child processes: the policy travels in their environment
+
+
+def inject_env(env):
+    """An explicit child environment (dict, or list of b"K=V") plus the sandbox's variables."""
+    if env is None:
+        return None
+    if type(env) is dict or (type(env) not in (list, tuple) and hasattr(env, "keys")):
+        items = [(k, env[k]) for k in list(env.keys())]  # any mapping, os.environ included
+        as_bytes = False
+    else:
+        items = []
+        for entry in env:
+            raw = entry if type(entry) is bytes else (entry.encode(FS_ENCODING, FS_ERRORS) if type(entry) is str
+                                                     else None)
+            if raw is None:
+                return env  # not ours to understand: the call fails or runs as given
+            key, _, value = raw.partition(b"=")
+            items.append((key, value))
+        as_bytes = True
+    keep = []
+    original = None
+    for key, value in items:
+        name = key.decode(FS_ENCODING, FS_ERRORS) if type(key) is bytes else key
+        if name == "PYTHONPATH":
+            original = value.decode(FS_ENCODING, FS_ERRORS) if type(value) is bytes else value
+        elif name not in HIDDEN_ENV:
+            keep.append((key, value))
+    extra = [("PYWARD_SANDBOX", PAYLOAD), ("PYTHONPATH", BOOT_DIR if not original else BOOT_DIR + ":" + original)]
+    if original is not None:
+        extra.append(("PYWARD_ORIG_PYTHONPATH", original))
+    if as_bytes:
+        return [k + b"=" + v for k, v in keep] + [
+            k.encode(FS_ENCODING, FS_ERRORS) + b"=" + v.encode(FS_ENCODING, FS_ERRORS) for k, v in extra]
+    out = {}
+    for key, value in keep:
+        out[key] = value
+    for key, value in extra:
+        out[key] = value
+    return out
+
+
+def inject_fork_exec(call, kwargs):
+    if len(call) > 5 and call[5] is not None:
+        call = tuple(call[:5]) + (inject_env(call[5]),) + tuple(call[6:])
+    return (call, kwargs)
+
+
+def inject_third(call, kwargs):
+    """execve(path, args, env) and posix_spawn(path, argv, env, ...)."""
+    if len(call) > 2:
+        call = tuple(call[:2]) + (inject_env(call[2]),) + tuple(call[3:])
+    elif kwargs and "env" in kwargs:
+        kwargs = dict(kwargs)
+        kwargs["env"] = inject_env(kwargs["env"])
+    return (call, kwargs)

@@ -1,0 +1,66 @@
+"""The sandbox without pyward's native extension: a Python audit hook.
+
+Weaker, and said so at start-up: every audit event reaches Python (slower),
+denials carry a pyward frame in their traceback, and the functions that need
+a native guard (fork_exec without an audit event, dir_fd opens, os.environ
+values) are not guarded.
+"""
+from __future__ import annotations
+
+import _thread
+import sys
+
+from .errors import AccessDenied
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def install_degraded(policy: Any, context: Any) -> None:
+    import os
+
+    from . import engine
+
+    class Fallback:  # just enough of the native module for build_decider
+        @staticmethod
+        def realpath(path: str) -> str | None:
+            real = os.path.realpath(path)
+            return real if os.path.exists(real) else None
+
+        @staticmethod
+        def env_get(name: str) -> str | None:
+            return os.environ.get(name)
+
+    engine_native = Fallback()
+    original = engine._realpath
+    engine._realpath = lambda p: os.path.realpath(p)  # type: ignore[assignment]
+    try:
+        import pyward._native as loader
+
+        loader.native = engine_native  # type: ignore[assignment]
+        decide, namespace, _ = engine.build_decider(policy, context)
+    finally:
+        loader.native = None
+        engine._realpath = original  # type: ignore[assignment]
+    handlers = namespace["HANDLERS"]
+    local = _thread._local()
+    fail_closed = context.mode != "watch"
+
+    def hook(event: str, args: tuple) -> None:
+        if event not in handlers or getattr(local, "busy", False):
+            return
+        local.busy = True
+        try:
+            verdict = decide(event, args)
+        except Exception as exc:
+            if fail_closed:
+                raise AccessDenied(f"pyward sandbox: internal error while checking {event} ({exc}); denied") from None
+            sys.stderr.write(f"[pyward][error] sandbox: internal error while checking {event} ({exc})\n")
+            return
+        finally:
+            local.busy = False
+        if verdict is not None:
+            raise AccessDenied(verdict if isinstance(verdict, str) else verdict[0])
+
+    sys.addaudithook(hook)

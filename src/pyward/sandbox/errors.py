@@ -1,0 +1,11 @@
+"""pyward.AccessDenied: what a program sees when the sandbox denies an operation."""
+
+
+class AccessDenied(PermissionError):
+    """An operation the sandbox's policy does not allow.
+
+    Raised at the program's call site (the `open()`, `connect()`,
+    `subprocess.run()`...), so the program may catch it like any
+    PermissionError.  The message names the operation, the resource and the
+    flag or policy line that would allow it.
+    """
