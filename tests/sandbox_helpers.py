@@ -26,11 +26,12 @@ class Run:
 
 
 def guard(tmp_path, code: str, *flags: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-          name: str = "app.py", input: str | None = None, timeout: float = 60) -> Run:
+          name: str = "app.py", input: str | None = None, timeout: float = 60, config: bool = False) -> Run:
     """Write `code` to tmp_path/app.py and run `pyward run FLAGS app.py ARGS` with a JSON-lines log."""
     (tmp_path / name).write_text(textwrap.dedent(code))
     log = tmp_path / "events.jsonl"
-    result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), *flags, name,
+    no_config = () if config else ("--no-config",)
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", *no_config, "--log", str(log), *flags, name,
                              *args], cwd=tmp_path, env=env or clean_env(), capture_output=True, text=True,
                             input=input, timeout=timeout)
     events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []

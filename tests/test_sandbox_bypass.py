@@ -145,7 +145,8 @@ ATTEMPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     """, ()),
     "env_os_environ": ("attempt(lambda: os.environ['SECRET_TOKEN'])", ()),
     "env_getenv": ("attempt(lambda: os.getenv('SECRET_TOKEN'))", ()),
-    "env_copy": ("attempt(lambda: dict(os.environ)['SECRET_TOKEN'])", ()),
+    "env_copy": ("attempt(lambda: dict(os.environ).get('SECRET_TOKEN') or gone())", ()),
+    "env_items": ("attempt(lambda: [v for k, v in os.environ.items() if k == 'SECRET_TOKEN'] or gone())", ()),
     "env_private_data": ("attempt(lambda: getattr(os.environ, '_data', {}).get(b'SECRET_TOKEN') or gone())", ()),
     "env_environb": ("attempt(lambda: os.environb[b'SECRET_TOKEN'])", ()),
     "env_proc_self": ("attempt(lambda: open('/proc/self/environ', 'rb').read())", ()),
@@ -230,7 +231,8 @@ def test_attempt_is_denied_and_journaled(workspace, name):
     assert "LEAKED" not in run.stdout, run
     assert "TOPSECRET" not in output, run
     assert "DENIED" in run.stdout or "AccessDenied" in run.stderr, run
-    if name in ("env_snapshot", "env_private_data", "traceback_frames_to_the_policy", "threads_racing"):
+    if name in ("env_snapshot", "env_private_data", "env_copy", "env_items", "traceback_frames_to_the_policy",
+                "threads_racing"):
         return  # nothing reaches the policy: the data is simply gone, or the check above says it all
     assert run.denied, f"no denial journaled: {run}"
     if name == "child_python_with_own_env":  # the child journals into the parent's log

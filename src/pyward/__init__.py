@@ -10,16 +10,16 @@ __version__ = "0.1.0"
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .policy import Policy
-    from .sandbox.errors import AccessDenied
+    from .sandbox.errors import AccessDenied, ImportDenied
 
-__all__ = ["AccessDenied", "Policy", "__version__"]
+__all__ = ["AccessDenied", "ImportDenied", "Policy", "__version__"]
 
 
 def __getattr__(name):  # lazy public API (PEP 562)
-    if name == "AccessDenied":
-        from .sandbox.errors import AccessDenied
+    if name in ("AccessDenied", "ImportDenied"):
+        from .sandbox import errors
 
-        return AccessDenied
+        return getattr(errors, name)
     if name == "Policy":
         from .policy import Policy
 

@@ -154,6 +154,8 @@ def iso_time(t: float) -> str:
 class Sink:
     """What a sink provides; sinks are called under the journal's lock."""
 
+    console = False  # the human stream (see Journal.emit's pid)
+
     def write(self, event: Event) -> None:
         raise NotImplementedError
 
@@ -211,8 +213,13 @@ class Journal:
         where: str | None = None,
         function: str | None = None,
         depth: int = 1,
+        pid: int | None = None,
+        at: float | None = None,
     ) -> Event | None:
         """Record an event; returns it (None once the journal is closed).
+
+        `pid`/`at` record an event a child process reported (it printed it
+        on its own stderr already: the console does not repeat it).
 
         `where`/`function` default to the program's own code that caused the
         event (see `user_site`); `depth` is how many frames above the caller
@@ -234,7 +241,7 @@ class Journal:
                 self._seq += 1
                 event = Event(
                     seq=self._seq,
-                    time=time.time(),
+                    time=time.time() if at is None else at,
                     engine=engine,
                     kind=kind,
                     name=name,
@@ -242,13 +249,14 @@ class Journal:
                     message=message or f"{engine} {kind}: {name}",
                     details=jsonable(details or {}),
                     thread=thread_name(),
-                    pid=self._pid,
+                    pid=self._pid if pid is None else pid,
                     where=where,
                     function=function,
                 )
                 self.events.append(event)
                 for sink in self.sinks:
-                    sink.write(event)
+                    if pid is None or not sink.console:  # a child's event: it printed it already
+                        sink.write(event)
             finally:
                 local.busy = False
         return event
@@ -346,6 +354,8 @@ _COLORS = {"debug": "2", "info": "2", "notice": "36", "warning": "33", "alert": 
 
 class ConsoleSink(Sink):
     """The human stream: `[pyward] ...` lines on stderr, quiet by default."""
+
+    console = True
 
     def __init__(self, threshold: str = "notice", color: str = "auto") -> None:
         self.writer = _StderrWriter()

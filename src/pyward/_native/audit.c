@@ -135,13 +135,15 @@ pw_add_name(PyObject *pyname, int subscriber)
 
 int pw_sandbox_decide(PyObject *event, PyObject *args);
 int pw_sandbox_foreign(const char *event);
+int pw_sandbox_hook_all(const char *event, PyObject *args);
 
 static int
 audit_hook(const char *event, PyObject *args, void *userData)
 {
     Entry *e = lookup(&table, event, fnv1a(event));
     if (e == NULL) {
-        return 0;
+        /* an event nobody subscribed to: only an install_hook() callback sees it */
+        return pw_sandbox_hook_all(event, args);
     }
     /* Python callbacks belong to the main interpreter; a subinterpreter must
      * not call into them.  The sandbox decides, in C, what happens there. */

@@ -23,21 +23,28 @@
 
 static PyObject *decide_fn;    /* the sandbox's decision callable */
 static PyObject *denied_type;  /* pyward.AccessDenied */
+static PyObject *import_denied_type;  /* pyward.ImportDenied, for the "import" permission */
 static PyObject *user_hook;    /* install_hook() callback, or NULL */
 static int fail_closed;        /* enforce: an internal error denies */
 static int subinterpreters;    /* the policy allows subinterpreters */
 static _Thread_local int depth; /* >0 while decide runs on this thread */
 
 static int
-raise_denied(PyObject *message)
+raise_denied_as(PyObject *type, PyObject *message)
 {
-    PyObject *exc = PyObject_CallOneArg(denied_type, message);
+    PyObject *exc = PyObject_CallOneArg(type, message);
     if (exc == NULL) {
         return -1;  /* whatever the constructor raised: the operation still fails */
     }
     PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
     Py_DECREF(exc);
     return -1;
+}
+
+static int
+raise_denied(PyObject *message)
+{
+    return raise_denied_as(denied_type, message);
 }
 
 /* Describe the pending exception as "Type: message" and clear it. */
@@ -91,6 +98,26 @@ pw_sandbox_decide(PyObject *event, PyObject *args)
     }
     int kind;  /* 0 allow, 1 default deny, 2 explicit deny */
     PyObject *message = NULL;
+    PyObject *type = denied_type;
+    if (PyTuple_Check(verdict) && PyTuple_GET_SIZE(verdict) == 2 && import_denied_type != NULL) {
+        /* (message, explicit): an import the policy refuses, raised as an ImportError */
+        PyObject *inner = PyTuple_GET_ITEM(verdict, 1) == Py_True ? PyTuple_GET_ITEM(verdict, 0)
+                                                                   : PyTuple_GetSlice(verdict, 0, 1);
+        if (inner == NULL) {
+            Py_DECREF(verdict);
+            return -1;
+        }
+        if (PyTuple_Check(inner)) {
+            Py_DECREF(verdict);
+            verdict = inner;  /* a fresh 1-tuple we own */
+        }
+        else {
+            Py_INCREF(inner);
+            Py_DECREF(verdict);
+            verdict = inner;
+        }
+        type = import_denied_type;
+    }
     if (verdict == Py_None) {
         kind = 0;
     }
@@ -143,10 +170,26 @@ pw_sandbox_decide(PyObject *event, PyObject *args)
             Py_XDECREF(msg);
         }
         else {
-            rc = raise_denied(message);
+            rc = raise_denied_as(type, message);
         }
     }
     Py_DECREF(verdict);
+    return rc;
+}
+
+/* An event outside the sandbox's table: only a user callback may care. */
+int
+pw_sandbox_hook_all(const char *event, PyObject *args)
+{
+    if (user_hook == NULL || depth > 0 || PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        return 0;
+    }
+    PyObject *name = PyUnicode_FromString(event);
+    if (name == NULL) {
+        return -1;
+    }
+    int rc = pw_sandbox_decide(name, args);
+    Py_DECREF(name);
     return rc;
 }
 
@@ -168,9 +211,14 @@ pw_sandbox_foreign(const char *event)
 static PyObject *
 sandbox_install(PyObject *module, PyObject *args)
 {
-    PyObject *names, *decide, *denied;
+    PyObject *names, *decide, *denied, *import_denied = NULL;
     int closed, subinterp = 0;
-    if (!PyArg_ParseTuple(args, "OOOp|p:sandbox_install", &names, &decide, &denied, &closed, &subinterp)) {
+    if (!PyArg_ParseTuple(args, "OOOp|pO:sandbox_install", &names, &decide, &denied, &closed, &subinterp,
+                          &import_denied)) {
+        return NULL;
+    }
+    if (import_denied != NULL && !PyType_Check(import_denied)) {
+        PyErr_SetString(PyExc_TypeError, "import_denied must be an exception type");
         return NULL;
     }
     if (decide_fn != NULL) {
@@ -203,6 +251,7 @@ sandbox_install(PyObject *module, PyObject *args)
     Py_DECREF(seq);
     decide_fn = Py_NewRef(decide);
     denied_type = Py_NewRef(denied);
+    import_denied_type = import_denied != NULL ? Py_NewRef(import_denied) : NULL;
     fail_closed = closed;
     subinterpreters = subinterp;
     Py_RETURN_NONE;
@@ -399,17 +448,19 @@ native_realpath(PyObject *module, PyObject *arg)
 }
 
 static PyObject *
-env_get(PyObject *module, PyObject *name)
+env_get(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 {
-    if (!PyUnicode_Check(name)) {
-        PyErr_SetString(PyExc_TypeError, "env_get(name: str)");
+    if (nargs < 1 || nargs > 2 || !PyUnicode_Check(argv[0])) {
+        PyErr_SetString(PyExc_TypeError, "env_get(name: str, listing: bool = False)");
         return NULL;
     }
+    PyObject *name = argv[0];
     static PyObject *event;
     if (event == NULL && (event = PyUnicode_InternFromString("pyward.env.read")) == NULL) {
         return NULL;
     }
-    PyObject *args = PyTuple_Pack(1, name);
+    /* (name,) for a read of one variable; (name, True) while the program lists them all */
+    PyObject *args = nargs == 2 && PyObject_IsTrue(argv[1]) ? PyTuple_Pack(2, name, Py_True) : PyTuple_Pack(1, name);
     if (args == NULL) {
         return NULL;
     }
@@ -470,7 +521,8 @@ PyMethodDef pw_sandbox_methods[] = {
     {"untrack", (PyCFunction)(void (*)(void))untrack, METH_FASTCALL,
      "untrack(*objects): stop the GC from tracking them (they vanish from gc.get_objects())."},
     {"realpath", native_realpath, METH_O, "realpath(path) -> str | None: libc realpath(3)."},
-    {"env_get", env_get, METH_O, "env_get(name) -> str | None: the environment variable, if the sandbox allows."},
+    {"env_get", (PyCFunction)(void (*)(void))env_get, METH_FASTCALL,
+     "env_get(name, listing=False) -> str | None: the environment variable, if the sandbox allows."},
     {"env_names", env_names, METH_NOARGS, "env_names() -> list[str]: names in the process environment."},
     {NULL, NULL, 0, NULL},
 };

@@ -26,12 +26,14 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[
     """Rules per permission, each list sorted; `base` is the policy file's directory."""
     variables = path_variables()
     seen: dict[str, set[str]] = {perm: set() for perm in PERMISSIONS}
-    for perm, resource, _op in observations:
+    for perm, resource, op in observations:
+        if perm == "env" and op == "listing":
+            continue  # only seen while the program listed the environment: under enforce it lists fewer
         if perm in seen and resource:
             seen[perm].add(resource)
     rules: dict[str, list[str]] = {}
     for perm in ("read", "write"):
-        rules[perm] = [display_path(p, base, variables) for p in collapse(seen[perm], variables)]
+        rules[perm] = [display_path(p, base, variables) for p in collapse(seen[perm], variables, base)]
     net = seen["net"]
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
@@ -40,11 +42,12 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[
     return {perm: sorted(set(values)) for perm, values in rules.items() if values}
 
 
-def collapse(paths: set[str], variables: dict[str, str]) -> set[str]:
+def collapse(paths: set[str], variables: dict[str, str], base: str) -> set[str]:
     tmp, home = variables["TMP"], variables["HOME"]
     out = set()
-    for path in paths:
-        out.add(tmp if path == tmp or path.startswith(tmp + "/") else path)
+    for path in paths:  # the tempfile module's random names (and O_TMPFILE opens of $TMP) become $TMP
+        inside_base = path == base or path.startswith(base.rstrip("/") + "/")
+        out.add(tmp if (path == tmp or path.startswith(tmp + "/")) and not inside_base else path)
     changed = True
     while changed:
         changed = False
@@ -57,17 +60,17 @@ def collapse(paths: set[str], variables: dict[str, str]) -> set[str]:
                 out.add(parent)
                 changed = True
                 break
-    # a path below another rule is covered by it
-    return {p for p in out if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in out)}
+    # a path below another rule is covered by it ($TMP aside: a project that lives in /tmp keeps its rules)
+    return {p for p in out if not any(p != q and q != tmp and p.startswith(q.rstrip("/") + "/") for q in out)}
 
 
 def display_path(path: str, base: str, variables: dict[str, str]) -> str:
-    if path == variables["TMP"] or path.startswith(variables["TMP"] + "/"):
-        return "$TMP" + path[len(variables["TMP"]):]
     if path == base:
         return "."
     if path.startswith(base.rstrip("/") + "/"):
         return "./" + path[len(base.rstrip("/")) + 1:]
+    if path == variables["TMP"] or path.startswith(variables["TMP"] + "/"):
+        return "$TMP" + path[len(variables["TMP"]):]
     home = variables["HOME"]
     if path.startswith(home.rstrip("/") + "/"):
         return "$HOME/" + path[len(home.rstrip("/")) + 1:]
@@ -128,3 +131,75 @@ def write_learned(path: str, observations: list[tuple[str, str, str]], session: 
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path, count
+
+
+def merge_answers(path: str, answers: list[tuple[str, str]]) -> str | None:
+    """Add prompt answers (permission, scope or "*") to the [permissions] of a
+    pyward.toml.  An existing file is parsed and rewritten (TOML has no way to
+    extend a table in place), so its previous text is kept next to it as
+    FILE.bak; returns that backup's path, or None for a new file."""
+    import tomllib
+
+    document: dict[str, Any] = {}
+    backup = None
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            raw = f.read()
+        document = tomllib.loads(raw.decode("utf-8"))
+        backup = path + ".bak"
+        with open(backup, "wb") as f:
+            f.write(raw)
+    permissions = document.setdefault("permissions", {})
+    if not isinstance(permissions, dict):
+        raise ValueError("[permissions] is not a table")
+    for perm, scope in answers:
+        current = permissions.get(perm, [])
+        if current is True:
+            continue
+        if scope == "*":
+            permissions[perm] = True
+            continue
+        if perm in ("read", "write"):
+            scope = display_path(scope, os.path.dirname(os.path.abspath(path)), path_variables())
+        values = [current] if isinstance(current, str) else list(current or [])
+        if scope not in values:
+            values.append(scope)
+        permissions[perm] = values
+    header = f"# pyward policy; answers given at the prompt added on {time.strftime('%Y-%m-%d %H:%M')}\n"
+    text = header + dump_toml(document)
+    tomllib.loads(text)  # never write a file pyward itself could not read back
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return backup
+
+
+def dump_toml(document: dict[str, Any], prefix: str = "") -> str:
+    """The TOML pyward's settings use: scalars, lists of scalars, nested tables."""
+    lines, tables = [], []
+    for key, value in document.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{toml_key(key)} = {toml_value(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in tables:
+        name = f"{prefix}.{toml_key(key)}" if prefix else toml_key(key)
+        out += f"\n[{name}]\n" + dump_toml(value, name)
+    return out
+
+
+def toml_key(key: str) -> str:
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else toml_string(key)
+
+
+def toml_value(value: Any) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise ValueError(f"cannot write {type(value).__name__} values back to TOML")

@@ -24,6 +24,8 @@ def decide(event, args):
     found = handler(args)
     if found is None:
         return None
+    if type(found) is str:  # a quiet refusal, never journaled (see on_env_visible)
+        return (found,)
     return settle(found, event, GETFRAME(1))
 
 
@@ -37,12 +39,13 @@ def settle(found, event, frame):
         key = perm + "\x00" + resource
         if site is None:
             site = locate(frame)
-        if perm == "run":
+        if perm == "run" or perm == "net":
             resource = resource.partition("\x00")[0]
         if code == 1 or MODE == 0:
-            if key in NOTED:
+            noted = key if op != "listing" else key + "\x00listing"  # a later real read is news
+            if noted in NOTED:
                 continue
-            NOTED[key] = 1
+            NOTED[noted] = 1
             if code == 1:
                 kind, severity, message = "allowed", "info", describe(perm, resource, op) + " allowed"
             elif code >= 2 and CONFIGURED:
@@ -52,11 +55,15 @@ def settle(found, event, frame):
                 kind, severity, message = "observed", "info", describe(perm, resource, op)
             EMIT(kind, resource, message, severity, details(perm, op, event, None), site)
             continue
-        if MODE == 2 and code == 2 and ask(perm, resource, op, key):
-            continue
+        if MODE == 2 and code == 2:
+            answer = ask(perm, resource, op, key)
+            if answer:
+                EMIT("granted", resource, describe(perm, resource, op) + " allowed at the prompt", "notice",
+                     details(perm, op, event, "prompt: all of " + perm if answer == 2 else "prompt"), site)
+                continue
         rule = None
         if code == 3:
-            rule = deny_origin(perm, resource)
+            rule = deny_origin(perm, key.partition("\x00")[2])
             message = describe(perm, resource, op) + " denied by " + rule + " (a deny rule wins over any allow)"
         else:
             message = (describe(perm, resource, op) + " denied by pyward's sandbox: allow it with "
@@ -65,7 +72,10 @@ def settle(found, event, frame):
         if EXIT_ON_DENY is not None:
             EXIT_ON_DENY(message)
         if verdict is None:
-            verdict = message if code == 3 else (message,)
+            if perm == "import":  # raised as pyward.ImportDenied: programs probe with `except ImportError`
+                verdict = (message, code == 3)
+            else:
+                verdict = message if code == 3 else (message,)
     return verdict
 
 
@@ -106,7 +116,7 @@ def check(perm, resource, op):
     if code == 0:
         return None
     if code == 1 or MODE == 0:
-        if key in NOTED:
+        if (key if op != "listing" else key + "\x00listing") in NOTED:
             return None
         return (perm, resource, op, code)
     if code == 2 and (key in GRANTED or perm in GRANTED):
@@ -116,25 +126,29 @@ def check(perm, resource, op):
 
 def evaluate(perm, resource):
     rules = RULES[perm]
+    if perm == "net" and "\x00" in resource:  # "name:port\x00address:port": a deny on either wins
+        shown, _, raw = resource.partition("\x00")
+        if matches(perm, shown, rules[1]) is not None or matches(perm, raw, rules[1]) is not None:
+            return 3
+        if rules[2] is not None or matches(perm, shown, rules[0]) is not None \
+                or matches(perm, raw, rules[0]) is not None:
+            return 1
+        return 2
     if matches(perm, resource, rules[1]) is not None or inode_denied(perm, resource):
         return 3
     if rules[2] is not None or matches(perm, resource, rules[0]) is not None:
         return 1
     if implicit(perm, resource):
         return 0
-    if perm == "net":
-        host, port = split_host(resource)
-        name = RESOLVED.get(host) if host is not None else None
-        if name is not None:
-            alias = name if port is None else name + ":" + str(port)
-            if matches(perm, alias, rules[0]) is not None:
-                return 1
     return 2
 
 
 def deny_origin(perm, resource):
     if perm == "ffi" and resource in GUARDED_MODULES:
         return "pyward (a fresh copy of " + resource + " would bring back functions the sandbox guards)"
+    if perm == "net" and "\x00" in resource:
+        shown, _, raw = resource.partition("\x00")
+        return matches(perm, shown, RULES[perm][1]) or matches(perm, raw, RULES[perm][1]) or "a deny rule"
     origin = matches(perm, resource, RULES[perm][1])
     if origin is None and inode_denied(perm, resource):
         return "a deny rule on the file this hard link points to"
@@ -302,8 +316,8 @@ def implicit(perm, resource):
         return "/__pycache__/" in resource and resource.startswith(IMPLICIT_READ_ROOTS)
     if perm == "import":
         return program_module(resource)
-    if perm == "ffi":
-        return False
+    if perm == "env":
+        return resource in IMPLICIT_ENV or resource.startswith(IMPLICIT_ENV_PREFIXES)
     return False
 
 
@@ -589,12 +603,11 @@ def address(sock, addr):
         if type(host) is not str or type(port) is not int:
             return None
         host = host.lower()
-        name = RESOLVED.get(host)  # an address a permitted lookup returned: name it
+        raw = ("[" + host + "]:" if ":" in host else (host or "0.0.0.0") + ":") + str(port)
+        name = RESOLVED.get(host)  # an address a lookup returned: shown by its name, judged by both
         if name is not None:
-            host = name
-        if ":" in host:
-            return "[" + host + "]:" + str(port)
-        return (host or "0.0.0.0") + ":" + str(port)
+            return name + ":" + str(port) + "\x00" + raw
+        return raw
     return "raw:family " + str(family)
 
 
@@ -608,7 +621,10 @@ def on_dns(args):
         host = host[0]
     if type(host) is not str or not host:
         return None
-    return check("net", host.lower(), "dns lookup")
+    host = host.lower()
+    if host == "localhost" or ip_number(host, 32) is not None or (":" in host and ip_number(host, 128) is not None):
+        return None  # no query leaves the machine; the connect that follows is checked
+    return check("net", host, "dns lookup")
 
 
 def on_socket_new(args):
@@ -736,7 +752,23 @@ def on_env_read(args):
     name = args[0]
     if type(name) is not str or name in HIDDEN_ENV:
         return None
-    return check("env", name, "read")
+    return check("env", name, "read" if len(args) == 1 else "listing")
+
+
+def on_env_visible(args):
+    """Listing the environment (iteration, copies, `in`) shows the names the
+    program may read and hides the others, silently: a listing is not a read."""
+    name = args[0]
+    if MODE == 0 or type(name) is not str:
+        return None
+    key = "env\x00" + name
+    code = CACHE.get(key)
+    if code is None:
+        code = evaluate("env", name)
+        CACHE[key] = code
+    if code <= 1 or (code == 2 and (key in GRANTED or "env" in GRANTED)):
+        return None
+    return "hidden"
 
 
 def on_env_write(args):
@@ -758,7 +790,7 @@ def on_dlopen(args):
         if caller is not None and caller.f_code.co_name == "<module>" and \
                 caller.f_globals.get("__name__") == "ctypes":
             return None  # ctypes' own import: pythonapi = PyDLL(None); symbols stay gated
-        return check("ffi", "self", "ctypes.CDLL(None)")
+        return check("ffi", "self", "ctypes.CDLL(None): import ctypes does it for ctypes.pythonapi")
     if type(name) is bytes:
         name = name.decode(FS_ENCODING, FS_ERRORS)
     if type(name) is not str:
@@ -823,23 +855,21 @@ def ask(perm, resource, op, key):
         fd = open_tty()
         TTY["fd"] = fd
     if fd < 0:
-        return False
-    shown = resource.partition("\x00")[0] if perm == "run" else resource
+        return 0
+    shown = resource.partition("\x00")[0]
     question = "[pyward] Allow " + VERBS[perm] + " '" + shown + "'? [y]es / [n]o / [A]ll of " + perm + " > "
     try:
         WRITE(fd, question.encode("utf-8", "replace"))
         answer = read_line(fd)
     except OSError:
-        return False
+        return 0
     if answer == "A":
         GRANTED[perm] = 1
-        ANSWERS[perm + "\x00*"] = 1
-        return True
+        return 2
     if answer[:1] in ("y", "Y"):
         GRANTED[key] = 1
-        ANSWERS[key] = 1
-        return True
-    return False
+        return 1
+    return 0
 
 
 def open_tty():
@@ -912,6 +942,7 @@ def build_handlers():
         "pty.spawn": on_pty_spawn,
         "pyward.fork_exec": guard_fork_exec,
         "pyward.env.read": on_env_read,
+        "pyward.env.visible": on_env_visible,
         "os.putenv": on_env_write,
         "os.unsetenv": on_env_write,
         "ctypes.dlopen": on_dlopen,

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
-from ..journal import ConsoleSink, Journal, JsonlSink
+from ..journal import ConsoleSink, Journal
 from ..policy import Policy
 from .engine import Context, install
 
@@ -16,21 +17,21 @@ def install_child(payload: str) -> None:
     policy = Policy.from_json(data["policy"])
     journal = Journal()
     journal.add_sink(ConsoleSink())
-    if data.get("log"):
-        try:
-            journal.add_sink(JsonlSink(data["log"], append=True))
-        except OSError:
-            pass
-    spool = data.get("learn_spool")
+    spool = data.get("spool")
 
     def emit(kind: str, name: str, message: str, severity: str, details: dict, site: tuple) -> None:
-        if spool and kind in ("observed", "allowed", "would_deny"):
-            line = json.dumps([details.get("permission"), name, details.get("operation")]) + "\n"
+        """Shown here at once; recorded by the parent (its log, report and summary) from the spool."""
+        message = f"child {os.getpid()}: {message}"
+        journal.emit("sandbox", kind, name, message=message, severity=severity, details=details,
+                     where=site[0] or "", function=site[1])
+        if spool:
+            line = json.dumps([kind, name, message, severity, details, site[0], site[1], os.getpid(),
+                               time.time()]) + "\n"
             fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.write(fd, line.encode())
-            os.close(fd)
-        journal.emit("sandbox", kind, name, message=f"child {os.getpid()}: {message}", severity=severity,
-                     details=details, where=site[0] or "", function=site[1])
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
 
     def exit_now(message: str) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -40,11 +41,34 @@ def install_child(payload: str) -> None:
                 pass
         os._exit(77)
 
-    program_dir = sys.path[0] if sys.path and sys.path[0] else os.getcwd()
-    outputs = [data["log"]] if data.get("log") else []
-    if spool:
-        outputs.append(spool)
+    program_dir = child_program_dir(getattr(sys, "orig_argv", []))
+    outputs = [spool] if spool else []
     context = Context(mode=data["mode"], on_deny=data["on_deny"], inherit=True, program_dir=program_dir,
                       outputs=outputs, emit=emit, exit_on_deny=exit_now if data["on_deny"] == "exit" else None,
-                      log=data.get("log"), learn_spool=spool)
+                      log=data.get("log"), spool=spool)
     install(policy, context)
+
+
+OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")
+
+
+def child_program_dir(argv: list[str]) -> str:
+    """The directory of the script a child python runs (its own files are
+    implicit reads, as for the parent); the cwd for -c, -m and stdin.  At
+    sitecustomize time sys.argv is not set yet, so read sys.orig_argv."""
+    args = argv[1:]
+    while args:
+        arg = args.pop(0)
+        if arg in OPTIONS_WITH_VALUE:
+            args = args[1:]
+            continue
+        if arg.startswith("-c") or arg.startswith("-m") or arg == "-":
+            break
+        if arg.startswith("-"):
+            if arg[1:2] in ("W", "X") or arg.startswith("--"):
+                continue
+            if "c" in arg[1:] or "m" in arg[1:]:  # -Ic CODE, -um MODULE
+                break
+            continue
+        return os.path.dirname(os.path.realpath(arg))
+    return os.getcwd()

@@ -24,7 +24,7 @@ import types
 from .._isolation import isolate_builtins, isolate_module
 from ..policy import PERMISSIONS, Policy, expand, path_variables
 from ..runner import Engine, TargetError
-from .errors import AccessDenied
+from .errors import AccessDenied, ImportDenied
 
 isolate_builtins(globals())
 
@@ -49,6 +49,12 @@ MIME_FILES = ("/etc/mime.types", "/etc/httpd/mime.types", "/etc/httpd/conf/mime.
 SYSTEM_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/etc/localtime",
                 "/etc/timezone", *MIME_FILES)
 SYSTEM_DIRS = ("/usr/share/zoneinfo", "/usr/share/locale", "/usr/lib/locale")
+#: Configuration the interpreter and the stdlib read on their own (tracebacks
+#: read PYTHON_COLORS/NO_COLOR/TERM, ssl reads SSLKEYLOGFILE, tempfile TMPDIR...):
+#: implicit reads, like the stdlib's files, with LC_* and PYTHON*.  Writes are
+#: still checked, and none of these hold secrets by convention.
+IMPLICIT_ENV = frozenset(("TERM", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TZ", "LANG", "LANGUAGE",
+                          "TMPDIR", "TEMP", "TMP", "SSLKEYLOGFILE", "SSL_CERT_FILE", "SSL_CERT_DIR"))
 #: Modules whose functions the sandbox replaces by guards: a fresh copy of
 #: them (re-import, importlib.util.module_from_spec) would bring the originals back.
 GUARDED_MODULES = ("_posixsubprocess", "posix")
@@ -75,10 +81,11 @@ class Context:
 
     def __init__(self, *, mode: str, on_deny: str, inherit: bool, program_dir: str, outputs: list[str],
                  emit: Callable[..., Any], exit_on_deny: Callable[[str], Any] | None, log: str | None,
-                 learn_spool: str | None = None) -> None:
+                 spool: str | None = None) -> None:
         self.mode, self.on_deny, self.inherit = mode, on_deny, inherit
         self.program_dir, self.outputs, self.emit = program_dir, outputs, emit
-        self.exit_on_deny, self.log, self.learn_spool = exit_on_deny, log, learn_spool
+        self.exit_on_deny, self.log = exit_on_deny, log
+        self.spool = spool  # where Python children report their events (see child.py)
 
 
 class SandboxEngine(Engine):
@@ -95,38 +102,57 @@ class SandboxEngine(Engine):
         check_taint(settings.source)
         self.counts: dict[str, int] = {}
         self.observations: list[tuple[str, str, str]] = []
+        self.prompted: list[tuple[str, str]] = []  # (permission, scope or "*") granted at the prompt
+        self.save_target: str | None = None
+        self.save_digest: str | None = None
         self.session: Any = None
 
     def start(self, session: Any) -> None:
         self.session = session
         s = self.settings
-        outputs = [p for p in (session.report_path, s.get("log"), self.learn, _learn_spool(self.learn)) if p]
+        self.spool = child_spool(session.pid) if s.get("inherit", True) else None
+        outputs = [p for p in (session.report_path, s.get("log"), self.learn, self.spool) if p]
         if session.report_path:
             outputs.append(f"{session.report_path}.{session.pid}.tmp")
-            directory = os.path.dirname(session.report_path)
-            while directory and not os.path.isdir(directory):
+            directory = os.path.dirname(session.report_path)  # makedirs touches each level, existing or not
+            while directory and directory != os.path.dirname(directory) and directory != session.cwd:
                 outputs.append(directory)
                 directory = os.path.dirname(directory)
             outputs.append(os.path.join(session.cwd, ".pyward", ".gitignore"))
+        if self.mode == "prompt":
+            outputs.append("/dev/tty")  # where the answers are offered for saving at the end
+            self.save_target = prompt_target(s.source, session.cwd)
+            if self.save_target:  # pyward writes it at the end; a change by the program is caught by digest
+                outputs += [self.save_target, self.save_target + ".bak"]
+                self.save_digest = file_digest(self.save_target)
         if self.mode == "prompt" and not _stdin_is_tty():
             session.journal.emit("sandbox", "prompt.unavailable", "stdin", severity="warning", where="",
                                  message="prompt mode needs a terminal; denying like enforce instead")
         context = Context(mode=self.mode, on_deny=s.get("on_deny", "raise"), inherit=s.get("inherit", True),
                           program_dir=session.program_dir, outputs=outputs, emit=self._emit,
                           exit_on_deny=self._exit_on_deny if s.get("on_deny") == "exit" else None,
-                          log=s.get("log"), learn_spool=_learn_spool(self.learn))
+                          log=s.get("log"), spool=self.spool)
         warn_writable_policy(self.policy, session.journal)
         install(self.policy, context, protect=session.protect)
 
     def _emit(self, kind: str, name: str, message: str, severity: str, details: dict[str, Any],
-              site: tuple[str | None, str | None]) -> None:
+              site: tuple[str | None, str | None], pid: int | None = None, at: float | None = None) -> None:
         perm = details.get("permission", "")
+        if kind == "granted":
+            self.prompted.append((details["permission"], "*" if details["rule"] != "prompt" else name))
         if kind in ("observed", "allowed", "would_deny"):
             self.counts[perm] = self.counts.get(perm, 0) + 1
             if self.learn:
                 self.observations.append((perm, name, details.get("operation", "")))
         self.session.journal.emit("sandbox", kind, name, message=message, severity=severity, details=details,
-                                  where=site[0] or "", function=site[1])
+                                  where=site[0] or "", function=site[1], pid=pid, at=at)
+
+    def _collect_children(self) -> None:
+        """Events Python children reported: into this run's journal, log and report."""
+        for kind, name, message, severity, details, where, function, pid, at in read_spool(self.spool):
+            if kind == "granted":
+                continue
+            self._emit(kind, name, message, severity, details, (where, function), pid=pid, at=at)
 
     def _exit_on_deny(self, message: str) -> None:
         session = self.session
@@ -140,25 +166,84 @@ class SandboxEngine(Engine):
         os._exit(EXIT_STATUS_ON_DENY)
 
     def stop(self, session: Any) -> None:
+        self._collect_children()
         if self.learn:
             from ..policy.learn import write_learned
 
-            spool = _learn_spool(self.learn)
-            observations = self.observations + read_spool(spool)
-            path, rules = write_learned(self.learn, observations, session)
+            path, rules = write_learned(self.learn, self.observations, session)
             found_here = os.path.realpath(path) == os.path.realpath(os.path.join(session.cwd, "pyward.toml"))
             hint = "the next `pyward run` in this directory uses it" if found_here else \
                 f"use it with: pyward run --config {path} ..."
             session.journal.emit("sandbox", "learned", path, severity="notice", where="",
                                  message=f"learned policy written to {path} ({rules} rules); {hint}")
             return
-        taint_policy_files(session)
+        changed = [self.save_target] if self.save_target and file_digest(self.save_target) != self.save_digest \
+            else []
+        taint_policy_files(session, changed)
+        if self.prompted and not changed:
+            offer_to_save(self.prompted, self.settings.source, self.save_target, session)
         if self.mode == "watch" and self.counts:
             parts = [f"{self.counts[p]} {p}" for p in PERMISSIONS if self.counts.get(p)]
             session.journal.emit("sandbox", "summary", "watch", severity="info", where="",
                                  message="sandbox (watch): the program used " + ", ".join(parts)
                                          + " beyond its own files (-v lists them; pyward learn writes a policy)",
                                  details=dict(self.counts))
+
+
+def prompt_target(source: str | None, cwd: str) -> str | None:
+    """Where prompt answers are saved: the pyward.toml in use, or a new one in
+    the current directory; never a pyproject.toml (not pyward's to rewrite)."""
+    if source:
+        return os.path.realpath(source) if os.path.basename(source) == "pyward.toml" else None
+    return os.path.join(os.path.realpath(cwd), "pyward.toml")
+
+
+def file_digest(path: str) -> str | None:
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def offer_to_save(answers: list[tuple[str, str]], source: str | None, target: str | None, session: Any) -> None:
+    """At the end of a prompt-mode run: save the answers into pyward.toml, if the user says so."""
+    from ..policy.learn import merge_answers
+
+    if target is None:
+        lines = ", ".join(f"{perm} += {scope!r}" for perm, scope in answers)
+        session.journal.emit("sandbox", "prompt.unsaved", source or "", severity="notice", where="",
+                             message=f"answers given at the prompt ({lines}) are not saved into {source}: "
+                                     "add them to [tool.pyward.permissions] to keep them")
+        return
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR)
+        try:
+            os.write(fd, f"[pyward] Save {len(answers)} answer(s) into {target}? [y/N] > ".encode())
+            reply = b""
+            while not reply.endswith(b"\n"):
+                byte = os.read(fd, 1)
+                if not byte:
+                    break
+                reply += byte
+        finally:
+            os.close(fd)
+    except OSError:
+        return
+    reply = reply.decode(errors="replace").strip()
+    if reply[:1] not in ("y", "Y"):
+        return
+    try:
+        backup = merge_answers(target, answers)
+    except (OSError, ValueError) as exc:
+        session.journal.emit("sandbox", "prompt.unsaved", target, severity="warning", where="",
+                             message=f"could not save the answers into {target}: {exc}")
+        return
+    kept = f" (previous version kept as {backup})" if backup else ""
+    session.journal.emit("sandbox", "prompt.saved", target, severity="notice", where="",
+                         message=f"saved {len(answers)} answer(s) into {target}{kept}")
 
 
 def _stdin_is_tty() -> bool:
@@ -168,12 +253,14 @@ def _stdin_is_tty() -> bool:
         return False
 
 
-def _learn_spool(learn: str | None) -> str | None:
-    return f"{learn}.observations.jsonl" if learn else None
+def child_spool(pid: int) -> str:
+    from ..policy import temp_dir
+
+    return os.path.join(temp_dir(), f"pyward-{pid}-{os.urandom(6).hex()}.children.jsonl")
 
 
-def read_spool(path: str | None) -> list[tuple[str, str, str]]:
-    """Observations written by child processes during `pyward learn`."""
+def read_spool(path: str | None) -> list[list[Any]]:
+    """Events written by Python child processes (see child.py); the file is removed."""
     if not path or not os.path.exists(path):
         return []
     import json
@@ -182,10 +269,11 @@ def read_spool(path: str | None) -> list[tuple[str, str, str]]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
-                perm, name, op = json.loads(line)
+                item = json.loads(line)
             except ValueError:
                 continue
-            out.append((perm, name, op))
+            if isinstance(item, list) and len(item) == 9 and isinstance(item[4], dict):
+                out.append(item)
     os.unlink(path)
     return out
 
@@ -218,12 +306,13 @@ def check_taint(source: str | None) -> None:
                           2)
 
 
-def taint_policy_files(session: Any) -> None:
-    """Record policy files the program wrote during this run (watch mode lets it)."""
+def taint_policy_files(session: Any, changed: list[str] = ()) -> None:  # type: ignore[assignment]
+    """Record policy files the program wrote during this run (watch mode lets
+    it; `changed` are files whose content changed though pyward let only itself write them)."""
     candidates = {os.path.realpath(p) for p in policy_candidates(session.cwd)}
     written = {e.name for e in session.journal.events
                if e.engine == "sandbox" and e.details.get("permission") == "write" and e.name in candidates
-               and e.kind != "denied"}
+               and e.kind != "denied"} | set(changed)
     if not written:
         return
     import hashlib
@@ -433,9 +522,13 @@ def build_decider(policy: Policy, context: Context,
         if _realpath(candidate) not in outputs_real:  # (except the policy `pyward learn` writes)
             rules["write"][1].append((0, _realpath(candidate), "pyward (a file it reads its policy from)"))
     roots, files = implicit_roots(context.program_dir)
+    if context.mode == "prompt":
+        files = files | {"/dev/tty"}  # the answers are read from there
+    if context.spool:
+        files = files | {context.spool}  # children's events, read back at the end
     outputs = {_realpath(p) for p in context.outputs}
     how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
-    caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "ANSWERS", "RESOLVED", "RESOLVED_PATHS",
+    caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS",
                                      "STATE", "TTY")}
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (
@@ -490,6 +583,8 @@ def build_decider(policy: Policy, context: Context,
         "GUARDED_MODULES": frozenset(GUARDED_MODULES),
         "SUBINTERPRETER_MODULES": frozenset(SUBINTERPRETER_MODULES),
         "HIDDEN_ENV": frozenset(HIDDEN_ENV),
+        "IMPLICIT_ENV": IMPLICIT_ENV,
+        "IMPLICIT_ENV_PREFIXES": ("LC_", "PYTHON"),
         "IMPORT_MACHINERY": frozenset(("<frozen importlib._bootstrap_external>", "<frozen importlib._bootstrap>",
                                        "<frozen zipimport>")),
         "NAMESPACE_OPS": frozenset(("remove", "rmdir", "mkdir", "rmtree")),
@@ -541,7 +636,7 @@ def install(policy: Policy, context: Context, protect: Callable[..., Any] | None
     native.untrack(*hidden, *guards)
     subinterpreters = "ffi" in policy.allow_all or any(r.scope == "subinterpreters" for r in policy.allows("ffi"))
     native.sandbox_install(list(namespace["HANDLERS"]), decide, AccessDenied, MODES[context.mode] != 0,
-                           subinterpreters)
+                           subinterpreters, ImportDenied)
     _installed = True
 
 
@@ -589,7 +684,7 @@ def inheritance_payload(policy: Policy, context: Context) -> str:
     from ..canonical import dumps
 
     return dumps({"policy": policy.to_json(), "mode": context.mode, "on_deny": context.on_deny,
-                  "log": context.log, "learn_spool": context.learn_spool})
+                  "log": context.log, "spool": context.spool})
 
 
 def set_inherited_environment(payload: str) -> None:
@@ -668,9 +763,18 @@ class GuardedEnviron(os._Environ):  # type: ignore[name-defined,misc]
         os.unsetenv(self.encodekey(key))
 
     def _names(self) -> list[str]:
-        names = [n for n in self._native.env_names() if n not in HIDDEN_ENV]
-        if self._inheriting and "PYTHONPATH" in names and "PYWARD_ORIG_PYTHONPATH" not in self._native.env_names():
-            names.remove("PYTHONPATH")
+        """The names the program may read (the others are not listed)."""
+        present = self._native.env_names()
+        names = []
+        for name in present:
+            if name in HIDDEN_ENV or (name == "PYTHONPATH" and self._inheriting
+                                      and "PYWARD_ORIG_PYTHONPATH" not in present):
+                continue
+            try:
+                self._native.sandbox_check("pyward.env.visible", (name,))
+            except PermissionError:
+                continue
+            names.append(name)
         return names
 
     def __iter__(self) -> Any:
@@ -682,13 +786,35 @@ class GuardedEnviron(os._Environ):  # type: ignore[name-defined,misc]
 
     def __contains__(self, key: Any) -> bool:
         try:
+            self._native.sandbox_check("pyward.env.visible", (self._name(key),))
+        except PermissionError:
+            return False
+        try:
             self[key]
         except KeyError:
             return False
         return True
 
+    def _listing(self) -> list[tuple[Any, Any]]:
+        """(key, value) of every variable the program may read; values read as
+        a listing (`pyward learn` does not turn those into rules)."""
+        out = []
+        for name in self._names():
+            value = self._native.env_get(name, True)
+            if name == "PYTHONPATH" and self._inheriting:  # checked as PYTHONPATH, read from where it hides
+                value = self._native.env_get("PYWARD_ORIG_PYTHONPATH")
+            if value is not None:
+                out.append((self.decodekey(os.fsencode(name)), self.decodevalue(os.fsencode(value))))
+        return out
+
+    def items(self) -> Any:
+        return self._listing()
+
+    def values(self) -> Any:
+        return [value for _, value in self._listing()]
+
     def copy(self) -> dict[Any, Any]:
-        return dict(self)
+        return dict(self._listing())
 
     def __repr__(self) -> str:
         items = ", ".join(f"{k!r}: {v!r}" for k, v in self.items())

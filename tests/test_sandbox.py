@@ -1,0 +1,576 @@
+"""The sandbox as a user meets it: flags, messages, modes, children, learn, the Python API."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from helpers import clean_env
+from sandbox_helpers import guard
+
+# --- enforce, permission by permission -------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("alpha\n")
+    (tmp_path / "data" / "b.csv").write_text("1,2\n")
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def test_denied_write_names_operation_resource_and_flag(project):
+    run = guard(project, "open('out/x.txt', 'w').write('x')\n", "--allow-read=data")
+    assert run.status == 1
+    target = str(project / "out" / "x.txt")
+    assert f"AccessDenied: write to '{target}' (open) denied by pyward's sandbox: allow it with " \
+           f"--allow-write={target}" in run.stderr
+    assert "pyward.AccessDenied" in run.stderr  # the name users know, not the module it lives in
+    (event,) = run.denied
+    assert event["where"] == f"{project / 'app.py'}:1"
+    assert event["details"]["permission"] == "write"
+    assert not (project / "out" / "x.txt").exists()
+
+
+def test_the_program_can_catch_the_denial(project):
+    code = """
+        import pyward
+        try:
+            open('out/x.txt', 'w')
+        except pyward.AccessDenied as exc:
+            print('caught', isinstance(exc, PermissionError), exc.errno is None or exc.errno > 0)
+        print('still running')
+    """
+    run = guard(project, code, "--allow-read=data")
+    assert run.status == 0, run
+    assert run.stdout == "caught True True\nstill running\n"
+
+
+def test_allowed_operations_pass_and_deny_wins(project):
+    code = """
+        print(open('data/a.txt').read().strip())
+        open('out/ok.txt', 'w').write('ok')
+        try:
+            open('out/private.txt', 'w')
+        except PermissionError as exc:
+            print('denied:', exc)
+    """
+    run = guard(project, code, "--allow-write=out", "--deny-write=out/private.txt")
+    assert run.status == 0, run
+    assert run.stdout.splitlines()[0] == "alpha"
+    assert "a deny rule wins over any allow" in run.stdout
+    assert "--deny-write" in run.stdout  # names the rule that denied it
+    assert (project / "out" / "ok.txt").read_text() == "ok"
+
+
+def test_globs_and_path_variables(project, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    (home / "notes.txt").write_text("home notes\n")
+    code = """
+        import sys
+        print(open(sys.argv[1] + '/notes.txt').read().strip())
+        open('out/a.log', 'w').close()
+        try:
+            open('out/a.txt', 'w')
+        except PermissionError:
+            print('txt denied')
+    """
+    run = guard(project, code, "--allow-read=$HOME", "--allow-write=$CWD/out/*.log", args=(str(home),),
+                env=clean_env(HOME=str(home)))
+    assert run.status == 0, run
+    assert run.stdout == "home notes\ntxt denied\n"
+
+
+def test_reads_outside_the_program_are_denied_but_python_itself_runs(project, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "x.txt").write_text("x")
+    code = f"""
+        import json, csv, decimal, email.parser  # the stdlib is implicit
+        print(open('data/a.txt').read().strip())  # so is the program's own directory
+        open({str(elsewhere / 'x.txt')!r})
+    """
+    run = guard(project, code, "--allow-write=out")
+    assert run.stdout == "alpha\n"
+    assert f"read '{elsewhere / 'x.txt'}' (open) denied" in run.stderr
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = HTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+NET_CLIENT = """
+    import sys, urllib.request
+    for url in sys.argv[1:]:
+        try:
+            print(urllib.request.urlopen(url, timeout=5).read().decode())
+        except OSError as exc:  # urllib wraps it: URLError(reason=AccessDenied)
+            reason = getattr(exc, 'reason', exc)
+            print('denied' if isinstance(reason, PermissionError) else 'failed', reason)
+"""
+
+
+@pytest.mark.parametrize("scope", ["127.0.0.1:{port}", "127.0.0.0/8", "localhost", "localhost:{port}",
+                                   "127.0.0.1"])
+def test_net_scopes(tmp_path, http_server, scope):
+    url = f"http://localhost:{http_server}/"
+    run = guard(tmp_path, NET_CLIENT, "--allow-net=" + scope.format(port=http_server), args=(url,))
+    assert run.stdout == "hello\n", run
+
+
+@pytest.mark.parametrize("scope", ["127.0.0.1:1", "10.0.0.0/8", "example.com"])
+def test_net_scopes_that_do_not_match(tmp_path, http_server, scope):
+    run = guard(tmp_path, NET_CLIENT, "--allow-net=" + scope, args=(f"http://127.0.0.1:{http_server}/",))
+    assert run.stdout.startswith("denied network access to '127.0.0.1"), run
+    assert run.denied
+
+
+def test_udp_bind_and_unix_sockets(tmp_path):
+    sock_path = tmp_path / "s.sock"
+    code = f"""
+        import socket
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(('127.0.0.1', 0))
+        print('bound')
+        try:
+            u.sendto(b'x', ('127.0.0.2', 9))
+        except PermissionError as exc:
+            print('sendto denied')
+        s = socket.socket(socket.AF_UNIX)
+        s.bind({str(sock_path)!r})
+        print('unix bound')
+    """
+    run = guard(tmp_path, code, "--allow-net=127.0.0.1,unix:" + str(sock_path), "--allow-write=.")
+    assert run.stdout == "bound\nsendto denied\nunix bound\n", run
+
+
+def test_env_names_and_globs(tmp_path):
+    code = """
+        import os
+        print(os.environ['AWS_REGION'], os.getenv('HOME') is not None)
+        for name in ('SECRET_TOKEN',):
+            try:
+                os.environ[name]
+            except PermissionError as exc:
+                print('denied', exc)
+        print('SECRET_TOKEN' in os.environ, sorted(k for k in os.environ if k.startswith('AWS_')))
+        os.environ['MINE'] = '1'
+        print(os.environ['MINE'])
+    """
+    run = guard(tmp_path, code, "--allow-env=AWS_*,HOME,MINE",
+                env=clean_env(AWS_REGION="eu-west-1", AWS_KEY="k", SECRET_TOKEN="TOPSECRET"))
+    assert run.status == 0, run
+    lines = run.stdout.splitlines()
+    assert lines[0] == "eu-west-1 True"
+    assert lines[1].startswith("denied environment variable 'SECRET_TOKEN' (read)")
+    listed = eval(lines[2].split(" ", 1)[1])
+    assert lines[2].startswith("False ") and "AWS_KEY" in listed and "AWS_REGION" in listed
+    assert "SECRET_TOKEN" not in listed  # what cannot be read is not listed either
+    assert lines[3] == "1"
+    assert "TOPSECRET" not in run.stdout + run.stderr
+
+
+def test_run_permission(tmp_path):
+    code = """
+        import subprocess
+        print(subprocess.run(['echo', 'ok'], capture_output=True, text=True).stdout.strip())
+        try:
+            subprocess.run(['ls'])
+        except PermissionError as exc:
+            print('denied', exc)
+    """
+    run = guard(tmp_path, code, "--allow-run=echo", "--allow-env=PATH")
+    assert run.stdout.splitlines()[0] == "ok", run
+    assert run.stdout.splitlines()[1].startswith("denied running 'ls'")
+
+
+def test_ffi_permission(tmp_path):
+    code = """
+        import ctypes
+        ctypes.CDLL('libm.so.6')
+        print('libm loaded')
+        try:
+            ctypes.CDLL('libc.so.6')
+        except PermissionError as exc:
+            print('denied', exc)
+    """
+    run = guard(tmp_path, code, "--allow-ffi=self,libm.so.6")
+    assert run.stdout.splitlines()[0] == "libm loaded", run
+    assert run.stdout.splitlines()[1].startswith("denied native code 'libc.so.6'"), run
+
+
+def test_without_ffi_ctypes_does_not_even_import(tmp_path):
+    run = guard(tmp_path, "import ctypes\n", "--allow-read=.")
+    assert run.status == 1
+    assert "native code 'self' (ctypes.CDLL(None): import ctypes does it for ctypes.pythonapi)" in run.stderr
+    assert "--allow-ffi=self" in run.stderr
+
+
+def test_import_permission(tmp_path):
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "thirdparty.py").write_text("VALUE = 1\n")
+    (tmp_path / "vendor" / "other.py").write_text("VALUE = 2\n")
+    code = """
+        import sys
+        sys.path.insert(0, 'vendor')
+        import thirdparty, json
+        print('thirdparty', thirdparty.VALUE)
+        try:
+            import other
+        except ImportError as exc:  # what programs probing for optional modules catch
+            import pyward
+            print('denied', isinstance(exc, pyward.ImportDenied), exc)
+    """
+    run = guard(tmp_path, code, "--allow-import=thirdparty", "--allow-read=vendor")
+    assert run.stdout.splitlines()[0] == "thirdparty 1", run
+    assert run.stdout.splitlines()[1].startswith("denied True importing 'other'"), run
+
+
+def test_allow_all(tmp_path):
+    run = guard(tmp_path, "import os\nprint(os.environ['X'])\nopen('/tmp/pyward-allow-all-test', 'w').close()\n",
+                "-A", env=clean_env(X="1"))
+    assert run.status == 0 and run.stdout == "1\n" and not run.denied, run
+
+
+def test_on_deny_exit_flushes_and_exits_77(project):
+    code = """
+        import sys
+        print('before', end='')
+        sys.stderr.write('err-before')
+        try:
+            open('out/x', 'w')
+        except PermissionError:
+            print('caught: --on-deny=exit must not let the program continue')
+    """
+    run = guard(project, code, "--allow-read=data", "--on-deny=exit")
+    assert run.status == 77, run
+    assert run.stdout == "before"
+    assert "err-before" in run.stderr
+    assert "exit=77" in run.stderr and len(run.denied) == 1
+    report = run.stderr.rsplit("report: ", 1)[1].strip()
+    data = json.loads((project / report).read_text())
+    assert data["run"]["exit_status"] == 77
+
+
+def test_policy_from_pyproject(project):
+    (project / "pyproject.toml").write_text('[tool.pyward.permissions]\nwrite = ["out"]\n'
+                                            '[tool.pyward]\non_deny = "raise"\n')
+    run = guard(project, "open('out/ok', 'w').write('1')\nopen('x', 'w')\n", config=True)
+    assert (project / "out" / "ok").exists()
+    assert "or add 'x' to write in [tool.pyward.permissions]" in run.stderr or \
+           f"--allow-write={project / 'x'}" in run.stderr, run
+    assert run.status == 1
+
+
+# --- watch --------------------------------------------------------------------------------
+
+
+def test_watch_blocks_nothing_and_journals_everything(project):
+    code = """
+        import os, subprocess
+        open('out/x', 'w').write('x')
+        os.environ.get('HOME')
+        subprocess.run(['true'])
+    """
+    run = guard(project, code)
+    assert run.status == 0 and not run.denied, run
+    observed = {(e["details"]["permission"], e["name"]) for e in run.events("observed")}
+    assert ("write", str(project / "out" / "x")) in observed
+    assert ("env", "HOME") in observed
+    assert ("run", "true") in observed
+    assert not any(e["name"].startswith(str(project / "data")) for e in run.events("observed"))
+    assert not any("/lib/python3" in e["name"] for e in run.events("observed"))  # python's own reads
+    assert "[pyward][" not in run.stderr  # quiet: the summary line only
+
+
+def test_watch_with_a_policy_reports_what_enforce_would_deny(project):
+    run = guard(project, "open('out/x', 'w')\n", "--mode=watch", "--allow-read=data")
+    assert run.status == 0
+    (event,) = run.events("would_deny")
+    assert "would be denied under enforce" in event["message"]
+
+
+# --- children inherit the policy ------------------------------------------------------------
+
+CHILD = "import sys\ntry:\n    open(sys.argv[1]).read(); print('child read it')\nexcept PermissionError:\n" \
+        "    print('child denied')\n"
+
+
+@pytest.mark.parametrize("how", ["subprocess_env", "os_system", "multiprocessing_spawn", "os_execv"])
+def test_python_children_run_under_the_same_policy(project, how, tmp_path_factory):
+    secret = tmp_path_factory.mktemp("secret") / "s.txt"
+    secret.write_text("TOPSECRET")
+    (project / "child.py").write_text(CHILD)
+    programs = {
+        "subprocess_env": "import subprocess, sys\nsubprocess.run([sys.executable, 'child.py', SECRET], "
+                          "env={'PATH': '/usr/bin:/bin'})\n",
+        "os_system": "import os, sys, shlex\nos.system(shlex.join([sys.executable, 'child.py', SECRET]))\n",
+        "multiprocessing_spawn": "import multiprocessing as mp\ndef f(p):\n    try:\n        open(p).read(); "
+                                 "print('child read it', flush=True)\n    except PermissionError:\n"
+                                 "        print('child denied', flush=True)\nif __name__ == '__main__':\n"
+                                 "    ctx = mp.get_context('spawn')\n    p = ctx.Process(target=f, args=(SECRET,))\n"
+                                 "    p.start(); p.join()\n",
+        "os_execv": "import os, sys\nos.execv(sys.executable, [sys.executable, 'child.py', SECRET])\n",
+    }
+    code = f"SECRET = {str(secret)!r}\n" + programs[how]
+    run = guard(project, code, "--allow-run=*", "--allow-env=*", "--allow-write=$TMP")
+    assert "child denied" in run.stdout, run
+    assert "TOPSECRET" not in run.stdout
+    if how != "os_execv":  # exec replaces the process: no parent is left to journal it
+        assert any(e["name"] == str(secret) and e["pid"] != run.log[0]["pid"] for e in run.denied), run.denied
+
+
+def test_no_inherit_lets_children_run_unguarded(project, tmp_path_factory):
+    secret = tmp_path_factory.mktemp("secret") / "s.txt"
+    secret.write_text("TOPSECRET")
+    (project / "child.py").write_text(CHILD)
+    code = f"import subprocess, sys\nsubprocess.run([sys.executable, 'child.py', {str(secret)!r}])\n"
+    run = guard(project, code, "--allow-run=*", "--allow-env=*", "--no-inherit")
+    assert run.stdout == "child read it\n", run
+
+
+def test_children_see_the_programs_own_pythonpath_and_not_pywards(project):
+    code = "import subprocess, sys\nsubprocess.run([sys.executable, '-c', " \
+           "'import os; print(os.environ.get(\"PYTHONPATH\")); print(\"PYWARD_SANDBOX\" in os.environ)'])\n"
+    run = guard(project, code, "--allow-run=*", "--allow-env=*", env=clean_env(PYTHONPATH="/opt/mine"))
+    assert run.stdout == "/opt/mine\nFalse\n", run
+
+
+# --- learn ----------------------------------------------------------------------------------
+
+REALISTIC = """
+    import csv, glob, json, os, subprocess, sys, tempfile, urllib.request
+    rows = 0
+    for name in sorted(glob.glob(os.path.join(sys.argv[1], '*.csv'))):
+        with open(name) as f:
+            rows += sum(1 for _ in csv.reader(f))
+    os.makedirs('build', exist_ok=True)
+    with open('build/summary.json', 'w') as f:
+        json.dump({'rows': rows}, f)
+    with tempfile.NamedTemporaryFile('w', delete=True) as tmp:
+        tmp.write('scratch')
+    body = urllib.request.urlopen(sys.argv[2], timeout=5).read().decode()
+    rev = subprocess.run(['echo', 'rev-1'], capture_output=True, text=True).stdout.strip()
+    token = os.environ.get('API_TOKEN', '')
+    print(rows, body, rev, len(token))
+"""
+
+
+def test_learn_then_enforce_passes_with_zero_denials(tmp_path, tmp_path_factory, http_server):
+    data = tmp_path_factory.mktemp("dataset")
+    for i in range(40):
+        (data / f"part{i:03}.csv").write_text("a,b\n" * (i + 1))
+    (tmp_path / "app.py").write_text(__import__("textwrap").dedent(REALISTIC))
+    env = clean_env(API_TOKEN="s3cr3t-value")
+    url = f"http://127.0.0.1:{http_server}/"
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py", str(data),
+                              url], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0, learned.stderr
+    assert learned.stdout == "820 hello rev-1 12\n"
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert "s3cr3t-value" not in policy
+    assert '"API_TOKEN"' in policy
+    assert policy.count("part0") == 0  # a directory, not 40 files
+    assert str(data) in policy
+    assert '"./build"' in policy or '"./build/summary.json"' in policy
+    assert f'"127.0.0.1:{http_server}"' in policy
+    assert '"echo"' in policy
+    run = guard(tmp_path, (tmp_path / "app.py").read_text(), args=(str(data), url), env=env, config=True)
+    assert run.status == 0, run
+    assert run.stdout == "820 hello rev-1 12\n"
+    assert not run.denied
+    assert any(e["kind"] == "allowed" for e in run.events())  # it really ran under enforce
+
+
+def test_learn_refuses_to_overwrite(tmp_path):
+    (tmp_path / "pyward.toml").write_text("# mine\n")
+    (tmp_path / "app.py").write_text("print(1)\n")
+    result = subprocess.run([sys.executable, "-m", "pyward", "learn", "app.py"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--force" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "pyward.toml").read_text() == "# mine\n"
+
+
+# --- the policy file cannot be rewritten by the program it governs ------------------------------
+
+
+def test_program_cannot_write_its_policy_and_a_tainted_policy_is_refused(tmp_path):
+    (tmp_path / "pyward.toml").write_text('[permissions]\nwrite = ["out"]\n')
+    (tmp_path / "out").mkdir()
+    run = guard(tmp_path, "open('pyward.toml', 'a').write('read = true\\n')\n", config=True)
+    assert "a file it reads its policy from" in run.stderr
+    assert (tmp_path / "pyward.toml").read_text() == '[permissions]\nwrite = ["out"]\n'
+    # in watch mode the write happens: the next run refuses that policy until `pyward trust`
+    (tmp_path / "pyward.toml").write_text('mode = "watch"\n[permissions]\nwrite = ["out"]\n')
+    run = guard(tmp_path, "open('pyward.toml', 'a').write('# changed\\n')\n", config=True)
+    assert any(e["kind"] == "policy.tainted" for e in run.events())
+    again = guard(tmp_path, "print('ran')\n", config=True)
+    assert again.status == 2 and "ran" not in again.stdout
+    assert "pyward trust" in again.stderr
+    trusted = subprocess.run([sys.executable, "-m", "pyward", "trust", "pyward.toml"], cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert trusted.returncode == 0, trusted.stderr
+    assert guard(tmp_path, "print('ran')\n", config=True).stdout == "ran\n"
+
+
+# --- prompt ---------------------------------------------------------------------------------------
+
+
+def _run_on_a_terminal(argv, answers, cwd):
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(clean_env())
+        os.execv(argv[0], argv)
+    out, answers = b"", list(answers)
+    while True:
+        ready, _, _ = select.select([fd], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if out.rstrip().endswith(b">") and answers:
+            os.write(fd, answers.pop(0).encode() + b"\n")
+    _, status = os.waitpid(pid, 0)
+    return out.decode(errors="replace"), os.waitstatus_to_exitcode(status)
+
+
+def test_prompt_asks_and_saves_the_answers(tmp_path):
+    (tmp_path / "app.py").write_text("import os\nopen('o.txt', 'w').write('1')\nprint(os.environ.get('HOME'))\n"
+                                     "try:\n    os.environ['USER']\nexcept KeyError:\n    pass\n")
+    argv = [sys.executable, "-m", "pyward", "run", "--no-config", "--mode=prompt", "app.py"]
+    out, status = _run_on_a_terminal(argv, ["y", "A", "y"], tmp_path)
+    assert status == 0, out
+    assert f"Allow write to '{tmp_path / 'o.txt'}'? [y]es / [n]o / [A]ll of write" in out
+    assert "Allow environment variable 'HOME'?" in out
+    assert "Allow environment variable 'USER'?" not in out  # "All of env" was answered
+    assert "Save 2 answer(s) into" in out
+    saved = (tmp_path / "pyward.toml").read_text()
+    assert 'write = ["./o.txt"]' in saved and "env = true" in saved
+    out, status = _run_on_a_terminal([sys.executable, "-m", "pyward", "run", "app.py"], [], tmp_path)
+    assert status == 0 and "Allow " not in out and "[warning]" not in out, out
+
+
+def test_prompt_without_a_terminal_denies_like_enforce(tmp_path):
+    run = guard(tmp_path, "open('o.txt', 'w')\n", "--mode=prompt")
+    assert run.status == 1
+    assert "prompt mode needs a terminal" in run.stderr
+
+
+# --- Python API -------------------------------------------------------------------------------------
+
+
+def test_python_api_install_and_hooks(tmp_path):
+    code = """
+        import pyward, pyward.sandbox as sandbox
+        seen = []
+        def hook(event, args):
+            if event == 'socket.gethostname':  # an event the policy itself ignores
+                return 'deny'
+            if event == 'open' and str(args[0]).endswith('ok-by-hook.txt'):
+                return 'allow'
+            return None
+        policy = pyward.Policy.from_dict(allow={'read': ['.']})
+        sandbox.install(policy, mode='enforce')
+        sandbox.install_hook(hook)
+        open('ok-by-hook.txt', 'w').write('1')
+        print('hook allowed it')
+        import socket
+        try:
+            socket.gethostname()
+        except PermissionError as exc:
+            print('hook denied it')
+        sandbox.uninstall_hook()
+        print(socket.gethostname() != '')
+        try:
+            open('ok-by-hook.txt', 'w')
+        except PermissionError:
+            print('policy denies it again')
+    """
+    (tmp_path / "app.py").write_text(__import__("textwrap").dedent(code))
+    result = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout == "hook allowed it\nhook denied it\nTrue\npolicy denies it again\n", result.stderr
+
+
+def test_policy_loads_from_a_file(tmp_path):
+    from pyward.policy import Policy
+
+    (tmp_path / "p.toml").write_text('[permissions]\nread = ["data"]\nnet = ["*.example.com:443"]\n')
+    policy = Policy.from_file(str(tmp_path / "p.toml"))
+    assert [r.scope for r in policy.allows("read")] == ["data"]
+    assert [r.scope for r in policy.allows("net")] == ["*.example.com:443"]
+    assert "p.toml" in policy.how_to_allow("read", "x")
+
+
+# --- fail closed ---------------------------------------------------------------------------------
+
+
+def test_an_engine_error_never_lets_an_operation_through_under_enforce(project):
+    code = """
+        import pyward.journal
+        def broken(*a, **k):
+            raise RuntimeError('journal broken')
+        pyward.journal.Journal.emit = broken
+        try:
+            open('out/x', 'w')
+            print('LEAKED')
+        except PermissionError:
+            print('denied')
+    """
+    run = guard(project, code, "--allow-read=data")
+    assert run.stdout == "denied\n", run
+    assert not (project / "out" / "x").exists()
+
+
+def test_an_engine_error_never_kills_the_program_under_watch(project):
+    code = """
+        import pyward.journal
+        def broken(*a, **k):
+            raise RuntimeError('journal broken')
+        pyward.journal.Journal.emit = broken
+        open('out/x', 'w').write('1')
+        print('still running')
+    """
+    run = guard(project, code)
+    assert run.status == 0, run
+    assert run.stdout == "still running\n"
+    assert "[pyward]" in run.stderr and "error" in run.stderr.lower()
+    assert (project / "out" / "x").read_text() == "1"
+
+
+def test_socket_module_still_works_normally(tmp_path):
+    """The guards keep the functions' behaviour for allowed calls."""
+    run = guard(tmp_path, "import socket\nprint(socket.getaddrinfo('127.0.0.1', 80)[0][4])\n", "--allow-net=*")
+    assert run.stdout == "('127.0.0.1', 80)\n", run
+    assert socket.getaddrinfo("127.0.0.1", 80)[0][4] == ("127.0.0.1", 80)
