@@ -574,3 +574,19 @@ def test_socket_module_still_works_normally(tmp_path):
     run = guard(tmp_path, "import socket\nprint(socket.getaddrinfo('127.0.0.1', 80)[0][4])\n", "--allow-net=*")
     assert run.stdout == "('127.0.0.1', 80)\n", run
     assert socket.getaddrinfo("127.0.0.1", 80)[0][4] == ("127.0.0.1", 80)
+
+
+def test_degraded_mode_without_the_native_extension_still_enforces(project):
+    code = """
+        import json, subprocess
+        print(open('data/a.txt').read().strip())
+        try:
+            open('out/x', 'w')
+        except PermissionError as exc:
+            print('denied')
+    """
+    run = guard(project, code, "--allow-read=data", env=clean_env(PYWARD_DISABLE_NATIVE="1"))
+    assert run.status == 0, run
+    assert run.stdout == "alpha\ndenied\n"
+    assert "running degraded" in run.stderr
+    assert len(run.denied) == 1

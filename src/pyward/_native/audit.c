@@ -36,6 +36,26 @@ static int n_subscribers;
 static int hook_registered;
 static unsigned long long dispatched;
 
+/* A one-bit-per-slot prefilter over (length, first two and last byte): most
+ * events nobody subscribed to are rejected here, without hashing the name. */
+#define PREFILTER_BITS 16
+static uint64_t prefilter[(1u << PREFILTER_BITS) / 64];
+
+static inline uint32_t
+prefilter_key(const char *s, size_t len)
+{
+    uint32_t c0 = (unsigned char)s[0], c1 = len > 1 ? (unsigned char)s[1] : 0;
+    uint32_t last = len ? (unsigned char)s[len - 1] : 0;
+    return ((uint32_t)len * 2654435761u ^ c0 * 40503u ^ c1 * 9973u ^ last * 131u) & ((1u << PREFILTER_BITS) - 1);
+}
+
+static inline int
+prefilter_may_have(const char *s, size_t len)
+{
+    uint32_t k = prefilter_key(s, len);
+    return (prefilter[k >> 6] >> (k & 63)) & 1;
+}
+
 static inline uint64_t
 fnv1a(const char *s)
 {
@@ -122,6 +142,8 @@ pw_add_name(PyObject *pyname, int subscriber)
         return -1;
     }
     memcpy(copy, name, len + 1);
+    uint32_t k = prefilter_key(name, len);
+    prefilter[k >> 6] |= 1ull << (k & 63);
     Py_INCREF(pyname);
     PyUnicode_InternInPlace(&pyname);
     e = insert_slot(&table, h);
@@ -140,7 +162,7 @@ int pw_sandbox_hook_all(const char *event, PyObject *args);
 static int
 audit_hook(const char *event, PyObject *args, void *userData)
 {
-    Entry *e = lookup(&table, event, fnv1a(event));
+    Entry *e = prefilter_may_have(event, strlen(event)) ? lookup(&table, event, fnv1a(event)) : NULL;
     if (e == NULL) {
         /* an event nobody subscribed to: only an install_hook() callback sees it */
         return pw_sandbox_hook_all(event, args);

@@ -820,6 +820,8 @@ def on_settrace(op):
 
 def on_marshal(args):
     caller = GETFRAME(2)
+    while caller is not None and caller.f_code.co_filename.startswith(PLUMBING[0]):
+        caller = caller.f_back  # degraded mode: the Python audit hook sits in between
     if caller is not None and caller.f_code.co_filename in IMPORT_MACHINERY:
         return None
     return check("ffi", "bytecode", "marshal.loads")

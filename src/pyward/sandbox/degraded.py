@@ -10,7 +10,7 @@ from __future__ import annotations
 import _thread
 import sys
 
-from .errors import AccessDenied
+from .errors import AccessDenied, ImportDenied
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 
 def install_degraded(policy: Any, context: Any) -> None:
+    import _posixsubprocess  # noqa: F401  (imported now: a later import event would be a re-import)
     import os
 
     from . import engine
@@ -61,6 +62,8 @@ def install_degraded(policy: Any, context: Any) -> None:
         finally:
             local.busy = False
         if verdict is not None:
+            if isinstance(verdict, tuple) and len(verdict) == 2:
+                raise ImportDenied(verdict[0])
             raise AccessDenied(verdict if isinstance(verdict, str) else verdict[0])
 
     sys.addaudithook(hook)

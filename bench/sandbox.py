@@ -1,0 +1,143 @@
+"""What the sandbox costs, against plain python in the same run.
+
+    python bench/sandbox.py [--rounds N] [--json]
+
+Each workload times itself inside the process (so interpreter start-up does
+not dilute the ratio) and runs alternately under `python` and under
+`pyward run` with a 20-rule enforce policy, `--rounds` times; the figures
+are the best of the rounds, as `timeit` reports (noise on a shared machine
+only ever adds time; the medians are in the --json output).  Start-up is the
+median wall time of whole runs, as in bench/startup.py.  Targets (issue #3):
+
+* an audit event the policy does not care about: under 30 ns added;
+* open() + close() of a file checked against the 20-rule policy: at most 1.3x;
+* an import-heavy and json-heavy CPU workload: at most 1.03x;
+* start-up of `pyward run` with that policy: under 30 ms added.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+from _common import describe, python_version, pyward_cmd, time_commands
+
+WORKLOADS = {
+    # sys.audit of an event nobody subscribed to: the C filter's hash lookup and nothing else
+    "ignored audit event (ns/event)": ("""
+        import sys, time
+        audit = sys.audit
+        n = 2_000_000
+        t = time.perf_counter()
+        for _ in range(n):
+            audit("bench.ignored.event")
+        loop = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(n):
+            pass
+        empty = time.perf_counter() - t
+        print((loop - empty) / n * 1e9)
+    """, "ns"),
+    "open()+close() (us/op)": ("""
+        import time
+        n = 20_000
+        t = time.perf_counter()
+        for _ in range(n):
+            open('data/file-17.txt').close()
+        print((time.perf_counter() - t) / n * 1e6)
+    """, "ratio"),
+    "imports + json (ms)": ("""
+        # what `pyward run` itself has imported already: loaded before the clock starts, in both runs
+        import collections, contextlib, enum, errno, functools, importlib.util, keyword, linecache, math
+        import operator, re, reprlib, select, selectors, socket, time, tokenize, types, warnings
+        t = time.perf_counter()
+        import json, decimal, fractions, email.parser, http.client, urllib.parse, xml.etree.ElementTree
+        import argparse, logging, csv, statistics, dataclasses, pathlib, zipfile, tarfile, sqlite3, uuid
+        doc = {"users": [{"id": i, "name": f"user{i}", "tags": ["a", "b", "c"], "score": i * 0.5,
+                          "active": i % 2 == 0} for i in range(2000)]}
+        for _ in range(40):
+            text = json.dumps(doc)
+            doc = json.loads(text)
+        print((time.perf_counter() - t) * 1e3)
+    """, "ratio"),
+}
+
+
+def policy_flags(tmp: str) -> list[str]:
+    """Twenty rules; the file the workload opens is matched by the last read rule."""
+    reads = [f"--allow-read=/srv/nothing-{i}" for i in range(12)] + [f"--allow-read={tmp}/data/*.txt"]
+    writes = [f"--allow-write=/srv/out-{i}" for i in range(3)]
+    others = ["--allow-net=api.example.com:443", "--allow-env=HOME", "--allow-run=git", "--deny-read=/etc/shadow"]
+    flags = reads + writes + others
+    assert len(flags) == 20
+    return flags
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
+    pw = pyward_cmd()
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = os.path.realpath(tmp)
+        os.mkdir(os.path.join(tmp, "data"))
+        for i in range(20):
+            with open(os.path.join(tmp, "data", f"file-{i}.txt"), "w") as f:
+                f.write("x")
+        flags = policy_flags(tmp)
+        for name, (code, compare) in WORKLOADS.items():
+            script = os.path.join(tmp, "work.py")
+            with open(script, "w") as f:
+                f.write(textwrap.dedent(code))
+            plain, guarded = [], []
+            for _ in range(args.rounds):
+                for cmd, out in (([sys.executable, "work.py"], plain),
+                                 ([*pw, "run", "--no-config", "--no-report", *flags, "work.py"], guarded)):
+                    result = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=True)
+                    out.append(float(result.stdout.strip().splitlines()[-1]))
+            # best of N, as timeit does: on a shared machine noise only ever adds time
+            p, g = min(plain), min(guarded)
+            results[name] = {"python": p, "pyward": g, "added": g - p, "ratio": g / p, "compare": compare,
+                             "median_python": statistics.median(plain), "median_pyward": statistics.median(guarded)}
+        hello = os.path.join(tmp, "hello.py")
+        with open(hello, "w") as f:
+            f.write("print('hello, world')\n")
+        samples = time_commands({"python": [sys.executable, "hello.py"],
+                                 "pyward": [*pw, "run", "--no-config", *flags, "hello.py"]},
+                                max(args.rounds * 3, 20), tmp, env)
+        start = {k: describe(v)["median_ms"] for k, v in samples.items()}
+        results["start-up with the policy (ms)"] = {"python": start["python"], "pyward": start["pyward"],
+                                                     "added": start["pyward"] - start["python"],
+                                                     "ratio": start["pyward"] / start["python"], "compare": "ms"}
+    verdicts = {
+        "ignored audit event (ns/event)": ("added", 30.0, "under 30 ns added"),
+        "open()+close() (us/op)": ("ratio", 1.3, "at most 1.3x"),
+        "imports + json (ms)": ("ratio", 1.03, "at most 1.03x"),
+        "start-up with the policy (ms)": ("added", 30.0, "under 30 ms added"),
+    }
+    for name, (key, limit, text) in verdicts.items():
+        results[name]["target"] = text
+        results[name]["met"] = results[name][key] <= limit
+    if args.json:
+        print(json.dumps({"bench": "sandbox", "python": python_version(), "rounds": args.rounds,
+                          "results": results}))
+        return 0
+    print(f"sandbox cost on Python {python_version()} (20-rule enforce policy, best of {args.rounds} rounds)")
+    print(f"  {'workload':34} {'python':>10} {'pyward':>10} {'added':>9} {'ratio':>7}  target")
+    for name, r in results.items():
+        mark = "ok" if r["met"] else "MISSED"
+        print(f"  {name:34} {r['python']:10.2f} {r['pyward']:10.2f} {r['added']:9.2f} {r['ratio']:6.3f}x"
+              f"  {r['target']} [{mark}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
