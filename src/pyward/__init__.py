@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .sandbox.errors import AccessDenied, ImportDenied
 
-__all__ = ["AccessDenied", "ImportDenied", "Policy", "__version__"]
+__all__ = ["AccessDenied", "ImportDenied", "Policy", "TamperError", "__version__"]
 
 
 def __getattr__(name):  # lazy public API (PEP 562)
@@ -20,6 +20,10 @@ def __getattr__(name):  # lazy public API (PEP 562)
         from .sandbox import errors
 
         return getattr(errors, name)
+    if name == "TamperError":
+        from .tamper import TamperError
+
+        return TamperError
     if name == "Policy":
         from .policy import Policy
 

@@ -89,6 +89,23 @@ OPTIONS: list[Option] = [
              metavar="LIST", cli={"nargs": "?", "const": True}) for perm in PERMISSIONS),
 
     # tamper (issue #4)
+    Option("tamper.enabled", "bool", True, "seal trusted functions and report changes (--no-tamper: do not)",
+           flags=("--no-tamper",), cli={"action": "store_false"}),
+    Option("tamper.watch", "list", None,
+           "also seal these dotted names (globs allowed: mypkg.secure.*, os.exec*); comma-separated",
+           flags=("--watch",), metavar="LIST"),
+    Option("tamper.allow", "list", None,
+           "changes made from these modules are authorised, not alerts (e.g. gevent.monkey,freezegun)",
+           flags=("--allow-patcher",), metavar="LIST"),
+    Option("tamper.restore", "bool", False, "put the original back when a sealed target changes",
+           flags=("--restore",), cli={"action": "store_true"}),
+    Option("tamper.fail_closed", "bool", False,
+           "a change to a sealed target raises pyward.TamperError (module attributes) or stops the run "
+           "with exit status 78", flags=("--fail-closed",), cli={"action": "store_true"}),
+    Option("tamper.interval", "int", 0, "Python 3.11 (no watchers): also compare seals every N seconds",
+           flags=("--interval",), metavar="SECONDS"),
+    Option("tamper.check_modules", "bool", False, "report modules in sys.modules replaced by other objects",
+           flags=("--check-modules",), cli={"action": "store_true"}),
 
     # heal (issue #5)
 

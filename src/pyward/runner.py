@@ -75,7 +75,7 @@ ENGINES: tuple[str, ...] = (
     "pyward.sandbox",
 
     # tamper (issue #4)
-
+    "pyward.tamper",
     # heal (issue #5)
 
 )

@@ -16,4 +16,7 @@ int pw_add_name(PyObject *pyname, int subscriber);
 /* sandbox.c: the sandbox's decision slot, user hook slot and native helpers. */
 extern PyMethodDef pw_sandbox_methods[];
 
+/* tamper.c: dict and function watchers (3.12+). */
+extern PyMethodDef pw_tamper_methods[];
+
 #endif

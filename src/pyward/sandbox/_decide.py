@@ -26,7 +26,7 @@ def decide(event, args):
         return None
     if type(found) is str:  # a quiet refusal, never journaled (see on_env_visible)
         return (found,)
-    return settle(found, event, GETFRAME(1))
+    return settle(found, event, frame_at(2))
 
 
 def settle(found, event, frame):
@@ -786,11 +786,13 @@ def on_env_write(args):
 def on_dlopen(args):
     name = args[0] if args else None
     if name is None:
-        caller = GETFRAME(2)
-        if caller is not None and caller.f_code.co_name == "<module>" and \
-                caller.f_globals.get("__name__") == "ctypes":
-            return None  # ctypes' own import: pythonapi = PyDLL(None); symbols stay gated
-        return check("ffi", "self", "ctypes.CDLL(None): import ctypes does it for ctypes.pythonapi")
+        caller = frame_at(3)  # CDLL.__init__
+        module = caller.f_back if caller is not None else None
+        if module is not None and module.f_code.co_name == "<module>" and \
+                module.f_globals.get("__name__") == "ctypes" and "ctypes" not in STATE:
+            STATE["ctypes"] = 1
+            return None  # ctypes' own import (pythonapi = PyDLL(None)): a handle; every use of it is gated
+        return check("ffi", "self", "ctypes.CDLL(None)")
     if type(name) is bytes:
         name = name.decode(FS_ENCODING, FS_ERRORS)
     if type(name) is not str:
@@ -818,8 +820,17 @@ def on_settrace(op):
     return handler
 
 
+def frame_at(depth):
+    """The frame `depth` levels above our caller, or None (at interpreter shutdown
+    the stack can be shallower than that)."""
+    try:
+        return GETFRAME(depth)
+    except ValueError:
+        return None
+
+
 def on_marshal(args):
-    caller = GETFRAME(2)
+    caller = frame_at(3)
     while caller is not None and caller.f_code.co_filename.startswith(PLUMBING[0]):
         caller = caller.f_back  # degraded mode: the Python audit hook sits in between
     if caller is not None and caller.f_code.co_filename in IMPORT_MACHINERY:

@@ -1,0 +1,258 @@
+/* The tamper engine's native half: CPython's dict and function watchers
+ * (3.12+) report a change to a sealed namespace or function at the moment it
+ * is made, in the thread that makes it.
+ *
+ * A watcher callback may not modify the dict it watches and cannot make the
+ * statement fail (an exception becomes "unraisable"), so it only reports: the
+ * Python side journals the change (with the patcher's frame, which is the
+ * caller's stack right now) and restores it later, from a pending call.
+ */
+#include "pyward.h"
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define PW_HAVE_WATCHERS 1
+#endif
+
+static PyObject *report_fn;      /* report(kind, container, key, old, new) */
+static PyObject *watched_funcs;  /* set of sealed function objects */
+static PyObject *pending_fn;     /* called from a pending call: restores */
+static _Thread_local int busy;   /* >0 while report_fn runs on this thread */
+static int pending_scheduled;
+static int schedule_after;       /* tamper_schedule() called during a report: schedule on the way out */
+static int run_pending(void *unused);
+
+/* Schedule the pending call now: only ever from C code that returns straight to
+ * the change being made, so the call cannot run before the change lands (a
+ * pending call scheduled from Python code could run at its next call). */
+static void
+schedule_now(void)
+{
+    if (!pending_scheduled && Py_AddPendingCall(run_pending, NULL) == 0) {
+        pending_scheduled = 1;
+    }
+}
+
+#ifdef PW_HAVE_WATCHERS
+static int dict_watcher = -1;
+static int func_watcher = -1;
+
+static void
+report(const char *kind, PyObject *container, PyObject *key, PyObject *old, PyObject *new_value)
+{
+    if (report_fn == NULL || busy) {
+        return;
+    }
+    busy++;
+    PyObject *exc = PyErr_GetRaisedException();  /* a watcher may fire while an exception is pending */
+    PyObject *res = PyObject_CallFunction(report_fn, "sOOOO", kind, container, key ? key : Py_None,
+                                          old ? old : Py_None, new_value ? new_value : Py_None);
+    if (res == NULL) {
+        PyErr_WriteUnraisable(report_fn);
+    }
+    Py_XDECREF(res);
+    PyErr_SetRaisedException(exc);
+    busy--;
+    if (schedule_after && !busy) {
+        schedule_after = 0;
+        schedule_now();
+    }
+}
+
+static int
+on_dict(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_value)
+{
+    switch (event) {
+    case PyDict_EVENT_ADDED:
+        report("added", dict, key, NULL, new_value);
+        break;
+    case PyDict_EVENT_MODIFIED: {
+        PyObject *old = PyDict_GetItemWithError(dict, key);  /* borrowed; still the old value */
+        if (old == NULL && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        if (old != new_value) {
+            report("modified", dict, key, old, new_value);
+        }
+        break;
+    }
+    case PyDict_EVENT_DELETED: {
+        PyObject *old = PyDict_GetItemWithError(dict, key);
+        if (old == NULL && PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        report("deleted", dict, key, old, NULL);
+        break;
+    }
+    case PyDict_EVENT_CLEARED:
+    case PyDict_EVENT_CLONED:
+        report("cleared", dict, NULL, NULL, NULL);
+        break;
+    default:  /* DEALLOCATED: the namespace is going away with its module */
+        break;
+    }
+    return 0;
+}
+
+static int
+on_func(PyFunction_WatchEvent event, PyFunctionObject *func, PyObject *new_value)
+{
+    if (event != PyFunction_EVENT_MODIFY_CODE && event != PyFunction_EVENT_MODIFY_DEFAULTS
+        && event != PyFunction_EVENT_MODIFY_KWDEFAULTS) {
+        return 0;  /* creation and destruction of every function: the cheap path */
+    }
+    if (watched_funcs == NULL || PySet_GET_SIZE(watched_funcs) == 0) {
+        return 0;
+    }
+    int found = PySet_Contains(watched_funcs, (PyObject *)func);
+    if (found <= 0) {
+        if (found < 0) {
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    const char *kind = event == PyFunction_EVENT_MODIFY_CODE ? "__code__"
+                       : event == PyFunction_EVENT_MODIFY_DEFAULTS ? "__defaults__" : "__kwdefaults__";
+    PyObject *old = event == PyFunction_EVENT_MODIFY_CODE ? func->func_code
+                    : event == PyFunction_EVENT_MODIFY_DEFAULTS ? func->func_defaults : func->func_kwdefaults;
+    report(kind, (PyObject *)func, NULL, old, new_value);
+    return 0;
+}
+#endif
+
+static PyObject *
+tamper_install(PyObject *module, PyObject *args)
+{
+    PyObject *fn, *pending;
+    if (!PyArg_ParseTuple(args, "OO:tamper_install", &fn, &pending)) {
+        return NULL;
+    }
+#ifdef PW_HAVE_WATCHERS
+    if (dict_watcher < 0 && (dict_watcher = PyDict_AddWatcher(on_dict)) < 0) {
+        return NULL;
+    }
+    if (func_watcher < 0 && (func_watcher = PyFunction_AddWatcher(on_func)) < 0) {
+        return NULL;
+    }
+    if (watched_funcs == NULL && (watched_funcs = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(report_fn, Py_NewRef(fn));
+    Py_XSETREF(pending_fn, Py_NewRef(pending));
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;  /* no watchers before 3.12: the Python side checks instead */
+#endif
+}
+
+static PyObject *
+tamper_stop(PyObject *module, PyObject *unused)
+{
+    /* the run is over: module dicts are torn down at shutdown, nobody listens */
+    Py_CLEAR(report_fn);
+    Py_CLEAR(pending_fn);
+    if (watched_funcs != NULL && PySet_Clear(watched_funcs) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tamper_watch(PyObject *module, PyObject *obj)
+{
+#ifdef PW_HAVE_WATCHERS
+    if (PyDict_Check(obj)) {
+        if (PyDict_Watch(dict_watcher, obj) < 0) {
+            return NULL;
+        }
+        Py_RETURN_TRUE;
+    }
+    if (PyFunction_Check(obj) && watched_funcs != NULL) {
+        if (PySet_Add(watched_funcs, obj) < 0) {
+            return NULL;
+        }
+        Py_RETURN_TRUE;
+    }
+#endif
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+tamper_unwatch(PyObject *module, PyObject *obj)
+{
+#ifdef PW_HAVE_WATCHERS
+    if (PyDict_Check(obj)) {
+        if (PyDict_Unwatch(dict_watcher, obj) < 0) {
+            return NULL;
+        }
+    }
+    else if (PyFunction_Check(obj) && watched_funcs != NULL) {
+        if (PySet_Discard(watched_funcs, obj) < 0) {
+            return NULL;
+        }
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
+static int
+run_pending(void *unused)
+{
+    pending_scheduled = 0;
+    if (pending_fn == NULL) {
+        return 0;
+    }
+    busy++;
+    PyObject *res = PyObject_CallNoArgs(pending_fn);
+    busy--;
+    schedule_after = 0;  /* a retry asked for from inside waits for the next report or check */
+    if (res == NULL) {
+        return -1;  /* e.g. TamperError under --fail-closed: raised in the main thread */
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+static PyObject *
+tamper_schedule(PyObject *module, PyObject *unused)
+{
+    if (busy) {
+        schedule_after = 1;  /* inside a report: once it returns (see report()) */
+    }
+    else {
+        schedule_now();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tamper_quiet(PyObject *module, PyObject *args)
+{
+    /* tamper_quiet(fn, *args): call fn with the watchers' reports muted on this
+     * thread (pyward's own restores). */
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n < 1) {
+        PyErr_SetString(PyExc_TypeError, "tamper_quiet(fn, *args)");
+        return NULL;
+    }
+    PyObject *rest = PyTuple_GetSlice(args, 1, n);
+    if (rest == NULL) {
+        return NULL;
+    }
+    busy++;
+    PyObject *res = PyObject_Call(PyTuple_GET_ITEM(args, 0), rest, NULL);
+    busy--;
+    Py_DECREF(rest);
+    return res;
+}
+
+PyMethodDef pw_tamper_methods[] = {
+    {"tamper_install", tamper_install, METH_VARARGS,
+     "tamper_install(report, pending) -> bool: register the dict and function watchers (False before 3.12)."},
+    {"tamper_stop", tamper_stop, METH_NOARGS, "tamper_stop(): no more reports (the run is over)."},
+    {"tamper_watch", tamper_watch, METH_O, "tamper_watch(dict | function) -> bool: report changes to it."},
+    {"tamper_unwatch", tamper_unwatch, METH_O, "tamper_unwatch(dict | function): stop reporting changes to it."},
+    {"tamper_schedule", tamper_schedule, METH_NOARGS,
+     "tamper_schedule(): call `pending` soon, from the main thread (Py_AddPendingCall)."},
+    {"tamper_quiet", tamper_quiet, METH_VARARGS, "tamper_quiet(fn, *args): fn(*args) without reports."},
+    {NULL, NULL, 0, NULL},
+};

@@ -1,0 +1,26 @@
+"""The tamper engine: seal the functions a program must trust, report who rebinds them.
+
+See engine.py for how detection works on each Python version, and
+docs/tamper.md for what it covers.
+"""
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..runner import Engine
+
+
+class TamperError(RuntimeError):
+    """Raised by a patching statement under --fail-closed: a sealed target may not change."""
+
+
+TamperError.__module__ = "pyward"
+
+
+def engine(settings: Settings) -> Engine | None:
+    if not settings.get("tamper.enabled", True):
+        return None
+    from .engine import TamperEngine
+
+    return TamperEngine(settings)

@@ -1,0 +1,139 @@
+"""What a seal is, which targets are sealed by default, and how names resolve.
+
+A seal records a target (`builtins.open`, `ssl.SSLContext.wrap_socket`), the
+namespace that holds it (a module or a class) and the exact object found
+there, plus a fingerprint of functions (code, defaults, closure), so that a
+rebinding *and* a code swap are both seen, and the original can be put back.
+"""
+from __future__ import annotations
+
+import sys
+import types
+
+from .._isolation import isolate_builtins
+
+isolate_builtins(globals())
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+#: Sealed unless the user turns tamper off.  Modules not yet imported are
+#: sealed when the program imports them (pyward never imports them itself).
+DEFAULT_TARGETS = (
+    "builtins.open", "builtins.__import__", "builtins.exec", "builtins.eval", "builtins.compile",
+    "socket.socket", "socket.create_connection", "socket.getaddrinfo",
+    "subprocess.Popen", "os.system", "os.exec*", "os.posix_spawn*", "posix.posix_spawn*",
+    "_posixsubprocess.fork_exec", "ssl.SSLContext.wrap_socket", "hashlib.new", "random.random",
+    "io.open", "os.open", "os.environ", "os.putenv", "os.unsetenv",
+    "sys.meta_path", "sys.path_hooks", "sys.settrace", "sys.setprofile", "sys.addaudithook", "sys.audit",
+    "pyward.journal.Journal.emit", "pyward.runner.Session.finish", "pyward.report.write",
+)
+
+
+class Seal:
+    __slots__ = ("name", "owner", "attr", "original", "fingerprint", "why")
+
+    def __init__(self, name: str, owner: Any, attr: str, original: Any, why: str) -> None:
+        self.name, self.owner, self.attr, self.original, self.why = name, owner, attr, original, why
+        self.fingerprint = fingerprint(original)
+
+    def namespace(self) -> dict[str, Any]:
+        return self.owner.__dict__  # type: ignore[no-any-return]
+
+    def current(self) -> Any:
+        """The raw namespace entry now (a missing entry is _MISSING)."""
+        return self.namespace().get(self.attr, MISSING)
+
+    def changed(self) -> str | None:
+        """How the target differs from the seal: None, 'rebound', 'deleted' or 'code'."""
+        now = self.current()
+        if now is MISSING:
+            return "deleted"
+        if now is not self.original:
+            return "rebound"
+        if self.fingerprint is not None and fingerprint(now) != self.fingerprint:
+            return "code"
+        return None
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING = _Missing()
+
+
+def fingerprint(obj: Any) -> tuple[Any, ...] | None:
+    """Python functions: code (bytecode, constants, names), defaults, kwdefaults,
+    closure cell contents' identities.  Other objects: None (identity is enough)."""
+    if type(obj) is types.FunctionType:
+        code = obj.__code__
+        cells = tuple(id(c.cell_contents) if _has_contents(c) else None for c in (obj.__closure__ or ()))
+        return (id(code), code.co_code, code.co_consts, code.co_names, obj.__defaults__,
+                tuple(sorted((obj.__kwdefaults__ or {}).items())), cells)
+    return None
+
+
+def _has_contents(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def split_target(spec: str, extra: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    """'ssl.SSLContext.wrap_socket' -> ('ssl', ['SSLContext', 'wrap_socket']) using the
+    longest prefix that is an imported module (or one in `extra`); ('', []) when none is."""
+    parts = spec.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:cut])
+        if name in sys.modules or (extra and name in extra):
+            return name, parts[cut:]
+    return "", parts
+
+
+def resolve(spec: str, why: str, extra: dict[str, Any] | None = None) -> tuple[list[Seal], str | None]:
+    """Seals for `spec` if its module is imported (else ([], None): pending), or
+    ([], error) when the module is imported but the name cannot be found.  `extra`:
+    modules that finished importing but are not back in sys.modules yet."""
+    module_name, rest = split_target(spec, extra)
+    if not module_name:
+        return [], None
+    owner: Any = (extra or {}).get(module_name) or sys.modules[module_name]
+    for i, part in enumerate(rest[:-1]):
+        value = owner.__dict__.get(part, MISSING) if hasattr(owner, "__dict__") else MISSING
+        if value is MISSING:
+            if isinstance(owner, types.ModuleType) and i == 0 and f"{module_name}.{part}" not in sys.modules:
+                return [], None  # maybe a submodule, imported later
+            return [], f"{'.'.join([module_name, *rest[:i + 1]])} does not exist"
+        owner = value
+    last = rest[-1]
+    namespace = owner.__dict__
+    if any(c in last for c in "*?["):
+        import fnmatch
+
+        names = sorted(n for n in list(namespace) if fnmatch.fnmatchcase(n, last) and not n.startswith("__"))
+        prefix = spec.rpartition(".")[0]
+        return [Seal(f"{prefix}.{n}", owner, n, namespace[n], why) for n in names
+                if callable(namespace[n]) or isinstance(namespace[n], type)], None
+    if last not in namespace:
+        return [], f"{spec}: {'.'.join([module_name, *rest[:-1]])} has no attribute {last!r}"
+    return [Seal(spec, owner, last, namespace[last], why)], None
+
+
+def describe(value: Any) -> str:
+    """`<function fake_open at evil.py:12>` for functions; a short repr otherwise (never the program's __repr__)."""
+    if value is MISSING:
+        return "<deleted>"
+    if type(value) is types.FunctionType:
+        code = value.__code__
+        return f"<function {value.__qualname__} at {code.co_filename}:{code.co_firstlineno}>"
+    kind = type(value)
+    if kind in (types.BuiltinFunctionType, type):
+        return f"<{kind.__name__} {getattr(value, '__qualname__', '?')}>"
+    if kind is types.CodeType:
+        return f"<code {value.co_name} at {value.co_filename}:{value.co_firstlineno}>"
+    return f"<{kind.__module__}.{kind.__qualname__} object>"

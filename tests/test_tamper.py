@@ -1,0 +1,195 @@
+"""The tamper engine end to end: seals, alerts naming the patcher, restore, fail-closed."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+from sandbox_helpers import guard
+
+WATCHERS = sys.version_info >= (3, 12)
+
+
+def alerts(run):
+    return run.events("alert", engine="tamper")
+
+
+PATCH_OPEN = """
+    import builtins
+    real = builtins.open
+    def fake_open(*a, **k):
+        return real(*a, **k)
+    builtins.open = fake_open
+    def later():
+        pass
+    later()
+    print('patched' if open is fake_open else 'original')
+"""
+
+
+def test_rebinding_a_sealed_builtin_is_reported_with_old_new_and_patcher(tmp_path):
+    run = guard(tmp_path, PATCH_OPEN)
+    assert run.status == 0 and run.stdout == "patched\n", run
+    (alert,) = alerts(run)
+    assert alert["name"] == "builtins.open"
+    assert alert["details"]["new"] == f"<function fake_open at {tmp_path / 'app.py'}:4>"
+    assert alert["details"]["old"] == "<builtin_function_or_method open>" or "open" in alert["details"]["old"]
+    # synchronous (3.12+: dict watchers; 3.11: the sealed module's __setattr__): the statement itself
+    assert alert["where"] == f"{tmp_path / 'app.py'}:6"
+    assert f"builtins.open replaced by <function fake_open at {tmp_path / 'app.py'}:4> by " \
+           f"{tmp_path / 'app.py'}:6 (<module>)" in run.stderr
+    assert "1 tamper alerts" in run.stderr
+
+
+def test_restore_puts_the_same_object_back(tmp_path):
+    code = PATCH_OPEN + """
+    import io
+    print('same object' if open is io.open else 'different')
+    """
+    run = guard(tmp_path, code, "--restore")
+    (alert,) = alerts(run)
+    assert alert["message"].endswith("=> restored")
+    # 3.12+: restored at the next call after the change; 3.11: the assignment never lands
+    assert run.stdout == "original\nsame object\n", run
+
+
+def test_patch_and_unpatch_between_two_statements_is_caught_on_312(tmp_path):
+    code = """
+        import os
+        saved = os.system
+        os.system = lambda cmd: 0
+        os.system = saved
+    """
+    run = guard(tmp_path, code)
+    (alert,) = alerts(run)  # the patch; the unpatch puts the sealed object back
+    assert alert["name"] == "os.system" and alert["where"].endswith("app.py:4"), run
+
+
+def test_code_swap_is_reported(tmp_path):
+    (tmp_path / "secure.py").write_text("def check(token):\n    return token == 'right'\n")
+    code = """
+        import secure
+        secure.check.__code__ = (lambda token: True).__code__
+        print(secure.check('wrong'))
+    """
+    run = guard(tmp_path, code, "--watch", "secure.check")
+    assert run.stdout == "True\n"
+    (alert,) = alerts(run)
+    assert alert["name"] == "secure.check" and "__code__ swapped" in alert["message"]
+    assert alert["where"] == f"{tmp_path / 'app.py'}:3"  # 3.11: the object.__setattr__ audit event
+
+
+def test_code_swap_restored(tmp_path):
+    (tmp_path / "secure.py").write_text("def check(token):\n    return token == 'right'\n")
+    code = """
+        import secure
+        secure.check.__code__ = (lambda token: True).__code__
+        import json  # a check point on 3.11
+        def later(): pass
+        later()
+        print(secure.check('wrong'))
+    """
+    run = guard(tmp_path, code, "--watch", "secure.check", "--restore")
+    assert run.stdout == "False\n", run
+
+
+def test_user_globs_and_pending_seals(tmp_path):
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "secure.py").write_text("def sign(x):\n    return x\ndef verify(x):\n    return x\n")
+    code = """
+        import mypkg.secure as s
+        import json
+        s.verify = lambda x: True
+        import csv
+    """
+    run = guard(tmp_path, code, "--watch", "mypkg.secure.*")
+    (alert,) = alerts(run)
+    assert alert["name"] == "mypkg.secure.verify"
+
+
+def test_unknown_name_is_a_clear_error(tmp_path):
+    run = guard(tmp_path, "print('ran')\n", "--watch", "os.no_such_function")
+    assert run.status == 2 and "ran" not in run.stdout
+    assert "cannot seal os.no_such_function: os has no attribute 'no_such_function'" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_fail_closed_makes_the_statement_raise(tmp_path):
+    code = """
+        import os, pyward
+        try:
+            os.system = lambda c: 0
+        except pyward.TamperError as exc:
+            print('refused:', exc)
+        print(os.system.__name__)
+    """
+    run = guard(tmp_path, code, "--fail-closed")
+    assert run.status == 0, run
+    assert run.stdout.startswith("refused: os.system is sealed by pyward (--fail-closed)")
+    assert run.stdout.endswith("system\n")
+
+
+def test_allowed_patchers_are_authorised_not_alerts(tmp_path):
+    (tmp_path / "patcher.py").write_text("import os\ndef patch():\n    os.system = lambda c: 0\n")
+    run = guard(tmp_path, "import patcher\npatcher.patch()\n", "--allow-patcher", "patcher")
+    assert alerts(run) == []
+    assert [e["name"] for e in run.events("authorised", engine="tamper")] == ["os.system"]
+
+
+def test_unittest_mock_patch_on_a_sealed_target(tmp_path):
+    code = """
+        import subprocess
+        from unittest import mock
+        with mock.patch('subprocess.Popen') as fake:
+            subprocess.Popen(['x'])
+        print('called', fake.called)
+    """
+    run = guard(tmp_path, code)
+    assert run.stdout == "called True\n"
+    names = [a["name"] for a in alerts(run)]
+    assert names == ["subprocess.Popen"]  # patched (unpatching puts the sealed object back)
+    assert alerts(run)[0]["where"] == f"{tmp_path / 'app.py'}:4"  # the user's line, not mock.py
+
+
+def test_environment_changes_are_journaled_and_secrets_redacted(tmp_path):
+    code = "import os\nos.environ['MODE'] = 'fast'\nos.environ['API_TOKEN'] = 's3cr3t'\ndel os.environ['MODE']\n"
+    run = guard(tmp_path, code, "-A")
+    changes = [e["message"] for e in run.events("env.changed", engine="tamper")]
+    assert changes == ["environment variable MODE set to 'fast'", "environment variable API_TOKEN set to <redacted>",
+                       "environment variable MODE removed"]
+    assert "s3cr3t" not in run.stderr + str(run.log)
+
+
+def test_meta_path_and_tracing_hooks_are_reported(tmp_path):
+    code = """
+        import sys
+        class Finder:
+            def find_spec(self, *a):
+                return None
+        sys.meta_path.insert(0, Finder())
+        import json
+        sys.settrace(lambda *a: None)
+        sys.settrace(None)
+    """
+    run = guard(tmp_path, code)
+    kinds = [(e["kind"], e["name"]) for e in run.log if e["engine"] == "tamper"]
+    assert ("composition.changed", "sys.meta_path") in kinds
+    assert ("hook.changed", "settrace") in kinds
+
+
+def test_check_modules(tmp_path):
+    code = "import sys, types, json\nimport csv\nsys.modules['json'] = types.ModuleType('json')\nimport csv\n"
+    run = guard(tmp_path, code, "--check-modules")
+    assert any(a["name"] == "sys.modules['json']" for a in alerts(run)), run
+
+
+def test_pywards_own_guards_are_sealed(tmp_path):
+    code = "import _posixsubprocess\n_posixsubprocess.fork_exec = print\nimport json\n"
+    run = guard(tmp_path, code, "-A")
+    assert [a["name"] for a in alerts(run)] == ["_posixsubprocess.fork_exec"]
+
+
+@pytest.mark.parametrize("flag", ["--no-tamper"])
+def test_no_tamper(tmp_path, flag):
+    run = guard(tmp_path, PATCH_OPEN, flag)
+    assert alerts(run) == [] and "0 tamper alerts" in run.stderr
