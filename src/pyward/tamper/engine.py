@@ -218,6 +218,8 @@ class TamperEngine(Engine):
             return  # the module (re)defining itself
         if kind == "deleted":
             self._alert(seal, "deleted", old, MISSING, kind)
+        elif new is seal.first and (new is not seal.original or seal.name in self.reported):
+            self._reverted(seal)
         elif new is not seal.original:
             self._alert(seal, "replaced", old, new, kind)
 
@@ -301,6 +303,9 @@ class TamperEngine(Engine):
                 del self.reported[seal.name]  # reported when it happened
                 self._reseal(seal, seal.current())
                 continue
+            if change == "rebound" and seal.current() is seal.first:
+                self._reverted(seal, late=True)
+                continue
             if change is not None:
                 now = seal.current()
                 self._alert(seal, {"deleted": "deleted", "rebound": "replaced", "code": "code changed"}[change],
@@ -364,6 +369,25 @@ class TamperEngine(Engine):
                     str(fallback.f_globals.get("__name__", "")))
         return None, None, ""
 
+    def _caller_of(self, module: str) -> str | None:
+        """When a library made the change (gevent, pytest's monkeypatch...), the first
+        frame of the program's own code that called into it, as file:line."""
+        top = module.partition(".")[0]
+        if not top or "-packages" not in str(sys.modules.get(top, None) and
+                                               getattr(sys.modules[top], "__file__", "")):
+            return None
+        frame = sys._getframe(2)
+        seen_library = False
+        while frame is not None:
+            name = str(frame.f_globals.get("__name__", ""))
+            filename = frame.f_code.co_filename
+            if name.partition(".")[0] == top:
+                seen_library = True
+            elif seen_library and not _is_plumbing(filename) and "-packages" not in filename:
+                return f"{filename}:{frame.f_lineno}"
+            frame = frame.f_back
+        return None
+
     def _patcher_modules(self) -> list[str]:
         """Every module on the stack (an allow-listed patcher may call through the stdlib)."""
         names, frame = [], sys._getframe(2)
@@ -384,13 +408,16 @@ class TamperEngine(Engine):
         allowed = next((a for a in self.allow for m in self._patcher_modules()
                         if m == a or m.startswith(a + ".")), None)
         new_text = describe(new)
+        caller = self._caller_of(module) if where and not late else None
         by = f" by {where} ({function})" if where and not late else ""
+        if caller:
+            by += f" called from {caller}"
         message = f"{seal.name} {what if what != 'replaced' else 'replaced by ' + new_text}{by}"
         if late:
             message += f" (found at {how}; the patcher is not known on Python {sys.version_info[0]}." \
                        f"{sys.version_info[1]} without watchers)"
         details = {"target": seal.name, "old": describe(old), "new": new_text, "change": what,
-                   "detected": how, "patcher_module": module, "why": seal.why}
+                   "detected": how, "patcher_module": module, "caller": caller, "why": seal.why}
         if allowed:
             self.session.journal.emit("tamper", "authorised", seal.name, severity="info", where=where or "",
                                       function=function, message=f"{message} (allowed patcher {allowed})",
@@ -423,6 +450,18 @@ class TamperEngine(Engine):
             self.to_restore.clear()
             raise TamperError(f"{seal.name}: {what} refused by pyward (--fail-closed)")
         # 3.11 and --restore: the change has not happened yet; the next check puts the original back
+
+    def _reverted(self, seal: Seal, late: bool = False) -> None:
+        """The sealed object is back (a patcher undoing its patch): news, not an alert."""
+        where, function, _ = self._patcher() if not late else (None, None, "")
+        self.session.journal.emit("tamper", "reverted", seal.name, severity="info", where=where or "",
+                                  function=function, message=f"{seal.name} is the sealed original again"
+                                  + (f" ({where})" if where else ""), details={"target": seal.name})
+        if late:
+            self._reseal(seal, seal.first)
+        else:
+            self.reported.pop(seal.name, None)
+            seal.original, seal.fingerprint = seal.first, fingerprint(seal.first)
 
     def _accept(self, seal: Seal, new: Any, late: bool) -> None:
         """The change stands: the seal follows it (now, or once it has landed)."""
@@ -497,8 +536,13 @@ class TamperEngine(Engine):
         def judge(self: Any, name: str, value: Any) -> bool:
             """True when the assignment may go ahead."""
             seal = engine.seals.get((id(self.__dict__), name))
-            if seal is None or value is seal.original or engine.session.acting_engine() is not None \
-                    or engine.stopped:
+            if seal is None or engine.session.acting_engine() is not None or engine.stopped:
+                return True
+            if value is seal.first and (value is not seal.original or seal.name in engine.reported):
+                if not WATCHERS:
+                    engine._reverted(seal)
+                return True
+            if value is seal.original:
                 return True
             if engine.fail_closed:
                 where, _, _ = engine._patcher()

@@ -24,7 +24,7 @@ DEFAULT_TARGETS = (
     "builtins.open", "builtins.__import__", "builtins.exec", "builtins.eval", "builtins.compile",
     "socket.socket", "socket.create_connection", "socket.getaddrinfo",
     "subprocess.Popen", "os.system", "os.exec*", "os.posix_spawn*", "posix.posix_spawn*",
-    "_posixsubprocess.fork_exec", "ssl.SSLContext.wrap_socket", "hashlib.new", "random.random",
+    "_posixsubprocess.fork_exec", "ssl.SSLContext", "ssl.SSLContext.wrap_socket", "hashlib.new", "random.random",
     "io.open", "os.open", "os.environ", "os.putenv", "os.unsetenv",
     "sys.meta_path", "sys.path_hooks", "sys.settrace", "sys.setprofile", "sys.addaudithook", "sys.audit",
     "pyward.journal.Journal.emit", "pyward.runner.Session.finish", "pyward.report.write",
@@ -32,11 +32,12 @@ DEFAULT_TARGETS = (
 
 
 class Seal:
-    __slots__ = ("name", "owner", "attr", "original", "fingerprint", "why")
+    __slots__ = ("name", "owner", "attr", "original", "fingerprint", "why", "first")
 
     def __init__(self, name: str, owner: Any, attr: str, original: Any, why: str) -> None:
         self.name, self.owner, self.attr, self.original, self.why = name, owner, attr, original, why
         self.fingerprint = fingerprint(original)
+        self.first = original  # what was sealed; `original` follows changes the user let stand
 
     def namespace(self) -> dict[str, Any]:
         return self.owner.__dict__  # type: ignore[no-any-return]

@@ -1,0 +1,122 @@
+"""Real monkey-patching libraries from PyPI under the tamper engine.
+
+Each test runs a program that uses the library, then compares pyward's
+alerts with what the library itself says it replaced.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from helpers import clean_env
+from sandbox_helpers import guard
+
+WATCHERS = sys.version_info >= (3, 12)
+QUIET = clean_env(PYTHONWARNINGS="ignore")
+
+
+def alerts(run):
+    return {a["name"]: a for a in run.events("alert", engine="tamper")}
+
+
+def test_gevent_patch_all_every_sealed_replacement_is_reported(tmp_path):
+    code = """
+        import json, sys
+        from gevent import monkey
+        monkey.patch_all()
+        sealed = ['socket.socket', 'socket.create_connection', 'socket.getaddrinfo', 'subprocess.Popen',
+                  'os.system', 'os.posix_spawn', 'os.posix_spawnp', 'ssl.SSLContext']
+        print(json.dumps(sorted(f"{m}.{a}" for m, attrs in monkey.saved.items() for a in attrs
+                                if f"{m}.{a}" in sealed)))
+    """
+    run = guard(tmp_path, code, env=QUIET)
+    assert run.status == 0, run
+    replaced = json.loads(run.stdout)  # gevent's own record of what it saved and replaced
+    assert {"socket.socket", "subprocess.Popen"} <= set(replaced)
+    found = alerts(run)
+    for name in replaced:
+        if name == "ssl.SSLContext" and "ssl.SSLContext" not in found:
+            continue  # ssl is sealed only if the program imported it before gevent patched it
+        assert name in found, f"{name} replaced by gevent but not reported: {sorted(found)}"
+        assert "/gevent/monkey/" in found[name]["where"], found[name]
+
+
+def test_gevent_restore_leaves_the_original_objects(tmp_path):
+    code = """
+        import socket, subprocess
+        originals = (socket.socket, subprocess.Popen)
+        from gevent import monkey
+        monkey.patch_all()
+        def later(): pass
+        later()
+        print(socket.socket is originals[0], subprocess.Popen is originals[1])
+    """
+    run = guard(tmp_path, code, "--restore", env=QUIET)
+    assert run.stdout == "True True\n", run
+    assert all(a["message"].endswith("=> restored") for a in alerts(run).values())
+
+
+def test_gevent_allow_listed(tmp_path):
+    code = "from gevent import monkey\nmonkey.patch_all()\n"
+    run = guard(tmp_path, code, "--allow-patcher", "gevent.monkey", env=QUIET)
+    assert alerts(run) == {}, run
+    assert "socket.socket" in {e["name"] for e in run.events("authorised", engine="tamper")}
+
+
+def test_eventlet_monkey_patch(tmp_path):
+    code = """
+        import socket
+        original = socket.socket
+        import eventlet
+        eventlet.monkey_patch()
+        import socket
+        print(socket.socket is not original)
+    """
+    run = guard(tmp_path, code, env=QUIET)
+    assert run.stdout == "True\n", run
+    found = alerts(run)
+    for name in ("socket.socket", "socket.create_connection", "socket.getaddrinfo"):
+        assert name in found and "/eventlet/" in found[name]["where"], sorted(found)
+
+
+def test_freezegun_freeze_time(tmp_path):
+    code = """
+        import datetime, time
+        from freezegun import freeze_time
+        with freeze_time("2020-01-01"):
+            print(datetime.datetime.now().year)
+        print(datetime.datetime.now().year > 2020)
+    """
+    run = guard(tmp_path, code, "--watch", "time.time,datetime.datetime", env=QUIET)
+    assert run.stdout == "2020\nTrue\n", run
+    found = alerts(run)
+    assert set(found) == {"time.time", "datetime.datetime"}
+    assert all("/freezegun/api.py" in a["where"] for a in found.values())
+    reverted = {e["name"] for e in run.events("reverted", engine="tamper")}
+    assert reverted == {"time.time", "datetime.datetime"}  # freezegun put the originals back
+
+
+def test_pytest_monkeypatch_on_sealed_targets(tmp_path):
+    (tmp_path / "test_it.py").write_text(
+        "import builtins, os\n"
+        "def test_patch(monkeypatch):\n"
+        "    monkeypatch.setattr(builtins, 'open', lambda *a: None)\n"
+        "    monkeypatch.setattr(os, 'system', lambda c: 0)\n"
+        "    assert open('x') is None\n")
+    import subprocess
+
+    log = tmp_path / "events.jsonl"
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), "-m",
+                             "pytest", "-q", "-p", "no:cacheprovider", "test_it.py"], cwd=tmp_path,
+                            env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    found = {e["name"]: e for e in events if e["engine"] == "tamper" and e["kind"] == "alert"}
+    assert set(found) == {"builtins.open", "os.system"}
+    assert found["builtins.open"]["where"].endswith("_pytest/monkeypatch.py:" + found["builtins.open"]["where"]
+                                                    .rpartition(":")[2])  # the patcher itself...
+    assert found["builtins.open"]["details"]["caller"] == f"{tmp_path / 'test_it.py'}:3"  # ...and who called it
+    assert f"called from {tmp_path / 'test_it.py'}:3" in found["builtins.open"]["message"]
+    reverted = {e["name"] for e in events if e["engine"] == "tamper" and e["kind"] == "reverted"}
+    assert reverted == {"builtins.open", "os.system"}  # monkeypatch's undo, in reverse order
