@@ -35,3 +35,16 @@ def describe(samples: list[float]) -> dict[str, float]:
 
 def python_version() -> str:
     return sys.version.split()[0]
+
+
+def self_timed(commands: dict[str, list[str]], rounds: int, cwd: str,
+               env: dict[str, str] | None = None) -> dict[str, list[float]]:
+    """Run each command `rounds` times, interleaved; each prints its own figure on its last line."""
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, cmd in commands.items():
+            result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SystemExit(f"benchmark command failed ({' '.join(cmd)}):\n{result.stderr}")
+            samples[name].append(float(result.stdout.strip().splitlines()[-1]))
+    return samples

@@ -4,7 +4,8 @@
 
 Each workload times itself inside the process (so interpreter start-up does
 not dilute the ratio) and runs alternately under `python` and under
-`pyward run` with a 20-rule enforce policy, `--rounds` times; the figures
+`pyward run --no-tamper` with a 20-rule enforce policy (the tamper engine
+has its own benchmark, bench/tamper.py), `--rounds` times; the figures
 are the best of the rounds, as `timeit` reports (noise on a shared machine
 only ever adds time; the medians are in the --json output).  Start-up is the
 median wall time of whole runs, as in bench/startup.py.  Targets (issue #3):
@@ -20,12 +21,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
 
-from _common import describe, python_version, pyward_cmd, time_commands
+from _common import describe, python_version, pyward_cmd, self_timed, time_commands
 
 WORKLOADS = {
     # sys.audit of an event nobody subscribed to: the C filter's hash lookup and nothing else
@@ -97,12 +97,11 @@ def main() -> int:
             script = os.path.join(tmp, "work.py")
             with open(script, "w") as f:
                 f.write(textwrap.dedent(code))
-            plain, guarded = [], []
-            for _ in range(args.rounds):
-                for cmd, out in (([sys.executable, "work.py"], plain),
-                                 ([*pw, "run", "--no-config", "--no-report", *flags, "work.py"], guarded)):
-                    result = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=True)
-                    out.append(float(result.stdout.strip().splitlines()[-1]))
+            runs = self_timed({"python": [sys.executable, "work.py"],
+                               "pyward": [*pw, "run", "--no-config", "--no-report", "--no-tamper", *flags,
+                                          "work.py"]},
+                              args.rounds, tmp, env)
+            plain, guarded = runs["python"], runs["pyward"]
             # best of N, as timeit does: on a shared machine noise only ever adds time
             p, g = min(plain), min(guarded)
             results[name] = {"python": p, "pyward": g, "added": g - p, "ratio": g / p, "compare": compare,
@@ -111,7 +110,7 @@ def main() -> int:
         with open(hello, "w") as f:
             f.write("print('hello, world')\n")
         samples = time_commands({"python": [sys.executable, "hello.py"],
-                                 "pyward": [*pw, "run", "--no-config", *flags, "hello.py"]},
+                                 "pyward": [*pw, "run", "--no-config", "--no-tamper", *flags, "hello.py"]},
                                 max(args.rounds * 3, 20), tmp, env)
         start = {k: describe(v)["median_ms"] for k, v in samples.items()}
         results["start-up with the policy (ms)"] = {"python": start["python"], "pyward": start["pyward"],

@@ -129,6 +129,47 @@ def test_fail_closed_makes_the_statement_raise(tmp_path):
     assert run.stdout.endswith("system\n")
 
 
+
+LOCKED_MODULES = """
+    import os, sys, types, pyward
+
+    class Lazy(types.ModuleType):  # the module-subclass idiom: super().__setattr__ must keep working
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value.upper() if isinstance(value, str) else value)
+
+    lazy = Lazy("lazy")
+    lazy.greeting = "hello"
+    del lazy.greeting
+    lazy.greeting = "hi"
+    print(lazy.greeting, type(os) is types.ModuleType)
+    try:
+        object.__setattr__(os, "system", len)  # jumping over the module's own setattr
+    except (TypeError, pyward.TamperError) as exc:
+        print("refused:", type(exc).__name__)
+    print(os.system.__name__)
+"""
+
+
+@pytest.mark.parametrize("flags", [(), ("--fail-closed",)])
+def test_locked_modules_stay_plain_modules_and_subclasses_keep_working(tmp_path, flags):
+    run = guard(tmp_path, LOCKED_MODULES, *flags)
+    lines = run.stdout.splitlines()
+    # sealed modules keep their exact type (attribute loads stay on the fast path), except
+    # under --fail-closed on 3.13+, where a module subclass refuses the change
+    plain = not flags or "__setattr__" in vars(__import__("types").ModuleType)
+    assert lines[0] == f"HI {plain}", run
+    if not plain:  # object.__setattr__ jumps over the subclass: the watcher sees it, the run stops
+        assert run.status == 78, run
+        assert "os.system replaced by <builtin_function_or_method len>" in run.stderr
+        assert "=> stopping the run (--fail-closed)" in run.stderr
+        return
+    assert run.status == 0, run
+    if not WATCHERS or flags:  # the module's setattr is hooked: nothing jumps over it
+        assert lines[1].startswith("refused:")
+        assert lines[-1] == "system"
+    else:  # watchers: the change is let through and reported as it happens
+        assert lines[-1] == "len"
+        assert [a["name"] for a in alerts(run)] == ["os.system"]
 def test_allowed_patchers_are_authorised_not_alerts(tmp_path):
     (tmp_path / "patcher.py").write_text("import os\ndef patch():\n    os.system = lambda c: 0\n")
     run = guard(tmp_path, "import patcher\npatcher.patch()\n", "--allow-patcher", "patcher")

@@ -159,6 +159,23 @@ int pw_sandbox_decide(PyObject *event, PyObject *args);
 int pw_sandbox_foreign(const char *event);
 int pw_sandbox_hook_all(const char *event, PyObject *args);
 
+/* "object.__setattr__" fires for every class attribute set (dataclasses and enum
+ * set dozens per class); Python subscribers only want function code swaps. */
+static int
+is_setattr_noise(const char *event, PyObject *args)
+{
+    if (strcmp(event, "object.__setattr__") != 0 || !PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 2) {
+        return 0;
+    }
+    PyObject *name = PyTuple_GET_ITEM(args, 1);
+    if (!PyUnicode_Check(name)) {
+        return 0;
+    }
+    return !(PyUnicode_CompareWithASCIIString(name, "__code__") == 0
+             || PyUnicode_CompareWithASCIIString(name, "__defaults__") == 0
+             || PyUnicode_CompareWithASCIIString(name, "__kwdefaults__") == 0);
+}
+
 static int
 audit_hook(const char *event, PyObject *args, void *userData)
 {
@@ -176,6 +193,9 @@ audit_hook(const char *event, PyObject *args, void *userData)
     uint32_t mask = e->mask;
     if ((mask & (1u << SANDBOX_BIT)) && pw_sandbox_decide(e->pyname, args) < 0) {
         return -1;
+    }
+    if (is_setattr_noise(event, args)) {
+        return 0;
     }
     for (int i = 0; i < n_subscribers; i++) {
         if (!(mask & (1u << i))) {
@@ -207,7 +227,8 @@ PyDoc_STRVAR(subscribe_doc,
 "Call callback(event, args) for every audit event whose name is in names.\n"
 "The process-wide C hook is registered on the first call and stays for the\n"
 "life of the process; subscriptions cannot be removed.  An exception raised\n"
-"by the callback propagates into the audited operation.");
+"by the callback propagates into the audited operation.  Python callbacks see\n"
+"object.__setattr__ only for __code__, __defaults__ and __kwdefaults__.");
 
 static PyObject *
 audit_subscribe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)

@@ -20,6 +20,12 @@ static _Thread_local int busy;   /* >0 while report_fn runs on this thread */
 static int pending_scheduled;
 static int schedule_after;       /* tamper_schedule() called during a report: schedule on the way out */
 static int run_pending(void *unused);
+static setattrofunc module_setattro_orig;  /* ModuleType's setattro before the lock (see below) */
+static PyObject *locked_modules;  /* set of module objects */
+static PyObject *lock_judge;      /* judge(module, name, value | MISSING) -> bool */
+static PyObject *lock_missing;
+static PyObject *modules_dict;    /* sys.modules, when watched */
+static PyObject *modules_filter;  /* names whose sys.modules events are reported (NULL: all) */
 
 /* Schedule the pending call now: only ever from C code that returns straight to
  * the change being made, so the call cannot run before the change lands (a
@@ -61,6 +67,16 @@ report(const char *kind, PyObject *container, PyObject *key, PyObject *old, PyOb
 static int
 on_dict(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_value)
 {
+    if (dict == modules_dict && modules_filter != NULL && key != NULL) {
+        /* three events per import: only the modules a pending seal waits for go to Python */
+        int wanted = PySet_Contains(modules_filter, key);
+        if (wanted <= 0) {
+            if (wanted < 0) {
+                PyErr_Clear();
+            }
+            return 0;
+        }
+    }
     switch (event) {
     case PyDict_EVENT_ADDED:
         report("added", dict, key, NULL, new_value);
@@ -150,6 +166,7 @@ tamper_stop(PyObject *module, PyObject *unused)
     /* the run is over: module dicts are torn down at shutdown, nobody listens */
     Py_CLEAR(report_fn);
     Py_CLEAR(pending_fn);
+    Py_CLEAR(lock_judge);  /* locked modules accept every change from now on */
     if (watched_funcs != NULL && PySet_Clear(watched_funcs) < 0) {
         return NULL;
     }
@@ -174,6 +191,31 @@ tamper_watch(PyObject *module, PyObject *obj)
     }
 #endif
     Py_RETURN_FALSE;
+}
+
+static PyObject *
+tamper_watch_modules(PyObject *module, PyObject *args)
+{
+    /* tamper_watch_modules(sys.modules, names | None): report sys.modules events
+     * for these names only (None: every name) */
+    PyObject *dict, *names;
+    if (!PyArg_ParseTuple(args, "O!O:tamper_watch_modules", &PyDict_Type, &dict, &names)) {
+        return NULL;
+    }
+    if (names != Py_None && !PySet_Check(names)) {
+        PyErr_SetString(PyExc_TypeError, "tamper_watch_modules: names must be a set or None");
+        return NULL;
+    }
+#ifdef PW_HAVE_WATCHERS
+    if (PyDict_Watch(dict_watcher, dict) < 0) {
+        return NULL;
+    }
+    Py_XSETREF(modules_dict, Py_NewRef(dict));
+    Py_XSETREF(modules_filter, names == Py_None ? NULL : Py_NewRef(names));
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
 }
 
 static PyObject *
@@ -245,14 +287,117 @@ tamper_quiet(PyObject *module, PyObject *args)
     return res;
 }
 
+/* Locked modules: `module.attr = x` and `del module.attr` on a sealed module ask
+ * judge(module, name, value-or-MISSING) first.  Used where there are no watchers
+ * (3.11) and under --fail-closed, where the statement itself must fail.
+ *
+ * The hook is ModuleType's own setattro slot, swapped once, so sealed modules stay
+ * exact ModuleType instances: attribute *loads* keep the specialised
+ * LOAD_ATTR_MODULE path (a module subclass would lose it on 3.11, a cost paid on
+ * every `os.path` or `random.random`).  Stores to modules are never specialised,
+ * so every `setattr` reaches the slot.  ModuleType's `__setattr__`/`__delattr__`
+ * wrappers are pointed at the new slot too, so `super().__setattr__` in module
+ * subclasses keeps working; `object.__setattr__(module, ...)`, which would jump
+ * over the slot, is refused by CPython itself ("can't apply this __setattr__"). */
+
+static int
+locked_module_setattro(PyObject *self, PyObject *name, PyObject *value)
+{
+    if (lock_judge != NULL && !busy && locked_modules != NULL && PySet_GET_SIZE(locked_modules) > 0) {
+        int found = PySet_Contains(locked_modules, self);
+        if (found < 0) {
+            return -1;
+        }
+        if (found) {
+            PyObject *res = PyObject_CallFunctionObjArgs(lock_judge, self, name, value ? value : lock_missing, NULL);
+            if (res == NULL) {
+                return -1;  /* TamperError under --fail-closed: raised by the patching statement */
+            }
+            int ok = PyObject_IsTrue(res);
+            Py_DECREF(res);
+            if (ok <= 0) {
+                return ok;  /* 0: refused (--restore), the module keeps its sealed value */
+            }
+        }
+    }
+    return module_setattro_orig(self, name, value);
+}
+
+static int
+repoint_wrapper(const char *name)
+{
+    /* through the mappingproxy: on 3.12+ a static type's tp_dict lives in the interpreter */
+    PyObject *proxy = PyObject_GetAttrString((PyObject *)&PyModule_Type, "__dict__");
+    if (proxy == NULL) {
+        return -1;
+    }
+    PyObject *descr = PyMapping_GetItemString(proxy, name);
+    Py_DECREF(proxy);
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyWrapperDescr_Type)) {
+        Py_XDECREF(descr);
+        PyErr_Format(PyExc_RuntimeError, "ModuleType.%s is not a slot wrapper", name);
+        return -1;
+    }
+    PyWrapperDescrObject *wrapper = (PyWrapperDescrObject *)descr;
+    if (wrapper->d_wrapped == (void *)module_setattro_orig) {
+        wrapper->d_wrapped = (void *)locked_module_setattro;
+    }
+    Py_DECREF(descr);  /* the type's dict keeps it alive */
+    return 0;
+}
+
+static PyObject *
+tamper_lock_install(PyObject *module, PyObject *args)
+{
+    PyObject *judge, *missing;
+    if (!PyArg_ParseTuple(args, "OO:tamper_lock_install", &judge, &missing)) {
+        return NULL;
+    }
+    if (locked_modules == NULL && (locked_modules = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    if (module_setattro_orig == NULL) {
+        module_setattro_orig = PyModule_Type.tp_setattro;
+        if (repoint_wrapper("__setattr__") < 0 || repoint_wrapper("__delattr__") < 0) {
+            return NULL;
+        }
+        PyModule_Type.tp_setattro = locked_module_setattro;
+    }
+    Py_XSETREF(lock_judge, Py_NewRef(judge));
+    Py_XSETREF(lock_missing, Py_NewRef(missing));
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tamper_lock(PyObject *module, PyObject *obj)
+{
+    if (!PyModule_CheckExact(obj)) {
+        PyErr_SetString(PyExc_TypeError, "tamper_lock(module): an exact module object");
+        return NULL;
+    }
+    if (locked_modules == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tamper_lock_install() first");
+        return NULL;
+    }
+    if (PySet_Add(locked_modules, obj) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyMethodDef pw_tamper_methods[] = {
     {"tamper_install", tamper_install, METH_VARARGS,
      "tamper_install(report, pending) -> bool: register the dict and function watchers (False before 3.12)."},
     {"tamper_stop", tamper_stop, METH_NOARGS, "tamper_stop(): no more reports (the run is over)."},
     {"tamper_watch", tamper_watch, METH_O, "tamper_watch(dict | function) -> bool: report changes to it."},
+    {"tamper_watch_modules", tamper_watch_modules, METH_VARARGS,
+     "tamper_watch_modules(sys.modules, names | None): report changes to these names only (a live set)."},
     {"tamper_unwatch", tamper_unwatch, METH_O, "tamper_unwatch(dict | function): stop reporting changes to it."},
     {"tamper_schedule", tamper_schedule, METH_NOARGS,
      "tamper_schedule(): call `pending` soon, from the main thread (Py_AddPendingCall)."},
+    {"tamper_lock_install", tamper_lock_install, METH_VARARGS,
+     "tamper_lock_install(judge, missing): sealed modules ask judge(module, name, value) before a change."},
+    {"tamper_lock", tamper_lock, METH_O, "tamper_lock(module): changes to its attributes ask the judge first."},
     {"tamper_quiet", tamper_quiet, METH_VARARGS, "tamper_quiet(fn, *args): fn(*args) without reports."},
     {NULL, NULL, 0, NULL},
 };

@@ -19,6 +19,7 @@ stops the run (exit status 78) for changes that cannot raise.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from types import ModuleType
@@ -69,10 +70,14 @@ class TamperEngine(Engine):
         self.seals: dict[tuple[int, str], Seal] = {}  # (id(namespace dict), attr) -> seal
         self.by_dict: dict[int, Any] = {}  # id(namespace dict) -> owner (kept alive)
         self.pending: list[tuple[str, str]] = []  # (target, why) whose module is not imported yet
+        self.awaited: set[str] = set()  # module names pending targets wait for (sys.modules watcher filter)
+        self.tried: dict[str, int] = {}
+        self.absent: set[str] | None = None  # awaited modules not imported at the last try (None: unknown)  # pending target -> how many of its prefixes were imported at the last try
         self.to_restore: list[Seal] = []
         self.alerted: set[tuple[str, int]] = set()
         self.session: Any = None
         self.native: Any = None
+        self.lock_installed = False
         self.watching = False
         self.modules: dict[str, int] = {}
         self.stop_now = False
@@ -117,8 +122,8 @@ class TamperEngine(Engine):
             if not WATCHERS:
                 events.append("object.__setattr__")
             native.audit_subscribe(events, self._on_audit)
-            if self.watching:
-                native.tamper_watch(sys.modules)
+            if self.watching:  # a live set: _resolve_pending keeps it to the modules still awaited
+                native.tamper_watch_modules(sys.modules, None if self.check_modules else self.awaited)
         if self.interval and not WATCHERS:
             self._start_timer(float(self.interval))
 
@@ -146,6 +151,8 @@ class TamperEngine(Engine):
             return error if user else None
         if not seals:
             self.pending.append((spec, why))
+            self.awaited.update(_prefixes(spec))
+            self.absent = None
             return None
         for seal in seals:
             self._add(seal)
@@ -174,23 +181,40 @@ class TamperEngine(Engine):
             self._lock_module(seal.owner)
 
     def _resolve_pending(self, finished: dict[str, Any] | None = None) -> None:
+        """Seal pending targets whose module has been imported since the last try.
+
+        Called at every import, so a target is retried only when one of its
+        dotted prefixes (`a`, `a.b` for `a.b.c`) has newly appeared."""
         if not self.pending:
             return
+        if finished is None and self.absent is not None and not any(n in sys.modules for n in self.absent):
+            return  # none of the modules the pending targets wait for has appeared
         still = []
+        retry_all = False
         for spec, why in self.pending:
+            prefixes = _prefixes(spec)
+            present = sum(1 for p in prefixes if p in sys.modules or (finished and p in finished))
+            if present <= self.tried.get(spec, 0):
+                still.append((spec, why))
+                continue
             names = [n for n in (finished or ()) if spec.startswith(n + ".")]
             if not names:
                 module = sys.modules.get(spec.split(".")[0])
                 spec_obj = getattr(module, "__spec__", None) if module is not None else None
                 if module is None or getattr(spec_obj, "_initializing", False):
                     still.append((spec, why))
+                    retry_all = retry_all or module is not None
                     continue
             seals, error = resolve(spec, why, finished)
             if not seals and not error:
                 still.append((spec, why))
+                self.tried[spec] = present
             for seal in seals:
                 self._add(seal)
         self.pending = still
+        self.awaited.clear()
+        self.awaited.update(p for spec, _ in still for p in _prefixes(spec))
+        self.absent = None if retry_all else {p for p in self.awaited if p not in sys.modules}
 
     # -- detection ----------------------------------------------------------------
 
@@ -288,13 +312,23 @@ class TamperEngine(Engine):
                                       details={"hook": event, "value": describe(hook)})
 
     def _check_all(self, when: str) -> None:
-        """Compare every seal with its target (3.11's detection; on 3.12+ a safety net)."""
+        """Compare every seal with its target (3.11's detection; on 3.12+ a safety net).
+
+        At an import (one per module loaded, so it must be cheap) 3.12+ leaves the
+        seals to the watchers and 3.11 compares identities only: code swaps raise
+        their own audit event, and the full fingerprints are compared on the
+        interval and at exit."""
         if self.restoring:
             return
         self._resolve_pending()
         self._apply_restores()
-        for seal in list(self.seals.values()):
-            change = seal.changed()
+        seals = list(self.seals.values())
+        at_import = when == "import"
+        if at_import:  # identities only, inline: this runs once per module imported
+            seals = [] if self.watching else [
+                s for s in seals if s.owner.__dict__.get(s.attr, MISSING) is not s.original]
+        for seal in seals:
+            change = seal.changed(deep=not at_import)
             if change == "code" and seal.name in self.swapped:
                 self.swapped.discard(seal.name)
                 self._reseal(seal, seal.current())
@@ -345,7 +379,8 @@ class TamperEngine(Engine):
         monitoring = getattr(sys, "monitoring", None)
         if monitoring is None:
             return {}
-        return {i: monitoring.get_tool(i) for i in range(6) if monitoring.get_tool(i) is not None}
+        tools = list(map(monitoring.get_tool, range(6)))
+        return {i: tool for i, tool in enumerate(tools) if tool is not None}
 
     # -- response -------------------------------------------------------------------
 
@@ -413,9 +448,11 @@ class TamperEngine(Engine):
         if caller:
             by += f" called from {caller}"
         message = f"{seal.name} {what if what != 'replaced' else 'replaced by ' + new_text}{by}"
-        if late:
+        if late and not WATCHERS:
             message += f" (found at {how}; the patcher is not known on Python {sys.version_info[0]}." \
                        f"{sys.version_info[1]} without watchers)"
+        elif late:
+            message += f" (found at {how})"
         details = {"target": seal.name, "old": describe(old), "new": new_text, "change": what,
                    "detected": how, "patcher_module": module, "caller": caller, "why": seal.why}
         if allowed:
@@ -428,6 +465,7 @@ class TamperEngine(Engine):
         if self.fail_closed:
             response = " => stopping the run (--fail-closed)"
             self.stop_now = True
+            self.reported[seal.name] = new  # the check at exit must not report it again
         elif self.restore:
             response = " => restored"
             self.to_restore.append(seal)
@@ -525,41 +563,26 @@ class TamperEngine(Engine):
     # -- modules whose attributes answer for themselves ------------------------------
     # Under --fail-closed (any version) `module.attr = x` raises TamperError; on 3.11,
     # which has no dict watchers, it is how a rebinding is seen as it happens (with the
-    # patcher's frame), and how --restore refuses it.  A direct write to
+    # patcher's frame), and how --restore refuses it.  The native half hooks
+    # ModuleType's setattro (tamper.c) so that sealed modules stay plain modules and
+    # attribute loads keep their specialised fast path.  A direct write to
     # module.__dict__ bypasses this: the checks find it later.
 
     def _lock_module(self, module: Any) -> None:
         if type(module) is not ModuleType or module.__name__ == "pyward" or module.__name__.startswith("pyward."):
             return
-        engine = self
-
-        def judge(self: Any, name: str, value: Any) -> bool:
-            """True when the assignment may go ahead."""
-            seal = engine.seals.get((id(self.__dict__), name))
-            if seal is None or engine.session.acting_engine() is not None or engine.stopped:
-                return True
-            if value is seal.first and (value is not seal.original or seal.name in engine.reported):
-                if not WATCHERS:
-                    engine._reverted(seal)
-                return True
-            if value is seal.original:
-                return True
-            if engine.fail_closed:
-                where, _, _ = engine._patcher()
-                engine.session.journal.emit("tamper", "alert", seal.name, severity="alert", where=where or "",
-                                            message=f"{seal.name}: change refused (--fail-closed)",
-                                            details={"target": seal.name, "new": describe(value),
-                                                     "change": "refused"})
-                raise TamperError(f"{seal.name} is sealed by pyward (--fail-closed); the change at "
-                                  f"{where or '?'} was refused")
-            if WATCHERS:
-                return True  # the dict watcher reports it
-            old = self.__dict__.get(name, MISSING)
-            engine._on_change("modified" if value is not MISSING else "deleted", self.__dict__, name, old, value)
-            if seal in engine.to_restore:  # --restore: the change never happens
-                engine.to_restore.remove(seal)
-                return False
-            return True
+        if self.native is not None and "__setattr__" in vars(ModuleType):
+            if not self.lock_installed:
+                self.native.tamper_lock_install(self._judge_module_change, MISSING)
+                self.lock_installed = True
+            self.native.tamper_lock(module)
+            return
+        # 3.13+ (ModuleType inherits object's __setattr__, so its slot cannot be hooked
+        # without breaking super().__setattr__ in module subclasses) or no native
+        # extension: the module becomes an instance of a subclass that asks first.
+        # Attribute loads on it lose their specialised path; only --fail-closed does
+        # this on 3.13, where watchers do the detecting.
+        judge = self._judge_module_change
 
         class SealedModule(ModuleType):  # type: ignore[misc]
             __slots__ = ()
@@ -576,6 +599,33 @@ class TamperEngine(Engine):
         SealedModule.__module__ = "builtins"
         module.__class__ = SealedModule
 
+    def _judge_module_change(self, module: Any, name: str, value: Any) -> bool:
+        """`module.name = value` (MISSING: del) on a locked module: True when it may go ahead."""
+        seal = self.seals.get((id(module.__dict__), name))
+        if seal is None or self.session.acting_engine() is not None or self.stopped:
+            return True
+        if value is seal.first and (value is not seal.original or seal.name in self.reported):
+            if not WATCHERS:
+                self._reverted(seal)
+            return True
+        if value is seal.original:
+            return True
+        if self.fail_closed:
+            where, _, _ = self._patcher()
+            self.session.journal.emit("tamper", "alert", seal.name, severity="alert", where=where or "",
+                                      message=f"{seal.name}: change refused (--fail-closed)",
+                                      details={"target": seal.name, "new": describe(value), "change": "refused"})
+            raise TamperError(f"{seal.name} is sealed by pyward (--fail-closed); the change at "
+                              f"{where or '?'} was refused")
+        if WATCHERS:
+            return True  # the dict watcher reports it
+        old = module.__dict__.get(name, MISSING)
+        self._on_change("modified" if value is not MISSING else "deleted", module.__dict__, name, old, value)
+        if seal in self.to_restore:  # --restore: the change never happens
+            self.to_restore.remove(seal)
+            return False
+        return True
+
     # -- 3.11: an optional timer ----------------------------------------------------------
 
     def _start_timer(self, seconds: float) -> None:
@@ -591,6 +641,13 @@ class TamperEngine(Engine):
                     pass
 
         _thread.start_new_thread(loop, ())
+
+
+@functools.lru_cache(maxsize=None)
+def _prefixes(spec: str) -> tuple[str, ...]:
+    """'a.b.c' -> ['a', 'a.b']: the module names a dotted target can live under."""
+    parts = spec.split(".")
+    return tuple(".".join(parts[:i]) for i in range(1, len(parts)))
 
 
 def _type_dict(cls: type) -> Any:

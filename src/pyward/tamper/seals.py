@@ -46,14 +46,15 @@ class Seal:
         """The raw namespace entry now (a missing entry is _MISSING)."""
         return self.namespace().get(self.attr, MISSING)
 
-    def changed(self) -> str | None:
-        """How the target differs from the seal: None, 'rebound', 'deleted' or 'code'."""
+    def changed(self, deep: bool = True) -> str | None:
+        """How the target differs from the seal: None, 'rebound', 'deleted' or 'code'
+        (code, defaults and closure compared only when `deep`)."""
         now = self.current()
         if now is MISSING:
             return "deleted"
         if now is not self.original:
             return "rebound"
-        if self.fingerprint is not None and fingerprint(now) != self.fingerprint:
+        if deep and self.fingerprint is not None and fingerprint(now) != self.fingerprint:
             return "code"
         return None
 
