@@ -24,6 +24,7 @@ static setattrofunc module_setattro_orig;  /* ModuleType's setattro before the l
 static PyObject *locked_modules;  /* set of module objects */
 static PyObject *lock_judge;      /* judge(module, name, value | MISSING) -> bool */
 static PyObject *lock_missing;
+static PyObject *lock_error;      /* pyward.TamperError */
 static PyObject *modules_dict;    /* sys.modules, when watched */
 static PyObject *modules_filter;  /* names whose sys.modules events are reported (NULL: all) */
 
@@ -296,8 +297,8 @@ tamper_quiet(PyObject *module, PyObject *args)
  * LOAD_ATTR_MODULE path (a module subclass would lose it on 3.11, a cost paid on
  * every `os.path` or `random.random`).  Stores to modules are never specialised,
  * so every `setattr` reaches the slot.  ModuleType's `__setattr__`/`__delattr__`
- * wrappers are pointed at the new slot too, so `super().__setattr__` in module
- * subclasses keeps working; `object.__setattr__(module, ...)`, which would jump
+ * wrappers are pointed at the new slot too (added, on 3.13), so
+ * `super().__setattr__` in module subclasses keeps working; `object.__setattr__(module, ...)`, which would jump
  * over the slot, is refused by CPython itself ("can't apply this __setattr__"). */
 
 static int
@@ -311,7 +312,14 @@ locked_module_setattro(PyObject *self, PyObject *name, PyObject *value)
         if (found) {
             PyObject *res = PyObject_CallFunctionObjArgs(lock_judge, self, name, value ? value : lock_missing, NULL);
             if (res == NULL) {
-                return -1;  /* TamperError under --fail-closed: raised by the patching statement */
+                return -1;
+            }
+            if (PyUnicode_Check(res)) {
+                /* --fail-closed: raised here, in C, so the patching statement's
+                 * traceback holds no frame of pyward */
+                PyErr_SetObject(lock_error, res);
+                Py_DECREF(res);
+                return -1;
             }
             int ok = PyObject_IsTrue(res);
             Py_DECREF(res);
@@ -323,6 +331,10 @@ locked_module_setattro(PyObject *self, PyObject *name, PyObject *value)
     return module_setattro_orig(self, name, value);
 }
 
+/* Point ModuleType.<name> (the __setattr__ / __delattr__ slot wrapper) at the new
+ * slot.  3.11 and 3.12 have module's own wrapper; on 3.13 ModuleType inherits
+ * object's, so a wrapper of its own is added to the type's dict (PyType_GetDict is
+ * the API for that, 3.12+). */
 static int
 repoint_wrapper(const char *name)
 {
@@ -333,24 +345,50 @@ repoint_wrapper(const char *name)
     }
     PyObject *descr = PyMapping_GetItemString(proxy, name);
     Py_DECREF(proxy);
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyWrapperDescr_Type)) {
-        Py_XDECREF(descr);
-        PyErr_Format(PyExc_RuntimeError, "ModuleType.%s is not a slot wrapper", name);
+    if (descr != NULL && PyObject_TypeCheck(descr, &PyWrapperDescr_Type)) {
+        PyWrapperDescrObject *wrapper = (PyWrapperDescrObject *)descr;
+        if (wrapper->d_wrapped == (void *)module_setattro_orig) {
+            wrapper->d_wrapped = (void *)locked_module_setattro;
+        }
+        Py_DECREF(descr);  /* the type's dict keeps it alive */
+        return 0;
+    }
+    Py_XDECREF(descr);
+    PyErr_Clear();
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *inherited = PyObject_GetAttrString((PyObject *)&PyBaseObject_Type, name);
+    if (inherited == NULL) {
         return -1;
     }
-    PyWrapperDescrObject *wrapper = (PyWrapperDescrObject *)descr;
-    if (wrapper->d_wrapped == (void *)module_setattro_orig) {
-        wrapper->d_wrapped = (void *)locked_module_setattro;
+    if (!PyObject_TypeCheck(inherited, &PyWrapperDescr_Type)
+        || ((PyWrapperDescrObject *)inherited)->d_wrapped != (void *)module_setattro_orig) {
+        Py_DECREF(inherited);
+        PyErr_Format(PyExc_RuntimeError, "ModuleType.%s is not object's slot wrapper", name);
+        return -1;
     }
-    Py_DECREF(descr);  /* the type's dict keeps it alive */
-    return 0;
+    PyObject *own = PyDescr_NewWrapper(&PyModule_Type, ((PyWrapperDescrObject *)inherited)->d_base,
+                                       (void *)locked_module_setattro);
+    Py_DECREF(inherited);
+    if (own == NULL) {
+        return -1;
+    }
+    PyObject *dict = PyType_GetDict(&PyModule_Type);
+    int rc = dict == NULL ? -1 : PyDict_SetItemString(dict, name, own);
+    Py_XDECREF(dict);
+    Py_DECREF(own);
+    PyType_Modified(&PyModule_Type);
+    return rc;
+#else
+    PyErr_Format(PyExc_RuntimeError, "ModuleType.%s is not a slot wrapper", name);
+    return -1;
+#endif
 }
 
 static PyObject *
 tamper_lock_install(PyObject *module, PyObject *args)
 {
-    PyObject *judge, *missing;
-    if (!PyArg_ParseTuple(args, "OO:tamper_lock_install", &judge, &missing)) {
+    PyObject *judge, *missing, *error;
+    if (!PyArg_ParseTuple(args, "OOO:tamper_lock_install", &judge, &missing, &error)) {
         return NULL;
     }
     if (locked_modules == NULL && (locked_modules = PySet_New(NULL)) == NULL) {
@@ -359,12 +397,14 @@ tamper_lock_install(PyObject *module, PyObject *args)
     if (module_setattro_orig == NULL) {
         module_setattro_orig = PyModule_Type.tp_setattro;
         if (repoint_wrapper("__setattr__") < 0 || repoint_wrapper("__delattr__") < 0) {
+            module_setattro_orig = NULL;
             return NULL;
         }
         PyModule_Type.tp_setattro = locked_module_setattro;
     }
     Py_XSETREF(lock_judge, Py_NewRef(judge));
     Py_XSETREF(lock_missing, Py_NewRef(missing));
+    Py_XSETREF(lock_error, Py_NewRef(error));
     Py_RETURN_NONE;
 }
 
@@ -396,7 +436,8 @@ PyMethodDef pw_tamper_methods[] = {
     {"tamper_schedule", tamper_schedule, METH_NOARGS,
      "tamper_schedule(): call `pending` soon, from the main thread (Py_AddPendingCall)."},
     {"tamper_lock_install", tamper_lock_install, METH_VARARGS,
-     "tamper_lock_install(judge, missing): sealed modules ask judge(module, name, value) before a change."},
+     "tamper_lock_install(judge, missing, error): sealed modules ask judge(module, name, value) before a\n"
+     "change: True lets it happen, False drops it, a string raises error(string)."},
     {"tamper_lock", tamper_lock, METH_O, "tamper_lock(module): changes to its attributes ask the judge first."},
     {"tamper_quiet", tamper_quiet, METH_VARARGS, "tamper_quiet(fn, *args): fn(*args) without reports."},
     {NULL, NULL, 0, NULL},

@@ -19,7 +19,6 @@ stops the run (exit status 78) for changes that cannot raise.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from types import ModuleType
@@ -106,6 +105,10 @@ class TamperEngine(Engine):
             error = self._seal(spec, "--watch", user=True)
             if error:
                 errors.append(error)
+            elif any(t == spec for t, _ in self.pending):
+                session.journal.emit("tamper", "pending", spec, severity="info", where="",
+                                     message=f"tamper: {spec} is not imported yet; it is sealed when the "
+                                             f"program imports it", details={"target": spec})
         if errors:
             from ..runner import TargetError
 
@@ -131,6 +134,11 @@ class TamperEngine(Engine):
         self._check_all("exit")
         self._apply_restores()
         pending = [t for t, _ in self.pending]
+        for spec in pending:
+            if spec in self.user_targets:
+                session.journal.emit("tamper", "pending", spec, severity="notice", where="",
+                                     message=f"tamper: --watch {spec} was never sealed: the program never "
+                                             f"imported its module", details={"target": spec})
         session.journal.emit("tamper", "sealed", "seals", severity="debug", where="",
                              message=f"tamper: {len(self.seals)} seals"
                                      + (f"; never imported, so never sealed: {', '.join(pending)}" if pending else ""),
@@ -206,6 +214,10 @@ class TamperEngine(Engine):
                     retry_all = retry_all or module is not None
                     continue
             seals, error = resolve(spec, why, finished)
+            if error and why == "--watch":
+                self.session.journal.emit("tamper", "error", spec, severity="warning", where="",
+                                          message=f"tamper: cannot seal {error} (its module was imported "
+                                                  f"after the run started)", details={"target": spec})
             if not seals and not error:
                 still.append((spec, why))
                 self.tried[spec] = present
@@ -571,18 +583,19 @@ class TamperEngine(Engine):
     def _lock_module(self, module: Any) -> None:
         if type(module) is not ModuleType or module.__name__ == "pyward" or module.__name__.startswith("pyward."):
             return
-        if self.native is not None and "__setattr__" in vars(ModuleType):
+        if self.native is not None:
             if not self.lock_installed:
-                self.native.tamper_lock_install(self._judge_module_change, MISSING)
+                self.native.tamper_lock_install(self._judge_module_change, MISSING, TamperError)
                 self.lock_installed = True
             self.native.tamper_lock(module)
             return
-        # 3.13+ (ModuleType inherits object's __setattr__, so its slot cannot be hooked
-        # without breaking super().__setattr__ in module subclasses) or no native
-        # extension: the module becomes an instance of a subclass that asks first.
-        # Attribute loads on it lose their specialised path; only --fail-closed does
-        # this on 3.13, where watchers do the detecting.
-        judge = self._judge_module_change
+        # degraded (no native extension): the module becomes an instance of a subclass
+        # that asks first; attribute loads on it lose their specialised path
+        def judge(module: Any, name: str, value: Any) -> bool:
+            verdict = self._judge_module_change(module, name, value)
+            if isinstance(verdict, str):
+                raise TamperError(verdict)
+            return verdict
 
         class SealedModule(ModuleType):  # type: ignore[misc]
             __slots__ = ()
@@ -599,8 +612,10 @@ class TamperEngine(Engine):
         SealedModule.__module__ = "builtins"
         module.__class__ = SealedModule
 
-    def _judge_module_change(self, module: Any, name: str, value: Any) -> bool:
-        """`module.name = value` (MISSING: del) on a locked module: True when it may go ahead."""
+    def _judge_module_change(self, module: Any, name: str, value: Any) -> bool | str:
+        """`module.name = value` (MISSING: del) on a locked module: True when it may go
+        ahead, False to drop it (--restore on 3.11), a message to raise TamperError with
+        (--fail-closed; raised by the C slot, so no pyward frame is in the traceback)."""
         seal = self.seals.get((id(module.__dict__), name))
         if seal is None or self.session.acting_engine() is not None or self.stopped:
             return True
@@ -615,8 +630,7 @@ class TamperEngine(Engine):
             self.session.journal.emit("tamper", "alert", seal.name, severity="alert", where=where or "",
                                       message=f"{seal.name}: change refused (--fail-closed)",
                                       details={"target": seal.name, "new": describe(value), "change": "refused"})
-            raise TamperError(f"{seal.name} is sealed by pyward (--fail-closed); the change at "
-                              f"{where or '?'} was refused")
+            return f"{seal.name} is sealed by pyward (--fail-closed); the change at {where or '?'} was refused"
         if WATCHERS:
             return True  # the dict watcher reports it
         old = module.__dict__.get(name, MISSING)
@@ -643,11 +657,13 @@ class TamperEngine(Engine):
         _thread.start_new_thread(loop, ())
 
 
-@functools.lru_cache(maxsize=None)
-def _prefixes(spec: str) -> tuple[str, ...]:
-    """'a.b.c' -> ['a', 'a.b']: the module names a dotted target can live under."""
-    parts = spec.split(".")
-    return tuple(".".join(parts[:i]) for i in range(1, len(parts)))
+def _prefixes(spec: str, _cache: dict[str, tuple[str, ...]] = {}) -> tuple[str, ...]:  # noqa: B006
+    """'a.b.c' -> ('a', 'a.b'): the module names a dotted target can live under."""
+    found = _cache.get(spec)
+    if found is None:
+        parts = spec.split(".")
+        found = _cache[spec] = tuple(".".join(parts[:i]) for i in range(1, len(parts)))
+    return found
 
 
 def _type_dict(cls: type) -> Any:

@@ -114,16 +114,32 @@ def resolve(spec: str, why: str, extra: dict[str, Any] | None = None) -> tuple[l
         owner = value
     last = rest[-1]
     namespace = owner.__dict__
-    if any(c in last for c in "*?["):
-        import fnmatch
-
-        names = sorted(n for n in list(namespace) if fnmatch.fnmatchcase(n, last) and not n.startswith("__"))
+    if any(c in last for c in "*?"):
+        names = sorted(n for n in list(namespace) if glob_match(last, n) and not n.startswith("__"))
         prefix = spec.rpartition(".")[0]
         return [Seal(f"{prefix}.{n}", owner, n, namespace[n], why) for n in names
                 if callable(namespace[n]) or isinstance(namespace[n], type)], None
     if last not in namespace:
         return [], f"{spec}: {'.'.join([module_name, *rest[:-1]])} has no attribute {last!r}"
     return [Seal(spec, owner, last, namespace[last], why)], None
+
+
+def glob_match(pattern: str, name: str) -> bool:
+    """`*` (any run of characters) and `?` (one character), case-sensitive: enough
+    for attribute names, without importing fnmatch and re (~3 ms of every run)."""
+    p = n = 0
+    star, mark = -1, 0
+    while n < len(name):
+        if p < len(pattern) and pattern[p] in ("?", name[n]):
+            p, n = p + 1, n + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark, p = p, n, p + 1
+        elif star >= 0:
+            p, mark = star + 1, mark + 1
+            n = mark
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
 
 
 def describe(value: Any) -> str:
