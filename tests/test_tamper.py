@@ -258,3 +258,38 @@ def test_glob_match_agrees_with_fnmatch_on_star_and_question_mark():
     for pattern in patterns:
         for name in names:
             assert glob_match(pattern, name) == fnmatch.fnmatchcase(name, pattern), (pattern, name)
+
+
+def test_a_module_patched_right_after_its_import_is_sealed_first(tmp_path):
+    # no other import in between: on 3.11 no check runs before the patch
+    code = """
+        import builtins, socket
+        builtins.open = lambda *a: None
+        socket.socket = type("Spy", (socket.socket,), {})
+        print(open is None, socket.socket.__name__)
+    """
+    run = guard(tmp_path, code, "--restore")
+    assert run.status == 0, run
+    assert run.stdout == "False socket\n"  # both restored
+    found = {a["name"]: a for a in alerts(run)}
+    assert set(found) == {"builtins.open", "socket.socket"}
+    assert found["builtins.open"]["where"].endswith("app.py:3"), found
+    assert found["socket.socket"]["where"].endswith("app.py:4"), found
+
+
+def test_without_the_native_extension_rebinding_is_still_seen_as_it_happens(tmp_path):
+    from helpers import clean_env
+
+    code = """
+        import builtins, os
+        builtins.open = lambda *a: None
+        os.system = len
+        print(open is None, os.system.__name__)
+    """
+    run = guard(tmp_path, code, "--restore", env=clean_env(PYWARD_DISABLE_NATIVE="1"))
+    assert run.status == 0, run
+    assert run.stdout == "False system\n"  # both restored
+    found = {a["name"]: a for a in alerts(run)}
+    assert set(found) == {"builtins.open", "os.system"}
+    assert found["builtins.open"]["where"].endswith("app.py:3"), found
+    assert found["os.system"]["where"].endswith("app.py:4"), found

@@ -25,6 +25,7 @@ static PyObject *locked_modules;  /* set of module objects */
 static PyObject *lock_judge;      /* judge(module, name, value | MISSING) -> bool */
 static PyObject *lock_missing;
 static PyObject *lock_error;      /* pyward.TamperError */
+static PyObject *lock_awaited;    /* names of modules pending seals wait for (a live set) */
 static PyObject *modules_dict;    /* sys.modules, when watched */
 static PyObject *modules_filter;  /* names whose sys.modules events are reported (NULL: all) */
 
@@ -309,6 +310,21 @@ locked_module_setattro(PyObject *self, PyObject *name, PyObject *value)
         if (found < 0) {
             return -1;
         }
+        if (!found && lock_awaited != NULL && PySet_GET_SIZE(lock_awaited) > 0) {
+            /* a module a pending seal waits for, changed before any check could seal it
+             * (imported, then patched at once): the judge seals it first */
+            PyObject *modname = PyModule_GetNameObject(self);
+            if (modname == NULL) {
+                PyErr_Clear();
+            }
+            else {
+                found = PySet_Contains(lock_awaited, modname);
+                Py_DECREF(modname);
+                if (found < 0) {
+                    return -1;
+                }
+            }
+        }
         if (found) {
             PyObject *res = PyObject_CallFunctionObjArgs(lock_judge, self, name, value ? value : lock_missing, NULL);
             if (res == NULL) {
@@ -387,8 +403,8 @@ repoint_wrapper(const char *name)
 static PyObject *
 tamper_lock_install(PyObject *module, PyObject *args)
 {
-    PyObject *judge, *missing, *error;
-    if (!PyArg_ParseTuple(args, "OOO:tamper_lock_install", &judge, &missing, &error)) {
+    PyObject *judge, *missing, *error, *awaited;
+    if (!PyArg_ParseTuple(args, "OOOO!:tamper_lock_install", &judge, &missing, &error, &PySet_Type, &awaited)) {
         return NULL;
     }
     if (locked_modules == NULL && (locked_modules = PySet_New(NULL)) == NULL) {
@@ -405,6 +421,7 @@ tamper_lock_install(PyObject *module, PyObject *args)
     Py_XSETREF(lock_judge, Py_NewRef(judge));
     Py_XSETREF(lock_missing, Py_NewRef(missing));
     Py_XSETREF(lock_error, Py_NewRef(error));
+    Py_XSETREF(lock_awaited, Py_NewRef(awaited));
     Py_RETURN_NONE;
 }
 
@@ -436,8 +453,9 @@ PyMethodDef pw_tamper_methods[] = {
     {"tamper_schedule", tamper_schedule, METH_NOARGS,
      "tamper_schedule(): call `pending` soon, from the main thread (Py_AddPendingCall)."},
     {"tamper_lock_install", tamper_lock_install, METH_VARARGS,
-     "tamper_lock_install(judge, missing, error): sealed modules ask judge(module, name, value) before a\n"
-     "change: True lets it happen, False drops it, a string raises error(string)."},
+     "tamper_lock_install(judge, missing, error, awaited): sealed modules (and modules named in the live\n"
+     "set awaited) ask judge(module, name, value) before a change: True lets it happen, False drops it,\n"
+     "a string raises error(string)."},
     {"tamper_lock", tamper_lock, METH_O, "tamper_lock(module): changes to its attributes ask the judge first."},
     {"tamper_quiet", tamper_quiet, METH_VARARGS, "tamper_quiet(fn, *args): fn(*args) without reports."},
     {NULL, NULL, 0, NULL},

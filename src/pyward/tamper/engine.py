@@ -120,14 +120,24 @@ class TamperEngine(Engine):
         self.monitoring = self._monitoring_tools()
         if self.check_modules:
             self.modules = {name: id(mod) for name, mod in list(sys.modules.items())}
+        events = ["import", "os.putenv", "os.unsetenv", "sys.settrace", "sys.setprofile"]
+        if not self.watching:
+            events.append("object.__setattr__")
         if native is not None:
-            events = ["import", "os.putenv", "os.unsetenv", "sys.settrace", "sys.setprofile"]
-            if not WATCHERS:
-                events.append("object.__setattr__")
             native.audit_subscribe(events, self._on_audit)
+        else:  # degraded: a Python audit hook (every event reaches Python; said at start-up)
+            wanted, on_audit = frozenset(events), self._on_audit
+
+            def hook(event: str, args: tuple[Any, ...]) -> None:
+                if event in wanted and (event != "object.__setattr__" or
+                                        (len(args) > 1 and args[1] in ("__code__", "__defaults__", "__kwdefaults__"))):
+                    on_audit(event, args)
+
+            sys.addaudithook(hook)
+        if native is not None:
             if self.watching:  # a live set: _resolve_pending keeps it to the modules still awaited
                 native.tamper_watch_modules(sys.modules, None if self.check_modules else self.awaited)
-        if self.interval and not WATCHERS:
+        if self.interval and not self.watching:
             self._start_timer(float(self.interval))
 
     def stop(self, session: Any) -> None:
@@ -185,7 +195,7 @@ class TamperEngine(Engine):
                                                       function.__kwdefaults__))
             if self.watching:
                 self.native.tamper_watch(function)
-        if (self.fail_closed or not WATCHERS) and isinstance(seal.owner, ModuleType):
+        if (self.fail_closed or self.restore or not self.watching) and isinstance(seal.owner, ModuleType):
             self._lock_module(seal.owner)
 
     def _resolve_pending(self, finished: dict[str, Any] | None = None) -> None:
@@ -460,9 +470,10 @@ class TamperEngine(Engine):
         if caller:
             by += f" called from {caller}"
         message = f"{seal.name} {what if what != 'replaced' else 'replaced by ' + new_text}{by}"
-        if late and not WATCHERS:
-            message += f" (found at {how}; the patcher is not known on Python {sys.version_info[0]}." \
-                       f"{sys.version_info[1]} without watchers)"
+        if late and not self.watching:
+            message += f" (found at {how}; the patcher is not known " + (
+                f"on Python {sys.version_info[0]}.{sys.version_info[1]} without watchers)" if not WATCHERS
+                else "without pyward's native extension)")
         elif late:
             message += f" (found at {how})"
         details = {"target": seal.name, "old": describe(old), "new": new_text, "change": what,
@@ -585,7 +596,8 @@ class TamperEngine(Engine):
             return
         if self.native is not None:
             if not self.lock_installed:
-                self.native.tamper_lock_install(self._judge_module_change, MISSING, TamperError)
+                self.native.tamper_lock_install(self._judge_module_change, MISSING, TamperError,
+                                                self.awaited if not self.watching else set())
                 self.lock_installed = True
             self.native.tamper_lock(module)
             return
@@ -617,10 +629,13 @@ class TamperEngine(Engine):
         ahead, False to drop it (--restore on 3.11), a message to raise TamperError with
         (--fail-closed; raised by the C slot, so no pyward frame is in the traceback)."""
         seal = self.seals.get((id(module.__dict__), name))
+        if seal is None and not self.watching and getattr(module, "__name__", None) in self.awaited:
+            self._resolve_pending()  # imported and changed before a check could seal it: seal it now
+            seal = self.seals.get((id(module.__dict__), name))
         if seal is None or self.session.acting_engine() is not None or self.stopped:
             return True
         if value is seal.first and (value is not seal.original or seal.name in self.reported):
-            if not WATCHERS:
+            if not self.watching:
                 self._reverted(seal)
             return True
         if value is seal.original:
@@ -631,7 +646,7 @@ class TamperEngine(Engine):
                                       message=f"{seal.name}: change refused (--fail-closed)",
                                       details={"target": seal.name, "new": describe(value), "change": "refused"})
             return f"{seal.name} is sealed by pyward (--fail-closed); the change at {where or '?'} was refused"
-        if WATCHERS:
+        if self.watching and not self.restore:
             return True  # the dict watcher reports it
         old = module.__dict__.get(name, MISSING)
         self._on_change("modified" if value is not MISSING else "deleted", module.__dict__, name, old, value)
