@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def pyward_cmd() -> list[str]:
     """The `pyward` console script installed next to this interpreter."""
@@ -48,3 +52,14 @@ def self_timed(commands: dict[str, list[str]], rounds: int, cwd: str,
                 raise SystemExit(f"benchmark command failed ({' '.join(cmd)}):\n{result.stderr}")
             samples[name].append(float(result.stdout.strip().splitlines()[-1]))
     return samples
+
+
+def print_results(title: str, results: dict[str, dict[str, Any]], base: str = "python") -> None:
+    """The table every overhead benchmark prints: one line per workload, with its target."""
+    width = max(len("workload"), *(len(name) for name in results))
+    print(title)
+    print(f"  {'workload':{width}} {base:>10} {'pyward':>10} {'added':>9} {'ratio':>7}  target")
+    for name, r in results.items():
+        mark = "ok" if r["met"] else "MISSED"
+        print(f"  {name:{width}} {r['python']:10.2f} {r['pyward']:10.2f} {r['added']:9.2f} {r['ratio']:6.3f}x"
+              f"  {r['target']} [{mark}]")

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import textwrap
 
-from _common import describe, python_version, pyward_cmd, self_timed, time_commands
+from _common import describe, print_results, python_version, pyward_cmd, self_timed, time_commands
 
 WORKLOADS = {
     # sys.audit of an event nobody subscribed to: the C filter's hash lookup and nothing else
@@ -129,12 +129,8 @@ def main() -> int:
         print(json.dumps({"bench": "sandbox", "python": python_version(), "rounds": args.rounds,
                           "results": results}))
         return 0
-    print(f"sandbox cost on Python {python_version()} (20-rule enforce policy, best of {args.rounds} rounds)")
-    print(f"  {'workload':34} {'python':>10} {'pyward':>10} {'added':>9} {'ratio':>7}  target")
-    for name, r in results.items():
-        mark = "ok" if r["met"] else "MISSED"
-        print(f"  {name:34} {r['python']:10.2f} {r['pyward']:10.2f} {r['added']:9.2f} {r['ratio']:6.3f}x"
-              f"  {r['target']} [{mark}]")
+    print_results(f"sandbox cost on Python {python_version()} (20-rule enforce policy, best of {args.rounds} rounds)",
+                  results)
     return 0
 
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import textwrap
 
-from _common import describe, python_version, pyward_cmd, self_timed, time_commands
+from _common import describe, print_results, python_version, pyward_cmd, self_timed, time_commands
 
 WORKLOADS = {
     "CPU-bound (ms)": """
@@ -129,12 +129,8 @@ def main() -> int:
         print(json.dumps({"bench": "tamper", "python": python_version(), "rounds": args.rounds,
                           "results": results}))
         return 0
-    print(f"tamper cost on Python {python_version()} (default seals, sandbox off, best of {args.rounds} rounds)")
-    print(f"  {'workload':26} {'base':>10} {'pyward':>10} {'added':>9} {'ratio':>7}  target")
-    for name, r in results.items():
-        mark = "ok" if r["met"] else "MISSED"
-        print(f"  {name:26} {r['python']:10.2f} {r['pyward']:10.2f} {r['added']:9.2f} {r['ratio']:6.3f}x"
-              f"  {r['target']} [{mark}]")
+    print_results(f"tamper cost on Python {python_version()} (default seals, sandbox off, best of {args.rounds} rounds)",
+                  results, base="base")
     print("  (base: plain python for the workloads; pyward run --no-tamper for start-up)")
     return 0
 

@@ -235,6 +235,21 @@ def _fresh_main(p: _Prepared) -> Any:
     return main
 
 
+def exit_at_once(status: int, session: Session | None = None, reason: str = "") -> None:
+    """End the process now (os._exit, no atexit, no finally), after flushing the
+    program's stdout and stderr; with a session, its report is written first.
+    For engines that must stop a run where no exception can be raised."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if session is not None:
+        session.record_exit(status, reason)
+        session.finish()
+    os._exit(status)
+
+
 def system_exit_status(code: object) -> int:
     """The process exit status python derives from SystemExit(code)."""
     if code is None:

@@ -7,7 +7,8 @@ import time
 
 from ..journal import ConsoleSink, Journal
 from ..policy import Policy
-from .engine import Context, install
+from ..runner import exit_at_once
+from .engine import EXIT_STATUS_ON_DENY, Context, install
 
 
 def install_child(payload: str) -> None:
@@ -34,12 +35,7 @@ def install_child(payload: str) -> None:
                 os.close(fd)
 
     def exit_now(message: str) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(77)
+        exit_at_once(EXIT_STATUS_ON_DENY)
 
     program_dir = child_program_dir(getattr(sys, "orig_argv", []))
     outputs = [spool] if spool else []

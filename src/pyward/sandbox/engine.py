@@ -23,7 +23,7 @@ import types
 
 from .._isolation import isolate_builtins, isolate_module
 from ..policy import PERMISSIONS, Policy, expand, path_variables
-from ..runner import Engine, TargetError
+from ..runner import Engine, TargetError, exit_at_once
 from .errors import AccessDenied, ImportDenied
 
 isolate_builtins(globals())
@@ -155,15 +155,7 @@ class SandboxEngine(Engine):
             self._emit(kind, name, message, severity, details, (where, function), pid=pid, at=at)
 
     def _exit_on_deny(self, message: str) -> None:
-        session = self.session
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        session.record_exit(EXIT_STATUS_ON_DENY, "denied (--on-deny=exit)")
-        session.finish()
-        os._exit(EXIT_STATUS_ON_DENY)
+        exit_at_once(EXIT_STATUS_ON_DENY, self.session, "denied (--on-deny=exit)")
 
     def stop(self, session: Any) -> None:
         self._collect_children()
@@ -841,12 +833,7 @@ def install_standalone(policy: Policy | None, *, mode: str, on_deny: str, journa
                      where=site[0] or "", function=site[1])
 
     def exit_now(message: str) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(EXIT_STATUS_ON_DENY)
+        exit_at_once(EXIT_STATUS_ON_DENY)
 
     context = Context(mode=mode, on_deny=on_deny, inherit=False, program_dir=sys.path[0] or os.getcwd(),
                       outputs=[], emit=emit, exit_on_deny=exit_now if on_deny == "exit" else None, log=None)

@@ -25,7 +25,7 @@ from types import ModuleType
 
 from .._isolation import isolate_builtins, isolate_module
 from ..journal import _is_plumbing
-from ..runner import Engine
+from ..runner import Engine, exit_at_once
 from . import TamperError
 from .seals import DEFAULT_TARGETS, MISSING, Seal, describe, fingerprint, resolve
 
@@ -241,7 +241,8 @@ class TamperEngine(Engine):
     # -- detection ----------------------------------------------------------------
 
     def _on_change(self, kind: str, container: Any, key: Any, old: Any, new: Any) -> None:
-        """Called by the C watchers (3.12+), synchronously, in the patching thread."""
+        """Called by the C watchers (3.12+), synchronously, in the patching thread (and
+        for code swaps on 3.11, from the object.__setattr__ audit event)."""
         if self.stopped or sys.modules is None:
             return
         if container is sys.modules:
@@ -306,11 +307,7 @@ class TamperEngine(Engine):
                 return
             if len(args) >= 3 and args[1] in ("__code__", "__defaults__", "__kwdefaults__"):
                 self._resolve_pending()
-            if len(args) >= 3 and args[1] in ("__code__", "__defaults__", "__kwdefaults__"):
-                for seal in list(self.seals.values()):
-                    if seal.original is args[0]:
-                        self.swapped.add(seal.name)  # the check at exit must not report it twice
-                        self._alert(seal, f"{args[1]} swapped", getattr(args[0], args[1], None), args[2], args[1])
+                self._on_change(args[1], args[0], None, getattr(args[0], args[1], None), args[2])
         elif event in ("os.putenv", "os.unsetenv"):
             raw = args[0] if args else b""
             name = os.fsdecode(raw) if isinstance(raw, (bytes, str)) else "?"
@@ -573,15 +570,7 @@ class TamperEngine(Engine):
             write()
 
     def _stop_run(self) -> None:
-        session = self.session
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        session.record_exit(EXIT_STATUS_FAIL_CLOSED, "stopped by the tamper engine (--fail-closed)")
-        session.finish()
-        os._exit(EXIT_STATUS_FAIL_CLOSED)
+        exit_at_once(EXIT_STATUS_FAIL_CLOSED, self.session, "stopped by the tamper engine (--fail-closed)")
 
     # -- modules whose attributes answer for themselves ------------------------------
     # Under --fail-closed (any version) `module.attr = x` raises TamperError; on 3.11,
