@@ -93,7 +93,7 @@ def test_explicit_config_and_no_config(project):
     ("pyward.toml", 'color = "rainbow"\n', "color: expected one of 'auto', 'always', 'never', got the string 'rainbow'"),
     ("pyward.toml", "log = 3\n", "log: expected a path string, got the integer 3"),
     ("pyward.toml", "report = true\n", "report: expected a path string or false, got the boolean True"),
-    ("pyward.toml", "[heal]\nx = 1\n", "unknown key 'heal'"),
+    ("pyward.toml", "[heal]\nx = 1\n", "[heal] unknown key 'x'"),
     ("pyproject.toml", "[tool]\npyward = 3\n", "[tool.pyward] must be a table"),
 ])
 def test_config_errors_stop_before_the_program(project, filename, content, expected):

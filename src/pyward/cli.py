@@ -43,7 +43,7 @@ ENGINE_COMMANDS: tuple[str, ...] = (
     # tamper (issue #4)
 
     # heal (issue #5)
-
+    "pyward.heal.commands",
 )
 
 #: Commands that run a program (their arguments split like `run`'s): name -> "module:function".

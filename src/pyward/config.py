@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from ._isolation import isolate_module
+from .heal.guards import FALLBACKS as HEAL_FALLBACKS
 from .policy import PERMISSIONS
 
 os = isolate_module(os)  # noqa: F811
@@ -108,7 +109,24 @@ OPTIONS: list[Option] = [
            flags=("--check-modules",), cli={"action": "store_true"}),
 
     # heal (issue #5)
-
+    Option("heal.enabled", "bool", False, "heal structural crashes: guard the failing bytecode, save the patch, "
+           "re-run when the crash had no side effects", flags=("--heal",), cli={"action": "store_true"}),
+    Option("heal.retries", "int", 3, "re-run a healed script at most N times (0: never re-run)",
+           flags=("--retries",), metavar="N", cli={"type": int}),
+    Option("heal.rerun_side_effects", "bool", False,
+           "re-run even when the crashed attempt wrote files, connected or started processes (they repeat)",
+           flags=("--rerun-side-effects",), cli={"action": "store_true"}),
+    Option("heal.fail_on_heal", "bool", False,
+           "a run that needed healing exits with status 79 instead of 0 (for CI)",
+           flags=("--fail-on-heal",), cli={"action": "store_true"}),
+    Option("heal.dry_run", "bool", False, "prove the guard can be built and verified; patch and save nothing",
+           flags=("--dry-run",), cli={"action": "store_true"}),
+    Option("heal.ttl", "int", 7, "warn on every run about patches older than DAYS (0: never)",
+           flags=("--ttl",), metavar="DAYS", cli={"type": int}),
+    Option("heal.store", "path", None, "the patch store (default: .pyward/heal.db in the working directory)",
+           flags=("--store",), metavar="FILE", commands=("run", "patches", "explain", "rollback")),
+    *(Option(f"heal.fallback.{kind}", "enum", values[0], f"fallback of {kind}: {', '.join(values)}",
+             choices=values) for kind, values in HEAL_FALLBACKS.items()),
 ]
 
 _BY_KEY = {o.key: o for o in OPTIONS}

@@ -284,7 +284,8 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
     `pyward verify` recomputes them, the console prints the run-end line."""
     by_engine: dict[str, int] = {}
     by_severity: dict[str, int] = {}
-    denied = alerts = healed = 0
+    denied = alerts = 0
+    healed: set[str] = set()  # guards that were made or used in this run, each counted once
     for e in events:
         by_engine[e["engine"]] = by_engine.get(e["engine"], 0) + 1
         by_severity[e["severity"]] = by_severity.get(e["severity"], 0) + 1
@@ -292,14 +293,14 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
             denied += 1
         elif e["engine"] == "tamper" and e["severity"] == "alert":
             alerts += 1
-        elif e["engine"] == "heal" and e["kind"] == "healed":
-            healed += 1
+        elif e["engine"] == "heal" and e["kind"] in ("healed", "fired"):
+            healed.add(e["name"])
     return {
         "exit_status": exit_status,
         "events": len(events),
         "denied": denied,
         "tamper_alerts": alerts,
-        "healed": healed,
+        "healed": len(healed),
         "by_engine": dict(sorted(by_engine.items())),
         "by_severity": dict(sorted(by_severity.items())),
     }

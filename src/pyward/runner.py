@@ -77,7 +77,7 @@ ENGINES: tuple[str, ...] = (
     # tamper (issue #4)
     "pyward.tamper",
     # heal (issue #5)
-
+    "pyward.heal",
 )
 
 
@@ -112,6 +112,15 @@ class Engine:
     def on_crash(self, session: Session, exc: BaseException) -> bool:
         return False
 
+    def prepare_code(self, session: Session, code: Any, module: str) -> Any:
+        """The code of the script (module `__main__`) about to run, possibly
+        transformed (the heal engine applies stored patches); on every attempt."""
+        return code
+
+    def exit_status(self, session: Session, status: int) -> int:
+        """The exit status of a run the program completed with `status`."""
+        return status
+
 
 def _thread_local() -> Any:
     import _thread
@@ -141,7 +150,7 @@ def _python_abspath(path: str) -> str:
 class _Prepared:
     """A resolved target: how to execute it and what __main__ must look like."""
 
-    __slots__ = ("argv", "path0", "code", "file", "filename", "loader", "run_module", "alter_argv")
+    __slots__ = ("argv", "path0", "code", "file", "filename", "loader", "run_module", "alter_argv", "transform")
 
     def __init__(self) -> None:
         self.argv: list[str] = []
@@ -152,6 +161,7 @@ class _Prepared:
         self.loader = None
         self.run_module: str | None = None
         self.alter_argv = False
+        self.transform: Callable[[Any], Any] | None = None  # applied to the compiled script
 
 
 def prepare(target: Target) -> _Prepared:
@@ -407,7 +417,8 @@ class Session:
         report.write(self.report_path, report.build(self.run_metadata(), events))
 
     def summary_line(self, events: list[Any]) -> str:
-        counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity} for e in events],
+        counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity, "name": e.name}
+                            for e in events],
                            self.exit_status)
         status = f"exit={self.exit_status}"
         if self.exit_reason == "KeyboardInterrupt":
@@ -432,6 +443,12 @@ class Session:
         """Execute the program; return 0, or let its exit propagate."""
         if p.path0 is not None and not sys.flags.safe_path:
             sys.path[0] = p.path0
+        if any(type(e).prepare_code is not Engine.prepare_code for e in self.engines):
+            def transform(code: Any) -> Any:
+                for engine in self.engines:
+                    code = engine.prepare_code(self, code, "__main__")
+                return code
+            p.transform = transform
         while True:
             sys.argv[:] = p.argv
             _fresh_main(p)
@@ -454,7 +471,12 @@ class Session:
                     self.record_exit(1, f"uncaught {type(exc).__name__}")
                 _print_without_pyward_frames(exc)
                 raise
-            self.record_exit(0, "completed")
+            status = 0
+            for engine in self.engines:
+                status = engine.exit_status(self, status)
+            self.record_exit(status, "completed")
+            if status:
+                raise SystemExit(status)
             return 0
 
 
@@ -471,6 +493,8 @@ def _execute(p: _Prepared) -> None:
         code = compile(source, p.filename, "exec", dont_inherit=True)
         if p.filename == "<string>":
             _register_command_source(code, source)
+    if p.transform is not None:
+        code = p.transform(code)
     exec(code, sys.modules["__main__"].__dict__)
 
 

@@ -119,6 +119,10 @@ class SandboxEngine(Engine):
                 outputs.append(directory)
                 directory = os.path.dirname(directory)
             outputs.append(os.path.join(session.cwd, ".pyward", ".gitignore"))
+        if s.get("heal.enabled"):  # the heal engine's patch store
+            from ..heal import store_files, store_path
+
+            outputs += store_files(store_path(s, session.cwd))
         if self.mode == "prompt":
             outputs.append("/dev/tty")  # where the answers are offered for saving at the end
             self.save_target = prompt_target(s.source, session.cwd)

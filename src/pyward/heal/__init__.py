@@ -1,0 +1,100 @@
+"""The heal engine: keep a program alive through structural bugs, honestly.
+
+`pyward run --heal app.py`: a crash on None, a missing key, a bad index, a
+division by zero, a bad conversion, str + non-str, a missing file or a call
+of None is analysed (analyse.py), a guard is synthesised into the function's
+live bytecode and verified (synth.py, guards.py), and a recipe is stored
+(store.py) so the next run starts healed.  engine.py ties them together;
+commands.py holds `pyward patches / explain / rollback`.
+
+Imported at every `pyward run` start: keep this module light.
+"""
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    from ..config import Settings
+    from ..runner import Engine
+
+
+def store_path(settings: Settings, cwd: str) -> str:
+    """Where the patch store of this run lives (`heal.store`, else .pyward/heal.db)."""
+    import os
+
+    return settings.get("heal.store") or os.path.join(cwd, ".pyward", "heal.db")
+
+
+def store_files(path: str) -> list[str]:
+    """Every file SQLite may write for the store (pyward's own output, not the program's)."""
+    import os
+
+    return [path, f"{path}-wal", f"{path}-shm", f"{path}-journal", os.path.dirname(path),
+            os.path.join(os.path.dirname(path), ".gitignore")]
+
+
+def engine(settings: Settings) -> Engine | None:
+    if not settings.get("heal.enabled"):
+        return None
+    from .engine import HealEngine
+
+    return HealEngine(settings)
+
+
+class resilient:  # noqa: N801 - used as a decorator and a context manager, like contextlib's
+    """Mark code as safe to heal in flight (under `pyward run --heal`).
+
+    As a decorator: a crash inside the function is healed and the function is
+    called again with the same arguments (up to `retries` times), so the
+    caller never sees a healable exception.  Only use it on functions that
+    are safe to re-invoke.  As a context manager (`with pyward.resilient():`)
+    a healable crash inside the block is patched and the rest of the block is
+    skipped; the journal says so.  Outside `pyward run --heal` it does nothing.
+    """
+
+    def __init__(self, function: Callable[..., Any] | None = None, *, retries: int = 3) -> None:
+        self.function, self.retries = function, retries
+        if function is not None:
+            import functools
+
+            functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.function is None:  # @resilient(retries=2)
+            return resilient(args[0], retries=self.retries)
+        from .engine import active
+
+        attempt = 0
+        while True:
+            try:
+                return self.function(*args, **kwargs)
+            except Exception as exc:
+                heal = active()
+                attempt += 1
+                if heal is None or attempt > self.retries or heal.heal(exc, boundary="resilient") is None:
+                    raise
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return self
+        import functools
+
+        return functools.partial(self.__call__, instance)
+
+    def __enter__(self) -> resilient:
+        return self
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        from .engine import active
+
+        heal = active()
+        if heal is None:
+            return False
+        label = heal.heal(exc, boundary="resilient block")
+        if label is None:
+            return False
+        heal.skipped_block(exc, label)
+        return True

@@ -1,0 +1,539 @@
+"""The heal engine: patch structural crashes, persist recipes, re-run honestly.
+
+Catching costs nothing while nothing fails: no trace function, no
+monitoring events.  A crash is analysed where it escapes the program, at
+boundaries pyward controls: the runner (the script's top level),
+`threading.excepthook` and `pyward.resilient`.  The traceback keeps the
+failing frame and its instruction offset, which is all the analysis needs,
+on 3.11, 3.12 and 3.13 alike.
+
+A heal: analyse (analyse.py) -> build the guard from the function's
+original code and verify it (synth.py) -> swap `__code__` on every function
+that runs that code and in the constants of every enclosing function, so
+closures made later get it too -> save a recipe (store.py) -> re-run the
+script only when the journal shows no side effect before the crash.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ..runner import Engine
+from .analyse import Site, Unhealable, analyse, instructions
+from .guards import Guard, helper
+from .synth import RefusedPatch, code_hash, diff, replace_const, synthesise
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import CodeType, TracebackType
+    from typing import Any
+
+    from ..config import Settings
+    from ..runner import Session
+    from .store import Recipe, Store
+
+#: Exit status of a run that completed but healed something, under --fail-on-heal.
+EXIT_STATUS_HEALED = 79
+SIDE_EFFECT_PERMISSIONS = ("write", "net", "run")
+
+_active: HealEngine | None = None
+
+
+def active() -> HealEngine | None:
+    return _active
+
+
+class Patch:
+    """A function's original code, its guards (sites + recipes) and the code now in use."""
+
+    __slots__ = ("original", "sites", "guards", "recipes", "current", "inserted", "module", "file")
+
+    def __init__(self, original: CodeType, module: str, file: str) -> None:
+        self.original, self.module, self.file = original, module, file
+        self.sites: list[Site] = []
+        self.guards: list[Guard] = []
+        self.recipes: list[Recipe | None] = []
+        self.current = original
+        self.inserted: list[int] = []
+
+    def original_index(self, patched_index: int) -> int:
+        return patched_index - sum(1 for n in self.inserted if n < patched_index)
+
+
+class HealEngine(Engine):
+    name = "heal"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.retries = settings.get("heal.retries", 3)
+        self.dry_run = settings.get("heal.dry_run", False)
+        self.verbose = settings.get("verbose", 0)
+        self.session: Session | None = None
+        self.store: Store | None = None
+        self.patches: dict[int, Patch] = {}  # id(current code) -> patch
+        self.pending: dict[str, list[Recipe]] = {}  # module -> recipes not applied yet
+        self.attempt = 1
+        self.attempt_seq = 0
+        self.healed = 0
+        self.fired: set[int] = set()
+        self.program_dir = ""
+        self._excludes: tuple[str, ...] = ()
+        self._finder: Any = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self, session: Session) -> None:
+        global _active
+        from . import store_path
+        from .store import Store
+
+        self.session = session
+        self.program_dir = os.path.realpath(session.program_dir)
+        self._excludes = _library_dirs()
+        self.store = Store(store_path(self.settings, session.cwd))
+        _active = self
+        ttl = self.settings.get("heal.ttl", 7)
+        stale_checked: set[str] = set()
+        for recipe in self.store.for_python():
+            self.pending.setdefault(recipe.module, []).append(recipe)
+            if ttl and recipe.age_days() > ttl and recipe.qualname not in stale_checked:
+                stale_checked.add(recipe.qualname)
+                session.journal.emit("heal", "expired", recipe.qualname, severity="warning", where="",
+                                     message=f"patch on {recipe.label()} is {recipe.age_days():.0f} days old "
+                                             f"(--ttl {ttl}): the root cause at {_short(recipe.file)}:"
+                                             f"{recipe.lineno} is still unfixed")
+        for module in [m for m in self.pending if m in sys.modules and m != "__main__"]:
+            self._patch_loaded_module(sys.modules[module])
+        if any(m != "__main__" for m in self.pending):
+            self._install_finder()
+        import threading
+
+        previous = threading.excepthook
+
+        def excepthook(args: Any) -> None:
+            if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
+                self.heal(args.exc_value, boundary="thread")
+            previous(args)
+
+        threading.excepthook = excepthook
+        session.protect(threading, "excepthook", "the heal engine's thread boundary")
+
+    def prepare_code(self, session: Session, code: CodeType, module: str) -> CodeType:
+        """Apply stored recipes to a module's code before it runs (the script's, on every attempt)."""
+        return self._patch_tree(code, module, code.co_filename)
+
+    def stop(self, session: Session) -> None:
+        global _active
+        hits: dict[int, int] = {}
+        for patch in self.patches.values():
+            for guard, recipe in zip(patch.guards, patch.recipes):
+                if guard.hits and recipe is not None and recipe.id is not None:
+                    hits[recipe.id] = hits.get(recipe.id, 0) + guard.hits
+        if self.store is not None:
+            if hits and not self.dry_run:
+                try:
+                    self.store.add_hits(hits)
+                except Exception as exc:
+                    session.journal.emit("heal", "store.error", self.store.path, severity="warning", where="",
+                                         message=f"guard hits not saved: {exc}")
+            self.store.close()
+        _active = None
+
+    def exit_status(self, session: Session, status: int) -> int:
+        if status == 0 and self.settings.get("heal.fail_on_heal") and (self.healed or self.fired):
+            session.journal.emit("heal", "fail_on_heal", "exit", severity="error", where="",
+                                 message=f"the run needed healing; --fail-on-heal: exit status {EXIT_STATUS_HEALED}")
+            return EXIT_STATUS_HEALED
+        return status
+
+    def on_crash(self, session: Session, exc: BaseException) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        outcome = self.heal(exc, boundary="script")
+        if outcome is None:
+            return False
+        if self.dry_run:
+            return False
+        rerun, why = self._may_rerun(session)
+        if not rerun:
+            session.journal.emit("heal", "not_rerun", outcome, severity="warning", where="",
+                                 message=f"not re-running: {why}. The patch is saved: the next run uses it")
+            return False
+        self.attempt += 1
+        session.journal.emit("heal", "rerun", outcome, severity="notice", where="",
+                             message=f"re-running the program (attempt {self.attempt} of {self.retries + 1}); "
+                                     "its output so far came from the crashed attempt")
+        self.attempt_seq = len(session.journal.events)
+        return True
+
+    # -- healing ---------------------------------------------------------------
+
+    def heal(self, exc: BaseException, boundary: str) -> str | None:
+        """Patch the crash behind `exc`; the patched function's label, or None (unhealed, journaled)."""
+        session = self.session
+        assert session is not None
+        frame_tb = self._program_frame(exc.__traceback__)
+        what = f"{type(exc).__name__}: {exc}"
+        if frame_tb is None:
+            self._unhealed(exc, "it was raised outside the program's own code (a library or python itself)", None)
+            return None
+        frame = frame_tb.tb_frame
+        code = frame.f_code
+        patch = self.patches.get(id(code))
+        original = patch.original if patch is not None else code
+        offset = frame_tb.tb_lasti
+        if patch is not None:  # a second crash in a healed function: analyse the original code
+            index = patch.original_index(_index_at(code, offset))
+            offset = instructions(original)[index].offset
+        where = f"{_short(code.co_filename)}:{frame_tb.tb_lineno}"
+        try:
+            site = analyse(original, offset, exc, frame)
+        except Unhealable as reason:
+            self._unhealed(exc, str(reason), where, code.co_qualname)
+            return None
+        module = _module_name(frame.f_globals)
+        if patch is None:
+            patch = Patch(original, module, code.co_filename)
+        label = f"{code.co_qualname} ({site.kind} on {site.operand})"
+        fallback = self._fallback(site.kind)
+        guard = Guard(site.kind, site.operand, fallback, self._fired, label)
+        try:
+            new_code, inserted = synthesise(original, [*patch.sites, site], self._helper_maker(patch, site, guard))
+        except RefusedPatch as refusal:
+            session.journal.emit("heal", "refused", code.co_qualname, severity="error", where=where,
+                                 function=code.co_qualname,
+                                 message=f"unhealed {what} in {code.co_qualname}: the guard was refused by the "
+                                         f"verification gate ({refusal})")
+            return None
+        if self.verbose or self.dry_run:
+            lines = diff(original, new_code, inserted)
+            session.journal.emit("heal", "diff", code.co_qualname, severity="info" if not self.dry_run else "notice",
+                                 where=where, function=code.co_qualname,
+                                 message="guarded bytecode ('+' inserted):\n" + "\n".join(lines))
+        if self.dry_run:
+            session.journal.emit("heal", "dry_run", label, severity="notice", where=where, function=code.co_qualname,
+                                 message=f"dry run: {what} in {label} can be healed (guard built and verified; "
+                                         "nothing patched or saved)")
+            return label
+        recipe = self._recipe(patch, site, fallback, exc)
+        patch.sites.append(site)
+        patch.guards.append(guard)
+        patch.recipes.append(recipe)
+        self._swap(patch, new_code, inserted)
+        self.healed += 1
+        value = "None" if fallback == "none" else fallback
+        session.journal.emit("heal", "healed", label, severity="warning", where=where, function=code.co_qualname,
+                             message=f"healed {what} in {label}: the guard returns {value} when {site.operand} "
+                                     f"would fail{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}",
+                             details={"kind": site.kind, "operand": site.operand, "fallback": fallback,
+                                      "function": code.co_qualname, "module": module, "exception": what,
+                                      "recipe": recipe.id if recipe is not None else None})
+        return label
+
+    def _helper_maker(self, patch: Patch, new_site: Site, new_guard: Guard) -> Any:
+        guards = dict(zip(map(id, patch.sites), patch.guards))
+        guards[id(new_site)] = new_guard
+
+        def make(site: Site, link: Site) -> Any:
+            return helper(link.kind, guards[id(site)], link.detail, link.method)
+        return make
+
+    def _swap(self, patch: Patch, new_code: CodeType, inserted: list[int]) -> None:
+        """Every function running `patch.current` (and every enclosing code) gets `new_code`."""
+        old = patch.current
+        with self.session.acting("heal"):  # type: ignore[union-attr]
+            _install(old, new_code)
+        self.patches.pop(id(old), None)
+        patch.current, patch.inserted = new_code, inserted
+        self.patches[id(new_code)] = patch
+
+    def _recipe(self, patch: Patch, site: Site, fallback: str, exc: BaseException) -> Recipe | None:
+        import json
+
+        from .. import __version__
+        from .store import PYTHON, Recipe
+
+        code = patch.original
+        recipe = Recipe(module=patch.module, qualname=code.co_qualname, file=code.co_filename,
+                        firstlineno=code.co_firstlineno, code_hash=code_hash(code), python=PYTHON, pyward=__version__,
+                        kind=site.kind, operand=site.operand, fallback=fallback, lineno=site.lineno,
+                        site=json.dumps(site.to_json(), sort_keys=True), exception=f"{type(exc).__name__}: {exc}",
+                        created=time.time())
+        try:
+            self.store.save(recipe)  # type: ignore[union-attr]
+        except Exception as error:
+            self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
+                                      message=f"the patch works in this run but was not saved: {error}")
+            return None
+        _said_applied.add(recipe.id)  # healed in this run: the re-run says nothing more about it
+        self.pending.setdefault(patch.module, []).append(recipe)
+        if patch.module != "__main__" and self._finder is None:
+            self._install_finder()
+        return recipe
+
+    def _fallback(self, kind: str) -> str:
+        return self.settings.get(f"heal.fallback.{kind}") or "none"
+
+    def _fired(self, guard: Guard) -> None:
+        if id(guard) in self.fired or self.session is None:
+            return
+        self.fired.add(id(guard))
+        caller = sys._getframe(3)  # fire <- helper <- guarded code
+        where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
+        value = "None" if guard.fallback == "none" else guard.fallback
+        self.session.journal.emit("heal", "fired", guard.label, severity="notice", where=where,
+                                  function=caller.f_code.co_qualname,
+                                  message=f"guard fired: {guard.label} -> {value}")
+
+    def _unhealed(self, exc: BaseException, reason: str, where: str | None, function: str = "") -> None:
+        self.session.journal.emit("heal", "unhealed", type(exc).__name__, severity="error",  # type: ignore
+                                  where=where or "", function=function,
+                                  message=f"unhealed {type(exc).__name__}: {exc}: {reason}")
+
+    def _may_rerun(self, session: Session) -> tuple[bool, str]:
+        if self.attempt > self.retries:
+            return False, f"--retries {self.retries} used up"
+        if self.settings.get("heal.rerun_side_effects"):
+            effects = self._side_effects(session)
+            if effects:
+                session.journal.emit("heal", "rerun.side_effects", "rerun", severity="warning", where="",
+                                     message="--rerun-side-effects: these will happen again: " + "; ".join(effects))
+            return True, ""
+        if not any(e.name == "sandbox" for e in session.engines):
+            return False, "the sandbox is off (--mode off), so pyward cannot tell whether the crashed attempt had " \
+                          "side effects (--rerun-side-effects re-runs anyway)"
+        effects = self._side_effects(session)
+        if effects:
+            more = f" and {len(effects) - 3} more" if len(effects) > 3 else ""
+            return False, "the crashed attempt had side effects: " + "; ".join(effects[:3]) + more + \
+                " (--rerun-side-effects re-runs anyway)"
+        return True, ""
+
+    def _side_effects(self, session: Session) -> list[str]:
+        out = []
+        for event in session.journal.events[self.attempt_seq:]:
+            if event.engine == "sandbox" and event.kind in ("observed", "allowed", "would_deny") and \
+                    (event.details or {}).get("permission") in SIDE_EFFECT_PERMISSIONS:
+                out.append(f"{event.message} at {event.where}")
+        return out
+
+    def skipped_block(self, exc: BaseException, label: str) -> None:
+        self.session.journal.emit("heal", "block_skipped", label, severity="warning",  # type: ignore[union-attr]
+                                  message=f"the rest of the `with pyward.resilient()` block was skipped after "
+                                          f"{type(exc).__name__}: {exc}; later runs of it use the patch")
+
+    # -- where a crash comes from ----------------------------------------------
+
+    def _program_frame(self, tb: TracebackType | None) -> TracebackType | None:
+        """The innermost traceback entry, if it is the program's own code."""
+        last = None
+        while tb is not None:
+            last = tb
+            tb = tb.tb_next
+        if last is None or not self.is_program_file(last.tb_frame.f_code.co_filename):
+            return None
+        return last
+
+    def is_program_file(self, filename: str) -> bool:
+        if filename.startswith("<") and filename != "<string>" and filename != "<stdin>":
+            return False
+        real = os.path.realpath(filename) if not filename.startswith("<") else filename
+        return not any(real.startswith(d) for d in self._excludes)
+
+    # -- recipes at import -----------------------------------------------------
+
+    def _patch_tree(self, code: CodeType, module: str, filename: str) -> CodeType:
+        recipes = [r for r in self.pending.get(module, ()) if _same_file(r.file, filename) or module != "__main__"]
+        if not recipes:
+            return code
+        by_name: dict[str, list[Recipe]] = {}
+        for r in recipes:
+            by_name.setdefault(r.qualname, []).append(r)
+        return self._patch_code(code, by_name, module)
+
+    def _patch_code(self, code: CodeType, by_name: dict[str, list[Recipe]], module: str) -> CodeType:
+        new = code
+        recipes = by_name.get(code.co_qualname)
+        if recipes:
+            new = self._apply(code, recipes, module)
+        consts = list(new.co_consts)
+        changed = False
+        for i, const in enumerate(consts):
+            if hasattr(const, "co_code"):
+                inner = self._patch_code(const, by_name, module)
+                if inner is not const:
+                    consts[i], changed = inner, True
+        if changed:
+            patch = self.patches.pop(id(new), None)
+            new = new.replace(co_consts=tuple(consts))
+            if patch is not None:
+                patch.current = new
+                self.patches[id(new)] = patch
+        return new
+
+    def _apply(self, code: CodeType, recipes: list[Recipe], module: str) -> CodeType:
+        """Re-synthesise and re-verify stored recipes on `code` (its original)."""
+        session = self.session
+        assert session is not None
+        digest = code_hash(code)
+        fresh = [r for r in recipes if r.code_hash == digest]
+        for r in recipes:
+            if r.code_hash != digest and r.id not in _said_stale:
+                _said_stale.add(r.id)
+                session.journal.emit("heal", "stale", r.qualname, severity="notice", where="",
+                                     message=f"stale patch not applied: {r.label()}: {r.qualname} changed since the "
+                                             f"patch was made (fixed?); `pyward rollback {r.qualname}` removes it")
+        if not fresh:
+            return code
+        patch = Patch(code, module, code.co_filename)
+        sites, guards = [], []
+        for r in fresh:
+            site = Site.from_json(r.site_data())
+            sites.append(site)
+            guards.append(Guard(r.kind, r.operand, r.fallback, self._fired, r.label()))
+        lookup = dict(zip(map(id, sites), guards))
+        try:
+            new, inserted = synthesise(code, sites, lambda s, link: helper(link.kind, lookup[id(s)], link.detail,
+                                                                             link.method))
+        except RefusedPatch as refusal:
+            session.journal.emit("heal", "refused", code.co_qualname, severity="warning", where="",
+                                 message=f"stored patch for {code.co_qualname} not applied: {refusal}")
+            return code
+        patch.sites, patch.guards, patch.recipes = sites, guards, list(fresh)
+        patch.current, patch.inserted = new, inserted
+        self.patches[id(new)] = patch
+        for r in fresh:
+            if r.id not in _said_applied:
+                _said_applied.add(r.id)
+                session.journal.emit("heal", "already_healed", r.qualname, severity="notice", where="",
+                                     message=f"already healed: {r.label()}",
+                                     details={"recipe": r.id, "kind": r.kind, "operand": r.operand})
+        return new
+
+    def _patch_loaded_module(self, module: Any) -> None:
+        """A module imported before the engine started (rare): patch its functions in place."""
+        name = getattr(module, "__name__", "")
+        by_name: dict[str, list[Recipe]] = {}
+        for r in self.pending.get(name, ()):
+            by_name.setdefault(r.qualname, []).append(r)
+        import gc
+        import types
+
+        for f in [o for o in gc.get_objects() if type(o) is types.FunctionType and o.__module__ == name]:
+            new = self._patch_code(f.__code__, by_name, name)
+            if new is not f.__code__:
+                with self.session.acting("heal"):  # type: ignore[union-attr]
+                    f.__code__ = new
+
+    def _install_finder(self) -> None:
+        if self._finder is not None:
+            return
+        self._finder = _RecipeFinder(self)
+        with self.session.acting("heal"):  # type: ignore[union-attr]
+            sys.meta_path.insert(0, self._finder)
+
+
+_said_stale: set[int] = set()
+_said_applied: set[int] = set()
+
+
+class _RecipeFinder:
+    """Finds nothing itself: for modules with recipes, wraps the real loader
+    so that the module's code is patched before it runs."""
+
+    def __init__(self, engine: HealEngine) -> None:
+        self.engine = engine
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in self.engine.pending:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "get_code"):
+                    spec.loader = _PatchingLoader(spec.loader, self.engine)
+                return spec
+        return None
+
+
+class _PatchingLoader:
+    def __init__(self, loader: Any, engine: HealEngine) -> None:
+        self.loader, self.engine = loader, engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def get_code(self, fullname: str) -> Any:
+        code = self.loader.get_code(fullname)
+        if code is None:
+            return None
+        return self.engine._patch_tree(code, fullname, code.co_filename)
+
+    def exec_module(self, module: Any) -> None:
+        code = self.get_code(module.__name__)
+        if code is None:
+            raise ImportError(f"cannot load {module.__name__}", name=module.__name__)
+        exec(code, module.__dict__)
+
+
+def _install(old: CodeType, new: CodeType) -> None:
+    """Swap `old` for `new` in every function running it and in the code of
+    every function that encloses it (closures, lambdas, comprehensions made later)."""
+    import gc
+    import types
+
+    functions = [o for o in gc.get_objects() if type(o) is types.FunctionType
+                 and o.__code__.co_filename == old.co_filename]
+    for f in functions:
+        if f.__code__ is old:
+            f.__code__ = new
+            continue
+        outer = replace_const(f.__code__, old, new)
+        if outer is not None:
+            f.__code__ = outer
+
+
+def _index_at(code: CodeType, offset: int) -> int:
+    from .analyse import index_of_offset
+
+    return index_of_offset(instructions(code), offset)
+
+
+def _module_name(space: dict[str, Any]) -> str:
+    """The name a module's recipes are filed under: its import name (also
+    for `-m`, whose __name__ is __main__), or __main__ for a script."""
+    spec = space.get("__spec__")
+    return getattr(spec, "name", None) or space.get("__name__") or "__main__"
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """Directories whose code is never patched: the standard library, site-packages, pyward."""
+    import sysconfig
+
+    dirs = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            dirs.add(os.path.realpath(path) + os.sep)
+    import site
+
+    for path in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:
+        dirs.add(os.path.realpath(path) + os.sep)
+    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep)
+    return tuple(sorted(dirs))
+
+
+def _same_file(a: str, b: str) -> bool:
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
+
+
+def _short(path: str) -> str:
+    from ..config import display_path
+
+    return display_path(path) if not path.startswith("<") else path

@@ -1,0 +1,232 @@
+"""The runtime half of a guard: a helper the patched bytecode calls.
+
+A guard is a few instructions inserted before the failing instruction (see
+synth.py): they call `helper(slots...)` and put its result in place of one
+stack slot (the object, container, left operand or callable).  The helper
+returns that slot unchanged unless the original instruction would raise the
+healed exception; only then does it return a stand-in that makes the
+instruction yield the fallback.  So valid inputs take exactly the original
+path, and a guard never hides any other error.  Helpers never raise.
+"""
+from __future__ import annotations
+
+import builtins
+import io
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+#: Fallback strategies per guard kind; the first is the default.  The
+#: default is always "none": pyward never invents a value that changes
+#: meaning (x / 0 is not x, a missing key is not 0) unless configured.
+FALLBACKS: dict[str, tuple[str, ...]] = {
+    "null_guard": ("none",),
+    "key_guard": ("none", "empty", "zero"),
+    "subscript_guard": ("none", "empty", "zero"),
+    "chain_subscript_guard": ("none", "empty", "zero"),
+    "index_guard": ("none", "empty", "zero"),
+    "type_coercion_guard": ("none", "zero"),
+    "division_guard": ("none", "zero"),
+    "str_coerce_guard": ("none", "str"),
+    "file_guard": ("none", "empty"),
+    "callable_guard": ("none",),
+}
+
+#: What each kind guards against and what its fallbacks mean (README table).
+DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "null_guard": ("attribute of None (`x.attr`, `x.method()`)", "the attribute (or the method call) gives the fallback"),
+    "key_guard": ("missing key in a dict (`d[k]`)", "the subscript gives the fallback"),
+    "subscript_guard": ("subscript of None (`x[k]` with x None)", "the subscript gives the fallback"),
+    "chain_subscript_guard": ("nested subscripts through None or missing keys (`d['a']['b']`)",
+                              "the whole chain gives the fallback"),
+    "index_guard": ("index out of range (`xs[i]`)", "the subscript gives the fallback"),
+    "type_coercion_guard": ("`int(x)` / `float(x)` of bad input", "the conversion gives the fallback"),
+    "division_guard": ("division or modulo by zero (`/`, `//`, `%`)", "the division gives the fallback (never x)"),
+    "str_coerce_guard": ("str + non-str (`'n=' + 5`)", "the concatenation gives the fallback"),
+    "file_guard": ("`open()` of a missing file", "open() gives the fallback"),
+    "callable_guard": ("calling None (`cb()` with cb None)", "the call gives the fallback"),
+}
+
+
+def fallback_value(strategy: str, like: Any = None) -> Any:
+    if strategy == "zero":
+        return 0.0 if like is builtins.float else 0
+    if strategy == "empty":
+        return ""
+    return None
+
+
+class Guard:
+    """One inserted guard: its kind, fallback and a `fired(guard)` callback
+    (the engine's: count, journal).  `hits` counts fallbacks in this process."""
+
+    __slots__ = ("kind", "operand", "fallback", "fired", "hits", "label")
+
+    def __init__(self, kind: str, operand: str, fallback: str, fired: Callable[[Guard], None] | None,
+                 label: str = "") -> None:
+        self.kind, self.operand, self.fallback, self.fired = kind, operand, fallback, fired
+        self.hits = 0
+        self.label = label
+
+    def fire(self) -> None:
+        self.hits += 1
+        if self.fired is not None:
+            try:
+                self.fired(self)
+            except Exception:
+                pass
+
+
+class _StandIn:
+    """Makes the guarded instruction produce `value` (and is consumed by it)."""
+
+    __slots__ = ("value", "method", "left")
+
+    def __init__(self, value: Any, method: bool = False, left: Any = None) -> None:
+        self.value, self.method, self.left = value, method, left
+
+    def __getattr__(self, name: str) -> Any:
+        if self.method:
+            value = self.value
+            return lambda *args, **kwargs: value
+        return self.value
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.value
+
+    def __truediv__(self, other: Any) -> Any:
+        return self.value
+
+    __floordiv__ = __mod__ = __truediv__
+
+    def __add__(self, other: Any) -> Any:
+        if self.left is not None:  # str_coerce_guard with the "str" fallback
+            return self.left + str(other)
+        return self.value
+
+
+_SEQUENCES = (list, tuple, str, bytes, bytearray, range)
+_NUMBERS = (int, float, bool)
+_NOT_STR = (int, float, bool, complex, type(None), list, tuple, dict, set, frozenset, bytes, bytearray)
+
+
+_ABSENT = object()
+
+
+def _static_attribute(obj: Any, name: str) -> Any:
+    space = getattr(obj, "__dict__", None)
+    if type(space) is dict and name in space:
+        return space[name]
+    for klass in type(obj).__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return _ABSENT
+
+
+def helper(kind: str, guard: Guard, detail: str = "", method: bool = False) -> Callable[..., Any]:
+    """The function the guard's instructions call for one site."""
+    value = fallback_value(guard.fallback)
+
+    if kind == "null_guard":
+        def null_guard(obj: Any) -> Any:
+            if obj is None:
+                guard.fire()
+                return _StandIn(value, method)
+            return obj
+        return null_guard
+
+    if kind == "callable_guard" and method:  # obj.name(...) where obj.name is None
+        def callable_owner_guard(obj: Any) -> Any:
+            try:  # a static lookup: no property or __getattr__ runs twice
+                found = _static_attribute(obj, detail)
+            except Exception:
+                return obj
+            if found is None:
+                guard.fire()
+                return _StandIn(value, True)
+            return obj
+        return callable_owner_guard
+
+    if kind == "callable_guard":
+        def callable_guard(function: Any) -> Any:
+            if function is None:
+                guard.fire()
+                return lambda *args, **kwargs: value
+            return function
+        return callable_guard
+
+    if kind in ("key_guard", "subscript_guard", "index_guard", "chain_subscript_guard"):
+        catch_keys = kind in ("key_guard", "chain_subscript_guard")
+        catch_index = kind in ("index_guard", "chain_subscript_guard")
+        catch_none = kind in ("subscript_guard", "chain_subscript_guard")
+
+        def subscript_guard(container: Any, key: Any) -> Any:
+            try:
+                kind_of = type(container)
+                if container is None:
+                    missing = catch_none
+                elif kind_of is dict:
+                    missing = catch_keys and key not in container
+                elif kind_of in _SEQUENCES and type(key) is int:
+                    missing = catch_index and not -len(container) <= key < len(container)
+                else:
+                    missing = False
+            except Exception:
+                return container
+            if missing:
+                guard.fire()
+                return _StandIn(value)
+            return container
+        subscript_guard.__name__ = kind
+        return subscript_guard
+
+    if kind == "division_guard":
+        def division_guard(left: Any, right: Any) -> Any:
+            if type(right) in _NUMBERS and type(left) in _NUMBERS and right == 0:
+                guard.fire()
+                return _StandIn(value)
+            return left
+        return division_guard
+
+    if kind == "str_coerce_guard":
+        coerce = guard.fallback == "str"
+
+        def str_coerce_guard(left: Any, right: Any) -> Any:
+            if type(left) is str and type(right) in _NOT_STR:
+                guard.fire()
+                return _StandIn(value, left=left if coerce else None)
+            return left
+        return str_coerce_guard
+
+    if kind == "type_coercion_guard":
+        originals = {builtins.int, builtins.float}
+        wrappers = {}
+        for convert in originals:
+            def guarded(*args: Any, _convert: Any = convert, **kwargs: Any) -> Any:
+                try:
+                    return _convert(*args, **kwargs)
+                except (ValueError, TypeError):
+                    guard.fire()
+                    return fallback_value(guard.fallback, _convert)
+            wrappers[convert] = guarded
+
+        def type_coercion_guard(function: Any) -> Any:
+            return wrappers.get(function, function) if function in originals else function
+        return type_coercion_guard
+
+    if kind == "file_guard":
+        def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return io.open(file, mode, *args, **kwargs)
+            except FileNotFoundError:
+                guard.fire()
+                if guard.fallback == "empty" and "r" in mode and "+" not in mode:
+                    return io.BytesIO() if "b" in mode else io.StringIO()
+                return None
+
+        def file_guard(function: Any) -> Any:
+            return guarded_open if function is builtins.open or function is io.open else function
+        return file_guard
+
+    raise ValueError(kind)

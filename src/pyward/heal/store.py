@@ -1,0 +1,132 @@
+"""The patch store: recipes in an SQLite file, never code.
+
+A recipe names a function (module, qualname, file), the hash of its
+original code, the Python minor version and pyward version it was made
+with, the guard kind, the site (instruction index, operand) and the
+fallback.  On load the guard is synthesised again and verified again; a
+recipe whose code hash no longer matches (the source was fixed) is stale
+and is not applied.
+
+SQLite in WAL mode with a busy timeout: several processes (workers of one
+service, parallel test runs) read and write the same store safely.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterator
+
+PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS recipes (
+    id          INTEGER PRIMARY KEY,
+    module      TEXT NOT NULL,
+    qualname    TEXT NOT NULL,
+    file        TEXT NOT NULL,
+    firstlineno INTEGER NOT NULL,
+    code_hash   TEXT NOT NULL,
+    python      TEXT NOT NULL,
+    pyward      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    operand     TEXT NOT NULL,
+    fallback    TEXT NOT NULL,
+    lineno      INTEGER,
+    site        TEXT NOT NULL,
+    exception   TEXT NOT NULL,
+    created     REAL NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0,
+    last_hit    REAL,
+    UNIQUE (code_hash, python, qualname, site)
+);
+"""
+
+
+class Recipe:
+    __slots__ = ("id", "module", "qualname", "file", "firstlineno", "code_hash", "python", "pyward", "kind",
+                 "operand", "fallback", "lineno", "site", "exception", "created", "hits", "last_hit")
+
+    def __init__(self, **fields: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+    @property
+    def name(self) -> str:
+        return self.qualname
+
+    def label(self) -> str:
+        return f"{self.qualname} ({self.kind} on {self.operand})"
+
+    def site_data(self) -> dict[str, Any]:
+        return json.loads(self.site)
+
+    def age_days(self, now: float | None = None) -> float:
+        return ((now or time.time()) - self.created) / 86400
+
+
+class Store:
+    """One SQLite patch store; opened lazily, only under --heal or by commands."""
+
+    def __init__(self, path: str, create: bool = True) -> None:
+        self.path = path
+        if create:
+            directory = os.path.dirname(path)
+            if not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+                if os.path.basename(directory) == ".pyward":
+                    with open(os.path.join(directory, ".gitignore"), "w") as f:
+                        f.write("# created by pyward\n*\n")
+        elif not os.path.exists(path):
+            raise FileNotFoundError(path)
+        self.db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout = 10000")
+        if create:
+            try:
+                self.db.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:  # e.g. a file system without shared memory
+                pass
+            self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[Recipe]:
+        cursor = self.db.execute(sql, args)
+        names = [d[0] for d in cursor.description]
+        for row in cursor.fetchall():
+            yield Recipe(**dict(zip(names, row)))
+
+    def all(self) -> list[Recipe]:
+        return list(self._rows("SELECT * FROM recipes ORDER BY id"))
+
+    def for_python(self, python: str = PYTHON) -> list[Recipe]:
+        return list(self._rows("SELECT * FROM recipes WHERE python = ? ORDER BY id", (python,)))
+
+    def since(self, last_id: int, python: str = PYTHON) -> list[Recipe]:
+        return list(self._rows("SELECT * FROM recipes WHERE python = ? AND id > ? ORDER BY id", (python, last_id)))
+
+    def save(self, recipe: Recipe) -> int:
+        fields = [n for n in Recipe.__slots__ if n not in ("id", "hits", "last_hit")]
+        values = tuple(getattr(recipe, n) for n in fields)
+        self.db.execute(f"INSERT OR IGNORE INTO recipes ({', '.join(fields)}) "
+                        f"VALUES ({', '.join('?' for _ in fields)})", values)
+        row = self.db.execute("SELECT id FROM recipes WHERE code_hash = ? AND python = ? AND qualname = ? AND "
+                              "site = ?", (recipe.code_hash, recipe.python, recipe.qualname, recipe.site)).fetchone()
+        recipe.id = row[0]
+        return recipe.id
+
+    def add_hits(self, hits: dict[int, int]) -> None:
+        now = time.time()
+        with self.db:
+            for rid, count in hits.items():
+                self.db.execute("UPDATE recipes SET hits = hits + ?, last_hit = ? WHERE id = ?", (count, now, rid))
+
+    def delete(self, ids: list[int]) -> None:
+        with self.db:
+            self.db.executemany("DELETE FROM recipes WHERE id = ?", [(i,) for i in ids])
