@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .policy import Policy
     from .sandbox.errors import AccessDenied, ImportDenied
 
-__all__ = ["AccessDenied", "ImportDenied", "Policy", "TamperError", "__version__"]
+__all__ = ["AccessDenied", "ImportDenied", "Policy", "TamperError", "__version__", "resilient"]
 
 
 def __getattr__(name):  # lazy public API (PEP 562)
@@ -24,6 +24,10 @@ def __getattr__(name):  # lazy public API (PEP 562)
         from .tamper import TamperError
 
         return TamperError
+    if name == "resilient":
+        from .heal import resilient
+
+        return resilient
     if name == "Policy":
         from .policy import Policy
 

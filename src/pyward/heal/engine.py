@@ -20,10 +20,10 @@ import sys
 import time
 
 from ..runner import Engine
-from .analyse import Site, Unhealable, analyse, instructions
-from .guards import Guard, helper
-from .synth import RefusedPatch, code_hash, diff, replace_const, synthesise
 
+# analyse, guards and synth (dis, hashlib, bytecode) and the store (sqlite3)
+# are imported when a crash is analysed or a stored patch applies, never
+# on a run where nothing happens.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import CodeType, TracebackType
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..runner import Session
+    from .analyse import Site
+    from .guards import Guard
     from .store import Recipe, Store
 
 #: Exit status of a run that completed but healed something, under --fail-on-heal.
@@ -79,6 +81,7 @@ class HealEngine(Engine):
         self.fired: set[int] = set()
         self.program_dir = ""
         self._excludes: tuple[str, ...] = ()
+        self.store_path = ""
         self._finder: Any = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -86,16 +89,14 @@ class HealEngine(Engine):
     def start(self, session: Session) -> None:
         global _active
         from . import store_path
-        from .store import Store
 
         self.session = session
         self.program_dir = os.path.realpath(session.program_dir)
-        self._excludes = _library_dirs()
-        self.store = Store(store_path(self.settings, session.cwd))
+        self.store_path = store_path(self.settings, session.cwd)
         _active = self
         ttl = self.settings.get("heal.ttl", 7)
         stale_checked: set[str] = set()
-        for recipe in self.store.for_python():
+        for recipe in self._stored():
             self.pending.setdefault(recipe.module, []).append(recipe)
             if ttl and recipe.age_days() > ttl and recipe.qualname not in stale_checked:
                 stale_checked.add(recipe.qualname)
@@ -118,6 +119,19 @@ class HealEngine(Engine):
 
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
+
+    def _stored(self) -> list[Recipe]:
+        """This Python's recipes, when a store exists (no store: no sqlite3 import)."""
+        if not os.path.exists(self.store_path):
+            return []
+        return self._open_store().for_python()
+
+    def _open_store(self) -> Store:
+        if self.store is None:
+            from .store import Store
+
+            self.store = Store(self.store_path)
+        return self.store
 
     def prepare_code(self, session: Session, code: CodeType, module: str) -> CodeType:
         """Apply stored recipes to a module's code before it runs (the script's, on every attempt)."""
@@ -148,7 +162,7 @@ class HealEngine(Engine):
         return status
 
     def on_crash(self, session: Session, exc: BaseException) -> bool:
-        if not isinstance(exc, Exception):
+        if not isinstance(exc, Exception) or isinstance(exc, SyntaxError):  # python reports those as they are
             return False
         outcome = self.heal(exc, boundary="script")
         if outcome is None:
@@ -171,6 +185,10 @@ class HealEngine(Engine):
 
     def heal(self, exc: BaseException, boundary: str) -> str | None:
         """Patch the crash behind `exc`; the patched function's label, or None (unhealed, journaled)."""
+        from .analyse import Unhealable, analyse, instructions
+        from .guards import Guard
+        from .synth import RefusedPatch, diff, synthesise
+
         session = self.session
         assert session is not None
         frame_tb = self._program_frame(exc.__traceback__)
@@ -232,6 +250,8 @@ class HealEngine(Engine):
         return label
 
     def _helper_maker(self, patch: Patch, new_site: Site, new_guard: Guard) -> Any:
+        from .guards import helper
+
         guards = dict(zip(map(id, patch.sites), patch.guards))
         guards[id(new_site)] = new_guard
 
@@ -253,6 +273,7 @@ class HealEngine(Engine):
 
         from .. import __version__
         from .store import PYTHON, Recipe
+        from .synth import code_hash
 
         code = patch.original
         recipe = Recipe(module=patch.module, qualname=code.co_qualname, file=code.co_filename,
@@ -261,7 +282,7 @@ class HealEngine(Engine):
                         site=json.dumps(site.to_json(), sort_keys=True), exception=f"{type(exc).__name__}: {exc}",
                         created=time.time())
         try:
-            self.store.save(recipe)  # type: ignore[union-attr]
+            self._open_store().save(recipe)
         except Exception as error:
             self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
                                       message=f"the patch works in this run but was not saved: {error}")
@@ -314,7 +335,9 @@ class HealEngine(Engine):
         out = []
         for event in session.journal.events[self.attempt_seq:]:
             if event.engine == "sandbox" and event.kind in ("observed", "allowed", "would_deny") and \
-                    (event.details or {}).get("permission") in SIDE_EFFECT_PERMISSIONS:
+                    (event.details or {}).get("permission") in SIDE_EFFECT_PERMISSIONS and \
+                    not (event.where or "").startswith("<frozen importlib") and "__pycache__" not in event.name:
+                # python's own bytecode cache is not the program's side effect
                 out.append(f"{event.message} at {event.where}")
         return out
 
@@ -327,6 +350,8 @@ class HealEngine(Engine):
 
     def _program_frame(self, tb: TracebackType | None) -> TracebackType | None:
         """The innermost traceback entry, if it is the program's own code."""
+        if not self._excludes:
+            self._excludes = _library_dirs()
         last = None
         while tb is not None:
             last = tb
@@ -374,6 +399,10 @@ class HealEngine(Engine):
 
     def _apply(self, code: CodeType, recipes: list[Recipe], module: str) -> CodeType:
         """Re-synthesise and re-verify stored recipes on `code` (its original)."""
+        from .analyse import Site
+        from .guards import Guard, helper
+        from .synth import RefusedPatch, code_hash, synthesise
+
         session = self.session
         assert session is not None
         digest = code_hash(code)
@@ -488,6 +517,8 @@ def _install(old: CodeType, new: CodeType) -> None:
     import gc
     import types
 
+    from .synth import replace_const
+
     functions = [o for o in gc.get_objects() if type(o) is types.FunctionType
                  and o.__code__.co_filename == old.co_filename]
     for f in functions:
@@ -500,7 +531,7 @@ def _install(old: CodeType, new: CodeType) -> None:
 
 
 def _index_at(code: CodeType, offset: int) -> int:
-    from .analyse import index_of_offset
+    from .analyse import index_of_offset, instructions
 
     return index_of_offset(instructions(code), offset)
 

@@ -12,7 +12,6 @@ service, parallel test runs) read and write the same store safely.
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
@@ -64,6 +63,8 @@ class Recipe:
         return f"{self.qualname} ({self.kind} on {self.operand})"
 
     def site_data(self) -> dict[str, Any]:
+        import json
+
         return json.loads(self.site)
 
     def age_days(self, now: float | None = None) -> float:

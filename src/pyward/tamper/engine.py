@@ -366,7 +366,8 @@ class TamperEngine(Engine):
         for name, before, now in (("sys.meta_path", self.meta_path, sys.meta_path),
                                   ("sys.path_hooks", self.path_hooks, sys.path_hooks)):
             if [id(x) for x in before] != [id(x) for x in now]:
-                added = [describe(x) for x in now if all(x is not y for y in before)]
+                added = [describe(x) for x in now if all(x is not y for y in before)
+                         and not type(x).__module__.startswith("pyward.")]  # heal's recipe finder
                 removed = [describe(x) for x in before if all(x is not y for y in now)]
                 before[:] = list(now)
                 if added or removed:

@@ -1,0 +1,320 @@
+"""Heal scenarios: side effects, stale recipes, honesty of exit statuses, commands, boundaries."""
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from helpers import clean_env, pyward, pyward_lines
+
+BUGGY = """
+users = {"ada": {"bio": "mathematician"}, "bob": None}
+
+def get_bio(name):
+    profile = users.get(name)
+    return profile["bio"]
+
+for name in ["ada", "bob"]:
+    print(name, get_bio(name))
+"""
+
+
+def write(tmp_path, source, name="app.py"):
+    (tmp_path / name).write_text(textwrap.dedent(source))
+
+
+def recipes(tmp_path):
+    """The stored recipes; none when no store was created (nothing was ever healed)."""
+    if not (tmp_path / ".pyward" / "heal.db").exists():
+        return []
+    db = sqlite3.connect(tmp_path / ".pyward" / "heal.db")
+    try:
+        return db.execute("SELECT qualname, kind, operand, fallback FROM recipes ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_side_effect_before_the_crash_is_not_repeated(tmp_path):
+    write(tmp_path, """
+        with open("out.txt", "a") as f:
+            f.write("line\\n")
+        d = {}
+        print(d["missing"])
+    """)
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 1
+    assert (tmp_path / "out.txt").read_text() == "line\n"  # written once
+    lines = pyward_lines(run.stderr)
+    assert any("not re-running: the crashed attempt had side effects: write to" in line and "out.txt" in line
+               for line in lines), lines
+    assert "KeyError: 'missing'" in run.stderr  # python's own traceback, status 1
+    assert recipes(tmp_path) == [("<module>", "key_guard", "d", "none")]
+    second = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout == "None\n"
+    assert (tmp_path / "out.txt").read_text() == "line\nline\n"
+
+
+def test_rerun_side_effects_says_what_repeats(tmp_path):
+    write(tmp_path, """
+        open("out.txt", "a").write("x")
+        print({}["k"])
+    """)
+    run = pyward("run", "--heal", "--rerun-side-effects", "app.py", cwd=tmp_path)
+    assert run.returncode == 0
+    assert (tmp_path / "out.txt").read_text() == "xx"
+    assert any("--rerun-side-effects: these will happen again: write to" in line
+               for line in pyward_lines(run.stderr))
+
+
+def test_caught_exceptions_are_never_patched(tmp_path):
+    write(tmp_path, """
+        def lookup(d, k):
+            return d[k]
+        try:
+            lookup({}, "k")
+        except KeyError:
+            print("caught")
+        print(lookup({"k": 1}, "k"))
+    """)
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout == "caught\n1\n"
+    assert recipes(tmp_path) == []
+    assert "0 healed" in pyward_lines(run.stderr)[-1]
+
+
+def test_stale_recipe_is_not_applied_after_the_source_is_fixed(tmp_path):
+    write(tmp_path, BUGGY)
+    assert pyward("run", "--heal", "app.py", cwd=tmp_path).returncode == 0
+    (tmp_path / "app.py").write_text(textwrap.dedent(BUGGY).replace('profile["bio"]',
+                                                                    '(profile or {}).get("bio", "-")'))
+    fixed = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert fixed.returncode == 0 and fixed.stdout == "ada mathematician\nbob -\n"
+    lines = pyward_lines(fixed.stderr)
+    assert any("stale patch not applied: get_bio (subscript_guard on profile)" in line for line in lines), lines
+    assert not any("already healed" in line for line in lines)
+    listing = pyward("patches", cwd=tmp_path)
+    assert "stale" in listing.stdout.splitlines()[1]
+
+
+def test_unhealable_crash_keeps_python_behaviour(tmp_path):
+    write(tmp_path, """
+        class User:
+            pass
+        print(User().name)
+    """)
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "AttributeError: 'User' object has no attribute 'name'" in run.stderr
+    assert any(line.startswith("[pyward][error] unhealed AttributeError") and "not on None" in line
+               for line in pyward_lines(run.stderr))
+    assert recipes(tmp_path) == []
+
+
+def test_crash_inside_a_library_is_not_patched(tmp_path):
+    write(tmp_path, """
+        import json
+        json.loads(None)
+    """)
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 1
+    assert any("outside the program's own code" in line for line in pyward_lines(run.stderr))
+
+
+def test_fail_on_heal_gives_a_non_zero_exit(tmp_path):
+    write(tmp_path, BUGGY)
+    run = pyward("run", "--heal", "--fail-on-heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 79
+    assert "exit=79" in pyward_lines(run.stderr)[-1]
+    again = pyward("run", "--heal", "--fail-on-heal", "app.py", cwd=tmp_path)  # healed by a stored patch: same
+    assert again.returncode == 79
+    assert pyward("run", "--heal", "app.py", cwd=tmp_path).returncode == 0
+
+
+def test_dry_run_proves_the_patch_and_changes_nothing(tmp_path):
+    write(tmp_path, BUGGY)
+    run = pyward("run", "--heal", "--dry-run", "app.py", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "dry run: TypeError: 'NoneType' object is not subscriptable in get_bio (subscript_guard on profile) " \
+           "can be healed" in run.stderr
+    assert "+    6 LOAD_CONST           <pyward guard>" in run.stderr  # the instruction diff
+    assert recipes(tmp_path) == []
+
+
+def test_patches_explain_rollback(tmp_path):
+    write(tmp_path, BUGGY)
+    pyward("run", "--heal", "app.py", cwd=tmp_path)
+    table = pyward("patches", cwd=tmp_path).stdout.splitlines()
+    assert table[0].split() == ["ID", "FUNCTION", "GUARD", "OPERAND", "FALLBACK", "HITS", "AGE", "WHERE", "STATUS"]
+    assert table[1].split()[:6] == ["1", "get_bio", "subscript_guard", "profile", "none", "1"]
+    assert table[1].split()[-2:] == ["app.py:6", "active"]
+    explained = pyward("explain", "get_bio", cwd=tmp_path)
+    assert explained.returncode == 0
+    text = explained.stdout
+    assert "what failed:  TypeError: 'NoneType' object is not subscriptable" in text
+    assert "source line:  6: return profile[\"bio\"]" in text
+    assert "suggested fix: profile may be None" in text
+    assert "+" in text and "<pyward guard>" in text
+    dry = pyward("rollback", "--dry-run", "get_bio", cwd=tmp_path)
+    assert dry.stdout.startswith("would remove patch 1: get_bio") and len(recipes(tmp_path)) == 1
+    done = pyward("rollback", "get_bio", cwd=tmp_path)
+    assert done.returncode == 0 and recipes(tmp_path) == []
+    missing = pyward("rollback", "nothing", cwd=tmp_path)
+    assert missing.returncode == 1 and "no patch named 'nothing'" in missing.stderr
+    crash = pyward("run", "--heal", "--retries", "0", "app.py", cwd=tmp_path)
+    assert crash.returncode == 1 and any("--retries 0 used up" in line for line in pyward_lines(crash.stderr))
+
+
+def test_commands_without_a_store_say_so(tmp_path):
+    run = pyward("patches", cwd=tmp_path)
+    assert run.returncode == 1 and "no patch store at" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_resilient_heals_in_flight(tmp_path):
+    write(tmp_path, """
+        import pyward
+
+        @pyward.resilient
+        def ratio(a, b):
+            return a / b
+
+        print([ratio(1, 2), ratio(1, 0), ratio(3, 4)])
+        with pyward.resilient():
+            print({}["k"])
+            print("not reached")
+        print("end")
+    """)
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "[0.5, None, 0.75]\nend\n"
+    lines = pyward_lines(run.stderr)
+    assert not any("re-running" in line for line in lines)
+    assert any("the rest of the `with pyward.resilient()` block was skipped" in line for line in lines)
+    # without --heal the decorator is inert: python's behaviour
+    plain = pyward("run", "app.py", cwd=tmp_path)
+    assert plain.returncode == 1 and "ZeroDivisionError" in plain.stderr
+
+
+def test_thread_crash_is_patched_at_the_thread_boundary(tmp_path):
+    write(tmp_path, """
+        import threading
+        out = []
+        def work(item):
+            out.append(item["v"] * 2)
+        for item in [{"v": 1}, {}, {"v": 3}]:
+            t = threading.Thread(target=work, args=(item,))
+            t.start(); t.join()
+        print(out)
+    """)
+    first = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout == "[2, 6]\n"
+    assert "KeyError: 'v'" in first.stderr  # python's thread report still appears
+    assert any("healed KeyError" in line and "boundary: thread" in line for line in pyward_lines(first.stderr))
+    second = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    # the guard makes item["v"] None for the bad item; None * 2 is a new crash (honest: not hidden)
+    assert any("already healed: work (key_guard on item)" in line for line in pyward_lines(second.stderr))
+
+
+def test_sandbox_off_means_no_rerun(tmp_path):
+    write(tmp_path, BUGGY)
+    run = pyward("run", "--heal", "--mode", "off", "app.py", cwd=tmp_path)
+    assert run.returncode == 1
+    assert any("not re-running: the sandbox is off" in line for line in pyward_lines(run.stderr))
+
+
+def test_expired_patches_warn(tmp_path):
+    write(tmp_path, BUGGY)
+    pyward("run", "--heal", "app.py", cwd=tmp_path)
+    db = sqlite3.connect(tmp_path / ".pyward" / "heal.db")
+    db.execute("UPDATE recipes SET created = ?", (time.time() - 10 * 86400,))
+    db.commit()
+    db.close()
+    run = pyward("run", "--heal", "--ttl", "7", "app.py", cwd=tmp_path)
+    assert run.returncode == 0
+    assert any("is 10 days old (--ttl 7): the root cause at app.py:6 is still unfixed" in line
+               for line in pyward_lines(run.stderr))
+
+
+def test_module_run_with_dash_m(tmp_path):
+    pkg = tmp_path / "tool"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("def size(xs):\n    return xs[5]\nprint(size([1]))\n")
+    first = pyward("run", "--heal", "-m", "tool", cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout == "None\n", first.stderr
+    second = pyward("run", "--heal", "-m", "tool", cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout == "None\n"
+    assert any("already healed: size (index_guard on xs)" in line for line in pyward_lines(second.stderr))
+
+
+def test_two_bugs_in_one_function(tmp_path):
+    write(tmp_path, """
+        def show(user):
+            return user["name"].upper(), 10 / user["age"]
+        print(show({"name": "ada", "age": 5}))
+        print(show({"name": None, "age": 0}))
+    """)
+    first = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert [k for _, k, _, _ in recipes(tmp_path)] == ["null_guard", "division_guard"]
+    assert first.stdout.endswith("('ADA', 2.0)\n(None, None)\n")
+    second = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout == "('ADA', 2.0)\n(None, None)\n"
+    assert sum("already healed: show" in line for line in pyward_lines(second.stderr)) == 2
+
+
+def test_many_processes_share_the_store(tmp_path):
+    write(tmp_path, BUGGY)
+    procs = [subprocess.Popen([sys.executable, "-m", "pyward", "run", "--heal", "-q", "app.py"], cwd=tmp_path,
+                              env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    assert recipes(tmp_path) == [("get_bio", "subscript_guard", "profile", "none")]
+
+
+def test_configured_fallback(tmp_path):
+    write(tmp_path, "print('n=' + 5)\n")
+    (tmp_path / "pyward.toml").write_text('[heal]\nenabled = true\n[heal.fallback]\nstr_coerce_guard = "str"\n')
+    run = pyward("run", "app.py", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout == "n=5\n", run.stderr
+    (tmp_path / "pyward.toml").write_text('[heal.fallback]\ndivision_guard = "x"\n')
+    bad = pyward("run", "app.py", cwd=tmp_path)
+    assert bad.returncode == 2 and "division_guard" in bad.stderr and "'none', 'zero'" in bad.stderr
+
+
+@pytest.mark.parametrize("container,key", [("collections.defaultdict(int)", "'k'"), ("Custom()", "'k'")])
+def test_guard_never_fires_where_the_original_would_not_raise(tmp_path, container, key):
+    """A key guard made for a dict leaves defaultdicts and custom __getitem__ alone."""
+    write(tmp_path, f"""
+        import collections
+        class Custom:
+            def __getitem__(self, k):
+                return "custom"
+        def get(d, k):
+            return d[k]
+        print(get({{}}, "k"))
+        print(get({container}, {key}))
+    """)
+    first = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    expected = "0" if "defaultdict" in container else "custom"
+    assert first.stdout.splitlines()[-2:] == ["None", expected]
+
+
+def test_verification_gate_refuses_a_changed_instruction():
+    from pyward.heal.synth import RefusedPatch, verify
+
+    def function(source):
+        space = {}
+        exec(compile(source, "<gate>", "exec"), space)
+        return space["f"].__code__
+
+    plus, minus = function("def f(x):\n    return x + 1\n"), function("def f(x):\n    return x - 1\n")
+    verify(plus, plus, [])
+    with pytest.raises(RefusedPatch, match="changed its argument"):
+        verify(plus, minus, [])
+    with pytest.raises(RefusedPatch, match="inserted"):
+        verify(plus, plus, [2])
