@@ -318,3 +318,18 @@ def test_verification_gate_refuses_a_changed_instruction():
         verify(plus, minus, [])
     with pytest.raises(RefusedPatch, match="inserted"):
         verify(plus, plus, [2])
+
+
+def test_two_guards_on_one_instruction(tmp_path):
+    """profile["bio"] fails first on None, then on a missing key: both guards run, chained."""
+    write(tmp_path, """
+        def bio(p):
+            return p["bio"]
+        for p in [{"bio": "x"}, None, {}]:
+            print(bio(p))
+    """)
+    first = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert [k for _, k, _, _ in recipes(tmp_path)] == ["subscript_guard", "key_guard"]
+    second = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout == "x\nNone\nNone\n"

@@ -75,6 +75,13 @@ def _guard_instrs(site: Site, helper: Callable[..., Any], location: Any) -> list
     return seq
 
 
+def _compose(first: Callable[..., Any], second: Callable[..., Any]) -> Callable[..., Any]:
+    """Both guards of one instruction: the second sees what the first left in the slot."""
+    def composed(value: Any, *rest: Any) -> Any:
+        return second(first(value, *rest), *rest)
+    return composed
+
+
 def guard_size(site: Site) -> int:
     """How many instructions `_guard_instrs` inserts for `site`."""
     return 5 + len(site.args) + (PY < (3, 12))
@@ -95,9 +102,15 @@ def synthesise(original: CodeType, sites: list[Site],
         for link in [site, *site.extra]:
             if not 0 <= link.index < len(real) or bc[real[link.index]].name != link.opname:
                 raise RefusedPatch(f"instruction #{link.index} is not {link.opname} in this code")
-            if any(link.index == other[0] for other in inserts):
-                raise RefusedPatch(f"instruction #{link.index} is already guarded")
-            inserts.append((link.index, link, helper_for(site, link)))
+            made = helper_for(site, link)
+            same = next((n for n, other in enumerate(inserts) if other[0] == link.index), None)
+            if same is not None:  # two guards on one instruction (None, then a missing key): chain them
+                _, first, earlier = inserts[same]
+                if (first.depth, first.args) != (link.depth, link.args):
+                    raise RefusedPatch(f"instruction #{link.index} is already guarded differently")
+                inserts[same] = (link.index, first, _compose(earlier, made))
+                continue
+            inserts.append((link.index, link, made))
     inserts.sort(key=lambda t: t[0], reverse=True)
     for index, s, helper in inserts:
         pos = real[index]
