@@ -54,6 +54,25 @@ def self_timed(commands: dict[str, list[str]], rounds: int, cwd: str,
     return samples
 
 
+def bench_arguments(doc: str) -> Any:
+    """The options every overhead benchmark takes: --rounds N, --json."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return parser.parse_args()
+
+
+def versus(runs: dict[str, list[float]], target: str, limit: float | None = None) -> dict[str, Any]:
+    """One results row from self_timed's "python" and "pyward" samples: the best of the
+    rounds (as timeit reports), the medians, and whether the ratio is within `limit`."""
+    p, g = min(runs["python"]), min(runs["pyward"])
+    return {"python": p, "pyward": g, "added": g - p, "ratio": g / p,
+            "median_python": statistics.median(runs["python"]), "median_pyward": statistics.median(runs["pyward"]),
+            "target": target, "met": limit is None or g / p <= limit}
+
+
 def print_results(title: str, results: dict[str, dict[str, Any]], base: str = "python") -> None:
     """The table every overhead benchmark prints: one line per workload, with its target."""
     width = max(len("workload"), *(len(name) for name in results))

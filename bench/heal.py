@@ -19,15 +19,15 @@ one function it is in (a guarded subscript run 300,000 times).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
 
-from _common import describe, print_results, python_version, pyward_cmd, self_timed, time_commands
+from _common import (bench_arguments, describe, print_results, python_version, pyward_cmd, self_timed, time_commands,
+                     versus)
 
 WORKLOADS = {
     "CPU-bound (ms)": """
@@ -91,10 +91,7 @@ print((time.perf_counter() - t) * 1e3)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
     pw = pyward_cmd()
     heal = [*pw, "run", "--no-config", "--no-report", "--mode", "off", "--no-tamper", "--heal"]
@@ -106,23 +103,15 @@ def main() -> int:
                 f.write(textwrap.dedent(code))
             runs = self_timed({"python": [sys.executable, "work.py"], "pyward": [*heal, "work.py"]},
                               args.rounds, tmp, env)
-            p, g = min(runs["python"]), min(runs["pyward"])
-            results[name] = {"python": p, "pyward": g, "added": g - p, "ratio": g / p,
-                             "median_python": statistics.median(runs["python"]),
-                             "median_pyward": statistics.median(runs["pyward"]),
-                             "target": "at most 1.02x", "met": g / p <= 1.02}
+            results[name] = versus(runs, "at most 1.02x", 1.02)
         # a guarded function on its valid path: heal it once (exit status 0 after the re-run), then time it
         with open(os.path.join(tmp, "guarded.py"), "w") as f:
             # get({}) crashes once: the first run heals it, the measured runs start healed
             f.write(GUARDED_TIMED.replace('d = {"k": 1}', 'get({})\nd = {"k": 1}'))
-        import subprocess
-
         subprocess.run([*heal, "--rerun-side-effects", "guarded.py"], cwd=tmp, env=env, capture_output=True)
         runs = self_timed({"python": [sys.executable, "-c", GUARDED_TIMED], "pyward": [*heal, "guarded.py"]},
                           args.rounds, tmp, env)
-        p, g = min(runs["python"]), min(runs["pyward"])
-        results["a guarded d[k], valid path (ms)"] = {"python": p, "pyward": g, "added": g - p, "ratio": g / p,
-                                                      "target": "measured (one guarded function)", "met": True}
+        results["a guarded d[k], valid path (ms)"] = versus(runs, "measured (one guarded function)")
         with open(os.path.join(tmp, "hello.py"), "w") as f:
             f.write("print('hello, world')\n")
         base = [*pw, "run", "--no-config", "--no-report", "--mode", "off", "--no-tamper"]

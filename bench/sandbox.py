@@ -17,7 +17,6 @@ median wall time of whole runs, as in bench/startup.py.  Targets (issue #3):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -25,7 +24,7 @@ import sys
 import tempfile
 import textwrap
 
-from _common import describe, print_results, python_version, pyward_cmd, self_timed, time_commands
+from _common import bench_arguments, describe, print_results, python_version, pyward_cmd, self_timed, time_commands
 
 WORKLOADS = {
     # sys.audit of an event nobody subscribed to: the C filter's hash lookup and nothing else
@@ -79,10 +78,7 @@ def policy_flags(tmp: str) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
     pw = pyward_cmd()
     results: dict[str, dict[str, float]] = {}

@@ -17,15 +17,14 @@ reports (the medians are in the --json output).  Targets (issue #4):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import textwrap
 
-from _common import describe, print_results, python_version, pyward_cmd, self_timed, time_commands
+from _common import (bench_arguments, describe, print_results, python_version, pyward_cmd, self_timed, time_commands,
+                     versus)
 
 WORKLOADS = {
     "CPU-bound (ms)": """
@@ -89,10 +88,7 @@ def helper_{i}(x):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    args = parser.parse_args()
+    args = bench_arguments(__doc__)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
     pw = pyward_cmd()
     results: dict[str, dict[str, float | str | bool]] = {}
@@ -109,11 +105,7 @@ def main() -> int:
             runs = self_timed({"python": [sys.executable, "work.py"],
                                "pyward": [*pw, "run", "--no-config", "--no-report", "--mode", "off", "work.py"]},
                               args.rounds, tmp, env)
-            p, g = min(runs["python"]), min(runs["pyward"])
-            results[name] = {"python": p, "pyward": g, "added": g - p, "ratio": g / p,
-                             "median_python": statistics.median(runs["python"]),
-                             "median_pyward": statistics.median(runs["pyward"]),
-                             "target": "at most 1.01x", "met": g / p <= 1.01}
+            results[name] = versus(runs, "at most 1.01x", 1.01)
         with open(os.path.join(tmp, "hello.py"), "w") as f:
             f.write("print('hello, world')\n")
         base = [*pw, "run", "--no-config", "--no-report", "--mode", "off"]

@@ -1,6 +1,7 @@
 """Heal scenarios: side effects, stale recipes, honesty of exit statuses, commands, boundaries."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -331,5 +332,8 @@ def test_two_guards_on_one_instruction(tmp_path):
     first = pyward("run", "--heal", "app.py", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert [k for _, k, _, _ in recipes(tmp_path)] == ["subscript_guard", "key_guard"]
-    second = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    second = pyward("run", "--heal", "--log", "events.jsonl", "app.py", cwd=tmp_path)
     assert second.returncode == 0 and second.stdout == "x\nNone\nNone\n"
+    fired = [e for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())
+             if e["engine"] == "heal" and e["kind"] == "fired"]
+    assert len(fired) == 2 and all(e["where"] == "app.py:3" and e["function"] == "bio" for e in fired), fired

@@ -124,7 +124,7 @@ OPTIONS: list[Option] = [
     Option("heal.ttl", "int", 7, "warn on every run about patches older than DAYS (0: never)",
            flags=("--ttl",), metavar="DAYS", cli={"type": int}),
     Option("heal.store", "path", None, "the patch store (default: .pyward/heal.db in the working directory)",
-           flags=("--store",), metavar="FILE", commands=("run", "patches", "explain", "rollback")),
+           flags=("--store",), metavar="FILE"),
     *(Option(f"heal.fallback.{kind}", "enum", values[0], f"fallback of {kind}: {', '.join(values)}",
              choices=values) for kind, values in HEAL_FALLBACKS.items()),
 ]

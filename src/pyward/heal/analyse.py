@@ -264,7 +264,6 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
         if kind_of_exc is TypeError and message.startswith("'NoneType' object is not callable"):
             loader, which = producer(instrs, at, nargs + 2)
             if _is_method_load(instrs[loader]):
-                _, text = operand_at(1, loader)
                 return Site("callable_guard", loader, instrs[loader].opname, 1, (1,),
                             source_text(code, instrs[loader]), lineno, str(instrs[loader].argval), True)
             n, depth = _callable_slots(instrs, at, nargs)
@@ -278,7 +277,7 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
         import io
 
         if called in (builtins.int, builtins.float) and kind_of_exc in (ValueError, TypeError) and nargs >= 1:
-            first, text = operand_at(nargs, at)
+            _, text = operand_at(nargs, at)
             return Site("type_coercion_guard", at, instrs[at].opname, depth, (depth,), text, lineno,
                         called.__name__)
         if called in (builtins.open, io.open) and kind_of_exc is FileNotFoundError and nargs >= 1:

@@ -7,6 +7,7 @@ it changed (fixed, most likely), `missing` when the function or file is gone.
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -80,6 +81,16 @@ def _select(recipes: list[Recipe], name: str | None) -> list[Recipe]:
     return [r for r in recipes if name in (str(r.id), r.qualname, r.qualname.rsplit(".", 1)[-1])]
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled(path: str) -> CodeType | None:
+    """A source file's module code as it is now, compiled once per command (many recipes share a file)."""
+    try:
+        with open(path, "rb") as f:
+            return compile(f.read(), path, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
 def find_code(recipe: Recipe) -> tuple[CodeType | None, str]:
     """The function's code as the source is now, and the recipe's status."""
     from .store import PYTHON
@@ -87,11 +98,8 @@ def find_code(recipe: Recipe) -> tuple[CodeType | None, str]:
 
     if recipe.python != PYTHON:
         return None, f"python {recipe.python}"
-    try:
-        with open(recipe.file, "rb") as f:
-            source = f.read()
-        module = compile(source, recipe.file, "exec", dont_inherit=True)
-    except (OSError, SyntaxError, ValueError):
+    module = _compiled(recipe.file)
+    if module is None:
         return None, "missing"
     for code in walk(module):
         if code.co_qualname == recipe.qualname or (recipe.qualname == "<module>" and code is module):
@@ -179,7 +187,7 @@ def _diff(code: CodeType, recipe: Recipe) -> list[str]:
                                                                               link.method))
     except RefusedPatch as exc:
         return [f"(the guard no longer verifies: {exc})"]
-    lines = diff(code, patched, inserted)
+    lines = diff(patched, inserted)
     marked = [i for i, text in enumerate(lines) if text.startswith("+")]
     keep = {j for i in marked for j in range(i - 3, i + 4) if 0 <= j < len(lines)}
     out, last = [], -1

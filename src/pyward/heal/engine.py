@@ -49,10 +49,10 @@ def active() -> HealEngine | None:
 class Patch:
     """A function's original code, its guards (sites + recipes) and the code now in use."""
 
-    __slots__ = ("original", "sites", "guards", "recipes", "current", "inserted", "module", "file")
+    __slots__ = ("original", "sites", "guards", "recipes", "current", "inserted", "module")
 
-    def __init__(self, original: CodeType, module: str, file: str) -> None:
-        self.original, self.module, self.file = original, module, file
+    def __init__(self, original: CodeType, module: str) -> None:
+        self.original, self.module = original, module
         self.sites: list[Site] = []
         self.guards: list[Guard] = []
         self.recipes: list[Recipe | None] = []
@@ -79,7 +79,7 @@ class HealEngine(Engine):
         self.attempt_seq = 0
         self.healed = 0
         self.fired: set[int] = set()
-        self.program_dir = ""
+        self.said: set[int] = set()  # recipes already announced (applied or stale) in this run
         self._excludes: tuple[str, ...] = ()
         self.store_path = ""
         self._finder: Any = None
@@ -91,7 +91,6 @@ class HealEngine(Engine):
         from . import store_path
 
         self.session = session
-        self.program_dir = os.path.realpath(session.program_dir)
         self.store_path = store_path(self.settings, session.cwd)
         _active = self
         ttl = self.settings.get("heal.ttl", 7)
@@ -212,7 +211,7 @@ class HealEngine(Engine):
             return None
         module = _module_name(frame.f_globals)
         if patch is None:
-            patch = Patch(original, module, code.co_filename)
+            patch = Patch(original, module)
         label = f"{code.co_qualname} ({site.kind} on {site.operand})"
         fallback = self._fallback(site.kind)
         guard = Guard(site.kind, site.operand, fallback, self._fired, label)
@@ -225,7 +224,7 @@ class HealEngine(Engine):
                                          f"verification gate ({refusal})")
             return None
         if self.verbose or self.dry_run:
-            lines = diff(original, new_code, inserted)
+            lines = diff(new_code, inserted)
             session.journal.emit("heal", "diff", code.co_qualname, severity="info" if not self.dry_run else "notice",
                                  where=where, function=code.co_qualname,
                                  message="guarded bytecode ('+' inserted):\n" + "\n".join(lines))
@@ -287,7 +286,7 @@ class HealEngine(Engine):
             self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
-        _said_applied.add(recipe.id)  # healed in this run: the re-run says nothing more about it
+        self.said.add(recipe.id)  # healed in this run: the re-run says nothing more about it
         self.pending.setdefault(patch.module, []).append(recipe)
         if patch.module != "__main__" and self._finder is None:
             self._install_finder()
@@ -300,7 +299,12 @@ class HealEngine(Engine):
         if id(guard) in self.fired or self.session is None:
             return
         self.fired.add(id(guard))
-        caller = sys._getframe(3)  # fire <- helper <- guarded code
+        from . import guards, synth
+
+        between = (guards.helper.__code__.co_filename, synth.synthesise.__code__.co_filename)
+        caller = sys._getframe(1)
+        while caller.f_code.co_filename in between:  # fire <- helper [<- chained helper] <- guarded code
+            caller = caller.f_back  # type: ignore[assignment]
         where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
         value = "None" if guard.fallback == "none" else guard.fallback
         self.session.journal.emit("heal", "fired", guard.label, severity="notice", where=where,
@@ -408,14 +412,14 @@ class HealEngine(Engine):
         digest = code_hash(code)
         fresh = [r for r in recipes if r.code_hash == digest]
         for r in recipes:
-            if r.code_hash != digest and r.id not in _said_stale:
-                _said_stale.add(r.id)
+            if r.code_hash != digest and r.id not in self.said:
+                self.said.add(r.id)
                 session.journal.emit("heal", "stale", r.qualname, severity="notice", where="",
                                      message=f"stale patch not applied: {r.label()}: {r.qualname} changed since the "
                                              f"patch was made (fixed?); `pyward rollback {r.qualname}` removes it")
         if not fresh:
             return code
-        patch = Patch(code, module, code.co_filename)
+        patch = Patch(code, module)
         sites, guards = [], []
         for r in fresh:
             site = Site.from_json(r.site_data())
@@ -433,8 +437,8 @@ class HealEngine(Engine):
         patch.current, patch.inserted = new, inserted
         self.patches[id(new)] = patch
         for r in fresh:
-            if r.id not in _said_applied:
-                _said_applied.add(r.id)
+            if r.id not in self.said:
+                self.said.add(r.id)
                 session.journal.emit("heal", "already_healed", r.qualname, severity="notice", where="",
                                      message=f"already healed: {r.label()}",
                                      details={"recipe": r.id, "kind": r.kind, "operand": r.operand})
@@ -461,10 +465,6 @@ class HealEngine(Engine):
         self._finder = _RecipeFinder(self)
         with self.session.acting("heal"):  # type: ignore[union-attr]
             sys.meta_path.insert(0, self._finder)
-
-
-_said_stale: set[int] = set()
-_said_applied: set[int] = set()
 
 
 class _RecipeFinder:

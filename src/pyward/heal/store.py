@@ -55,10 +55,6 @@ class Recipe:
         for name in self.__slots__:
             setattr(self, name, fields.get(name))
 
-    @property
-    def name(self) -> str:
-        return self.qualname
-
     def label(self) -> str:
         return f"{self.qualname} ({self.kind} on {self.operand})"
 
@@ -108,9 +104,6 @@ class Store:
 
     def for_python(self, python: str = PYTHON) -> list[Recipe]:
         return list(self._rows("SELECT * FROM recipes WHERE python = ? ORDER BY id", (python,)))
-
-    def since(self, last_id: int, python: str = PYTHON) -> list[Recipe]:
-        return list(self._rows("SELECT * FROM recipes WHERE python = ? AND id > ? ORDER BY id", (python, last_id)))
 
     def save(self, recipe: Recipe) -> int:
         fields = [n for n in Recipe.__slots__ if n not in ("id", "hits", "last_hit")]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dis
 import hashlib
-import sys
 
 from .analyse import PY, Site, instructions
 
@@ -236,7 +235,7 @@ def walk(code: CodeType) -> Any:
             yield from walk(const)
 
 
-def diff(original: CodeType, patched: CodeType, inserted: list[int]) -> list[str]:
+def diff(patched: CodeType, inserted: list[int]) -> list[str]:
     """Instruction listing of the patched code, '+' on inserted lines (for --verbose and explain)."""
     lines = []
     skip = set(inserted)
@@ -248,5 +247,3 @@ def diff(original: CodeType, patched: CodeType, inserted: list[int]) -> list[str
         lines.append(f"{mark} {ins.positions.lineno if ins.positions else '':>4} {ins.opname:<20} {arg}")
     return lines
 
-
-_ = sys  # the module is imported in the guarded process: keep its imports explicit
