@@ -337,3 +337,23 @@ def test_two_guards_on_one_instruction(tmp_path):
     fired = [e for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())
              if e["engine"] == "heal" and e["kind"] == "fired"]
     assert len(fired) == 2 and all(e["where"] == "app.py:3" and e["function"] == "bio" for e in fired), fired
+
+
+def test_analysis_sees_a_jump_target_behind_extended_arg():
+    """A jump to an instruction with an EXTENDED_ARG prefix lands on the prefix;
+    the instruction list the analysis walks must still mark the target, or a
+    backward walk would cross a join (found by the round-trip harness)."""
+    import dis
+
+    from pyward.heal.analyse import instructions, offset_table
+
+    assigns = "".join(f"    v{i} = {i}\n" for i in range(300))  # v299 needs an EXTENDED_ARG
+    space = {}
+    exec(compile(f"def f(x):\n{assigns}    if x:\n        x = 1\n    return v299\n", "<big>", "exec"), space)
+    code = space["f"].__code__
+    raw = [i.offset for i in dis.get_instructions(code) if i.is_jump_target]
+    assert any(i.opname == "EXTENDED_ARG" for i in dis.get_instructions(code) if i.is_jump_target)
+    instrs, table = instructions(code), offset_table(code)
+    marked = [n for n, i in enumerate(instrs) if i.is_jump_target]
+    assert sorted({table[offset] for offset in raw}) == marked
+    assert instrs[marked[-1]].opname.startswith("LOAD_FAST") and instrs[marked[-1]].argval == "v299"

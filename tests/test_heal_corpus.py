@@ -28,6 +28,11 @@ BUGS = {
     "str_coerce_guard": ("'n=' + v", "'5'", "5", "'n=5'"),
     "file_guard": ("open(v)", "__file__", "'/nonexistent/pyward-test'", None),
     "callable_guard": ("v(5)", "str", "None", "'5'"),
+    # calls with keyword arguments (KW_NAMES on 3.11/3.12, CALL_KW on 3.13)
+    "callable_guard/kw": ("v(a=5)", "dict", "None", "{'a': 5}"),
+    "type_coercion_guard/kw": ("int(v, base=16)", "'ff'", "'zz'", "255"),
+    "null_guard/kw": ("v.split(sep=',')", "'a,b'", "None", "['a', 'b']"),
+    "file_guard/kw": ("open(v, encoding='utf-8')", "__file__", "'/nonexistent/pyward-test'", None),
 }
 
 #: function kind -> (definition using EXPR, call of it with v)
@@ -47,7 +52,8 @@ FUNCTIONS = {
 
 #: Each kind in plain functions, methods, closures and at module level; the
 #: other function kinds with a few kinds each.
-CASES = [(kind, fn) for kind in BUGS for fn in ("function", "method", "closure", "module-level")] + [
+CASES = [(kind, fn) for kind in BUGS if "/" not in kind for fn in ("function", "method", "closure", "module-level")]
+CASES += [(kind, fn) for kind in BUGS if "/" in kind for fn in ("function", "module-level")] + [
     (kind, fn) for fn, kinds in {
         "staticmethod": ("key_guard", "division_guard"),
         "classmethod": ("null_guard", "index_guard"),
@@ -63,7 +69,7 @@ def _program(kind: str, fn: str) -> tuple[str, str | None]:
     expr, good, bad, _ = BUGS[kind]
     definition, call = FUNCTIONS[fn]
     call = call.replace("EXPR", expr)
-    shown = "r is not None" if kind == "file_guard" else "r"
+    shown = "r is not None" if kind.startswith("file_guard") else "r"
     body = f"for v in [{good}, {bad}, {good}]:\n    r = {call}\n    print(repr({shown}))\nprint('end')\n"
     if fn == "imported":
         return definition + body, "def f(v):\n    return EXPR\n".replace("EXPR", expr)
@@ -72,7 +78,7 @@ def _program(kind: str, fn: str) -> tuple[str, str | None]:
 
 def _expected(kind: str) -> str:
     valid = BUGS[kind][3] or "True"
-    bad = "False" if kind == "file_guard" else "None"
+    bad = "False" if kind.startswith("file_guard") else "None"
     return f"{valid}\n{bad}\n{valid}\nend\n"
 
 
@@ -90,7 +96,8 @@ def test_heal_corpus(tmp_path, kind, fn):
     first = pyward("run", "--heal", "app.py", cwd=tmp_path)
     lines = pyward_lines(first.stderr)
     assert first.returncode == 0, first.stderr
-    assert any(f"({kind} on " in line and "healed" in line for line in lines), lines
+    guard = kind.split("/")[0]
+    assert any(f"({guard} on " in line and "healed" in line for line in lines), lines
     assert any("re-running the program (attempt 2 of 4)" in line for line in lines), lines
     # the crashed attempt's output, then the healed re-run's
     assert first.stdout == f"{valid}\n" + _expected(kind), first.stderr
@@ -100,7 +107,7 @@ def test_heal_corpus(tmp_path, kind, fn):
     assert second.returncode == 0, second.stderr
     assert second.stdout == _expected(kind), second.stderr
     lines = pyward_lines(second.stderr)
-    assert any(line.startswith("[pyward] already healed: ") and f"({kind} on " in line for line in lines), lines
+    assert any(line.startswith("[pyward] already healed: ") and f"({guard} on " in line for line in lines), lines
     assert not any("re-running" in line for line in lines)
     assert lines[-1].startswith("[pyward] run end: exit=0") and "1 healed" in lines[-1], lines
 

@@ -106,8 +106,37 @@ class Site:
         return f"<Site {self.kind} on {self.operand!r} at #{self.index} {self.opname}>"
 
 
+def _real(code: CodeType) -> Any:
+    """(offsets of its EXTENDED_ARG prefixes, instruction) for each real
+    instruction.  A jump to an instruction with a prefix lands on the prefix:
+    the instruction is marked as the jump target it is."""
+    prefixes: list[dis.Instruction] = []
+    for instr in dis.get_instructions(code):
+        if instr.opname == "CACHE":
+            continue
+        if instr.opname == "EXTENDED_ARG":
+            prefixes.append(instr)
+            continue
+        target = next((p for p in prefixes if p.is_jump_target), None)
+        if target is not None and not instr.is_jump_target:
+            instr = instr._replace(label=target.label) if PY >= (3, 13) else instr._replace(is_jump_target=True)
+        yield [p.offset for p in prefixes], instr
+        prefixes = []
+
+
 def instructions(code: CodeType) -> list[dis.Instruction]:
-    return [i for i in dis.get_instructions(code) if i.opname not in ("CACHE", "EXTENDED_ARG")]
+    """The instructions without CACHE and EXTENDED_ARG entries."""
+    return [instr for _, instr in _real(code)]
+
+
+def offset_table(code: CodeType) -> dict[int, int]:
+    """Index in `instructions(code)` by offset, prefixes included."""
+    table = {}
+    for n, (prefixes, instr) in enumerate(_real(code)):
+        for offset in prefixes:
+            table[offset] = n
+        table[instr.offset] = n
+    return table
 
 
 def index_of_offset(instrs: list[dis.Instruction], offset: int) -> int:
@@ -165,8 +194,7 @@ def source_text(code: CodeType, instr: dis.Instruction, limit: int = 60) -> str:
 
 def _callable_slots(instrs: list[dis.Instruction], call: int, nargs: int) -> tuple[int, int]:
     """(index of the instruction that loaded the callable, its depth before
-    `call`), or raise Unhealable for the `obj.name(...)` form (handled on the
-    owner instead, see `_method_owner`)."""
+    `call`); `nargs` counts every slot above the callable's pair."""
     if PY >= (3, 13):
         n, which = producer(instrs, call, nargs + 2)
         return n, nargs + 2
@@ -182,20 +210,26 @@ def _is_method_load(instr: dis.Instruction) -> bool:
     return instr.opname == "LOAD_METHOD" or (instr.opname == "LOAD_ATTR" and PY >= (3, 12) and (instr.arg or 0) & 1)
 
 
-def _call_of(instrs: list[dis.Instruction], index: int) -> tuple[int, int]:
-    """The instruction the guard goes before for a call, and the argument count."""
+def _call_of(instrs: list[dis.Instruction], index: int) -> tuple[int, int, int]:
+    """For a call: the instruction the guard goes before, the argument count
+    (positional and keyword) and how many slots sit above the arguments there.
+
+    Keyword names travel outside the stack on 3.11/3.12 (KW_NAMES sets them
+    for the next call): the guard goes before KW_NAMES, never between it and
+    its call.  On 3.13 CALL_KW finds them on the stack, above the arguments."""
     instr = instrs[index]
-    if instr.opname not in ("CALL", "PRECALL"):
-        raise Unhealable(f"the call is made by {instr.opname} (keyword or star arguments are not guarded)")
-    if instr.opname == "CALL" and index > 0 and instrs[index - 1].opname == "KW_NAMES":
-        raise Unhealable("calls with keyword arguments are not guarded")
+    if instr.opname not in ("CALL", "PRECALL", "CALL_KW"):
+        raise Unhealable(f"the call is made by {instr.opname} (star arguments are not guarded)")
+    nargs = instr.arg or 0
+    if instr.opname == "CALL_KW":
+        return index, nargs, 1
     if PY < (3, 12) and instr.opname == "CALL":
         index -= 1  # the guard goes before PRECALL
         if index < 0 or instrs[index].opname != "PRECALL":
             raise Unhealable("unexpected call sequence")
-        if index > 0 and instrs[index - 1].opname == "KW_NAMES":
-            raise Unhealable("calls with keyword arguments are not guarded")
-    return index, instrs[index].arg or 0
+    if index > 0 and instrs[index - 1].opname == "KW_NAMES":
+        index -= 1
+    return index, nargs, 0
 
 
 def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) -> Site:
@@ -259,17 +293,17 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
             return Site("str_coerce_guard", index, op, 2, (2, 1), text, lineno, "+")
         raise Unhealable(f"{kind_of_exc.__name__} from an operator is not a structural bug pyward guards")
 
-    if op in ("CALL", "PRECALL"):
-        at, nargs = _call_of(instrs, index)
+    if op in ("CALL", "PRECALL", "CALL_KW"):
+        at, nargs, top = _call_of(instrs, index)
         if kind_of_exc is TypeError and message.startswith("'NoneType' object is not callable"):
-            loader, which = producer(instrs, at, nargs + 2)
+            loader, which = producer(instrs, at, nargs + top + 2)
             if _is_method_load(instrs[loader]):
                 return Site("callable_guard", loader, instrs[loader].opname, 1, (1,),
                             source_text(code, instrs[loader]), lineno, str(instrs[loader].argval), True)
-            n, depth = _callable_slots(instrs, at, nargs)
+            n, depth = _callable_slots(instrs, at, nargs + top)
             return Site("callable_guard", at, instrs[at].opname, depth, (depth,), source_text(code, instrs[n]),
                         lineno)
-        n, depth = _callable_slots(instrs, at, nargs)
+        n, depth = _callable_slots(instrs, at, nargs + top)
         loader = instrs[n]
         name = loader.argval if loader.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_FAST") else None
         called = _runtime_value(frame, loader, name)
@@ -277,11 +311,11 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
         import io
 
         if called in (builtins.int, builtins.float) and kind_of_exc in (ValueError, TypeError) and nargs >= 1:
-            _, text = operand_at(nargs, at)
+            _, text = operand_at(nargs + top, at)
             return Site("type_coercion_guard", at, instrs[at].opname, depth, (depth,), text, lineno,
                         called.__name__)
         if called in (builtins.open, io.open) and kind_of_exc is FileNotFoundError and nargs >= 1:
-            _, text = operand_at(nargs, at)
+            _, text = operand_at(nargs + top, at)
             return Site("file_guard", at, instrs[at].opname, depth, (depth,), text, lineno, "open")
         raise Unhealable(f"{kind_of_exc.__name__} raised by a call is not a structural bug pyward guards")
 

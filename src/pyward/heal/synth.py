@@ -22,7 +22,7 @@ from __future__ import annotations
 import dis
 import hashlib
 
-from .analyse import PY, Site, instructions
+from .analyse import PY, Site, instructions, offset_table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -138,8 +138,8 @@ def verify(original: CodeType, patched: CodeType, inserted: list[int]) -> None:
     if len(kept) != len(before):
         raise RefusedPatch(f"{len(after)} instructions, {len(inserted)} inserted, {len(before)} in the original")
     back = {n: i for i, n in enumerate(kept)}  # patched index -> original index
-    by_offset_before = {ins.offset: i for i, ins in enumerate(before)}
-    by_offset_after = {ins.offset: n for n, ins in enumerate(after)}
+    by_offset_before = offset_table(original)
+    by_offset_after = offset_table(patched)
 
     def target(table: dict[int, int], ins: dis.Instruction) -> Any:
         if ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
@@ -166,6 +166,9 @@ def verify(original: CodeType, patched: CodeType, inserted: list[int]) -> None:
             hb = (_first_kept(hb[0], kept, back), hb[1], hb[2])
         if ha != hb:
             raise RefusedPatch(f"instruction #{i} {before[i].opname} has another exception handler: {ha} -> {hb}")
+    for n in inserted:
+        if n > 0 and n - 1 not in skip and after[n - 1].opname == "KW_NAMES":
+            raise RefusedPatch("a guard would separate KW_NAMES from its call")
     for n in inserted:  # a guard runs under the handler of the instruction it guards
         following = next((k for k in kept if k > n), None)
         if following is not None and handlers_b[n] != handlers_b[following]:
@@ -200,7 +203,7 @@ def _same_const(a: Any, b: Any) -> bool:
 def _handlers(code: CodeType, instrs: list[dis.Instruction]) -> list[tuple[int, int, bool] | None]:
     """For each instruction: (handler instruction index, depth, lasti) or None."""
     entries = dis.Bytecode(code).exception_entries
-    index = {ins.offset: n for n, ins in enumerate(instrs)}
+    index = offset_table(code)
     out: list[tuple[int, int, bool] | None] = []
     for ins in instrs:
         found = None
