@@ -357,3 +357,67 @@ def test_analysis_sees_a_jump_target_behind_extended_arg():
     marked = [n for n, i in enumerate(instrs) if i.is_jump_target]
     assert sorted({table[offset] for offset in raw}) == marked
     assert instrs[marked[-1]].opname.startswith("LOAD_FAST") and instrs[marked[-1]].argval == "v299"
+
+
+def test_watch_restarts_after_a_healed_crash(tmp_path):
+    """A long-running program with a side effect before its crash: not re-run in
+    process, but `pyward watch` starts it again once the patch is saved."""
+    write(tmp_path, 'with open("log.txt", "a") as f:\n    f.write("start\\n")\n' + BUGGY)
+    run = pyward("watch", "--max-restarts", "2", "app.py", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "ada mathematician\n" + "ada mathematician\nbob None\n"
+    assert (tmp_path / "log.txt").read_text() == "start\nstart\n"  # two runs, each started once
+    lines = pyward_lines(run.stderr)
+    assert any("watch: app.py exited with status 1; patch saved for get_bio (subscript_guard on profile): "
+               "restarting (restart 1 of 2)" in line for line in lines), lines
+    assert lines[-1] == "[pyward] watch: app.py ended with status 0 after 1 restart " \
+                        "(healed: get_bio (subscript_guard on profile))", lines
+
+
+def test_watch_does_not_restart_an_unhealed_crash(tmp_path):
+    write(tmp_path, """
+        print("up")
+        raise RuntimeError("not structural")
+    """)
+    run = pyward("watch", "app.py", cwd=tmp_path)
+    assert run.returncode == 1 and run.stdout == "up\n"  # one run, python's status
+    assert "RuntimeError: not structural" in run.stderr
+    assert pyward_lines(run.stderr)[-1] == \
+        "[pyward] watch: app.py exited with status 1 and no new patch was saved: not restarting"
+
+
+def test_watch_max_restarts_zero(tmp_path):
+    write(tmp_path, "open('log.txt', 'a').close()\n" + textwrap.dedent(BUGGY))
+    run = pyward("watch", "--max-restarts=0", "app.py", cwd=tmp_path)
+    assert run.returncode == 1 and run.stdout == "ada mathematician\n"
+    assert "--max-restarts 0 is used up: not restarting (the next run uses the patch)" in run.stderr
+    assert recipes(tmp_path) == [("get_bio", "subscript_guard", "profile", "none")]
+
+
+def test_watch_stops_on_sigterm_without_restarting(tmp_path):
+    import signal
+
+    write(tmp_path, """
+        import time
+        print("serving", flush=True)
+        while True:
+            time.sleep(0.05)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pyward", "watch", "app.py"], cwd=tmp_path, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "serving\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "restarting" not in err and out == ""
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--max-restarts", "x", "app.py"], "--max-restarts takes a whole number >= 0, not 'x'"),
+    (["--max-restarts"], "argument --max-restarts: expected one argument"),
+    (["--heal"], "nothing to run"),
+    (["-"], "a program read from stdin cannot be restarted"),
+])
+def test_watch_usage_errors(tmp_path, args, message):
+    run = pyward("watch", *args, cwd=tmp_path)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -52,7 +52,7 @@ PROGRAM_COMMANDS: dict[str, str] = {
     "learn": "pyward.sandbox.commands:cmd_learn",
 
     # heal (issue #5)
-
+    "watch": "pyward.heal.watch:cmd_watch",
 }
 
 RUN_USAGE = "pyward run [options] (SCRIPT | -m MODULE | -c CODE | -) [ARGS...]"
@@ -155,6 +155,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         import importlib
 
         importlib.import_module(module).add_commands(commands, HANDLERS)
+    subs.update(commands.choices)  # the engines' commands too, for their --help
 
     config = commands.add_parser("config", help="show the settings pyward would use here", allow_abbrev=False,
                                  description="Show the configuration file found and the effective settings.")
@@ -236,6 +237,45 @@ def split_run_args(argv: list[str]) -> tuple[list[str], Any, list[str]]:
             continue
         return options, Target("script", token), argv[i + 1:]
     return options, None, []
+
+
+def split_own_options(argv: list[str], command: str, own: dict[str, bool]) -> tuple[dict[str, Any], list[str]]:
+    """For commands that run a program (learn, watch): take `command`'s own
+    options (flag -> takes a value) out of `argv`, wherever they sit among
+    `run`'s options before the program.  Returns {flag: value or True} and
+    the rest, which `cmd_run` parses.  -h/--help prints the command's help."""
+    flags = _run_flags()
+    values: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, has_value, value = token.partition("=")
+        if name in own:
+            if not own[name]:
+                if has_value:
+                    _fail(f"pyward {command}: argument {name}: takes no value (see 'pyward {command} --help')")
+                value = True
+            elif not has_value:
+                if i + 1 >= len(argv):
+                    _fail(f"pyward {command}: argument {name}: expected one argument "
+                          f"(see 'pyward {command} --help')")
+                value, i = argv[i + 1], i + 1
+            values[name] = value
+            i += 1
+            continue
+        if token in ("-h", "--help"):
+            build_parser()[1][command].print_help()
+            sys.exit(0)
+        if token == "--" or token == "-" or token[:2] in ("-m", "-c") or not token.startswith("-"):
+            rest += argv[i:]
+            break
+        rest.append(token)
+        if name in flags and not has_value and _takes_value(name, flags[name]) and i + 1 < len(argv):
+            rest.append(argv[i + 1])
+            i += 1
+        i += 1
+    return values, rest
 
 
 def parse_run_options(tokens: list[str]) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""`pyward patches`, `pyward explain [NAME]`, `pyward rollback NAME | --all`.
+"""`pyward patches`, `pyward explain [NAME]`, `pyward rollback NAME | --all`
+(and the help of `pyward watch`, which runs programs: watch.py).
 
 Offline commands over the patch store: they never run the program.  A
 recipe's status is computed from the source as it is now: `active` when
@@ -60,6 +61,9 @@ def add_commands(commands: Any, handlers: dict[str, Any]) -> None:
     rollback.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     rollback.add_argument("--store", metavar="FILE", help=store_help)
     handlers["rollback"] = cmd_rollback
+    from .watch import add_command
+
+    add_command(commands)
 
 
 def _open(args: Any) -> Store:

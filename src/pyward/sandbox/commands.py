@@ -29,40 +29,11 @@ def add_commands(commands: Any, handlers: dict[str, Any]) -> None:
 
 
 def cmd_learn(argv: list[str]) -> int:
-    from ..cli import _fail, cmd_run
+    from ..cli import _fail, cmd_run, split_own_options
 
-    from ..cli import _run_flags, _takes_value
-
-    output, force, rest = "pyward.toml", False, []
-    flags = _run_flags()
-    i = 0
-    while i < len(argv):  # learn's own options may sit anywhere among pyward's, before the program
-        token = argv[i]
-        if token in ("-o", "--output"):
-            if i + 1 >= len(argv):
-                _fail(f"pyward learn: argument {token}: expected one argument (see 'pyward learn --help')")
-            output, i = argv[i + 1], i + 2
-            continue
-        if token.startswith("--output="):
-            output, i = token.partition("=")[2], i + 1
-            continue
-        if token == "--force":
-            force, i = True, i + 1
-            continue
-        if token in ("-h", "--help"):
-            from ..cli import build_parser
-
-            build_parser()[1]["learn"].print_help()
-            return 0
-        if token == "--" or token == "-" or token[:2] in ("-m", "-c") or not token.startswith("-"):
-            rest += argv[i:]
-            break
-        rest.append(token)
-        name, has_value, _ = token.partition("=")
-        if name in flags and not has_value and _takes_value(name, flags[name]) and i + 1 < len(argv):
-            rest.append(argv[i + 1])
-            i += 1
-        i += 1
+    own, rest = split_own_options(argv, "learn", {"-o": True, "--output": True, "--force": False})
+    output = own.get("-o", own.get("--output", "pyward.toml"))
+    force = own.get("--force", False)
     if os.path.exists(output) and not force:
         _fail(f"pyward learn: {output} exists; use --force to overwrite it or -o to write elsewhere")
     if os.path.basename(output) == "pyproject.toml":
