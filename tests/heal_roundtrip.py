@@ -38,12 +38,14 @@ import sys
 import types
 import unittest
 
+from pyward.heal import fingerprint
 from pyward.heal.analyse import Unhealable, analyse, instructions
 from pyward.heal.guards import Guard, helper
 from pyward.heal.synth import RefusedPatch, synthesise, walk
 
 STATS: dict = {"functions": 0, "guarded_functions": 0, "guards": {}, "refused": [], "executions": 0,
-               "would_fire": 0, "violations": []}
+               "would_fire": 0, "violations": [],
+               "shapes_recognised": 0, "shape_mismatches": []}
 
 
 def candidate_exceptions(instr: dis.Instruction, n: int) -> list[BaseException]:
@@ -71,6 +73,28 @@ class FakeFrame:
         self.f_builtins = vars(builtins)
 
 
+SHAPES: dict[str, tuple[str, str]] = {}
+
+
+def check_shape_registry(code: types.CodeType, index: int, exc: BaseException, frame: FakeFrame, site) -> None:
+    """Every crash whose shape was seen before (in any function) must get,
+    from the registry alone, exactly the site the full analysis found."""
+    instrs = instructions(code)
+    key = fingerprint.shape(instrs, index, exc)
+    if key is None:
+        return
+    if key in SHAPES:
+        STATS["shapes_recognised"] += 1
+        again = fingerprint.relocate(SHAPES[key][0], code, instrs, index, frame)
+        if again is None or again.to_json() != site.to_json() or again.source != site.source:
+            STATS["shape_mismatches"].append(f"{code.co_qualname} #{index} vs {SHAPES[key][1]}: "
+                                             f"{again and again.to_json()} != {site.to_json()}"[:300])
+        return
+    stored = fingerprint.template(site, index, instrs)
+    if stored is not None:
+        SHAPES[key] = (stored, f"{code.co_qualname} #{index}")
+
+
 def sites_for(code: types.CodeType, space: dict) -> list:
     sites, taken = [], set()
     frame = FakeFrame(space)
@@ -80,6 +104,7 @@ def sites_for(code: types.CodeType, space: dict) -> list:
                 site = analyse(code, instr.offset, exc, frame)
             except Unhealable:
                 continue
+            check_shape_registry(code, n, exc, frame, site)
             links = [site, *site.extra]
             if any((link.index, link.kind) in taken for link in links):
                 continue

@@ -421,3 +421,32 @@ def test_watch_stops_on_sigterm_without_restarting(tmp_path):
 def test_watch_usage_errors(tmp_path, args, message):
     run = pyward("watch", *args, cwd=tmp_path)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_crash_shape_is_recognised_in_another_function_and_another_run(tmp_path):
+    write(tmp_path, """
+        def first(cfg):
+            return cfg["name"].upper()
+        print(first({}))
+    """)
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout == "None\n", run.stderr
+    assert "recognised" not in run.stderr  # learned here, by analysis
+    db = sqlite3.connect(tmp_path / ".pyward" / "heal.db")
+    assert [origin for (origin,) in db.execute("SELECT origin FROM shapes")] == ["first (app.py:3)"] * 2
+    db.close()
+    write(tmp_path, """
+        def first(cfg):
+            return cfg["name"].upper()
+        def second(settings):
+            return settings["title"].upper()
+        print(first({}), second({}))
+    """)
+    second = pyward("run", "--heal", "--log", "events.jsonl", "app.py", cwd=tmp_path)
+    assert second.returncode == 0 and second.stdout.splitlines()[-1] == "None None", second.stderr
+    healed = [e for e in map(json.loads, (tmp_path / "events.jsonl").read_text().splitlines())
+              if e["engine"] == "heal" and e["kind"] == "healed"]
+    assert [(e["name"], e["details"]["recognised_from"]) for e in healed] == [
+        ('second (key_guard on settings)', "first (app.py:3)"),
+        ('second (null_guard on settings["title"])', "first (app.py:3)")]
+    assert 'crash shape recognised from first (app.py:3)' in second.stderr

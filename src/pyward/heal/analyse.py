@@ -82,13 +82,18 @@ class Site:
     call (`obj.name(...)`), `detail` the attribute name, operator or callable.
     """
 
-    __slots__ = ("kind", "index", "opname", "depth", "args", "operand", "lineno", "detail", "method", "extra")
+    __slots__ = ("kind", "index", "opname", "depth", "args", "operand", "lineno", "detail", "method", "extra",
+                 "source", "callee")
 
     def __init__(self, kind: str, index: int, opname: str, depth: int, args: tuple[int, ...], operand: str,
                  lineno: int | None, detail: str = "", method: bool = False) -> None:
         self.kind, self.index, self.opname, self.depth, self.args = kind, index, opname, depth, args
         self.operand, self.lineno, self.detail, self.method = operand, lineno, detail, method
         self.extra: list[Site] = []  # more sites of the same guard (chain_subscript_guard)
+        # for the crash-shape registry (fingerprint.py), not stored in recipes: the instruction whose
+        # source names the operand (and which local, for LOAD_FAST_LOAD_FAST), the callee's loader
+        self.source: tuple[int, int | None] | None = None
+        self.callee: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "index": self.index, "opname": self.opname, "depth": self.depth,
@@ -236,15 +241,33 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
     """The guard for `exc` raised at `offset` in `code`; raises Unhealable."""
     instrs = instructions(code)
     index = index_of_offset(instrs, offset)
-    instr = instrs[index]
-    op, kind_of_exc, message = instr.opname, type(exc), str(exc)
-    lineno = instr.positions.lineno if instr.positions is not None else None
+    source: list[tuple[int, int | None]] = []
 
     def operand_at(depth: int, at: int = index) -> tuple[int, str]:
         n, which = producer(instrs, at, depth)
-        if instrs[n].opname == "LOAD_FAST_LOAD_FAST":  # 3.13: two locals in one instruction
-            return n, instrs[n].argval[1 if which == 1 else 0]
-        return n, source_text(code, instrs[n])
+        part = None if instrs[n].opname != "LOAD_FAST_LOAD_FAST" else 1 if which == 1 else 0
+        source.append((n, part))
+        return n, operand_text(code, instrs[n], part)
+
+    site = _site(code, instrs, index, exc, frame, operand_at)
+    if site.source is None:
+        site.source = source[-1]
+    return site
+
+
+def operand_text(code: CodeType, instr: dis.Instruction, part: int | None) -> str:
+    """The operand's name: the source of the expression `instr` computes, or
+    one local of a LOAD_FAST_LOAD_FAST (3.13: two locals in one instruction)."""
+    if part is not None:
+        return instr.argval[part]
+    return source_text(code, instr)
+
+
+def _site(code: CodeType, instrs: list[dis.Instruction], index: int, exc: BaseException, frame: Any,
+          operand_at: Any) -> Site:
+    instr = instrs[index]
+    op, kind_of_exc, message = instr.opname, type(exc), str(exc)
+    lineno = instr.positions.lineno if instr.positions is not None else None
 
     if op in ("LOAD_ATTR", "LOAD_METHOD") and kind_of_exc is AttributeError:
         if getattr(exc, "obj", 0) is not None:
@@ -280,6 +303,7 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
             site.operand = source_text(code, instrs[last])
             site.extra = [Site("chain_subscript_guard", c, "BINARY_SUBSCR", 2, (2, 1), site.operand, lineno)
                           for c in chain]
+            site.source = (last, None)
         return site
 
     if op == "BINARY_OP":
@@ -298,11 +322,15 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
         if kind_of_exc is TypeError and message.startswith("'NoneType' object is not callable"):
             loader, which = producer(instrs, at, nargs + top + 2)
             if _is_method_load(instrs[loader]):
-                return Site("callable_guard", loader, instrs[loader].opname, 1, (1,),
-                            source_text(code, instrs[loader]), lineno, str(instrs[loader].argval), True)
+                site = Site("callable_guard", loader, instrs[loader].opname, 1, (1,),
+                            source_text(code, instrs[loader]), lineno, _attr_name(instrs[loader]), True)
+                site.source = (loader, None)
+                return site
             n, depth = _callable_slots(instrs, at, nargs + top)
-            return Site("callable_guard", at, instrs[at].opname, depth, (depth,), source_text(code, instrs[n]),
+            site = Site("callable_guard", at, instrs[at].opname, depth, (depth,), source_text(code, instrs[n]),
                         lineno)
+            site.source = (n, None)
+            return site
         n, depth = _callable_slots(instrs, at, nargs + top)
         loader = instrs[n]
         name = loader.argval if loader.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_FAST") else None
@@ -312,11 +340,15 @@ def analyse(code: CodeType, offset: int, exc: BaseException, frame: Any = None) 
 
         if called in (builtins.int, builtins.float) and kind_of_exc in (ValueError, TypeError) and nargs >= 1:
             _, text = operand_at(nargs + top, at)
-            return Site("type_coercion_guard", at, instrs[at].opname, depth, (depth,), text, lineno,
+            site = Site("type_coercion_guard", at, instrs[at].opname, depth, (depth,), text, lineno,
                         called.__name__)
+            site.callee = n
+            return site
         if called in (builtins.open, io.open) and kind_of_exc is FileNotFoundError and nargs >= 1:
             _, text = operand_at(nargs + top, at)
-            return Site("file_guard", at, instrs[at].opname, depth, (depth,), text, lineno, "open")
+            site = Site("file_guard", at, instrs[at].opname, depth, (depth,), text, lineno, "open")
+            site.callee = n
+            return site
         raise Unhealable(f"{kind_of_exc.__name__} raised by a call is not a structural bug pyward guards")
 
     raise Unhealable(f"{kind_of_exc.__name__} at {op} is not a structural bug pyward guards")

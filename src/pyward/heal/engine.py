@@ -83,6 +83,7 @@ class HealEngine(Engine):
         self._excludes: tuple[str, ...] = ()
         self.store_path = ""
         self._finder: Any = None
+        self.shapes: dict[str, tuple[str, str]] | None = None  # the crash-shape registry, read at the first crash
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -204,11 +205,16 @@ class HealEngine(Engine):
             index = patch.original_index(_index_at(code, offset))
             offset = instructions(original)[index].offset
         where = f"{_short(code.co_filename)}:{frame_tb.tb_lineno}"
-        try:
-            site = analyse(original, offset, exc, frame)
-        except Unhealable as reason:
-            self._unhealed(exc, str(reason), where, code.co_qualname)
-            return None
+        known, shape = self._recognise(original, offset, exc, frame)
+        if known is not None:
+            site, origin = known
+        else:
+            try:
+                site = analyse(original, offset, exc, frame)
+            except Unhealable as reason:
+                self._unhealed(exc, str(reason), where, code.co_qualname)
+                return None
+            origin = ""
         module = _module_name(frame.f_globals)
         if patch is None:
             patch = Patch(original, module)
@@ -234,6 +240,8 @@ class HealEngine(Engine):
                                          "nothing patched or saved)")
             return label
         recipe = self._recipe(patch, site, fallback, exc)
+        if not origin:
+            self._learn_shape(shape, site, original, offset, code.co_qualname)
         patch.sites.append(site)
         patch.guards.append(guard)
         patch.recipes.append(recipe)
@@ -242,11 +250,57 @@ class HealEngine(Engine):
         value = "None" if fallback == "none" else fallback
         session.journal.emit("heal", "healed", label, severity="warning", where=where, function=code.co_qualname,
                              message=f"healed {what} in {label}: the guard returns {value} when {site.operand} "
-                                     f"would fail{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}",
+                                     f"would fail{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}"
+                                     f"{'; crash shape recognised from ' + origin if origin else ''}",
                              details={"kind": site.kind, "operand": site.operand, "fallback": fallback,
                                       "function": code.co_qualname, "module": module, "exception": what,
-                                      "recipe": recipe.id if recipe is not None else None})
+                                      "recipe": recipe.id if recipe is not None else None,
+                                      "shape": shape, "recognised_from": origin or None})
         return label
+
+    def _recognise(self, code: CodeType, offset: int, exc: BaseException,
+                   frame: Any) -> tuple[tuple[Site, str] | None, str | None]:
+        """The site of a crash whose shape the registry knows, without analysis
+        (fingerprint.py), and the crash's shape."""
+        from . import fingerprint
+        from .analyse import index_of_offset, instructions
+
+        instrs = instructions(code)
+        index = index_of_offset(instrs, offset)
+        shape = fingerprint.shape(instrs, index, exc)
+        if shape is None:
+            return None, None
+        if self.shapes is None:
+            self.shapes = self._open_store().shapes() if os.path.exists(self.store_path) else {}
+        known = self.shapes.get(shape)
+        if known is None:
+            return None, shape
+        site = fingerprint.relocate(known[0], code, instrs, index, frame)
+        if site is None:
+            return None, shape
+        if not self.dry_run:
+            try:
+                self._open_store().saw_shape(shape)
+            except Exception:
+                pass
+        return (site, known[1]), shape
+
+    def _learn_shape(self, shape: str | None, site: Site, code: CodeType, offset: int, function: str) -> None:
+        from . import fingerprint
+        from .analyse import index_of_offset, instructions
+
+        if shape is None or self.shapes is None or shape in self.shapes:
+            return
+        instrs = instructions(code)
+        stored = fingerprint.template(site, index_of_offset(instrs, offset), instrs)
+        if stored is None:
+            return
+        origin = f"{function} ({_short(code.co_filename)}:{site.lineno})"
+        self.shapes[shape] = (stored, origin)
+        try:
+            self._open_store().save_shape(shape, stored, origin)
+        except Exception:
+            pass  # the registry saves re-analysis, nothing depends on it
 
     def _helper_maker(self, patch: Patch, new_site: Site, new_guard: Guard) -> Any:
         from .guards import helper

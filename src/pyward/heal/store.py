@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS recipes (
     last_hit    REAL,
     UNIQUE (code_hash, python, qualname, site)
 );
+CREATE TABLE IF NOT EXISTS shapes (
+    shape       TEXT PRIMARY KEY,
+    template    TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    created     REAL NOT NULL,
+    seen        INTEGER NOT NULL DEFAULT 1
+);
 """
 
 
@@ -120,6 +127,21 @@ class Store:
         with self.db:
             for rid, count in hits.items():
                 self.db.execute("UPDATE recipes SET hits = hits + ?, last_hit = ? WHERE id = ?", (count, now, rid))
+
+    def shapes(self) -> dict[str, tuple[str, str]]:
+        """The crash-shape registry (fingerprint.py): shape -> (site template, function it was learned in)."""
+        try:
+            rows = self.db.execute("SELECT shape, template, origin FROM shapes").fetchall()
+        except sqlite3.OperationalError:  # a store made before the registry, opened read-only
+            return {}
+        return {shape: (template, origin) for shape, template, origin in rows}
+
+    def save_shape(self, shape: str, template: str, origin: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO shapes (shape, template, origin, created) VALUES (?, ?, ?, ?)",
+                        (shape, template, origin, time.time()))
+
+    def saw_shape(self, shape: str) -> None:
+        self.db.execute("UPDATE shapes SET seen = seen + 1 WHERE shape = ?", (shape,))
 
     def delete(self, ids: list[int]) -> None:
         with self.db:
