@@ -450,3 +450,50 @@ def test_crash_shape_is_recognised_in_another_function_and_another_run(tmp_path)
         ('second (key_guard on settings)', "first (app.py:3)"),
         ('second (null_guard on settings["title"])', "first (app.py:3)")]
     assert 'crash shape recognised from first (app.py:3)' in second.stderr
+
+
+def test_shadow_follows_the_fallback(tmp_path):
+    """--shadow says where each guard's None goes: output, an operation that fails, or a check."""
+    write(tmp_path, """
+        data = {"ada": {"bio": "x", "age": 36, "city": "London"}, "bob": None}
+
+        def bio(name):
+            return data.get(name)["bio"]
+
+        def age(name):
+            return data.get(name)["age"]
+
+        def city(name):
+            return data.get(name)["city"]
+
+        def show(name):
+            text = bio(name)
+            print(name, text)
+
+        def older(name):
+            return age(name) + 1
+
+        def where(name):
+            c = city(name)
+            if c is None:
+                return "?"
+            return c
+
+        show("bob")
+        print(where("bob"))
+        print(older("bob"))
+    """)
+    first = pyward("run", "--heal", "--shadow", "--retries", "5", "app.py", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr  # None + 1 cannot be healed: the shadow names the guard
+    shadows = [line for line in pyward_lines(first.stderr) if "shadow:" in line]
+    assert "[pyward][warning] shadow: the None from bio (subscript_guard on data.get(name)) goes: returned to " \
+           "show() -> text (app.py:14) -> output by print() at app.py:15" in shadows, shadows
+    assert "[pyward] shadow: the None from city (subscript_guard on data.get(name)) goes: returned to where() " \
+           "-> c (app.py:21) -> checked at app.py:22 (the program handles it)" in shadows, shadows
+    assert "[pyward][warning] shadow: the None from age (subscript_guard on data.get(name)) goes: returned to " \
+           "older() -> used in `+` at app.py:18: fails on None" in shadows, shadows
+    assert any("shadow: TypeError: unsupported operand type(s) for +: 'NoneType' and 'int': guards produced None "
+               "before this crash and may have caused it: " in line and "age (subscript_guard on data.get(name))"
+               in line for line in shadows), shadows
+    plain = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert "shadow:" not in plain.stderr  # off unless asked

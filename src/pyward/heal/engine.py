@@ -191,6 +191,8 @@ class HealEngine(Engine):
 
         session = self.session
         assert session is not None
+        if self.fired and self.settings.get("heal.shadow"):
+            self._shadow_crash(exc)
         frame_tb = self._program_frame(exc.__traceback__)
         what = f"{type(exc).__name__}: {exc}"
         if frame_tb is None:
@@ -364,6 +366,58 @@ class HealEngine(Engine):
         self.session.journal.emit("heal", "fired", guard.label, severity="notice", where=where,
                                   function=caller.f_code.co_qualname,
                                   message=f"guard fired: {guard.label} -> {value}")
+        if self.settings.get("heal.shadow"):
+            self._shadow(guard, caller)
+
+    def _shadow_crash(self, exc: BaseException) -> None:
+        """--shadow: a crash on the kind of value guards have been producing may be their doing."""
+        text = str(exc)
+        fallback = "none" if "'NoneType'" in text else "zero" if isinstance(exc, ZeroDivisionError) else None
+        suspects = [f"{g.label} ({g.hits} time{'s' * (g.hits != 1)})" for p in self.patches.values()
+                    for g in p.guards if g.hits and g.fallback == fallback]
+        if suspects:
+            self.session.journal.emit(  # type: ignore[union-attr]
+                "heal", "shadow", type(exc).__name__, severity="warning", where="",
+                message=f"shadow: {type(exc).__name__}: {exc}: guards produced "
+                        f"{'None' if fallback == 'none' else '0'} before this crash and may have caused it: "
+                        + ", ".join(suspects))
+
+    def _shadow(self, guard: Guard, frame: Any) -> None:
+        """--shadow: follow the fallback from the guarded instruction (shadow.py) and say where it goes."""
+        from . import shadow
+        from .analyse import instructions
+        from .guards import fallback_value
+
+        found = next(((p, p.sites[i]) for p in self.patches.values() for i, g in enumerate(p.guards) if g is guard),
+                     None)
+        if found is None:
+            return
+        patch, site = found
+        start = shadow.fallback_position(site, instructions(patch.original))
+        if start is None:
+            return
+
+        def caller_site(caller: Any) -> tuple[CodeType, int] | None:
+            code = caller.f_code
+            if not self.is_program_file(code.co_filename):
+                return None
+            # a caller's f_lasti may point into its CALL's inline cache: the CALL is the last instruction before it
+            index = max(n for n, ins in enumerate(instructions(code)) if ins.offset <= caller.f_lasti)
+            known = self.patches.get(id(code))
+            return (known.original, known.original_index(index)) if known is not None else (code, index)
+
+        try:
+            trail = shadow.follow(patch.original, start[0], start[1], fallback_value(guard.fallback), frame,
+                                  caller_site)
+        except Exception as exc:  # the walk is advice: it never breaks the run
+            trail = shadow.Trail()
+            trail.end = f"not followed ({type(exc).__name__}: {exc})"
+        value = "None" if guard.fallback == "none" else guard.fallback
+        self.session.journal.emit(  # type: ignore[union-attr]
+            "heal", "shadow", guard.label, severity="warning" if trail.worry else "notice",
+            where=f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}", function=frame.f_code.co_qualname,
+            message=f"shadow: the {value} from {guard.label} goes: {trail.text()}",
+            details={"trail": trail.hops, "end": trail.end, "worry": trail.worry})
 
     def _unhealed(self, exc: BaseException, reason: str, where: str | None, function: str = "") -> None:
         self.session.journal.emit("heal", "unhealed", type(exc).__name__, severity="error",  # type: ignore
