@@ -93,6 +93,7 @@ print((time.perf_counter() - t) * 1e3)
 def main() -> int:
     args = bench_arguments(__doc__)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
+    env["PYTHONHASHSEED"] = "0"  # same string hashes (dict layouts) in both arms: less noise between processes
     pw = pyward_cmd()
     heal = [*pw, "run", "--no-config", "--no-report", "--mode", "off", "--no-tamper", "--heal"]
     results: dict[str, dict[str, float | str | bool]] = {}
