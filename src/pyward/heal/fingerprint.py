@@ -23,7 +23,7 @@ import dis
 import hashlib
 import json
 
-from .analyse import PY, Site, _attr_name, _is_method_load, _runtime_value, operand_text, source_text
+from .analyse import PY, Site, _attr_name, _is_method_load, _runtime_value, operand_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -130,8 +130,7 @@ def relocate(stored: str, code: CodeType, instrs: list[dis.Instruction], index: 
         n, part = data["source"]
         site.source = (n + index, part)
         instr = instrs[n + index]
-        site.operand = operand_text(code, instr, part) if part is None or instr.opname == "LOAD_FAST_LOAD_FAST" \
-            else source_text(code, instr)
+        site.operand = operand_text(code, instr, part if instr.opname == "LOAD_FAST_LOAD_FAST" else None)
     lineno = instrs[index].positions.lineno if instrs[index].positions is not None else None
     for link in [site, *site.extra]:
         link.lineno = lineno
