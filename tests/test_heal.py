@@ -497,3 +497,27 @@ def test_shadow_follows_the_fallback(tmp_path):
                in line for line in shadows), shadows
     plain = pyward("run", "--heal", "app.py", cwd=tmp_path)
     assert "shadow:" not in plain.stderr  # off unless asked
+
+
+def test_gate_refuses_a_guard_between_kw_names_and_its_call():
+    """KW_NAMES hands keyword names to the next call (3.11/3.12): nothing may come between them.
+    On 3.13 the names are on the stack (CALL_KW) and there is no KW_NAMES to separate."""
+    from pyward.heal.analyse import PY, Site, instructions
+    from pyward.heal.synth import RefusedPatch, synthesise
+
+    space = {}
+    exec("def f(g, a):\n    return g(a, k=1)\n", space)
+    code = space["f"].__code__
+    names = [i.opname for i in instructions(code)]
+    if PY >= (3, 13):
+        assert "KW_NAMES" not in names and "CALL_KW" in names
+        return
+    after = names.index("KW_NAMES") + 1  # PRECALL on 3.11, CALL on 3.12
+    site = Site("callable_guard", after, names[after], 4, (4,), "g", 2)
+    with pytest.raises(RefusedPatch, match="separate KW_NAMES from its call"):
+        synthesise(code, [site], lambda s, link: (lambda value: value))
+
+
+def test_watch_help_among_run_options(tmp_path):
+    run = pyward("watch", "--heal", "--help", cwd=tmp_path)
+    assert run.returncode == 0 and run.stdout.startswith("usage: pyward watch [--max-restarts N]"), run.stderr

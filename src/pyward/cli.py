@@ -336,10 +336,9 @@ def _settings(args: dict[str, Any], command: str) -> Any:
     return load(args["config"], use_files=not args["no_config"], overrides=overrides)
 
 
-def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run") -> int:
-    """`pyward run`; commands that run a program (learn, ...) pass `extra` settings."""
-    from .runner import TargetError, start
-
+def parse_run(argv: list[str], command: str = "run") -> tuple[dict[str, Any], Any]:
+    """`run`'s options (as argparse's namespace would hold them) and the
+    target, its arguments set; help, errors and a missing target exit here."""
     options, target, program_args = split_run_args(argv)
     args = parse_run_options(options)
     if args is None or target is None:
@@ -349,6 +348,14 @@ def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str =
         if target is None:
             parser.error("nothing to run: give a SCRIPT, -m MODULE, -c CODE or - (stdin)")
     target.args = program_args
+    return args, target
+
+
+def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run") -> int:
+    """`pyward run`; commands that run a program (learn, ...) pass `extra` settings."""
+    from .runner import TargetError, start
+
+    args, target = parse_run(argv, command)
     try:
         settings = _settings(args, "run")
         if extra:

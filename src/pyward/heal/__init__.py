@@ -34,6 +34,13 @@ def store_files(path: str) -> list[str]:
             os.path.join(os.path.dirname(path), ".gitignore")]
 
 
+def short_path(path: str) -> str:
+    """A file name as messages show it (relative when under the working directory)."""
+    from ..config import display_path
+
+    return display_path(path) if not path.startswith("<") else path
+
+
 def engine(settings: Settings) -> Engine | None:
     if not settings.get("heal.enabled"):
         return None

@@ -20,6 +20,7 @@ import sys
 import time
 
 from ..runner import Engine
+from . import short_path as _short
 
 # analyse, guards and synth (dis, hashlib, bytecode) and the store (sqlite3)
 # are imported when a crash is analysed or a stored patch applies, never
@@ -185,7 +186,8 @@ class HealEngine(Engine):
 
     def heal(self, exc: BaseException, boundary: str) -> str | None:
         """Patch the crash behind `exc`; the patched function's label, or None (unhealed, journaled)."""
-        from .analyse import Unhealable, analyse, instructions
+        from . import fingerprint
+        from .analyse import Unhealable, analyse, index_of_offset, instructions
         from .guards import Guard
         from .synth import RefusedPatch, diff, synthesise
 
@@ -202,12 +204,15 @@ class HealEngine(Engine):
         code = frame.f_code
         patch = self.patches.get(id(code))
         original = patch.original if patch is not None else code
-        offset = frame_tb.tb_lasti
+        instrs = instructions(original)
         if patch is not None:  # a second crash in a healed function: analyse the original code
-            index = patch.original_index(_index_at(code, offset))
-            offset = instructions(original)[index].offset
+            index = patch.original_index(_index_at(code, frame_tb.tb_lasti))
+        else:
+            index = index_of_offset(instrs, frame_tb.tb_lasti)
+        offset = instrs[index].offset
         where = f"{_short(code.co_filename)}:{frame_tb.tb_lineno}"
-        known, shape = self._recognise(original, offset, exc, frame)
+        shape = fingerprint.shape(instrs, index, exc)
+        known = self._recognise(shape, original, instrs, index, frame)
         if known is not None:
             site, origin = known
         else:
@@ -243,7 +248,7 @@ class HealEngine(Engine):
             return label
         recipe = self._recipe(patch, site, fallback, exc)
         if not origin:
-            self._learn_shape(shape, site, original, offset, code.co_qualname)
+            self._learn_shape(shape, site, instrs, index, original)
         patch.sites.append(site)
         patch.guards.append(guard)
         patch.recipes.append(recipe)
@@ -260,44 +265,31 @@ class HealEngine(Engine):
                                       "shape": shape, "recognised_from": origin or None})
         return label
 
-    def _recognise(self, code: CodeType, offset: int, exc: BaseException,
-                   frame: Any) -> tuple[tuple[Site, str] | None, str | None]:
-        """The site of a crash whose shape the registry knows, without analysis
-        (fingerprint.py), and the crash's shape."""
+    def _recognise(self, shape: str | None, code: CodeType, instrs: list[Any], index: int,
+                   frame: Any) -> tuple[Site, str] | None:
+        """The site of a crash whose shape the registry knows, found without
+        analysis (fingerprint.py), and where the shape was learned."""
         from . import fingerprint
-        from .analyse import index_of_offset, instructions
 
-        instrs = instructions(code)
-        index = index_of_offset(instrs, offset)
-        shape = fingerprint.shape(instrs, index, exc)
         if shape is None:
-            return None, None
+            return None
         if self.shapes is None:
             self.shapes = self._open_store().shapes() if os.path.exists(self.store_path) else {}
         known = self.shapes.get(shape)
         if known is None:
-            return None, shape
+            return None
         site = fingerprint.relocate(known[0], code, instrs, index, frame)
-        if site is None:
-            return None, shape
-        if not self.dry_run:
-            try:
-                self._open_store().saw_shape(shape)
-            except Exception:
-                pass
-        return (site, known[1]), shape
+        return (site, known[1]) if site is not None else None
 
-    def _learn_shape(self, shape: str | None, site: Site, code: CodeType, offset: int, function: str) -> None:
+    def _learn_shape(self, shape: str | None, site: Site, instrs: list[Any], index: int, code: CodeType) -> None:
         from . import fingerprint
-        from .analyse import index_of_offset, instructions
 
         if shape is None or self.shapes is None or shape in self.shapes:
             return
-        instrs = instructions(code)
-        stored = fingerprint.template(site, index_of_offset(instrs, offset), instrs)
+        stored = fingerprint.template(site, index, instrs)
         if stored is None:
             return
-        origin = f"{function} ({_short(code.co_filename)}:{site.lineno})"
+        origin = f"{code.co_qualname} ({_short(code.co_filename)}:{site.lineno})"
         self.shapes[shape] = (stored, origin)
         try:
             self._open_store().save_shape(shape, stored, origin)
@@ -671,8 +663,3 @@ def _library_dirs() -> tuple[str, ...]:
 def _same_file(a: str, b: str) -> bool:
     return a == b or os.path.realpath(a) == os.path.realpath(b)
 
-
-def _short(path: str) -> str:
-    from ..config import display_path
-
-    return display_path(path) if not path.startswith("<") else path

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dis
 
+from . import short_path as _short
 from .analyse import instructions, producer, pushes, source_text
 
 TYPE_CHECKING = False
@@ -80,19 +81,15 @@ def follow(code: CodeType, index: int, depth: int, value: Any, frame: FrameType 
             return trail
         if name in _STORES:
             var = instr.argval
-            load = next((m for m in range(n + 1, len(instrs)) if instrs[m].opname in _LOADS and
-                         instrs[m].argval == var), None)
-            load2 = next((m for m in range(n + 1, len(instrs)) if instrs[m].opname == "LOAD_FAST_LOAD_FAST" and
-                          var in instrs[m].argval), None)
-            if load2 is not None and (load is None or load2 < load):
-                trail.hops.append(f"{var} ({where})")
-                n, depth = load2 + 1, 2 if instrs[load2].argval[0] == var else 1
-                continue
+            load = next((m for m in range(n + 1, len(instrs)) if (instrs[m].opname in _LOADS and
+                         instrs[m].argval == var) or (instrs[m].opname == "LOAD_FAST_LOAD_FAST" and
+                                                      var in instrs[m].argval)), None)
             if load is None:
                 trail.end = f"stored in {var} at {where}, not read again"
                 return trail
             trail.hops.append(f"{var} ({where})")
-            n, depth = load + 1, 1
+            pair = instrs[load].opname == "LOAD_FAST_LOAD_FAST"  # 3.13: two locals, the first one deeper
+            n, depth = load + 1, 2 if pair and instrs[load].argval[0] == var else 1
             continue
         if name in ("RETURN_VALUE",):
             caller = frame.f_back if frame is not None else None
@@ -207,8 +204,3 @@ def _callee(code: CodeType, instrs: list[dis.Instruction], call: int, nargs: int
     except Exception:
         return "a function"
 
-
-def _short(path: str) -> str:
-    from ..config import display_path
-
-    return display_path(path) if not path.startswith("<") else path

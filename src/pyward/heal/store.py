@@ -48,8 +48,7 @@ CREATE TABLE IF NOT EXISTS shapes (
     shape       TEXT PRIMARY KEY,
     template    TEXT NOT NULL,
     origin      TEXT NOT NULL,
-    created     REAL NOT NULL,
-    seen        INTEGER NOT NULL DEFAULT 1
+    created     REAL NOT NULL
 );
 """
 
@@ -130,18 +129,12 @@ class Store:
 
     def shapes(self) -> dict[str, tuple[str, str]]:
         """The crash-shape registry (fingerprint.py): shape -> (site template, function it was learned in)."""
-        try:
-            rows = self.db.execute("SELECT shape, template, origin FROM shapes").fetchall()
-        except sqlite3.OperationalError:  # a store made before the registry, opened read-only
-            return {}
+        rows = self.db.execute("SELECT shape, template, origin FROM shapes").fetchall()
         return {shape: (template, origin) for shape, template, origin in rows}
 
     def save_shape(self, shape: str, template: str, origin: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO shapes (shape, template, origin, created) VALUES (?, ?, ?, ?)",
                         (shape, template, origin, time.time()))
-
-    def saw_shape(self, shape: str) -> None:
-        self.db.execute("UPDATE shapes SET seen = seen + 1 WHERE shape = ?", (shape,))
 
     def delete(self, ids: list[int]) -> None:
         with self.db:

@@ -46,7 +46,7 @@ def _say(message: str) -> None:
 
 
 def cmd_watch(argv: list[str]) -> int:
-    from ..cli import ConfigError, _fail, _settings, build_parser, parse_run_options, split_own_options, split_run_args
+    from ..cli import ConfigError, _fail, _settings, parse_run, split_own_options
     from . import store_path
 
     own, rest = split_own_options(argv, "watch", {"--max-restarts": True})
@@ -56,16 +56,9 @@ def cmd_watch(argv: list[str]) -> int:
         max_restarts = -1
     if max_restarts < 0:
         _fail(f"pyward watch: --max-restarts takes a whole number >= 0, not {own['--max-restarts']!r}")
-    options, target, _ = split_run_args(rest)
-    if target is None:
-        _fail("pyward watch: nothing to run: give a SCRIPT, -m MODULE or -c CODE (see 'pyward watch --help')")
+    args, target = parse_run(rest, "watch")
     if target.kind == "stdin":
         _fail("pyward watch: a program read from stdin cannot be restarted; give a SCRIPT, -m MODULE or -c CODE")
-    args = parse_run_options(options)
-    if args is None:
-        parser = build_parser()[1]["run"]
-        parser.prog = "pyward watch"
-        args = vars(parser.parse_args(options))  # help, or the error, exits here
     try:
         store = store_path(_settings(args, "run"), os.getcwd())
     except ConfigError as exc:
@@ -100,7 +93,7 @@ class Watch:
         while True:
             before = self._patches()
             self.child = subprocess.Popen(self.command)
-            status = _wait(self.child)
+            status = self.child.wait()
             new = [label for key, label in self._patches().items() if key not in before]
             healed += new
             status = 128 - status if status < 0 else status
@@ -137,10 +130,3 @@ class Watch:
         finally:
             store.close()
 
-
-def _wait(child: subprocess.Popen[bytes]) -> int:
-    while True:
-        try:
-            return child.wait()
-        except KeyboardInterrupt:  # only if the handler was replaced; keep waiting for the child
-            continue
