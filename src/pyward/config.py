@@ -128,6 +128,16 @@ OPTIONS: list[Option] = [
            flags=("--ttl",), metavar="DAYS", cli={"type": int}),
     Option("heal.store", "path", None, "the patch store (default: .pyward/heal.db in the working directory)",
            flags=("--store",), metavar="FILE"),
+    Option("heal.idempotent", "list", None,
+           "servers: also replay requests with these methods after a heal (GET, HEAD and OPTIONS always are), "
+           "e.g. PUT,DELETE", flags=("--idempotent",), metavar="METHODS"),
+    Option("heal.replay_body", "int", 1048576,
+           "servers: request bodies up to this many bytes are kept so the request can be replayed; larger ones "
+           "are not replayed"),
+    Option("heal.retry_after", "int", 1, "servers: the Retry-After (seconds) of the 503 sent when a healed "
+           "request cannot be replayed"),
+    Option("heal.sync_interval", "int", 1,
+           "servers: look for patches other worker processes saved at most every N seconds (at a request)"),
     *(Option(f"heal.fallback.{kind}", "enum", values[0], f"fallback of {kind}: {', '.join(values)}",
              choices=values) for kind, values in HEAL_FALLBACKS.items()),
 ]
@@ -138,6 +148,15 @@ SECTIONS = {o.key.rsplit(".", i)[0] for o in OPTIONS for i in range(1, o.key.cou
 _TYPE_WORDS = {"bool": "a boolean (true or false)", "int": "an integer", "str": "a string", "path": "a path string",
                "list": "a list of strings", "report": "a path string or false",
                "perm": "a list of strings, or true (everything) / false"}
+
+
+def as_list(value: Any) -> list[str]:
+    """A "list" setting's value: a list from a config file, or a comma-separated string from the command line."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
 
 
 def _describe_value(value: Any) -> str:

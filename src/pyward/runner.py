@@ -50,17 +50,19 @@ class TargetError(Exception):
 
 
 class Target:
-    """What to run: kind is script, module, code or stdin (`-`)."""
+    """What to run: kind is script, module, code or stdin (`-`); server: a
+    process pyward did not start, guarded by a server integration (integrations/)."""
 
     __slots__ = ("kind", "value", "args")
 
     def __init__(self, kind: str, value: str, args: list[str] | tuple[str, ...] = ()) -> None:
-        if kind not in ("script", "module", "code", "stdin"):
+        if kind not in ("script", "module", "code", "stdin", "server"):
             raise ValueError(kind)
         self.kind, self.value, self.args = kind, value, list(args)
 
     def describe(self) -> str:
-        return {"script": self.value, "module": f"-m {self.value}", "code": "-c ...", "stdin": "- (stdin)"}[self.kind]
+        return {"script": self.value, "module": f"-m {self.value}", "code": "-c ...", "stdin": "- (stdin)",
+                "server": f"{self.value} (server integration)"}[self.kind]
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "value": self.value, "args": self.args}
@@ -79,6 +81,14 @@ ENGINES: tuple[str, ...] = (
     # heal (issue #5)
     "pyward.heal",
 )
+
+
+_current: Session | None = None
+
+
+def current() -> Session | None:
+    """The session guarding this process, if one is open."""
+    return _current
 
 
 def engines_for(settings: Settings) -> list[Engine]:
@@ -344,6 +354,8 @@ class Session:
                                   "the program was not run. This is a pyward bug: PYWARD_DEBUG=1 shows the "
                                   "traceback", 70) from None
         atexit.register(self.finish)
+        global _current
+        _current = self
         self.journal.emit("pyward", "run.start", self.target.describe(), severity="debug",
                           message=f"run start: {self.target.describe()}",
                           details={"target": self.target.to_json(), "cwd": self.cwd, "pyward": __version__,

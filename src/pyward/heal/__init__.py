@@ -100,8 +100,8 @@ class resilient:  # noqa: N801 - used as a decorator and a context manager, like
         heal = active()
         if heal is None:
             return False
-        label = heal.heal(exc, boundary="resilient block")
-        if label is None:
+        healed = heal.heal(exc, boundary="resilient block")
+        if healed is None:
             return False
-        heal.skipped_block(exc, label)
+        heal.skipped_block(exc, healed.label)
         return True

@@ -47,6 +47,19 @@ def active() -> HealEngine | None:
     return _active
 
 
+class Healed:
+    """What `HealEngine.heal` did: the guarded function's label, the guard kind
+    and the operand (`again`: another thread had already guarded this site)."""
+
+    __slots__ = ("label", "kind", "operand", "again")
+
+    def __init__(self, label: str, kind: str, operand: str, again: bool = False) -> None:
+        self.label, self.kind, self.operand, self.again = label, kind, operand, again
+
+    def __str__(self) -> str:
+        return self.label
+
+
 class Patch:
     """A function's original code, its guards (sites + recipes) and the code now in use."""
 
@@ -60,8 +73,6 @@ class Patch:
         self.current = original
         self.inserted: list[int] = []
 
-    def original_index(self, patched_index: int) -> int:
-        return patched_index - sum(1 for n in self.inserted if n < patched_index)
 
 
 class HealEngine(Engine):
@@ -84,7 +95,18 @@ class HealEngine(Engine):
         self._excludes: tuple[str, ...] = ()
         self.store_path = ""
         self._finder: Any = None
+        self._store_pid = 0
+        self.on_import: dict[str, Any] = {}  # module -> called with the module once it is imported
         self.shapes: dict[str, tuple[str, str]] | None = None  # the crash-shape registry, read at the first crash
+        # code a later heal replaced, kept alive: a thread still running it may crash on a site already guarded
+        self.superseded: dict[int, tuple[CodeType, Patch, list[int]]] = {}
+        self.known: set[int] = set()  # ids of the store's recipes this process has read or written
+        self.sync_interval = settings.get("heal.sync_interval", 1.0)
+        self._next_sync = 0.0
+        self._synced = 0  # the highest recipe id read from the store
+        import threading
+
+        self._lock = threading.RLock()  # one heal at a time: threaded servers crash in parallel
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -98,6 +120,8 @@ class HealEngine(Engine):
         ttl = self.settings.get("heal.ttl", 7)
         stale_checked: set[str] = set()
         for recipe in self._stored():
+            self.known.add(recipe.id)
+            self._synced = max(self._synced, recipe.id)
             self.pending.setdefault(recipe.module, []).append(recipe)
             if ttl and recipe.age_days() > ttl and recipe.qualname not in stale_checked:
                 stale_checked.add(recipe.qualname)
@@ -107,8 +131,12 @@ class HealEngine(Engine):
                                              f"{recipe.lineno} is still unfixed")
         for module in [m for m in self.pending if m in sys.modules and m != "__main__"]:
             self._patch_loaded_module(sys.modules[module])
-        if any(m != "__main__" for m in self.pending):
-            self._install_finder()
+        # http.server's handlers get the request boundary (integrations/httpserver.py) when it is imported
+        if "http.server" in sys.modules:
+            self._server_integration(sys.modules["http.server"])
+        else:
+            self.on_import["http.server"] = self._server_integration
+        self._install_finder()
         import threading
 
         previous = threading.excepthook
@@ -121,6 +149,11 @@ class HealEngine(Engine):
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
 
+    def _server_integration(self, module: Any) -> None:
+        from ..integrations import httpserver
+
+        httpserver.install(self, module)
+
     def _stored(self) -> list[Recipe]:
         """This Python's recipes, when a store exists (no store: no sqlite3 import)."""
         if not os.path.exists(self.store_path):
@@ -128,10 +161,10 @@ class HealEngine(Engine):
         return self._open_store().for_python()
 
     def _open_store(self) -> Store:
-        if self.store is None:
+        if self.store is None or self._store_pid != os.getpid():  # a forked worker opens its own connection
             from .store import Store
 
-            self.store = Store(self.store_path)
+            self.store, self._store_pid = Store(self.store_path), os.getpid()
         return self.store
 
     def prepare_code(self, session: Session, code: CodeType, module: str) -> CodeType:
@@ -165,18 +198,18 @@ class HealEngine(Engine):
     def on_crash(self, session: Session, exc: BaseException) -> bool:
         if not isinstance(exc, Exception) or isinstance(exc, SyntaxError):  # python reports those as they are
             return False
-        outcome = self.heal(exc, boundary="script")
-        if outcome is None:
+        healed = self.heal(exc, boundary="script")
+        if healed is None:
             return False
         if self.dry_run:
             return False
         rerun, why = self._may_rerun(session)
         if not rerun:
-            session.journal.emit("heal", "not_rerun", outcome, severity="warning", where="",
+            session.journal.emit("heal", "not_rerun", healed.label, severity="warning", where="",
                                  message=f"not re-running: {why}. The patch is saved: the next run uses it")
             return False
         self.attempt += 1
-        session.journal.emit("heal", "rerun", outcome, severity="notice", where="",
+        session.journal.emit("heal", "rerun", healed.label, severity="notice", where="",
                              message=f"re-running the program (attempt {self.attempt} of {self.retries + 1}); "
                                      "its output so far came from the crashed attempt")
         self.attempt_seq = len(session.journal.events)
@@ -184,8 +217,12 @@ class HealEngine(Engine):
 
     # -- healing ---------------------------------------------------------------
 
-    def heal(self, exc: BaseException, boundary: str) -> str | None:
-        """Patch the crash behind `exc`; the patched function's label, or None (unhealed, journaled)."""
+    def heal(self, exc: BaseException, boundary: str) -> Healed | None:
+        """Patch the crash behind `exc`: what was done, or None (unhealed, journaled)."""
+        with self._lock:
+            return self._heal(exc, boundary)
+
+    def _heal(self, exc: BaseException, boundary: str) -> Healed | None:
         from . import fingerprint
         from .analyse import Unhealable, analyse, index_of_offset, instructions
         from .guards import Guard
@@ -203,10 +240,13 @@ class HealEngine(Engine):
         frame = frame_tb.tb_frame
         code = frame.f_code
         patch = self.patches.get(id(code))
+        inserted = patch.inserted if patch is not None else None
+        if patch is None and id(code) in self.superseded:  # healed while this frame ran the older code
+            _, patch, inserted = self.superseded[id(code)]
         original = patch.original if patch is not None else code
         instrs = instructions(original)
         if patch is not None:  # a second crash in a healed function: analyse the original code
-            index = patch.original_index(_index_at(code, frame_tb.tb_lasti))
+            index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))  # type: ignore[arg-type]
         else:
             index = index_of_offset(instrs, frame_tb.tb_lasti)
         offset = instrs[index].offset
@@ -225,6 +265,9 @@ class HealEngine(Engine):
         module = _module_name(frame.f_globals)
         if patch is None:
             patch = Patch(original, module)
+        for done, guard in zip(patch.sites, patch.guards):
+            if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
+                return Healed(guard.label, site.kind, site.operand, again=True)
         label = f"{code.co_qualname} ({site.kind} on {site.operand})"
         fallback = self._fallback(site.kind)
         guard = Guard(site.kind, site.operand, fallback, self._fired, label)
@@ -245,7 +288,7 @@ class HealEngine(Engine):
             session.journal.emit("heal", "dry_run", label, severity="notice", where=where, function=code.co_qualname,
                                  message=f"dry run: {what} in {label} can be healed (guard built and verified; "
                                          "nothing patched or saved)")
-            return label
+            return Healed(label, site.kind, site.operand)
         recipe = self._recipe(patch, site, fallback, exc)
         if not origin:
             self._learn_shape(shape, site, instrs, index, original)
@@ -263,7 +306,7 @@ class HealEngine(Engine):
                                       "function": code.co_qualname, "module": module, "exception": what,
                                       "recipe": recipe.id if recipe is not None else None,
                                       "shape": shape, "recognised_from": origin or None})
-        return label
+        return Healed(label, site.kind, site.operand)
 
     def _recognise(self, shape: str | None, code: CodeType, instrs: list[Any], index: int,
                    frame: Any) -> tuple[Site, str] | None:
@@ -311,7 +354,8 @@ class HealEngine(Engine):
         old = patch.current
         with self.session.acting("heal"):  # type: ignore[union-attr]
             _install(old, new_code)
-        self.patches.pop(id(old), None)
+        if self.patches.pop(id(old), None) is not None:
+            self.superseded[id(old)] = (old, patch, patch.inserted)
         patch.current, patch.inserted = new_code, inserted
         self.patches[id(new_code)] = patch
 
@@ -334,6 +378,7 @@ class HealEngine(Engine):
             self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
+        self.known.add(recipe.id)
         self.said.add(recipe.id)  # healed in this run: the re-run says nothing more about it
         self.pending.setdefault(patch.module, []).append(recipe)
         if patch.module != "__main__" and self._finder is None:
@@ -396,7 +441,7 @@ class HealEngine(Engine):
             # a caller's f_lasti may point into its CALL's inline cache: the CALL is the last instruction before it
             index = max(n for n, ins in enumerate(instructions(code)) if ins.offset <= caller.f_lasti)
             known = self.patches.get(id(code))
-            return (known.original, known.original_index(index)) if known is not None else (code, index)
+            return (known.original, _original_index(known.inserted, index)) if known is not None else (code, index)
 
         try:
             trail = shadow.follow(patch.original, start[0], start[1], fallback_value(guard.fallback), frame,
@@ -481,7 +526,10 @@ class HealEngine(Engine):
             by_name.setdefault(r.qualname, []).append(r)
         return self._patch_code(code, by_name, module)
 
-    def _patch_code(self, code: CodeType, by_name: dict[str, list[Recipe]], module: str) -> CodeType:
+    def _patch_code(self, code: CodeType, by_name: dict[str, list[Recipe]], module: str,
+                    memo: dict[int, CodeType] | None = None) -> CodeType:
+        if memo is not None and id(code) in memo:  # code shared by several functions (closures): patched once
+            return memo[id(code)]
         new = code
         recipes = by_name.get(code.co_qualname)
         if recipes:
@@ -490,7 +538,7 @@ class HealEngine(Engine):
         changed = False
         for i, const in enumerate(consts):
             if hasattr(const, "co_code"):
-                inner = self._patch_code(const, by_name, module)
+                inner = self._patch_code(const, by_name, module, memo)
                 if inner is not const:
                     consts[i], changed = inner, True
         if changed:
@@ -499,16 +547,29 @@ class HealEngine(Engine):
             if patch is not None:
                 patch.current = new
                 self.patches[id(new)] = patch
+        if memo is not None:
+            memo[id(code)] = new
         return new
 
     def _apply(self, code: CodeType, recipes: list[Recipe], module: str) -> CodeType:
-        """Re-synthesise and re-verify stored recipes on `code` (its original)."""
+        """Re-synthesise and re-verify stored recipes on `code`: a function's
+        original, or code this process already guarded (the recipes are added
+        to its guards: another worker saved them)."""
         from .analyse import Site
         from .guards import Guard, helper
         from .synth import RefusedPatch, code_hash, synthesise
 
         session = self.session
         assert session is not None
+        existing = self.patches.get(id(code))
+        if existing is not None:
+            have = {(s.index, s.kind) for s in existing.sites}
+            have_ids = {r.id for r in existing.recipes if r is not None}
+            recipes = [r for r in recipes if r.id not in have_ids
+                       and (r.site_data()["index"], r.kind) not in have]
+            if not recipes:
+                return code
+            code = existing.original
         digest = code_hash(code)
         fresh = [r for r in recipes if r.code_hash == digest]
         for r in recipes:
@@ -518,9 +579,9 @@ class HealEngine(Engine):
                                      message=f"stale patch not applied: {r.label()}: {r.qualname} changed since the "
                                              f"patch was made (fixed?); `pyward rollback {r.qualname}` removes it")
         if not fresh:
-            return code
-        patch = Patch(code, module)
-        sites, guards = [], []
+            return existing.current if existing is not None else code
+        patch = existing or Patch(code, module)
+        sites, guards = list(patch.sites), list(patch.guards)
         for r in fresh:
             site = Site.from_json(r.site_data())
             sites.append(site)
@@ -532,10 +593,13 @@ class HealEngine(Engine):
         except RefusedPatch as refusal:
             session.journal.emit("heal", "refused", code.co_qualname, severity="warning", where="",
                                  message=f"stored patch for {code.co_qualname} not applied: {refusal}")
-            return code
-        patch.sites, patch.guards, patch.recipes = sites, guards, list(fresh)
-        patch.current, patch.inserted = new, inserted
-        self.patches[id(new)] = patch
+            return patch.current
+        patch.sites, patch.guards, patch.recipes = sites, guards, [*patch.recipes, *fresh]
+        if existing is not None:  # live code: every function running it changes now
+            self._swap(patch, new, inserted)
+        else:
+            patch.current, patch.inserted = new, inserted
+            self.patches[id(new)] = patch
         for r in fresh:
             if r.id not in self.said:
                 self.said.add(r.id)
@@ -544,20 +608,49 @@ class HealEngine(Engine):
                                      details={"recipe": r.id, "kind": r.kind, "operand": r.operand})
         return new
 
-    def _patch_loaded_module(self, module: Any) -> None:
-        """A module imported before the engine started (rare): patch its functions in place."""
+    def _patch_loaded_module(self, module: Any, recipes: list[Recipe] | None = None) -> None:
+        """Patch the functions of a module already imported: before the engine
+        started (rare), or with recipes another process saved (`refresh`)."""
         name = getattr(module, "__name__", "")
         by_name: dict[str, list[Recipe]] = {}
-        for r in self.pending.get(name, ()):
+        for r in self.pending.get(name, ()) if recipes is None else recipes:
             by_name.setdefault(r.qualname, []).append(r)
         import gc
         import types
 
+        memo: dict[int, CodeType] = {}
         for f in [o for o in gc.get_objects() if type(o) is types.FunctionType and o.__module__ == name]:
-            new = self._patch_code(f.__code__, by_name, name)
+            new = self._patch_code(f.__code__, by_name, name, memo)
             if new is not f.__code__:
                 with self.session.acting("heal"):  # type: ignore[union-attr]
                     f.__code__ = new
+
+    def refresh(self) -> None:
+        """Apply the recipes other processes saved since this one last looked:
+        the workers of a server share one store.  Called at request
+        boundaries; reads the store at most every `heal.sync_interval` seconds."""
+        now = time.monotonic()
+        if now < self._next_sync:
+            return
+        self._next_sync = now + self.sync_interval
+        if not os.path.exists(self.store_path):
+            return
+        with self._lock:
+            try:
+                new = [r for r in self._open_store().for_python(after=self._synced) if r.id not in self.known]
+            except Exception:  # a store another process is creating, a locked file: next time
+                return
+            self._synced = max([self._synced, *(r.id for r in new)])
+            if not new:
+                return
+            for r in new:
+                self.known.add(r.id)
+                self.pending.setdefault(r.module, []).append(r)
+            loaded = {r.module for r in new if r.module in sys.modules}
+            for name in loaded:
+                self._patch_loaded_module(sys.modules[name], [r for r in new if r.module == name])
+            if len(loaded) < len({r.module for r in new}):
+                self._install_finder()
 
     def _install_finder(self) -> None:
         if self._finder is not None:
@@ -575,7 +668,7 @@ class _RecipeFinder:
         self.engine = engine
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in self.engine.pending:
+        if fullname not in self.engine.pending and fullname not in self.engine.on_import:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -609,6 +702,9 @@ class _PatchingLoader:
         if code is None:
             raise ImportError(f"cannot load {module.__name__}", name=module.__name__)
         exec(code, module.__dict__)
+        hook = self.engine.on_import.pop(module.__name__, None)
+        if hook is not None:
+            hook(module)
 
 
 def _install(old: CodeType, new: CodeType) -> None:
@@ -628,6 +724,11 @@ def _install(old: CodeType, new: CodeType) -> None:
         outer = replace_const(f.__code__, old, new)
         if outer is not None:
             f.__code__ = outer
+
+
+def _original_index(inserted: list[int], patched_index: int) -> int:
+    """The index in the original code of an instruction of the guarded code (`inserted`: the guards' indices)."""
+    return patched_index - sum(1 for n in inserted if n < patched_index)
 
 
 def _index_at(code: CodeType, offset: int) -> int:

@@ -108,8 +108,9 @@ class Store:
     def all(self) -> list[Recipe]:
         return list(self._rows("SELECT * FROM recipes ORDER BY id"))
 
-    def for_python(self, python: str = PYTHON) -> list[Recipe]:
-        return list(self._rows("SELECT * FROM recipes WHERE python = ? ORDER BY id", (python,)))
+    def for_python(self, python: str = PYTHON, after: int = 0) -> list[Recipe]:
+        """This Python's recipes (`after`: only those saved after recipe id `after`)."""
+        return list(self._rows("SELECT * FROM recipes WHERE python = ? AND id > ? ORDER BY id", (python, after)))
 
     def save(self, recipe: Recipe) -> int:
         fields = [n for n in Recipe.__slots__ if n not in ("id", "hits", "last_hit")]

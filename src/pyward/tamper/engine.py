@@ -24,6 +24,7 @@ import sys
 from types import ModuleType
 
 from .._isolation import isolate_builtins, isolate_module
+from ..config import as_list
 from ..journal import _is_plumbing
 from ..runner import Engine, exit_at_once
 from . import TamperError
@@ -41,12 +42,6 @@ SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASS", "PWD", "CREDENTIAL", "AUTH", "
 WATCHERS = sys.version_info >= (3, 12)
 
 
-def as_list(value: Any) -> list[str]:
-    if not value:
-        return []
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return [str(v) for v in value]
 
 
 def redact(name: str, value: str | None) -> str:
