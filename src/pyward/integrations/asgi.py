@@ -1,0 +1,134 @@
+"""Heal for ASGI applications, under any server (uvicorn, hypercorn...).
+
+    from pyward.integrations.asgi import Middleware
+    app = Middleware(app)
+
+HTTP requests only (lifespan and websocket pass through untouched).  The
+response messages are held until the application returns, so a crash can
+be healed and the request replayed (serving.py); a streamed response (a body
+message with `more_body`) is committed at that message, and a crash after
+it is the server's to handle.  Starlette and FastAPI send their own 500 and
+re-raise: that 500 is dropped when the request is replayed or answered 503,
+and sent as it is when the crash cannot be healed.
+"""
+from __future__ import annotations
+
+from . import serving
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Awaitable, Callable
+
+    from ..heal.engine import Healed
+
+    Receive = Callable[[], Awaitable[dict[str, Any]]]
+    Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Middleware:
+    """Heal crashes of `app`'s request handlers; see the module's documentation."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        serving.configure()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        heal = serving.engine() if scope.get("type") == "http" else None
+        if heal is None:
+            return await self.app(scope, receive, send)
+        heal.refresh()
+        rule = serving.replay_rule(heal)
+        method = str(scope.get("method", "GET")).upper()
+        pristine = dict(scope)
+        body = _Body(receive, rule.body_limit) if method in rule.methods else None
+        heals: list[Healed] = []
+        while True:
+            response = _Response(send)
+            try:
+                await self.app(scope, body or receive, response)
+            except Exception as exc:
+                error = exc
+            else:
+                await response.commit(heals)
+                if heals:
+                    serving.answered(heal, heals[-1], "replayed with the patched handler", method,
+                                     pristine.get("path", ""))
+                return
+            healed = serving.crashed(heal, error, "asgi request")
+            if healed is None or response.sent:  # not healable, or a stream already under way
+                await response.commit(heals)  # the framework's own 500, if it sent one
+                raise error
+            heals.append(healed)
+            why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
+                                         retries_used=len(heals) > heal.retries)
+            if why:
+                serving.answered(heal, healed, f"503 (not replayed: {why})", method, pristine.get("path", ""))
+                await _unavailable(send, heals, method, why, rule)
+                return
+            scope = dict(pristine)
+            if body is not None:
+                body = body.replay()
+
+
+class _Response:
+    """The application's `send`: messages held until commit (or a streamed body)."""
+
+    __slots__ = ("send", "held", "sent")
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.held, self.sent = send, [], False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if self.sent:
+            return await self.send(message)
+        self.held.append(message)
+        if message.get("type") == "http.response.body" and message.get("more_body", False):
+            await self.commit([])
+
+    async def commit(self, heals: list[Healed]) -> None:
+        held, self.held = self.held, []
+        self.sent = self.sent or bool(held)
+        for message in held:
+            if heals and message.get("type") == "http.response.start":
+                value = ", ".join(serving.header_value(h) for h in heals).encode("latin-1")
+                message = dict(message, headers=[*message.get("headers", ()), (b"x-pyward-healed", value)])
+            await self.send(message)
+
+
+class _Body:
+    """The application's `receive`: keeps the request body's messages (up to
+    a limit) so that a replay receives them again without the socket."""
+
+    __slots__ = ("receive", "limit", "kept", "size", "over")
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive, self.limit = receive, limit
+        self.kept: list[dict[str, Any]] = []
+        self.size, self.over = 0, False
+
+    async def __call__(self) -> dict[str, Any]:
+        message = await self.receive()
+        if message.get("type") == "http.request" and not self.over:
+            self.size += len(message.get("body", b""))
+            if self.size > self.limit:
+                self.over, self.kept = True, []
+            else:
+                self.kept.append(message)
+        return message
+
+    def replay(self) -> _Body:
+        kept, receive = list(self.kept), self.receive
+
+        async def again() -> dict[str, Any]:
+            return kept.pop(0) if kept else await receive()
+        return _Body(again, self.limit)
+
+
+
+async def _unavailable(send: Send, heals: list[Healed], method: str, why: str, rule: serving.Replay) -> None:
+    body = serving.unavailable(heals[-1], method, why)
+    value = ", ".join(serving.header_value(h) for h in heals)
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(rule.retry_after).encode()), (b"x-pyward-healed", value.encode("latin-1"))]})
+    await send({"type": "http.response.body", "body": body if method != "HEAD" else b""})

@@ -1,0 +1,206 @@
+"""Heal for `http.server` (and every socketserver-based server using its handlers).
+
+Installed by the heal engine when `http.server` is imported under
+`pyward run --heal`.  `BaseHTTPRequestHandler` gets two wrappers:
+
+* `parse_request`: once the request line and headers are read, the handler's
+  `wfile` becomes a buffer (the response reaches the socket when the handler
+  returns, calls `wfile.flush()` or writes more than 1 MiB) and, for
+  replayable methods, `rfile` keeps what the handler reads of the body;
+* `handle_one_request`: an exception escaping the handler goes to the heal
+  engine (serving.py says what happens next).  Without a crash the cost is
+  these two calls and one buffer per request.
+"""
+from __future__ import annotations
+
+from . import serving
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..heal.engine import Healed, HealEngine
+
+#: A response larger than this is sent as it is written (and no longer replayable).
+RESPONSE_BUFFER = 1 << 20
+
+
+class ResponseBuffer:
+    """The handler's `wfile` while it runs: nothing reaches the client before
+    the handler is done, flushes, or writes more than RESPONSE_BUFFER bytes."""
+
+    __slots__ = ("real", "chunks", "size", "sent")
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.chunks, self.size, self.sent = real, [], 0, False
+
+    def write(self, data: Any) -> int:
+        if self.sent:
+            return self.real.write(data)
+        data = bytes(data)
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > RESPONSE_BUFFER:
+            self.commit()
+        return len(data)
+
+    def commit(self) -> None:
+        if self.chunks:
+            self.sent = True
+            self.real.write(b"".join(self.chunks))
+            self.chunks.clear()
+
+    def flush(self) -> None:
+        self.commit()
+        self.real.flush()
+
+    def discard(self) -> None:
+        self.chunks.clear()
+        self.size = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class _Request:
+    __slots__ = ("wfile", "rfile", "out", "body")
+
+    def __init__(self, handler: Any, rule: serving.Replay) -> None:
+        self.wfile, self.rfile = handler.wfile, handler.rfile
+        self.out = handler.wfile = ResponseBuffer(handler.wfile)
+        self.body: serving.BodyRecorder | None = None
+        if handler.command in rule.methods:
+            self.body = handler.rfile = serving.BodyRecorder(handler.rfile, rule.body_limit)
+
+
+def install(heal: HealEngine | None = None, module: Any = None) -> None:
+    """Wrap BaseHTTPRequestHandler (once); `heal`: the engine of `pyward run
+    --heal`, `module`: http.server (given while it is being imported)."""
+    if module is None:
+        import http.server as module
+
+    cls = module.BaseHTTPRequestHandler
+    if getattr(cls.handle_one_request, "_pyward", False):
+        return
+    parse_request, handle_one_request = cls.parse_request, cls.handle_one_request
+
+    def parse_request_(self: Any) -> bool:
+        ok = parse_request(self)
+        if ok:
+            engine = serving.engine()
+            if engine is not None:
+                engine.refresh()
+                self._pyward = _Request(self, serving.replay_rule(engine))
+        return ok
+
+    def handle_one_request_(self: Any) -> None:
+        try:
+            handle_one_request(self)
+        except Exception as exc:
+            request = self.__dict__.get("_pyward")
+            if request is None:
+                raise
+            _crashed(self, request, exc)
+        finally:
+            request = self.__dict__.pop("_pyward", None)
+            if request is not None:
+                request.out.commit()
+                self.wfile, self.rfile = request.wfile, request.rfile
+
+    parse_request_._pyward = handle_one_request_._pyward = True  # type: ignore[attr-defined]
+    parse_request_.__wrapped__ = parse_request  # type: ignore[attr-defined]
+    handle_one_request_.__wrapped__ = handle_one_request  # type: ignore[attr-defined]
+    if heal is not None and heal.session is not None:
+        with heal.session.acting("heal"):
+            cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
+    else:
+        cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
+
+
+def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
+    """The handler raised: heal, then replay, answer 503, or keep the server's behaviour."""
+    heal = serving.engine()
+    assert heal is not None
+    rule = serving.replay_rule(heal)
+    heals: list[Healed] = []
+    while True:
+        healed = serving.crashed(heal, exc, "http.server request")
+        if healed is None:
+            _server_error(handler, request, heals)
+            raise exc
+        heals.append(healed)
+        value = ", ".join(serving.header_value(h) for h in heals)
+        why = serving.not_replayable(handler.command, rule, sent=request.out.sent,
+                                     body_over=request.body is not None and request.body.over,
+                                     retries_used=len(heals) > heal.retries)
+        if why:
+            _unavailable(handler, request, heals, value, why, rule)
+            serving.answered(heal, healed, f"503 (not replayed: {why})", handler.command, handler.path)
+            return
+        request.out.discard()
+        handler._headers_buffer = []
+        if request.body is not None:  # the replay reads the kept bytes, and keeps them (and more) again
+            handler.rfile = request.body = serving.BodyRecorder(request.body.replay(), rule.body_limit)
+        handler.end_headers = _with_header(handler, value)
+        try:
+            getattr(handler, "do_" + handler.command)()
+            handler.wfile.flush()
+        except Exception as again:
+            exc = again
+            continue
+        finally:
+            handler.__dict__.pop("end_headers", None)
+        serving.answered(heal, healed, "replayed with the patched handler", handler.command, handler.path)
+        return
+
+
+
+def _with_header(handler: Any, value: str) -> Any:
+    cls_end_headers = type(handler).end_headers
+
+    def end_headers() -> None:
+        handler.send_header(serving.HEADER, value)
+        cls_end_headers(handler)
+    return end_headers
+
+
+def _unavailable(handler: Any, request: _Request, heals: list[Healed], value: str, why: str,
+                 rule: serving.Replay) -> None:
+    """An honest 503 when nothing was sent yet; else the connection is closed
+    after what the handler sent (a streamed response cannot be taken back)."""
+    handler.close_connection = True  # the request body may be unread
+    if request.out.sent:
+        return
+    request.out.discard()
+    handler._headers_buffer = []
+    handler.wfile = request.wfile
+    body = serving.unavailable(heals[-1], handler.command, why)
+    handler.send_response(503)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Retry-After", str(rule.retry_after))
+    handler.send_header(serving.HEADER, value)
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
+def _server_error(handler: Any, request: _Request, heals: list[Healed]) -> None:
+    """Not healable: what http.server does (the traceback, the connection
+    closed), after a 500 if nothing was sent, so the client is not left
+    with a reset connection.  After a replay, the 500 says which guards ran."""
+    handler.close_connection = True
+    if request.out.sent:
+        return
+    request.out.discard()
+    handler._headers_buffer = []
+    handler.wfile = request.wfile
+    if heals:
+        handler.end_headers = _with_header(handler, ", ".join(serving.header_value(h) for h in heals))
+    try:
+        handler.send_error(500)
+    except OSError:  # the client went away: nothing more to tell it
+        pass
+    finally:
+        handler.__dict__.pop("end_headers", None)

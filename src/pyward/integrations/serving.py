@@ -1,0 +1,237 @@
+"""What the server integrations share (httpserver.py, wsgi.py, asgi.py).
+
+A request is a boundary like the script's top level: an exception escaping
+the handler is given to the heal engine.  When it patched the handler, the
+request is replayed with the patched code if that is safe (GET, HEAD,
+OPTIONS or a method marked idempotent, its body kept, nothing sent yet) and
+the response says so in `X-Pyward-Healed`; otherwise the client gets an
+honest 503 with the same header and `Retry-After`, and later requests use
+the patch.  An exception the engine cannot heal keeps the server's own error
+behaviour.
+
+The engine is `pyward run --heal`'s, or, in a process pyward did not start
+(gunicorn, uvicorn, plain python), one started here at the first request
+from the same configuration and patch store.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+from ..heal.engine import active
+from ..runner import current
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..config import Settings
+    from ..heal.engine import HealEngine, Healed
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HEADER = "X-Pyward-Healed"
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def configure() -> None:
+    """Read the configuration now (a middleware's construction), so that a bad
+    config file fails when the application loads, not at its first request."""
+    global _settings
+    if active() is None and current() is None and _settings is None:
+        from .. import config
+
+        _settings = config.load(cwd=os.getcwd(), overrides={"heal.enabled": True})
+
+
+def engine() -> HealEngine | None:
+    """The heal engine of this process; None under `pyward run` without --heal."""
+    heal = active()
+    if heal is not None or current() is not None:
+        return heal
+    with _lock:
+        heal = active()
+        if heal is None:
+            heal = _start()
+    return heal
+
+
+def _start() -> HealEngine:
+    """A session of the heal engine alone, in a process pyward did not start."""
+    import atexit
+
+    from .. import config
+    from ..heal.engine import HealEngine
+    from ..runner import Session, Target
+
+    settings = _settings or config.load(cwd=os.getcwd(), overrides={"heal.enabled": True})
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    session = Session(settings, Target("server", name), list(sys.argv))
+    heal = HealEngine(settings)
+    session.engines.append(heal)
+    session.open()
+    atexit.register(session.record_exit, 0, "the server process ended")  # runs before session.finish (LIFO)
+    return heal
+
+
+class Replay:
+    """The replay rule of one engine's settings."""
+
+    __slots__ = ("methods", "body_limit", "retry_after")
+
+    def __init__(self, settings: Settings) -> None:
+        from ..config import as_list
+
+        self.methods = SAFE_METHODS | {m.upper() for m in as_list(settings.get("heal.idempotent"))}
+        self.body_limit = settings.get("heal.replay_body", 1048576)
+        self.retry_after = settings.get("heal.retry_after", 1)
+
+
+_replay: dict[int, Replay] = {}
+
+
+def replay_rule(heal: HealEngine) -> Replay:
+    rule = _replay.get(id(heal))
+    if rule is None:
+        rule = _replay[id(heal)] = Replay(heal.settings)
+    return rule
+
+
+def not_replayable(method: str, rule: Replay, *, sent: bool, body_over: bool, retries_used: bool) -> str:
+    """Why a healed request cannot be replayed ('' when it can)."""
+    if method not in rule.methods:
+        return f"{method} is not idempotent (heal.idempotent marks methods that are)"
+    if sent:
+        return "part of the response was already sent"
+    if body_over:
+        return f"its body is larger than heal.replay_body ({rule.body_limit} bytes)"
+    if retries_used:
+        return "the handler kept crashing (heal.retries)"
+    return ""
+
+
+def header_value(healed: Healed) -> str:
+    """`guard=<kind>; target=<operand>`, safe in an HTTP header (printable ASCII: no newline can get in)."""
+    target = "".join(c if " " <= c <= "~" else "?" for c in healed.operand)
+    return f"guard={healed.kind}; target={target}"
+
+
+def unavailable(healed: Healed, method: str, why: str) -> bytes:
+    """The JSON body of the 503 sent when a healed request is not replayed."""
+    return json.dumps({
+        "error": "service unavailable",
+        "detail": f"the handler crashed and was healed ({healed.label}); this {method} request was not "
+                  f"replayed because {why}. Retry it: later requests use the patch.",
+        "healed": {"guard": healed.kind, "target": healed.operand},
+    }).encode()
+
+
+def crashed(heal: HealEngine, exc: BaseException, where: str) -> Healed | None:
+    """Give an escaping exception to the engine (the request boundary `where`)."""
+    if not isinstance(exc, Exception):
+        return None
+    return heal.heal(exc, boundary=where)
+
+
+def answered(heal: HealEngine, healed: Healed, how: str, method: str, path: str) -> None:
+    """Journal what the client got for a healed request."""
+    assert heal.session is not None
+    heal.session.journal.emit("heal", "request", healed.label, severity="notice", where="",
+                              message=f"{method} {path}: {how}",
+                              details={"kind": healed.kind, "operand": healed.operand, "response": how,
+                                       "method": method, "path": path})
+
+
+class BodyRecorder:
+    """A request body stream that keeps what the handler reads (up to a
+    limit), so a replay reads the same bytes without touching the socket again."""
+
+    __slots__ = ("stream", "kept", "limit", "over")
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self.stream, self.limit, self.kept, self.over = stream, limit, bytearray(), False
+
+    def _keep(self, data: bytes) -> bytes:
+        if not self.over:
+            if len(self.kept) + len(data) > self.limit:
+                self.over, self.kept = True, bytearray()
+            else:
+                self.kept += data
+        return data
+
+    def read(self, *args: Any) -> bytes:
+        return self._keep(self.stream.read(*args))
+
+    def read1(self, *args: Any) -> bytes:
+        return self._keep(self.stream.read1(*args))
+
+    def readline(self, *args: Any) -> bytes:
+        return self._keep(self.stream.readline(*args))
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return [self._keep(line) for line in self.stream.readlines(hint)]
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.stream.readinto(buffer)
+        if n:
+            self._keep(bytes(memoryview(buffer)[:n]))
+        return n
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def replay(self) -> BodyReplay:
+        return BodyReplay(bytes(self.kept), self.stream)
+
+
+class BodyReplay:
+    """The kept bytes first, then the rest of the real stream (never re-read)."""
+
+    __slots__ = ("kept", "pos", "stream")
+
+    def __init__(self, kept: bytes, stream: Any) -> None:
+        self.kept, self.pos, self.stream = kept, 0, stream
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self.kept[self.pos:]
+        if size is None or size < 0:
+            self.pos = len(self.kept)
+            return left + self.stream.read()
+        if left:
+            chunk = left[:size]
+            self.pos += len(chunk)
+            return chunk
+        return self.stream.read(size)
+
+    read1 = read
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self.pos < len(self.kept):
+            end = self.kept.find(b"\n", self.pos)
+            end = len(self.kept) if end < 0 else end + 1
+            if size is not None and size >= 0:
+                end = min(end, self.pos + size)
+            line = self.kept[self.pos:end]
+            self.pos = end
+            return line
+        return self.stream.readline(size if size is not None else -1)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)

@@ -1,0 +1,181 @@
+"""Heal for WSGI applications, under any server (gunicorn, wsgiref, uwsgi...).
+
+    from pyward.integrations.wsgi import Middleware
+    app = Middleware(app)            # Flask: app.wsgi_app = Middleware(app.wsgi_app) works too
+
+The response is held until the application has returned and produced its
+first non-empty chunk: a crash before that can be healed and the request
+replayed (serving.py).  A streamed response is committed at its first chunk;
+a crash after it is the server's to handle.  Flask turns exceptions into its
+own 500 before they reach a middleware: its `got_request_exception` signal
+tells the middleware, which then heals and replays as if the exception had
+escaped, and otherwise lets Flask's 500 through.
+"""
+from __future__ import annotations
+
+import contextvars
+
+from . import serving
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable
+
+    from ..heal.engine import Healed
+
+# exceptions a framework handled itself during the current request (Flask's signal)
+_swallowed: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("pyward_swallowed",
+                                                                                      default=None)
+
+
+class Middleware:
+    """Heal crashes of `app`'s request handlers; see the module's documentation."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        serving.configure()
+        self.swallows = _listen_to_flask(app)  # the framework turns exceptions into its own 500
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        heal = serving.engine()
+        if heal is None:  # `pyward run` without --heal
+            return self.app(environ, start_response)
+        heal.refresh()
+        rule = serving.replay_rule(heal)
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        pristine = dict(environ)
+        body = None
+        if method in rule.methods and environ.get("wsgi.input") is not None:
+            body = environ["wsgi.input"] = serving.BodyRecorder(environ["wsgi.input"], rule.body_limit)
+        heals: list[Healed] = []
+        while True:
+            response = _Response()
+            swallowed: list[BaseException] = []
+            token = _swallowed.set(swallowed) if self.swallows else None
+            error: BaseException | None = None
+            try:
+                response.run(self.app, environ)
+            except Exception as exc:
+                error = exc
+            finally:
+                if token is not None:
+                    _swallowed.reset(token)
+            if error is None and not swallowed:
+                if heals:
+                    serving.answered(heal, heals[-1], "replayed with the patched handler", method,
+                                     pristine.get("PATH_INFO", ""))
+                return response.commit(start_response, heals)
+            healed = serving.crashed(heal, error or swallowed[-1], "wsgi request")
+            if healed is None:
+                if error is not None:
+                    response.close()
+                    raise error
+                return response.commit(start_response, heals)  # the framework's own 500
+            response.close()
+            heals.append(healed)
+            why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
+                                         retries_used=len(heals) > heal.retries)
+            if why:
+                serving.answered(heal, healed, f"503 (not replayed: {why})", method, pristine.get("PATH_INFO", ""))
+                return _unavailable(start_response, heals, method, why, rule)
+            environ = dict(pristine)
+            if body is not None:
+                body = environ["wsgi.input"] = serving.BodyRecorder(body.replay(), rule.body_limit)
+
+
+class _Response:
+    """What the application answered, held back until it is committed."""
+
+    __slots__ = ("status", "headers", "written", "result", "chunks", "rest")
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.written: list[bytes] = []
+        self.result: Any = None
+        self.chunks: list[bytes] = []
+        self.rest: Any = None
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if exc_info is not None and self.status is not None and self.chunks:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status, self.headers = status, headers
+        return self.written.append
+
+    def run(self, app: Callable[..., Any], environ: dict[str, Any]) -> None:
+        """Call the application and read up to its first non-empty chunk."""
+        self.result = result = app(environ, self.start_response)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(result, (list, tuple)) or (isinstance(wrapper, type) and isinstance(result, wrapper)):
+            return
+        self.rest = iter(result)
+        for chunk in self.rest:
+            self.chunks.append(chunk)
+            if chunk:
+                return
+        self.rest = None
+
+    def close(self) -> None:
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                pass
+
+    def commit(self, start_response: Callable[..., Any], heals: list[Healed]) -> Iterable[bytes]:
+        headers = self.headers
+        if heals:
+            headers = [*headers, (serving.HEADER, ", ".join(serving.header_value(h) for h in heals))]
+        write = start_response(self.status, headers)
+        for data in self.written:
+            write(data)
+        if self.rest is None and not self.chunks:
+            return self.result  # a list, a file wrapper: as the application returned it
+        return _Body(self.chunks, self.rest, self.result)
+
+
+class _Body:
+    """The chunks read ahead, then the rest of the application's iterable; its close() is called."""
+
+    def __init__(self, chunks: list[bytes], rest: Any, result: Any) -> None:
+        self.chunks, self.rest, self.result = chunks, rest, result
+
+    def __iter__(self) -> Any:
+        yield from self.chunks
+        if self.rest is not None:
+            yield from self.rest
+
+    def close(self) -> None:
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            close()
+
+
+
+def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method: str, why: str,
+                 rule: serving.Replay) -> list[bytes]:
+    body = serving.unavailable(heals[-1], method, why)
+    start_response("503 Service Unavailable", [
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+        ("Retry-After", str(rule.retry_after)),
+        (serving.HEADER, ", ".join(serving.header_value(h) for h in heals))])
+    return [body] if method != "HEAD" else [b""]
+
+
+def _listen_to_flask(app: Any) -> bool:
+    """Flask handles a view's exception itself (a 500); its signal hands it to us first."""
+    import sys
+
+    flask = sys.modules.get("flask")
+    target = getattr(app, "__self__", app)  # app.wsgi_app is a bound method of the Flask app
+    if flask is None or not isinstance(target, flask.Flask):
+        return False
+    flask.got_request_exception.connect(_flask_exception, sender=target, weak=False)
+    return True
+
+
+def _flask_exception(sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
+    seen = _swallowed.get()
+    if seen is not None and exception is not None:
+        seen.append(exception)

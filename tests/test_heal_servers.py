@@ -1,0 +1,482 @@
+"""Heal for servers (issue #6), end to end: real servers on loopback, real
+clients.  A hung connection fails the test through the client's timeout,
+a reset one through the exception it raises."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from helpers import clean_env
+
+HEADER = "X-Pyward-Healed"
+
+# The handlers every server below runs, each written the framework's way:
+# five guard kinds on GET, a POST that writes before it crashes, a PUT that
+# reads its body and then crashes, and a bug pyward cannot heal.
+DATA = '''
+import json, os
+USERS = {"ann": {"name": "Ann", "profile": {"bio": "hi"}}, "bob": {"name": "Bob", "profile": None}}
+NAMES = {"ann": "Ann"}
+SETTINGS = {"theme": "dark"}
+'''
+
+
+class Server:
+    """A server process, its address, and what it printed."""
+
+    def __init__(self, argv: list[str], cwd, stop: int = signal.SIGINT) -> None:
+        self.port = free_port()
+        self.cwd, self.stop_signal = cwd, stop
+        self.err_path = cwd / f"stderr-{self.port}.txt"
+        argv = [a.replace("PORT", str(self.port)) for a in argv]
+        with open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"server did not start: {self.stderr()}") from None
+                time.sleep(0.05)
+
+    def request(self, method: str, path: str, body: bytes | None = None, conn=None, headers=None):
+        """(status, headers, body); `conn`: an open keep-alive connection to reuse."""
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+        result = response.status, dict(response.getheaders()), data
+        if own:
+            conn.close()
+        return result
+
+    def json(self, method: str, path: str, body: bytes | None = None):
+        status, headers, data = self.request(method, path, body)
+        return status, headers.get(HEADER) or headers.get(HEADER.lower()), json.loads(data) if data else None
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def close(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.stderr()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pyward_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("[pyward]")]
+
+
+def write(path, text: str) -> None:
+    path.write_text(textwrap.dedent(text))
+
+
+def check_common(server: Server) -> None:
+    """The behaviour every integration must have, asserted through the handlers of DATA."""
+    assert server.json("GET", "/user/ann") == (200, None, {"name": "Ann", "bio": "hi"})
+    # healed and replayed: the real response, the header on that response only
+    assert server.json("GET", "/user/bob") == (200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]',
+                                               {"name": "Bob", "bio": None})
+    assert server.json("GET", "/user/bob") == (200, None, {"name": "Bob", "bio": None})
+    assert server.json("GET", "/upper/zed") == (200, "guard=null_guard; target=NAMES.get(name)", {"upper": None})
+    assert server.json("GET", "/setting/font") == (200, "guard=key_guard; target=SETTINGS", {"value": None})
+    assert server.json("GET", "/ratio/1/0") == (200, "guard=division_guard; target=int(b)", {"ratio": None})
+    assert server.json("GET", "/count/x") == (200, "guard=type_coercion_guard; target=n", {"count": None})
+    assert server.json("GET", "/ratio/6/3") == (200, None, {"ratio": 2.0})
+    # a POST that wrote before it crashed: healed, not replayed, an honest 503; the write happened once
+    status, headers, data = server.request("POST", "/post", b'{"x": 1}')
+    assert status == 503, data
+    assert (headers.get(HEADER) or headers.get(HEADER.lower())) == "guard=key_guard; target=data"
+    assert (headers.get("Retry-After") or headers.get("retry-after")) == "1"
+    answer = json.loads(data)
+    assert answer["healed"] == {"guard": "key_guard", "target": "data"}
+    assert "POST request was not replayed because POST is not idempotent" in answer["detail"]
+    assert (server.cwd / "posts.log").read_text() == '{"x": 1}\n'
+    # the next POST uses the patch
+    assert server.json("POST", "/post", b'{"x": 2}') == (200, None, {"got": None})
+    assert (server.cwd / "posts.log").read_text() == '{"x": 1}\n{"x": 2}\n'
+    # PUT is marked idempotent: replayed, its body read again from what was kept (not from the socket)
+    assert server.json("PUT", "/first", b'{"items": []}') == (200, 'guard=index_guard; target=data["items"]',
+                                                              {"first": None})
+    assert server.json("PUT", "/first", b'{"items": [7]}') == (200, None, {"first": 7})
+    # not healable: the server's own 500, journaled; the server keeps serving
+    status, _, _ = server.request("GET", "/boom")
+    assert status == 500
+    assert server.json("GET", "/user/ann") == (200, None, {"name": "Ann", "bio": "hi"})
+
+
+def check_journal(text: str, boundary: str, heals: int = 7) -> None:
+    """`heals`: the seven of check_common, plus what the test did besides."""
+    lines = pyward_lines(text)
+    healed = [line for line in lines if line.startswith("[pyward][warning] healed")]
+    assert len(healed) == heals, lines
+    assert all(f"(boundary: {boundary} request)" in line for line in healed), healed
+    assert "[pyward] GET /user/bob: replayed with the patched handler" in lines
+    assert "[pyward] POST /post: 503 (not replayed: POST is not idempotent (heal.idempotent marks methods " \
+           "that are))" in lines
+    assert "[pyward] PUT /first: replayed with the patched handler" in lines
+    assert any(line.startswith("[pyward][error] unhealed RuntimeError: kaboom") for line in lines), lines
+
+
+HTTP_SERVER = DATA + '''
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def reply(self, out):
+        body = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        parts = self.path.strip("/").split("/")
+        if parts[0] == "user":
+            u = USERS.get(parts[1])
+            self.reply({"name": u["name"], "bio": u["profile"]["bio"]})
+        elif parts[0] == "upper":
+            name = parts[1]
+            self.reply({"upper": NAMES.get(name).upper()})
+        elif parts[0] == "setting":
+            self.reply({"value": SETTINGS[parts[1]]})
+        elif parts[0] == "ratio":
+            a, b = parts[1:]
+            self.reply({"ratio": int(a) / int(b)})
+        elif parts[0] == "count":
+            n = parts[1]
+            self.reply({"count": int(n)})
+        elif parts[0] == "big":
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"x" * 50)
+            self.wfile.flush()
+            self.reply({"never": USERS.get("zed")["name"]})
+        else:
+            raise RuntimeError("kaboom")
+
+    def body(self):
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def do_POST(self):
+        data = self.body()
+        with open("posts.log", "a") as f:
+            f.write(json.dumps(data) + "\\n")
+        self.reply({"got": data["count"]})
+
+    def do_PUT(self):
+        data = self.body()
+        self.reply({"first": data["items"][0]})
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+
+def test_http_server_heals_replays_and_answers_honestly(tmp_path):
+    write(tmp_path / "server.py", HTTP_SERVER)
+    pyward_run = [sys.executable, "-m", "pyward", "run", "--heal", "--idempotent", "PUT", "server.py", "PORT"]
+    server = Server(pyward_run, tmp_path)
+    try:
+        check_common(server)
+        # keep-alive: a healed and replayed request leaves the connection clean for the next ones
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+        status, headers, data = server.request("GET", "/upper/nobody", conn=conn)
+        assert (status, json.loads(data)) == (200, {"upper": None})
+        assert server.request("GET", "/user/ann", conn=conn)[2] == b'{"name": "Ann", "bio": "hi"}'
+        status, _, data = server.request("PUT", "/first", b'{"items": [1]}', conn=conn)
+        assert (status, data) == (200, b'{"first": 1}')
+        conn.close()
+        # part of the response already sent (the handler flushed): no 503 can follow; the connection is
+        # closed after what was sent, the crash is healed for later requests
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+        conn.request("GET", "/big")
+        response = conn.getresponse()
+        assert response.status == 200
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+        conn.close()
+    finally:
+        err = server.close()
+    check_journal(err, "http.server", heals=8)
+    assert "Exception occurred during processing of request" in err  # http.server's own report of the 500
+    assert "[pyward] GET /big: 503 (not replayed: part of the response was already sent)" in pyward_lines(err)
+
+    # the next run starts healed
+    server = Server(pyward_run, tmp_path)
+    try:
+        assert server.json("GET", "/user/bob") == (200, None, {"name": "Bob", "bio": None})
+    finally:
+        err = server.close()
+    assert '[pyward] already healed: Handler.do_GET (chain_subscript_guard on u["profile"]["bio"])' \
+        in pyward_lines(err)
+
+
+WSGI_APP = DATA + '''
+import sys
+from pyward.integrations.wsgi import Middleware
+
+def handle(method, path, environ):
+    parts = path.strip("/").split("/")
+    if method == "POST":
+        data = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+        with open("posts.log", "a") as f:
+            f.write(json.dumps(data) + "\\n")
+        return {"got": data["count"]}
+    if method == "PUT":
+        data = json.loads(environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"])))
+        return {"first": data["items"][0]}
+    if parts[0] == "user":
+        u = USERS.get(parts[1])
+        return {"name": u["name"], "bio": u["profile"]["bio"]}
+    if parts[0] == "upper":
+        name = parts[1]
+        return {"upper": NAMES.get(name).upper()}
+    if parts[0] == "setting":
+        return {"value": SETTINGS[parts[1]]}
+    if parts[0] == "ratio":
+        a, b = parts[1:]
+        return {"ratio": int(a) / int(b)}
+    if parts[0] == "count":
+        n = parts[1]
+        return {"count": int(n)}
+    raise RuntimeError("kaboom")
+
+def application(environ, start_response):
+    out = handle(environ["REQUEST_METHOD"], environ["PATH_INFO"], environ)
+    body = json.dumps(out).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+app = Middleware(application)
+
+if __name__ == "__main__":
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+    make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forever()
+'''
+
+CONFIG = """
+[tool.pyward.heal]
+idempotent = ["PUT"]
+"""
+
+
+def test_wsgiref_under_plain_python_reads_the_configuration(tmp_path):
+    """No `pyward run`: the middleware starts the heal engine itself, from pyproject.toml."""
+    write(tmp_path / "app.py", WSGI_APP)
+    write(tmp_path / "pyproject.toml", CONFIG)
+    server = Server([sys.executable, "app.py", "PORT"], tmp_path)
+    try:
+        check_common(server)
+    finally:
+        err = server.close()
+    check_journal(err, "wsgi")
+    assert os.path.exists(tmp_path / ".pyward" / "heal.db")
+
+
+FLASK_APP = DATA + '''
+from flask import Flask, request, jsonify
+from pyward.integrations.wsgi import Middleware
+
+app = Flask(__name__)
+
+@app.get("/user/<name>")
+def user(name):
+    u = USERS.get(name)
+    return jsonify(name=u["name"], bio=u["profile"]["bio"], pid=os.getpid())
+
+@app.get("/upper/<name>")
+def upper(name):
+    return jsonify(upper=NAMES.get(name).upper())
+
+@app.get("/setting/<key>")
+def setting(key):
+    return jsonify(value=SETTINGS[key])
+
+@app.get("/ratio/<a>/<b>")
+def ratio(a, b):
+    return jsonify(ratio=int(a) / int(b))
+
+@app.get("/count/<n>")
+def count(n):
+    return jsonify(count=int(n))
+
+@app.get("/pid")
+def pid():
+    return jsonify(pid=os.getpid())
+
+@app.get("/boom")
+def boom():
+    raise RuntimeError("kaboom")
+
+@app.post("/post")
+def post():
+    data = json.loads(request.get_data())
+    with open("posts.log", "a") as f:
+        f.write(json.dumps(data) + "\\n")
+    return jsonify(got=data["count"])
+
+@app.put("/first")
+def first():
+    data = json.loads(request.get_data())
+    return jsonify(first=data["items"][0])
+
+app.wsgi_app = Middleware(app.wsgi_app)
+'''
+
+
+def without_pid(result):
+    status, header, body = result
+    body.pop("pid", None)
+    return status, header, body
+
+
+def test_flask_under_gunicorn_workers_share_patches(tmp_path, monkeypatch):
+    write(tmp_path / "app.py", FLASK_APP)
+    # every request looks at the store, so whichever worker gets the next request uses the patch (the default,
+    # once a second, is checked at the end)
+    write(tmp_path / "pyproject.toml", CONFIG + "sync_interval = 0\n")
+    server = Server([sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:PORT", "app:app"], tmp_path,
+                    stop=signal.SIGTERM)
+    original = server.json
+    server.json = lambda *a, **k: without_pid(original(*a, **k))  # type: ignore[method-assign]
+    try:
+        pids = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:  # both workers up and serving
+            pids.add(original("GET", "/pid")[2]["pid"])
+            time.sleep(0.02)
+        assert len(pids) == 2
+        check_common(server)
+        served = set()
+        deadline = time.monotonic() + 20
+        while served != pids and time.monotonic() < deadline:
+            status, header, body = original("GET", "/user/bob")
+            assert (status, header, body["bio"]) == (200, None, None)
+            served.add(body["pid"])
+            time.sleep(0.02)
+        assert served == pids
+    finally:
+        err = server.close()
+    check_journal(err, "wsgi")  # each crash healed once, in one of the workers
+    assert len(re.findall(r"already healed: user \(chain_subscript_guard", err)) == 1, pyward_lines(err)
+
+
+STARLETTE_APP = DATA + '''
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from pyward.integrations.asgi import Middleware
+
+async def user(request):
+    u = USERS.get(request.path_params["name"])
+    return JSONResponse({"name": u["name"], "bio": u["profile"]["bio"]})
+
+async def upper(request):
+    name = request.path_params["name"]
+    return JSONResponse({"upper": NAMES.get(name).upper()})
+
+def setting(request):  # a sync endpoint: Starlette runs it in a thread
+    return JSONResponse({"value": SETTINGS[request.path_params["key"]]})
+
+async def ratio(request):
+    a, b = request.path_params["a"], request.path_params["b"]
+    return JSONResponse({"ratio": int(a) / int(b)})
+
+async def count(request):
+    n = request.path_params["n"]
+    return JSONResponse({"count": int(n)})
+
+async def boom(request):
+    raise RuntimeError("kaboom")
+
+async def post(request):
+    data = json.loads(await request.body())
+    with open("posts.log", "a") as f:
+        f.write(json.dumps(data) + "\\n")
+    return JSONResponse({"got": data["count"]})
+
+async def first(request):
+    data = json.loads(await request.body())
+    return JSONResponse({"first": data["items"][0]})
+
+app = Middleware(Starlette(routes=[
+    Route("/user/{name}", user), Route("/upper/{name}", upper), Route("/setting/{key}", setting),
+    Route("/ratio/{a}/{b}", ratio), Route("/count/{n}", count), Route("/boom", boom),
+    Route("/post", post, methods=["POST"]), Route("/first", first, methods=["PUT"])]))
+'''
+
+
+def test_starlette_under_uvicorn(tmp_path):
+    write(tmp_path / "app.py", STARLETTE_APP)
+    write(tmp_path / "pyproject.toml", CONFIG)
+    server = Server([sys.executable, "-m", "uvicorn", "--log-level", "warning", "--port", "PORT", "app:app"],
+                    tmp_path, stop=signal.SIGTERM)
+    try:
+        check_common(server)
+    finally:
+        err = server.close()
+    check_journal(err, "asgi")
+    assert "Exception in ASGI application" in err  # uvicorn's own report of the unhealable crash
+
+
+def test_gunicorn_workers_pick_up_a_patch_within_the_sync_interval(tmp_path):
+    """The default: a worker looks at the store at a request at most once a second."""
+    write(tmp_path / "app.py", FLASK_APP)
+    server = Server([sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:PORT", "app:app"], tmp_path,
+                    stop=signal.SIGTERM)
+
+    def both(path: str) -> set[int]:
+        pids: set[int] = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            status, header, body = server.json("GET", path)
+            assert (status, header) == (200, None)
+            pids.add(body["pid"])
+            time.sleep(0.02)
+        return pids
+
+    try:
+        pids = both("/pid")
+        assert len(pids) == 2
+        status, header, _ = server.json("GET", "/user/bob")
+        assert (status, header) == (200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]')
+        time.sleep(1.2)
+        assert both("/user/bob") == pids  # no header: every worker runs the patched view
+    finally:
+        err = server.close()
+    assert err.count("healed TypeError") == 1, pyward_lines(err)
+    assert err.count("already healed: user (chain_subscript_guard") == 1, pyward_lines(err)
