@@ -521,3 +521,38 @@ def test_gate_refuses_a_guard_between_kw_names_and_its_call():
 def test_watch_help_among_run_options(tmp_path):
     run = pyward("watch", "--heal", "--help", cwd=tmp_path)
     assert run.returncode == 0 and run.stdout.startswith("usage: pyward watch [--max-restarts N]"), run.stderr
+
+
+def test_a_thread_still_in_the_original_code_adds_its_guard_to_the_live_patch(tmp_path):
+    """Threaded servers: thread T entered f before f was healed (key_guard, in the main thread); T then
+    crashes elsewhere in f's original code.  That guard must join the patch f now runs, in one heal."""
+    write(tmp_path, """
+        import threading
+        import pyward
+
+        entered, gate = threading.Event(), threading.Event()
+
+        def f(d, n, wait=False):
+            if wait:
+                entered.set()
+                gate.wait()
+            a = d["x"]
+            return a, 10 / n
+
+        @pyward.resilient
+        def call(*args):
+            return f(*args)
+
+        t = threading.Thread(target=lambda: print("thread", call({"x": 1}, 0, True)))
+        t.start()
+        entered.wait()
+        print("main", call({}, 1))
+        gate.set()
+        t.join()
+        print("after", f({}, 0))
+    """)
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "main (None, 10.0)\nthread (1, None)\nafter (None, None)\n"
+    healed = [line for line in pyward_lines(run.stderr) if "] healed " in line]
+    assert [line.split(" in f (")[1].split(")")[0] for line in healed] == ["key_guard on d", "division_guard on n"]

@@ -241,7 +241,7 @@ class HealEngine(Engine):
         code = frame.f_code
         patch = self.patches.get(id(code))
         inserted = patch.inserted if patch is not None else None
-        if patch is None and id(code) in self.superseded:  # healed while this frame ran the older code
+        if patch is None and id(code) in self.superseded:  # healed since this frame started
             _, patch, inserted = self.superseded[id(code)]
         original = patch.original if patch is not None else code
         instrs = instructions(original)
@@ -354,8 +354,9 @@ class HealEngine(Engine):
         old = patch.current
         with self.session.acting("heal"):  # type: ignore[union-attr]
             _install(old, new_code)
-        if self.patches.pop(id(old), None) is not None:
-            self.superseded[id(old)] = (old, patch, patch.inserted)
+        # a thread still running the old code (the original too) may crash in it: its site maps to this patch
+        self.patches.pop(id(old), None)
+        self.superseded[id(old)] = (old, patch, patch.inserted)
         patch.current, patch.inserted = new_code, inserted
         self.patches[id(new_code)] = patch
 
