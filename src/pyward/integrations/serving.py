@@ -35,6 +35,7 @@ HEADER = "X-Pyward-Healed"
 
 _lock = threading.Lock()
 _settings: Settings | None = None
+_said_off = False
 
 
 def configure() -> None:
@@ -50,8 +51,16 @@ def configure() -> None:
 def engine() -> HealEngine | None:
     """The heal engine of this process; None under `pyward run` without --heal."""
     heal = active()
-    if heal is not None or current() is not None:
+    if heal is not None:
         return heal
+    session = current()
+    if session is not None:  # `pyward run` without --heal
+        global _said_off
+        if not _said_off:
+            _said_off = True
+            session.journal.emit("heal", "off", "integrations", severity="notice", where="",
+                                 message="the server integration does not heal: this run has no --heal")
+        return None
     with _lock:
         heal = active()
         if heal is None:

@@ -1,0 +1,209 @@
+"""Servers kept up by heal, under load, against the same servers without pyward.
+
+    python bench/serve.py [--requests N] [--rounds N] [--json]
+
+Two servers, each run alternately with and without pyward, `--rounds` times:
+
+* http.server (ThreadingHTTPServer, HTTP/1.1 keep-alive): `pyward run --heal
+  server.py` (all engines, as a user would type it) against `python server.py`;
+* Flask under gunicorn (2 sync workers): the app wrapped in
+  `pyward.integrations.wsgi.Middleware` against the bare app.
+
+A load generator (bench/_load.py, its own process) sends `--requests`
+(default 20,000) GET requests over 8 connections; one request in 100 goes to
+a crash path (a chain subscript through None, a division by zero, a missing
+key, in turn).  Under pyward each path crashes once, is healed and replayed,
+and is guarded from then on; without pyward http.server drops the connection
+on each crash (the client reconnects) and Flask answers 500.  A fresh patch
+store every round.  Targets (issue #6): no connection error under pyward, and
+throughput at least 0.97x the same server without pyward (best round each).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+from _common import print_results, python_version, pyward_cmd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+HANDLERS = '''
+USERS = {"ann": {"name": "Ann", "profile": {"bio": "hi"}}, "bob": {"name": "Bob", "profile": None}}
+SETTINGS = {"theme": "dark"}
+'''
+
+HTTP_SERVER = HANDLERS + '''
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # http.server writes the head and the body in two sends: without TCP_NODELAY, keep-alive meets Nagle and
+    # delayed ACKs (~40 ms a response).  pyward's response buffer sends once, so it would win by that alone.
+    disable_nagle_algorithm = True
+
+    def do_GET(self):
+        parts = self.path.strip("/").split("/")
+        if parts[0] == "user":
+            u = USERS.get(parts[1])
+            out = {"name": u["name"], "bio": u["profile"]["bio"]}
+        elif parts[0] == "ratio":
+            out = {"ratio": int(parts[1]) / int(parts[2])}
+        else:
+            out = {"value": SETTINGS[parts[1]]}
+        body = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+    def log_error(self, *args):
+        pass
+
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # quiet: one traceback per crash would be the bench
+        pass
+
+Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+FLASK_APP = HANDLERS + '''
+import logging, os
+from flask import Flask, jsonify
+
+app = Flask(__name__)
+app.logger.disabled = True
+logging.getLogger("werkzeug").disabled = True
+
+@app.get("/user/<name>")
+def user(name):
+    u = USERS.get(name)
+    return jsonify(name=u["name"], bio=u["profile"]["bio"])
+
+@app.get("/ratio/<a>/<b>")
+def ratio(a, b):
+    return jsonify(ratio=int(a) / int(b))
+
+@app.get("/setting/<key>")
+def setting(key):
+    return jsonify(value=SETTINGS[key])
+
+if os.environ.get("GUARDED"):
+    from pyward.integrations.wsgi import Middleware
+    app.wsgi_app = Middleware(app.wsgi_app)
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    argv = [a.replace("PORT", str(port)) for a in argv]
+    server = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, port
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server did not start: {' '.join(argv)}\n{server.stderr.read()}") from None
+            time.sleep(0.05)
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM if "gunicorn" in server.args else signal.SIGINT)
+    try:
+        server.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.communicate()
+
+
+def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env: dict[str, str],
+              requests: int) -> dict[str, dict]:
+    """Both servers up at once, loaded in alternating batches (bench/_load.py)."""
+    shutil.rmtree(os.path.join(cwd, ".pyward"), ignore_errors=True)  # a fresh patch store each round
+    servers = {}
+    try:
+        for side, (argv, extra) in sides.items():
+            servers[side] = start(argv, cwd, {**env, **extra})
+        time.sleep(0.5)  # gunicorn: let the second worker boot
+        ports = ",".join(str(port) for _, port in servers.values())
+        load = subprocess.run([sys.executable, os.path.join(HERE, "_load.py"), ports, str(requests), "8", "100",
+                               "500"], capture_output=True, text=True, check=True)
+        return dict(zip(servers, map(json.loads, load.stdout.splitlines())))
+    finally:
+        for server, _ in servers.values():
+            stop(server)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="pyward-bench-serve-")
+    try:
+        with open(os.path.join(work, "server.py"), "w") as f:
+            f.write(textwrap.dedent(HTTP_SERVER))
+        with open(os.path.join(work, "app.py"), "w") as f:
+            f.write(textwrap.dedent(FLASK_APP))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
+        gunicorn = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:PORT", "app:app"]
+        arms = {
+            "http.server": {"python": ([sys.executable, "server.py", "PORT"], {}),
+                            "pyward": ([*pyward_cmd(), "run", "--heal", "-q", "server.py", "PORT"], {})},
+            "Flask + gunicorn": {"python": (gunicorn, {}), "pyward": (gunicorn, {"GUARDED": "1"})},
+        }
+        runs: dict[str, dict[str, list[dict]]] = {name: {"python": [], "pyward": []} for name in arms}
+        for _ in range(args.rounds):
+            for name, sides in arms.items():
+                for side, stats in load_both(sides, work, env, args.requests).items():
+                    runs[name][side].append(stats)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results = {}
+    for name, sides in runs.items():
+        best = {side: max(samples, key=lambda s: args.requests / s["seconds"]) for side, samples in sides.items()}
+        rate = {side: args.requests / b["seconds"] for side, b in best.items()}
+        errors = sum(s["errors"] for s in sides["pyward"])
+        results[f"{name} (req/s)"] = {
+            "python": rate["python"], "pyward": rate["pyward"], "added": rate["pyward"] - rate["python"],
+            "ratio": rate["pyward"] / rate["python"], "target": ">= 0.97x, 0 connection errors",
+            "met": rate["pyward"] / rate["python"] >= 0.97 and errors == 0,
+            "errors_python": sum(s["errors"] for s in sides["python"]), "errors_pyward": errors,
+            "statuses_python": best["python"]["statuses"], "statuses_pyward": best["pyward"]["statuses"],
+            "healed_header": best["pyward"]["healed_header"], "requests": args.requests, "rounds": args.rounds}
+    if args.json:
+        print(json.dumps({"bench": "serve", "python": python_version(), "results": results}))
+        return
+    print_results(f"Servers under load, Python {python_version()}: {args.requests} requests x {args.rounds} rounds, "
+                  "1% to crash paths; best round (higher is better)", results)
+    for name, r in results.items():
+        print(f"  {name}: connection errors python {r['errors_python']}, pyward {r['errors_pyward']}; "
+              f"statuses python {r['statuses_python']}, pyward {r['statuses_pyward']}; "
+              f"X-Pyward-Healed responses {r['healed_header']}")
+
+
+if __name__ == "__main__":
+    main()
