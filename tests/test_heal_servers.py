@@ -480,3 +480,72 @@ def test_gunicorn_workers_pick_up_a_patch_within_the_sync_interval(tmp_path):
         err = server.close()
     assert err.count("healed TypeError") == 1, pyward_lines(err)
     assert err.count("already healed: user (chain_subscript_guard") == 1, pyward_lines(err)
+
+
+def test_body_recorder_replays_what_the_handler_read_then_the_rest():
+    import io
+
+    from pyward.integrations.serving import BodyRecorder
+
+    body = BodyRecorder(io.BytesIO(b"one\ntwo\nthree\nfour"), limit=64)
+    assert body.readline() == b"one\n" and body.read(3) == b"two"
+    replay = body.replay()  # what the handler read, then the stream where the handler left it
+    assert replay.readline() == b"one\n"
+    assert replay.read(2) == b"tw"
+    assert replay.read() == b"o\nthree\nfour"
+    body = BodyRecorder(io.BytesIO(b"one\ntwo\nthree\nfour"), limit=64)
+    assert body.readline() == b"one\n" and body.read(3) == b"two"
+    split = BodyRecorder(io.BytesIO(b"one\ntwo\nthree"), limit=64)
+    assert split.read(6) == b"one\ntw"
+    assert split.replay().readlines() == [b"one\n", b"two\n", b"three"]  # a line across kept bytes and stream
+    again = BodyRecorder(body.replay(), limit=64)
+    assert list(again) == [b"one\n", b"two\n", b"three\n", b"four"]
+    assert again.replay().read() == b"one\ntwo\nthree\nfour"
+    small = BodyRecorder(io.BytesIO(b"0123456789"), limit=4)
+    assert small.read(5) == b"01234" and small.over  # too big to keep: the request is not replayed
+
+
+PLAIN_SERVER = DATA + '''
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):  # HTTP/1.0, one request at a time
+    def do_GET(self):
+        u = USERS.get(self.path.strip("/"))
+        body = json.dumps({"bio": u["profile"]["bio"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+'''
+
+
+def test_plain_http_server(tmp_path):
+    write(tmp_path / "server.py", PLAIN_SERVER)
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "server.py", "PORT"], tmp_path)
+    try:
+        assert server.json("GET", "/ann") == (200, None, {"bio": "hi"})
+        assert server.json("GET", "/zed") == (200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]',
+                                              {"bio": None})
+        assert server.json("GET", "/bob") == (200, None, {"bio": None})
+    finally:
+        server.close()
+
+
+def test_the_middleware_does_nothing_under_pyward_run_without_heal(tmp_path):
+    write(tmp_path / "app.py", WSGI_APP)
+    server = Server([sys.executable, "-m", "pyward", "run", "app.py", "PORT"], tmp_path)
+    try:
+        for _ in range(2):
+            status, headers, _ = server.request("GET", "/user/bob")
+            assert status == 500 and HEADER not in headers  # wsgiref's own 500
+    finally:
+        err = server.close()
+    assert pyward_lines(err).count("[pyward] the server integration does not heal: this run has no --heal") == 1
+    assert "] healed" not in err
+    assert not os.path.exists(tmp_path / ".pyward" / "heal.db")

@@ -716,6 +716,14 @@ def _install(old: CodeType, new: CodeType) -> None:
 
     from .synth import replace_const
 
+    if "<locals>" not in old.co_qualname and not old.co_name.startswith("<"):
+        # not nested in a function (module-level functions, methods): only the functions running it.
+        # gc.get_referrers scans in C; a whole-heap walk in Python costs ~5 ms per heal in a Flask worker
+        for f in gc.get_referrers(old):
+            if type(f) is types.FunctionType and f.__code__ is old:
+                f.__code__ = new
+        return
+    # nested: the enclosing functions' code holds it in its constants, which the gc does not track
     functions = [o for o in gc.get_objects() if type(o) is types.FunctionType
                  and o.__code__.co_filename == old.co_filename]
     for f in functions:

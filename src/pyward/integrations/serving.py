@@ -36,14 +36,19 @@ HEADER = "X-Pyward-Healed"
 _lock = threading.Lock()
 _settings: Settings | None = None
 _said_off = False
+_failed = False  # the engine could not start here: not tried again
 
 
 def configure() -> None:
     """Read the configuration now (a middleware's construction), so that a bad
-    config file fails when the application loads, not at its first request."""
+    config file fails when the application loads, not at its first request;
+    and import what a heal needs (~25 ms), so the first crashed request does
+    not wait for it.  The engine itself starts at the first request: after
+    the fork, in each worker of a pre-forking server."""
     global _settings
     if active() is None and current() is None and _settings is None:
         from .. import config
+        from ..heal import fingerprint, guards, store, synth  # noqa: F401
 
         _settings = config.load(cwd=os.getcwd(), overrides={"heal.enabled": True})
 
@@ -61,10 +66,18 @@ def engine() -> HealEngine | None:
             session.journal.emit("heal", "off", "integrations", severity="notice", where="",
                                  message="the server integration does not heal: this run has no --heal")
         return None
+    global _failed
+    if _failed:
+        return None
     with _lock:
         heal = active()
-        if heal is None:
-            heal = _start()
+        if heal is None and not _failed:
+            try:
+                heal = _start()
+            except Exception as exc:  # serve unguarded rather than fail every request
+                _failed = True
+                print(f"[pyward][error] the heal engine could not start in this process ({type(exc).__name__}: "
+                      f"{exc}): requests are served without healing", file=sys.stderr, flush=True)
     return heal
 
 
@@ -221,15 +234,19 @@ class BodyReplay:
     read1 = read
 
     def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None or size < 0 else size
         if self.pos < len(self.kept):
             end = self.kept.find(b"\n", self.pos)
             end = len(self.kept) if end < 0 else end + 1
-            if size is not None and size >= 0:
-                end = min(end, self.pos + size)
+            if limit >= 0:
+                end = min(end, self.pos + limit)
             line = self.kept[self.pos:end]
             self.pos = end
-            return line
-        return self.stream.readline(size if size is not None else -1)
+            if line.endswith(b"\n") or len(line) == limit or self.pos < len(self.kept):
+                return line
+            # the kept bytes end inside the line: the rest of it is still in the stream
+            return line + self.stream.readline(-1 if limit < 0 else limit - len(line))
+        return self.stream.readline(limit)
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         return list(iter(self.readline, b""))

@@ -45,7 +45,8 @@ class Middleware:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         pristine = dict(environ)
         body = None
-        if method in rule.methods and environ.get("wsgi.input") is not None:
+        if method in rule.methods and (environ.get("CONTENT_LENGTH") not in (None, "", "0")
+                                       or "HTTP_TRANSFER_ENCODING" in environ):  # a body to keep for a replay
             body = environ["wsgi.input"] = serving.BodyRecorder(environ["wsgi.input"], rule.body_limit)
         heals: list[Healed] = []
         while True:
@@ -86,21 +87,28 @@ class Middleware:
 class _Response:
     """What the application answered, held back until it is committed."""
 
-    __slots__ = ("status", "headers", "written", "result", "chunks", "rest")
+    __slots__ = ("status", "headers", "written", "result", "chunks", "rest", "server_write")
 
     def __init__(self) -> None:
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
-        self.written: list[bytes] = []
+        self.written: list[bytes] = []  # the application's write() calls before the commit
         self.result: Any = None
         self.chunks: list[bytes] = []
         self.rest: Any = None
+        self.server_write: Callable[[bytes], Any] | None = None  # the server's write(), once committed
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        if exc_info is not None and self.status is not None and self.chunks:
+        if exc_info is not None and self.server_write is not None:  # too late: the headers are sent (PEP 3333)
             raise exc_info[1].with_traceback(exc_info[2])
         self.status, self.headers = status, headers
-        return self.written.append
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        if self.server_write is not None:
+            self.server_write(data)
+        else:
+            self.written.append(data)
 
     def run(self, app: Callable[..., Any], environ: dict[str, Any]) -> None:
         """Call the application and read up to its first non-empty chunk."""
@@ -127,7 +135,7 @@ class _Response:
         headers = self.headers
         if heals:
             headers = [*headers, (serving.HEADER, ", ".join(serving.header_value(h) for h in heals))]
-        write = start_response(self.status, headers)
+        self.server_write = write = start_response(self.status, headers)
         for data in self.written:
             write(data)
         if self.rest is None and not self.chunks:
