@@ -7,14 +7,16 @@ Two servers, each run alternately with and without pyward, `--rounds` times:
 * http.server (ThreadingHTTPServer, HTTP/1.1 keep-alive): `pyward run --heal
   server.py` (all engines, as a user would type it) against `python server.py`;
 * Flask under gunicorn (2 sync workers): the app wrapped in
-  `pyward.integrations.wsgi.Middleware` against the bare app.
+  `pyward.integrations.wsgi.Middleware` against the bare app;
+* Starlette under uvicorn (one process): the app wrapped in
+  `pyward.integrations.asgi.Middleware` against the bare app.
 
 A load generator (bench/_load.py, its own process) sends `--requests`
 (default 20,000) GET requests over 8 connections; one request in 100 goes to
 a crash path (a chain subscript through None, a division by zero, a missing
 key, in turn).  Under pyward each path crashes once, is healed and replayed,
 and is guarded from then on; without pyward http.server drops the connection
-on each crash (the client reconnects) and Flask answers 500.  A fresh patch
+on each crash (the client reconnects), Flask and Starlette answer 500.  A fresh patch
 store every round.  Targets (issue #6): no connection error under pyward, and
 throughput at least 0.97x the same server without pyward (best round each).
 """
@@ -105,6 +107,28 @@ if os.environ.get("GUARDED"):
     app.wsgi_app = Middleware(app.wsgi_app)
 '''
 
+STARLETTE_APP = HANDLERS + '''
+import os
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+async def user(request):
+    u = USERS.get(request.path_params["name"])
+    return JSONResponse({"name": u["name"], "bio": u["profile"]["bio"]})
+
+async def ratio(request):
+    return JSONResponse({"ratio": int(request.path_params["a"]) / int(request.path_params["b"])})
+
+async def setting(request):
+    return JSONResponse({"value": SETTINGS[request.path_params["key"]]})
+
+app = Starlette(routes=[Route("/user/{name}", user), Route("/ratio/{a}/{b}", ratio), Route("/setting/{key}", setting)])
+if os.environ.get("GUARDED"):
+    from pyward.integrations.asgi import Middleware
+    app = Middleware(app)
+'''
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -128,7 +152,7 @@ def start(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[subprocess.Po
 
 
 def stop(server: subprocess.Popen) -> None:
-    server.send_signal(signal.SIGTERM if "gunicorn" in server.args else signal.SIGINT)
+    server.send_signal(signal.SIGTERM if "gunicorn" in server.args or "uvicorn" in server.args else signal.SIGINT)
     try:
         server.communicate(timeout=20)
     except subprocess.TimeoutExpired:
@@ -168,12 +192,16 @@ def main() -> None:
             f.write(textwrap.dedent(HTTP_SERVER))
         with open(os.path.join(work, "app.py"), "w") as f:
             f.write(textwrap.dedent(FLASK_APP))
+        with open(os.path.join(work, "asgi_app.py"), "w") as f:
+            f.write(textwrap.dedent(STARLETTE_APP))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
         gunicorn = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:PORT", "app:app"]
+        uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "critical", "--port", "PORT", "asgi_app:app"]
         arms = {
             "http.server": {"python": ([sys.executable, "server.py", "PORT"], {}),
                             "pyward": ([*pyward_cmd(), "run", "--heal", "-q", "server.py", "PORT"], {})},
             "Flask + gunicorn": {"python": (gunicorn, {}), "pyward": (gunicorn, {"GUARDED": "1"})},
+            "Starlette + uvicorn": {"python": (uvicorn, {}), "pyward": (uvicorn, {"GUARDED": "1"})},
         }
         runs: dict[str, dict[str, list[dict]]] = {name: {"python": [], "pyward": []} for name in arms}
         for _ in range(args.rounds):
