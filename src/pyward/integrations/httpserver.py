@@ -134,8 +134,9 @@ def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
                                      body_over=request.body is not None and request.body.over,
                                      retries_used=len(heals) > heal.retries)
         if why:
+            answer = "connection closed after what was sent" if request.out.sent else "503"
             _unavailable(handler, request, heals, value, why, rule)
-            serving.answered(heal, healed, f"503 (not replayed: {why})", handler.command, handler.path)
+            serving.answered(heal, healed, f"{answer} (not replayed: {why})", handler.command, handler.path)
             return
         request.out.discard()
         handler._headers_buffer = []
@@ -152,7 +153,6 @@ def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
             handler.__dict__.pop("end_headers", None)
         serving.answered(heal, healed, "replayed with the patched handler", handler.command, handler.path)
         return
-
 
 
 def _with_header(handler: Any, value: str) -> Any:
