@@ -293,3 +293,35 @@ def test_without_the_native_extension_rebinding_is_still_seen_as_it_happens(tmp_
     assert set(found) == {"builtins.open", "os.system"}
     assert found["builtins.open"]["where"].endswith("app.py:3"), found
     assert found["os.system"]["where"].endswith("app.py:4"), found
+
+
+def test_imports_are_checked_in_c_until_something_differs(tmp_path):
+    """The import gate (tamper.c): the Python check runs at an import only when a seal, sys.meta_path,
+    sys.path_hooks, an awaited module or the sys.monitoring tools changed; a change is still seen at the
+    next import."""
+    for i in range(60):
+        (tmp_path / f"mod{i}.py").write_text(f"X = {i}\n")
+    code = """
+        import gc, sys
+        engine = next(o for o in gc.get_objects() if type(o).__name__ == "TamperEngine")
+        calls = []
+        check = engine._check_all
+        engine._check_all = lambda when: (calls.append(when), check(when))
+        for i in range(30):
+            __import__(f"mod{i}")
+        print("quiet imports:", len(calls) < 10)
+        class Finder:
+            def find_spec(self, *args):
+                return None
+        before = len(calls)
+        sys.meta_path.append(Finder())
+        import mod30
+        print("checked after the change:", len(calls) > before and calls[-1] == "import")
+        for i in range(31, 60):
+            __import__(f"mod{i}")
+        print("quiet again:", len(calls) < 20)
+    """
+    run = guard(tmp_path, code, "--mode", "off")
+    assert run.stdout == "quiet imports: True\nchecked after the change: True\nquiet again: True\n", run.stderr
+    changes = [e for e in run.events("composition.changed", engine="tamper")]
+    assert [e["name"] for e in changes] == ["sys.meta_path"], changes

@@ -158,6 +158,7 @@ pw_add_name(PyObject *pyname, int subscriber)
 int pw_sandbox_decide(PyObject *event, PyObject *args);
 int pw_sandbox_foreign(const char *event);
 int pw_sandbox_hook_all(const char *event, PyObject *args);
+int pw_tamper_gate_skips(PyObject *callback);
 
 /* "object.__setattr__" fires for every class attribute set (dataclasses and enum
  * set dozens per class); Python subscribers only want function code swaps. */
@@ -197,8 +198,9 @@ audit_hook(const char *event, PyObject *args, void *userData)
     if (is_setattr_noise(event, args)) {
         return 0;
     }
+    int at_import = strcmp(event, "import") == 0;
     for (int i = 0; i < n_subscribers; i++) {
-        if (!(mask & (1u << i))) {
+        if (!(mask & (1u << i)) || (at_import && pw_tamper_gate_skips(subscribers[i]))) {
             continue;
         }
         PyObject *res = PyObject_CallFunctionObjArgs(subscribers[i], e->pyname, args, NULL);

@@ -442,7 +442,132 @@ tamper_lock(PyObject *module, PyObject *obj)
     Py_RETURN_NONE;
 }
 
+/* The import gate.  The tamper engine checks its seals' identities, the
+ * composition of sys.meta_path and sys.path_hooks, the modules pending seals
+ * wait for and the sys.monitoring tools at every "import" audit event: one
+ * Python call per module imported.  The gate holds what that check compares
+ * and does it here; the Python callback runs only when something differs
+ * (or no gate is armed).  The engine re-arms it after each check. */
+static PyObject *gate_callback;   /* the subscriber the gate answers for; NULL: no gate */
+static PyObject *gate_seals;      /* tuple of (dict, key, value) */
+static PyObject *gate_lists;      /* tuple of (sys attribute name, snapshot list) */
+static PyObject *gate_absent;     /* tuple of module names not in sys.modules when armed */
+static PyObject *gate_modules;    /* sys.modules */
+static PyObject *gate_get_tool;   /* sys.monitoring.get_tool, or None */
+static PyObject *gate_tools;      /* tuple: get_tool(i) for each tool id, when armed */
+
+static int
+gate_same_list(PyObject *name, PyObject *snapshot)
+{
+    PyObject *live = PySys_GetObject(PyUnicode_AsUTF8(name));  /* borrowed */
+    if (live == NULL || !PyList_Check(live) || !PyList_Check(snapshot)) {
+        return 0;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(live);
+    if (n != PyList_GET_SIZE(snapshot)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyList_GET_ITEM(live, i) != PyList_GET_ITEM(snapshot, i)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1: the Python subscriber `callback` has nothing to see at this import. */
+int
+pw_tamper_gate_skips(PyObject *callback)
+{
+    if (gate_callback == NULL || callback != gate_callback) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gate_seals); i++) {
+        PyObject *seal = PyTuple_GET_ITEM(gate_seals, i);
+        PyObject *now = PyDict_GetItemWithError(PyTuple_GET_ITEM(seal, 0), PyTuple_GET_ITEM(seal, 1));
+        if (now != PyTuple_GET_ITEM(seal, 2)) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gate_lists); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(gate_lists, i);
+        if (!gate_same_list(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1))) {
+            return 0;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gate_absent); i++) {
+        int present = PyDict_Contains(gate_modules, PyTuple_GET_ITEM(gate_absent, i));
+        if (present != 0) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    if (gate_get_tool != Py_None) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gate_tools); i++) {
+            PyObject *id = PyLong_FromSsize_t(i);
+            PyObject *tool = id != NULL ? PyObject_CallOneArg(gate_get_tool, id) : NULL;
+            Py_XDECREF(id);
+            int same = tool != NULL ? PyObject_RichCompareBool(tool, PyTuple_GET_ITEM(gate_tools, i), Py_EQ) : -1;
+            Py_XDECREF(tool);
+            if (same != 1) {
+                PyErr_Clear();
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+static PyObject *
+tamper_import_gate(PyObject *module, PyObject *args)
+{
+    PyObject *callback, *seals = NULL, *lists = NULL, *absent = NULL, *modules = NULL, *get_tool = NULL,
+             *tools = NULL;
+    if (!PyArg_ParseTuple(args, "O|O!O!O!O!OO!:tamper_import_gate", &callback, &PyTuple_Type, &seals,
+                          &PyTuple_Type, &lists, &PyTuple_Type, &absent, &PyDict_Type, &modules, &get_tool,
+                          &PyTuple_Type, &tools)) {
+        return NULL;
+    }
+    if (callback == Py_None) {
+        Py_CLEAR(gate_callback);
+        Py_RETURN_NONE;
+    }
+    if (tools == NULL) {
+        PyErr_SetString(PyExc_TypeError, "tamper_import_gate(callback, seals, lists, absent, modules, get_tool, "
+                                         "tools) or tamper_import_gate(None)");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(seals); i++) {
+        PyObject *seal = PyTuple_GET_ITEM(seals, i);
+        if (!PyTuple_Check(seal) || PyTuple_GET_SIZE(seal) != 3 || !PyDict_Check(PyTuple_GET_ITEM(seal, 0))) {
+            PyErr_SetString(PyExc_TypeError, "tamper_import_gate: seals are (dict, key, value)");
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(lists); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(lists, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0))) {
+            PyErr_SetString(PyExc_TypeError, "tamper_import_gate: lists are (sys attribute name, list)");
+            return NULL;
+        }
+    }
+    Py_XSETREF(gate_seals, Py_NewRef(seals));
+    Py_XSETREF(gate_lists, Py_NewRef(lists));
+    Py_XSETREF(gate_absent, Py_NewRef(absent));
+    Py_XSETREF(gate_modules, Py_NewRef(modules));
+    Py_XSETREF(gate_get_tool, Py_NewRef(get_tool));
+    Py_XSETREF(gate_tools, Py_NewRef(tools));
+    Py_XSETREF(gate_callback, Py_NewRef(callback));
+    Py_RETURN_NONE;
+}
+
 PyMethodDef pw_tamper_methods[] = {
+    {"tamper_import_gate", tamper_import_gate, METH_VARARGS,
+     "tamper_import_gate(callback, seals, lists, absent, modules, get_tool, tools): at an import, skip the\n"
+     "audit subscriber `callback` when every (dict, key, value) seal still holds value, every\n"
+     "(name, snapshot) list sys.<name> holds the snapshot's items, no name of absent is in modules, and\n"
+     "get_tool(i) (unless None) still returns tools[i].  tamper_import_gate(None): no gate."},
     {"tamper_install", tamper_install, METH_VARARGS,
      "tamper_install(report, pending) -> bool: register the dict and function watchers (False before 3.12)."},
     {"tamper_stop", tamper_stop, METH_NOARGS, "tamper_stop(): no more reports (the run is over)."},

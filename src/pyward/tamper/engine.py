@@ -19,6 +19,7 @@ stops the run (exit status 78) for changes that cannot raise.
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from types import ModuleType
@@ -118,8 +119,9 @@ class TamperEngine(Engine):
         events = ["import", "os.putenv", "os.unsetenv", "sys.settrace", "sys.setprofile"]
         if not self.watching:
             events.append("object.__setattr__")
+        self._audit = self._on_audit  # the subscriber object the import gate answers for
         if native is not None:
-            native.audit_subscribe(events, self._on_audit)
+            native.audit_subscribe(events, self._audit)
         else:  # degraded: a Python audit hook (every event reaches Python; said at start-up)
             wanted, on_audit = frozenset(events), self._on_audit
 
@@ -134,9 +136,11 @@ class TamperEngine(Engine):
                 native.tamper_watch_modules(sys.modules, None if self.check_modules else self.awaited)
         if self.interval and not self.watching:
             self._start_timer(float(self.interval))
+        self._arm_gate()
 
     def stop(self, session: Any) -> None:
         self._check_all("exit")
+        self._disarm_gate()
         self._apply_restores()
         pending = [t for t, _ in self.pending]
         for spec in pending:
@@ -293,6 +297,39 @@ class TamperEngine(Engine):
         self.to_restore = landed
         self._apply_restores()
         self.to_restore = waiting  # not landed: put back at the next change reported or the next check
+        self._arm_gate()
+
+    def _arm_gate(self) -> None:
+        """Let C do the next imports' check (tamper_import_gate): this engine is
+        called at an import only when a seal's entry, sys.meta_path,
+        sys.path_hooks, the modules pending seals wait for or the
+        sys.monitoring tools differ from what the last check saw."""
+        gate = getattr(self.native, "tamper_import_gate", None)
+        if gate is None:
+            return
+        if self.check_modules or self.to_restore or self.stop_now or (self.pending and self.absent is None):
+            gate(None)  # each import has work to do in Python
+            return
+        seals = []
+        if not self.watching:  # 3.12+: the watchers see seals change; 3.11: compare identities at imports
+            for seal in self.seals.values():
+                if seal.original is MISSING:
+                    gate(None)
+                    return
+                namespace = seal.namespace()
+                seals.append((namespace if type(namespace) is dict else _type_dict(seal.owner), seal.attr,
+                              seal.original))
+        monitoring = getattr(sys, "monitoring", None)
+        get_tool = monitoring.get_tool if monitoring is not None else None
+        gate(self._audit, tuple(seals), (("meta_path", self.meta_path), ("path_hooks", self.path_hooks)),
+             tuple(self.absent or ()) if self.pending else (), sys.modules, get_tool,
+             tuple(map(get_tool, range(6))) if get_tool is not None else ())
+
+    def _disarm_gate(self) -> None:
+        """The next import must reach the Python check (a restore or a stop is due)."""
+        gate = getattr(self.native, "tamper_import_gate", None)
+        if gate is not None:
+            gate(None)
 
     def _on_audit(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "import":
@@ -388,6 +425,7 @@ class TamperEngine(Engine):
                 elif id(module) != ident:
                     self._module_replaced(name, None, module)
                     self.modules[name] = id(module)
+        self._arm_gate()
 
     @staticmethod
     def _monitoring_tools() -> dict[int, str]:
@@ -481,10 +519,12 @@ class TamperEngine(Engine):
         if self.fail_closed:
             response = " => stopping the run (--fail-closed)"
             self.stop_now = True
+            self._disarm_gate()
             self.reported[seal.name] = new  # the check at exit must not report it again
         elif self.restore:
             response = " => restored"
             self.to_restore.append(seal)
+            self._disarm_gate()
         elif late:
             self._reseal(seal, new)  # report each change once
         else:
@@ -668,8 +708,6 @@ def _prefixes(spec: str, _cache: dict[str, tuple[str, ...]] = {}) -> tuple[str, 
 
 def _type_dict(cls: type) -> Any:
     """The real dict behind a class's mappingproxy (the watcher needs the dict itself)."""
-    import gc
-
     for referent in gc.get_referents(cls.__dict__):
         if isinstance(referent, dict):
             return referent
