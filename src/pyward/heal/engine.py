@@ -753,8 +753,18 @@ def _module_name(space: dict[str, Any]) -> str:
     return getattr(spec, "name", None) or space.get("__name__") or "__main__"
 
 
+_LIBRARY_DIRS: tuple[str, ...] = ()
+
+
 def _library_dirs() -> tuple[str, ...]:
-    """Directories whose code is never patched: the standard library, site-packages, pyward."""
+    """Directories whose code is never patched: the standard library, site-packages, pyward (computed once)."""
+    global _LIBRARY_DIRS
+    if not _LIBRARY_DIRS:
+        _LIBRARY_DIRS = _find_library_dirs()
+    return _LIBRARY_DIRS
+
+
+def _find_library_dirs() -> tuple[str, ...]:
     import sysconfig
 
     dirs = set()

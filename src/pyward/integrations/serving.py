@@ -47,10 +47,13 @@ def configure() -> None:
     the fork, in each worker of a pre-forking server."""
     global _settings
     if active() is None and current() is None and _settings is None:
+        import bytecode  # noqa: F401
+
         from .. import config
-        from ..heal import fingerprint, guards, store, synth  # noqa: F401
+        from ..heal import engine, fingerprint, guards, store, synth  # noqa: F401
 
         _settings = config.load(cwd=os.getcwd(), overrides={"heal.enabled": True})
+        engine._library_dirs()
 
 
 def engine() -> HealEngine | None:
