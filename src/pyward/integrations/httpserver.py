@@ -73,12 +73,8 @@ class _Request:
             self.body = handler.rfile = serving.BodyRecorder(handler.rfile, rule.body_limit)
 
 
-def install(heal: HealEngine | None = None, module: Any = None) -> None:
-    """Wrap BaseHTTPRequestHandler (once); `heal`: the engine of `pyward run
-    --heal`, `module`: http.server (given while it is being imported)."""
-    if module is None:
-        import http.server as module
-
+def install(heal: HealEngine, module: Any) -> None:
+    """Wrap `module.BaseHTTPRequestHandler` (http.server, being imported under `pyward run --heal`), once."""
     cls = module.BaseHTTPRequestHandler
     if getattr(cls.handle_one_request, "_pyward", False):
         return
@@ -110,10 +106,7 @@ def install(heal: HealEngine | None = None, module: Any = None) -> None:
     parse_request_._pyward = handle_one_request_._pyward = True  # type: ignore[attr-defined]
     parse_request_.__wrapped__ = parse_request  # type: ignore[attr-defined]
     handle_one_request_.__wrapped__ = handle_one_request  # type: ignore[attr-defined]
-    if heal is not None and heal.session is not None:
-        with heal.session.acting("heal"):
-            cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
-    else:
+    with heal.session.acting("heal"):  # type: ignore[union-attr]
         cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
 
 
