@@ -48,16 +48,12 @@ def active() -> HealEngine | None:
 
 
 class Healed:
-    """What `HealEngine.heal` did: the guarded function's label, the guard kind
-    and the operand (`again`: another thread had already guarded this site)."""
+    """What `HealEngine.heal` did: the guarded function's label, the guard kind and the operand."""
 
-    __slots__ = ("label", "kind", "operand", "again")
+    __slots__ = ("label", "kind", "operand")
 
-    def __init__(self, label: str, kind: str, operand: str, again: bool = False) -> None:
-        self.label, self.kind, self.operand, self.again = label, kind, operand, again
-
-    def __str__(self) -> str:
-        return self.label
+    def __init__(self, label: str, kind: str, operand: str) -> None:
+        self.label, self.kind, self.operand = label, kind, operand
 
 
 class Patch:
@@ -72,7 +68,6 @@ class Patch:
         self.recipes: list[Recipe | None] = []
         self.current = original
         self.inserted: list[int] = []
-
 
 
 class HealEngine(Engine):
@@ -267,7 +262,7 @@ class HealEngine(Engine):
             patch = Patch(original, module)
         for done, guard in zip(patch.sites, patch.guards):
             if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
-                return Healed(guard.label, site.kind, site.operand, again=True)
+                return Healed(guard.label, site.kind, site.operand)
         label = f"{code.co_qualname} ({site.kind} on {site.operand})"
         fallback = self._fallback(site.kind)
         guard = Guard(site.kind, site.operand, fallback, self._fired, label)
@@ -381,9 +376,7 @@ class HealEngine(Engine):
             return None
         self.known.add(recipe.id)
         self.said.add(recipe.id)  # healed in this run: the re-run says nothing more about it
-        self.pending.setdefault(patch.module, []).append(recipe)
-        if patch.module != "__main__" and self._finder is None:
-            self._install_finder()
+        self.pending.setdefault(patch.module, []).append(recipe)  # the finder (installed at start) applies it
         return recipe
 
     def _fallback(self, kind: str) -> str:
@@ -638,24 +631,18 @@ class HealEngine(Engine):
             return
         with self._lock:
             try:
-                new = [r for r in self._open_store().for_python(after=self._synced) if r.id not in self.known]
+                saved = self._open_store().for_python(after=self._synced)
             except Exception:  # a store another process is creating, a locked file: next time
                 return
-            self._synced = max([self._synced, *(r.id for r in new)])
-            if not new:
-                return
+            self._synced = max([self._synced, *(r.id for r in saved)])  # this process's own recipes included
+            new = [r for r in saved if r.id not in self.known]
             for r in new:
                 self.known.add(r.id)
-                self.pending.setdefault(r.module, []).append(r)
-            loaded = {r.module for r in new if r.module in sys.modules}
-            for name in loaded:
+                self.pending.setdefault(r.module, []).append(r)  # modules not imported yet: the finder
+            for name in {r.module for r in new if r.module in sys.modules}:
                 self._patch_loaded_module(sys.modules[name], [r for r in new if r.module == name])
-            if len(loaded) < len({r.module for r in new}):
-                self._install_finder()
 
     def _install_finder(self) -> None:
-        if self._finder is not None:
-            return
         self._finder = _RecipeFinder(self)
         with self.session.acting("heal"):  # type: ignore[union-attr]
             sys.meta_path.insert(0, self._finder)

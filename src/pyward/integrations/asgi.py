@@ -61,10 +61,9 @@ class Middleware:
                 await response.commit(heals)  # the framework's own 500, if it sent one
                 raise error
             heals.append(healed)
-            why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
-                                         retries_used=len(heals) > heal.retries)
+            why = serving.refuse_replay(heal, heals, method, pristine.get("path", ""),
+                                        body_over=body is not None and body.over)
             if why:
-                serving.answered(heal, healed, f"503 (not replayed: {why})", method, pristine.get("path", ""))
                 await _unavailable(send, heals, method, why, rule)
                 return
             scope = dict(pristine)

@@ -123,13 +123,10 @@ def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
             raise exc
         heals.append(healed)
         value = ", ".join(serving.header_value(h) for h in heals)
-        why = serving.not_replayable(handler.command, rule, sent=request.out.sent,
-                                     body_over=request.body is not None and request.body.over,
-                                     retries_used=len(heals) > heal.retries)
+        why = serving.refuse_replay(heal, heals, handler.command, handler.path, sent=request.out.sent,
+                                    body_over=request.body is not None and request.body.over)
         if why:
-            answer = "connection closed after what was sent" if request.out.sent else "503"
             _unavailable(handler, request, heals, value, why, rule)
-            serving.answered(heal, healed, f"{answer} (not replayed: {why})", handler.command, handler.path)
             return
         request.out.discard()
         handler._headers_buffer = []

@@ -125,6 +125,18 @@ def replay_rule(heal: HealEngine) -> Replay:
     return rule
 
 
+def refuse_replay(heal: HealEngine, heals: list[Healed], method: str, path: str, *, sent: bool = False,
+                  body_over: bool = False) -> str:
+    """After `heals[-1]`: why the request cannot be replayed ('' when it can),
+    journaled with what the client gets instead."""
+    why = not_replayable(method, replay_rule(heal), sent=sent, body_over=body_over,
+                         retries_used=len(heals) > heal.retries)
+    if why:
+        answer = "connection closed after what was sent" if sent else "503"
+        answered(heal, heals[-1], f"{answer} (not replayed: {why})", method, path)
+    return why
+
+
 def not_replayable(method: str, rule: Replay, *, sent: bool, body_over: bool, retries_used: bool) -> str:
     """Why a healed request cannot be replayed ('' when it can)."""
     if method not in rule.methods:

@@ -74,10 +74,9 @@ class Middleware:
                 return response.commit(start_response, heals)  # the framework's own 500
             response.close()
             heals.append(healed)
-            why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
-                                         retries_used=len(heals) > heal.retries)
+            why = serving.refuse_replay(heal, heals, method, pristine.get("PATH_INFO", ""),
+                                        body_over=body is not None and body.over)
             if why:
-                serving.answered(heal, healed, f"503 (not replayed: {why})", method, pristine.get("PATH_INFO", ""))
                 return _unavailable(start_response, heals, method, why, rule)
             environ = dict(pristine)
             if body is not None:

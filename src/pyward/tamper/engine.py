@@ -43,8 +43,6 @@ SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASS", "PWD", "CREDENTIAL", "AUTH", "
 WATCHERS = sys.version_info >= (3, 12)
 
 
-
-
 def redact(name: str, value: str | None) -> str:
     if value is None:
         return "<unset>"
@@ -319,11 +317,10 @@ class TamperEngine(Engine):
                 namespace = seal.namespace()
                 seals.append((namespace if type(namespace) is dict else _type_dict(seal.owner), seal.attr,
                               seal.original))
-        monitoring = getattr(sys, "monitoring", None)
-        get_tool = monitoring.get_tool if monitoring is not None else None
+        monitoring = getattr(sys, "monitoring", None)  # the gate compares the tools with the last check's
         gate(self._audit, tuple(seals), (("meta_path", self.meta_path), ("path_hooks", self.path_hooks)),
-             tuple(self.absent or ()) if self.pending else (), sys.modules, get_tool,
-             tuple(map(get_tool, range(6))) if get_tool is not None else ())
+             tuple(self.absent or ()) if self.pending else (), sys.modules,
+             monitoring.get_tool if monitoring is not None else None, tuple(map(self.monitoring.get, range(6))))
 
     def _disarm_gate(self) -> None:
         """The next import must reach the Python check (a restore or a stop is due)."""
