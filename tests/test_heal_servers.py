@@ -550,3 +550,227 @@ def test_the_middleware_does_nothing_under_pyward_run_without_heal(tmp_path):
     assert pyward_lines(err).count("[pyward] the server integration does not heal: this run has no --heal") == 1
     assert "] healed" not in err
     assert not os.path.exists(tmp_path / ".pyward" / "heal.db")
+
+
+# -- frameworks that answer a view's crash with their own 500 (heal/monitor.py) ------------------------------------
+
+MONITORED = sys.version_info >= (3, 12)  # sys.monitoring: the crash behind a framework's own 500 is found
+
+DJANGO_APP = DATA + '''
+import sys
+import django
+from django.conf import settings
+
+settings.configure(DEBUG=False, ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], SECRET_KEY="test", MIDDLEWARE=[])
+django.setup()
+from django.core.wsgi import get_wsgi_application
+from django.http import Http404, JsonResponse
+from django.urls import path
+from pyward.integrations.wsgi import Middleware
+
+def user(request, name):
+    u = USERS.get(name)
+    return JsonResponse({"name": u["name"], "bio": u["profile"]["bio"]})
+
+def upper(request, name):
+    return JsonResponse({"upper": NAMES.get(name).upper()})
+
+def setting(request, key):
+    return JsonResponse({"value": SETTINGS[key]})
+
+def ratio(request, a, b):
+    return JsonResponse({"ratio": int(a) / int(b)})
+
+def count(request, n):
+    return JsonResponse({"count": int(n)})
+
+def boom(request):
+    raise RuntimeError("kaboom")
+
+def post(request):
+    data = json.loads(request.body)
+    with open("posts.log", "a") as f:
+        f.write(json.dumps(data) + "\\n")
+    return JsonResponse({"got": data["count"]})
+
+def first(request):
+    data = json.loads(request.body)
+    return JsonResponse({"first": data["items"][0]})
+
+def missing(request):  # Django's own control flow: a 404, not a crash
+    raise Http404("no such page")
+
+def hook(pairs):
+    return pairs["x"]
+
+def caught(request):  # the KeyError escapes hook into json, comes back here and is caught: never patched
+    try:
+        return JsonResponse({"x": json.loads('{"y": 1}', object_hook=hook)})
+    except KeyError:
+        return JsonResponse({"error": "no x"}, status=500)
+
+urlpatterns = [path("user/<name>", user), path("upper/<name>", upper), path("setting/<key>", setting),
+               path("ratio/<a>/<b>", ratio), path("count/<n>", count), path("boom", boom), path("post", post),
+               path("first", first), path("missing", missing), path("caught", caught)]
+app = Middleware(get_wsgi_application())
+
+if __name__ == "__main__":
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+    make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forever()
+'''
+
+
+def test_django_answers_its_own_500(tmp_path):
+    """Django catches a view's exception and answers 500 itself: on 3.12+ sys.monitoring saw the exception
+    leave the view, so the crash is healed and replayed like any other; on 3.11 the 500 goes through and
+    pyward says once why."""
+    write(tmp_path / "app.py", DJANGO_APP)
+    write(tmp_path / "pyproject.toml", CONFIG)
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "app.py", "PORT"], tmp_path)
+    try:
+        assert server.request("GET", "/missing")[0] == 404
+        status, headers, body = server.request("GET", "/caught")
+        assert (status, HEADER in headers, json.loads(body)) == (500, False, {"error": "no x"})
+        if MONITORED:
+            check_common(server)
+        else:
+            for path in ("/user/bob", "/user/bob", "/upper/zed"):
+                status, headers, _ = server.request("GET", path)
+                assert status == 500 and HEADER not in headers
+    finally:
+        err = server.close()
+    lines = pyward_lines(err)
+    assert not any("sys.monitoring tools registered" in line for line in lines), lines  # pyward's own tool
+    if MONITORED:
+        check_journal(err, "wsgi")
+        assert not any("missing" in line or "caught" in line or "hook" in line for line in lines), lines
+    else:
+        assert not any(line.startswith("[pyward][warning] healed") for line in lines), lines
+        assert lines.count("[pyward] the application answered a 5xx itself; Python 3.11 has no sys.monitoring, "
+                           "so a crash a framework answers with its own 500 (Django, Bottle...) is not healed: "
+                           "exceptions that reach the request boundary are (Flask's are heard through its "
+                           "signal)") == 1, lines
+
+
+# In-process: a request through the middleware, the framework from site-packages, no server.
+IN_PROCESS = DATA + '''
+import asyncio, io, sys
+from bottle import Bottle, HTTPError
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from pyward.integrations import asgi, wsgi
+
+bottle_app = Bottle()
+
+@bottle_app.get("/user/<name>")
+def bottle_user(name):
+    u = USERS.get(name)
+    return {"name": u["name"], "bio": u["profile"]["bio"]}
+
+@bottle_app.get("/gone")
+def gone():
+    raise HTTPError(410, "gone")
+
+def wsgi_get(app, path):
+    out = {}
+    def start_response(status, headers, exc_info=None):
+        out["status"], out["headers"] = status, dict(headers)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "x", "SERVER_PORT": "80",
+               "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http"}
+    body = b"".join(app(environ, start_response))
+    return [int(out["status"][:3]), out["headers"].get("X-Pyward-Healed"), body.decode()]
+
+async def starlette_setting(request):
+    return JSONResponse({"value": SETTINGS[request.path_params["key"]]})
+
+def missing_key(request, exc):  # a handler for KeyError: Starlette answers it and does not re-raise
+    return JSONResponse({"error": "missing"}, status_code=500)
+
+starlette_app = Starlette(routes=[Route("/setting/{key}", starlette_setting)],
+                          exception_handlers={KeyError: missing_key})
+
+def asgi_get(app, path):
+    sent = []
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    headers = dict(sent[0].get("headers", []))
+    healed = headers.get(b"x-pyward-healed")
+    return [sent[0]["status"], healed.decode() if healed else None, b"".join(m.get("body", b"") for m in sent[1:]).decode()]
+
+if "--hold-tools" in sys.argv:  # another tool already holds both ids pyward could take
+    sys.monitoring.use_tool_id(3, "profiler-a")
+    sys.monitoring.use_tool_id(4, "profiler-b")
+bottle = wsgi.Middleware(bottle_app)
+starlette = asgi.Middleware(starlette_app)
+print(json.dumps({"bottle": [wsgi_get(bottle, "/user/bob"), wsgi_get(bottle, "/user/bob"), wsgi_get(bottle, "/gone")],
+                  "starlette": [asgi_get(starlette, "/setting/theme"), asgi_get(starlette, "/setting/font")],
+                  "tools": [sys.monitoring.get_tool(i) for i in range(6)] if hasattr(sys, "monitoring") else None}))
+'''
+
+
+def run_in_process(tmp_path, *args: str, command: tuple[str, ...] = (), env=None) -> tuple[dict, str]:
+    write(tmp_path / "app.py", IN_PROCESS)
+    done = subprocess.run([*(command or (sys.executable,)), "app.py", *args], cwd=tmp_path, env=env or clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+
+
+BOB = '{"name": "Bob", "bio": null}'
+
+
+def test_bottle_and_a_starlette_exception_handler_are_healed_in_process(tmp_path):
+    result, err = run_in_process(tmp_path)
+    if not MONITORED:  # 3.11: the frameworks' own 500s go through, and pyward says once why
+        assert [r[:2] for r in result["bottle"]] == [[500, None], [500, None], [410, None]]
+        assert result["starlette"] == [[200, None, '{"value":"dark"}'], [500, None, '{"error":"missing"}']]
+        assert len([line for line in pyward_lines(err) if "answered a 5xx itself" in line]) == 1
+        assert not [line for line in pyward_lines(err) if line.startswith("[pyward][warning] healed")]
+        return
+    guard = 'guard=chain_subscript_guard; target=u["profile"]["bio"]'
+    assert result["bottle"][:2] == [[200, guard, BOB], [200, None, BOB]]
+    assert result["bottle"][2][:2] == [410, None]  # the framework's own control flow: not a crash
+    assert result["starlette"] == [[200, None, '{"value":"dark"}'],
+                                   [200, "guard=key_guard; target=SETTINGS", '{"value":null}']]
+    assert result["tools"][3] == "pyward"
+    assert [line for line in pyward_lines(err) if "healed" in line and "warning" in line] == [
+        '[pyward][warning] healed TypeError: \'NoneType\' object is not subscriptable in bottle_user '
+        '(chain_subscript_guard on u["profile"]["bio"]): the guard returns None when u["profile"]["bio"] would '
+        'fail (boundary: wsgi request)',
+        "[pyward][warning] healed KeyError: 'font' in starlette_setting (key_guard on SETTINGS): the guard "
+        "returns None when SETTINGS would fail (boundary: asgi request)"]
+
+
+@pytest.mark.skipif(not MONITORED, reason="sys.monitoring is 3.12+")
+def test_tool_ids_held_by_others_are_a_journaled_conflict(tmp_path):
+    result, err = run_in_process(tmp_path, "--hold-tools")
+    assert result["tools"][3:5] == ["profiler-a", "profiler-b"]  # not taken from them
+    assert result["bottle"][0][:2] == [500, None]  # Bottle's own 500: without monitoring, not heard
+    assert "[pyward][warning] sys.monitoring tool ids 3='profiler-a', 4='profiler-b' are in use: crashes a " \
+           "framework answers with its own 500 (Django, Bottle...) will not be healed; exceptions that reach " \
+           "the request boundary will" in pyward_lines(err)
+
+
+@pytest.mark.skipif(not MONITORED, reason="sys.monitoring is 3.12+")
+def test_coverage_measures_alongside(tmp_path):
+    """coverage.py on sys.monitoring (tool id 1) and pyward (3) in one process: both work."""
+    result, err = run_in_process(tmp_path, command=(sys.executable, "-m", "coverage", "run", "--data-file=cov"),
+                                 env=clean_env(COVERAGE_CORE="sysmon"))
+    assert result["bottle"][0][1] == 'guard=chain_subscript_guard; target=u["profile"]["bio"]'
+    assert result["tools"][1] == "coverage.py" and result["tools"][3] == "pyward"
+    report = subprocess.run([sys.executable, "-m", "coverage", "json", "--data-file=cov", "-o", "-", "--include",
+                             "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    executed = json.loads(report.stdout)["files"]["app.py"]["executed_lines"]
+    source = (tmp_path / "app.py").read_text().splitlines()
+    assert source.index("def bottle_user(name):") + 2 in executed  # u = USERS.get(name), in the crashed view

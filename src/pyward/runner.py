@@ -306,6 +306,8 @@ class Session:
         #: (namespace, attribute, why) that an engine installed and wants the
         #: tamper engine to seal, e.g. the sandbox's wrapper of fork_exec.
         self.protected: list[tuple[object, str, str]] = []
+        #: sys.monitoring tool ids pyward's engines hold (id -> name): not news to the tamper engine.
+        self.monitoring_tools: dict[int, str] = {}
         self._acting = _thread_local()
 
     # -- cooperation between engines ------------------------------------------

@@ -19,4 +19,7 @@ extern PyMethodDef pw_sandbox_methods[];
 /* tamper.c: dict and function watchers (3.12+). */
 extern PyMethodDef pw_tamper_methods[];
 
+/* monitor.c: the heal engine's sys.monitoring callbacks (3.12+; empty before). */
+extern PyMethodDef pw_monitor_methods[];
+
 #endif

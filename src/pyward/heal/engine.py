@@ -144,6 +144,12 @@ class HealEngine(Engine):
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
 
+    def watch_escapes(self) -> None:
+        """A WSGI/ASGI middleware serves: on 3.12+, find the exceptions frameworks answer themselves (monitor.py)."""
+        from . import monitor
+
+        monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
+
     def _server_integration(self, module: Any) -> None:
         from ..integrations import httpserver
 
@@ -168,6 +174,8 @@ class HealEngine(Engine):
 
     def stop(self, session: Session) -> None:
         global _active
+        if "pyward.heal.monitor" in sys.modules:
+            sys.modules["pyward.heal.monitor"].stop()
         hits: dict[int, int] = {}
         for patch in self.patches.values():
             for guard, recipe in zip(patch.guards, patch.recipes):
@@ -212,12 +220,14 @@ class HealEngine(Engine):
 
     # -- healing ---------------------------------------------------------------
 
-    def heal(self, exc: BaseException, boundary: str) -> Healed | None:
-        """Patch the crash behind `exc`: what was done, or None (unhealed, journaled)."""
+    def heal(self, exc: BaseException, boundary: str, tb: TracebackType | None = None) -> Healed | None:
+        """Patch the crash behind `exc` (`tb`: its traceback as it escaped, when
+        a framework may have cleared it since): what was done, or None
+        (unhealed, journaled)."""
         with self._lock:
-            return self._heal(exc, boundary)
+            return self._heal(exc, boundary, tb or exc.__traceback__)
 
-    def _heal(self, exc: BaseException, boundary: str) -> Healed | None:
+    def _heal(self, exc: BaseException, boundary: str, tb: TracebackType | None) -> Healed | None:
         from . import fingerprint
         from .analyse import Unhealable, analyse, index_of_offset, instructions
         from .guards import Guard
@@ -227,7 +237,7 @@ class HealEngine(Engine):
         assert session is not None
         if self.fired and self.settings.get("heal.shadow"):
             self._shadow_crash(exc)
-        frame_tb = self._program_frame(exc.__traceback__)
+        frame_tb = self._program_frame(tb)
         what = f"{type(exc).__name__}: {exc}"
         if frame_tb is None:
             self._unhealed(exc, "it was raised outside the program's own code (a library or python itself)", None)
@@ -493,8 +503,6 @@ class HealEngine(Engine):
 
     def _program_frame(self, tb: TracebackType | None) -> TracebackType | None:
         """The innermost traceback entry, if it is the program's own code."""
-        if not self._excludes:
-            self._excludes = _library_dirs()
         last = None
         while tb is not None:
             last = tb
@@ -506,6 +514,8 @@ class HealEngine(Engine):
     def is_program_file(self, filename: str) -> bool:
         if filename.startswith("<") and filename != "<string>" and filename != "<stdin>":
             return False
+        if not self._excludes:
+            self._excludes = _library_dirs()
         real = os.path.realpath(filename) if not filename.startswith("<") else filename
         return not any(real.startswith(d) for d in self._excludes)
 

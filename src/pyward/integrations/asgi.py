@@ -9,16 +9,20 @@ be healed and the request replayed (serving.py); a streamed response (a body
 message with `more_body`) is committed at that message, and a crash after
 it is the server's to handle.  Starlette and FastAPI send their own 500 and
 re-raise: that 500 is dropped when the request is replayed or answered 503,
-and sent as it is when the crash cannot be healed.
+and sent as it is when the crash cannot be healed.  Frameworks that answer
+500 without re-raising are heard through sys.monitoring on 3.12+
+(heal/monitor.py), as in wsgi.py.
 """
 from __future__ import annotations
 
 import asyncio
 
+from ..heal import monitor
 from . import serving
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import TracebackType
     from typing import Any, Awaitable, Callable
 
     from ..heal.engine import Healed
@@ -46,20 +50,29 @@ class Middleware:
         heals: list[Healed] = []
         while True:
             response = _Response(send)
+            escapes, token = monitor.begin()
+            error: Exception | None = None
             try:
                 await self.app(scope, body or receive, response)
             except Exception as exc:
                 error = exc
-            else:
+            finally:
+                monitor.end(escapes, token)
+            if error is None and (not escapes or response.status < 500):
+                if response.status >= 500:
+                    monitor.unheard(heal.session)
                 await response.commit(heals)
                 if heals:
                     serving.answered(heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("path", ""))
                 return
-            healed = await _heal(heal, error)
+            crash, tb = (error, None) if error is not None else escapes[-1]
+            healed = await _heal(heal, crash, tb)
             if healed is None or response.sent:  # not healable, or a stream already under way
                 await response.commit(heals)  # the framework's own 500, if it sent one
-                raise error
+                if error is not None:
+                    raise error
+                return
             heals.append(healed)
             why = serving.refuse_replay(heal, heals, method, pristine.get("path", ""),
                                         body_over=body is not None and body.over)
@@ -71,29 +84,31 @@ class Middleware:
                 body = body.replay()
 
 
-async def _heal(heal: Any, error: Exception) -> Healed | None:
+async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> Healed | None:
     """serving.crashed in a thread, so the event loop keeps serving other
     requests while the guard is built (~10 ms); in the loop's own thread
     under another event loop (trio)."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return serving.crashed(heal, error, "asgi request")
-    return await loop.run_in_executor(None, serving.crashed, heal, error, "asgi request")
+        return serving.crashed(heal, error, "asgi request", tb)
+    return await loop.run_in_executor(None, serving.crashed, heal, error, "asgi request", tb)
 
 
 class _Response:
     """The application's `send`: messages held until commit (or a streamed body)."""
 
-    __slots__ = ("send", "held", "sent")
+    __slots__ = ("send", "held", "sent", "status")
 
     def __init__(self, send: Send) -> None:
-        self.send, self.held, self.sent = send, [], False
+        self.send, self.held, self.sent, self.status = send, [], False, 0
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if self.sent:
             return await self.send(message)
         self.held.append(message)
+        if message.get("type") == "http.response.start":
+            self.status = message.get("status", 200)
         if message.get("type") == "http.response.body" and message.get("more_body", False):
             await self.commit([])
 

@@ -25,6 +25,7 @@ from ..runner import current
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from types import TracebackType
     from typing import Any
 
     from ..config import Settings
@@ -54,6 +55,9 @@ def configure() -> None:
 
         _settings = config.load(cwd=os.getcwd(), overrides={"heal.enabled": True})
         engine._library_dirs()
+    heal = active()
+    if heal is not None:  # `pyward run --heal`
+        heal.watch_escapes()
 
 
 def engine() -> HealEngine | None:
@@ -99,6 +103,7 @@ def _start() -> HealEngine:
     session.engines.append(heal)
     session.open()
     atexit.register(session.record_exit, 0, "the server process ended")  # runs before session.finish (LIFO)
+    heal.watch_escapes()
     return heal
 
 
@@ -166,11 +171,11 @@ def unavailable(healed: Healed, method: str, why: str) -> bytes:
     }).encode()
 
 
-def crashed(heal: HealEngine, exc: BaseException, where: str) -> Healed | None:
-    """Give an escaping exception to the engine (the request boundary `where`)."""
+def crashed(heal: HealEngine, exc: BaseException, where: str, tb: TracebackType | None = None) -> Healed | None:
+    """Give an escaping exception to the engine (the request boundary `where`; `tb`: see HealEngine.heal)."""
     if not isinstance(exc, Exception):
         return None
-    return heal.heal(exc, boundary=where)
+    return heal.heal(exc, boundary=where, tb=tb)
 
 
 def answered(heal: HealEngine, healed: Healed, how: str, method: str, path: str) -> None:

@@ -6,15 +6,16 @@
 The response is held until the application has returned and produced its
 first non-empty chunk: a crash before that can be healed and the request
 replayed (serving.py).  A streamed response is committed at its first chunk;
-a crash after it is the server's to handle.  Flask turns exceptions into its
-own 500 before they reach a middleware: its `got_request_exception` signal
-tells the middleware, which then heals and replays as if the exception had
-escaped, and otherwise lets Flask's 500 through.
+a crash after it is the server's to handle.  Frameworks that turn a view's
+exception into their own 500 (Flask, Django, Bottle...) are heard through
+sys.monitoring on 3.12+ (heal/monitor.py), and Flask also through its
+`got_request_exception` signal (the only way on 3.11): a 5xx answered with
+such an exception on record is healed and replayed as if the exception had
+escaped; otherwise the framework's 500 goes through.
 """
 from __future__ import annotations
 
-import contextvars
-
+from ..heal import monitor
 from . import serving
 
 TYPE_CHECKING = False
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
 
     from ..heal.engine import Healed
 
-# exceptions a framework handled itself during the current request (Flask's signal)
-_swallowed: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar("pyward_swallowed",
-                                                                                      default=None)
-
 
 class Middleware:
     """Heal crashes of `app`'s request handlers; see the module's documentation."""
@@ -34,7 +31,7 @@ class Middleware:
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         serving.configure()
-        self.swallows = _listen_to_flask(app)  # the framework turns exceptions into its own 500
+        _listen_to_flask(app)  # the framework turns exceptions into its own 500
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         heal = serving.engine()
@@ -51,22 +48,24 @@ class Middleware:
         heals: list[Healed] = []
         while True:
             response = _Response()
-            swallowed: list[BaseException] = []
-            token = _swallowed.set(swallowed) if self.swallows else None
+            escapes, token = monitor.begin()
             error: BaseException | None = None
             try:
                 response.run(self.app, environ)
             except Exception as exc:
                 error = exc
             finally:
-                if token is not None:
-                    _swallowed.reset(token)
-            if error is None and not swallowed:
+                monitor.end(escapes, token)
+            failed = str(response.status).startswith("5")
+            if error is None and (not escapes or not failed):
+                if failed:
+                    monitor.unheard(heal.session)
                 if heals:
                     serving.answered(heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
                 return response.commit(start_response, heals)
-            healed = serving.crashed(heal, error or swallowed[-1], "wsgi request")
+            crash, tb = (error, None) if error is not None else escapes[-1]
+            healed = serving.crashed(heal, crash, "wsgi request", tb)
             if healed is None:
                 if error is not None:
                     response.close()
@@ -170,19 +169,16 @@ def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method
     return [body] if method != "HEAD" else [b""]
 
 
-def _listen_to_flask(app: Any) -> bool:
+def _listen_to_flask(app: Any) -> None:
     """Flask handles a view's exception itself (a 500); its signal hands it to us first."""
     import sys
 
     flask = sys.modules.get("flask")
     target = getattr(app, "__self__", app)  # app.wsgi_app is a bound method of the Flask app
-    if flask is None or not isinstance(target, flask.Flask):
-        return False
-    flask.got_request_exception.connect(_flask_exception, sender=target, weak=False)
-    return True
+    if flask is not None and isinstance(target, flask.Flask):
+        flask.got_request_exception.connect(_flask_exception, sender=target, weak=False)
 
 
 def _flask_exception(sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
-    seen = _swallowed.get()
-    if seen is not None and exception is not None:
-        seen.append(exception)
+    if exception is not None:
+        monitor.record(exception)

@@ -407,7 +407,8 @@ class TamperEngine(Engine):
                         details={"added": added, "removed": removed, "when": when})
         tools = self._monitoring_tools()
         if tools != self.monitoring:
-            new = {k: v for k, v in tools.items() if self.monitoring.get(k) != v}
+            new = {k: v for k, v in tools.items()
+                   if self.monitoring.get(k) != v and self.session.monitoring_tools.get(k) != v}
             self.monitoring = tools
             if new:
                 self.session.journal.emit("tamper", "hook.changed", "sys.monitoring", severity="notice", where="",

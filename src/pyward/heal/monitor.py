@@ -1,0 +1,156 @@
+"""Which exception escaped the program's own code during a request (3.12+).
+
+Frameworks such as Django and Bottle turn a view's exception into their own
+500 response: no exception reaches the request boundary (integrations/), so
+the boundary cannot know what crashed.  On 3.12+ the heal engine takes a
+free `sys.monitoring` tool id while a server integration is in use and
+watches two events, with callbacks in C (_native/monitor.c):
+
+* PY_UNWIND: a frame of the program's own code unwinding into a caller that
+  is not (a framework, a library, C) is an escape; during a request it is
+  recorded in the request's list (`begin`);
+* EXCEPTION_HANDLED, only while escapes are recorded: the program's own code
+  catching the exception (or one chained to it) takes it off the list, so an
+  exception the program catches never leads to a patch.
+
+The boundary then treats a 5xx response the framework produced with an
+escape on the list as that escape's crash.  Outside requests nothing is
+recorded; a run that uses no server integration never turns monitoring on.
+Tool ids 3 and 4 are tried, never the ones debuggers (0), coverage.py (1),
+profilers (2) and optimizers (5) use; when both are held, the conflict is
+journaled and requests are healed from exceptions that reach the boundary.
+"""
+from __future__ import annotations
+
+import contextvars
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Callable
+
+    from ..runner import Session
+
+TOOL_IDS = (3, 4)
+TOOL_NAME = "pyward"
+
+# the escapes of the current request, each with its traceback as it escaped (a framework may clear
+# exc.__traceback__ before the request ends: Starlette's exception handlers do); None outside requests
+Escapes = list[tuple[BaseException, "TracebackType | None"]]
+_escapes: contextvars.ContextVar[Escapes | None] = contextvars.ContextVar("pyward_escapes", default=None)
+_tool: int | None = None
+_started = False
+_why_off = ""  # why monitoring is off, said once at the first 5xx a framework answers itself
+
+
+def start(session: Session, classify: Callable[[str], bool]) -> None:
+    """Turn escape monitoring on (once per process); a conflict or its absence is journaled."""
+    global _tool, _started, _why_off
+    if _started:
+        return
+    _started = True
+    from .._native import native
+
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is None or native is None or not hasattr(native, "monitor_setup"):
+        _why_off = f"Python {sys.version_info[0]}.{sys.version_info[1]} has no sys.monitoring" \
+            if monitoring is None else "pyward's native extension is unavailable"
+        return
+    free = [i for i in TOOL_IDS if monitoring.get_tool(i) is None]
+    if not free:
+        holders = ", ".join(f"{i}={monitoring.get_tool(i)!r}" for i in TOOL_IDS)
+        _why_off = f"sys.monitoring tool ids {holders} are in use"
+        session.journal.emit("heal", "monitoring.conflict", "sys.monitoring", severity="warning", where="",
+                             message=f"{_why_off}: crashes a framework answers with its own 500 (Django, Bottle...) "
+                                     "will not be healed; exceptions that reach the request boundary will",
+                             details={"tools": {str(i): monitoring.get_tool(i) for i in TOOL_IDS}})
+        return
+    tool = free[0]
+    events = monitoring.events
+    monitoring.use_tool_id(tool, TOOL_NAME)
+    session.monitoring_tools[tool] = TOOL_NAME
+    native.monitor_setup(classify, _escaped, _caught)
+    monitoring.register_callback(tool, events.PY_UNWIND, native.monitor_unwind)
+    monitoring.register_callback(tool, events.EXCEPTION_HANDLED, native.monitor_handled)
+    monitoring.set_events(tool, events.PY_UNWIND | events.EXCEPTION_HANDLED)
+    _tool = tool
+    session.journal.emit("heal", "monitoring.on", "sys.monitoring", severity="debug", where="",
+                         message=f"sys.monitoring tool {tool} watches exceptions escaping the program's code")
+
+
+def stop() -> None:
+    global _tool
+    if _tool is None:
+        return
+    from .._native import native
+
+    monitoring = sys.monitoring
+    try:
+        monitoring.set_events(_tool, 0)
+        monitoring.register_callback(_tool, monitoring.events.PY_UNWIND, None)
+        monitoring.register_callback(_tool, monitoring.events.EXCEPTION_HANDLED, None)
+        monitoring.free_tool_id(_tool)
+    except ValueError:  # someone freed it already
+        pass
+    native.monitor_setup(None, None, None)  # type: ignore[union-attr]
+    _tool = None
+
+
+def begin() -> tuple[Escapes, contextvars.Token[Escapes | None]]:
+    """A request starts: its escapes are recorded in the list returned."""
+    escapes: Escapes = []
+    return escapes, _escapes.set(escapes)
+
+
+def end(escapes: Escapes, token: contextvars.Token[Escapes | None]) -> None:
+    _escapes.reset(token)
+    if escapes and _tool is not None:
+        from .._native import native
+
+        native.monitor_arm(-len(escapes))  # type: ignore[union-attr]
+
+
+def record(exc: BaseException) -> None:
+    """Add `exc` to the current request's escapes (a framework's signal does too)."""
+    escapes = _escapes.get()
+    if escapes is None or any(e is exc for e, _ in escapes):
+        return
+    escapes.append((exc, exc.__traceback__))
+    if _tool is not None:
+        from .._native import native
+
+        native.monitor_arm(1)  # type: ignore[union-attr]
+
+
+def _escaped(exc: BaseException) -> None:
+    if isinstance(exc, Exception):
+        record(exc)
+
+
+def _caught(exc: BaseException) -> None:
+    escapes = _escapes.get()
+    if not escapes:
+        return
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and all(link is not c for c in chain):
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    kept = [(e, tb) for e, tb in escapes if all(e is not c for c in chain)]
+    if len(kept) != len(escapes):
+        from .._native import native
+
+        native.monitor_arm(len(kept) - len(escapes))  # type: ignore[union-attr]
+        escapes[:] = kept
+
+
+def unheard(session: Session) -> None:
+    """The application answered a 5xx with no exception on record: if monitoring is off, say once what that means."""
+    global _why_off
+    if _tool is None and _why_off:
+        session.journal.emit("heal", "monitoring.off", "sys.monitoring", severity="notice", where="",
+                             message=f"the application answered a 5xx itself; {_why_off}, so a crash a framework "
+                                     "answers with its own 500 (Django, Bottle...) is not healed: exceptions that "
+                                     "reach the request boundary are (Flask's are heard through its signal)")
+        _why_off = ""
