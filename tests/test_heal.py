@@ -556,3 +556,25 @@ def test_a_thread_still_in_the_original_code_adds_its_guard_to_the_live_patch(tm
     assert run.stdout == "main (None, 10.0)\nthread (1, None)\nafter (None, None)\n"
     healed = [line for line in pyward_lines(run.stderr) if "] healed " in line]
     assert [line.split(" in f (")[1].split(")")[0] for line in healed] == ["key_guard on d", "division_guard on n"]
+
+
+def test_heal_under_the_enforcing_sandbox(tmp_path):
+    """Healing builds code objects and finds the functions to patch through the gc: under --mode enforce
+    the sandbox judges that like the program's own (ffi bytecode, introspection).  Denied: the crash is
+    reported unhealed with the flag that would allow it, the program's traceback and exit status are its
+    own, nothing is saved.  Allowed: healed, and the next run applies the stored patch."""
+    write(tmp_path, BUGGY)
+    denied = pyward("run", "--heal", "--mode", "enforce", "app.py", cwd=tmp_path)
+    assert denied.returncode == 1
+    assert denied.stderr.splitlines()[-2:-1] == ["TypeError: 'NoneType' object is not subscriptable"]
+    assert "pyward/" not in "\n".join(line for line in denied.stderr.splitlines() if line.startswith("  File"))
+    unhealed = [line for line in pyward_lines(denied.stderr) if line.startswith("[pyward][error] unhealed")]
+    assert len(unhealed) == 1 and "allow it with --allow-ffi=bytecode" in unhealed[0], denied.stderr
+    assert recipes(tmp_path) == []
+    for output in ("ada mathematician\nada mathematician\nbob None\n",  # re-run after the heal
+                   "ada mathematician\nbob None\n"):  # the stored patch applies before the first call
+        allowed = pyward("run", "--heal", "--mode", "enforce", "--allow-ffi=bytecode,introspection", "app.py",
+                         cwd=tmp_path)
+        assert (allowed.returncode, allowed.stdout) == (0, output), allowed.stderr
+    assert "[pyward] already healed: get_bio (subscript_guard on profile)" in pyward_lines(allowed.stderr)
+    assert recipes(tmp_path) == [("get_bio", "subscript_guard", "profile", "none")]

@@ -41,6 +41,7 @@ EXIT_STATUS_HEALED = 79
 SIDE_EFFECT_PERMISSIONS = ("write", "net", "run")
 
 _active: HealEngine | None = None
+_DEBUG = bool(os.environ.get("PYWARD_DEBUG"))  # read before the sandbox is installed: it may not allow it later
 
 
 def active() -> HealEngine | None:
@@ -225,7 +226,13 @@ class HealEngine(Engine):
         a framework may have cleared it since): what was done, or None
         (unhealed, journaled)."""
         with self._lock:
-            return self._heal(exc, boundary, tb or exc.__traceback__)
+            try:
+                return self._heal(exc, boundary, tb or exc.__traceback__)
+            except Exception as error:  # a sandbox denial of what a heal needs, or a pyward bug: never the program's
+                if _DEBUG:
+                    raise
+                self._unhealed(exc, f"pyward could not heal it ({type(error).__name__}: {error})", None)
+                return None
 
     def _heal(self, exc: BaseException, boundary: str, tb: TracebackType | None) -> Healed | None:
         from . import fingerprint
@@ -294,13 +301,13 @@ class HealEngine(Engine):
                                  message=f"dry run: {what} in {label} can be healed (guard built and verified; "
                                          "nothing patched or saved)")
             return Healed(label, site.kind, site.operand)
+        self._swap(patch, new_code, inserted)  # first: a swap that fails (a sandbox denial) leaves nothing saved
         recipe = self._recipe(patch, site, fallback, exc)
         if not origin:
             self._learn_shape(shape, site, instrs, index, original)
         patch.sites.append(site)
         patch.guards.append(guard)
         patch.recipes.append(recipe)
-        self._swap(patch, new_code, inserted)
         self.healed += 1
         value = "None" if fallback == "none" else fallback
         session.journal.emit("heal", "healed", label, severity="warning", where=where, function=code.co_qualname,
@@ -762,17 +769,16 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 def _find_library_dirs() -> tuple[str, ...]:
-    import sysconfig
-
-    dirs = set()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        path = sysconfig.get_paths().get(key)
-        if path:
-            dirs.add(os.path.realpath(path) + os.sep)
+    """From what the interpreter already knows, reading no environment variable
+    (sysconfig does, which an enforcing sandbox would refuse)."""
     import site
 
-    for path in [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]:
-        dirs.add(os.path.realpath(path) + os.sep)
+    dirs = {os.path.dirname(os.path.realpath(os.__file__)) + os.sep}  # the standard library, lib-dynload in it
+    places = [*getattr(site, "getsitepackages", lambda: [])(), getattr(site, "USER_SITE", None),
+              *(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))]
+    for path in places:
+        if path:
+            dirs.add(os.path.realpath(path) + os.sep)
     dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep)
     return tuple(sorted(dirs))
 
