@@ -55,6 +55,16 @@ ATTEMPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     """, ()),
     "existing_hard_link": ("attempt(lambda: open('public/hardlink.txt').read())", ()),
     "new_hard_link": ("attempt(lambda: os.link('secret/key.txt', 'out/hl.txt'))", ()),
+    "user_hook_allowing_all": ("""
+        import pyward.sandbox
+        attempt(lambda: pyward.sandbox.install_hook(lambda event, args: "allow"))
+        attempt(lambda: open('secret/key.txt').read())
+    """, ()),
+    "native_hook_allowing_all": ("""
+        from pyward._native import _pyward
+        attempt(lambda: _pyward.sandbox_set_hook(lambda event, args: True))
+        attempt(lambda: open('secret/key.txt').read())
+    """, ()),
     "dir_fd_open": ("""
         fd = os.open('.', os.O_RDONLY)
         attempt(lambda: os.read(os.open('secret/key.txt', os.O_RDONLY, dir_fd=fd), 100))
@@ -232,7 +242,7 @@ def test_attempt_is_denied_and_journaled(workspace, name):
     assert "TOPSECRET" not in output, run
     assert "DENIED" in run.stdout or "AccessDenied" in run.stderr, run
     if name in ("env_snapshot", "env_private_data", "env_copy", "env_items", "traceback_frames_to_the_policy",
-                "threads_racing"):
+                "threads_racing", "user_hook_allowing_all", "native_hook_allowing_all"):
         return  # nothing reaches the policy: the data is simply gone, or the check above says it all
     assert run.denied, f"no denial journaled: {run}"
     if name == "child_python_with_own_env":  # the child journals into the parent's log

@@ -28,6 +28,7 @@ static PyObject *user_hook;    /* install_hook() callback, or NULL */
 static int fail_closed;        /* enforce: an internal error denies */
 static int subinterpreters;    /* the policy allows subinterpreters */
 static _Thread_local int depth; /* >0 while decide runs on this thread */
+static int hook_locked;        /* sandbox_set_hook refuses: for good */
 
 static int
 raise_denied_as(PyObject *type, PyObject *message)
@@ -260,6 +261,16 @@ sandbox_install(PyObject *module, PyObject *args)
 static PyObject *
 sandbox_set_hook(PyObject *module, PyObject *hook)
 {
+    if (hook_locked) {
+        PyObject *msg = PyUnicode_FromString(
+            "the sandbox's callback is locked (under pyward run, or after pyward.sandbox.lock_hook()): "
+            "the program cannot change how the policy is applied");
+        if (msg != NULL) {
+            raise_denied(msg);
+            Py_DECREF(msg);
+        }
+        return NULL;
+    }
     if (hook != Py_None && !PyCallable_Check(hook)) {
         PyErr_SetString(PyExc_TypeError, "the hook must be callable or None");
         return NULL;
@@ -267,6 +278,13 @@ sandbox_set_hook(PyObject *module, PyObject *hook)
     PyObject *old = user_hook;
     user_hook = hook == Py_None ? NULL : Py_NewRef(hook);
     Py_XDECREF(old);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sandbox_lock_hook(PyObject *module, PyObject *unused)
+{
+    hook_locked = 1;
     Py_RETURN_NONE;
 }
 
@@ -512,6 +530,8 @@ PyMethodDef pw_sandbox_methods[] = {
      "once per process."},
     {"sandbox_set_hook", sandbox_set_hook, METH_O,
      "sandbox_set_hook(fn | None): the program's callback composed with the policy."},
+    {"sandbox_lock_hook", sandbox_lock_hook, METH_NOARGS,
+     "sandbox_lock_hook(): from now on sandbox_set_hook raises the denial error (cannot be undone)."},
     {"sandbox_installed", sandbox_installed, METH_NOARGS, "Whether the sandbox is installed."},
     {"sandbox_check", (PyCFunction)(void (*)(void))sandbox_check, METH_FASTCALL,
      "sandbox_check(event, args): ask the sandbox about a synthetic event; raises when denied."},

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..policy import Policy
     from ..runner import Engine
 
-__all__ = ["AccessDenied", "Policy", "engine", "install", "install_hook", "uninstall_hook"]
+__all__ = ["AccessDenied", "Policy", "engine", "install", "install_hook", "lock_hook", "uninstall_hook"]
 
 
 def engine(settings: Settings) -> Engine | None:
@@ -49,13 +49,24 @@ def install_hook(callback: Any) -> None:
     "deny" denies what the policy allows; "allow" allows what the policy does
     not mention (never what a deny rule denies); None leaves the policy's
     verdict.  One callback at a time; it runs for every event the sandbox
-    checks, so keep it fast.
+    checks, so keep it fast.  Under `pyward run`, and after `lock_hook()`,
+    it raises pyward.AccessDenied: the program cannot loosen the policy.
     """
     from .._native import native
 
     if native is None:
         raise RuntimeError("install_hook needs pyward's native extension")
     native.sandbox_set_hook(callback)
+
+
+def lock_hook() -> None:
+    """From now on `install_hook` and `uninstall_hook` raise pyward.AccessDenied
+    (for good): call it before running code that must not change the callback."""
+    from .._native import native
+
+    if native is None:
+        raise RuntimeError("lock_hook needs pyward's native extension")
+    native.sandbox_lock_hook()
 
 
 def uninstall_hook() -> None:

@@ -138,6 +138,10 @@ class SandboxEngine(Engine):
                           log=s.get("log"), spool=self.spool)
         warn_writable_policy(self.policy, session.journal)
         install(self.policy, context, protect=session.protect)
+        from .._native import native
+
+        if native is not None:  # under `pyward run` the program gets no callback to loosen the policy with
+            native.sandbox_lock_hook()
 
     def _emit(self, kind: str, name: str, message: str, severity: str, details: dict[str, Any],
               site: tuple[str | None, str | None], pid: int | None = None, at: float | None = None) -> None:
