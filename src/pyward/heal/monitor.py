@@ -59,11 +59,11 @@ def start(session: Session, classify: Callable[[str], bool]) -> None:
         return
     free = [i for i in TOOL_IDS if monitoring.get_tool(i) is None]
     if not free:
-        holders = ", ".join(f"{i}={monitoring.get_tool(i)!r}" for i in TOOL_IDS)
-        _why_off = f"sys.monitoring tool ids {holders} are in use"
+        holders = ", ".join(f"{i}={monitoring.get_tool(i)!r}" for i in TOOL_IDS)  # said here, not again at a 5xx
         session.journal.emit("heal", "monitoring.conflict", "sys.monitoring", severity="warning", where="",
-                             message=f"{_why_off}: crashes a framework answers with its own 500 (Django, Bottle...) "
-                                     "will not be healed; exceptions that reach the request boundary will",
+                             message=f"sys.monitoring tool ids {holders} are in use: crashes a framework answers "
+                                     "with its own 500 (Django, Bottle...) will not be healed; exceptions that reach "
+                                     "the request boundary will",
                              details={"tools": {str(i): monitoring.get_tool(i) for i in TOOL_IDS}})
         return
     tool = free[0]
