@@ -58,16 +58,14 @@ class Middleware:
                 error = exc
             finally:
                 monitor.end(escapes, token)
-            if error is None and (not escapes or response.status < 500):
-                if response.status >= 500:
-                    monitor.unheard(heal.session)
+            found = serving.crash_of(heal, error, escapes, response.status >= 500)
+            if found is None:
                 await response.commit(heals)
                 if heals:
                     serving.answered(heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("path", ""))
                 return
-            crash, tb = (error, None) if error is not None else escapes[-1]
-            healed = await _heal(heal, crash, tb)
+            healed = await _heal(heal, *found)
             if healed is None or response.sent:  # not healable, or a stream already under way
                 await response.commit(heals)  # the framework's own 500, if it sent one
                 if error is not None:

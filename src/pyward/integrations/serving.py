@@ -20,6 +20,7 @@ import os
 import sys
 import threading
 
+from ..heal import monitor
 from ..heal.engine import active
 from ..runner import current
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
     from ..heal.engine import HealEngine, Healed
+    from ..heal.monitor import Escapes
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HEADER = "X-Pyward-Healed"
@@ -169,6 +171,22 @@ def unavailable(healed: Healed, method: str, why: str) -> bytes:
                   f"replayed because {why}. Retry it: later requests use the patch.",
         "healed": {"guard": healed.kind, "target": healed.operand},
     }).encode()
+
+
+def crash_of(heal: HealEngine, error: BaseException | None, escapes: Escapes,
+             failed: bool) -> tuple[BaseException, TracebackType | None] | None:
+    """What crashed in one attempt at a request: the exception that escaped the
+    application; or, when it answered a 5xx (`failed`) itself, the last
+    exception that left the program's code meanwhile (heal/monitor.py) with
+    its traceback as it left; None: nothing to heal."""
+    if error is not None:
+        return error, None
+    if not failed:
+        return None
+    if not escapes:
+        monitor.unheard(heal.session)  # type: ignore[arg-type]
+        return None
+    return escapes[-1]
 
 
 def crashed(heal: HealEngine, exc: BaseException, where: str, tb: TracebackType | None = None) -> Healed | None:

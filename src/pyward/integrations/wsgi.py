@@ -56,16 +56,13 @@ class Middleware:
                 error = exc
             finally:
                 monitor.end(escapes, token)
-            failed = str(response.status).startswith("5")
-            if error is None and (not escapes or not failed):
-                if failed:
-                    monitor.unheard(heal.session)
+            found = serving.crash_of(heal, error, escapes, str(response.status).startswith("5"))
+            if found is None:
                 if heals:
                     serving.answered(heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
                 return response.commit(start_response, heals)
-            crash, tb = (error, None) if error is not None else escapes[-1]
-            healed = serving.crashed(heal, crash, "wsgi request", tb)
+            healed = serving.crashed(heal, found[0], "wsgi request", found[1])
             if healed is None:
                 if error is not None:
                     response.close()
