@@ -774,3 +774,56 @@ def test_coverage_measures_alongside(tmp_path):
     executed = json.loads(report.stdout)["files"]["app.py"]["executed_lines"]
     source = (tmp_path / "app.py").read_text().splitlines()
     assert source.index("def bottle_user(name):") + 2 in executed  # u = USERS.get(name), in the crashed view
+
+
+STREAMING = DATA + '''
+import asyncio
+from pyward.integrations import asgi
+
+LIMITS = {"a": 1}
+
+async def stream(scope, receive, send):
+    kind, key = scope["path"].strip("/").split("/")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    if kind == "late":
+        await send({"type": "http.response.body", "body": b"first,", "more_body": True})
+        await send({"type": "http.response.body", "body": f"limit={LIMITS[key]}".encode(), "more_body": True})
+    else:
+        await send({"type": "http.response.body", "body": f"value={SETTINGS[key]}".encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": b",end", "more_body": False})
+
+def get(app, path):
+    sent = []
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    try:
+        asyncio.run(app(scope, receive, send))
+        raised = None
+    except Exception as exc:
+        raised = type(exc).__name__
+    healed = dict(sent[0]["headers"]).get(b"x-pyward-healed") if sent else None
+    return [sent[0]["status"] if sent else None, healed.decode() if healed else None,
+            b"".join(m.get("body", b"") for m in sent[1:]).decode(), raised]
+
+app = asgi.Middleware(stream)
+print(json.dumps([get(app, "/early/font"), get(app, "/early/theme"), get(app, "/late/b"), get(app, "/late/b")]))
+'''
+
+
+def test_a_streamed_response_is_replayed_until_its_first_chunk_and_committed_after(tmp_path):
+    """A crash before the first streamed chunk: healed and replayed, the header on the replayed stream.
+    A crash after it: what was sent stays sent, the exception goes to the server, later requests use the patch."""
+    write(tmp_path / "app.py", STREAMING)
+    done = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    early, unharmed, late, later = json.loads(done.stdout.splitlines()[-1])
+    assert early == [200, "guard=key_guard; target=SETTINGS", "value=None,end", None]
+    assert unharmed == [200, None, "value=dark,end", None]
+    assert late == [200, None, "first,", "KeyError"]  # no second start, no 500 after a 200 was sent
+    assert later == [200, None, "first,limit=None,end", None]

@@ -97,6 +97,11 @@ def stop() -> None:
     _tool = None
 
 
+def watching() -> bool:
+    """Whether escapes are being recorded (a request needs `begin` only then, unless a framework's signal records)."""
+    return _tool is not None
+
+
 def begin() -> tuple[Escapes, contextvars.Token[Escapes | None]]:
     """A request starts: its escapes are recorded in the list returned."""
     escapes: Escapes = []

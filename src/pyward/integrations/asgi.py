@@ -39,6 +39,7 @@ class Middleware:
         serving.configure()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        # the path of a request that does not crash is kept short: it is paid by every request (bench/serve.py)
         heal = serving.engine() if scope.get("type") == "http" else None
         if heal is None:
             return await self.app(scope, receive, send)
@@ -49,25 +50,26 @@ class Middleware:
         body = _Body(receive, rule.body_limit) if method in rule.methods else None
         heals: list[Healed] = []
         while True:
-            response = _Response(send)
-            escapes, token = monitor.begin()
+            response = _Response(send, heals)
+            escapes, token = monitor.begin() if monitor.watching() else _UNWATCHED
             error: Exception | None = None
             try:
                 await self.app(scope, body or receive, response)
             except Exception as exc:
                 error = exc
             finally:
-                monitor.end(escapes, token)
-            found = serving.crash_of(heal, error, escapes, response.status >= 500)
+                if token is not None:
+                    monitor.end(escapes, token)
+            found = serving.crash_of(heal, error, escapes, error is None and response.status() >= 500)
             if found is None:
-                await response.commit(heals)
+                await response.commit()
                 if heals:
                     serving.answered(heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("path", ""))
                 return
             healed = await _heal(heal, *found)
             if healed is None or response.sent:  # not healable, or a stream already under way
-                await response.commit(heals)  # the framework's own 500, if it sent one
+                await response.commit()  # the framework's own 500, if it sent one
                 if error is not None:
                     raise error
                 return
@@ -82,6 +84,9 @@ class Middleware:
                 body = body.replay()
 
 
+_UNWATCHED: tuple[tuple[()], None] = ((), None)  # no escapes are recorded: sys.monitoring is off (monitor.py)
+
+
 async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> Healed | None:
     """serving.crashed in a thread, so the event loop keeps serving other
     requests while the guard is built (~10 ms); in the loop's own thread
@@ -94,29 +99,37 @@ async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> He
 
 
 class _Response:
-    """The application's `send`: messages held until commit (or a streamed body)."""
+    """The application's `send`: messages held until commit, or until a body
+    message with `more_body` (a stream), which commits the response."""
 
-    __slots__ = ("send", "held", "sent", "status")
+    __slots__ = ("send", "heals", "held", "sent")
 
-    def __init__(self, send: Send) -> None:
-        self.send, self.held, self.sent, self.status = send, [], False, 0
+    def __init__(self, send: Send, heals: list[Healed]) -> None:
+        self.send, self.heals, self.held, self.sent = send, heals, [], False
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if self.sent:
             return await self.send(message)
         self.held.append(message)
-        if message.get("type") == "http.response.start":
-            self.status = message.get("status", 200)
-        if message.get("type") == "http.response.body" and message.get("more_body", False):
-            await self.commit([])
+        if message.get("more_body", False) and message.get("type") == "http.response.body":
+            await self.commit()
 
-    async def commit(self, heals: list[Healed]) -> None:
+    def status(self) -> int:
+        for message in self.held:
+            if message.get("type") == "http.response.start":
+                return message.get("status", 200)
+        return 0
+
+    async def commit(self) -> None:
         held, self.held = self.held, []
-        self.sent = self.sent or bool(held)
+        if not held:
+            return
+        self.sent = True
+        if self.heals and held[0].get("type") == "http.response.start":
+            value = ", ".join(serving.header_value(h) for h in self.heals).encode("latin-1")
+            start = held[0]
+            held[0] = dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", value)])
         for message in held:
-            if heals and message.get("type") == "http.response.start":
-                value = ", ".join(serving.header_value(h) for h in heals).encode("latin-1")
-                message = dict(message, headers=[*message.get("headers", ()), (b"x-pyward-healed", value)])
             await self.send(message)
 
 
