@@ -792,11 +792,21 @@ async def stream(scope, receive, send):
         await send({"type": "http.response.body", "body": f"value={SETTINGS[key]}".encode(), "more_body": True})
     await send({"type": "http.response.body", "body": b",end", "more_body": False})
 
+EVENTS = []
+
+async def background(scope, receive, send):  # work after a complete response (Starlette's BackgroundTask)
+    key = scope["path"].strip("/").split("/")[1]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"done", "more_body": False})
+    EVENTS.append("after the response")
+    EVENTS.append(f"limit={LIMITS[key]}")
+
 def get(app, path):
     sent = []
     async def receive():
         return {"type": "http.request", "body": b"", "more_body": False}
     async def send(message):
+        EVENTS.append("sent")
         sent.append(message)
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
@@ -812,18 +822,29 @@ def get(app, path):
 
 app = asgi.Middleware(stream)
 print(json.dumps([get(app, "/early/font"), get(app, "/early/theme"), get(app, "/late/b"), get(app, "/late/b")]))
+EVENTS.clear()
+after = asgi.Middleware(background)
+print(json.dumps([get(after, "/bg/b"), list(EVENTS), get(after, "/bg/b")]))
 '''
 
 
-def test_a_streamed_response_is_replayed_until_its_first_chunk_and_committed_after(tmp_path):
+def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(tmp_path):
     """A crash before the first streamed chunk: healed and replayed, the header on the replayed stream.
-    A crash after it: what was sent stays sent, the exception goes to the server, later requests use the patch."""
+    A crash after it, or after a complete response: what was sent stays sent, the exception goes to the
+    server, later requests use the patch."""
     write(tmp_path / "app.py", STREAMING)
     done = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    early, unharmed, late, later = json.loads(done.stdout.splitlines()[-1])
+    early, unharmed, late, later = json.loads(done.stdout.splitlines()[-2])
     assert early == [200, "guard=key_guard; target=SETTINGS", "value=None,end", None]
     assert unharmed == [200, None, "value=dark,end", None]
     assert late == [200, None, "first,", "KeyError"]  # no second start, no 500 after a 200 was sent
     assert later == [200, None, "first,limit=None,end", None]
+
+    crashed, events, again = json.loads(done.stdout.splitlines()[-1])
+    # a complete response goes out before the work that follows it, which cannot take it back
+    assert crashed == [200, None, "done", "KeyError"]
+    assert events == ["sent", "sent", "after the response"]
+    assert again == [200, None, "done", None]  # the background work healed for later requests
+    assert "healed KeyError: 'b' in background (key_guard on LIMITS)" in done.stderr

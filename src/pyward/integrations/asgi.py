@@ -4,12 +4,14 @@
     app = Middleware(app)
 
 HTTP requests only (lifespan and websocket pass through untouched).  The
-response messages are held until the application returns, so a crash can
-be healed and the request replayed (serving.py); a streamed response (a body
-message with `more_body`) is committed at that message, and a crash after
-it is the server's to handle.  Starlette and FastAPI send their own 500 and
-re-raise: that 500 is dropped when the request is replayed or answered 503,
-and sent as it is when the crash cannot be healed.  Frameworks that answer
+response is held until its first body message, so a crash before that can
+be healed and the request replayed (serving.py); then it goes out: at once
+when the body is complete (a background task that runs after the response
+does not delay it) or a stream begins, and a crash after that is the
+server's to handle.  A 5xx response is held until the application returns:
+Starlette and FastAPI send their own 500 and re-raise, and that 500 is
+dropped when the request is replayed or answered 503, and sent as it is
+when the crash cannot be healed.  Frameworks that answer
 500 without re-raising are heard through sys.monitoring on 3.12+
 (heal/monitor.py), as in wsgi.py.
 """
@@ -60,7 +62,7 @@ class Middleware:
             finally:
                 if token is not None:
                     monitor.end(escapes, token)
-            found = serving.crash_of(heal, error, escapes, error is None and response.status() >= 500)
+            found = serving.crash_of(heal, error, escapes, response.status >= 500)
             if found is None:
                 await response.commit()
                 if heals:
@@ -99,26 +101,23 @@ async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> He
 
 
 class _Response:
-    """The application's `send`: messages held until commit, or until a body
-    message with `more_body` (a stream), which commits the response."""
+    """The application's `send`: the response held until its first body
+    message (a 5xx one until commit, unless it streams)."""
 
-    __slots__ = ("send", "heals", "held", "sent")
+    __slots__ = ("send", "heals", "held", "sent", "status")
 
     def __init__(self, send: Send, heals: list[Healed]) -> None:
-        self.send, self.heals, self.held, self.sent = send, heals, [], False
+        self.send, self.heals, self.held, self.sent, self.status = send, heals, [], False, 0
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if self.sent:
             return await self.send(message)
         self.held.append(message)
-        if message.get("more_body", False) and message.get("type") == "http.response.body":
+        kind = message.get("type")
+        if kind == "http.response.start":
+            self.status = message.get("status", 200)
+        elif kind == "http.response.body" and (self.status < 500 or message.get("more_body", False)):
             await self.commit()
-
-    def status(self) -> int:
-        for message in self.held:
-            if message.get("type") == "http.response.start":
-                return message.get("status", 200)
-        return 0
 
     async def commit(self) -> None:
         held, self.held = self.held, []
