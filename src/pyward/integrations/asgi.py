@@ -64,7 +64,8 @@ class Middleware:
                     monitor.end(escapes, token)
             found = serving.crash_of(heal, error, escapes, response.status >= 500)
             if found is None:
-                await response.commit()
+                if response.held:  # a 5xx, or a response without a body message
+                    await response.commit()
                 if heals:
                     serving.answered(heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("path", ""))
