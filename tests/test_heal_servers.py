@@ -848,3 +848,52 @@ def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(
     assert events == ["sent", "sent", "after the response"]
     assert again == [200, None, "done", None]  # the background work healed for later requests
     assert "healed KeyError: 'b' in background (key_guard on LIMITS)" in done.stderr
+
+
+REPLAY_BODY = '''
+import asyncio, json
+from pyward.integrations import asgi
+
+async def put(scope, receive, send):
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    data = json.loads(body)
+    out = data["items"][0] if scope["path"] == "/first" else data["options"]["size"]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": json.dumps(out).encode()})
+
+def request(app, path, *chunks):
+    sent, left = [], list(chunks)
+    async def receive():
+        if left:
+            return {"type": "http.request", "body": left.pop(0), "more_body": bool(left)}
+        raise AssertionError("the request body was read again from the server")
+    async def send(message):
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    headers = dict(sent[0]["headers"])
+    return [sent[0]["status"], headers.get(b"x-pyward-healed", b"").decode(), b"".join(m.get("body", b"") for m in sent[1:]).decode()]
+
+app = asgi.Middleware(put)
+print(json.dumps([request(app, "/first", b'{"items"', b': []}'),
+                  request(app, "/size", b'{"options": {}, "pad": "', b'x' * 40, b'"}')]))
+'''
+
+
+def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path):
+    write(tmp_path / "app.py", REPLAY_BODY)
+    write(tmp_path / "pyproject.toml", CONFIG + "replay_body = 20\n")
+    done = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    small, large = json.loads(done.stdout.splitlines()[-1])
+    assert small == [200, 'guard=index_guard; target=data["items"]', "null"]  # replayed from the kept chunks
+    assert large[:2] == [503, 'guard=chain_subscript_guard; target=data["options"]["size"]']
+    assert "its body is larger than heal.replay_body (20 bytes)" in json.loads(large[2])["detail"]

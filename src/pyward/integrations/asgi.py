@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, Awaitable, Callable
 
-    from ..heal.engine import Healed
+    from ..heal.engine import HealEngine, Healed
 
     Receive = Callable[[], Awaitable[dict[str, Any]]]
     Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -38,53 +38,55 @@ class Middleware:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
+        self._rule: tuple[HealEngine | None, serving.Replay | None] = (None, None)
         serving.configure()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        # the path of a request that does not crash is kept short: it is paid by every request (bench/serve.py)
+        # every request pays for what runs here until the application returns (bench/serve.py): keep it short
         heal = serving.engine() if scope.get("type") == "http" else None
         if heal is None:
             return await self.app(scope, receive, send)
         heal.refresh()
-        rule = serving.replay_rule(heal)
+        owner, rule = self._rule
+        if owner is not heal or rule is None:
+            rule = serving.replay_rule(heal)
+            self._rule = heal, rule
         method = scope.get("method", "GET")  # upper case (ASGI)
         pristine = dict(scope)
-        body = _Body(receive, rule.body_limit) if method in rule.methods else None
         heals: list[Healed] = []
+        exchange = _Exchange(send, receive, rule.body_limit if method in rule.methods else -1, heals)
         while True:
-            response = _Response(send, heals)
             escapes, token = monitor.begin() if monitor.watching() else _UNWATCHED
             error: Exception | None = None
             try:
-                await self.app(scope, body or receive, response)
+                await self.app(scope, exchange.receive, exchange.send)
             except Exception as exc:
                 error = exc
             finally:
                 if token is not None:
                     monitor.end(escapes, token)
-            found = serving.crash_of(heal, error, escapes, response.status >= 500)
+            found = serving.crash_of(heal, error, escapes, exchange.status >= 500) \
+                if error is not None or exchange.status >= 500 else None
             if found is None:
-                if response.held:  # a 5xx, or a response without a body message
-                    await response.commit()
+                if exchange.held:  # a 5xx, or a response without a body message
+                    await exchange.commit()
                 if heals:
                     serving.answered(heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("path", ""))
                 return
             healed = await _heal(heal, *found)
-            if healed is None or response.sent:  # not healable, or a stream already under way
-                await response.commit()  # the framework's own 500, if it sent one
+            if healed is None or exchange.sent:  # not healable, or a stream already under way
+                await exchange.commit()  # the framework's own 500, if it sent one
                 if error is not None:
                     raise error
                 return
             heals.append(healed)
-            why = serving.refuse_replay(heal, heals, method, pristine.get("path", ""),
-                                        body_over=body is not None and body.over)
+            why = serving.refuse_replay(heal, heals, method, pristine.get("path", ""), body_over=exchange.over())
             if why:
                 await _unavailable(send, heals, method, why, rule)
                 return
             scope = dict(pristine)
-            if body is not None:
-                body = body.replay()
+            exchange = exchange.replay()
 
 
 _UNWATCHED: tuple[tuple[()], None] = ((), None)  # no escapes are recorded: sys.monitoring is off (monitor.py)
@@ -101,18 +103,25 @@ async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> He
     return await loop.run_in_executor(None, serving.crashed, heal, error, "asgi request", tb)
 
 
-class _Response:
-    """The application's `send`: the response held until its first body
-    message (a 5xx one until commit, unless it streams)."""
+class _Exchange:
+    """One attempt at a request, between the application and the server.
 
-    __slots__ = ("send", "heals", "held", "sent", "status")
+    `send` holds the response until its first body message (a 5xx one until
+    `commit`, unless it streams); `receive` keeps the request body's messages,
+    up to `limit` bytes (-1: none), so that a replay receives them again
+    without the socket.  One object for both: it is made for every request."""
 
-    def __init__(self, send: Send, heals: list[Healed]) -> None:
-        self.send, self.heals, self.held, self.sent, self.status = send, heals, [], False, 0
+    __slots__ = ("_send", "_receive", "limit", "heals", "held", "sent", "status", "kept", "size")
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    def __init__(self, send: Send, receive: Receive, limit: int, heals: list[Healed]) -> None:
+        self._send, self._receive, self.limit, self.heals = send, receive, limit, heals
+        self.held: list[dict[str, Any]] = []
+        self.kept: list[dict[str, Any]] = []
+        self.sent, self.status, self.size = False, 0, 0
+
+    async def send(self, message: dict[str, Any]) -> None:
         if self.sent:
-            return await self.send(message)
+            return await self._send(message)
         self.held.append(message)
         kind = message.get("type")
         if kind == "http.response.start":
@@ -130,37 +139,28 @@ class _Response:
             start = held[0]
             held[0] = dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", value)])
         for message in held:
-            await self.send(message)
+            await self._send(message)
 
-
-class _Body:
-    """The application's `receive`: keeps the request body's messages (up to
-    a limit) so that a replay receives them again without the socket."""
-
-    __slots__ = ("receive", "limit", "kept", "size", "over")
-
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self.receive, self.limit = receive, limit
-        self.kept: list[dict[str, Any]] = []
-        self.size, self.over = 0, False
-
-    async def __call__(self) -> dict[str, Any]:
-        message = await self.receive()
-        if message.get("type") == "http.request" and not self.over:
+    async def receive(self) -> dict[str, Any]:
+        message = await self._receive()
+        if self.limit >= 0 and message.get("type") == "http.request":
             self.size += len(message.get("body", b""))
-            if self.size > self.limit:
-                self.over, self.kept = True, []
-            else:
+            if self.size <= self.limit:
                 self.kept.append(message)
+            else:  # too large to keep: not replayed
+                self.kept = []
         return message
 
-    def replay(self) -> _Body:
-        kept, receive = list(self.kept), self.receive
+    def over(self) -> bool:
+        return self.size > self.limit >= 0
+
+    def replay(self) -> _Exchange:
+        """The next attempt: the kept body messages first, then the server's."""
+        kept, receive = list(self.kept), self._receive
 
         async def again() -> dict[str, Any]:
             return kept.pop(0) if kept else await receive()
-        return _Body(again, self.limit)
-
+        return _Exchange(self._send, again, self.limit, self.heals)
 
 
 async def _unavailable(send: Send, heals: list[Healed], method: str, why: str, rule: serving.Replay) -> None:
