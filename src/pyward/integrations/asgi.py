@@ -65,8 +65,7 @@ class Middleware:
             finally:
                 if token is not None:
                     monitor.end(escapes, token)
-            found = serving.crash_of(heal, error, escapes, exchange.status >= 500) \
-                if error is not None or exchange.status >= 500 else None
+            found = serving.crash_of(heal, error, escapes, exchange.status >= 500)
             if found is None:
                 if exchange.held:  # a 5xx, or a response without a body message
                     await exchange.commit()
