@@ -897,3 +897,50 @@ def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path):
     assert small == [200, 'guard=index_guard; target=data["items"]', "null"]  # replayed from the kept chunks
     assert large[:2] == [503, 'guard=chain_subscript_guard; target=data["options"]["size"]']
     assert "its body is larger than heal.replay_body (20 bytes)" in json.loads(large[2])["detail"]
+
+
+WSGI_STREAM = DATA + '''
+import io
+from pyward.integrations import wsgi
+
+CLOSED = []
+
+class Body:
+    def __init__(self, key):
+        self.key = key
+    def __iter__(self):
+        yield b""  # an empty chunk commits nothing
+        yield f"value={SETTINGS[self.key]}".encode()
+        yield b",end"
+    def close(self):
+        CLOSED.append(self.key)
+
+def stream(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Body(environ["PATH_INFO"].strip("/"))
+
+def get(app, path):
+    out = {}
+    def start_response(status, headers, exc_info=None):
+        out["status"], out["headers"] = status, dict(headers)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "x", "SERVER_PORT": "80",
+               "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http"}
+    result = app(environ, start_response)
+    body = b"".join(result)
+    result.close()
+    return [out["status"], out["headers"].get("X-Pyward-Healed"), body.decode()]
+
+app = wsgi.Middleware(stream)
+print(json.dumps([get(app, "/font"), get(app, "/theme"), CLOSED]))
+'''
+
+
+def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path):
+    write(tmp_path / "app.py", WSGI_STREAM)
+    done = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    healed, unharmed, closed = json.loads(done.stdout.splitlines()[-1])
+    assert healed == ["200 OK", "guard=key_guard; target=SETTINGS", "value=None,end"]  # replayed
+    assert unharmed == ["200 OK", None, "value=dark,end"]
+    assert closed == ["font", "font", "theme"]  # the crashed attempt's iterable too, each once

@@ -15,12 +15,14 @@ escaped; otherwise the framework's 500 goes through.
 """
 from __future__ import annotations
 
+import itertools
+
 from ..heal import monitor
 from . import serving
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable
+    from typing import Any, Callable, Iterable, Iterator
 
     from ..heal.engine import Healed
 
@@ -31,7 +33,7 @@ class Middleware:
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         serving.configure()
-        _listen_to_flask(app)  # the framework turns exceptions into its own 500
+        self._heard = _listen_to_flask(app)  # the framework turns exceptions into its own 500
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         heal = serving.engine()
@@ -48,14 +50,15 @@ class Middleware:
         heals: list[Healed] = []
         while True:
             response = _Response()
-            escapes, token = monitor.begin()
+            escapes, token = monitor.begin() if self._heard or monitor.watching() else _UNWATCHED
             error: BaseException | None = None
             try:
                 response.run(self.app, environ)
             except Exception as exc:
                 error = exc
             finally:
-                monitor.end(escapes, token)
+                if token is not None:
+                    monitor.end(escapes, token)
             found = serving.crash_of(heal, error, escapes, str(response.status).startswith("5"))
             if found is None:
                 if heals:
@@ -77,6 +80,9 @@ class Middleware:
             environ = dict(pristine)
             if body is not None:
                 body = environ["wsgi.input"] = serving.BodyRecorder(body.replay(), rule.body_limit)
+
+
+_UNWATCHED: tuple[tuple[()], None] = ((), None)  # nothing records escapes (monitor.py)
 
 
 class _Response:
@@ -144,10 +150,8 @@ class _Body:
     def __init__(self, chunks: list[bytes], rest: Any, result: Any) -> None:
         self.chunks, self.rest, self.result = chunks, rest, result
 
-    def __iter__(self) -> Any:
-        yield from self.chunks
-        if self.rest is not None:
-            yield from self.rest
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.chunks) if self.rest is None else itertools.chain(self.chunks, self.rest)
 
     def close(self) -> None:
         close = getattr(self.result, "close", None)
@@ -166,14 +170,17 @@ def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method
     return [body] if method != "HEAD" else [b""]
 
 
-def _listen_to_flask(app: Any) -> None:
-    """Flask handles a view's exception itself (a 500); its signal hands it to us first."""
+def _listen_to_flask(app: Any) -> bool:
+    """Flask handles a view's exception itself (a 500); its signal hands it to us first.
+    True when `app` is a Flask application (then every request records escapes)."""
     import sys
 
     flask = sys.modules.get("flask")
     target = getattr(app, "__self__", app)  # app.wsgi_app is a bound method of the Flask app
     if flask is not None and isinstance(target, flask.Flask):
         flask.got_request_exception.connect(_flask_exception, sender=target, weak=False)
+        return True
+    return False
 
 
 def _flask_exception(sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
