@@ -97,18 +97,19 @@ def stop() -> None:
     _tool = None
 
 
-def watching() -> bool:
-    """Whether escapes are being recorded (a request needs `begin` only then, unless a framework's signal records)."""
-    return _tool is not None
-
-
-def begin() -> tuple[Escapes, contextvars.Token[Escapes | None]]:
-    """A request starts: its escapes are recorded in the list returned."""
+def begin(signal: bool = False) -> tuple[Escapes | tuple[()], contextvars.Token[Escapes | None] | None]:
+    """A request starts: its escapes are recorded in the list returned, when
+    anything records them (sys.monitoring, or a framework's `signal`); else
+    nothing is set up and `()` is returned."""
+    if _tool is None and not signal:
+        return (), None
     escapes: Escapes = []
     return escapes, _escapes.set(escapes)
 
 
-def end(escapes: Escapes, token: contextvars.Token[Escapes | None]) -> None:
+def end(escapes: Escapes | tuple[()], token: contextvars.Token[Escapes | None] | None) -> None:
+    if token is None:
+        return
     _escapes.reset(token)
     if escapes and _tool is not None:
         from .._native import native

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any, Awaitable, Callable
 
-    from ..heal.engine import HealEngine, Healed
+    from ..heal.engine import Healed
 
     Receive = Callable[[], Awaitable[dict[str, Any]]]
     Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -38,7 +38,6 @@ class Middleware:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
-        self._rule: tuple[HealEngine | None, serving.Replay | None] = (None, None)
         serving.configure()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -47,24 +46,20 @@ class Middleware:
         if heal is None:
             return await self.app(scope, receive, send)
         heal.refresh()
-        owner, rule = self._rule
-        if owner is not heal or rule is None:
-            rule = serving.replay_rule(heal)
-            self._rule = heal, rule
+        rule = serving.replay_rule(heal)
         method = scope.get("method", "GET")  # upper case (ASGI)
         pristine = dict(scope)
         heals: list[Healed] = []
         exchange = _Exchange(send, receive, rule.body_limit if method in rule.methods else -1, heals)
         while True:
-            escapes, token = monitor.begin() if monitor.watching() else _UNWATCHED
+            escapes, token = monitor.begin()
             error: Exception | None = None
             try:
                 await self.app(scope, exchange.receive, exchange.send)
             except Exception as exc:
                 error = exc
             finally:
-                if token is not None:
-                    monitor.end(escapes, token)
+                monitor.end(escapes, token)
             found = serving.crash_of(heal, error, escapes, exchange.status >= 500)
             if found is None:
                 if exchange.held:  # a 5xx, or a response without a body message
@@ -86,9 +81,6 @@ class Middleware:
                 return
             scope = dict(pristine)
             exchange = exchange.replay()
-
-
-_UNWATCHED: tuple[tuple[()], None] = ((), None)  # no escapes are recorded: sys.monitoring is off (monitor.py)
 
 
 async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> Healed | None:

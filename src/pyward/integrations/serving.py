@@ -173,7 +173,7 @@ def unavailable(healed: Healed, method: str, why: str) -> bytes:
     }).encode()
 
 
-def crash_of(heal: HealEngine, error: BaseException | None, escapes: Escapes,
+def crash_of(heal: HealEngine, error: BaseException | None, escapes: Escapes | tuple[()],
              failed: bool) -> tuple[BaseException, TracebackType | None] | None:
     """What crashed in one attempt at a request: the exception that escaped the
     application; or, when it answered a 5xx (`failed`) itself, the last

@@ -50,15 +50,14 @@ class Middleware:
         heals: list[Healed] = []
         while True:
             response = _Response()
-            escapes, token = monitor.begin() if self._heard or monitor.watching() else _UNWATCHED
+            escapes, token = monitor.begin(signal=self._heard)
             error: BaseException | None = None
             try:
                 response.run(self.app, environ)
             except Exception as exc:
                 error = exc
             finally:
-                if token is not None:
-                    monitor.end(escapes, token)
+                monitor.end(escapes, token)
             found = serving.crash_of(heal, error, escapes, str(response.status).startswith("5"))
             if found is None:
                 if heals:
@@ -80,9 +79,6 @@ class Middleware:
             environ = dict(pristine)
             if body is not None:
                 body = environ["wsgi.input"] = serving.BodyRecorder(body.replay(), rule.body_limit)
-
-
-_UNWATCHED: tuple[tuple[()], None] = ((), None)  # nothing records escapes (monitor.py)
 
 
 class _Response:
