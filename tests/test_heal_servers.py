@@ -656,9 +656,53 @@ def test_django_answers_its_own_500(tmp_path):
                            "signal)") == 1, lines
 
 
-# In-process: a request through the middleware, the framework from site-packages, no server.
-IN_PROCESS = DATA + '''
-import asyncio, io, sys
+# In-process: a request through the middleware, the framework from site-packages, no server. The scripts
+# below start with CLIENTS: a request to a WSGI or an ASGI application, made as a server would make it.
+CLIENTS = '''
+import asyncio, io, json
+
+def wsgi_get(app, path):
+    """[status line, X-Pyward-Healed or None, body] of a GET; the iterable closed as a server closes it."""
+    out = {}
+    def start_response(status, headers, exc_info=None):
+        out["status"], out["headers"] = status, dict(headers)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "x", "SERVER_PORT": "80",
+               "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http"}
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return [out["status"], out["headers"].get("X-Pyward-Healed"), body.decode()]
+
+def asgi_request(app, path, *chunks, method="GET", on_send=None):
+    """[status, X-Pyward-Healed or None, body, name of the exception raised or None]; the request body
+    comes in `chunks` (one message each) and cannot be read twice from the server."""
+    sent, left = [], list(chunks or [b""])
+    async def receive():
+        if left:
+            return {"type": "http.request", "body": left.pop(0), "more_body": bool(left)}
+        raise AssertionError("the request body was read again from the server")
+    async def send(message):
+        if on_send is not None:
+            on_send(message)
+        sent.append(message)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    try:
+        asyncio.run(app(scope, receive, send))
+        raised = None
+    except Exception as exc:
+        raised = type(exc).__name__
+    healed = dict(sent[0].get("headers", [])).get(b"x-pyward-healed") if sent else None
+    return [sent[0]["status"] if sent else None, healed.decode() if healed else None,
+            b"".join(m.get("body", b"") for m in sent[1:]).decode(), raised]
+'''
+
+IN_PROCESS = DATA + CLIENTS + '''
+import sys
 from bottle import Bottle, HTTPError
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -676,15 +720,6 @@ def bottle_user(name):
 def gone():
     raise HTTPError(410, "gone")
 
-def wsgi_get(app, path):
-    out = {}
-    def start_response(status, headers, exc_info=None):
-        out["status"], out["headers"] = status, dict(headers)
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "x", "SERVER_PORT": "80",
-               "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http"}
-    body = b"".join(app(environ, start_response))
-    return [int(out["status"][:3]), out["headers"].get("X-Pyward-Healed"), body.decode()]
-
 async def starlette_setting(request):
     return JSONResponse({"value": SETTINGS[request.path_params["key"]]})
 
@@ -694,37 +729,33 @@ def missing_key(request, exc):  # a handler for KeyError: Starlette answers it a
 starlette_app = Starlette(routes=[Route("/setting/{key}", starlette_setting)],
                           exception_handlers={KeyError: missing_key})
 
-def asgi_get(app, path):
-    sent = []
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-    async def send(message):
-        sent.append(message)
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    asyncio.run(app(scope, receive, send))
-    headers = dict(sent[0].get("headers", []))
-    healed = headers.get(b"x-pyward-healed")
-    return [sent[0]["status"], healed.decode() if healed else None, b"".join(m.get("body", b"") for m in sent[1:]).decode()]
+def code(response):  # status code, header, body; an ASGI application must not have raised
+    assert len(response) == 3 or response[3] is None, response
+    return [int(str(response[0])[:3]), *response[1:3]]
 
 if "--hold-tools" in sys.argv:  # another tool already holds both ids pyward could take
     sys.monitoring.use_tool_id(3, "profiler-a")
     sys.monitoring.use_tool_id(4, "profiler-b")
 bottle = wsgi.Middleware(bottle_app)
 starlette = asgi.Middleware(starlette_app)
-print(json.dumps({"bottle": [wsgi_get(bottle, "/user/bob"), wsgi_get(bottle, "/user/bob"), wsgi_get(bottle, "/gone")],
-                  "starlette": [asgi_get(starlette, "/setting/theme"), asgi_get(starlette, "/setting/font")],
+print(json.dumps({"bottle": [code(wsgi_get(bottle, path)) for path in ("/user/bob", "/user/bob", "/gone")],
+                  "starlette": [code(asgi_request(starlette, path)) for path in ("/setting/theme", "/setting/font")],
                   "tools": [sys.monitoring.get_tool(i) for i in range(6)] if hasattr(sys, "monitoring") else None}))
 '''
 
 
-def run_in_process(tmp_path, *args: str, command: tuple[str, ...] = (), env=None) -> tuple[dict, str]:
-    write(tmp_path / "app.py", IN_PROCESS)
+def run_script(tmp_path, script: str, *args: str, command: tuple[str, ...] = (), env=None) -> tuple[list, str]:
+    """Run `script` as app.py: (each line it printed, as JSON; its stderr)."""
+    write(tmp_path / "app.py", script)
     done = subprocess.run([*(command or (sys.executable,)), "app.py", *args], cwd=tmp_path, env=env or clean_env(),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1]), done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()], done.stderr
+
+
+def run_in_process(tmp_path, *args: str, command: tuple[str, ...] = (), env=None) -> tuple[dict, str]:
+    printed, err = run_script(tmp_path, IN_PROCESS, *args, command=command, env=env)
+    return printed[-1], err
 
 
 BOB = '{"name": "Bob", "bio": null}'
@@ -776,8 +807,7 @@ def test_coverage_measures_alongside(tmp_path):
     assert source.index("def bottle_user(name):") + 2 in executed  # u = USERS.get(name), in the crashed view
 
 
-STREAMING = DATA + '''
-import asyncio
+STREAMING = DATA + CLIENTS + '''
 from pyward.integrations import asgi
 
 LIMITS = {"a": 1}
@@ -802,23 +832,7 @@ async def background(scope, receive, send):  # work after a complete response (S
     EVENTS.append(f"limit={LIMITS[key]}")
 
 def get(app, path):
-    sent = []
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-    async def send(message):
-        EVENTS.append("sent")
-        sent.append(message)
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    try:
-        asyncio.run(app(scope, receive, send))
-        raised = None
-    except Exception as exc:
-        raised = type(exc).__name__
-    healed = dict(sent[0]["headers"]).get(b"x-pyward-healed") if sent else None
-    return [sent[0]["status"] if sent else None, healed.decode() if healed else None,
-            b"".join(m.get("body", b"") for m in sent[1:]).decode(), raised]
+    return asgi_request(app, path, on_send=lambda message: EVENTS.append("sent"))
 
 app = asgi.Middleware(stream)
 print(json.dumps([get(app, "/early/font"), get(app, "/early/theme"), get(app, "/late/b"), get(app, "/late/b")]))
@@ -832,26 +846,22 @@ def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(
     """A crash before the first streamed chunk: healed and replayed, the header on the replayed stream.
     A crash after it, or after a complete response: what was sent stays sent, the exception goes to the
     server, later requests use the patch."""
-    write(tmp_path / "app.py", STREAMING)
-    done = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    early, unharmed, late, later = json.loads(done.stdout.splitlines()[-2])
+    printed, err = run_script(tmp_path, STREAMING)
+    early, unharmed, late, later = printed[0]
     assert early == [200, "guard=key_guard; target=SETTINGS", "value=None,end", None]
     assert unharmed == [200, None, "value=dark,end", None]
     assert late == [200, None, "first,", "KeyError"]  # no second start, no 500 after a 200 was sent
     assert later == [200, None, "first,limit=None,end", None]
 
-    crashed, events, again = json.loads(done.stdout.splitlines()[-1])
+    crashed, events, again = printed[1]
     # a complete response goes out before the work that follows it, which cannot take it back
     assert crashed == [200, None, "done", "KeyError"]
     assert events == ["sent", "sent", "after the response"]
     assert again == [200, None, "done", None]  # the background work healed for later requests
-    assert "healed KeyError: 'b' in background (key_guard on LIMITS)" in done.stderr
+    assert "healed KeyError: 'b' in background (key_guard on LIMITS)" in err
 
 
-REPLAY_BODY = '''
-import asyncio, json
+REPLAY_BODY = CLIENTS + '''
 from pyward.integrations import asgi
 
 async def put(scope, receive, send):
@@ -866,41 +876,22 @@ async def put(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": json.dumps(out).encode()})
 
-def request(app, path, *chunks):
-    sent, left = [], list(chunks)
-    async def receive():
-        if left:
-            return {"type": "http.request", "body": left.pop(0), "more_body": bool(left)}
-        raise AssertionError("the request body was read again from the server")
-    async def send(message):
-        sent.append(message)
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": [],
-             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
-    asyncio.run(app(scope, receive, send))
-    headers = dict(sent[0]["headers"])
-    return [sent[0]["status"], headers.get(b"x-pyward-healed", b"").decode(), b"".join(m.get("body", b"") for m in sent[1:]).decode()]
-
 app = asgi.Middleware(put)
-print(json.dumps([request(app, "/first", b'{"items"', b': []}'),
-                  request(app, "/size", b'{"options": {}, "pad": "', b'x' * 40, b'"}')]))
+print(json.dumps([asgi_request(app, "/first", b'{"items"', b': []}', method="PUT"),
+                  asgi_request(app, "/size", b'{"options": {}, "pad": "', b'x' * 40, b'"}', method="PUT")]))
 '''
 
 
 def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path):
-    write(tmp_path / "app.py", REPLAY_BODY)
     write(tmp_path / "pyproject.toml", CONFIG + "replay_body = 20\n")
-    done = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    small, large = json.loads(done.stdout.splitlines()[-1])
-    assert small == [200, 'guard=index_guard; target=data["items"]', "null"]  # replayed from the kept chunks
+    printed, _ = run_script(tmp_path, REPLAY_BODY)
+    small, large = printed[0]
+    assert small == [200, 'guard=index_guard; target=data["items"]', "null", None]  # replayed from the kept chunks
     assert large[:2] == [503, 'guard=chain_subscript_guard; target=data["options"]["size"]']
     assert "its body is larger than heal.replay_body (20 bytes)" in json.loads(large[2])["detail"]
 
 
-WSGI_STREAM = DATA + '''
-import io
+WSGI_STREAM = DATA + CLIENTS + '''
 from pyward.integrations import wsgi
 
 CLOSED = []
@@ -919,28 +910,14 @@ def stream(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     return Body(environ["PATH_INFO"].strip("/"))
 
-def get(app, path):
-    out = {}
-    def start_response(status, headers, exc_info=None):
-        out["status"], out["headers"] = status, dict(headers)
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "x", "SERVER_PORT": "80",
-               "wsgi.input": io.BytesIO(), "wsgi.errors": io.StringIO(), "wsgi.url_scheme": "http"}
-    result = app(environ, start_response)
-    body = b"".join(result)
-    result.close()
-    return [out["status"], out["headers"].get("X-Pyward-Healed"), body.decode()]
-
 app = wsgi.Middleware(stream)
-print(json.dumps([get(app, "/font"), get(app, "/theme"), CLOSED]))
+print(json.dumps([wsgi_get(app, "/font"), wsgi_get(app, "/theme"), CLOSED]))
 '''
 
 
 def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path):
-    write(tmp_path / "app.py", WSGI_STREAM)
-    done = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    healed, unharmed, closed = json.loads(done.stdout.splitlines()[-1])
+    printed, _ = run_script(tmp_path, WSGI_STREAM)
+    healed, unharmed, closed = printed[0]
     assert healed == ["200 OK", "guard=key_guard; target=SETTINGS", "value=None,end"]  # replayed
     assert unharmed == ["200 OK", None, "value=dark,end"]
     assert closed == ["font", "font", "theme"]  # the crashed attempt's iterable too, each once
