@@ -783,6 +783,73 @@ def test_bottle_and_a_starlette_exception_handler_are_healed_in_process(tmp_path
         "returns None when SETTINGS would fail (boundary: asgi request)"]
 
 
+UNHEARD = DATA + CLIENTS + '''
+import sys
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from pyward.integrations import asgi
+
+CALLS, NOTES = [], []
+
+async def setting(request):
+    CALLS.append(request.url.path)
+    return JSONResponse({"value": SETTINGS[request.path_params["key"]]})
+
+async def note(request):
+    NOTES.append((await request.body()).decode())  # a side effect, then the crash
+    return JSONResponse({"saved": SETTINGS[NOTES[-1]]})
+
+def missing_key(request, exc):  # Starlette answers a KeyError with this and does not re-raise
+    return JSONResponse({"error": "missing"}, status_code=500)
+
+app = asgi.Middleware(Starlette(routes=[Route("/setting/{key}", setting), Route("/note", note, methods=["POST"])],
+                                exception_handlers={KeyError: missing_key}))
+
+def watched():
+    return hasattr(sys, "monitoring") and sys.monitoring.get_tool(3) == "pyward"
+
+out = {"ok": asgi_request(app, "/setting/theme"), "watched_before": watched()}
+if "--post-first" in sys.argv:
+    out["posts"] = [asgi_request(app, "/note", body, method="POST") for body in (b"a", b"b")]
+    out["notes"] = list(NOTES)
+out["font"] = asgi_request(app, "/setting/font")
+out["calls"], out["watched_after"] = CALLS, watched()
+print(json.dumps(out))
+'''
+
+
+def test_monitoring_starts_at_the_first_5xx_nothing_was_heard_of(tmp_path):
+    """Starlette re-raises what it answers with its 500, so no request pays for sys.monitoring until an
+    exception handler answers a 5xx itself; that GET is tried once more, watched, and healed."""
+    (result,), err = run_script(tmp_path, UNHEARD)
+    assert result["ok"][:3] == [200, None, '{"value":"dark"}'] and not result["watched_before"]
+    if not MONITORED:
+        assert result["font"][:3] == [500, None, '{"error":"missing"}']
+        assert len([line for line in pyward_lines(err) if "answered a 5xx itself" in line]) == 1
+        return
+    assert result["font"] == [200, "guard=key_guard; target=SETTINGS", '{"value":null}', None]
+    assert result["calls"] == ["/setting/theme"] + ["/setting/font"] * 3  # unheard, watched, patched
+    assert result["watched_after"]
+    assert "[pyward] the application answered a 5xx itself, no exception reached the request boundary: from now " \
+           "on sys.monitoring watches the exceptions that leave the program's code, so such crashes are healed " \
+           "too (GET /setting/font is tried once more to find what crashed)" in pyward_lines(err)
+
+
+@pytest.mark.skipif(not MONITORED, reason="sys.monitoring is 3.12+")
+def test_a_post_answered_500_unheard_is_not_tried_again(tmp_path):
+    """The first unheard 5xx of a POST goes out as the framework made it (the handler's effects happened
+    once); watched from then on, the next one is healed and answered 503, still run once."""
+    (result,), err = run_script(tmp_path, UNHEARD, "--post-first")
+    first, second = result["posts"]
+    assert first[:3] == [500, None, '{"error":"missing"}']
+    assert second[:2] == [503, "guard=key_guard; target=SETTINGS"] and "not idempotent" in second[2]
+    assert result["notes"] == ["a", "b"]
+    assert result["font"][:2] == [200, "guard=key_guard; target=SETTINGS"]
+    assert result["calls"] == ["/setting/theme", "/setting/font", "/setting/font"]  # heard at once, patched
+    assert any(line.endswith("so such crashes are healed too") for line in pyward_lines(err))
+
+
 @pytest.mark.skipif(not MONITORED, reason="sys.monitoring is 3.12+")
 def test_tool_ids_held_by_others_are_a_journaled_conflict(tmp_path):
     result, err = run_in_process(tmp_path, "--hold-tools")

@@ -98,7 +98,7 @@ class HealEngine(Engine):
         self.superseded: dict[int, tuple[CodeType, Patch, list[int]]] = {}
         self.known: set[int] = set()  # ids of the store's recipes this process has read or written
         self.sync_interval = settings.get("heal.sync_interval", 1.0)
-        self._next_sync = 0.0
+        self.sync_due = 0.0  # when refresh() reads the store next (time.monotonic())
         self._synced = 0  # the highest recipe id read from the store
         import threading
 
@@ -145,11 +145,11 @@ class HealEngine(Engine):
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
 
-    def watch_escapes(self) -> None:
+    def watch_escapes(self) -> bool:
         """A WSGI/ASGI middleware serves: on 3.12+, find the exceptions frameworks answer themselves (monitor.py)."""
         from . import monitor
 
-        monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
+        return monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
 
     def _server_integration(self, module: Any) -> None:
         from ..integrations import httpserver
@@ -191,6 +191,7 @@ class HealEngine(Engine):
                                          message=f"guard hits not saved: {exc}")
             self.store.close()
         _active = None
+        self.sync_due = 0.0  # a server integration's next request looks for the engine again (serving.request)
 
     def exit_status(self, session: Session, status: int) -> int:
         if status == 0 and self.settings.get("heal.fail_on_heal") and (self.healed or self.fired):
@@ -641,9 +642,9 @@ class HealEngine(Engine):
         the workers of a server share one store.  Called at request
         boundaries; reads the store at most every `heal.sync_interval` seconds."""
         now = time.monotonic()
-        if now < self._next_sync:
+        if now < self.sync_due:
             return
-        self._next_sync = now + self.sync_interval
+        self.sync_due = now + self.sync_interval
         if not os.path.exists(self.store_path):
             return
         with self._lock:

@@ -163,6 +163,8 @@ def helper(kind: str, guard: Guard, detail: str = "", method: bool = False) -> C
 
         def subscript_guard(container: Any, key: Any) -> Any:
             try:
+                if type(container) is dict and key in container:  # the usual case, first: every call pays
+                    return container
                 kind_of = type(container)
                 if container is None:
                     missing = catch_none

@@ -15,7 +15,15 @@ watches two events, with callbacks in C (_native/monitor.c):
 
 The boundary then treats a 5xx response the framework produced with an
 escape on the list as that escape's crash.  Outside requests nothing is
-recorded; a run that uses no server integration never turns monitoring on.
+recorded.  Monitoring is on only where it is needed, as every request pays
+for it (a few percent of a small request's time, bench/serve.py): from the
+start for applications known to answer 500 themselves (Django, Bottle:
+integrations/serving.py `swallows`), else from the first 5xx an application
+answers with no exception reaching the boundary (`unheard`: a Starlette
+exception handler, a Flask error handler...), when the request is tried once
+more to find the crash if it can be replayed.  Flask's unhandled exceptions
+are heard through its signal and Starlette's reach the boundary, so neither
+needs it; a run that uses no server integration never turns it on.
 Tool ids 3 and 4 are tried, never the ones debuggers (0), coverage.py (1),
 profilers (2) and optimizers (5) use; when both are held, the conflict is
 journaled and requests are healed from exceptions that reach the boundary.
@@ -44,11 +52,11 @@ _started = False
 _why_off = ""  # why monitoring is off, said once at the first 5xx a framework answers itself
 
 
-def start(session: Session, classify: Callable[[str], bool]) -> None:
-    """Turn escape monitoring on (once per process); a conflict or its absence is journaled."""
+def start(session: Session, classify: Callable[[str], bool]) -> bool:
+    """Turn escape monitoring on (once per process; True when it is on); a conflict or its absence is journaled."""
     global _tool, _started, _why_off
     if _started:
-        return
+        return _tool is not None
     _started = True
     from .._native import native
 
@@ -56,7 +64,7 @@ def start(session: Session, classify: Callable[[str], bool]) -> None:
     if monitoring is None or native is None or not hasattr(native, "monitor_setup"):
         _why_off = f"Python {sys.version_info[0]}.{sys.version_info[1]} has no sys.monitoring" \
             if monitoring is None else "pyward's native extension is unavailable"
-        return
+        return False
     free = [i for i in TOOL_IDS if monitoring.get_tool(i) is None]
     if not free:
         holders = ", ".join(f"{i}={monitoring.get_tool(i)!r}" for i in TOOL_IDS)  # said here, not again at a 5xx
@@ -65,7 +73,7 @@ def start(session: Session, classify: Callable[[str], bool]) -> None:
                                      "with its own 500 (Django, Bottle...) will not be healed; exceptions that reach "
                                      "the request boundary will",
                              details={"tools": {str(i): monitoring.get_tool(i) for i in TOOL_IDS}})
-        return
+        return False
     tool = free[0]
     events = monitoring.events
     monitoring.use_tool_id(tool, TOOL_NAME)
@@ -77,6 +85,7 @@ def start(session: Session, classify: Callable[[str], bool]) -> None:
     _tool = tool
     session.journal.emit("heal", "monitoring.on", "sys.monitoring", severity="debug", where="",
                          message=f"sys.monitoring tool {tool} watches exceptions escaping the program's code")
+    return True
 
 
 def stop() -> None:
@@ -151,12 +160,25 @@ def _caught(exc: BaseException) -> None:
         escapes[:] = kept
 
 
-def unheard(session: Session) -> None:
-    """The application answered a 5xx with no exception on record: if monitoring is off, say once what that means."""
+def unheard(session: Session, classify: Callable[[str], bool], retry: str = "") -> bool:
+    """The application answered a 5xx with no exception on record.  Escapes
+    are watched from then on (`start`): True when that begins now, so that
+    the request (`retry`: 'METHOD path', '' when it cannot be replayed) is
+    tried once more to find the crash; if monitoring cannot be on, say once
+    what that means."""
     global _why_off
+    if not _started:
+        if start(session, classify):
+            again = f" ({retry} is tried once more to find what crashed)" if retry else ""
+            session.journal.emit("heal", "monitoring.start", "sys.monitoring", severity="notice", where="",
+                                 message="the application answered a 5xx itself, no exception reached the request "
+                                         "boundary: from now on sys.monitoring watches the exceptions that leave "
+                                         f"the program's code, so such crashes are healed too{again}")
+            return bool(retry)
     if _tool is None and _why_off:
         session.journal.emit("heal", "monitoring.off", "sys.monitoring", severity="notice", where="",
                              message=f"the application answered a 5xx itself; {_why_off}, so a crash a framework "
                                      "answers with its own 500 (Django, Bottle...) is not healed: exceptions that "
                                      "reach the request boundary are (Flask's are heard through its signal)")
         _why_off = ""
+    return False

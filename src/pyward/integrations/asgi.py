@@ -38,19 +38,16 @@ class Middleware:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
-        serving.configure()
+        serving.configure(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        # every request pays for what runs here until the application returns (bench/serve.py): keep it short
-        heal = serving.engine() if scope.get("type") == "http" else None
-        if heal is None:
+        # every request runs this and _Exchange.send twice (bench/serve.py measures it): keep the usual path short
+        rule = serving.request() if scope["type"] == "http" else None
+        if rule is None:
             return await self.app(scope, receive, send)
-        heal.refresh()
-        rule = serving.replay_rule(heal)
-        method = scope.get("method", "GET")  # upper case (ASGI)
-        pristine = dict(scope)
-        heals: list[Healed] = []
-        exchange = _Exchange(send, receive, rule.body_limit if method in rule.methods else -1, heals)
+        method = scope["method"]  # upper case (ASGI)
+        pristine = scope.copy()
+        exchange = _Exchange(send, receive, rule.body_limit if method in rule.methods else -1)
         while True:
             escapes, token = monitor.begin()
             error: Exception | None = None
@@ -59,28 +56,35 @@ class Middleware:
             except Exception as exc:
                 error = exc
             finally:
-                monitor.end(escapes, token)
-            found = serving.crash_of(heal, error, escapes, exchange.status >= 500)
+                if token is not None:
+                    monitor.end(escapes, token)
+            failed = error is not None or exchange.status >= 500
+            found = serving.crash_of(error, escapes) if failed else None
             if found is None:
-                if exchange.held:  # a 5xx, or a response without a body message
+                if failed and serving.unheard(rule.heal, f"{method} {pristine.get('path', '')}" if not exchange.sent
+                                              and method in rule.methods and not exchange.over() else ""):
+                    scope = pristine.copy()  # watched from now on: once more, to find what crashed
+                    exchange = exchange.replay(exchange.heals)
+                    continue
+                if not exchange.sent:  # a 5xx, or a response with no body message
                     await exchange.commit()
-                if heals:
-                    serving.answered(heal, heals[-1], "replayed with the patched handler", method,
+                if exchange.heals:
+                    serving.answered(rule.heal, exchange.heals[-1], "replayed with the patched handler", method,
                                      pristine.get("path", ""))
                 return
-            healed = await _heal(heal, *found)
+            healed = await _heal(rule.heal, *found)
             if healed is None or exchange.sent:  # not healable, or a stream already under way
                 await exchange.commit()  # the framework's own 500, if it sent one
                 if error is not None:
                     raise error
                 return
-            heals.append(healed)
-            why = serving.refuse_replay(heal, heals, method, pristine.get("path", ""), body_over=exchange.over())
+            heals = [*exchange.heals, healed]
+            why = serving.refuse_replay(rule, heals, method, pristine.get("path", ""), body_over=exchange.over())
             if why:
                 await _unavailable(send, heals, method, why, rule)
                 return
-            scope = dict(pristine)
-            exchange = exchange.replay()
+            scope = pristine.copy()
+            exchange = exchange.replay(heals)
 
 
 async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> Healed | None:
@@ -100,58 +104,72 @@ class _Exchange:
     `send` holds the response until its first body message (a 5xx one until
     `commit`, unless it streams); `receive` keeps the request body's messages,
     up to `limit` bytes (-1: none), so that a replay receives them again
-    without the socket.  One object for both: it is made for every request."""
+    without the socket.  One object for both, made for every request: what
+    most requests never change is a class attribute."""
 
-    __slots__ = ("_send", "_receive", "limit", "heals", "held", "sent", "status", "kept", "size")
+    start: dict[str, Any] | None = None  # the response's start message, held
+    status = 0
+    sent = False
+    held: list[dict[str, Any]] | tuple[()] = ()  # the body of a 5xx, held
+    heals: list[Healed] | tuple[()] = ()  # this request's heals, in its replays
+    kept: list[dict[str, Any]] | tuple[()] = ()
+    size = 0
 
-    def __init__(self, send: Send, receive: Receive, limit: int, heals: list[Healed]) -> None:
-        self._send, self._receive, self.limit, self.heals = send, receive, limit, heals
-        self.held: list[dict[str, Any]] = []
-        self.kept: list[dict[str, Any]] = []
-        self.sent, self.status, self.size = False, 0, 0
+    def __init__(self, send: Send, receive: Receive, limit: int) -> None:
+        self._send, self._receive, self.limit = send, receive, limit
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.sent:
             return await self._send(message)
-        self.held.append(message)
-        kind = message.get("type")
+        kind = message["type"]
         if kind == "http.response.start":
-            self.status = message.get("status", 200)
-        elif kind == "http.response.body" and (self.status < 500 or message.get("more_body", False)):
-            await self.commit()
+            self.start, self.status = message, message["status"]
+        elif kind == "http.response.body" and self.status >= 500 and not message.get("more_body", False):
+            self.held = [*self.held, message]  # a complete 5xx: held until the application returns
+        elif self.start is None:  # an extension's message before the response: not held
+            await self._send(message)
+        else:  # the response goes out (commit(), inline: every request comes here)
+            self.sent = True
+            await self._send(self._healed(self.start) if self.heals else self.start)
+            for held in self.held:
+                await self._send(held)
+            await self._send(message)
 
     async def commit(self) -> None:
-        held, self.held = self.held, []
-        if not held:
+        """Send what is held (nothing once sent)."""
+        if self.sent or self.start is None:
             return
         self.sent = True
-        if self.heals and held[0].get("type") == "http.response.start":
-            value = ", ".join(serving.header_value(h) for h in self.heals).encode("latin-1")
-            start = held[0]
-            held[0] = dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", value)])
-        for message in held:
+        await self._send(self._healed(self.start) if self.heals else self.start)
+        for message in self.held:
             await self._send(message)
+
+    def _healed(self, start: dict[str, Any]) -> dict[str, Any]:
+        value = ", ".join(serving.header_value(h) for h in self.heals).encode("latin-1")
+        return dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", value)])
 
     async def receive(self) -> dict[str, Any]:
         message = await self._receive()
-        if self.limit >= 0 and message.get("type") == "http.request":
+        if self.limit >= 0 and message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             if self.size <= self.limit:
-                self.kept.append(message)
+                self.kept = [*self.kept, message]
             else:  # too large to keep: not replayed
-                self.kept = []
+                self.kept = ()
         return message
 
     def over(self) -> bool:
         return self.size > self.limit >= 0
 
-    def replay(self) -> _Exchange:
-        """The next attempt: the kept body messages first, then the server's."""
+    def replay(self, heals: list[Healed]) -> _Exchange:
+        """The next attempt, after `heals`: the kept body messages first, then the server's."""
         kept, receive = list(self.kept), self._receive
 
         async def again() -> dict[str, Any]:
             return kept.pop(0) if kept else await receive()
-        return _Exchange(self._send, again, self.limit, self.heals)
+        attempt = _Exchange(self._send, again, self.limit)
+        attempt.heals = heals
+        return attempt
 
 
 async def _unavailable(send: Send, heals: list[Healed], method: str, why: str, rule: serving.Replay) -> None:

@@ -63,9 +63,10 @@ class ResponseBuffer:
 
 
 class _Request:
-    __slots__ = ("wfile", "rfile", "out", "body")
+    __slots__ = ("rule", "wfile", "rfile", "out", "body")
 
     def __init__(self, handler: Any, rule: serving.Replay) -> None:
+        self.rule = rule
         self.wfile, self.rfile = handler.wfile, handler.rfile
         self.out = handler.wfile = ResponseBuffer(handler.wfile)
         self.body: serving.BodyRecorder | None = None
@@ -83,10 +84,9 @@ def install(heal: HealEngine, module: Any) -> None:
     def parse_request_(self: Any) -> bool:
         ok = parse_request(self)
         if ok:
-            engine = serving.engine()
-            if engine is not None:
-                engine.refresh()
-                self._pyward = _Request(self, serving.replay_rule(engine))
+            rule = serving.request()
+            if rule is not None:
+                self._pyward = _Request(self, rule)
         return ok
 
     def handle_one_request_(self: Any) -> None:
@@ -112,9 +112,8 @@ def install(heal: HealEngine, module: Any) -> None:
 
 def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
     """The handler raised: heal, then replay, answer 503, or keep the server's behaviour."""
-    heal = serving.engine()
-    assert heal is not None
-    rule = serving.replay_rule(heal)
+    rule = request.rule
+    heal = rule.heal
     heals: list[Healed] = []
     while True:
         healed = serving.crashed(heal, exc, "http.server request")
@@ -123,7 +122,7 @@ def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
             raise exc
         heals.append(healed)
         value = ", ".join(serving.header_value(h) for h in heals)
-        why = serving.refuse_replay(heal, heals, handler.command, handler.path, sent=request.out.sent,
+        why = serving.refuse_replay(rule, heals, handler.command, handler.path, sent=request.out.sent,
                                     body_over=request.body is not None and request.body.over)
         if why:
             _unavailable(handler, request, heals, value, why, rule)

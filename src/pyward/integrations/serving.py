@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 from ..heal import monitor
 from ..heal.engine import active
@@ -40,15 +41,17 @@ _lock = threading.Lock()
 _settings: Settings | None = None
 _said_off = False
 _failed = False  # the engine could not start here: not tried again
+_watch = False  # an application that answers its crashes with its own 500 is served: watch escapes (monitor.py)
 
 
-def configure() -> None:
+def configure(app: Any) -> None:
     """Read the configuration now (a middleware's construction), so that a bad
     config file fails when the application loads, not at its first request;
     and import what a heal needs (~25 ms), so the first crashed request does
     not wait for it.  The engine itself starts at the first request: after
     the fork, in each worker of a pre-forking server."""
-    global _settings
+    global _settings, _watch
+    _watch = _watch or swallows(app)
     if active() is None and current() is None and _settings is None:
         import bytecode  # noqa: F401
 
@@ -58,8 +61,14 @@ def configure() -> None:
         _settings = config.load(cwd=os.getcwd(), overrides={"heal.enabled": True})
         engine._library_dirs()
     heal = active()
-    if heal is not None:  # `pyward run --heal`
+    if heal is not None and _watch:  # `pyward run --heal`
         heal.watch_escapes()
+
+
+def swallows(app: Any) -> bool:
+    """Whether `app` is known to answer a crash with its own 500, the exception
+    reaching neither the request boundary nor a signal: Django, Bottle."""
+    return type(getattr(app, "__self__", app)).__module__.partition(".")[0] in ("django", "bottle")
 
 
 def engine() -> HealEngine | None:
@@ -105,39 +114,58 @@ def _start() -> HealEngine:
     session.engines.append(heal)
     session.open()
     atexit.register(session.record_exit, 0, "the server process ended")  # runs before session.finish (LIFO)
-    heal.watch_escapes()
+    if _watch:
+        heal.watch_escapes()
     return heal
 
 
 class Replay:
-    """The replay rule of one engine's settings."""
+    """What a request needs from this process's heal engine: the engine and its replay rule."""
 
-    __slots__ = ("methods", "body_limit", "retry_after")
+    __slots__ = ("heal", "methods", "body_limit", "retry_after")
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, heal: HealEngine) -> None:
         from ..config import as_list
 
-        self.methods = SAFE_METHODS | {m.upper() for m in as_list(settings.get("heal.idempotent"))}
-        self.body_limit = settings.get("heal.replay_body", 1048576)
-        self.retry_after = settings.get("heal.retry_after", 1)
+        self.heal = heal
+        self.methods = SAFE_METHODS | {m.upper() for m in as_list(heal.settings.get("heal.idempotent"))}
+        self.body_limit = heal.settings.get("heal.replay_body", 1048576)
+        self.retry_after = heal.settings.get("heal.retry_after", 1)
 
 
-_replay: dict[int, Replay] = {}
+_rule: Replay | None = None
 
 
-def replay_rule(heal: HealEngine) -> Replay:
-    rule = _replay.get(id(heal))
-    if rule is None:
-        rule = _replay[id(heal)] = Replay(heal.settings)
+def request() -> Replay | None:
+    """A request starts: the rule of this process's heal engine (None: no
+    healing here), after the engine has applied the patches other workers
+    saved (HealEngine.refresh, at most every heal.sync_interval; a stopped
+    engine's time is always due).  Every request pays for this: the usual
+    case is one test."""
+    rule = _rule
+    if rule is None or rule.heal.sync_due <= time.monotonic():
+        return _new_rule()
     return rule
 
 
-def refuse_replay(heal: HealEngine, heals: list[Healed], method: str, path: str, *, sent: bool = False,
+def _new_rule() -> Replay | None:
+    global _rule
+    heal = engine()
+    if heal is None:
+        _rule = None
+        return None
+    if _rule is None or _rule.heal is not heal:
+        _rule = Replay(heal)
+    heal.refresh()
+    return _rule
+
+
+def refuse_replay(rule: Replay, heals: list[Healed], method: str, path: str, *, sent: bool = False,
                   body_over: bool = False) -> str:
     """After `heals[-1]`: why the request cannot be replayed ('' when it can),
     journaled with what the client gets instead."""
-    why = not_replayable(method, replay_rule(heal), sent=sent, body_over=body_over,
-                         retries_used=len(heals) > heal.retries)
+    heal = rule.heal
+    why = not_replayable(method, rule, sent=sent, body_over=body_over, retries_used=len(heals) > heal.retries)
     if why:
         answer = "connection closed after what was sent" if sent else "503"
         answered(heal, heals[-1], f"{answer} (not replayed: {why})", method, path)
@@ -173,20 +201,23 @@ def unavailable(healed: Healed, method: str, why: str) -> bytes:
     }).encode()
 
 
-def crash_of(heal: HealEngine, error: BaseException | None, escapes: Escapes | tuple[()],
-             failed: bool) -> tuple[BaseException, TracebackType | None] | None:
-    """What crashed in one attempt at a request: the exception that escaped the
-    application; or, when it answered a 5xx (`failed`) itself, the last
-    exception that left the program's code meanwhile (heal/monitor.py) with
-    its traceback as it left; None: nothing to heal."""
+def crash_of(error: BaseException | None,
+             escapes: Escapes | tuple[()]) -> tuple[BaseException, TracebackType | None] | None:
+    """What crashed in an attempt at a request that failed: the exception that
+    escaped the application; or, when it answered a 5xx itself (`error` is
+    None), the last exception that left the program's code meanwhile
+    (heal/monitor.py) with its traceback as it left; None: nothing to heal."""
     if error is not None:
         return error, None
-    if not failed:
-        return None
-    if not escapes:
-        monitor.unheard(heal.session)  # type: ignore[arg-type]
-        return None
-    return escapes[-1]
+    return escapes[-1] if escapes else None
+
+
+def unheard(heal: HealEngine, retry: str) -> bool:
+    """The application answered a 5xx and no exception is on record: True
+    when escapes are watched from now on (monitor.unheard), so that the
+    request `retry` ('METHOD path', '' when it cannot be replayed) is tried
+    once more to find what crashed."""
+    return monitor.unheard(heal.session, heal.is_program_file, retry)  # type: ignore[arg-type]
 
 
 def crashed(heal: HealEngine, exc: BaseException, where: str, tb: TracebackType | None = None) -> Healed | None:

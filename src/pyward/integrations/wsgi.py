@@ -32,17 +32,16 @@ class Middleware:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
-        serving.configure()
+        serving.configure(app)
         self._heard = _listen_to_flask(app)  # the framework turns exceptions into its own 500
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        heal = serving.engine()
-        if heal is None:  # `pyward run` without --heal
+        # every request runs this (bench/serve.py measures it): keep the usual path short
+        rule = serving.request()
+        if rule is None:  # `pyward run` without --heal
             return self.app(environ, start_response)
-        heal.refresh()
-        rule = serving.replay_rule(heal)
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        pristine = dict(environ)
+        pristine = environ.copy()
         body = None
         if method in rule.methods and (environ.get("CONTENT_LENGTH") not in (None, "", "0")
                                        or "HTTP_TRANSFER_ENCODING" in environ):  # a body to keep for a replay
@@ -57,14 +56,21 @@ class Middleware:
             except Exception as exc:
                 error = exc
             finally:
-                monitor.end(escapes, token)
-            found = serving.crash_of(heal, error, escapes, str(response.status).startswith("5"))
+                if token is not None:
+                    monitor.end(escapes, token)
+            failed = error is not None or str(response.status).startswith("5")
+            found = serving.crash_of(error, escapes) if failed else None
             if found is None:
+                if failed and serving.unheard(rule.heal, f"{method} {pristine.get('PATH_INFO', '')}" if method
+                                              in rule.methods and not (body is not None and body.over) else ""):
+                    response.close()  # watched from now on: once more, to find what crashed
+                    environ, body = _again(pristine, body, rule)
+                    continue
                 if heals:
-                    serving.answered(heal, heals[-1], "replayed with the patched handler", method,
+                    serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
                 return response.commit(start_response, heals)
-            healed = serving.crashed(heal, found[0], "wsgi request", found[1])
+            healed = serving.crashed(rule.heal, found[0], "wsgi request", found[1])
             if healed is None:
                 if error is not None:
                     response.close()
@@ -72,28 +78,33 @@ class Middleware:
                 return response.commit(start_response, heals)  # the framework's own 500
             response.close()
             heals.append(healed)
-            why = serving.refuse_replay(heal, heals, method, pristine.get("PATH_INFO", ""),
+            why = serving.refuse_replay(rule, heals, method, pristine.get("PATH_INFO", ""),
                                         body_over=body is not None and body.over)
             if why:
                 return _unavailable(start_response, heals, method, why, rule)
-            environ = dict(pristine)
-            if body is not None:
-                body = environ["wsgi.input"] = serving.BodyRecorder(body.replay(), rule.body_limit)
+            environ, body = _again(pristine, body, rule)
+
+
+def _again(pristine: dict[str, Any], body: serving.BodyRecorder | None,
+           rule: serving.Replay) -> tuple[dict[str, Any], serving.BodyRecorder | None]:
+    """The environ of the next attempt at a request: the body kept so far is read first."""
+    environ = pristine.copy()
+    if body is not None:
+        body = environ["wsgi.input"] = serving.BodyRecorder(body.replay(), rule.body_limit)
+    return environ, body
 
 
 class _Response:
-    """What the application answered, held back until it is committed."""
+    """What the application answered, held back until it is committed.  Made
+    for every request: what most never change is a class attribute."""
 
-    __slots__ = ("status", "headers", "written", "result", "chunks", "rest", "server_write")
-
-    def __init__(self) -> None:
-        self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
-        self.written: list[bytes] = []  # the application's write() calls before the commit
-        self.result: Any = None
-        self.chunks: list[bytes] = []
-        self.rest: Any = None
-        self.server_write: Callable[[bytes], Any] | None = None  # the server's write(), once committed
+    status: str | None = None
+    headers: list[tuple[str, str]] = []  # never changed in place
+    written: list[bytes] | tuple[()] = ()  # the application's write() calls before the commit
+    result: Any = None
+    chunks: list[bytes] | tuple[()] = ()
+    rest: Any = None
+    server_write: Callable[[bytes], Any] | None = None  # the server's write(), once committed
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if exc_info is not None and self.server_write is not None:  # too late: the headers are sent (PEP 3333)
@@ -105,7 +116,7 @@ class _Response:
         if self.server_write is not None:
             self.server_write(data)
         else:
-            self.written.append(data)
+            self.written = [*self.written, data]
 
     def run(self, app: Callable[..., Any], environ: dict[str, Any]) -> None:
         """Call the application and read up to its first non-empty chunk."""
@@ -113,12 +124,14 @@ class _Response:
         wrapper = environ.get("wsgi.file_wrapper")
         if isinstance(result, (list, tuple)) or (isinstance(wrapper, type) and isinstance(result, wrapper)):
             return
-        self.rest = iter(result)
-        for chunk in self.rest:
-            self.chunks.append(chunk)
+        self.rest = rest = iter(result)
+        chunks = []
+        for chunk in rest:
+            chunks.append(chunk)
             if chunk:
+                self.chunks = chunks
                 return
-        self.rest = None
+        self.chunks, self.rest = chunks, None
 
     def close(self) -> None:
         close = getattr(self.result, "close", None)
