@@ -56,16 +56,17 @@ class Middleware:
             except Exception as exc:
                 error = exc
             finally:
-                if token is not None:
-                    monitor.end(escapes, token)
+                monitor.end(escapes, token)
             failed = error is not None or exchange.status >= 500
             found = serving.crash_of(error, escapes) if failed else None
             if found is None:
-                if failed and serving.unheard(rule.heal, f"{method} {pristine.get('path', '')}" if not exchange.sent
-                                              and method in rule.methods and not exchange.over() else ""):
-                    scope = pristine.copy()  # watched from now on: once more, to find what crashed
-                    exchange = exchange.replay(exchange.heals)
-                    continue
+                if failed:  # a 5xx with no exception on record
+                    why = serving.not_replayable(method, rule, sent=exchange.sent, body_over=exchange.over(),
+                                                 retries_used=False)
+                    if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('path', '')}"):
+                        scope = pristine.copy()  # watched from now on: once more, to find what crashed
+                        exchange = exchange.replay(exchange.heals)
+                        continue
                 if not exchange.sent:  # a 5xx, or a response with no body message
                     await exchange.commit()
                 if exchange.heals:
@@ -128,11 +129,8 @@ class _Exchange:
             self.held = [*self.held, message]  # a complete 5xx: held until the application returns
         elif self.start is None:  # an extension's message before the response: not held
             await self._send(message)
-        else:  # the response goes out (commit(), inline: every request comes here)
-            self.sent = True
-            await self._send(self._healed(self.start) if self.heals else self.start)
-            for held in self.held:
-                await self._send(held)
+        else:  # the response goes out
+            await self.commit()
             await self._send(message)
 
     async def commit(self) -> None:

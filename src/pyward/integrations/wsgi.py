@@ -61,11 +61,13 @@ class Middleware:
             failed = error is not None or str(response.status).startswith("5")
             found = serving.crash_of(error, escapes) if failed else None
             if found is None:
-                if failed and serving.unheard(rule.heal, f"{method} {pristine.get('PATH_INFO', '')}" if method
-                                              in rule.methods and not (body is not None and body.over) else ""):
-                    response.close()  # watched from now on: once more, to find what crashed
-                    environ, body = _again(pristine, body, rule)
-                    continue
+                if failed:  # a 5xx with no exception on record
+                    why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
+                                                 retries_used=False)
+                    if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
+                        response.close()  # watched from now on: once more, to find what crashed
+                        environ, body = _again(pristine, body, rule)
+                        continue
                 if heals:
                     serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
