@@ -988,3 +988,61 @@ def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tm
     assert healed == ["200 OK", "guard=key_guard; target=SETTINGS", "value=None,end"]  # replayed
     assert unharmed == ["200 OK", None, "value=dark,end"]
     assert closed == ["font", "font", "theme"]  # the crashed attempt's iterable too, each once
+
+
+FROZEN = DATA + CLIENTS + '''
+import gc
+from pyward.integrations.wsgi import Middleware
+
+def respond(start_response, value):
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(value).encode()]
+
+class Views:
+    @staticmethod
+    def user(name):
+        u = USERS.get(name)
+        return {"name": u["name"], "bio": u["profile"]["bio"]}
+
+ROUTES = {"ratio": lambda a, b: {"ratio": int(a) / int(b)}}
+
+class Holder:  # an instance attribute: where pyward does not look
+    pass
+
+def setting(key):
+    return {"value": SETTINGS[key]}
+
+holder = Holder()
+holder.setting = setting
+del setting
+
+def app(environ, start_response):
+    kind, *args = environ["PATH_INFO"].strip("/").split("/")
+    view = {"user": Views.user, "ratio": ROUTES["ratio"], "setting": holder.setting}[kind]
+    return respond(start_response, view(*args))
+
+wrapped = Middleware(app)
+gc.freeze()  # what a pre-forking server does so that its workers share memory
+out = {}
+for path in ("/user/bob", "/ratio/1/0", "/user/bob"):
+    out[path] = out.get(path, []) + [wsgi_get(wrapped, path)]
+try:
+    wsgi_get(wrapped, "/setting/font")
+except KeyError as exc:
+    out["setting"] = repr(exc)
+print(json.dumps(out))
+'''
+
+
+def test_functions_gc_freeze_hid_are_healed_and_one_not_found_is_not_called_healed(tmp_path):
+    """After gc.freeze(), the collector's lists (gc.get_referrers) miss every function made before it: the
+    heal finds them in the module's namespace; a function it cannot find leaves the crash unhealed, said so."""
+    (result,), err = run_script(tmp_path, FROZEN)
+    assert result["/user/bob"] == [["200 OK", 'guard=chain_subscript_guard; target=u["profile"]["bio"]',
+                                    '{"name": "Bob", "bio": null}'], ["200 OK", None, '{"name": "Bob", "bio": null}']]
+    assert result["/ratio/1/0"] == [["200 OK", "guard=division_guard; target=int(b)", '{"ratio": null}']]
+    assert result["setting"] == "KeyError('font')"  # the server's own error behaviour, not a 503 loop
+    lines = pyward_lines(err)
+    assert "[pyward][error] unhealed KeyError: 'font': no live function runs the code of setting (pyward looks in " \
+           "the collector's lists and, after gc.freeze(), in the module's namespace)" in lines
+    assert not [line for line in lines if "healed KeyError" in line and "warning" in line]

@@ -27,7 +27,7 @@ from . import short_path as _short
 # on a run where nothing happens.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import CodeType, TracebackType
+    from types import CodeType, FunctionType, TracebackType
     from typing import Any
 
     from ..config import Settings
@@ -302,7 +302,12 @@ class HealEngine(Engine):
                                  message=f"dry run: {what} in {label} can be healed (guard built and verified; "
                                          "nothing patched or saved)")
             return Healed(label, site.kind, site.operand)
-        self._swap(patch, new_code, inserted)  # first: a swap that fails (a sandbox denial) leaves nothing saved
+        # first: a swap that fails (a sandbox denial, no function found) leaves nothing saved
+        if not self._swap(patch, new_code, inserted):
+            self._unhealed(exc, f"no live function runs the code of {code.co_qualname} (pyward looks in the "
+                                "collector's lists and, after gc.freeze(), in the module's namespace)", where,
+                           code.co_qualname)
+            return None
         recipe = self._recipe(patch, site, fallback, exc)
         if not origin:
             self._learn_shape(shape, site, instrs, index, original)
@@ -362,16 +367,19 @@ class HealEngine(Engine):
             return helper(link.kind, guards[id(site)], link.detail, link.method)
         return make
 
-    def _swap(self, patch: Patch, new_code: CodeType, inserted: list[int]) -> None:
-        """Every function running `patch.current` (and every enclosing code) gets `new_code`."""
+    def _swap(self, patch: Patch, new_code: CodeType, inserted: list[int]) -> bool:
+        """Every function running `patch.current` (and every enclosing code)
+        gets `new_code`; False when no function was found to run it."""
         old = patch.current
         with self.session.acting("heal"):  # type: ignore[union-attr]
-            _install(old, new_code)
+            if not _install(old, new_code):
+                return False
         # a thread still running the old code (the original too) may crash in it: its site maps to this patch
         self.patches.pop(id(old), None)
         self.superseded[id(old)] = (old, patch, patch.inserted)
         patch.current, patch.inserted = new_code, inserted
         self.patches[id(new_code)] = patch
+        return True
 
     def _recipe(self, patch: Patch, site: Site, fallback: str, exc: BaseException) -> Recipe | None:
         import json
@@ -631,7 +639,11 @@ class HealEngine(Engine):
         import types
 
         memo: dict[int, CodeType] = {}
-        for f in [o for o in gc.get_objects() if type(o) is types.FunctionType and o.__module__ == name]:
+        functions = [o for o in gc.get_objects() if type(o) is types.FunctionType and o.__module__ == name]
+        known = set(map(id, functions))
+        functions += [f for f in _frozen_functions(getattr(module, "__file__", None) or "")
+                      if f.__module__ == name and id(f) not in known]
+        for f in functions:
             new = self._patch_code(f.__code__, by_name, name, memo)
             if new is not f.__code__:
                 with self.session.acting("heal"):  # type: ignore[union-attr]
@@ -713,31 +725,101 @@ class _PatchingLoader:
             hook(module)
 
 
-def _install(old: CodeType, new: CodeType) -> None:
+def _install(old: CodeType, new: CodeType) -> bool:
     """Swap `old` for `new` in every function running it and in the code of
-    every function that encloses it (closures, lambdas, comprehensions made later)."""
+    every function that encloses it (closures, lambdas, comprehensions made
+    later).  False when `old` is a module-level function's or a method's
+    code and no function runs it: then nothing will run `new`."""
     import gc
     import types
 
     from .synth import replace_const
 
     if "<locals>" not in old.co_qualname and not old.co_name.startswith("<"):
-        # not nested in a function (module-level functions, methods): only the functions running it.
+        # not nested in a function (module-level functions, methods, class bodies): only the functions running it.
         # gc.get_referrers scans in C; a whole-heap walk in Python costs ~5 ms per heal in a Flask worker
-        for f in gc.get_referrers(old):
+        changed = False
+        for f in [*gc.get_referrers(old), *_frozen_functions(old.co_filename)]:
             if type(f) is types.FunctionType and f.__code__ is old:
                 f.__code__ = new
-        return
+                changed = True
+        return changed or not old.co_flags & _CO_OPTIMIZED  # a class body runs once: no function to change
     # nested: the enclosing functions' code holds it in its constants, which the gc does not track
-    functions = [o for o in gc.get_objects() if type(o) is types.FunctionType
-                 and o.__code__.co_filename == old.co_filename]
-    for f in functions:
+    for f in _functions(old.co_filename):
         if f.__code__ is old:
             f.__code__ = new
             continue
         outer = replace_const(f.__code__, old, new)
         if outer is not None:
             f.__code__ = outer
+    return True
+
+
+_CO_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function's code (not a module's or a class body's)
+
+
+def _functions(filename: str) -> list[FunctionType]:
+    """Every function object made from code in `filename` that the program can reach."""
+    import gc
+    import types
+
+    found = [o for o in gc.get_objects() if type(o) is types.FunctionType and o.__code__.co_filename == filename]
+    known = set(map(id, found))
+    return [*found, *(f for f in _frozen_functions(filename) if id(f) not in known)]
+
+
+def _frozen_functions(filename: str) -> list[FunctionType]:
+    """After gc.freeze() (pre-forking servers call it so that workers share
+    the parent's memory), the objects it froze are in none of the lists
+    gc.get_referrers and gc.get_objects scan.  Then the functions of
+    `filename` are looked for where a program keeps them: the namespaces of
+    the modules loaded from it, their classes, the dicts, lists and tuples
+    they hold, and what decorators wrap (__wrapped__, closures,
+    staticmethod, classmethod, property, partial).
+    Unfreezing instead would copy every page the workers share."""
+    import functools
+    import gc
+    import types
+
+    if not gc.get_freeze_count():
+        return []
+    modules = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == filename]
+    names = {m.__name__ for m in modules}
+    todo: list[Any] = [v for m in modules for v in list(vars(m).values())]
+    seen: set[int] = set()
+    found = []
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if type(obj) is types.FunctionType:
+            if obj.__code__.co_filename == filename:
+                found.append(obj)
+            todo.extend(cell.cell_contents for cell in obj.__closure__ or () if _filled(cell))
+            wrapped = getattr(obj, "__wrapped__", None)
+            if wrapped is not None:
+                todo.append(wrapped)
+        elif isinstance(obj, type):
+            if obj.__module__ in names:
+                todo.extend(vars(obj).values())
+        elif type(obj) in (dict, list, tuple):  # a registry of handlers
+            todo.extend(obj.values() if type(obj) is dict else obj)
+        elif isinstance(obj, (staticmethod, classmethod, types.MethodType)):
+            todo.append(obj.__func__)
+        elif isinstance(obj, property):
+            todo.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+        elif isinstance(obj, functools.partial):
+            todo.append(obj.func)
+    return found
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True
 
 
 def _original_index(inserted: list[int], patched_index: int) -> int:
