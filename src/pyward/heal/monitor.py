@@ -106,11 +106,10 @@ def stop() -> None:
     _tool = None
 
 
-def begin(signal: bool = False) -> tuple[Escapes | tuple[()], contextvars.Token[Escapes | None] | None]:
-    """A request starts: its escapes are recorded in the list returned, when
-    anything records them (sys.monitoring, or a framework's `signal`); else
-    nothing is set up and `()` is returned."""
-    if _tool is None and not signal:
+def begin() -> tuple[Escapes | tuple[()], contextvars.Token[Escapes | None] | None]:
+    """A request starts: its escapes are recorded in the list returned while
+    sys.monitoring watches them; else nothing is set up and `()` is returned."""
+    if _tool is None:
         return (), None
     escapes: Escapes = []
     return escapes, _escapes.set(escapes)
@@ -127,7 +126,7 @@ def end(escapes: Escapes | tuple[()], token: contextvars.Token[Escapes | None] |
 
 
 def record(exc: BaseException) -> None:
-    """Add `exc` to the current request's escapes (a framework's signal does too)."""
+    """Add `exc` to the current request's escapes."""
     escapes = _escapes.get()
     if escapes is None or any(e is exc for e, _ in escapes):
         return

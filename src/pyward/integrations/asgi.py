@@ -56,7 +56,8 @@ class Middleware:
             except Exception as exc:
                 error = exc
             finally:
-                monitor.end(escapes, token)
+                if token is not None:
+                    monitor.end(escapes, token)
             failed = error is not None or exchange.status >= 500
             found = serving.crash_of(error, escapes) if failed else None
             if found is None:

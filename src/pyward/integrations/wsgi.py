@@ -33,23 +33,23 @@ class Middleware:
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         serving.configure(app)
-        self._heard = _listen_to_flask(app)  # the framework turns exceptions into its own 500
+        _listen_to_flask(app)  # the framework turns exceptions into its own 500
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         # every request runs this (bench/serve.py measures it): keep the usual path short
         rule = serving.request()
         if rule is None:  # `pyward run` without --heal
             return self.app(environ, start_response)
-        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
         pristine = environ.copy()
+        method = environ.get("REQUEST_METHOD", "GET")
         body = None
-        if method in rule.methods and (environ.get("CONTENT_LENGTH") not in (None, "", "0")
+        if method in rule.methods and (environ.get("CONTENT_LENGTH") not in _NO_BODY
                                        or "HTTP_TRANSFER_ENCODING" in environ):  # a body to keep for a replay
             body = environ["wsgi.input"] = serving.BodyRecorder(environ["wsgi.input"], rule.body_limit)
         heals: list[Healed] = []
         while True:
             response = _Response()
-            escapes, token = monitor.begin(signal=self._heard)
+            escapes, token = monitor.begin()
             error: BaseException | None = None
             try:
                 response.run(self.app, environ)
@@ -58,16 +58,19 @@ class Middleware:
             finally:
                 if token is not None:
                     monitor.end(escapes, token)
-            failed = error is not None or str(response.status).startswith("5")
-            found = serving.crash_of(error, escapes) if failed else None
-            if found is None:
-                if failed:  # a 5xx with no exception on record
-                    why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
-                                                 retries_used=False)
-                    if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
-                        response.close()  # watched from now on: once more, to find what crashed
-                        environ, body = _again(pristine, body, rule)
-                        continue
+            if error is None and response.status[:1] != "5":
+                if heals:
+                    serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
+                                     pristine.get("PATH_INFO", ""))
+                return response.commit(start_response, heals)
+            found = serving.crash_of(error, escapes or environ.get(_HEARD, ()))
+            if found is None:  # a 5xx with no exception on record
+                why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
+                                             retries_used=False)
+                if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
+                    response.close()  # watched from now on: once more, to find what crashed
+                    environ, body = _again(pristine, body, rule)
+                    continue
                 if heals:
                     serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
@@ -87,6 +90,10 @@ class Middleware:
             environ, body = _again(pristine, body, rule)
 
 
+_NO_BODY = (None, "", "0")
+_HEARD = "pyward.escapes"  # the environ key where Flask's signal leaves the exception it reports
+
+
 def _again(pristine: dict[str, Any], body: serving.BodyRecorder | None,
            rule: serving.Replay) -> tuple[dict[str, Any], serving.BodyRecorder | None]:
     """The environ of the next attempt at a request: the body kept so far is read first."""
@@ -100,7 +107,7 @@ class _Response:
     """What the application answered, held back until it is committed.  Made
     for every request: what most never change is a class attribute."""
 
-    status: str | None = None
+    status = ""
     headers: list[tuple[str, str]] = []  # never changed in place
     written: list[bytes] | tuple[()] = ()  # the application's write() calls before the commit
     result: Any = None
@@ -123,17 +130,19 @@ class _Response:
     def run(self, app: Callable[..., Any], environ: dict[str, Any]) -> None:
         """Call the application and read up to its first non-empty chunk."""
         self.result = result = app(environ, self.start_response)
-        wrapper = environ.get("wsgi.file_wrapper")
-        if isinstance(result, (list, tuple)) or (isinstance(wrapper, type) and isinstance(result, wrapper)):
+        if type(result) is list:
             return
-        self.rest = rest = iter(result)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(result, tuple) or (isinstance(wrapper, type) and isinstance(result, wrapper)):
+            return
+        rest = iter(result)
         chunks = []
         for chunk in rest:
             chunks.append(chunk)
             if chunk:
-                self.chunks = chunks
+                self.chunks, self.rest = chunks, rest
                 return
-        self.chunks, self.rest = chunks, None
+        self.chunks = chunks
 
     def close(self) -> None:
         close = getattr(self.result, "close", None)
@@ -158,6 +167,8 @@ class _Response:
 class _Body:
     """The chunks read ahead, then the rest of the application's iterable; its close() is called."""
 
+    __slots__ = ("chunks", "rest", "result")
+
     def __init__(self, chunks: list[bytes], rest: Any, result: Any) -> None:
         self.chunks, self.rest, self.result = chunks, rest, result
 
@@ -170,7 +181,6 @@ class _Body:
             close()
 
 
-
 def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method: str, why: str,
                  rule: serving.Replay) -> list[bytes]:
     body = serving.unavailable(heals[-1], method, why)
@@ -181,19 +191,20 @@ def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method
     return [body] if method != "HEAD" else [b""]
 
 
-def _listen_to_flask(app: Any) -> bool:
-    """Flask handles a view's exception itself (a 500); its signal hands it to us first.
-    True when `app` is a Flask application (then every request records escapes)."""
+def _listen_to_flask(app: Any) -> None:
+    """Flask handles a view's exception itself (a 500); its signal hands it to
+    us first, and we leave it in the request's environ (`_HEARD`): the one
+    the middleware passed on, so nothing is set up for requests that do not crash."""
     import sys
 
     flask = sys.modules.get("flask")
     target = getattr(app, "__self__", app)  # app.wsgi_app is a bound method of the Flask app
     if flask is not None and isinstance(target, flask.Flask):
         flask.got_request_exception.connect(_flask_exception, sender=target, weak=False)
-        return True
-    return False
 
 
 def _flask_exception(sender: Any, exception: BaseException | None = None, **extra: Any) -> None:
-    if exception is not None:
-        monitor.record(exception)
+    import flask
+
+    if exception is not None and flask.has_request_context():
+        flask.request.environ.setdefault(_HEARD, []).append((exception, exception.__traceback__))
