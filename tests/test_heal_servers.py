@@ -1046,3 +1046,45 @@ def test_functions_gc_freeze_hid_are_healed_and_one_not_found_is_not_called_heal
     assert "[pyward][error] unhealed KeyError: 'font': no live function runs the code of setting (pyward looks in " \
            "the collector's lists and, after gc.freeze(), in the module's namespace)" in lines
     assert not [line for line in lines if "healed KeyError" in line and "warning" in line]
+
+
+FROZEN_VIEWS = DATA + '''
+def ratio(a, b):
+    return {"ratio": int(a) / int(b)}
+
+def app(environ, start_response):
+    _, a, b = environ["PATH_INFO"].strip("/").split("/")
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(ratio(a, b)).encode()]
+'''
+
+OTHER_WORKER = CLIENTS + '''
+from pyward.integrations.wsgi import Middleware
+import views
+print(json.dumps(wsgi_get(Middleware(views.app), "/ratio/1/0")))
+'''
+
+FROZEN_WORKER = CLIENTS + '''
+import gc, subprocess, sys
+from pyward.integrations.wsgi import Middleware
+import views
+
+app = Middleware(views.app)
+first = wsgi_get(app, "/ratio/4/2")  # this process's engine starts
+gc.freeze()
+other = subprocess.run([sys.executable, "other.py"], capture_output=True, text=True, check=True).stdout
+print(json.dumps({"first": first, "other": json.loads(other), "here": wsgi_get(app, "/ratio/1/0")}))
+'''
+
+
+def test_a_patch_another_worker_saved_reaches_functions_gc_freeze_hid(tmp_path):
+    """The store sync (HealEngine.refresh) finds its functions after gc.freeze() too: the patch the other
+    worker saved guards this one's next request, which is answered without a heal of its own."""
+    write(tmp_path / "views.py", FROZEN_VIEWS)
+    write(tmp_path / "other.py", OTHER_WORKER)
+    write(tmp_path / "pyward.toml", "[heal]\nsync_interval = 0\n")
+    (result,), err = run_script(tmp_path, FROZEN_WORKER)
+    assert result["first"] == ["200 OK", None, '{"ratio": 2.0}']
+    assert result["other"] == ["200 OK", "guard=division_guard; target=int(b)", '{"ratio": null}']
+    assert result["here"] == ["200 OK", None, '{"ratio": null}']  # guarded before it ran: no heal, no header
+    assert not [line for line in pyward_lines(err) if line.startswith("[pyward][warning] healed")]
