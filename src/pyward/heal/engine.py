@@ -635,15 +635,8 @@ class HealEngine(Engine):
         by_name: dict[str, list[Recipe]] = {}
         for r in self.pending.get(name, ()) if recipes is None else recipes:
             by_name.setdefault(r.qualname, []).append(r)
-        import gc
-        import types
-
         memo: dict[int, CodeType] = {}
-        functions = [o for o in gc.get_objects() if type(o) is types.FunctionType and o.__module__ == name]
-        known = set(map(id, functions))
-        functions += [f for f in _frozen_functions(getattr(module, "__file__", None) or "")
-                      if f.__module__ == name and id(f) not in known]
-        for f in functions:
+        for f in _functions(getattr(module, "__file__", None) or "", name):
             new = self._patch_code(f.__code__, by_name, name, memo)
             if new is not f.__code__:
                 with self.session.acting("heal"):  # type: ignore[union-attr]
@@ -758,14 +751,18 @@ def _install(old: CodeType, new: CodeType) -> bool:
 _CO_OPTIMIZED = 0x1  # inspect.CO_OPTIMIZED: a function's code (not a module's or a class body's)
 
 
-def _functions(filename: str) -> list[FunctionType]:
-    """Every function object made from code in `filename` that the program can reach."""
+def _functions(filename: str, module: str | None = None) -> list[FunctionType]:
+    """Every function object the program can reach made from code in
+    `filename`, or, given `module`, defined in that module (loaded from `filename`)."""
     import gc
     import types
 
-    found = [o for o in gc.get_objects() if type(o) is types.FunctionType and o.__code__.co_filename == filename]
+    def wanted(f: FunctionType) -> bool:
+        return f.__code__.co_filename == filename if module is None else f.__module__ == module
+
+    found = [o for o in gc.get_objects() if type(o) is types.FunctionType and wanted(o)]
     known = set(map(id, found))
-    return [*found, *(f for f in _frozen_functions(filename) if id(f) not in known)]
+    return [*found, *(f for f in _frozen_functions(filename) if wanted(f) and id(f) not in known)]
 
 
 def _frozen_functions(filename: str) -> list[FunctionType]:

@@ -58,19 +58,16 @@ class Middleware:
             finally:
                 if token is not None:
                     monitor.end(escapes, token)
-            if error is None and response.status[:1] != "5":
-                if heals:
-                    serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
-                                     pristine.get("PATH_INFO", ""))
-                return response.commit(start_response, heals)
-            found = serving.crash_of(error, escapes or environ.get(_HEARD, ()))
-            if found is None:  # a 5xx with no exception on record
-                why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
-                                             retries_used=False)
-                if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
-                    response.close()  # watched from now on: once more, to find what crashed
-                    environ, body = _again(pristine, body, rule)
-                    continue
+            failed = error is not None or response.status[:1] == "5"
+            found = serving.crash_of(error, escapes or environ.get(_HEARD, ())) if failed else None
+            if found is None:
+                if failed:  # a 5xx with no exception on record
+                    why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
+                                                 retries_used=False)
+                    if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
+                        response.close()  # watched from now on: once more, to find what crashed
+                        environ, body = _again(pristine, body, rule)
+                        continue
                 if heals:
                     serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
