@@ -33,13 +33,13 @@ SETTINGS = {"theme": "dark"}
 class Server:
     """A server process, its address, and what it printed."""
 
-    def __init__(self, argv: list[str], cwd, stop: int = signal.SIGINT) -> None:
+    def __init__(self, argv: list[str], cwd, stop: int = signal.SIGINT, env=None) -> None:
         self.port = free_port()
         self.cwd, self.stop_signal = cwd, stop
         self.err_path = cwd / f"stderr-{self.port}.txt"
         argv = [a.replace("PORT", str(self.port)) for a in argv]
         with open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(argv, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env or clean_env(), stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -202,10 +202,12 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
 
 
-def test_http_server_heals_replays_and_answers_honestly(tmp_path):
+@pytest.mark.parametrize("native", ["native", "python"])
+def test_http_server_heals_replays_and_answers_honestly(tmp_path, native):
+    """With the extension's response buffer, and with the Python one (PYWARD_DISABLE_NATIVE)."""
     write(tmp_path / "server.py", HTTP_SERVER)
     pyward_run = [sys.executable, "-m", "pyward", "run", "--heal", "--idempotent", "PUT", "server.py", "PORT"]
-    server = Server(pyward_run, tmp_path)
+    server = Server(pyward_run, tmp_path, env=clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if native == "python" else {})))
     try:
         check_common(server)
         # keep-alive: a healed and replayed request leaves the connection clean for the next ones
@@ -982,8 +984,12 @@ print(json.dumps([wsgi_get(app, "/font"), wsgi_get(app, "/theme"), CLOSED]))
 '''
 
 
-def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path):
-    printed, _ = run_script(tmp_path, WSGI_STREAM)
+@pytest.mark.parametrize("held", ["native", "python"])
+def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path, held):
+    """Both held responses: the extension's and the Python fallback (PYWARD_DISABLE_NATIVE)."""
+    env = clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if held == "python" else {}))
+    which = "pyward._native" if held == "native" else "pyward.integrations"
+    printed, _ = run_script(tmp_path, WSGI_STREAM + f"assert wsgi.Held.__module__.startswith({which!r})\n", env=env)
     healed, unharmed, closed = printed[0]
     assert healed == ["200 OK", "guard=key_guard; target=SETTINGS", "value=None,end"]  # replayed
     assert unharmed == ["200 OK", None, "value=dark,end"]

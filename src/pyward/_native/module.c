@@ -14,6 +14,9 @@ pw_exec(PyObject *module)
     if (PyModule_AddIntConstant(module, "ABI", 1) < 0) {
         return -1;
     }
+    if (pw_serving_exec(module) < 0) {
+        return -1;
+    }
     return pw_audit_exec(module);
 }
 

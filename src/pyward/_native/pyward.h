@@ -22,4 +22,7 @@ extern PyMethodDef pw_tamper_methods[];
 /* monitor.c: the heal engine's sys.monitoring callbacks (3.12+; empty before). */
 extern PyMethodDef pw_monitor_methods[];
 
+/* serving.c: the WSGI middleware's held response (the type `Held`). */
+int pw_serving_exec(PyObject *module);
+
 #endif

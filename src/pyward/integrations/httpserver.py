@@ -9,10 +9,11 @@ Installed by the heal engine when `http.server` is imported under
   replayable methods, `rfile` keeps what the handler reads of the body;
 * `handle_one_request`: an exception escaping the handler goes to the heal
   engine (serving.py says what happens next).  Without a crash the cost is
-  these two calls and one buffer per request.
+  these two calls and one buffer per request (in C: _native/serving.c).
 """
 from __future__ import annotations
 
+from .._native import native
 from . import serving
 
 TYPE_CHECKING = False
@@ -25,14 +26,18 @@ if TYPE_CHECKING:
 RESPONSE_BUFFER = 1 << 20
 
 
-class ResponseBuffer:
+class _ResponseBuffer:
     """The handler's `wfile` while it runs: nothing reaches the client before
-    the handler is done, flushes, or writes more than RESPONSE_BUFFER bytes."""
+    the handler is done, flushes, or writes more than `limit` bytes.  It also
+    keeps what the request changed on the handler (its own rfile, the body's
+    recorder) and its replay rule.  The extension's ResponseBuffer is the same
+    in C, used when it is loaded; this class is the fallback."""
 
-    __slots__ = ("real", "chunks", "size", "sent")
+    __slots__ = ("real", "chunks", "size", "limit", "sent", "rfile", "body", "rule")
 
-    def __init__(self, real: Any) -> None:
-        self.real, self.chunks, self.size, self.sent = real, [], 0, False
+    def __init__(self, real: Any, limit: int) -> None:
+        self.real, self.chunks, self.size, self.limit, self.sent = real, [], 0, limit, False
+        self.rfile = self.body = self.rule = None
 
     def write(self, data: Any) -> int:
         if self.sent:
@@ -40,7 +45,7 @@ class ResponseBuffer:
         data = bytes(data)
         self.chunks.append(data)
         self.size += len(data)
-        if self.size > RESPONSE_BUFFER:
+        if self.size > self.limit:
             self.commit()
         return len(data)
 
@@ -62,16 +67,7 @@ class ResponseBuffer:
         return getattr(self.real, name)
 
 
-class _Request:
-    __slots__ = ("rule", "wfile", "rfile", "out", "body")
-
-    def __init__(self, handler: Any, rule: serving.Replay) -> None:
-        self.rule = rule
-        self.wfile, self.rfile = handler.wfile, handler.rfile
-        self.out = handler.wfile = ResponseBuffer(handler.wfile)
-        self.body: serving.BodyRecorder | None = None
-        if handler.command in rule.methods:
-            self.body = handler.rfile = serving.BodyRecorder(handler.rfile, rule.body_limit)
+ResponseBuffer: Any = getattr(native, "ResponseBuffer", _ResponseBuffer) if native is not None else _ResponseBuffer
 
 
 def install(heal: HealEngine, module: Any) -> None:
@@ -86,7 +82,10 @@ def install(heal: HealEngine, module: Any) -> None:
         if ok:
             rule = serving.request()
             if rule is not None:
-                self._pyward = _Request(self, rule)
+                self._pyward = out = self.wfile = ResponseBuffer(self.wfile, RESPONSE_BUFFER)
+                out.rfile, out.rule = self.rfile, rule
+                if self.command in rule.methods:
+                    out.body = self.rfile = serving.BodyRecorder(self.rfile, rule.body_limit)
         return ok
 
     def handle_one_request_(self: Any) -> None:
@@ -100,8 +99,8 @@ def install(heal: HealEngine, module: Any) -> None:
         finally:
             request = self.__dict__.pop("_pyward", None)
             if request is not None:
-                request.out.commit()
-                self.wfile, self.rfile = request.wfile, request.rfile
+                request.commit()
+                self.wfile, self.rfile = request.real, request.rfile
 
     parse_request_._pyward = handle_one_request_._pyward = True  # type: ignore[attr-defined]
     parse_request_.__wrapped__ = parse_request  # type: ignore[attr-defined]
@@ -110,7 +109,7 @@ def install(heal: HealEngine, module: Any) -> None:
         cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
 
 
-def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
+def _crashed(handler: Any, request: Any, exc: Exception) -> None:
     """The handler raised: heal, then replay, answer 503, or keep the server's behaviour."""
     rule = request.rule
     heal = rule.heal
@@ -122,12 +121,12 @@ def _crashed(handler: Any, request: _Request, exc: Exception) -> None:
             raise exc
         heals.append(healed)
         value = ", ".join(serving.header_value(h) for h in heals)
-        why = serving.refuse_replay(rule, heals, handler.command, handler.path, sent=request.out.sent,
+        why = serving.refuse_replay(rule, heals, handler.command, handler.path, sent=request.sent,
                                     body_over=request.body is not None and request.body.over)
         if why:
             _unavailable(handler, request, heals, value, why, rule)
             return
-        request.out.discard()
+        request.discard()
         handler._headers_buffer = []
         if request.body is not None:  # the replay reads the kept bytes, and keeps them (and more) again
             handler.rfile = request.body = serving.BodyRecorder(request.body.replay(), rule.body_limit)
@@ -153,16 +152,16 @@ def _with_header(handler: Any, value: str) -> Any:
     return end_headers
 
 
-def _unavailable(handler: Any, request: _Request, heals: list[Healed], value: str, why: str,
+def _unavailable(handler: Any, request: Any, heals: list[Healed], value: str, why: str,
                  rule: serving.Replay) -> None:
     """An honest 503 when nothing was sent yet; else the connection is closed
     after what the handler sent (a streamed response cannot be taken back)."""
     handler.close_connection = True  # the request body may be unread
-    if request.out.sent:
+    if request.sent:
         return
-    request.out.discard()
+    request.discard()
     handler._headers_buffer = []
-    handler.wfile = request.wfile
+    handler.wfile = request.real
     body = serving.unavailable(heals[-1], handler.command, why)
     handler.send_response(503)
     handler.send_header("Content-Type", "application/json")
@@ -175,16 +174,16 @@ def _unavailable(handler: Any, request: _Request, heals: list[Healed], value: st
         handler.wfile.write(body)
 
 
-def _server_error(handler: Any, request: _Request, heals: list[Healed]) -> None:
+def _server_error(handler: Any, request: Any, heals: list[Healed]) -> None:
     """Not healable: what http.server does (the traceback, the connection
     closed), after a 500 if nothing was sent, so the client is not left
     with a reset connection.  After a replay, the 500 says which guards ran."""
     handler.close_connection = True
-    if request.out.sent:
+    if request.sent:
         return
-    request.out.discard()
+    request.discard()
     handler._headers_buffer = []
-    handler.wfile = request.wfile
+    handler.wfile = request.real
     if heals:
         handler.end_headers = _with_header(handler, ", ".join(serving.header_value(h) for h in heals))
     try:

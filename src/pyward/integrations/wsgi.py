@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 
+from .._native import native
 from ..heal import monitor
 from . import serving
 
@@ -48,7 +49,7 @@ class Middleware:
             body = environ["wsgi.input"] = serving.BodyRecorder(environ["wsgi.input"], rule.body_limit)
         heals: list[Healed] = []
         while True:
-            response = _Response()
+            response = Held()
             escapes, token = monitor.begin()
             error: BaseException | None = None
             try:
@@ -65,20 +66,21 @@ class Middleware:
                     why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
                                                  retries_used=False)
                     if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
-                        response.close()  # watched from now on: once more, to find what crashed
+                        response.discard()  # watched from now on: once more, to find what crashed
                         environ, body = _again(pristine, body, rule)
                         continue
                 if heals:
                     serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
-                return response.commit(start_response, heals)
+                    return response.commit(start_response, _header(heals))
+                return response.commit(start_response, None)
             healed = serving.crashed(rule.heal, found[0], "wsgi request", found[1])
             if healed is None:
                 if error is not None:
-                    response.close()
+                    response.discard()
                     raise error
-                return response.commit(start_response, heals)  # the framework's own 500
-            response.close()
+                return response.commit(start_response, _header(heals) if heals else None)  # the framework's own 500
+            response.discard()
             heals.append(healed)
             why = serving.refuse_replay(rule, heals, method, pristine.get("PATH_INFO", ""),
                                         body_over=body is not None and body.over)
@@ -100,11 +102,17 @@ def _again(pristine: dict[str, Any], body: serving.BodyRecorder | None,
     return environ, body
 
 
-class _Response:
-    """What the application answered, held back until it is committed.  Made
-    for every request: what most never change is a class attribute."""
+def _header(heals: list[Healed]) -> tuple[str, str]:
+    return serving.HEADER, ", ".join(serving.header_value(h) for h in heals)
 
-    status = ""
+
+class _Response:
+    """What the application answered, held back until it is committed: the
+    start_response the application is given, then the body the server reads.
+    The extension's `Held` (_native/serving.c) is the same in C, used when it
+    is loaded as every request makes one; this class is the fallback."""
+
+    status = ""  # what most requests never change is a class attribute
     headers: list[tuple[str, str]] = []  # never changed in place
     written: list[bytes] | tuple[()] = ()  # the application's write() calls before the commit
     result: Any = None
@@ -112,7 +120,7 @@ class _Response:
     rest: Any = None
     server_write: Callable[[bytes], Any] | None = None  # the server's write(), once committed
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def __call__(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if exc_info is not None and self.server_write is not None:  # too late: the headers are sent (PEP 3333)
             raise exc_info[1].with_traceback(exc_info[2])
         self.status, self.headers = status, headers
@@ -126,11 +134,11 @@ class _Response:
 
     def run(self, app: Callable[..., Any], environ: dict[str, Any]) -> None:
         """Call the application and read up to its first non-empty chunk."""
-        self.result = result = app(environ, self.start_response)
-        if type(result) is list:
+        self.result = result = app(environ, self)
+        if type(result) is list or isinstance(result, tuple):
             return
         wrapper = environ.get("wsgi.file_wrapper")
-        if isinstance(result, tuple) or (isinstance(wrapper, type) and isinstance(result, wrapper)):
+        if isinstance(wrapper, type) and isinstance(result, wrapper):
             return
         rest = iter(result)
         chunks = []
@@ -141,35 +149,26 @@ class _Response:
                 return
         self.chunks = chunks
 
-    def close(self) -> None:
-        close = getattr(self.result, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                pass
+    def discard(self) -> None:
+        """An attempt that is not answered: close its iterable."""
+        try:
+            self.close()
+        except Exception:
+            pass
 
-    def commit(self, start_response: Callable[..., Any], heals: list[Healed]) -> Iterable[bytes]:
-        headers = self.headers
-        if heals:
-            headers = [*headers, (serving.HEADER, ", ".join(serving.header_value(h) for h in heals))]
+    def commit(self, start_response: Callable[..., Any], extra: tuple[str, str] | None) -> Iterable[bytes]:
+        """Send the head (with the header `extra`) and the held writes; the body iterable."""
+        headers = self.headers if extra is None else [*self.headers, extra]
         self.server_write = write = start_response(self.status, headers)
-        for data in self.written:
+        written, self.written = self.written, ()
+        for data in written:
             write(data)
         if self.rest is None and not self.chunks:
             return self.result  # a list, a file wrapper: as the application returned it
-        return _Body(self.chunks, self.rest, self.result)
-
-
-class _Body:
-    """The chunks read ahead, then the rest of the application's iterable; its close() is called."""
-
-    __slots__ = ("chunks", "rest", "result")
-
-    def __init__(self, chunks: list[bytes], rest: Any, result: Any) -> None:
-        self.chunks, self.rest, self.result = chunks, rest, result
+        return self
 
     def __iter__(self) -> Iterator[bytes]:
+        """The chunks read ahead, then the rest of the application's iterable."""
         return iter(self.chunks) if self.rest is None else itertools.chain(self.chunks, self.rest)
 
     def close(self) -> None:
@@ -178,13 +177,15 @@ class _Body:
             close()
 
 
+Held: Callable[[], _Response] = getattr(native, "Held", _Response) if native is not None else _Response
+
+
 def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method: str, why: str,
                  rule: serving.Replay) -> list[bytes]:
     body = serving.unavailable(heals[-1], method, why)
     start_response("503 Service Unavailable", [
         ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-        ("Retry-After", str(rule.retry_after)),
-        (serving.HEADER, ", ".join(serving.header_value(h) for h in heals))])
+        ("Retry-After", str(rule.retry_after)), _header(heals)])
     return [body] if method != "HEAD" else [b""]
 
 
