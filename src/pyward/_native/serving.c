@@ -38,6 +38,17 @@ static PyObject *s_file_wrapper, *s_close, *s_empty, *s_empty_bytes, *s_write, *
 
 static PyObject *held_start_response(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
+/* The result of a call whose value is not wanted: 0, or -1 with the error set. */
+static int
+dropped(PyObject *result)
+{
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
 static PyObject *
 held_vector_new(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -56,11 +67,9 @@ held_vector_new(PyObject *type, PyObject *const *args, size_t nargsf, PyObject *
 static PyObject *
 held_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "Held() takes no arguments");
-        return NULL;
-    }
-    return held_vector_new((PyObject *)type, NULL, 0, NULL);
+    /* only the count matters: held_vector_new refuses any argument */
+    size_t given = (size_t)PyTuple_GET_SIZE(args) + (kwargs != NULL ? (size_t)PyDict_GET_SIZE(kwargs) : 0);
+    return held_vector_new((PyObject *)type, NULL, given, NULL);
 }
 
 static int
@@ -157,20 +166,12 @@ held_write(PyObject *op, PyObject *data)
 {
     Held *self = (Held *)op;
     if (self->server_write != NULL) {
-        PyObject *done = PyObject_CallOneArg(self->server_write, data);
-        if (done == NULL) {
-            return NULL;
-        }
-        Py_DECREF(done);
-        Py_RETURN_NONE;
+        return dropped(PyObject_CallOneArg(self->server_write, data)) < 0 ? NULL : Py_NewRef(Py_None);
     }
     if (self->written == NULL && (self->written = PyList_New(0)) == NULL) {
         return NULL;
     }
-    if (PyList_Append(self->written, data) < 0) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return PyList_Append(self->written, data) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 /* run(app, environ): call the application and read its iterable up to the first non-empty chunk. */
@@ -247,13 +248,9 @@ close_result(Held *self)
     if (PyObject_GetOptionalAttr(self->result, s_close, &close) <= 0) {
         return PyErr_Occurred() ? -1 : 1;
     }
-    PyObject *done = PyObject_CallNoArgs(close);
+    int failed = dropped(PyObject_CallNoArgs(close));
     Py_DECREF(close);
-    if (done == NULL) {
-        return -1;
-    }
-    Py_DECREF(done);
-    return 1;
+    return failed < 0 ? -1 : 1;
 }
 
 /* discard(): an attempt that is not answered: its iterable is closed, an Exception from close() ignored. */
@@ -311,12 +308,10 @@ held_commit(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
         PyObject *written = self->written;
         self->written = NULL;
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(written); i++) {
-            PyObject *done = PyObject_CallOneArg(write, PyList_GET_ITEM(written, i));
-            if (done == NULL) {
+            if (dropped(PyObject_CallOneArg(write, PyList_GET_ITEM(written, i))) < 0) {
                 Py_DECREF(written);
                 return NULL;
             }
-            Py_DECREF(done);
         }
         Py_DECREF(written);
     }
@@ -386,7 +381,7 @@ static PyTypeObject HeldType = {
     .tp_vectorcall = held_vector_new,
 };
 
-/* ResponseBuffer: the handler's wfile while it runs (httpserver.py's ResponseBuffer in Python). */
+/* ResponseBuffer: the handler's wfile while it runs (httpserver.py's _ResponseBuffer in Python). */
 
 typedef struct {
     PyObject_HEAD
@@ -465,16 +460,14 @@ buffer_commit(PyObject *op, PyObject *unused)
     self->sent = 1;
     PyObject *data = PyList_GET_SIZE(self->chunks) == 1 ? Py_NewRef(PyList_GET_ITEM(self->chunks, 0))
                                                         : PyObject_CallMethodOneArg(s_empty_bytes, s_join, self->chunks);
-    if (data == NULL || PyList_SetSlice(self->chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
-        Py_XDECREF(data);
+    if (data == NULL) {
         return NULL;
     }
-    PyObject *done = PyObject_CallMethodOneArg(self->real, s_write, data);
+    int failed = dropped(PyObject_CallMethodOneArg(self->real, s_write, data));
     Py_DECREF(data);
-    if (done == NULL) {
+    if (failed < 0 || PyList_SetSlice(self->chunks, 0, PY_SSIZE_T_MAX, NULL) < 0) {
         return NULL;
     }
-    Py_DECREF(done);
     Py_RETURN_NONE;
 }
 
@@ -496,12 +489,8 @@ buffer_write(PyObject *op, PyObject *data)
         return NULL;
     }
     self->size += n;
-    if (self->size > self->limit) {
-        PyObject *done = buffer_commit(op, NULL);
-        if (done == NULL) {
-            return NULL;
-        }
-        Py_DECREF(done);
+    if (self->size > self->limit && dropped(buffer_commit(op, NULL)) < 0) {
+        return NULL;
     }
     return PyLong_FromSsize_t(n);
 }
@@ -509,11 +498,9 @@ buffer_write(PyObject *op, PyObject *data)
 static PyObject *
 buffer_flush(PyObject *op, PyObject *unused)
 {
-    PyObject *done = buffer_commit(op, NULL);
-    if (done == NULL) {
+    if (dropped(buffer_commit(op, NULL)) < 0) {
         return NULL;
     }
-    Py_DECREF(done);
     return PyObject_CallMethodNoArgs(((Buffer *)op)->real, s_flush);
 }
 

@@ -144,7 +144,7 @@ class _Exchange:
             await self._send(message)
 
     def _healed(self, start: dict[str, Any]) -> dict[str, Any]:
-        value = ", ".join(serving.header_value(h) for h in self.heals).encode("latin-1")
+        value = serving.header_value(self.heals).encode("latin-1")
         return dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", value)])
 
     async def receive(self) -> dict[str, Any]:
@@ -173,7 +173,7 @@ class _Exchange:
 
 async def _unavailable(send: Send, heals: list[Healed], method: str, why: str, rule: serving.Replay) -> None:
     body = serving.unavailable(heals[-1], method, why)
-    value = ", ".join(serving.header_value(h) for h in heals)
+    value = serving.header_value(heals)
     await send({"type": "http.response.start", "status": 503, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"retry-after", str(rule.retry_after).encode()), (b"x-pyward-healed", value.encode("latin-1"))]})

@@ -67,7 +67,7 @@ class _ResponseBuffer:
         return getattr(self.real, name)
 
 
-ResponseBuffer: Any = getattr(native, "ResponseBuffer", _ResponseBuffer) if native is not None else _ResponseBuffer
+ResponseBuffer: Any = getattr(native, "ResponseBuffer", _ResponseBuffer)  # native is None: the fallback
 
 
 def install(heal: HealEngine, module: Any) -> None:
@@ -120,7 +120,7 @@ def _crashed(handler: Any, request: Any, exc: Exception) -> None:
             _server_error(handler, request, heals)
             raise exc
         heals.append(healed)
-        value = ", ".join(serving.header_value(h) for h in heals)
+        value = serving.header_value(heals)
         why = serving.refuse_replay(rule, heals, handler.command, handler.path, sent=request.sent,
                                     body_over=request.body is not None and request.body.over)
         if why:
@@ -185,7 +185,7 @@ def _server_error(handler: Any, request: Any, heals: list[Healed]) -> None:
     handler._headers_buffer = []
     handler.wfile = request.real
     if heals:
-        handler.end_headers = _with_header(handler, ", ".join(serving.header_value(h) for h in heals))
+        handler.end_headers = _with_header(handler, serving.header_value(heals))
     try:
         handler.send_error(500)
     except OSError:  # the client went away: nothing more to tell it

@@ -185,10 +185,15 @@ def not_replayable(method: str, rule: Replay, *, sent: bool, body_over: bool, re
     return ""
 
 
-def header_value(healed: Healed) -> str:
-    """`guard=<kind>; target=<operand>`, safe in an HTTP header (printable ASCII: no newline can get in)."""
-    target = "".join(c if " " <= c <= "~" else "?" for c in healed.operand)
-    return f"guard={healed.kind}; target={target}"
+def header_value(heals: list[Healed]) -> str:
+    """X-Pyward-Healed's value: `guard=<kind>; target=<operand>` for each heal
+    of the request, comma-separated, safe in an HTTP header (printable ASCII:
+    no newline can get in)."""
+    return ", ".join(f"guard={h.kind}; target={_printable(h.operand)}" for h in heals)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
 
 
 def unavailable(healed: Healed, method: str, why: str) -> bytes:

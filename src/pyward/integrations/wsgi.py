@@ -72,8 +72,7 @@ class Middleware:
                 if heals:
                     serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
                                      pristine.get("PATH_INFO", ""))
-                    return response.commit(start_response, _header(heals))
-                return response.commit(start_response, None)
+                return response.commit(start_response, _header(heals) if heals else None)
             healed = serving.crashed(rule.heal, found[0], "wsgi request", found[1])
             if healed is None:
                 if error is not None:
@@ -103,7 +102,7 @@ def _again(pristine: dict[str, Any], body: serving.BodyRecorder | None,
 
 
 def _header(heals: list[Healed]) -> tuple[str, str]:
-    return serving.HEADER, ", ".join(serving.header_value(h) for h in heals)
+    return serving.HEADER, serving.header_value(heals)
 
 
 class _Response:
@@ -177,7 +176,7 @@ class _Response:
             close()
 
 
-Held: Callable[[], _Response] = getattr(native, "Held", _Response) if native is not None else _Response
+Held: Callable[[], _Response] = getattr(native, "Held", _Response)  # native is None: the fallback
 
 
 def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method: str, why: str,
