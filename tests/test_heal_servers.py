@@ -911,11 +911,20 @@ print(json.dumps([get(after, "/bg/b"), list(EVENTS), get(after, "/bg/b")]))
 '''
 
 
-def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(tmp_path):
+def exchange_env(exchange):
+    """The environment and the check that the ASGI middleware uses the extension's exchange or the Python one."""
+    env = clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if exchange == "python" else {}))
+    which = "pyward._native" if exchange == "native" else "pyward.integrations"
+    return env, f"assert asgi.Exchange.__module__.startswith({which!r})\n"
+
+
+@pytest.mark.parametrize("exchange", ["native", "python"])
+def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(tmp_path, exchange):
     """A crash before the first streamed chunk: healed and replayed, the header on the replayed stream.
     A crash after it, or after a complete response: what was sent stays sent, the exception goes to the
-    server, later requests use the patch."""
-    printed, err = run_script(tmp_path, STREAMING)
+    server, later requests use the patch.  With the extension's exchange and the Python one."""
+    env, check = exchange_env(exchange)
+    printed, err = run_script(tmp_path, STREAMING + check, env=env)
     early, unharmed, late, later = printed[0]
     assert early == [200, "guard=key_guard; target=SETTINGS", "value=None,end", None]
     assert unharmed == [200, None, "value=dark,end", None]
@@ -951,9 +960,11 @@ print(json.dumps([asgi_request(app, "/first", b'{"items"', b': []}', method="PUT
 '''
 
 
-def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path):
+@pytest.mark.parametrize("exchange", ["native", "python"])
+def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path, exchange):
     write(tmp_path / "pyproject.toml", CONFIG + "replay_body = 20\n")
-    printed, _ = run_script(tmp_path, REPLAY_BODY)
+    env, check = exchange_env(exchange)
+    printed, _ = run_script(tmp_path, REPLAY_BODY + check, env=env)
     small, large = printed[0]
     assert small == [200, 'guard=index_guard; target=data["items"]', "null", None]  # replayed from the kept chunks
     assert large[:2] == [503, 'guard=chain_subscript_guard; target=data["options"]["size"]']

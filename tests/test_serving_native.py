@@ -3,13 +3,15 @@ fallback: the WSGI middleware's held response (the same PEP 3333 behaviour from 
 http.server's response buffer, checked here one edge at a time for both."""
 from __future__ import annotations
 
+import asyncio
 import gc
+import types
 import weakref
 
 import pytest
 
 from pyward._native import native
-from pyward.integrations import httpserver, wsgi
+from pyward.integrations import asgi, httpserver, wsgi
 
 IMPLEMENTATIONS = {"native": native.Held, "python": wsgi._Response}
 
@@ -253,3 +255,229 @@ def test_discard_drops_what_is_held_and_the_buffer_passes_other_attributes_throu
     buffer = bytearray(b"x")
     out.write(buffer)  # after the commit: passed on as it is
     assert real.writes[-1] == b"x"
+
+
+EXCHANGES = {"native": native.Exchange, "python": asgi._Exchange}
+
+
+@pytest.fixture(params=sorted(EXCHANGES))
+def Exchange(request):
+    return EXCHANGES[request.param]
+
+
+START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+BODY = {"type": "http.response.body", "body": b"ok"}
+
+
+class Asgi:
+    """The server's side of an ASGI exchange: what was sent, what receive() gives next.
+    Its send and receive pass through the event loop once (as uvicorn's can)."""
+
+    def __init__(self, *incoming, fail_on=None):
+        self.sent, self.incoming, self.fail_on = [], list(incoming), fail_on
+
+    async def send(self, message):
+        await asyncio.sleep(0)
+        if message is self.fail_on:
+            raise OSError("the client went away")
+        self.sent.append(message)
+
+    async def receive(self):
+        await asyncio.sleep(0)
+        return self.incoming.pop(0)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_the_response_is_held_until_its_first_body_message(Exchange):
+    server = Asgi()
+    exchange = Exchange(server.send, server.receive, -1)
+
+    async def app():
+        await exchange.send(START)
+        assert server.sent == [] and exchange.status == 200 and not exchange.sent
+        await exchange.send({**BODY, "more_body": True})
+        assert server.sent == [START, {**BODY, "more_body": True}] and exchange.sent
+        await exchange.send(BODY)  # once out, straight to the server
+        await exchange.commit()  # nothing left to send
+    run(app())
+    assert server.sent == [START, {**BODY, "more_body": True}, BODY]
+
+
+def test_a_complete_5xx_is_held_until_the_commit_and_a_replay_adds_the_header(Exchange):
+    server = Asgi()
+    exchange = Exchange(server.send, server.receive, -1)
+    error = {"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/plain")]}
+    failed = {"type": "http.response.body", "body": b"Internal Server Error"}
+
+    async def crashed():
+        await exchange.send(error)
+        await exchange.send(failed)
+        assert server.sent == [] and exchange.status == 500
+    run(crashed())
+    attempt = exchange.replay(["healed"], b"guard=key_guard; target=SETTINGS")
+    assert attempt.heals == ["healed"] and attempt.status == 0 and not attempt.sent
+    run(attempt.send(START))
+    run(attempt.send(BODY))
+    healed = {**START, "headers": [*START["headers"], (b"x-pyward-healed", b"guard=key_guard; target=SETTINGS")]}
+    assert server.sent == [healed, BODY]  # the crashed attempt's 500 dropped
+    assert START["headers"] == [(b"content-type", b"text/plain")]  # the application's message unchanged
+    run(exchange.commit())  # an unhealed 500 goes out as the application sent it
+    assert server.sent[2:] == [error, failed]
+
+
+def test_a_streamed_5xx_and_messages_before_the_start_go_out_at_once(Exchange):
+    server = Asgi()
+    exchange = Exchange(server.send, server.receive, -1)
+    push = {"type": "http.response.push", "path": "/style.css", "headers": []}
+    run(exchange.send(push))
+    assert server.sent == [push] and not exchange.sent
+    error = {"type": "http.response.start", "status": 503, "headers": []}
+    chunk = {"type": "http.response.body", "body": b"part", "more_body": True}
+    run(exchange.send(error))
+    run(exchange.send(chunk))
+    assert server.sent == [push, error, chunk] and exchange.sent
+
+
+def test_the_request_body_is_kept_up_to_the_limit_and_received_again_by_the_replay(Exchange):
+    first, second = ({"type": "http.request", "body": b"12345", "more_body": more} for more in (True, False))
+    server = Asgi(first, second, {"type": "http.disconnect"})
+    exchange = Exchange(server.send, server.receive, 10)
+    assert run(exchange.receive()) is first and run(exchange.receive()) is second and not exchange.over()
+    attempt = exchange.replay([], b"")
+    got = [run(attempt.receive()) for _ in range(3)]
+    assert got == [first, second, {"type": "http.disconnect"}]  # the kept messages, then the server's
+    again = attempt.replay([], b"")  # a second replay has them too
+    assert run(again.receive()) is first
+
+    larger = Exchange(server.send, Asgi(first, second, first).receive, 7)
+    for _ in range(3):
+        run(larger.receive())
+    assert larger.over()
+    assert run(larger.replay([], b"").commit()) is None  # nothing held: a commit does nothing
+    none_kept = Exchange(server.send, Asgi(first).receive, -1)
+    run(none_kept.receive())
+    assert not none_kept.over()
+
+
+def test_an_error_from_the_servers_send_reaches_the_application_and_stops_the_rest(Exchange):
+    error = {"type": "http.response.start", "status": 500, "headers": []}
+    failed = {"type": "http.response.body", "body": b"x"}
+    server = Asgi(fail_on=error)
+    exchange = Exchange(server.send, server.receive, -1)
+    run(exchange.send(error))
+    run(exchange.send(failed))
+    with pytest.raises(OSError, match="the client went away"):
+        run(exchange.commit())
+    assert server.sent == []  # the held body is not sent after a failed start
+
+
+def test_cancelling_the_application_cancels_the_servers_send(Exchange):
+    steps = []
+
+    async def send(message):
+        steps.append("sending")
+        try:
+            await asyncio.Event().wait()  # a client that does not read
+        finally:
+            steps.append("send ended")
+
+    exchange = Exchange(send, None, -1)
+
+    async def main():
+        await exchange.send(START)
+        task = asyncio.ensure_future(exchange.send(BODY))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    run(main())
+    assert steps == ["sending", "send ended"]
+
+
+def test_awaitables_of_every_kind_are_awaited_and_a_non_awaitable_is_a_type_error(Exchange):
+    sent = []
+
+    class Later:
+        def __init__(self, message):
+            self.message = message
+
+        def __await__(self):
+            yield from asyncio.sleep(0).__await__()
+            sent.append(self.message)
+
+    @types.coroutine
+    def old_style(message):
+        yield from asyncio.sleep(0).__await__()
+        sent.append(message)
+
+    def future(message):
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        sent.append(message)
+        return done
+
+    async def main():
+        for send in (Later, old_style, future):
+            exchange = Exchange(send, None, -1)
+            await exchange.send(START)
+            await exchange.send(BODY)
+        with pytest.raises(TypeError, match="can't be used in 'await' expression"):
+            await Exchange(lambda message: None, None, -1).send(BODY)  # sent at once: no start held
+    run(main())
+    assert sent == [START, BODY] * 3
+
+
+def test_what_the_servers_awaitable_yields_goes_to_the_caller_and_throw_and_close_go_to_it(Exchange):
+    seen = []
+
+    @types.coroutine
+    def send(message):
+        try:
+            reply = yield ("to the loop", message["type"])
+            seen.append(reply)
+        except ValueError as exc:
+            seen.append(f"caught {exc}")
+            return
+        finally:
+            seen.append("finally")
+
+    exchange = Exchange(send, None, -1)
+    with pytest.raises(StopIteration):  # held: done at once
+        exchange.send(START).__await__().send(None)
+    relay = exchange.send(BODY).__await__()
+    assert relay.send(None) == ("to the loop", "http.response.start")
+    assert relay.send("resumed") == ("to the loop", "http.response.body")  # the start's send returned
+    with pytest.raises(StopIteration):  # the inner awaitable returned, and nothing was left to send
+        relay.throw(ValueError("stop"))
+    assert seen == ["resumed", "finally", "caught stop", "finally"]
+
+    closing = Exchange(send, None, -1)
+    with pytest.raises(StopIteration):
+        closing.send(START).__await__().send(None)
+    relay = closing.send(BODY).__await__()
+    assert relay.send(None) == ("to the loop", "http.response.start")
+    relay.close()
+    assert seen[4:] == ["finally"]  # closed where it waited
+    with pytest.raises((StopIteration, RuntimeError)):  # and not resumed (a coroutine says so louder)
+        relay.send(None)
+    assert seen[4:] == ["finally"]
+
+
+def test_a_cycle_through_the_exchange_is_collected():
+    class Server:
+        async def send(self, message):
+            pass
+
+    server = Server()
+    exchange = native.Exchange(server.send, server.send, 10)
+    server.exchange = exchange  # the server keeps the exchange; the exchange keeps the server's send
+    exchange.send(START)
+    relay = exchange.send(BODY)  # not awaited: the server's send is not called yet
+    server.relay = relay
+    alive = weakref.ref(server)
+    del server, exchange, relay
+    gc.collect()
+    assert alive() is None

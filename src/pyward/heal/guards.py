@@ -13,6 +13,8 @@ from __future__ import annotations
 import builtins
 import io
 
+from .._native import native
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
@@ -125,7 +127,22 @@ def _static_attribute(obj: Any, name: str) -> Any:
 
 
 def helper(kind: str, guard: Guard, detail: str = "", method: bool = False) -> Callable[..., Any]:
-    """The function the guard's instructions call for one site."""
+    """What the guard's instructions call for one site: the Python helper, its
+    usual case answered in C when the extension is there (_native/guards.c:
+    a key that is there, an object that is not None... goes on without a
+    Python frame; every other call goes to the helper as it came)."""
+    slow = _helper(kind, guard, detail, method)
+    test = None if native is None else _FAST.get(kind if kind != "callable_guard" or not method else "")
+    return slow if test is None else native.FastGuard(getattr(native, test), slow)
+
+
+#: The C test (_native/guards.c) that answers each kind's usual case.
+_FAST = {"null_guard": "GUARD_NOT_NONE", "callable_guard": "GUARD_NOT_NONE", "key_guard": "GUARD_PRESENT",
+         "subscript_guard": "GUARD_PRESENT", "index_guard": "GUARD_PRESENT", "chain_subscript_guard": "GUARD_PRESENT",
+         "division_guard": "GUARD_NONZERO", "str_coerce_guard": "GUARD_NOT_STR_LEFT"}
+
+
+def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[..., Any]:
     value = fallback_value(guard.fallback)
 
     if kind == "null_guard":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 
+from .._native import native
 from ..heal import monitor
 from . import serving
 
@@ -47,7 +48,7 @@ class Middleware:
             return await self.app(scope, receive, send)
         method = scope["method"]  # upper case (ASGI)
         pristine = scope.copy()
-        exchange = _Exchange(send, receive, rule.body_limit if method in rule.methods else -1)
+        exchange = Exchange(send, receive, rule.body_limit if method in rule.methods else -1)
         while True:
             escapes, token = monitor.begin()
             error: Exception | None = None
@@ -66,7 +67,7 @@ class Middleware:
                                                  retries_used=False)
                     if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('path', '')}"):
                         scope = pristine.copy()  # watched from now on: once more, to find what crashed
-                        exchange = exchange.replay(exchange.heals)
+                        exchange = _replay(exchange, exchange.heals)
                         continue
                 if not exchange.sent:  # a 5xx, or a response with no body message
                     await exchange.commit()
@@ -86,7 +87,7 @@ class Middleware:
                 await _unavailable(send, heals, method, why, rule)
                 return
             scope = pristine.copy()
-            exchange = exchange.replay(heals)
+            exchange = _replay(exchange, heals)
 
 
 async def _heal(heal: Any, error: BaseException, tb: TracebackType | None) -> Healed | None:
@@ -107,14 +108,18 @@ class _Exchange:
     `commit`, unless it streams); `receive` keeps the request body's messages,
     up to `limit` bytes (-1: none), so that a replay receives them again
     without the socket.  One object for both, made for every request: what
-    most requests never change is a class attribute."""
+    most requests never change is a class attribute.  The extension's
+    `Exchange` (_native/asgi.c) is the same in C, used when it is there: its
+    send and receive return awaitables rather than being coroutines."""
 
     start: dict[str, Any] | None = None  # the response's start message, held
     status = 0
     sent = False
     held: list[dict[str, Any]] | tuple[()] = ()  # the body of a 5xx, held
     heals: list[Healed] | tuple[()] = ()  # this request's heals, in its replays
+    header = b""  # X-Pyward-Healed's value, when heals is not empty
     kept: list[dict[str, Any]] | tuple[()] = ()
+    queue: list[dict[str, Any]] | tuple[()] = ()  # a replay's kept messages, not yet received again
     size = 0
 
     def __init__(self, send: Send, receive: Receive, limit: int) -> None:
@@ -139,16 +144,18 @@ class _Exchange:
         if self.sent or self.start is None:
             return
         self.sent = True
-        await self._send(self._healed(self.start) if self.heals else self.start)
+        start = self.start
+        if self.heals:
+            start = dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", self.header)])
+        await self._send(start)
         for message in self.held:
             await self._send(message)
 
-    def _healed(self, start: dict[str, Any]) -> dict[str, Any]:
-        value = serving.header_value(self.heals).encode("latin-1")
-        return dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", value)])
-
     async def receive(self) -> dict[str, Any]:
-        message = await self._receive()
+        if self.queue:  # a replay: the kept messages first
+            message, self.queue = self.queue[0], self.queue[1:]
+        else:
+            message = await self._receive()
         if self.limit >= 0 and message["type"] == "http.request":
             self.size += len(message.get("body", b""))
             if self.size <= self.limit:
@@ -160,15 +167,18 @@ class _Exchange:
     def over(self) -> bool:
         return self.size > self.limit >= 0
 
-    def replay(self, heals: list[Healed]) -> _Exchange:
-        """The next attempt, after `heals`: the kept body messages first, then the server's."""
-        kept, receive = list(self.kept), self._receive
-
-        async def again() -> dict[str, Any]:
-            return kept.pop(0) if kept else await receive()
-        attempt = _Exchange(self._send, again, self.limit)
-        attempt.heals = heals
+    def replay(self, heals: list[Healed], header: bytes) -> _Exchange:
+        """The next attempt, after `heals`: its response carries X-Pyward-Healed: `header`."""
+        attempt = type(self)(self._send, self._receive, self.limit)
+        attempt.heals, attempt.header, attempt.queue = heals, header, list(self.kept)
         return attempt
+
+
+Exchange: Callable[[Send, Receive, int], _Exchange] = getattr(native, "Exchange", _Exchange)  # None: the fallback
+
+
+def _replay(exchange: _Exchange, heals: list[Healed]) -> _Exchange:
+    return exchange.replay(heals, serving.header_value(heals).encode("latin-1"))
 
 
 async def _unavailable(send: Send, heals: list[Healed], method: str, why: str, rule: serving.Replay) -> None:
