@@ -17,10 +17,6 @@
 static PyObject *s_type, *s_status, *s_headers, *s_more_body, *s_body, *s_throw, *s_close, *s_value,
     *s_gi_code, *s_co_flags, *s_start, *s_response_body, *s_request, *s_header_name;
 
-#if PY_VERSION_HEX < 0x030D0000
-#define PyObject_GetOptionalAttr _PyObject_LookupAttr
-#endif
-
 typedef struct Exchange Exchange;
 static int exchange_keep(Exchange *self, PyObject *message);
 
@@ -662,7 +658,7 @@ exchange_receive(PyObject *op, PyObject *unused)
         Py_DECREF(message);
         return relay;
     }
-    return relay_new(self->server_receive, NULL, NULL, self->limit >= 0 ? self : NULL);
+    return relay_new(self->server_receive, NULL, NULL, self);
 }
 
 static PyObject *

@@ -6,6 +6,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* 3.13's name for what 3.11 and 3.12 call _PyObject_LookupAttr (same contract). */
+#if PY_VERSION_HEX < 0x030D0000
+#define PyObject_GetOptionalAttr _PyObject_LookupAttr
+#endif
+
 /* audit.c: the process-wide audit hook and its event-name filter. */
 extern PyMethodDef pw_audit_methods[];
 int pw_audit_exec(PyObject *module);

@@ -32,10 +32,6 @@ static PyMethodDef write_def = {"write", (PyCFunction)held_write, METH_O,
 
 static PyObject *s_file_wrapper, *s_close, *s_empty, *s_empty_bytes, *s_write, *s_flush, *s_join;  /* made at exec */
 
-#if PY_VERSION_HEX < 0x030D0000
-#define PyObject_GetOptionalAttr _PyObject_LookupAttr
-#endif
-
 static PyObject *held_start_response(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 /* The result of a call whose value is not wanted: 0, or -1 with the error set. */

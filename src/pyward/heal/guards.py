@@ -132,7 +132,7 @@ def helper(kind: str, guard: Guard, detail: str = "", method: bool = False) -> C
     a key that is there, an object that is not None... goes on without a
     Python frame; every other call goes to the helper as it came)."""
     slow = _helper(kind, guard, detail, method)
-    test = None if native is None else _FAST.get(kind if kind != "callable_guard" or not method else "")
+    test = None if native is None or (kind == "callable_guard" and method) else _FAST.get(kind)
     return slow if test is None else native.FastGuard(getattr(native, test), slow)
 
 

@@ -42,7 +42,7 @@ class Middleware:
         serving.configure(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        # every request runs this and _Exchange.send twice (bench/serve.py measures it): keep the usual path short
+        # every request runs this and the exchange's send twice (bench/serve.py measures it): keep the usual path short
         rule = serving.request() if scope["type"] == "http" else None
         if rule is None:
             return await self.app(scope, receive, send)
