@@ -20,16 +20,17 @@ on each crash (the client reconnects), Flask and Starlette answer 500.  A fresh 
 store every round.
 
 Both servers of a pair are up at once and loaded in alternating batches of
-500 requests, so a slow moment of the machine hits both alike; on a machine
-with two CPUs or more the servers run on the last CPU and the load generator
-on the first (each pinned), so that they do not trade places.  A round gives
-one paired ratio (requests a second under pyward / without); the figure
-judged is the median of the rounds' ratios.  Also printed: the best round of
-each side, and the servers' CPU time per request (Linux), which a busy
-moment of the machine moves much less than throughput.  Targets (issue #6):
-no connection error under pyward, and throughput at least 0.97x the same
-server without pyward.  `--same` runs the plain server on both sides: the
-spread of its ratios is the machine's noise floor.
+500 requests, so a slow moment of the machine hits both alike; which server
+goes first changes from batch to batch (the second finds the machine
+warmer). On a machine with two CPUs or more the servers run on the last CPU
+and the load generator on the first (each pinned), so that they do not trade
+places. A round gives one paired ratio (requests a second under pyward /
+without); the figure judged is the median of the rounds' ratios. Also
+printed: the best round of each side, and the servers' CPU time per request
+(Linux), which a busy moment of the machine moves much less than throughput.
+Targets (issue #6): no connection error under pyward, and throughput at
+least 0.97x the same server without pyward. `--same` runs the plain server
+on both sides: the spread of its ratios is the machine's noise floor.
 """
 from __future__ import annotations
 

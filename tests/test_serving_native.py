@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import types
 import weakref
 
@@ -466,16 +467,34 @@ def test_what_the_servers_awaitable_yields_goes_to_the_caller_and_throw_and_clos
     assert seen[4:] == ["finally"]
 
 
+def test_the_usual_response_sends_its_start_at_the_call_and_gives_the_servers_own_awaitable_for_the_body():
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    exchange = native.Exchange(send, None, -1)
+    with pytest.raises(StopIteration):  # held: done at once
+        exchange.send(START).__await__().send(None)
+    assert sent == []
+    body = exchange.send(BODY)
+    assert sent == [START] and exchange.sent  # the start's send did not suspend: done
+    assert inspect.iscoroutine(body) and body.cr_code is send.__code__  # awaited as it would be without pyward
+    run(body)
+    assert sent == [START, BODY]
+
+
 def test_a_cycle_through_the_exchange_is_collected():
     class Server:
-        async def send(self, message):
-            pass
+        @types.coroutine
+        def send(self, message):
+            yield "waiting"  # a client that does not read: the start's send suspends, a relay goes on from there
 
     server = Server()
     exchange = native.Exchange(server.send, server.send, 10)
     server.exchange = exchange  # the server keeps the exchange; the exchange keeps the server's send
     exchange.send(START)
-    relay = exchange.send(BODY)  # not awaited: the server's send is not called yet
+    relay = exchange.send(BODY)  # not awaited: holds the start's suspended send and the body
     server.relay = relay
     alive = weakref.ref(server)
     del server, exchange, relay

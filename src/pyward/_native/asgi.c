@@ -6,11 +6,14 @@
  *
  * The application awaits what send() and receive() return.  In Python those
  * are coroutines, three of them a request; here send() returns the server's
- * own awaitable when the response is already out, and otherwise a Relay: an
- * awaitable that calls the server's send for each held message in turn and
- * awaits what it returns (or, for receive, calls the server's receive and
- * keeps the message it gives).  A Relay delegates as `await` does: what the
- * inner awaitable yields goes to the event loop, send/throw/close go to it. */
+ * own awaitable when the response is already out.  When the first body
+ * message releases the held start (the usual response), the start's send runs
+ * at the call and the body's awaitable is the server's own.  Otherwise (the
+ * start's send suspends, a 5xx was held, receive) it is a Relay: an awaitable
+ * that calls the server's send for each held message in turn and awaits what
+ * it returns (or, for receive, calls the server's receive and keeps the
+ * message it gives).  A Relay delegates as `await` does: what the inner
+ * awaitable yields goes to the event loop, send/throw/close go to it. */
 #include "pyward.h"
 #include <structmember.h>
 
@@ -30,6 +33,7 @@ typedef struct {
     PyObject *current;   /* the iterator of the awaitable being awaited, or NULL */
     PyObject *value;     /* the result when `call` is NULL */
     Exchange *keeper;    /* receive: the exchange that keeps the message, or NULL */
+    PyObject *pending;   /* what `current` yielded before the relay was awaited, yielded first; or NULL */
 } Relay;
 
 static PyTypeObject RelayType;
@@ -48,6 +52,7 @@ relay_new(PyObject *call, PyObject *messages, PyObject *value, Exchange *keeper)
     self->current = NULL;
     self->value = Py_XNewRef(value);
     self->keeper = (Exchange *)Py_XNewRef((PyObject *)keeper);
+    self->pending = NULL;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -60,6 +65,7 @@ relay_traverse(Relay *self, visitproc visit, void *arg)
     Py_VISIT(self->current);
     Py_VISIT(self->value);
     Py_VISIT((PyObject *)self->keeper);
+    Py_VISIT(self->pending);
     return 0;
 }
 
@@ -71,6 +77,7 @@ relay_clear(Relay *self)
     Py_CLEAR(self->current);
     Py_CLEAR(self->value);
     Py_CLEAR(self->keeper);
+    Py_CLEAR(self->pending);
     return 0;
 }
 
@@ -139,6 +146,11 @@ relay_advance(Relay *self, PyObject *value, PyObject **result)
 static PySendResult
 relay_step(Relay *self, PyObject *arg, PyObject **result)
 {
+    if (self->pending != NULL) {  /* the first step: what `current` yielded already */
+        *result = self->pending;
+        self->pending = NULL;
+        return PYGEN_NEXT;
+    }
     if (self->call == NULL) {  /* done at once */
         *result = Py_NewRef(self->value != NULL ? self->value : Py_None);
         return PYGEN_RETURN;
@@ -294,6 +306,7 @@ relay_throw(PyObject *op, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
         return NULL;
     }
+    Py_CLEAR(self->pending);  /* never taken: `current` is where it suspended */
     if (self->current != NULL) {
         PyObject *throw;
         if (PyObject_GetOptionalAttr(self->current, s_throw, &throw) < 0) {
@@ -329,6 +342,7 @@ relay_close(PyObject *op, PyObject *unused)
 {
     Relay *self = (Relay *)op;
     self->next = PY_SSIZE_T_MAX;
+    Py_CLEAR(self->pending);
     PyObject *current = self->current;
     if (current == NULL) {
         Py_RETURN_NONE;
@@ -563,12 +577,56 @@ healed_start(Exchange *self)
     return start;
 }
 
-/* The response goes out: a Relay sending the held messages, then `last` (if not NULL). */
+/* The usual response going out: the held start, then `last`.  The start's
+ * send runs now; when it completes without suspending, as it usually does,
+ * the server's own awaitable for `last` is returned, for the caller's `await`
+ * to run as it would without the exchange.  Else a Relay goes on from where
+ * the start's send suspended (what it yielded first), then sends `last`. */
+static PyObject *
+release_start_then(Exchange *self, PyObject *last)
+{
+    PyObject *start = healed_start(self);
+    if (start == NULL) {
+        return NULL;
+    }
+    PyObject *awaitable = PyObject_CallOneArg(self->server_send, start);
+    PyObject *it = awaitable != NULL ? awaited(awaitable) : NULL;
+    Py_XDECREF(awaitable);
+    PyObject *value = NULL;
+    PySendResult status = it != NULL ? PyIter_Send(it, Py_None, &value) : PYGEN_ERROR;
+    if (status != PYGEN_NEXT) {
+        Py_DECREF(start);
+        Py_XDECREF(it);
+        if (status == PYGEN_ERROR) {
+            return NULL;
+        }
+        Py_DECREF(value);
+        return PyObject_CallOneArg(self->server_send, last);
+    }
+    PyObject *messages = PyTuple_Pack(2, start, last);
+    Py_DECREF(start);
+    Relay *relay = messages != NULL ? (Relay *)relay_new(self->server_send, messages, NULL, NULL) : NULL;
+    Py_XDECREF(messages);
+    if (relay == NULL) {
+        Py_DECREF(it);
+        Py_DECREF(value);
+        return NULL;
+    }
+    relay->next = 1;
+    relay->current = it;
+    relay->pending = value;
+    return (PyObject *)relay;
+}
+
+/* The response goes out: the held messages are sent, then `last` (if not NULL). */
 static PyObject *
 exchange_release(Exchange *self, PyObject *last)
 {
     self->sent = 1;
     Py_ssize_t held = self->held != NULL ? PyList_GET_SIZE(self->held) : 0;
+    if (held == 0 && last != NULL) {
+        return release_start_then(self, last);
+    }
     PyObject *messages = PyTuple_New(1 + held + (last != NULL));
     if (messages == NULL) {
         return NULL;

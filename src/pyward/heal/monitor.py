@@ -47,16 +47,16 @@ TOOL_NAME = "pyward"
 # exc.__traceback__ before the request ends: Starlette's exception handlers do); None outside requests
 Escapes = list[tuple[BaseException, "TracebackType | None"]]
 _escapes: contextvars.ContextVar[Escapes | None] = contextvars.ContextVar("pyward_escapes", default=None)
-_tool: int | None = None
+tool: int | None = None  # the sys.monitoring tool id while escapes are watched
 _started = False
 _why_off = ""  # why monitoring is off, said once at the first 5xx a framework answers itself
 
 
 def start(session: Session, classify: Callable[[str], bool]) -> bool:
     """Turn escape monitoring on (once per process; True when it is on); a conflict or its absence is journaled."""
-    global _tool, _started, _why_off
+    global tool, _started, _why_off
     if _started:
-        return _tool is not None
+        return tool is not None
     _started = True
     from .._native import native
 
@@ -74,42 +74,42 @@ def start(session: Session, classify: Callable[[str], bool]) -> bool:
                                      "the request boundary will",
                              details={"tools": {str(i): monitoring.get_tool(i) for i in TOOL_IDS}})
         return False
-    tool = free[0]
+    chosen = free[0]
     events = monitoring.events
-    monitoring.use_tool_id(tool, TOOL_NAME)
-    session.monitoring_tools[tool] = TOOL_NAME
+    monitoring.use_tool_id(chosen, TOOL_NAME)
+    session.monitoring_tools[chosen] = TOOL_NAME
     native.monitor_setup(classify, _escaped, _caught)
-    monitoring.register_callback(tool, events.PY_UNWIND, native.monitor_unwind)
-    monitoring.register_callback(tool, events.EXCEPTION_HANDLED, native.monitor_handled)
-    monitoring.set_events(tool, events.PY_UNWIND | events.EXCEPTION_HANDLED)
-    _tool = tool
+    monitoring.register_callback(chosen, events.PY_UNWIND, native.monitor_unwind)
+    monitoring.register_callback(chosen, events.EXCEPTION_HANDLED, native.monitor_handled)
+    monitoring.set_events(chosen, events.PY_UNWIND | events.EXCEPTION_HANDLED)
+    tool = chosen
     session.journal.emit("heal", "monitoring.on", "sys.monitoring", severity="debug", where="",
-                         message=f"sys.monitoring tool {tool} watches exceptions escaping the program's code")
+                         message=f"sys.monitoring tool {chosen} watches exceptions escaping the program's code")
     return True
 
 
 def stop() -> None:
-    global _tool
-    if _tool is None:
+    global tool
+    if tool is None:
         return
     from .._native import native
 
     monitoring = sys.monitoring
     try:
-        monitoring.set_events(_tool, 0)
-        monitoring.register_callback(_tool, monitoring.events.PY_UNWIND, None)
-        monitoring.register_callback(_tool, monitoring.events.EXCEPTION_HANDLED, None)
-        monitoring.free_tool_id(_tool)
+        monitoring.set_events(tool, 0)
+        monitoring.register_callback(tool, monitoring.events.PY_UNWIND, None)
+        monitoring.register_callback(tool, monitoring.events.EXCEPTION_HANDLED, None)
+        monitoring.free_tool_id(tool)
     except ValueError:  # someone freed it already
         pass
     native.monitor_setup(None, None, None)  # type: ignore[union-attr]
-    _tool = None
+    tool = None
 
 
 def begin() -> tuple[Escapes | tuple[()], contextvars.Token[Escapes | None] | None]:
     """A request starts: its escapes are recorded in the list returned while
     sys.monitoring watches them; else nothing is set up and `()` is returned."""
-    if _tool is None:
+    if tool is None:
         return (), None
     escapes: Escapes = []
     return escapes, _escapes.set(escapes)
@@ -119,7 +119,7 @@ def end(escapes: Escapes | tuple[()], token: contextvars.Token[Escapes | None] |
     if token is None:
         return
     _escapes.reset(token)
-    if escapes and _tool is not None:
+    if escapes and tool is not None:
         from .._native import native
 
         native.monitor_arm(-len(escapes))  # type: ignore[union-attr]
@@ -131,7 +131,7 @@ def record(exc: BaseException) -> None:
     if escapes is None or any(e is exc for e, _ in escapes):
         return
     escapes.append((exc, exc.__traceback__))
-    if _tool is not None:
+    if tool is not None:
         from .._native import native
 
         native.monitor_arm(1)  # type: ignore[union-attr]
@@ -174,7 +174,7 @@ def unheard(session: Session, classify: Callable[[str], bool], retry: str = "") 
                                          "boundary: from now on sys.monitoring watches the exceptions that leave "
                                          f"the program's code, so such crashes are healed too{again}")
             return bool(retry)
-    if _tool is None and _why_off:
+    if tool is None and _why_off:
         session.journal.emit("heal", "monitoring.off", "sys.monitoring", severity="notice", where="",
                              message=f"the application answered a 5xx itself; {_why_off}, so a crash a framework "
                                      "answers with its own 500 (Django, Bottle...) is not healed: exceptions that "

@@ -42,23 +42,43 @@ class Middleware:
         serving.configure(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        # every request runs this and the exchange's send twice (bench/serve.py measures it): keep the usual path short
+        # every request runs this and the exchange's send twice (bench/serve.py measures it): the usual path, one
+        # attempt answered below 500 with escapes not watched, is all here; anything else is _serve's
         rule = serving.request() if scope["type"] == "http" else None
         if rule is None:
             return await self.app(scope, receive, send)
-        method = scope["method"]  # upper case (ASGI)
         pristine = scope.copy()
-        exchange = Exchange(send, receive, rule.body_limit if method in rule.methods else -1)
+        exchange = Exchange(send, receive, rule.body_limit if scope["method"] in rule.methods else -1)
+        if monitor.tool is not None:  # escapes are watched: around every attempt
+            return await self._serve(rule, scope, pristine, send, exchange)
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception as exc:
+            return await self._serve(rule, scope, pristine, send, exchange, exc)
+        if exchange.status >= 500:
+            return await self._serve(rule, scope, pristine, send, exchange, None)
+        if not exchange.sent:  # a response with no body message
+            await exchange.commit()
+
+    async def _serve(self, rule: serving.Replay, scope: dict[str, Any], pristine: dict[str, Any], send: Send,
+                     exchange: _Exchange, *first: Exception | None) -> None:
+        """The request, from its first attempt's outcome when one is given (the
+        exception it raised, or None: it answered a 5xx): heal, replay, answer."""
+        method = pristine["method"]  # upper case (ASGI)
         while True:
-            escapes, token = monitor.begin()
-            error: Exception | None = None
-            try:
-                await self.app(scope, exchange.receive, exchange.send)
-            except Exception as exc:
-                error = exc
-            finally:
-                if token is not None:
-                    monitor.end(escapes, token)
+            escapes: Any = ()
+            if first:
+                error, first = first[0], ()
+            else:
+                escapes, token = monitor.begin()
+                error = None
+                try:
+                    await self.app(scope, exchange.receive, exchange.send)
+                except Exception as exc:
+                    error = exc
+                finally:
+                    if token is not None:
+                        monitor.end(escapes, token)
             failed = error is not None or exchange.status >= 500
             found = serving.crash_of(error, escapes) if failed else None
             if found is None:
@@ -110,7 +130,8 @@ class _Exchange:
     without the socket.  One object for both, made for every request: what
     most requests never change is a class attribute.  The extension's
     `Exchange` (_native/asgi.c) is the same in C, used when it is there: its
-    send and receive return awaitables rather than being coroutines."""
+    send and receive return awaitables rather than being coroutines, and the
+    send that releases a held start sends the start at the call."""
 
     start: dict[str, Any] | None = None  # the response's start message, held
     status = 0

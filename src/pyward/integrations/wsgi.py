@@ -37,7 +37,8 @@ class Middleware:
         _listen_to_flask(app)  # the framework turns exceptions into its own 500
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        # every request runs this (bench/serve.py measures it): keep the usual path short
+        # every request runs this (bench/serve.py measures it): the usual path, one attempt answered below 500
+        # with escapes not watched, is all here; anything else is _serve's
         rule = serving.request()
         if rule is None:  # `pyward run` without --heal
             return self.app(environ, start_response)
@@ -47,18 +48,38 @@ class Middleware:
         if method in rule.methods and (environ.get("CONTENT_LENGTH") not in _NO_BODY
                                        or "HTTP_TRANSFER_ENCODING" in environ):  # a body to keep for a replay
             body = environ["wsgi.input"] = serving.BodyRecorder(environ["wsgi.input"], rule.body_limit)
+        response = Held()
+        if monitor.tool is not None:  # escapes are watched: around every attempt
+            return self._serve(rule, environ, pristine, body, start_response, response)
+        try:
+            response.run(self.app, environ)
+        except Exception as exc:
+            return self._serve(rule, environ, pristine, body, start_response, response, exc)
+        if response.status[:1] == "5":
+            return self._serve(rule, environ, pristine, body, start_response, response, None)
+        return response.commit(start_response, None)
+
+    def _serve(self, rule: serving.Replay, environ: dict[str, Any], pristine: dict[str, Any],
+               body: serving.BodyRecorder | None, start_response: Callable[..., Any], response: Any,
+               *first: Exception | None) -> Iterable[bytes]:
+        """The request, from its first attempt's outcome when one is given (the
+        exception it raised, or None: it answered a 5xx): heal, replay, answer."""
+        method = pristine.get("REQUEST_METHOD", "GET")
         heals: list[Healed] = []
         while True:
-            response = Held()
-            escapes, token = monitor.begin()
-            error: BaseException | None = None
-            try:
-                response.run(self.app, environ)
-            except Exception as exc:
-                error = exc
-            finally:
-                if token is not None:
-                    monitor.end(escapes, token)
+            escapes: Any = ()
+            if first:
+                error, first = first[0], ()
+            else:
+                escapes, token = monitor.begin()
+                error = None
+                try:
+                    response.run(self.app, environ)
+                except Exception as exc:
+                    error = exc
+                finally:
+                    if token is not None:
+                        monitor.end(escapes, token)
             failed = error is not None or response.status[:1] == "5"
             found = serving.crash_of(error, escapes or environ.get(_HEARD, ())) if failed else None
             if found is None:
@@ -68,6 +89,7 @@ class Middleware:
                     if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
                         response.discard()  # watched from now on: once more, to find what crashed
                         environ, body = _again(pristine, body, rule)
+                        response = Held()
                         continue
                 if heals:
                     serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
@@ -86,6 +108,7 @@ class Middleware:
             if why:
                 return _unavailable(start_response, heals, method, why, rule)
             environ, body = _again(pristine, body, rule)
+            response = Held()
 
 
 _NO_BODY = (None, "", "0")
