@@ -15,6 +15,7 @@ between ends the walk (the operand's origin is then unknown: unhealable).
 from __future__ import annotations
 
 import dis
+import functools
 import sys
 
 TYPE_CHECKING = False
@@ -129,15 +130,21 @@ def _real(code: CodeType) -> Any:
         prefixes = []
 
 
+@functools.lru_cache(maxsize=16)
+def _decoded(code: CodeType) -> tuple[tuple[list[int], dis.Instruction], ...]:
+    """_real(code), decoded once: one heal reads the same code a dozen times."""
+    return tuple(_real(code))
+
+
 def instructions(code: CodeType) -> list[dis.Instruction]:
     """The instructions without CACHE and EXTENDED_ARG entries."""
-    return [instr for _, instr in _real(code)]
+    return [instr for _, instr in _decoded(code)]
 
 
 def offset_table(code: CodeType) -> dict[int, int]:
     """Index in `instructions(code)` by offset, prefixes included."""
     table = {}
-    for n, (prefixes, instr) in enumerate(_real(code)):
+    for n, (prefixes, instr) in enumerate(_decoded(code)):
         for offset in prefixes:
             table[offset] = n
         table[instr.offset] = n
