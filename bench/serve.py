@@ -2,7 +2,7 @@
 
     python bench/serve.py [--requests N] [--rounds N] [--only NAME] [--same] [--json]
 
-Three servers, each run with and without pyward, `--rounds` times (default 7):
+Three servers, each run with and without pyward, `--rounds` times (default 11):
 
 * http.server (ThreadingHTTPServer, HTTP/1.1 keep-alive): `pyward run --heal
   server.py` (all engines, as a user would type it) against `python server.py`;
@@ -239,7 +239,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--only", default="", help="run only the servers whose name contains this (e.g. uvicorn)")
     parser.add_argument("--same", action="store_true",
                         help="the noise floor: both sides without pyward (the 'pyward' column is a second plain server)")
@@ -268,10 +268,12 @@ def main() -> None:
         if not arms:
             parser.error(f"--only {args.only!r} matches none of the servers")
         runs: dict[str, dict[str, list[dict]]] = {name: {"python": [], "pyward": []} for name in arms}
-        for _ in range(args.rounds):
+        for number in range(args.rounds):
             for name, sides in arms.items():
+                print(f"\r[serve.py] round {number + 1}/{args.rounds}: {name:<20}", end="", file=sys.stderr, flush=True)
                 for side, stats in load_both(sides, work, env, args.requests).items():
                     runs[name][side].append(stats)
+        print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = {name: summary(sides, args.requests, args.rounds) for name, sides in runs.items()}
