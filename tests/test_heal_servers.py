@@ -1105,3 +1105,49 @@ def test_a_patch_another_worker_saved_reaches_functions_gc_freeze_hid(tmp_path):
     assert result["other"] == ["200 OK", "guard=division_guard; target=int(b)", '{"ratio": null}']
     assert result["here"] == ["200 OK", None, '{"ratio": null}']  # guarded before it ran: no heal, no header
     assert not [line for line in pyward_lines(err) if line.startswith("[pyward][warning] healed")]
+
+
+REPLAY_CONTEXT = CLIENTS + '''
+from pyward.integrations import asgi, wsgi
+
+CALLS = []
+
+async def asgi_app(scope, receive, send):
+    CALLS.append("asgi")
+    if CALLS.count("asgi") == 1:
+        return {}["font"]  # healed, then the request is replayed
+    raise RuntimeError("broken on the replay")  # not healable
+
+def wsgi_app(environ, start_response):
+    CALLS.append("wsgi")
+    if CALLS.count("wsgi") == 1:
+        return {}["font"]
+    raise RuntimeError("broken on the replay")
+
+def context_of(call):
+    try:
+        call()
+    except RuntimeError as exc:
+        return repr(exc.__context__)
+    return "nothing raised"
+
+scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+         "path": "/", "raw_path": b"/", "query_string": b"", "root_path": "", "headers": [],
+         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+
+async def receive():
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+async def send(message):
+    pass
+
+print(json.dumps([context_of(lambda: asyncio.run(asgi.Middleware(asgi_app)(scope, receive, send))),
+                  context_of(lambda: wsgi_get(wsgi.Middleware(wsgi_app), "/")), CALLS]))
+'''
+
+
+def test_an_exception_on_the_replay_is_not_chained_to_the_crash_that_was_healed(tmp_path):
+    # the replay runs after the first attempt's exception was handled: a framework logging the replay's own
+    # crash must not show the healed one as "during handling of the above exception"
+    printed, err = run_script(tmp_path, REPLAY_CONTEXT)
+    assert printed[0] == ["None", "None", ["asgi", "asgi", "wsgi", "wsgi"]], err

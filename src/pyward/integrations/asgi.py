@@ -54,11 +54,14 @@ class Middleware:
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except Exception as exc:
-            return await self._serve(rule, scope, pristine, send, exchange, exc)
-        if exchange.status >= 500:
-            return await self._serve(rule, scope, pristine, send, exchange, None)
-        if not exchange.sent:  # a response with no body message
-            await exchange.commit()
+            error: Exception | None = exc  # handled outside this block: a replay's exceptions do not chain to it
+        else:
+            if exchange.status < 500:
+                if not exchange.sent:  # a response with no body message
+                    await exchange.commit()
+                return
+            error = None
+        return await self._serve(rule, scope, pristine, send, exchange, error)
 
     async def _serve(self, rule: serving.Replay, scope: dict[str, Any], pristine: dict[str, Any], send: Send,
                      exchange: _Exchange, *first: Exception | None) -> None:

@@ -54,10 +54,12 @@ class Middleware:
         try:
             response.run(self.app, environ)
         except Exception as exc:
-            return self._serve(rule, environ, pristine, body, start_response, response, exc)
-        if response.status[:1] == "5":
-            return self._serve(rule, environ, pristine, body, start_response, response, None)
-        return response.commit(start_response, None)
+            error: Exception | None = exc  # handled outside this block: a replay's exceptions do not chain to it
+        else:
+            if response.status[:1] != "5":
+                return response.commit(start_response, None)
+            error = None
+        return self._serve(rule, environ, pristine, body, start_response, response, error)
 
     def _serve(self, rule: serving.Replay, environ: dict[str, Any], pristine: dict[str, Any],
                body: serving.BodyRecorder | None, start_response: Callable[..., Any], response: Any,
