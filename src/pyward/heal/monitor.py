@@ -8,7 +8,7 @@ watches two events, with callbacks in C (_native/monitor.c):
 
 * PY_UNWIND: a frame of the program's own code unwinding into a caller that
   is not (a framework, a library, C) is an escape; during a request it is
-  recorded in the request's list (`begin`);
+  recorded in the request's list (`Attempt`);
 * EXCEPTION_HANDLED, only while escapes are recorded: the program's own code
   catching the exception (or one chained to it) takes it off the list, so an
   exception the program catches never leads to a patch.
@@ -106,23 +106,36 @@ def stop() -> None:
     tool = None
 
 
-def begin() -> tuple[Escapes | tuple[()], contextvars.Token[Escapes | None] | None]:
-    """A request starts: its escapes are recorded in the list returned while
-    sys.monitoring watches them; else nothing is set up and `()` is returned."""
-    if tool is None:
-        return (), None
-    escapes: Escapes = []
-    return escapes, _escapes.set(escapes)
+class Attempt:
+    """One attempt at a request, run in a `with` block: `escapes` lists what
+    escaped the program's code meanwhile (while sys.monitoring watches them;
+    else it stays `()`), `error` the Exception the attempt raised, kept here
+    rather than propagated (a BaseException such as a cancellation goes
+    through).  Past the block the exception is no longer being handled, so
+    what the boundary raises next does not chain to it."""
 
+    __slots__ = ("escapes", "token", "error")
 
-def end(escapes: Escapes | tuple[()], token: contextvars.Token[Escapes | None] | None) -> None:
-    if token is None:
-        return
-    _escapes.reset(token)
-    if escapes and tool is not None:
-        from .._native import native
+    def __enter__(self) -> Attempt:
+        self.escapes: Escapes | tuple[()] = ()
+        self.token: contextvars.Token[Escapes | None] | None = None
+        self.error: Exception | None = None
+        if tool is not None:
+            escapes: Escapes = []
+            self.escapes, self.token = escapes, _escapes.set(escapes)
+        return self
 
-        native.monitor_arm(-len(escapes))  # type: ignore[union-attr]
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        if self.token is not None:
+            _escapes.reset(self.token)
+            if self.escapes and tool is not None:
+                from .._native import native
+
+                native.monitor_arm(-len(self.escapes))  # type: ignore[union-attr]
+        if isinstance(exc, Exception):
+            self.error = exc
+            return True
+        return False
 
 
 def record(exc: BaseException) -> None:

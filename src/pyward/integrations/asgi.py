@@ -69,19 +69,12 @@ class Middleware:
         exception it raised, or None: it answered a 5xx): heal, replay, answer."""
         method = pristine["method"]  # upper case (ASGI)
         while True:
-            escapes: Any = ()
             if first:
-                error, first = first[0], ()
+                error, escapes, first = first[0], (), ()
             else:
-                escapes, token = monitor.begin()
-                error = None
-                try:
+                with monitor.Attempt() as attempt:
                     await self.app(scope, exchange.receive, exchange.send)
-                except Exception as exc:
-                    error = exc
-                finally:
-                    if token is not None:
-                        monitor.end(escapes, token)
+                error, escapes = attempt.error, attempt.escapes
             failed = error is not None or exchange.status >= 500
             found = serving.crash_of(error, escapes) if failed else None
             if found is None:

@@ -69,19 +69,12 @@ class Middleware:
         method = pristine.get("REQUEST_METHOD", "GET")
         heals: list[Healed] = []
         while True:
-            escapes: Any = ()
             if first:
-                error, first = first[0], ()
+                error, escapes, first = first[0], (), ()
             else:
-                escapes, token = monitor.begin()
-                error = None
-                try:
+                with monitor.Attempt() as attempt:
                     response.run(self.app, environ)
-                except Exception as exc:
-                    error = exc
-                finally:
-                    if token is not None:
-                        monitor.end(escapes, token)
+                error, escapes = attempt.error, attempt.escapes
             failed = error is not None or response.status[:1] == "5"
             found = serving.crash_of(error, escapes or environ.get(_HEARD, ())) if failed else None
             if found is None:
