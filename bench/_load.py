@@ -20,58 +20,85 @@ import sys
 import threading
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 CRASH_PATHS = ("/user/bob", "/ratio/1/0", "/setting/font")
 
 
 class Target:
+    """One server under load: its keep-alive connections, each driven by a
+    worker thread that lives for the whole run, so that a batch costs only
+    waking the workers (thread starts would weigh on short batches)."""
+
     def __init__(self, port: int, connections: int) -> None:
         self.port = port
-        self.socks: list[tuple[socket.socket | None, bytes]] = [(None, b"")] * connections
         self.stats = {"seconds": 0.0, "statuses": {}, "errors": 0, "healed_header": 0}
         self.lock = threading.Lock()
+        self.indices: Iterator[int] | None = None  # the batch's request numbers; None: the workers end
+        self.every = 1
+        self.go = threading.Semaphore(0)
+        self.done = threading.Semaphore(0)
+        self.workers = [threading.Thread(target=self.work, daemon=True) for _ in range(connections)]
+        for worker in self.workers:
+            worker.start()
 
+    def batch(self, first: int, count: int, every: int) -> None:
+        self.indices, self.every = iter(range(first, first + count)), every
+        start = time.perf_counter()
+        self.go.release(len(self.workers))
+        for _ in self.workers:
+            self.done.acquire()
+        self.stats["seconds"] += time.perf_counter() - start
 
-def batch(target: Target, first: int, count: int, every: int) -> None:
-    indices = iter(range(first, first + count))
-    lock = threading.Lock()
+    def close(self) -> None:
+        self.indices = None
+        self.go.release(len(self.workers))
+        for worker in self.workers:
+            worker.join()
 
-    def worker(slot: int) -> None:
-        sock, buffer = target.socks[slot]
+    def work(self) -> None:
+        sock: socket.socket | None = None
+        buffer = b""
         while True:
-            with lock:
-                i = next(indices, None)
-            if i is None:
+            self.go.acquire()
+            if self.indices is None:
                 break
-            path = CRASH_PATHS[(i // every) % len(CRASH_PATHS)] if i % every == 0 else "/user/ann"
-            request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-            try:
-                if sock is None:
-                    sock, buffer = socket.create_connection(("127.0.0.1", target.port), timeout=30), b""
-                sock.sendall(request)
-                status, head, buffer = read_response(sock, buffer)
-            except OSError:
-                with target.lock:
-                    target.stats["errors"] += 1
-                if sock is not None:
-                    sock.close()
-                sock = None
-                continue
-            with target.lock:
-                statuses = target.stats["statuses"]
-                statuses[status] = statuses.get(status, 0) + 1
-                target.stats["healed_header"] += b"x-pyward-healed:" in head
-            if b"connection: close" in head or head.startswith(b"http/1.0"):
-                sock.close()
-                sock = None
-        target.socks[slot] = (sock, buffer)
+            while True:
+                with self.lock:
+                    i = next(self.indices, None)
+                if i is None:
+                    break
+                sock, buffer = self.request(sock, buffer, i)
+            self.done.release()
+        if sock is not None:
+            sock.close()
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(len(target.socks))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    target.stats["seconds"] += time.perf_counter() - start
+    def request(self, sock: socket.socket | None, buffer: bytes, i: int) -> tuple[socket.socket | None, bytes]:
+        """Request number i over `sock` (a new connection when None): the connection to go on with."""
+        every = self.every
+        path = CRASH_PATHS[(i // every) % len(CRASH_PATHS)] if i % every == 0 else "/user/ann"
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        try:
+            if sock is None:
+                sock, buffer = socket.create_connection(("127.0.0.1", self.port), timeout=30), b""
+            sock.sendall(request)
+            status, head, buffer = read_response(sock, buffer)
+        except OSError:
+            with self.lock:
+                self.stats["errors"] += 1
+            if sock is not None:
+                sock.close()
+            return None, b""
+        with self.lock:
+            statuses = self.stats["statuses"]
+            statuses[status] = statuses.get(status, 0) + 1
+            self.stats["healed_header"] += b"x-pyward-healed:" in head
+        if b"connection: close" in head or head.startswith(b"http/1.0"):
+            sock.close()
+            return None, b""
+        return sock, buffer
 
 
 def read_response(sock: socket.socket, buffer: bytes) -> tuple[str, bytes, bytes]:
@@ -104,11 +131,9 @@ def main() -> None:
         # finds the machine warmer (an A/A run favoured it by ~1.5%).
         shift = number % len(targets)
         for target in targets[shift:] + targets[:shift]:
-            batch(target, first, min(size, total - first), every)
+            target.batch(first, min(size, total - first), every)
     for target in targets:
-        for sock, _ in target.socks:
-            if sock is not None:
-                sock.close()
+        target.close()
         print(json.dumps(target.stats))
 
 

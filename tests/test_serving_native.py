@@ -295,16 +295,21 @@ def run(coroutine):
 def test_the_response_is_held_until_its_first_body_message(Exchange):
     server = Asgi()
     exchange = Exchange(server.send, server.receive, -1)
+    send = exchange  # what the application is given as send: calling it is exchange.send
 
     async def app():
-        await exchange.send(START)
+        await send(START)
         assert server.sent == [] and exchange.status == 200 and not exchange.sent
-        await exchange.send({**BODY, "more_body": True})
+        await send({**BODY, "more_body": True})
         assert server.sent == [START, {**BODY, "more_body": True}] and exchange.sent
         await exchange.send(BODY)  # once out, straight to the server
         await exchange.commit()  # nothing left to send
     run(app())
     assert server.sent == [START, {**BODY, "more_body": True}, BODY]
+    with pytest.raises(TypeError):
+        send()
+    with pytest.raises(TypeError):
+        send(START, BODY)
 
 
 def test_a_complete_5xx_is_held_until_the_commit_and_a_replay_adds_the_header(Exchange):

@@ -396,6 +396,7 @@ static PyTypeObject RelayType = {
 
 struct Exchange {
     PyObject_HEAD
+    vectorcallfunc call;  /* exchange(message): its send, without a bound method a request */
     PyObject *server_send;
     PyObject *server_receive;
     Py_ssize_t limit;   /* request body bytes kept for a replay; -1: none */
@@ -411,12 +412,14 @@ struct Exchange {
 };
 
 static PyTypeObject ExchangeType;
+static PyObject *exchange_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 static Exchange *
 exchange_make(PyTypeObject *type, PyObject *send, PyObject *receive, Py_ssize_t limit)
 {
     Exchange *self = (Exchange *)type->tp_alloc(type, 0);
     if (self != NULL) {
+        self->call = exchange_call;
         self->server_send = Py_NewRef(send);
         self->server_receive = Py_NewRef(receive);
         self->limit = limit;
@@ -692,6 +695,17 @@ exchange_send(PyObject *op, PyObject *message)
     return exchange_release(self, message);
 }
 
+/* exchange(message): the same as exchange.send(message). */
+static PyObject *
+exchange_call(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "send(message) takes one positional argument");
+        return NULL;
+    }
+    return exchange_send(op, args[0]);
+}
+
 static PyObject *
 exchange_commit(PyObject *op, PyObject *unused)
 {
@@ -770,8 +784,11 @@ static PyTypeObject ExchangeType = {
     .tp_name = "pyward._native._pyward.Exchange",
     .tp_basicsize = sizeof(Exchange),
     .tp_dealloc = (destructor)exchange_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Exchange(send, receive, limit): one attempt at an ASGI request (integrations/asgi.py).",
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Exchange(send, receive, limit): one attempt at an ASGI request (integrations/asgi.py);\n"
+              "calling it is calling its send.",
+    .tp_vectorcall_offset = offsetof(Exchange, call),
+    .tp_call = PyVectorcall_Call,
     .tp_traverse = (traverseproc)exchange_traverse,
     .tp_clear = (inquiry)exchange_clear,
     .tp_methods = exchange_methods,

@@ -52,7 +52,7 @@ class Middleware:
         if monitor.tool is not None:  # escapes are watched: around every attempt
             return await self._serve(rule, scope, pristine, send, exchange)
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            await self.app(scope, exchange.receive, exchange)
         except Exception as exc:
             error: Exception | None = exc  # handled outside this block: a replay's exceptions do not chain to it
         else:
@@ -73,7 +73,7 @@ class Middleware:
                 error, escapes, first = first[0], (), ()
             else:
                 with monitor.Attempt() as attempt:
-                    await self.app(scope, exchange.receive, exchange.send)
+                    await self.app(scope, exchange.receive, exchange)
                 error, escapes = attempt.error, attempt.escapes
             failed = error is not None or exchange.status >= 500
             found = serving.crash_of(error, escapes) if failed else None
@@ -180,6 +180,8 @@ class _Exchange:
             else:  # too large to keep: not replayed
                 self.kept = ()
         return message
+
+    __call__ = send  # the exchange is the application's send: no bound method a request
 
     def over(self) -> bool:
         return self.size > self.limit >= 0
