@@ -20,9 +20,9 @@ on each crash (the client reconnects), Flask and Starlette answer 500.  A fresh 
 store every round.
 
 Both servers of a pair are up at once and loaded in alternating batches of
-500 requests, so a slow moment of the machine hits both alike; which server
-goes first changes from batch to batch (the second finds the machine
-warmer). On a machine with two CPUs or more the servers run on the last CPU
+100 requests, so a slow moment of the machine hits both alike (an A/A run's
+rounds spread half as much as with batches of 500); which server goes first
+changes from batch to batch (the second finds the machine warmer). On a machine with two CPUs or more the servers run on the last CPU
 and the load generator on the first (each pinned), so that they do not trade
 places. A round gives one paired ratio (requests a second under pyward /
 without); the figure judged is the median of the rounds' ratios. Also
@@ -223,7 +223,7 @@ def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env:
         ports = ",".join(str(port) for _, port in servers.values())
         before = {side: cpu_seconds(server.pid) for side, (server, _) in servers.items()}
         load = subprocess.run([sys.executable, os.path.join(HERE, "_load.py"), ports, str(requests), "8", "100",
-                               "500"], capture_output=True, text=True, check=True, preexec_fn=pinned(cpus()[1]))
+                               "100"], capture_output=True, text=True, check=True, preexec_fn=pinned(cpus()[1]))
         stats = dict(zip(servers, map(json.loads, load.stdout.splitlines())))
         for side, (server, _) in servers.items():
             after, first = cpu_seconds(server.pid), before[side]
