@@ -10,7 +10,8 @@ CONNECTIONS keep-alive connections (a new one when the server closes one).
 Request number i of a server goes to a crash path when i % CRASH_EVERY == 0,
 else to /user/ann.  Prints one JSON object per server, in PORTS order:
 seconds spent in its batches, statuses, connection errors (a connection
-closed or reset before a complete response), responses with X-Pyward-Healed.
+closed or reset before a complete response, or a malformed one), responses
+with X-Pyward-Healed.
 """
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ class Target:
                 sock, buffer = socket.create_connection(("127.0.0.1", self.port), timeout=30), b""
             sock.sendall(request)
             status, head, buffer = read_response(sock, buffer)
-        except OSError:
+        except (OSError, ValueError, IndexError):  # closed, reset, or a malformed response: counted, not fatal
             with self.lock:
                 self.stats["errors"] += 1
             if sock is not None:

@@ -20,9 +20,10 @@ on each crash (the client reconnects), Flask and Starlette answer 500.  A fresh 
 store every round.
 
 Both servers of a pair are up at once and loaded in alternating batches of
-100 requests, so a slow moment of the machine hits both alike (an A/A run's
-rounds spread half as much as with batches of 500); which server goes first
-changes from batch to batch (the second finds the machine warmer). On a machine with two CPUs or more the servers run on the last CPU
+100 requests, so a slow moment of the machine hits both alike (the spread of
+an A/A run's ratios: 1.5% against 2.3% with batches of 500); which server
+goes first changes from batch to batch (the second finds the machine
+warmer). On a machine with two CPUs or more the servers run on the last CPU
 and the load generator on the first (each pinned), so that they do not trade
 places. A round gives one paired ratio (requests a second under pyward /
 without); the figure judged is the median of the rounds' ratios. Also
