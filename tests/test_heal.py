@@ -266,6 +266,21 @@ def test_two_bugs_in_one_function(tmp_path):
     assert sum("already healed: show" in line for line in pyward_lines(second.stderr)) == 2
 
 
+def test_the_store_skips_the_fsync_per_commit_only_in_wal_mode(tmp_path):
+    from pyward.heal.store import Store
+
+    path = str(tmp_path / ".pyward" / "recipes.db")
+    store = Store(path)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: safe with WAL
+    store.close()
+    with sqlite3.connect(path) as db:  # the same store with a rollback journal (as where WAL is refused)
+        assert db.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+    store = Store(path, create=False)
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL, the default: NORMAL could corrupt
+    store.close()
+
+
 def test_many_processes_share_the_store(tmp_path):
     write(tmp_path, BUGGY)
     procs = [subprocess.Popen([sys.executable, "-m", "pyward", "run", "--heal", "-q", "app.py"], cwd=tmp_path,

@@ -94,11 +94,12 @@ class Store:
                 self.db.execute("PRAGMA journal_mode = WAL")
             except sqlite3.OperationalError:  # e.g. a file system without shared memory
                 pass
-        # in WAL mode a commit then waits for no fsync (a checkpoint does): a power cut may lose the last recipes,
-        # relearned at their next crash, never corrupt the store; a heal in a server saves ~1 ms a recipe
-        self.db.execute("PRAGMA synchronous = NORMAL")
-        if create:
             self.db.executescript(SCHEMA)
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            # a commit then waits for no fsync (a checkpoint does): a power cut may lose the last recipes, relearned
+            # at their next crash, never corrupt the store; a heal in a server saves ~1 ms a recipe.  Outside WAL
+            # (a rollback journal) that could corrupt it: the default, a sync per commit, stays
+            self.db.execute("PRAGMA synchronous = NORMAL")
 
     def close(self) -> None:
         self.db.close()
