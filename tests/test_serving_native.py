@@ -129,6 +129,21 @@ def test_writes_are_held_until_the_commit_and_then_go_straight_out(Held):
     assert server.log == [("start", "200 OK", []), ("write", b"one"), ("write", b"two"), ("write", b"three")]
 
 
+def test_start_response_takes_its_arguments_by_name_and_refuses_others(Held):
+    def app(environ, start_response):
+        start_response(headers=[("A", "1")], status="201 Created", exc_info=None)
+        return [b"made"]
+
+    held, server = Held(), Server()
+    held.run(app, {})
+    assert server.serve(held.commit(server.start_response, None)) == [("start", "201 Created", [("A", "1")]),
+                                                                        ("chunk", b"made")]
+    for args, kwargs in [(("200 OK",), {"status": "200 OK", "headers": []}), (("200 OK", []), {"code": 200}),
+                         ((), {"status": "200 OK"}), (("200 OK", [], None, None), {})]:
+        with pytest.raises(TypeError):
+            Held().run(lambda environ, start_response: start_response(*args, **kwargs), {})
+
+
 def test_start_response_with_exc_info_replaces_the_head_before_the_commit_and_raises_after(Held):
     def app(environ, start_response):
         start_response("200 OK", [("A", "1")])
