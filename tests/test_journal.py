@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import threading
 from importlib import resources
@@ -102,13 +103,31 @@ def test_jsonable_bounds_depth_and_size():
     assert jsonable(b"x" * 10000) == "<10000 bytes>"
 
 
-def test_console_threshold_and_format(monkeypatch):
-    buffer = io.StringIO()
+def console_to_pipe(sink: ConsoleSink) -> int:
+    """Point the sink at a pipe of its own; returns the read end."""
+    read, write = os.pipe()
+    writer = journal._StderrWriter()
+    os.close(writer.fd)
+    writer.fd = write
+    sink.writer = writer
+    return read
+
+
+def read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def test_console_threshold_and_format():
     sink = ConsoleSink("notice", "never")
-    monkeypatch.setattr(sink.writer, "stream", buffer)
+    read = console_to_pipe(sink)
     for severity in journal.SEVERITIES:
         sink.write(Event(1, 0.0, "tamper", "k", "n", severity, f"msg {severity}"))
-    assert buffer.getvalue().splitlines() == [
+    os.close(sink.writer.fd)
+    assert read_all(read).splitlines() == [
         "[pyward] msg notice",
         "[pyward][warning] msg warning",
         "[pyward][alert] msg alert",
@@ -134,13 +153,35 @@ def test_console_colour_rules(monkeypatch):
     assert journal.use_color("never", writer) is False
 
 
-def test_console_survives_closed_stderr(capfd):
+def test_console_survives_closed_stderr():
     sink = ConsoleSink("notice", "never")
+    read = console_to_pipe(sink)
     closed = io.StringIO()
     closed.close()
     sink.writer.stream = closed
     sink.say("still heard")
-    assert "[pyward] still heard" in capfd.readouterr().err
+    os.close(sink.writer.fd)
+    assert read_all(read) == "[pyward] still heard\n"
+
+
+def test_console_speaks_on_the_stderr_it_started_with(tmp_path):
+    """A program that captures descriptor 2 (as pytest does) or closes sys.stderr
+    never finds pyward's lines in its own streams; they still reach the terminal's."""
+    program = tmp_path / "capture.py"
+    program.write_text(
+        "import builtins, os, sys\n"
+        "saved = os.dup(2)\n"
+        "capture = open('captured.txt', 'w+')\n"
+        "os.dup2(capture.fileno(), 2)\n"
+        "print('program line', file=sys.stderr, flush=True)\n"
+        "builtins.open = print  # a tamper alert, spoken while fd 2 is captured\n"
+        "os.dup2(saved, 2)\n"
+        "capture.seek(0)\n"
+        "print(repr(capture.read()))\n"
+    )
+    result = pyward("run", str(program), cwd=tmp_path)
+    assert result.stdout == "'program line\\n'\n"
+    assert any("builtins.open replaced" in line for line in pyward_lines(result.stderr)), result.stderr
 
 
 def test_jsonl_sink_lines_validate(tmp_path):

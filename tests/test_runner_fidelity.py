@@ -28,6 +28,20 @@ print(__name__, sys.modules['__main__'] is sys.modules[__name__], globals().get(
 print(type(__builtins__).__name__, __annotations__)
 """
 
+RECURSE = """\
+import sys
+depth = 0
+def down():
+    global depth
+    depth += 1
+    down()
+try:
+    down()
+except RecursionError:
+    print("deepest:", depth)
+down()
+"""
+
 
 def D(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
@@ -194,6 +208,11 @@ CASES: dict[str, tuple[dict[str, str], list[str], bytes | None, dict[str, str]]]
     "warnings_to_stderr": ({"app.py": "import warnings\nwarnings.warn('careful', DeprecationWarning, stacklevel=1)\n"
                                       "warnings.warn('user warning')\n"}, ["app.py"], None,
                            {"PYTHONWARNINGS": "default"}),
+    "recursion_depth_script": ({"app.py": RECURSE}, ["app.py"], None, {}),
+    "recursion_depth_c": ({}, ["-c", RECURSE], None, {}),
+    "recursion_depth_m": ({"rec.py": RECURSE}, ["-m", "rec"], None, {}),
+    "recursion_limit_seen": ({"app.py": "import sys\nprint(sys.getrecursionlimit())\nsys.setrecursionlimit(50)\n"
+                                        "print(sys.getrecursionlimit())\n" + RECURSE}, ["app.py"], None, {}),
     "flags_and_debug": ({"app.py": "import sys\nprint(__debug__, sys.flags.optimize, sys.flags.no_user_site)\n"},
                         ["app.py"], None, {}),
 }
@@ -302,28 +321,41 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("[pyward][error]")]
 
 
-@pytest.mark.parametrize("args, status, needle", [
-    (["missing.py"], 2, "can't open file"),
-    (["emptydir"], 1, "can't find '__main__' module"),
-    (["-m", "no_such_module_xyz"], 1, "No module named no_such_module_xyz"),
-    (["-m", "plainpkg"], 1, "'plainpkg' is a package and cannot be directly executed"),
-    (["--bogus", "app.py"], 2, "unrecognized arguments: --bogus"),
-    ([], 2, "nothing to run"),
-])
-def test_bad_input(tmp_path, args, status, needle):
+def bad_input_dir(tmp_path):
     (tmp_path / "emptydir").mkdir()
     (tmp_path / "plainpkg").mkdir()
     (tmp_path / "plainpkg" / "__init__.py").write_text("")
     (tmp_path / "app.py").write_text("open('ran.marker', 'w').close()\n")
+
+
+@pytest.mark.parametrize("args", [["missing.py"], ["emptydir"], ["-m", "no_such_module_xyz"], ["-m", "plainpkg"]])
+def test_target_python_cannot_start(tmp_path, args):
+    """Where python itself refuses to start the program, pyward prints python's
+    own line (no pyward prefix: python speaks) and uses python's status."""
+    bad_input_dir(tmp_path)
     result = run_pyward(*args, cwd=tmp_path)
-    assert result.returncode == status
+    plain = subprocess.run([sys.executable, *args], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                           timeout=60)
+    assert plain.returncode in (1, 2)
+    assert result.returncode == plain.returncode
+    assert strip_pyward(result.stderr.encode()).decode() == plain.stderr
+    assert not error_lines(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ran.marker").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--bogus", "app.py"], "unrecognized arguments: --bogus"),
+    ([], "nothing to run"),
+])
+def test_bad_usage(tmp_path, args, needle):
+    bad_input_dir(tmp_path)
+    result = run_pyward(*args, cwd=tmp_path)
+    assert result.returncode == 2
     errors = error_lines(result.stderr)
     assert len(errors) == 1 and needle in errors[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "ran.marker").exists()
-    plain_status = subprocess.run([sys.executable, *args], cwd=tmp_path, env=clean_env(), capture_output=True,
-                                  timeout=60).returncode if args and args[0] != "--bogus" else status
-    assert result.returncode == plain_status  # python's own status where python would fail
 
 
 def test_quiet_success_prints_nothing(tmp_path):

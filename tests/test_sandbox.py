@@ -602,3 +602,92 @@ def test_degraded_mode_without_the_native_extension_still_enforces(project):
     assert run.stdout == "alpha\ndenied\n"
     assert "running degraded" in run.stderr
     assert len(run.denied) == 1
+
+
+# --- the standard library's own behaviour is never the program's --------------------
+
+STDLIB_UNDER_ENFORCE = """
+    import asyncio, logging, threading, concurrent.futures, http.server, subprocess, zipfile
+    import multiprocessing, pydoc, sysconfig, dataclasses, enum, typing, collections, functools
+
+    async def main():
+        await asyncio.sleep(0)
+        return "async ok"
+
+    logging.basicConfig(format="%(threadName)s %(message)s")
+    worker = threading.Thread(target=lambda: logging.warning("from a thread"), name="worker")
+    worker.start(); worker.join()
+    print(asyncio.run(main()), len(sysconfig.get_paths()) > 0, pydoc.getdoc(len) != "")
+"""
+
+
+@pytest.mark.parametrize("flags", [["--allow-read=/"], ["-A"], ["--allow-read=."]])
+def test_stdlib_imports_and_code_relabelling_pass_under_enforce(tmp_path, flags):
+    run = guard(tmp_path, STDLIB_UNDER_ENFORCE, *flags)
+    assert (run.status, run.stdout) == (0, "async ok True True\n"), run
+    assert "worker from a thread" in run.stderr
+    assert not run.denied
+    assert "internal error" not in run.stderr
+
+
+def test_stdlib_work_in_a_half_imported_threading_is_journaled_by_name(tmp_path):
+    """An allowed read journaled while `threading` is being imported names the thread
+    from data, without calling into the half-initialised module."""
+    run = guard(tmp_path, "import logging\nlogging.warning('hi')\n", "--allow-read=/")
+    assert (run.status, run.stderr.count("WARNING:root:hi")) == (0, 1), run
+    allowed = run.events("allowed")
+    assert allowed and {e["thread"] for e in allowed} == {"MainThread"}
+
+
+def test_program_code_construction_is_still_checked(tmp_path):
+    code = """
+        import types, copy
+        def f():
+            return 1
+        attempts = {
+            "replace": lambda: f.__code__.replace(co_consts=(None, 2)),
+            "CodeType": lambda: types.CodeType(*[getattr(f.__code__, "co_" + n) for n in (
+                "argcount", "posonlyargcount", "kwonlyargcount", "nlocals", "stacksize", "flags", "code",
+                "consts", "names", "varnames", "filename", "name", "qualname", "firstlineno", "linetable",
+                "exceptiontable", "freevars", "cellvars")]),
+        }
+        for name, attempt in attempts.items():
+            try:
+                attempt()
+                print(name, "built")
+            except PermissionError:
+                print(name, "denied")
+        @types.coroutine
+        def relabelled():
+            yield
+        print("types.coroutine", type(relabelled.__code__).__name__)
+    """
+    run = guard(tmp_path, code, "--allow-read=/")
+    assert run.status == 0, run
+    assert run.stdout == "replace denied\nCodeType denied\ntypes.coroutine code\n"
+    assert [e["details"]["operation"] for e in run.denied] == ["code object construction"] * 2
+
+
+def test_learn_grants_nothing_for_the_stdlib_own_code_construction(tmp_path):
+    (tmp_path / "app.py").write_text("import asyncio\nasync def main():\n    return 7\nprint(asyncio.run(main()))\n")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "7\n"), learned.stderr
+    assert "ffi" not in (tmp_path / "pyward.toml").read_text()
+
+
+def test_probing_for_a_module_that_is_not_installed_is_not_a_denial(tmp_path):
+    """`try: import x except ImportError` for a module that exists nowhere gets
+    python's ModuleNotFoundError; an installed third-party module is still checked."""
+    code = """
+        for name in ("no_such_module_anywhere", "pytest"):
+            try:
+                __import__(name)
+                print(name, "imported")
+            except ImportError as exc:
+                print(name, type(exc).__name__)
+    """
+    run = guard(tmp_path, code, "--allow-read=/")
+    assert run.status == 0, run
+    assert run.stdout == "no_such_module_anywhere ModuleNotFoundError\npytest ImportDenied\n"
+    assert [e["name"] for e in run.denied] == ["pytest"]

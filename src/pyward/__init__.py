@@ -4,6 +4,11 @@
 
 This module is imported before the guarded program runs, so it stays cheap:
 the public names below are loaded on first use.
+
+PYTEST_DONT_REWRITE: pytest marks the packages of installed plugins for
+assertion rewriting and warns about those already imported; under
+`pyward run -m pytest` this one always is, and a suite that turns warnings
+into errors would not start.
 """
 __version__ = "0.1.0"
 

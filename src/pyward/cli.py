@@ -362,6 +362,9 @@ def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str =
             settings.update(extra)
         session, prepared = start(settings, target, ["pyward", command, *argv])
     except (ConfigError, TargetError) as exc:
+        if getattr(exc, "python_line", None):
+            sys.stderr.write(exc.python_line + "\n")  # type: ignore[union-attr]
+            raise SystemExit(exc.status) from None  # type: ignore[union-attr]
         _fail(str(exc), getattr(exc, "status", 2))
     return session.run(prepared)  # the program's own exit propagates from here
 

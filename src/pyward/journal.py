@@ -68,14 +68,28 @@ def user_site(depth: int = 1) -> tuple[str | None, str | None]:
     return f"{fallback.f_code.co_filename}:{fallback.f_lineno}", fallback.f_code.co_qualname
 
 
-def thread_name() -> str:
-    """The current thread's name, without importing threading.
+_MAIN_THREAD = _thread.get_ident()
 
-    pyward does not import `threading` itself (plain python does not either);
-    until the program does, only the main thread can exist.
+
+def thread_name() -> str:
+    """The current thread's name, without calling into `threading`.
+
+    pyward does not import `threading` itself (plain python does not either),
+    and may be asked for a name while the program is halfway through
+    importing it, or after it patched it: so the name is read from the
+    module's registry of live threads as data, never through its functions.
     """
+    ident = _thread.get_ident()
     threading = sys.modules.get("threading")
-    return threading.current_thread().name if threading is not None else "MainThread"
+    active = vars(threading).get("_active") if type(threading) is type(sys) else None
+    thread = active.get(ident) if type(active) is dict else None
+    try:
+        name = vars(thread)["_name"]
+    except (TypeError, KeyError):
+        name = None
+    if type(name) is str:
+        return name
+    return "MainThread" if ident == _MAIN_THREAD else f"Thread-{ident}"
 
 
 def jsonable(value: Any, _depth: int = 0) -> Any:
@@ -307,34 +321,54 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
 
 
 class _StderrWriter:
-    """Writes whole lines to the process's real stderr.
+    """Writes whole lines to the stderr pyward started with, on a descriptor of its own.
 
-    The program may rebind or close `sys.stderr`; pyward's lines still reach
-    file descriptor 2, through the original stream when it is usable so that
-    they interleave correctly with the program's own stderr output.
+    The program may rebind or close `sys.stderr`, or point descriptor 2
+    somewhere else (pytest captures it to test what the program prints):
+    pyward's lines still reach the terminal's stderr as it was at start, and
+    never land inside the program's streams.  The original stream is flushed
+    first so that the two interleave as they were written.
     """
 
     def __init__(self) -> None:
         self.stream = sys.__stderr__
+        try:
+            self.fd = os.dup(2)  # not inherited by child processes
+        except OSError:  # no stderr at all
+            self.fd = -1
 
     def isatty(self) -> bool:
         try:
-            return bool(self.stream and self.stream.isatty())
-        except (ValueError, OSError):
+            return self.fd >= 0 and os.isatty(self.fd)
+        except OSError:
             return False
 
     def write_line(self, line: str) -> None:
         stream = self.stream
         try:
-            if stream is None or stream.closed:
-                raise ValueError
-            stream.write(line + "\n")
-            stream.flush()
+            if stream is not None and not stream.closed:
+                stream.flush()
         except (ValueError, OSError, AttributeError):
-            try:
-                os.write(2, (line + "\n").encode("utf-8", "backslashreplace"))
-            except OSError:
-                pass
+            pass
+        if self.fd < 0:
+            return
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError:
+            pass
+
+
+_writer: _StderrWriter | None = None
+
+
+def stderr_writer() -> _StderrWriter:
+    """The one writer of pyward's own lines in this process."""
+    global _writer
+    if _writer is None:
+        _writer = _StderrWriter()
+    return _writer
 
 
 def use_color(mode: str, writer: _StderrWriter) -> bool:
@@ -359,7 +393,7 @@ class ConsoleSink(Sink):
     console = True
 
     def __init__(self, threshold: str = "notice", color: str = "auto") -> None:
-        self.writer = _StderrWriter()
+        self.writer = stderr_writer()
         self.threshold = _RANK[threshold]
         self.color = use_color(color, self.writer)
 

@@ -28,7 +28,7 @@ import time
 from . import __version__
 from ._isolation import isolate_builtins, isolate_module
 from .config import display_path
-from .journal import ConsoleSink, Journal, JsonlSink, iso_time, summarize
+from .journal import ConsoleSink, Journal, JsonlSink, iso_time, stderr_writer, summarize
 
 isolate_builtins(globals())
 
@@ -42,11 +42,15 @@ if TYPE_CHECKING:
 
 
 class TargetError(Exception):
-    """The program cannot be started; `status` is python's own exit status for it."""
+    """The program cannot be started; `status` is python's own exit status for it.
 
-    def __init__(self, message: str, status: int) -> None:
+    `python_line` is the line python itself prints for the same failure, when
+    there is one: pyward prints that, unprefixed, where python would."""
+
+    def __init__(self, message: str, status: int, python_line: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.python_line = python_line
 
 
 class Target:
@@ -223,7 +227,8 @@ def _read_script(p: _Prepared) -> None:
         with open(p.file, "rb") as f:
             data = f.read()
     except OSError as exc:
-        raise TargetError(f"can't open file {p.file!r}: [Errno {exc.errno}] {exc.strerror}", 2) from None
+        message = f"can't open file {p.file!r}: [Errno {exc.errno}] {exc.strerror}"
+        raise TargetError(message, 2, f"{sys.executable}: {message}") from None
     if p.file.endswith(".pyc"):
         import marshal
         from importlib.util import MAGIC_NUMBER
@@ -449,7 +454,7 @@ class Session:
         if self.console is not None:
             self.console.say(text, severity)
         elif severity == "error":  # errors are shown even under --quiet
-            sys.__stderr__.write(f"[pyward][error] {text}\n")
+            stderr_writer().write_line(f"[pyward][error] {text}")
 
     # -- running -------------------------------------------------------------
 
@@ -469,10 +474,9 @@ class Session:
             try:
                 _execute(p)
             except SystemExit as exc:
-                if _from_runpy_error(exc):
-                    message = str(exc.code).split(": ", 1)[-1]
+                if _from_runpy_error(exc):  # python's own line, as python prints it
                     self.record_exit(1, "target not found")
-                    self._say(message, "error")
+                    sys.stderr.write(f"{exc.code}\n")
                     raise SystemExit(1) from None
                 self.record_exit(system_exit_status(exc.code), f"sys.exit({exc.code!r})")
                 raise
@@ -495,21 +499,61 @@ class Session:
 
 
 def _execute(p: _Prepared) -> None:
-    """The frame every program runs under; tracebacks are cut just below it."""
-    if p.run_module is not None:
-        import runpy
+    """The frame every program runs under; tracebacks are cut just below it.
 
-        runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]
-        return
-    source = p.code
-    code = source
-    if isinstance(source, (str, bytes)):  # compiled here so a SyntaxError surfaces as python's would
-        code = compile(source, p.filename, "exec", dont_inherit=True)
-        if p.filename == "<string>":
-            _register_command_source(code, source)
-    if p.transform is not None:
-        code = p.transform(code)
-    exec(code, sys.modules["__main__"].__dict__)
+    The program gets python's recursion depth: the limit grows by the frames
+    pyward occupies below it (this one included) while the program runs."""
+    depth = 0
+    frame: Any = sys._getframe()
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    if sys.version_info < (3, 12) and p.run_module is None:
+        depth += 1  # 3.11 also counts entering the eval loop again, here through exec()
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + depth)
+    hidden = _hide_frames(depth)
+    try:
+        if p.run_module is not None:
+            import runpy
+
+            runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]
+            return
+        source = p.code
+        code = source
+        if isinstance(source, (str, bytes)):  # compiled here so a SyntaxError surfaces as python's would
+            code = compile(source, p.filename, "exec", dont_inherit=True)
+            if p.filename == "<string>":
+                _register_command_source(code, source)
+        if p.transform is not None:
+            code = p.transform(code)
+        exec(code, sys.modules["__main__"].__dict__)
+    finally:
+        if sys.__dict__.get("getrecursionlimit") is hidden[0]:
+            sys.getrecursionlimit = hidden[2]
+        if sys.__dict__.get("setrecursionlimit") is hidden[1]:
+            sys.setrecursionlimit = hidden[3]
+        if sys.getrecursionlimit() == limit + depth:  # unless the program set its own
+            sys.setrecursionlimit(limit)
+
+
+def _hide_frames(depth: int) -> tuple[Any, Any, Any, Any]:
+    """`sys.getrecursionlimit`/`setrecursionlimit` as the program expects them:
+    the limit it reads and sets does not count pyward's own frames."""
+    get, put = sys.getrecursionlimit, sys.setrecursionlimit
+
+    def getrecursionlimit() -> int:
+        return get() - depth
+
+    def setrecursionlimit(limit: int, /) -> None:
+        if not isinstance(limit, int) or limit < 1:
+            put(limit)  # python's own TypeError / ValueError
+        put(limit + depth)
+
+    for wrapper, real in ((getrecursionlimit, get), (setrecursionlimit, put)):
+        wrapper.__module__, wrapper.__doc__ = "sys", real.__doc__
+    sys.getrecursionlimit, sys.setrecursionlimit = getrecursionlimit, setrecursionlimit
+    return getrecursionlimit, setrecursionlimit, get, put
 
 
 def _register_command_source(code: Any, source: str | bytes) -> None:

@@ -304,7 +304,7 @@ def stat_info(path):
         result = STAT(path)
     except (OSError, ValueError):
         return None
-    return (result.st_dev, result.st_ino, result.st_nlink)
+    return (result.st_dev, result.st_ino, result.st_nlink, result.st_mode)
 
 
 def implicit(perm, resource):
@@ -314,8 +314,8 @@ def implicit(perm, resource):
         if resource in IMPLICIT_WRITE_FILES:
             return True
         return "/__pycache__/" in resource and resource.startswith(IMPLICIT_READ_ROOTS)
-    if perm == "import":
-        return program_module(resource)
+    if perm == "import":  # the program's own, or a stdlib file not in sys.stdlib_module_names (_sysconfigdata_*)
+        return program_module(resource) or module_in(STDLIB_DIR, resource)
     if perm == "env":
         return resource in IMPLICIT_ENV or resource.startswith(IMPLICIT_ENV_PREFIXES)
     return False
@@ -323,10 +323,14 @@ def implicit(perm, resource):
 
 def program_module(top):
     for directory in PROGRAM_DIRS:
-        base = directory + "/" + top
-        if REALPATH(base + ".py") is not None or REALPATH(base + "/__init__.py") is not None:
+        if module_in(directory, top):
             return True
     return False
+
+
+def module_in(directory, top):
+    base = directory + "/" + top
+    return REALPATH(base + ".py") is not None or REALPATH(base + "/__init__.py") is not None
 
 
 # --- resolving paths ----------------------------------------------------------
@@ -829,13 +833,30 @@ def frame_at(depth):
         return None
 
 
-def on_marshal(args):
-    caller = frame_at(3)
+def event_caller():
+    """The Python frame whose call raised the audit event being decided."""
+    caller = frame_at(4)
     while caller is not None and caller.f_code.co_filename.startswith(PLUMBING[0]):
         caller = caller.f_back  # degraded mode: the Python audit hook sits in between
+    return caller
+
+
+def on_marshal(args):
+    caller = event_caller()
     if caller is not None and caller.f_code.co_filename in IMPORT_MACHINERY:
         return None
     return check("ffi", "bytecode", "marshal.loads")
+
+
+def on_code_new(args):
+    """Code construction is native-code power, except where the standard library
+    only re-labels code that already exists (`types.coroutine` sets a flag):
+    judged by the calling function itself, so a program that builds code through
+    any other path, stdlib or not, is still checked."""
+    caller = event_caller()
+    if caller is not None and (caller.f_code.co_filename, caller.f_code.co_name) in CODE_RELABELLERS:
+        return None
+    return check("ffi", "bytecode", "code object construction")
 
 
 def on_sqlite_extension(args):
@@ -855,7 +876,30 @@ def on_import(args):
         return check("ffi", "subinterpreters", "import " + name)
     if top in STDLIB_NAMES or top in OWN_PACKAGES:
         return None
+    if not on_disk(top):  # nothing to grant: python raises ModuleNotFoundError (an optional module probed for)
+        return None
     return check("import", top, "import " + name)
+
+
+def on_disk(top):
+    """Whether a module or package `top` may exist on sys.path; True where it
+    cannot be known from here (a zip archive on the path)."""
+    for entry in SYS.path:
+        if type(entry) is not str:
+            return True
+        base = REALPATH(entry or ".")
+        if base is None:
+            continue
+        info = stat_info(base)
+        if info is None or info[3] & 0o170000 != 0o040000:
+            return True
+        base = base + "/" + top
+        if REALPATH(base) is not None:
+            return True
+        for suffix in MODULE_SUFFIXES:
+            if REALPATH(base + suffix) is not None:
+                return True
+    return False
 
 
 # prompt mode
@@ -967,7 +1011,7 @@ def build_handlers():
         "ctypes.string_at": ffi_use("ctypes.string_at"),
         "ctypes.wstring_at": ffi_use("ctypes.wstring_at"),
         "cpython.PyInterpreterState_New": ffi_named("subinterpreters", "new interpreter"),
-        "code.__new__": ffi_named("bytecode", "code object construction"),
+        "code.__new__": on_code_new,
         "marshal.loads": on_marshal,
         "marshal.load": on_marshal,
         "sqlite3.enable_load_extension": on_sqlite_extension,

@@ -17,6 +17,7 @@ How it holds up against the program it guards (docs/sandbox.md has more):
 """
 from __future__ import annotations
 
+import _imp
 import os
 import sys
 import types
@@ -584,13 +585,19 @@ def build_decider(policy: Policy, context: Context,
         "SUBINTERPRETER_MODULES": frozenset(SUBINTERPRETER_MODULES),
         "HIDDEN_ENV": frozenset(HIDDEN_ENV),
         "IMPLICIT_ENV": IMPLICIT_ENV,
-        "IMPLICIT_ENV_PREFIXES": ("LC_", "PYTHON"),
+        "IMPLICIT_ENV_PREFIXES": ("LC_", "PYTHON", "_PYTHON"),
         "IMPORT_MACHINERY": frozenset(("<frozen importlib._bootstrap_external>", "<frozen importlib._bootstrap>",
                                        "<frozen zipimport>")),
         "NAMESPACE_OPS": frozenset(("remove", "rmdir", "mkdir", "rmtree")),
         "PLUMBING": (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/",
                      os.path.dirname(os.__file__) + "/", "<frozen "),
         "STDLIB": os.path.dirname(os.__file__) + "/",
+        "STDLIB_DIR": os.path.dirname(os.__file__),
+        "SYS": sys,
+        "MODULE_SUFFIXES": (".py", ".pyc", *_imp.extension_suffixes()),
+        "CODE_RELABELLERS": frozenset(((os.path.join(os.path.dirname(os.__file__), "types.py"), "coroutine"),
+                                       (os.path.join(os.path.dirname(os.__file__), "modulefinder.py"),
+                                        "replace_paths_in_code"))),
     }
     functions = []
     for name, value in vars(_decide).items():
