@@ -212,6 +212,19 @@ def test_environment_changes_are_journaled_and_secrets_redacted(tmp_path):
     assert "s3cr3t" not in run.stderr + str(run.log)
 
 
+def test_only_sensitive_environment_changes_reach_the_console(tmp_path):
+    """A program's changes to its own environment are info; what changes which code
+    runs or whom it trusts, and secret-looking names, are news."""
+    code = ("import os\nfor name in ('APP_MODE', 'LD_PRELOAD', 'PATH', 'PYTHONPATH', 'HTTPS_PROXY', 'DB_PASSWORD',"
+            " 'PYTEST_CURRENT_TEST'):\n    os.environ[name] = 'x'\n")
+    run = guard(tmp_path, code, "-A")
+    severities = {e["name"]: e["severity"] for e in run.events("env.changed", engine="tamper")}
+    assert severities == {"APP_MODE": "info", "LD_PRELOAD": "notice", "PATH": "notice", "PYTHONPATH": "notice",
+                          "HTTPS_PROXY": "notice", "DB_PASSWORD": "notice", "PYTEST_CURRENT_TEST": "info"}
+    shown = [line for line in run.stderr.splitlines() if "environment variable" in line]
+    assert len(shown) == 5 and not any("APP_MODE" in line or "PYTEST_CURRENT" in line for line in shown)
+
+
 def test_meta_path_and_tracing_hooks_are_reported(tmp_path):
     code = """
         import sys

@@ -120,3 +120,68 @@ def test_pytest_monkeypatch_on_sealed_targets(tmp_path):
     assert f"called from {tmp_path / 'test_it.py'}:3" in found["builtins.open"]["message"]
     reverted = {e["name"] for e in events if e["engine"] == "tamper" and e["kind"] == "reverted"}
     assert reverted == {"builtins.open", "os.system"}  # monkeypatch's undo, in reverse order
+
+
+# --- a test suite's own patching, under `pyward run -m pytest` ----------------------
+
+SUITE = {
+    "pytest.ini": "[pytest]\nfilterwarnings =\n    error\n",
+    "test_patching.py": """\
+import builtins, os, socket, subprocess, sys
+from unittest import mock
+
+
+def test_monkeypatch_sealed_and_sys(monkeypatch):
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: None)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [])
+    monkeypatch.delattr(sys, "_getframe")
+    monkeypatch.setenv("APP_MODE", "test")
+    assert not hasattr(sys, "_getframe") and os.environ["APP_MODE"] == "test"
+
+
+def test_mock_patch():
+    with mock.patch("subprocess.Popen") as popen:
+        subprocess.Popen(["anything"])
+    popen.assert_called_once()
+
+
+def test_stderr_capture_sees_only_the_program(capfd):
+    os.environ["ANOTHER"] = "1"
+    print("to stderr", file=sys.stderr)
+    assert capfd.readouterr().err == "to stderr\\n"
+
+
+def test_after_the_patches_are_undone():
+    assert sys._getframe() is not None and builtins.open is not None
+""",
+}
+
+
+def run_suite(tmp_path, *flags):
+    for name, text in SUITE.items():
+        (tmp_path / name).write_text(text)
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", *flags, "-m", "pytest", "-q",
+                           "-p", "no:cacheprovider"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_suite_that_patches_runs_as_under_python(tmp_path):
+    """filterwarnings = error starts; deleting sys._getframe does not break pyward; the
+    suite's patches of sealed functions are alerts; its environment changes stay info."""
+    result = run_suite(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[pyward]")]
+    assert [line for line in lines if "[alert]" in line and "replaced" in line][:3] and \
+        all(name in result.stderr for name in ("builtins.open replaced", "socket.getaddrinfo replaced",
+                                                "subprocess.Popen replaced"))
+    assert not any("environment variable" in line for line in lines)  # PYTEST_CURRENT_TEST, APP_MODE: info
+
+
+def test_marking_the_suites_own_patching_as_expected_leaves_one_line(tmp_path):
+    result = run_suite(tmp_path, "--allow-patcher", "_pytest,unittest.mock")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[pyward]")]
+    assert len(lines) == 1 and lines[0].startswith("[pyward] run end: exit=0 · 0 denied · 0 tamper alerts")

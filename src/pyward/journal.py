@@ -19,6 +19,7 @@ from .canonical import dumps
 isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811 - the program may patch os; we must not care
+_getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def user_site(depth: int = 1) -> tuple[str | None, str | None]:
     called inside `shutil.copy`, that is the program's line calling
     `shutil.copy`.  Falls back to the first non-pyward frame.
     """
-    frame = sys._getframe(depth)
+    frame = _getframe(depth)
     fallback = None
     while frame is not None:
         filename = frame.f_code.co_filename

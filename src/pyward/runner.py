@@ -33,6 +33,7 @@ from .journal import ConsoleSink, Journal, JsonlSink, iso_time, stderr_writer, s
 isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811
+_getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
@@ -504,7 +505,7 @@ def _execute(p: _Prepared) -> None:
     The program gets python's recursion depth: the limit grows by the frames
     pyward occupies below it (this one included) while the program runs."""
     depth = 0
-    frame: Any = sys._getframe()
+    frame: Any = _getframe()
     while frame is not None:
         depth += 1
         frame = frame.f_back

@@ -33,6 +33,7 @@ from .seals import DEFAULT_TARGETS, MISSING, Seal, describe, fingerprint, resolv
 
 isolate_builtins(globals())
 os = isolate_module(os)  # noqa: F811
+_getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,6 +42,17 @@ if TYPE_CHECKING:
 EXIT_STATUS_FAIL_CLOSED = 78
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASS", "PWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION", "PRIVATE")
 WATCHERS = sys.version_info >= (3, 12)
+
+
+#: Variables that change what code runs, where it is found or whom it trusts:
+#: a change to one of them (or to a secret-looking one) is news; a program's
+#: other changes to its own environment are journaled at `info`.
+SENSITIVE_ENV = ("PATH", "LD_", "DYLD_", "PYTHON", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def env_is_sensitive(name: str) -> bool:
+    upper = name.upper()
+    return (upper.startswith(SENSITIVE_ENV) or "PROXY" in upper or any(w in upper for w in SECRET_WORDS))
 
 
 def redact(name: str, value: str | None) -> str:
@@ -344,8 +356,10 @@ class TamperEngine(Engine):
                 return
             value = os.fsdecode(args[1]) if event == "os.putenv" and len(args) > 1 else None
             where, function, _ = self._patcher()
+            news = env_is_sensitive(name) and self._allowed_patcher(self._patcher_modules()) is None
             self.session.journal.emit(
-                "tamper", "env.changed", name, severity="notice", where=where or "", function=function,
+                "tamper", "env.changed", name, severity="notice" if news else "info", where=where or "",
+                function=function,
                 message=f"environment variable {name} {'set to ' + redact(name, value) if value is not None else 'removed'}",
                 details={"variable": name, "value": redact(name, value)})
         elif event in ("sys.settrace", "sys.setprofile"):
@@ -395,13 +409,16 @@ class TamperEngine(Engine):
         for name, before, now in (("sys.meta_path", self.meta_path, sys.meta_path),
                                   ("sys.path_hooks", self.path_hooks, sys.path_hooks)):
             if [id(x) for x in before] != [id(x) for x in now]:
-                added = [describe(x) for x in now if all(x is not y for y in before)
-                         and not type(x).__module__.startswith("pyward.")]  # heal's recipe finder
-                removed = [describe(x) for x in before if all(x is not y for y in now)]
+                came = [x for x in now if all(x is not y for y in before)
+                        and not type(x).__module__.startswith("pyward.")]  # heal's recipe finder
+                went = [x for x in before if all(x is not y for y in now)]
                 before[:] = list(now)
-                if added or removed:
+                if came or went:
+                    added, removed = [describe(x) for x in came], [describe(x) for x in went]
+                    authorised = all(self._allowed_patcher([type(x).__module__]) for x in came + went)
                     self.session.journal.emit(
-                        "tamper", "composition.changed", name, severity="notice", where="",
+                        "tamper", "composition.changed", name, severity="info" if authorised else "notice",
+                        where="",
                         message=f"{name} changed: " + ", ".join(
                             [f"+ {a}" for a in added] + [f"- {r}" for r in removed]),
                         details={"added": added, "removed": removed, "when": when})
@@ -440,7 +457,7 @@ class TamperEngine(Engine):
 
     def _patcher(self) -> tuple[str | None, str | None, str]:
         """(file:line, function, module name) of the code making the change."""
-        frame = sys._getframe(2)
+        frame = _getframe(2)
         fallback = None
         while frame is not None:
             filename = frame.f_code.co_filename
@@ -462,7 +479,7 @@ class TamperEngine(Engine):
         if not top or "-packages" not in str(sys.modules.get(top, None) and
                                                getattr(sys.modules[top], "__file__", "")):
             return None
-        frame = sys._getframe(2)
+        frame = _getframe(2)
         seen_library = False
         while frame is not None:
             name = str(frame.f_globals.get("__name__", ""))
@@ -476,11 +493,15 @@ class TamperEngine(Engine):
 
     def _patcher_modules(self) -> list[str]:
         """Every module on the stack (an allow-listed patcher may call through the stdlib)."""
-        names, frame = [], sys._getframe(2)
+        names, frame = [], _getframe(2)
         while frame is not None:
             names.append(str(frame.f_globals.get("__name__", "")))
             frame = frame.f_back
         return names
+
+    def _allowed_patcher(self, modules: list[str]) -> str | None:
+        """The --allow-patcher entry that covers one of `modules`, if any."""
+        return next((a for a in self.allow for m in modules if m == a or m.startswith(a + ".")), None)
 
     def _alert(self, seal: Seal, what: str, old: Any, new: Any, how: str, late: bool = False) -> None:
         acting = self.session.acting_engine()
@@ -491,8 +512,7 @@ class TamperEngine(Engine):
             self._accept(seal, new, late)
             return
         where, function, module = self._patcher()
-        allowed = next((a for a in self.allow for m in self._patcher_modules()
-                        if m == a or m.startswith(a + ".")), None)
+        allowed = self._allowed_patcher(self._patcher_modules())
         new_text = describe(new)
         caller = self._caller_of(module) if where and not late else None
         by = f" by {where} ({function})" if where and not late else ""
