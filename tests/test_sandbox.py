@@ -691,3 +691,25 @@ def test_probing_for_a_module_that_is_not_installed_is_not_a_denial(tmp_path):
     assert run.status == 0, run
     assert run.stdout == "no_such_module_anywhere ModuleNotFoundError\npytest ImportDenied\n"
     assert [e["name"] for e in run.denied] == ["pytest"]
+
+
+def test_a_denial_in_a_forked_child_is_in_the_parents_report(project):
+    code = """
+        import os, sys
+        pid = os.fork()
+        if pid == 0:
+            try:
+                open('out/child.txt', 'w')
+            except PermissionError:
+                print('child denied', flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print('parent done')
+    """
+    run = guard(project, code, "--allow-read=/", "--allow-run=*", "--report", "r.json")
+    assert (run.status, run.stdout) == (0, "child denied\nparent done\n"), run
+    report = json.loads((project / "r.json").read_text())
+    assert report["summary"]["denied"] == 1
+    (denied,) = [e for e in report["events"] if e["kind"] == "denied"]
+    assert denied["pid"] != report["run"]["pid"] and denied["name"] == str(project / "out" / "child.txt")
+    assert "1 denied" in run.stderr.splitlines()[-1]

@@ -19,6 +19,7 @@ from .canonical import dumps
 isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811 - the program may patch os; we must not care
+time = isolate_module(time)  # noqa: F811 - freezegun must not stamp the journal
 _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup

@@ -33,6 +33,7 @@ from .journal import ConsoleSink, Journal, JsonlSink, iso_time, stderr_writer, s
 isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811
+time = isolate_module(time)  # noqa: F811 - freezegun must not stamp the journal
 _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from ..journal import ConsoleSink, Journal
 from ..policy import Policy
 from ..runner import exit_at_once
 from .engine import EXIT_STATUS_ON_DENY, Context, install
+from .spool import write_spool
 
 
 def install_child(payload: str) -> None:
@@ -26,13 +26,7 @@ def install_child(payload: str) -> None:
         journal.emit("sandbox", kind, name, message=message, severity=severity, details=details,
                      where=site[0] or "", function=site[1])
         if spool:
-            line = json.dumps([kind, name, message, severity, details, site[0], site[1], os.getpid(),
-                               time.time()]) + "\n"
-            fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+            write_spool(spool, kind, name, message, severity, details, site)
 
     def exit_now(message: str) -> None:
         exit_at_once(EXIT_STATUS_ON_DENY)

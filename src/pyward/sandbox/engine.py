@@ -26,6 +26,7 @@ from .._isolation import isolate_builtins, isolate_module
 from ..policy import PERMISSIONS, Policy, expand, path_variables
 from ..runner import Engine, TargetError, exit_at_once
 from .errors import AccessDenied, ImportDenied
+from .spool import child_spool, read_spool, write_spool
 
 isolate_builtins(globals())
 
@@ -153,6 +154,9 @@ class SandboxEngine(Engine):
             self.counts[perm] = self.counts.get(perm, 0) + 1
             if self.learn:
                 self.observations.append((perm, name, details.get("operation", "")))
+        if pid is None and self.spool and self.session.journal.is_child:  # forked: the parent records it
+            message = f"child {os.getpid()}: {message}"
+            write_spool(self.spool, kind, name, message, severity, details, site)
         self.session.journal.emit("sandbox", kind, name, message=message, severity=severity, details=details,
                                   where=site[0] or "", function=site[1], pid=pid, at=at)
 
@@ -252,31 +256,6 @@ def _stdin_is_tty() -> bool:
         return os.isatty(0)
     except OSError:
         return False
-
-
-def child_spool(pid: int) -> str:
-    from ..policy import temp_dir
-
-    return os.path.join(temp_dir(), f"pyward-{pid}-{os.urandom(6).hex()}.children.jsonl")
-
-
-def read_spool(path: str | None) -> list[list[Any]]:
-    """Events written by Python child processes (see child.py); the file is removed."""
-    if not path or not os.path.exists(path):
-        return []
-    import json
-
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, list) and len(item) == 9 and isinstance(item[4], dict):
-                out.append(item)
-    os.unlink(path)
-    return out
 
 
 # --- the policy files the program must not write -------------------------------
