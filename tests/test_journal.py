@@ -244,3 +244,45 @@ def test_no_threading_import_by_pyward(tmp_path):
 
 def test_schema_is_shipped_as_package_data():
     assert shutil.os.path.exists(str(resources.files("pyward.schema").joinpath("event-1.json")))
+
+
+def test_repeats_beyond_the_limit_are_counted_not_recorded():
+    j = Journal()
+    j.repeat_limit = 3
+    for i in range(10):
+        j.emit("sandbox", "denied", "/etc/shadow", severity="warning", message=f"denied #{i}", where="")
+    j.emit("sandbox", "denied", "/other", severity="warning", message="other", where="")
+    assert [e.message for e in j.events] == ["denied #0", "denied #1", "denied #2", "other"]
+    j.settle_repeats()
+    last = j.events[-1]
+    assert (last.name, last.details["repeated"]) == ("/etc/shadow", 7)
+    assert last.message.startswith("denied #9 (and 7 more like it")
+    assert [e.seq for e in j.events] == [1, 2, 3, 4, 5]  # gapless: verify checks seq against position
+    summary = journal.summarize([e.to_json() for e in j.events], 0)
+    assert (summary["denied"], summary["events"]) == (11, 5)
+
+
+def test_a_report_stays_bounded_and_counts_every_denial(tmp_path):
+    program = tmp_path / "app.py"
+    program.write_text("import os\nfor i in range(3000):\n    os.environ['PYTEST_CURRENT_TEST'] = str(i)\n"
+                       "    try:\n        open('/etc/shadow')\n    except PermissionError:\n        pass\n")
+    result = pyward("run", "--report", "r.json", "--allow-read=.", "--allow-env", "--deny-read=/etc/shadow",
+                    "app.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["denied"] == 3000
+    assert len(report["events"]) < 2 * journal.REPEAT_LIMIT + 20
+    assert pyward_lines(result.stderr)[-1].startswith("[pyward] run end: exit=0 · 3000 denied")
+    assert pyward("verify", "r.json", cwd=tmp_path).returncode == 0
+
+
+def test_default_reports_are_kept_to_a_bound(tmp_path):
+    reports = tmp_path / ".pyward" / "reports"
+    reports.mkdir(parents=True)
+    (reports / "notes.json").write_text("{}")  # not a name pyward gives: never touched
+    for i in range(5):
+        assert pyward("run", "--keep-reports", "3", "-c", "pass", cwd=tmp_path).returncode == 0
+    kept = sorted(p.name for p in reports.iterdir())
+    assert len(kept) == 4 and "notes.json" in kept
+    assert pyward("run", "--report", "mine.json", "--keep-reports", "1", "-c", "pass", cwd=tmp_path).returncode == 0
+    assert len(list(reports.iterdir())) == 4  # --report FILE: the directory is not pruned

@@ -48,6 +48,8 @@ class Option:
         self.key, self.kind, self.default, self.help = key, kind, default, help
         self.flags, self.choices, self.metavar = flags, choices, metavar
         self.cli = cli or {}
+        if kind == "int" and "action" not in self.cli:
+            self.cli["type"] = int
         self.commands = commands
 
     @property
@@ -68,6 +70,10 @@ OPTIONS: list[Option] = [
            "write the end-of-run report to FILE (default: .pyward/reports/<time>-<pid>.json); "
            "false in a config file disables it",
            flags=("--report",), metavar="FILE"),
+    Option("keep_reports", "int", 50,
+           "keep the newest N reports in .pyward/reports/ and remove older ones there (0: keep all); "
+           "reports written elsewhere with --report are never removed",
+           flags=("--keep-reports",), metavar="N"),
     # sandbox (issue #3)
     Option("mode", "enum", None,
            "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "
@@ -90,7 +96,8 @@ OPTIONS: list[Option] = [
              metavar="LIST", cli={"nargs": "?", "const": True}) for perm in PERMISSIONS),
 
     # tamper (issue #4)
-    Option("tamper.enabled", "bool", True, "seal trusted functions and report changes (--no-tamper: do not)",
+    Option("tamper.enabled", "bool", True,
+           "turn the tamper engine off: no seals, no reports of changed functions (it is on by default)",
            flags=("--no-tamper",), cli={"action": "store_false"}),
     Option("tamper.watch", "list", None,
            "also seal these dotted names (globs allowed: mypkg.secure.*, os.exec*); comma-separated",
@@ -112,7 +119,7 @@ OPTIONS: list[Option] = [
     Option("heal.enabled", "bool", False, "heal structural crashes: guard the failing bytecode, save the patch, "
            "re-run when the crash had no side effects", flags=("--heal",), cli={"action": "store_true"}),
     Option("heal.retries", "int", 3, "re-run a healed script at most N times (0: never re-run)",
-           flags=("--retries",), metavar="N", cli={"type": int}),
+           flags=("--retries",), metavar="N"),
     Option("heal.rerun_side_effects", "bool", False,
            "re-run even when the crashed attempt wrote files, connected or started processes (they repeat)",
            flags=("--rerun-side-effects",), cli={"action": "store_true"}),
@@ -125,7 +132,7 @@ OPTIONS: list[Option] = [
            "warn when a guard's fallback flows into output or into an operation that fails on it",
            flags=("--shadow",), cli={"action": "store_true"}),
     Option("heal.ttl", "int", 7, "warn on every run about patches older than DAYS (0: never)",
-           flags=("--ttl",), metavar="DAYS", cli={"type": int}),
+           flags=("--ttl",), metavar="DAYS"),
     Option("heal.store", "path", None, "the patch store (default: .pyward/heal.db in the working directory)",
            flags=("--store",), metavar="FILE"),
     Option("heal.idempotent", "list", None,

@@ -35,6 +35,12 @@ _RANK = {name: i for i, name in enumerate(SEVERITIES)}
 
 ENGINES = ("pyward", "sandbox", "tamper", "heal")
 
+#: Events of one engine, kind and name recorded one by one; beyond that they
+#: are counted, and one event at the end of the run stands for them all
+#: (`details.repeated`, with the first and last times): a suite of thousands
+#: of tests that each set PYTEST_CURRENT_TEST gives a report of bounded size.
+REPEAT_LIMIT = 100
+
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
 
@@ -195,6 +201,10 @@ class Journal:
         self._seq = 0
         self._pid = self._origin_pid = os.getpid()
         self.closed = False
+        self.repeat_limit = REPEAT_LIMIT
+        self._seen: dict[tuple[str, str, str], int] = {}
+        # (engine, kind, name) -> [count, first, last, severity, message, where, function, pid]
+        self._repeats: dict[tuple[str, str, str], list[Any]] = {}
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _after_fork(self) -> None:
@@ -204,6 +214,7 @@ class Journal:
         self._local = _thread._local()
         self._pid = os.getpid()
         self.events = []
+        self._seen, self._repeats = {}, {}
 
     @property
     def is_child(self) -> bool:
@@ -248,33 +259,52 @@ class Journal:
             function = function or found
         elif where == "":  # the caller says: no program site applies
             where = function = None
-        local = self._local
+        when = time.time() if at is None else at
         with self._lock:
             if self.closed:
                 return None
-            local.busy = True
-            try:
-                self._seq += 1
-                event = Event(
-                    seq=self._seq,
-                    time=time.time() if at is None else at,
-                    engine=engine,
-                    kind=kind,
-                    name=name,
-                    severity=severity,
-                    message=message or f"{engine} {kind}: {name}",
-                    details=jsonable(details or {}),
-                    thread=thread_name(),
-                    pid=self._pid if pid is None else pid,
-                    where=where,
-                    function=function,
-                )
-                self.events.append(event)
-                for sink in self.sinks:
-                    if pid is None or not sink.console:  # a child's event: it printed it already
-                        sink.write(event)
-            finally:
-                local.busy = False
+            key = (engine, kind, name)
+            seen = self._seen.get(key, 0) + 1
+            self._seen[key] = seen
+            if seen > self.repeat_limit:
+                repeat = self._repeats.get(key)
+                if repeat is None:
+                    self._repeats[key] = [1, when, when, severity, message, where, function, pid]
+                else:
+                    repeat[0] += 1
+                    repeat[2] = when
+                    repeat[4:] = [message, where, function, pid]
+                return None
+            return self._record(engine, kind, name, message, severity, details, where, function, pid, when)
+
+    def _record(self, engine: str, kind: str, name: str, message: str, severity: str,
+                details: dict[str, Any] | None, where: str | None, function: str | None, pid: int | None,
+                when: float) -> Event:
+        """Append one event and hand it to the sinks; called under the lock."""
+        local = self._local
+        local.busy = True
+        try:
+            self._seq += 1
+            event = Event(
+                seq=self._seq,
+                time=when,
+                engine=engine,
+                kind=kind,
+                name=name,
+                severity=severity,
+                message=message or f"{engine} {kind}: {name}",
+                details=jsonable(details or {}),
+                thread=thread_name(),
+                pid=self._pid if pid is None else pid,
+                where=where,
+                function=function,
+            )
+            self.events.append(event)
+            for sink in self.sinks:
+                if pid is None or not sink.console:  # a child's event: it printed it already
+                    sink.write(event)
+        finally:
+            local.busy = False
         return event
 
     def count(self, engine: str | None = None, kind: str | None = None, severity: str | None = None) -> int:
@@ -286,7 +316,21 @@ class Journal:
             and (severity is None or e.severity == severity)
         )
 
+    def settle_repeats(self) -> None:
+        """One event for each run of repeats beyond the limit (see REPEAT_LIMIT)."""
+        with self._lock:
+            if self.closed:
+                return
+            repeats, self._repeats = self._repeats, {}
+            for (engine, kind, name), (count, first, last, severity, message, where, function, pid) \
+                    in repeats.items():
+                self._record(engine, kind, name, f"{message} (and {count} more like it, not recorded one by one,"
+                             f" from {iso_time(first)} to {iso_time(last)})", severity,
+                             {"repeated": count, "first": iso_time(first), "last": iso_time(last)},
+                             where, function, pid, last)
+
     def close(self) -> None:
+        self.settle_repeats()
         with self._lock:
             if self.closed:
                 return
@@ -305,10 +349,11 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
     for e in events:
         by_engine[e["engine"]] = by_engine.get(e["engine"], 0) + 1
         by_severity[e["severity"]] = by_severity.get(e["severity"], 0) + 1
+        times = (e.get("details") or {}).get("repeated") or 1  # one event standing for many: REPEAT_LIMIT
         if e["engine"] == "sandbox" and e["kind"] == "denied":
-            denied += 1
+            denied += times
         elif e["engine"] == "tamper" and e["severity"] == "alert":
-            alerts += 1
+            alerts += times
         elif e["engine"] == "heal" and e["kind"] in ("healed", "fired"):
             healed.add(e["name"])
     return {

@@ -349,6 +349,9 @@ class Session:
         if report is True:
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.start_time))
             self.report_path = os.path.join(self.cwd, ".pyward", "reports", f"{stamp}-{self.pid}.json")
+            keep = s.get("keep_reports", 50)
+            if keep:  # before the sandbox starts: this is pyward's own housekeeping, not the program's
+                prune_reports(os.path.dirname(self.report_path), keep - 1)
         elif report:
             self.report_path = os.path.abspath(report)
         for engine in self.engines:
@@ -395,6 +398,7 @@ class Session:
                 engine.stop(self)
             except Exception as exc:  # never let an engine hide the report
                 self._say(f"{engine.name} engine failed to stop cleanly: {type(exc).__name__}: {exc}", "error")
+        self.journal.settle_repeats()
         self.journal.emit("pyward", "run.end", self.target.describe(), severity="debug", where="", function="",
                           message=f"run end: exit={self.exit_status} ({self.exit_reason})",
                           details={"exit_status": self.exit_status, "reason": self.exit_reason})
@@ -438,7 +442,8 @@ class Session:
         report.write(self.report_path, report.build(self.run_metadata(), events))
 
     def summary_line(self, events: list[Any]) -> str:
-        counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity, "name": e.name}
+        counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity, "name": e.name,
+                             "details": e.details}
                             for e in events],
                            self.exit_status)
         status = f"exit={self.exit_status}"
@@ -498,6 +503,28 @@ class Session:
             if status:
                 raise SystemExit(status)
             return 0
+
+
+def prune_reports(directory: str, keep: int) -> None:
+    """Keep the newest `keep` default-named reports (and their signatures) in `directory`."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if _is_default_report_name(n))
+    except OSError:
+        return
+    for name in names[:len(names) - keep]:
+        for path in (os.path.join(directory, name), os.path.join(directory, name + ".sig")):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _is_default_report_name(name: str) -> bool:
+    """`YYYYmmdd-HHMMSS-PID.json`, as pyward names reports by default."""
+    stem, dot, ext = name.partition(".")
+    parts = stem.split("-")
+    return (dot and ext == "json" and len(parts) == 3 and len(parts[0]) == 8 and len(parts[1]) == 6
+            and all(p.isdigit() for p in parts))
 
 
 def _execute(p: _Prepared) -> None:
