@@ -405,7 +405,7 @@ def test_learn_then_enforce_passes_with_zero_denials(tmp_path, tmp_path_factory,
     assert policy.count("part0") == 0  # a directory, not 40 files
     assert str(data) in policy
     assert '"./build"' in policy or '"./build/summary.json"' in policy
-    assert f'"127.0.0.1:{http_server}"' in policy
+    assert '"127.0.0.1",' in policy and f":{http_server}" not in policy  # an OS-chosen port: any port
     assert '"echo"' in policy
     run = guard(tmp_path, (tmp_path / "app.py").read_text(), args=(str(data), url), env=env, config=True)
     assert run.status == 0, run
@@ -713,3 +713,34 @@ def test_a_denial_in_a_forked_child_is_in_the_parents_report(project):
     (denied,) = [e for e in report["events"] if e["kind"] == "denied"]
     assert denied["pid"] != report["run"]["pid"] and denied["name"] == str(project / "out" / "child.txt")
     assert "1 denied" in run.stderr.splitlines()[-1]
+
+
+LOCAL_SERVER = """
+    import http.server, threading, urllib.request
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/").status)
+    server.shutdown()
+"""
+
+
+def test_learn_generalises_the_ports_the_os_chose(tmp_path):
+    """A server on port 0 gets another port each run: the learned rule is the host."""
+    (tmp_path / "app.py").write_text(__import__("textwrap").dedent(LOCAL_SERVER))
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "200\n"), learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert '"127.0.0.1",' in policy and "127.0.0.1:" not in policy
+    for _ in range(2):  # other ports, same policy
+        run = guard(tmp_path, LOCAL_SERVER, config=True)
+        assert (run.status, run.stdout, run.denied) == (0, "200\n", []), run
+
+
+def test_learn_says_when_the_learning_run_failed(tmp_path):
+    (tmp_path / "app.py").write_text("print('start')\nraise SystemExit(3)\n")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 3
+    assert "[pyward][warning] the learning run ended with exit status 3" in learned.stderr
+    assert (tmp_path / "pyward.toml").exists()

@@ -34,12 +34,42 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[
     rules: dict[str, list[str]] = {}
     for perm in ("read", "write"):
         rules[perm] = [display_path(p, base, variables) for p in collapse(seen[perm], variables, base)]
-    net = seen["net"]
+    net = ephemeral_to_host(seen["net"])
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
     for perm in ("run", "env", "ffi", "import"):
         rules[perm] = sorted(seen[perm] - {"*"}) + (["*"] if "*" in seen[perm] else [])
     return {perm: sorted(set(values)) for perm, values in rules.items() if values}
+
+
+LOOPBACK = ("127.", "localhost", "[::1]")
+
+
+def ephemeral_to_host(net: set[str]) -> set[str]:
+    """Ports the OS chose in this run are not the next run's: a host the program bound
+    with port 0, and loopback ports in the ephemeral range (a test server talking to
+    itself), become the host, any port."""
+    low, high = ephemeral_range()
+    chosen = {r.rpartition(":")[0] for r in net if r.endswith(":0")}
+    out = set()
+    for resource in net:
+        host, sep, port = resource.rpartition(":")
+        if sep and port.isdigit() and not resource.startswith(("unix:", "raw:")) and (
+                host in chosen or (host.startswith(LOOPBACK) and (port == "0" or low <= int(port) <= high))):
+            out.add(host)
+        else:
+            out.add(resource)
+    return out
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for OS-chosen ports (Linux), or the IANA one."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = f.read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
 
 
 def collapse(paths: set[str], variables: dict[str, str], base: str) -> set[str]:

@@ -179,6 +179,13 @@ class SandboxEngine(Engine):
             found_here = os.path.realpath(path) == os.path.realpath(os.path.join(session.cwd, "pyward.toml"))
             hint = "the next `pyward run` in this directory uses it" if found_here else \
                 f"use it with: pyward run --config {path} ..."
+            status = session.exit_status
+            if status:  # a policy of half a run: say so, where the user looks
+                session.journal.emit(
+                    "sandbox", "learned.incomplete", path, severity="warning", where="",
+                    message=f"the learning run ended with exit status {status} ({session.exit_reason}): the "
+                            f"policy in {path} covers only what ran before that; fix the run and learn again, "
+                            "or review the policy by hand", details={"exit_status": status})
             session.journal.emit("sandbox", "learned", path, severity="notice", where="",
                                  message=f"learned policy written to {path} ({rules} rules); {hint}")
             return
