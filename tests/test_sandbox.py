@@ -405,7 +405,7 @@ def test_learn_then_enforce_passes_with_zero_denials(tmp_path, tmp_path_factory,
     assert policy.count("part0") == 0  # a directory, not 40 files
     assert str(data) in policy
     assert '"./build"' in policy or '"./build/summary.json"' in policy
-    assert '"127.0.0.1",' in policy and f":{http_server}" not in policy  # an OS-chosen port: any port
+    assert '"127.0.0.1",' in policy and f'"127.0.0.1:{http_server}"' not in policy  # OS-chosen port: any
     assert '"echo"' in policy
     run = guard(tmp_path, (tmp_path / "app.py").read_text(), args=(str(data), url), env=env, config=True)
     assert run.status == 0, run
