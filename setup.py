@@ -11,6 +11,9 @@ setup(
             sources=sorted(str(p) for p in native.glob("*.c")),
             depends=sorted(str(p) for p in native.glob("*.h")),
             extra_compile_args=["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
+            # without a C compiler pyward still installs and runs degraded (pure-Python audit hook):
+            # it says so on every run, and `pyward run` names what is missing
+            optional=True,
         )
     ]
 )

@@ -31,7 +31,11 @@ examples:
 
 Configuration comes from [tool.pyward] in pyproject.toml or from pyward.toml,
 found from the working directory upwards; flags override it.
-Documentation: README.md, docs/journal.md."""
+Every command explains itself: pyward COMMAND --help (pyward run --help lists
+every option of a run)."""
+
+#: Commands that run a program and take every option of `run` besides their own.
+RUNS_A_PROGRAM = ("learn", "watch")
 
 #: Modules that add engine subcommands: `add_commands(subparsers, handlers)`
 #: adds parsers and registers `handlers[name] = fn(args) -> int`.  Imported
@@ -156,6 +160,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
 
         importlib.import_module(module).add_commands(commands, HANDLERS)
     subs.update(commands.choices)  # the engines' commands too, for their --help
+    for name in RUNS_A_PROGRAM:  # their --help lists the options they pass on to `run`
+        if name in subs:
+            _add_options(subs[name].add_argument_group("options of pyward run (see pyward run --help)"), "run")
+            _add_config_source(subs[name])
 
     config = commands.add_parser("config", help="show the settings pyward would use here", allow_abbrev=False,
                                  description="Show the configuration file found and the effective settings.")

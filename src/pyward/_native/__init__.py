@@ -23,6 +23,13 @@ else:
     try:
         from . import _pyward as native
     except ImportError as exc:  # not built, or built for another interpreter
-        native, error = None, f"{type(exc).__name__}: {exc}"
+        import importlib.machinery
+
+        here = os.path.dirname(__file__)
+        built = any(name.startswith("_pyward.") and name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+                    for name in os.listdir(here))
+        native, error = None, (f"{type(exc).__name__}: {exc}" if built else
+                               "the C extension was not built when pyward was installed (no C compiler or "
+                               "Python headers); reinstall with gcc and python3-dev to get it")
     else:
         error = None
