@@ -744,3 +744,30 @@ def test_learn_says_when_the_learning_run_failed(tmp_path):
     assert learned.returncode == 3
     assert "[pyward][warning] the learning run ended with exit status 3" in learned.stderr
     assert (tmp_path / "pyward.toml").exists()
+
+
+@pytest.mark.parametrize("mode, verdict", [("enforce", "denied"), ("watch", "allowed")])
+def test_a_check_that_fails_is_journaled_and_counted_as_an_internal_error(tmp_path, mode, verdict):
+    from pyward.journal import summarize
+    from pyward.policy import Policy
+    from pyward.sandbox.engine import Context, build_decider
+
+    emitted = []
+    context = Context(mode=mode, on_deny="raise", inherit=False, program_dir=str(tmp_path), outputs=[],
+                      emit=lambda *event: emitted.append(event), exit_on_deny=None, log=None)
+    decide, namespace, _ = build_decider(Policy.from_dict(allow={"read": [str(tmp_path)]}), context)
+
+    def broken(args):
+        raise AttributeError("half-imported module")
+
+    namespace["HANDLERS"]["open"] = broken
+    result = decide("open", ("/etc/hostname", "r", 0))
+    assert (result is None) == (verdict == "allowed")
+    if result is not None:
+        assert result[0].startswith("pyward sandbox: internal error while checking open (AttributeError: half-")
+    ((kind, name, message, severity, details, site),) = emitted
+    assert (kind, name, severity, details["error"]) == ("internal_error", "open", "error",
+                                                          "AttributeError: half-imported module")
+    summary = summarize([{"engine": "sandbox", "kind": kind, "severity": severity, "name": name,
+                          "details": details}], 0)
+    assert summary["internal_errors"] == 1 and summary["denied"] == 0

@@ -344,7 +344,7 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
     `pyward verify` recomputes them, the console prints the run-end line."""
     by_engine: dict[str, int] = {}
     by_severity: dict[str, int] = {}
-    denied = alerts = 0
+    denied = alerts = internal = 0
     healed: set[str] = set()  # guards that were made or used in this run, each counted once
     for e in events:
         by_engine[e["engine"]] = by_engine.get(e["engine"], 0) + 1
@@ -354,9 +354,13 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
             denied += times
         elif e["engine"] == "tamper" and e["severity"] == "alert":
             alerts += times
+        elif e["kind"] == "internal_error":
+            internal += times
         elif e["engine"] == "heal" and e["kind"] in ("healed", "fired"):
             healed.add(e["name"])
+    extra = {"internal_errors": internal} if internal else {}  # absent when none: older reports verify
     return {
+        **extra,
         "exit_status": exit_status,
         "events": len(events),
         "denied": denied,

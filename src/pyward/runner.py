@@ -451,6 +451,9 @@ class Session:
             status += " (SIGINT)"
         parts = [f"run end: {status}", f"{counts['denied']} denied", f"{counts['tamper_alerts']} tamper alerts",
                  f"{counts['healed']} healed"]
+        if counts.get("internal_errors"):
+            n = counts["internal_errors"]
+            parts.append(f"{n} internal error{'s' if n != 1 else ''} (pyward: see the report)")
         if self.report_written and self.report_path:
             parts.append(f"report: {display_path(self.report_path)}")
         elif self.report_path is None:

@@ -21,12 +21,28 @@ def decide(event, args):
     handler = HANDLERS.get(event)
     if handler is None:
         return None
-    found = handler(args)
-    if found is None:
-        return None
-    if type(found) is str:  # a quiet refusal, never journaled (see on_env_visible)
-        return (found,)
-    return settle(found, event, frame_at(2))
+    try:
+        found = handler(args)
+        if found is None:
+            return None
+        if type(found) is str:  # a quiet refusal, never journaled (see on_env_visible)
+            return (found,)
+        return settle(found, event, frame_at(2))
+    except Exception as exc:
+        return internal_error(event, exc)
+
+
+def internal_error(event, exc):
+    """A check that failed is journaled (and counted) as an internal error; under
+    enforce the operation is denied, under watch it goes through."""
+    why = type(exc).__name__  # str() of an exception could run the program's code
+    if exc.args and type(exc.args[0]) is str:
+        why = why + ": " + exc.args[0]
+    message = "pyward sandbox: internal error while checking " + event + " (" + why + ")"
+    message = message + ("; watch mode lets the operation through" if MODE == 0 else
+                         "; denied (the sandbox fails closed)")
+    EMIT("internal_error", event, message, "error", {"event": event, "error": why}, locate(frame_at(3)))
+    return None if MODE == 0 else (message,)
 
 
 def settle(found, event, frame):

@@ -520,7 +520,8 @@ def build_decider(policy: Policy, context: Context,
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (
             "len", "str", "int", "type", "tuple", "list", "dict", "bytes", "range", "zip", "OSError",
-            "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError", "isinstance", "hasattr", "None",
+            "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError", "Exception", "isinstance",
+            "hasattr", "None",
             "True", "False") if hasattr(builtins, name)},
         "__name__": "pyward.sandbox.decider",
         **caches,
