@@ -892,8 +892,10 @@ def on_import(args):
         return check("ffi", "subinterpreters", "import " + name)
     if top in STDLIB_NAMES or top in OWN_PACKAGES:
         return None
-    if not on_disk(top):  # nothing to grant: python raises ModuleNotFoundError (an optional module probed for)
-        return None
+    if top not in ON_DISK:
+        if not on_disk(top):  # nothing to grant: python raises ModuleNotFoundError (an optional module probed for)
+            return None
+        ON_DISK[top] = 1  # found once, checked by the policy from now on (a module that is absent may appear)
     return check("import", top, "import " + name)
 
 

@@ -516,7 +516,7 @@ def build_decider(policy: Policy, context: Context,
     outputs = {_realpath(p) for p in context.outputs}
     how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
     caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS",
-                                     "STATE", "TTY")}
+                                     "STATE", "TTY", "ON_DISK")}
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (
             "len", "str", "int", "type", "tuple", "list", "dict", "bytes", "range", "zip", "OSError",
