@@ -254,6 +254,8 @@ class Journal:
         """
         if severity not in _RANK:
             raise ValueError(f"unknown severity {severity!r}")
+        if where is None and self.saturated(engine, kind, name):
+            where = ""  # counted, not recorded: the site of the first recorded ones is enough
         if where is None:
             where, found = user_site(depth + 1)
             function = function or found
@@ -273,9 +275,19 @@ class Journal:
                 else:
                     repeat[0] += 1
                     repeat[2] = when
-                    repeat[4:] = [message, where, function, pid]
+                    if _RANK[severity] > _RANK[repeat[3]]:  # the one event speaks for the gravest
+                        repeat[3] = severity
+                    repeat[4] = message
+                    if where is not None:
+                        repeat[5:7] = [where, function]
+                    repeat[7] = pid
                 return None
             return self._record(engine, kind, name, message, severity, details, where, function, pid, when)
+
+    def saturated(self, engine: str, kind: str, name: str) -> bool:
+        """True when the next event of this engine, kind and name will be counted, not recorded
+        (REPEAT_LIMIT): its caller may skip the work of describing it."""
+        return self._seen.get((engine, kind, name), 0) >= self.repeat_limit
 
     def _record(self, engine: str, kind: str, name: str, message: str, severity: str,
                 details: dict[str, Any] | None, where: str | None, function: str | None, pid: int | None,

@@ -50,15 +50,26 @@ WATCHERS = sys.version_info >= (3, 12)
 SENSITIVE_ENV = ("PATH", "LD_", "DYLD_", "PYTHON", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
+_SECRET: dict[str, bool] = {}  # names repeat (a test suite sets one variable per test): decide each once
+
+
+def is_secret(name: str) -> bool:
+    secret = _SECRET.get(name)
+    if secret is None:
+        upper = name.upper()
+        secret = _SECRET[name] = any(w in upper for w in SECRET_WORDS)
+    return secret
+
+
 def env_is_sensitive(name: str) -> bool:
     upper = name.upper()
-    return (upper.startswith(SENSITIVE_ENV) or "PROXY" in upper or any(w in upper for w in SECRET_WORDS))
+    return upper.startswith(SENSITIVE_ENV) or "PROXY" in upper or is_secret(name)
 
 
 def redact(name: str, value: str | None) -> str:
     if value is None:
         return "<unset>"
-    return "<redacted>" if any(w in name.upper() for w in SECRET_WORDS) else repr(value)
+    return "<redacted>" if is_secret(name) else repr(value)
 
 
 class TamperEngine(Engine):
@@ -355,13 +366,16 @@ class TamperEngine(Engine):
             if name.startswith("PYWARD_") or self._pyward_acting():
                 return
             value = os.fsdecode(args[1]) if event == "os.putenv" and len(args) > 1 else None
+            shown = redact(name, value)
+            message = f"environment variable {name} {'set to ' + shown if value is not None else 'removed'}"
+            journal = self.session.journal
+            if journal.saturated("tamper", "env.changed", name) and not env_is_sensitive(name):  # counted only
+                journal.emit("tamper", "env.changed", name, message=message, where="")
+                return
             where, function, _ = self._patcher()
             news = env_is_sensitive(name) and self._allowed_patcher(self._patcher_modules()) is None
-            self.session.journal.emit(
-                "tamper", "env.changed", name, severity="notice" if news else "info", where=where or "",
-                function=function,
-                message=f"environment variable {name} {'set to ' + redact(name, value) if value is not None else 'removed'}",
-                details={"variable": name, "value": redact(name, value)})
+            journal.emit("tamper", "env.changed", name, severity="notice" if news else "info", where=where or "",
+                         function=function, message=message, details={"variable": name, "value": shown})
         elif event in ("sys.settrace", "sys.setprofile"):
             where, function, module = self._patcher()
             if module.startswith("pyward") or self._pyward_acting():
