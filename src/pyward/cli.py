@@ -353,14 +353,16 @@ def parse_run(argv: list[str], command: str = "run") -> tuple[dict[str, Any], An
 
 def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run") -> int:
     """`pyward run`; commands that run a program (learn, ...) pass `extra` settings."""
+    from .rerun import take_channel
     from .runner import TargetError, start
 
+    channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read
     args, target = parse_run(argv, command)
     try:
         settings = _settings(args, "run")
         if extra:
             settings.update(extra)
-        session, prepared = start(settings, target, ["pyward", command, *argv])
+        session, prepared = start(settings, target, ["pyward", command, *argv], channel=channel)
     except (ConfigError, TargetError) as exc:
         _fail(str(exc), getattr(exc, "status", 2))
     return session.run(prepared)  # the program's own exit propagates from here
