@@ -330,7 +330,7 @@ def _settings(args: dict[str, Any], command: str) -> Any:
     from .config import load
 
     overrides = {o.key: args[o.dest] for o in OPTIONS if command in o.commands and o.dest in args}
-    for key in ("log", "report"):  # paths given on the command line are relative to the cwd
+    for key in ("log", "report", "heal.store"):  # paths given on the command line are relative to the cwd
         if isinstance(overrides.get(key), str):
             overrides[key] = os.path.abspath(overrides[key])
     return load(args["config"], use_files=not args["no_config"], overrides=overrides)
