@@ -480,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
 
         module, _, function = PROGRAM_COMMANDS[argv[0]].partition(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
+    import signal
+
+    # the offline commands (patches, explain, verify...) end quietly when their reader goes, like other unix
+    # tools (`pyward patches | head`): killed by SIGPIPE, no traceback
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser, subs = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
