@@ -403,15 +403,14 @@ class _Reader:
     def _run(self) -> None:
         import json
 
-        pending = b""
         with os.fdopen(self.fd, "rb", closefd=True) as f:
             for line in f:
-                pending = line
                 try:
-                    item = json.loads(pending)
+                    item = json.loads(line)
                 except ValueError:
                     continue
-                self._record(item)
+                if isinstance(item, dict):
+                    self._record(item)
 
     def _record(self, item: dict[str, Any]) -> None:
         if item.get("engine") == "heal" and item.get("kind") == "rerun":

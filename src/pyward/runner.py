@@ -373,7 +373,7 @@ class Session:
                 raise TargetError(f"the {engine.name} engine could not start ({type(exc).__name__}: {exc}); "
                                   "the program was not run. This is a pyward bug: PYWARD_DEBUG=1 shows the "
                                   "traceback", 70) from None
-        if self.channel is None and any(engine.reruns for engine in self.engines):
+        if self.channel is None and self.target.kind != "server" and any(engine.reruns for engine in self.engines):
             from .rerun import Stdin
 
             self.stdin = Stdin.at_start(stdin_code)
