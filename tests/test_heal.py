@@ -375,10 +375,11 @@ def test_analysis_sees_a_jump_target_behind_extended_arg():
 
 
 def test_watch_restarts_after_a_healed_crash(tmp_path):
-    """A long-running program with a side effect before its crash: not re-run in
-    process, but `pyward watch` starts it again once the patch is saved."""
+    """A long-running program with a side effect before its crash, not re-run by
+    `run --heal` (--retries 0): `pyward watch` starts it again once the patch is
+    saved, since --rerun-side-effects says the side effect may happen again."""
     write(tmp_path, 'with open("log.txt", "a") as f:\n    f.write("start\\n")\n' + BUGGY)
-    run = pyward("watch", "--max-restarts", "2", "app.py", cwd=tmp_path)
+    run = pyward("watch", "--max-restarts", "2", "--retries", "0", "--rerun-side-effects", "app.py", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "ada mathematician\n" + "ada mathematician\nbob None\n"
     assert (tmp_path / "log.txt").read_text() == "start\nstart\n"  # two runs, each started once

@@ -338,7 +338,7 @@ def _settings(args: dict[str, Any], command: str) -> Any:
     from .config import load
 
     overrides = {o.key: args[o.dest] for o in OPTIONS if command in o.commands and o.dest in args}
-    for key in ("log", "report"):  # paths given on the command line are relative to the cwd
+    for key in ("log", "report", "heal.store"):  # paths given on the command line are relative to the cwd
         if isinstance(overrides.get(key), str):
             overrides[key] = os.path.abspath(overrides[key])
     return load(args["config"], use_files=not args["no_config"], overrides=overrides)
@@ -361,14 +361,16 @@ def parse_run(argv: list[str], command: str = "run") -> tuple[dict[str, Any], An
 
 def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run") -> int:
     """`pyward run`; commands that run a program (learn, ...) pass `extra` settings."""
+    from .rerun import take_channel
     from .runner import TargetError, start
 
+    channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read
     args, target = parse_run(argv, command)
     try:
         settings = _settings(args, "run")
         if extra:
             settings.update(extra)
-        session, prepared = start(settings, target, ["pyward", command, *argv])
+        session, prepared = start(settings, target, ["pyward", command, *argv], channel=channel)
     except (ConfigError, TargetError) as exc:
         if getattr(exc, "python_line", None):
             sys.stderr.write(exc.python_line + "\n")  # type: ignore[union-attr]
@@ -489,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
 
         module, _, function = PROGRAM_COMMANDS[argv[0]].partition(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
+    import signal
+
+    # the offline commands (patches, explain, verify...) end quietly when their reader goes, like other unix
+    # tools (`pyward patches | head`): killed by SIGPIPE, no traceback
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser, subs = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -242,11 +242,12 @@ class Journal:
         depth: int = 1,
         pid: int | None = None,
         at: float | None = None,
+        thread: str | None = None,
     ) -> Event | None:
         """Record an event; returns it (None once the journal is closed).
 
-        `pid`/`at` record an event a child process reported (it printed it
-        on its own stderr already: the console does not repeat it).
+        `pid`/`at` (and `thread`) record an event a child process reported
+        (it printed it on its own stderr already: the console does not repeat it).
 
         `where`/`function` default to the program's own code that caused the
         event (see `user_site`); `depth` is how many frames above the caller
@@ -282,7 +283,7 @@ class Journal:
                         repeat[5:7] = [where, function]
                     repeat[7] = pid
                 return None
-            return self._record(engine, kind, name, message, severity, details, where, function, pid, when)
+            return self._record(engine, kind, name, message, severity, details, where, function, pid, when, thread)
 
     def saturated(self, engine: str, kind: str, name: str) -> bool:
         """True when the next event of this engine, kind and name will be counted, not recorded
@@ -291,7 +292,7 @@ class Journal:
 
     def _record(self, engine: str, kind: str, name: str, message: str, severity: str,
                 details: dict[str, Any] | None, where: str | None, function: str | None, pid: int | None,
-                when: float) -> Event:
+                when: float, thread: str | None = None) -> Event:
         """Append one event and hand it to the sinks; called under the lock."""
         local = self._local
         local.busy = True
@@ -306,7 +307,7 @@ class Journal:
                 severity=severity,
                 message=message or f"{engine} {kind}: {name}",
                 details=jsonable(details or {}),
-                thread=thread_name(),
+                thread=thread_name() if thread is None else thread,
                 pid=self._pid if pid is None else pid,
                 where=where,
                 function=function,
@@ -358,6 +359,7 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
     by_severity: dict[str, int] = {}
     denied = alerts = internal = 0
     healed: set[str] = set()  # guards that were made or used in this run, each counted once
+    attempts = firings = degraded = 0
     for e in events:
         by_engine[e["engine"]] = by_engine.get(e["engine"], 0) + 1
         by_severity[e["severity"]] = by_severity.get(e["severity"], 0) + 1
@@ -370,9 +372,14 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
             internal += times
         elif e["engine"] == "heal" and e["kind"] in ("healed", "fired"):
             healed.add(e["name"])
-    extra = {"internal_errors": internal} if internal else {}  # absent when none: older reports verify
-    return {
-        **extra,
+        elif e["engine"] == "heal" and e["kind"] == "attempt":  # one per process the program ran in
+            details = e.get("details") or {}
+            attempts += 1
+            fired = details.get("firings") if type(details.get("firings")) is int else 0
+            firings += fired
+            if details.get("completed") is True and fired:
+                degraded += 1
+    summary = {
         "exit_status": exit_status,
         "events": len(events),
         "denied": denied,
@@ -381,6 +388,13 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
         "by_engine": dict(sorted(by_engine.items())),
         "by_severity": dict(sorted(by_severity.items())),
     }
+    if internal:  # absent when none: reports written before this count existed still verify
+        summary["internal_errors"] = internal
+    if attempts:  # under --heal: how the run got to its end
+        summary["attempts"] = attempts
+        summary["guard_firings"] = firings
+        summary["degraded_runs"] = degraded  # attempts that completed only because a guard returned a fallback
+    return summary
 
 
 class _StderrWriter:

@@ -137,6 +137,10 @@ class Engine:
         """The exit status of a run the program completed with `status`."""
         return status
 
+    #: True when `on_crash` may ask for a re-run: the session then keeps what
+    #: a fresh process needs (stdin, see rerun.py) from the start.
+    reruns = False
+
 
 def _thread_local() -> Any:
     import _thread
@@ -316,6 +320,14 @@ class Session:
         #: sys.monitoring tool ids pyward's engines hold (id -> name): not news to the tamper engine.
         self.monitoring_tools: dict[int, str] = {}
         self._acting = _thread_local()
+        #: what a re-run in a fresh process needs (rerun.py): the environment as
+        #: the run started (engines may change it), the attempt this process
+        #: runs, the channel to the supervisor when it is a re-run, stdin
+        self.start_env = dict(os.environ)
+        self.attempt = 1
+        self.channel: int | None = None
+        self.tap: int | None = None
+        self.stdin: Any = None
 
     # -- cooperation between engines ------------------------------------------
 
@@ -334,18 +346,24 @@ class Session:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, stdin_code: bytes | None = None) -> None:
         s = self.settings
         if not s["quiet"]:
             threshold = ("notice", "info", "debug")[min(s["verbose"], 2)]
             self.console = ConsoleSink(threshold, s["color"])
             self.journal.add_sink(self.console)
-        if s["log"]:
+        if self.channel is not None or self.tap is not None:
+            from .rerun import FdSink
+
+            for fd in (self.channel, self.tap):
+                if fd is not None:
+                    self.journal.add_sink(FdSink(fd))
+        if s["log"] and self.channel is None:  # a re-run's events reach the log through its supervisor
             try:
                 self.journal.add_sink(JsonlSink(s["log"]))
             except OSError as exc:
                 raise TargetError(f"cannot open log file {s['log']}: {exc.strerror or exc}", 2) from None
-        report = s["report"]
+        report = s["report"] if self.channel is None else False  # a re-run: the supervisor writes the report
         if report is True:
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.start_time))
             self.report_path = os.path.join(self.cwd, ".pyward", "reports", f"{stamp}-{self.pid}.json")
@@ -365,13 +383,17 @@ class Session:
                 raise TargetError(f"the {engine.name} engine could not start ({type(exc).__name__}: {exc}); "
                                   "the program was not run. This is a pyward bug: PYWARD_DEBUG=1 shows the "
                                   "traceback", 70) from None
+        if self.channel is None and self.target.kind != "server" and any(engine.reruns for engine in self.engines):
+            from .rerun import Stdin
+
+            self.stdin = Stdin.at_start(stdin_code)
         atexit.register(self.finish)
         global _current
         _current = self
         self.journal.emit("pyward", "run.start", self.target.describe(), severity="debug",
                           message=f"run start: {self.target.describe()}",
                           details={"target": self.target.to_json(), "cwd": self.cwd, "pyward": __version__,
-                                   "python": sys.version.split()[0], "config": s.source},
+                                   "python": sys.version.split()[0], "config": s.source, "attempt": self.attempt},
                           where="", function="")
         if self.native_error is not None:
             from ._native import DEGRADED
@@ -411,7 +433,8 @@ class Session:
             except Exception as exc:
                 self._say(f"report not written to {display_path(self.report_path)}: {type(exc).__name__}: {exc}",
                           "error")
-        self._say(self.summary_line(events))
+        if self.channel is None:  # a re-run's supervisor prints the one summary of the run
+            self._say(self.summary_line(events))
 
     def run_metadata(self) -> dict[str, Any]:
         end = time.time()
@@ -443,17 +466,23 @@ class Session:
 
     def summary_line(self, events: list[Any]) -> str:
         counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity, "name": e.name,
-                             "details": e.details}
-                            for e in events],
+                             "details": e.details} for e in events],
                            self.exit_status)
         status = f"exit={self.exit_status}"
-        if self.exit_reason == "KeyboardInterrupt":
+        if self.exit_reason.endswith("KeyboardInterrupt"):
             status += " (SIGINT)"
         parts = [f"run end: {status}", f"{counts['denied']} denied", f"{counts['tamper_alerts']} tamper alerts",
                  f"{counts['healed']} healed"]
         if counts.get("internal_errors"):
             n = counts["internal_errors"]
             parts.append(f"{n} internal error{'s' if n != 1 else ''} (pyward: see the report)")
+        attempts, firings = counts.get("attempts", 0), counts.get("guard_firings", 0)
+        if attempts > 1 or firings or counts["healed"]:
+            parts.append(f"{attempts} attempt{'s' * (attempts != 1)}")
+            parts.append(f"{firings} guard firing{'s' * (firings != 1)}")
+            degraded = counts.get("degraded_runs", 0)
+            parts.append(f"{degraded} run{'s' * (degraded != 1)} completed only through a fallback"
+                         if degraded else "no run completed through a fallback")
         if self.report_written and self.report_path:
             parts.append(f"report: {display_path(self.report_path)}")
         elif self.report_path is None:
@@ -468,6 +497,33 @@ class Session:
 
     # -- running -------------------------------------------------------------
 
+    def rerun_blocker(self) -> str | None:
+        """Why this program cannot be started again in a fresh process (rerun.py), or None."""
+        from .rerun import blocker
+
+        return blocker(self)
+
+    def _rerun(self) -> None:
+        """Start the program again in a fresh process: here when this process is
+        the first attempt (it supervises the next ones), by the supervisor when it
+        is a re-run (this one says so on its channel and ends).  Never returns."""
+        import atexit
+
+        from . import rerun
+
+        if self.channel is None:
+            rerun.supervise(self, self.attempt + 1)
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except Exception:
+                pass
+        atexit._clear()  # this attempt's exit handlers do not run: the next attempt supersedes it
+        self.record_exit(1, "crashed; re-run requested")
+        self.finish()
+        os._exit(1)
+
     def run(self, p: _Prepared) -> int:
         """Execute the program; return 0, or let its exit propagate."""
         if p.path0 is not None and not sys.flags.safe_path:
@@ -478,7 +534,7 @@ class Session:
                     code = engine.prepare_code(self, code, "__main__")
                 return code
             p.transform = transform
-        while True:
+        if True:  # one attempt per process: a re-run starts a fresh one (rerun.py)
             sys.argv[:] = p.argv
             _fresh_main(p)
             try:
@@ -492,7 +548,7 @@ class Session:
                 raise
             except BaseException as exc:
                 if not isinstance(exc, KeyboardInterrupt) and any(e.on_crash(self, exc) for e in self.engines):
-                    continue
+                    self._rerun()  # never returns
                 if isinstance(exc, KeyboardInterrupt):
                     self.record_exit(130, "KeyboardInterrupt")
                 else:
@@ -637,8 +693,10 @@ def _print_without_pyward_frames(exc: BaseException) -> None:
 
 
 def start(settings: Settings, target: Target, invocation: list[str],
-          engines: Callable[[Settings], list[Engine]] | None = None) -> tuple[Session, _Prepared]:
+          engines: Callable[[Settings], list[Engine]] | None = None,
+          channel: tuple[int, int | None, int | None] = (1, None, None)) -> tuple[Session, _Prepared]:
     """Resolve the target and open the session; nothing of the program runs yet.
+    `channel`: (attempt, channel fd, tap fd) of a re-run or a watched run (rerun.take_channel).
 
     Raises TargetError (python's exit status) when the target cannot start.
     """
@@ -650,7 +708,8 @@ def start(settings: Settings, target: Target, invocation: list[str],
     elif target.kind == "stdin":  # bytes, so a coding cookie is honoured as python does
         p.code = sys.stdin.buffer.read()
     session = Session(settings, target, invocation)
+    session.attempt, session.channel, session.tap = channel
     session.program_dir = p.path0 or os.getcwd()
     session.engines = (engines or engines_for)(settings)
-    session.open()
+    session.open(p.code if target.kind == "stdin" else None)
     return session, p

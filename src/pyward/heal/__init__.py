@@ -23,7 +23,8 @@ def store_path(settings: Settings, cwd: str) -> str:
     """Where the patch store of this run lives (`heal.store`, else .pyward/heal.db)."""
     import os
 
-    return settings.get("heal.store") or os.path.join(cwd, ".pyward", "heal.db")
+    # relative to the working directory the run started in (a bare name too: `--store h.db`)
+    return os.path.join(cwd, settings.get("heal.store") or os.path.join(".pyward", "heal.db"))
 
 
 def store_files(path: str) -> list[str]:

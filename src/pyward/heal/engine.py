@@ -78,13 +78,16 @@ class HealEngine(Engine):
         self.settings = settings
         self.retries = settings.get("heal.retries", 3)
         self.dry_run = settings.get("heal.dry_run", False)
+        self.reruns = bool(self.retries) and not self.dry_run
+        self.rerun_requested = False  # this process's attempt crashed and asked for the next one
+        #: the script's code as compiled and as run (with stored guards): code outside it was made by exec()
+        self.main_code: tuple[CodeType, CodeType] | None = None
         self.verbose = settings.get("verbose", 0)
         self.session: Session | None = None
         self.store: Store | None = None
         self.patches: dict[int, Patch] = {}  # id(current code) -> patch
         self.pending: dict[str, list[Recipe]] = {}  # module -> recipes not applied yet
-        self.attempt = 1
-        self.attempt_seq = 0
+        self.saved = 0  # recipes saved to the store by this process
         self.healed = 0
         self.fired: set[int] = set()
         self.said: set[int] = set()  # recipes already announced (applied or stale) in this run
@@ -170,18 +173,28 @@ class HealEngine(Engine):
         return self.store
 
     def prepare_code(self, session: Session, code: CodeType, module: str) -> CodeType:
-        """Apply stored recipes to a module's code before it runs (the script's, on every attempt)."""
-        return self._patch_tree(code, module, code.co_filename)
+        """Apply stored recipes to a module's code before it runs (the script's)."""
+        patched = self._patch_tree(code, module, code.co_filename)
+        if module == "__main__":
+            self.main_code = (code, patched)
+        return patched
 
     def stop(self, session: Session) -> None:
         global _active
         if "pyward.heal.monitor" in sys.modules:
             sys.modules["pyward.heal.monitor"].stop()
         hits: dict[int, int] = {}
-        for patch in self.patches.values():
+        firings = 0
+        counted: set[int] = set()
+        for patch in [*self.patches.values(), *(p for _, p, _ in self.superseded.values())]:
             for guard, recipe in zip(patch.guards, patch.recipes):
+                if id(guard) in counted:
+                    continue
+                counted.add(id(guard))
+                firings += guard.hits
                 if guard.hits and recipe is not None and recipe.id is not None:
                     hits[recipe.id] = hits.get(recipe.id, 0) + guard.hits
+        self._attempt_event(session, firings)
         if self.store is not None:
             if hits and not self.dry_run:
                 try:
@@ -193,6 +206,30 @@ class HealEngine(Engine):
         _active = None
         self.sync_due = 0.0  # a server integration's next request looks for the engine again (serving.request)
 
+    def _attempt_event(self, session: Session, firings: int) -> None:
+        """How this process's attempt ended, with its guard firings: the summary
+        counts attempts, firings and runs that completed only through a fallback."""
+        if self.rerun_requested:
+            outcome, completed = "crashed; healed and re-run in a fresh process", False
+        else:
+            reason = session.exit_reason or ""
+            completed = reason == "completed" or reason.startswith("sys.exit(") or reason.startswith("attempt ")
+            if reason.startswith("attempt "):  # a supervisor: its own attempt crashed and was re-run
+                outcome, completed = "crashed; healed and re-run in a fresh process", False
+            else:
+                outcome = "completed" if completed else reason
+        degraded = completed and firings > 0
+        how = f"{firings} guard firing{'s' * (firings != 1)}"
+        if degraded:
+            message = f"attempt {session.attempt} completed only through a fallback ({how}): its output may be " \
+                      "incomplete (degraded)"
+        else:
+            message = f"attempt {session.attempt}: {outcome} ({how})"
+        session.journal.emit("heal", "attempt", str(session.attempt), severity="notice" if degraded else "info",
+                             where="", message=message,
+                             details={"attempt": session.attempt, "firings": firings, "completed": completed,
+                                      "degraded": degraded, "outcome": outcome})
+
     def exit_status(self, session: Session, status: int) -> int:
         if status == 0 and self.settings.get("heal.fail_on_heal") and (self.healed or self.fired):
             session.journal.emit("heal", "fail_on_heal", "exit", severity="error", where="",
@@ -203,21 +240,26 @@ class HealEngine(Engine):
     def on_crash(self, session: Session, exc: BaseException) -> bool:
         if not isinstance(exc, Exception) or isinstance(exc, SyntaxError):  # python reports those as they are
             return False
+        saved_before = self.saved
         healed = self.heal(exc, boundary="script")
         if healed is None:
             return False
         if self.dry_run:
             return False
-        rerun, why = self._may_rerun(session)
+        rerun, why, reason, effects = self._may_rerun(session)
         if not rerun:
+            saved = "The patch is saved: the next run uses it" if self.saved > saved_before else \
+                "The patch was not saved"
             session.journal.emit("heal", "not_rerun", healed.label, severity="warning", where="",
-                                 message=f"not re-running: {why}. The patch is saved: the next run uses it")
+                                 message=f"not re-running: {why}. {saved}",
+                                 details={"reason": reason, "side_effects": effects})
             return False
-        self.attempt += 1
+        self.rerun_requested = True
         session.journal.emit("heal", "rerun", healed.label, severity="notice", where="",
-                             message=f"re-running the program (attempt {self.attempt} of {self.retries + 1}); "
-                                     "its output so far came from the crashed attempt")
-        self.attempt_seq = len(session.journal.events)
+                             message=f"re-running the program (attempt {session.attempt + 1} of {self.retries + 1}) "
+                                     "in a fresh process: it starts from the top, so the output above is printed "
+                                     "again",
+                             details={"attempt": session.attempt + 1})
         return True
 
     # -- healing ---------------------------------------------------------------
@@ -252,6 +294,13 @@ class HealEngine(Engine):
             return None
         frame = frame_tb.tb_frame
         code = frame.f_code
+        runtime = self._compiled_at_run_time(code, frame)
+        if runtime and boundary == "script":
+            self._unhealed(exc, f"it is in code compiled while the program ran (exec() or compile(), file "
+                                f"{code.co_filename!r}): a guard there cannot be stored, and a re-run would compile "
+                                "that code again without it", f"{_short(code.co_filename)}:{frame_tb.tb_lineno}",
+                           code.co_qualname)
+            return None
         patch = self.patches.get(id(code))
         inserted = patch.inserted if patch is not None else None
         if patch is None and id(code) in self.superseded:  # healed since this frame started
@@ -308,7 +357,7 @@ class HealEngine(Engine):
                                 "collector's lists and, after gc.freeze(), in the module's namespace)", where,
                            code.co_qualname)
             return None
-        recipe = self._recipe(patch, site, fallback, exc)
+        recipe = self._recipe(patch, site, fallback, exc) if not runtime else None
         if not origin:
             self._learn_shape(shape, site, instrs, index, original)
         patch.sites.append(site)
@@ -319,12 +368,29 @@ class HealEngine(Engine):
         session.journal.emit("heal", "healed", label, severity="warning", where=where, function=code.co_qualname,
                              message=f"healed {what} in {label}: the guard returns {value} when {site.operand} "
                                      f"would fail{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}"
-                                     f"{'; crash shape recognised from ' + origin if origin else ''}",
+                                     f"{'; crash shape recognised from ' + origin if origin else ''}"
+                                     f"{_RUNTIME_NOTE if runtime else ''}",
                              details={"kind": site.kind, "operand": site.operand, "fallback": fallback,
                                       "function": code.co_qualname, "module": module, "exception": what,
                                       "recipe": recipe.id if recipe is not None else None,
-                                      "shape": shape, "recognised_from": origin or None})
+                                      "shape": shape, "recognised_from": origin or None,
+                                      "stored": recipe is not None})
         return Healed(label, site.kind, site.operand)
+
+    def _compiled_at_run_time(self, code: CodeType, frame: Any) -> bool:
+        """True for code the program compiled while it ran (exec(), compile()):
+        not loaded from its module's file, nor part of the script's code.  A
+        recipe for it could never be applied: the next run compiles it afresh."""
+        space = frame.f_globals
+        file = space.get("__file__")
+        main = sys.modules.get("__main__")
+        if isinstance(file, str) and not (main is not None and space is vars(main) and self.main_code is not None):
+            return not _same_file(file, code.co_filename) and not file.endswith((".pyc", ".pyo"))
+        if self.main_code is not None and main is not None and space is vars(main):
+            original = self.patches[id(code)].original if id(code) in self.patches else \
+                self.superseded[id(code)][1].original if id(code) in self.superseded else code
+            return not any(_in_tree(top, original) or _in_tree(top, code) for top in self.main_code)
+        return not isinstance(file, str)
 
     def _recognise(self, shape: str | None, code: CodeType, instrs: list[Any], index: int,
                    frame: Any) -> tuple[Site, str] | None:
@@ -400,6 +466,7 @@ class HealEngine(Engine):
             self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
+        self.saved += 1
         self.known.add(recipe.id)
         self.said.add(recipe.id)  # healed in this run: the re-run says nothing more about it
         self.pending.setdefault(patch.module, []).append(recipe)  # the finder (installed at start) applies it
@@ -481,34 +548,27 @@ class HealEngine(Engine):
                                   where=where or "", function=function,
                                   message=f"unhealed {type(exc).__name__}: {exc}: {reason}")
 
-    def _may_rerun(self, session: Session) -> tuple[bool, str]:
-        if self.attempt > self.retries:
-            return False, f"--retries {self.retries} used up"
+    def _may_rerun(self, session: Session) -> tuple[bool, str, str, list[str]]:
+        """(re-run?, why not, the reason's key, the side effects seen): one rule for `run --heal` and `watch`."""
+        if session.attempt > self.retries:
+            return False, f"--retries {self.retries} used up", "retries", []
+        blocker = session.rerun_blocker()
+        if blocker:
+            return False, f"{blocker}, so a clean start cannot be made", "no_clean_start", []
+        effects = side_effects([e.to_json() for e in session.journal.events])  # this process: this attempt
         if self.settings.get("heal.rerun_side_effects"):
-            effects = self._side_effects(session)
             if effects:
                 session.journal.emit("heal", "rerun.side_effects", "rerun", severity="warning", where="",
                                      message="--rerun-side-effects: these will happen again: " + "; ".join(effects))
-            return True, ""
+            return True, "", "", effects
         if not any(e.name == "sandbox" for e in session.engines):
             return False, "the sandbox is off (--mode off), so pyward cannot tell whether the crashed attempt had " \
-                          "side effects (--rerun-side-effects re-runs anyway)"
-        effects = self._side_effects(session)
+                          "side effects (--rerun-side-effects re-runs anyway)", "no_sandbox", []
         if effects:
             more = f" and {len(effects) - 3} more" if len(effects) > 3 else ""
             return False, "the crashed attempt had side effects: " + "; ".join(effects[:3]) + more + \
-                " (--rerun-side-effects re-runs anyway)"
-        return True, ""
-
-    def _side_effects(self, session: Session) -> list[str]:
-        out = []
-        for event in session.journal.events[self.attempt_seq:]:
-            if event.engine == "sandbox" and event.kind in ("observed", "allowed", "would_deny") and \
-                    (event.details or {}).get("permission") in SIDE_EFFECT_PERMISSIONS and \
-                    not (event.where or "").startswith("<frozen importlib") and "__pycache__" not in event.name:
-                # python's own bytecode cache is not the program's side effect
-                out.append(f"{event.message} at {event.where}")
-        return out
+                " (--rerun-side-effects re-runs anyway)", "side_effects", effects
+        return True, "", "", []
 
     def skipped_block(self, exc: BaseException, label: str) -> None:
         self.session.journal.emit("heal", "block_skipped", label, severity="warning",  # type: ignore[union-attr]
@@ -817,6 +877,35 @@ def _filled(cell: Any) -> bool:
     except ValueError:  # an empty cell
         return False
     return True
+
+
+_RUNTIME_NOTE = "; for this process only: the code was compiled while the program ran (exec()/compile()), " \
+                "so the guard is not stored"
+
+
+def _in_tree(top: CodeType, code: CodeType) -> bool:
+    """Whether `code` is `top` or nested in its constants."""
+    todo = [top]
+    while todo:
+        current = todo.pop()
+        if current is code:
+            return True
+        todo.extend(c for c in current.co_consts if hasattr(c, "co_code"))
+    return False
+
+
+def side_effects(events: list[dict[str, Any]]) -> list[str]:
+    """The program's writes, connections and process starts among `events`
+    (JSON dicts), as the sandbox journaled them; python's own bytecode cache is
+    not the program's side effect."""
+    out = []
+    for event in events:
+        if event.get("engine") == "sandbox" and event.get("kind") in ("observed", "allowed", "would_deny") and \
+                (event.get("details") or {}).get("permission") in SIDE_EFFECT_PERMISSIONS and \
+                not (event.get("where") or "").startswith("<frozen importlib") and \
+                "__pycache__" not in (event.get("name") or ""):
+            out.append(f"{event.get('message')} at {event.get('where')}")
+    return out
 
 
 def _original_index(inserted: list[int], patched_index: int) -> int:

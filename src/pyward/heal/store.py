@@ -79,7 +79,7 @@ class Store:
     def __init__(self, path: str, create: bool = True) -> None:
         self.path = path
         if create:
-            directory = os.path.dirname(path)
+            directory = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(directory):
                 os.makedirs(directory, exist_ok=True)
                 if os.path.basename(directory) == ".pyward":

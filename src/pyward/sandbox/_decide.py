@@ -723,6 +723,32 @@ def on_exec(args):
     return check_run(args[0], None, "os.exec")
 
 
+def on_posix_spawn(args):
+    if RERUN is not None and len(args) > 2 and is_rerun(args[0], args[1], args[2]):
+        EMIT("own", args[0], "pyward re-runs the program in a fresh process: " + args[0], "debug",
+             {"operation": "re-run", "event": "os.posix_spawn"}, (None, None))
+        return None
+    return check_run(args[0], None, "os.exec")
+
+
+def is_rerun(path, argv, env):
+    """pyward's re-run (rerun.py): this command, in the environment and the
+    directory the run started with, plus the variable naming its attempt and channel."""
+    if path != RERUN[0] or type(argv) not in (list, tuple) or tuple(argv) != RERUN[1] or type(env) is not dict:
+        return False
+    marker = env.get(RERUN[4])
+    if type(marker) is not str:
+        return False
+    attempt, _, fd = marker.partition(":")
+    if not attempt.isdigit() or not fd.isdigit():
+        return False
+    rest = {}
+    for key, value in env.items():
+        if key != RERUN[4]:
+            rest[key] = value
+    return rest == RERUN[2] and GETCWD() == RERUN[3]
+
+
 def on_spawn(args):
     return check_run(args[1] if len(args) > 1 else None, None, "os.spawn")
 
@@ -1010,7 +1036,7 @@ def build_handlers():
         "subprocess.Popen": on_popen,
         "os.system": on_system,
         "os.exec": on_exec,
-        "os.posix_spawn": on_exec,
+        "os.posix_spawn": on_posix_spawn,
         "os.spawn": on_spawn,
         "os.fork": on_fork,
         "os.forkpty": on_fork,

@@ -83,11 +83,14 @@ class Context:
 
     def __init__(self, *, mode: str, on_deny: str, inherit: bool, program_dir: str, outputs: list[str],
                  emit: Callable[..., Any], exit_on_deny: Callable[[str], Any] | None, log: str | None,
-                 spool: str | None = None) -> None:
+                 spool: str | None = None, rerun: tuple[Any, ...] | None = None) -> None:
         self.mode, self.on_deny, self.inherit = mode, on_deny, inherit
         self.program_dir, self.outputs, self.emit = program_dir, outputs, emit
         self.exit_on_deny, self.log = exit_on_deny, log
         self.spool = spool  # where Python children report their events (see child.py)
+        # (executable, argv, environment, cwd) of pyward's own re-run of the program (rerun.py), fixed before
+        # the program runs: that exact process start is pyward's, not the program's
+        self.rerun = rerun
 
 
 class SandboxEngine(Engine):
@@ -137,7 +140,7 @@ class SandboxEngine(Engine):
         context = Context(mode=self.mode, on_deny=s.get("on_deny", "raise"), inherit=s.get("inherit", True),
                           program_dir=session.program_dir, outputs=outputs, emit=self._emit,
                           exit_on_deny=self._exit_on_deny if s.get("on_deny") == "exit" else None,
-                          log=s.get("log"), spool=self.spool)
+                          log=s.get("log"), spool=self.spool, rerun=_rerun_spec(session))
         warn_writable_policy(self.policy, session.journal)
         install(self.policy, context, protect=session.protect)
         from .._native import native
@@ -200,6 +203,19 @@ class SandboxEngine(Engine):
                                  message="sandbox (watch): the program used " + ", ".join(parts)
                                          + " beyond its own files (-v lists them; pyward learn writes a policy)",
                                  details=dict(self.counts))
+
+
+def _rerun_spec(session: Any) -> tuple[Any, ...] | None:
+    """The one process start the sandbox leaves to pyward: a fresh run of this
+    very command, in the directory and environment the run started with."""
+    if getattr(session, "channel", None) is not None or not hasattr(session, "start_env"):
+        return None  # a re-run never starts the next one: its supervisor does
+    from ..rerun import RERUN_VARIABLE, command
+
+    argv = command(session.invocation)
+    if argv is None:
+        return None
+    return (argv[0], tuple(argv), dict(session.start_env), session.cwd, RERUN_VARIABLE)
 
 
 def prompt_target(source: str | None, cwd: str) -> str | None:
@@ -538,6 +554,7 @@ def build_decider(policy: Policy, context: Context,
         "GETCWD": posix.getcwd,
         "STAT": posix.stat,
         "PAYLOAD": payload,
+        "RERUN": context.rerun,
         "BOOT_DIR": BOOT_DIR,
         "ENV_GET": native.env_get,
         "OPEN": posix.open,
