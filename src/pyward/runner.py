@@ -591,14 +591,19 @@ def _execute(p: _Prepared) -> None:
 
     The program gets python's recursion depth: the limit grows by the frames
     pyward occupies below it (this one included) while the program runs."""
-    depth = 0
-    frame: Any = _getframe()
-    while frame is not None:
-        depth += 1
-        frame = frame.f_back
-    if sys.version_info < (3, 12) and p.run_module is None:
-        depth += 1  # 3.11 also counts entering the eval loop again, here through exec()
     limit = sys.getrecursionlimit()
+    if sys.version_info >= (3, 12):  # the limit counts Python frames
+        depth = 0
+        frame: Any = _getframe()
+        while frame is not None:
+            depth += 1
+            frame = frame.f_back
+    else:  # 3.11 also counts each entry into the eval loop from C, which frames do not show: measure
+        probe: dict[str, Any] = {}
+        exec(_DEPTH_PROBE, probe)  # from this frame, as the program's code will run
+        depth = (limit - 2) - probe["room"]  # python's own top level has limit - 2 calls of room
+        if p.run_module is not None:
+            depth -= 1  # python enters runpy from C, one more entry than our call into it
     sys.setrecursionlimit(limit + depth)
     hidden = _hide_frames(depth)
     try:
@@ -623,6 +628,16 @@ def _execute(p: _Prepared) -> None:
             sys.setrecursionlimit = hidden[3]
         if sys.getrecursionlimit() == limit + depth:  # unless the program set its own
             sys.setrecursionlimit(limit)
+
+
+_DEPTH_PROBE = compile("""\
+def down(n):
+    try:
+        return down(n + 1)
+    except RecursionError:
+        return n
+room = down(0)
+""", "<pyward depth probe>", "exec")
 
 
 def _hide_frames(depth: int) -> tuple[Any, Any, Any, Any]:
