@@ -137,6 +137,10 @@ class Engine:
         """The exit status of a run the program completed with `status`."""
         return status
 
+    def child_ends(self, session: Session) -> None:
+        """A forked child of the program is ending: it owns no report, and nothing
+        of the engine may run while its interpreter tears the modules down."""
+
     #: True when `on_crash` may ask for a re-run: the session then keeps what
     #: a fresh process needs (stdin, see rerun.py) from the start.
     reruns = False
@@ -411,6 +415,11 @@ class Session:
             return
         self._finished = True
         if self.journal.is_child:  # a forked child: the parent owns the report
+            for engine in self.engines:
+                try:
+                    engine.child_ends(self)
+                except Exception:  # the child's exit must not fail on pyward's account
+                    pass
             self.journal.close()
             return
         if self.exit_status is None:  # the program ended in a way we did not see

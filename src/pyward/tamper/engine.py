@@ -176,6 +176,9 @@ class TamperEngine(Engine):
                                       "watchers": self.watching})
         self.stop_watching()
 
+    def child_ends(self, session: Any) -> None:
+        self.stop_watching()
+
     def stop_watching(self) -> None:
         self.stopped = True
         if self.native is not None:
