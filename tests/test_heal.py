@@ -148,8 +148,9 @@ def test_patches_explain_rollback(tmp_path):
     write(tmp_path, BUGGY)
     pyward("run", "--heal", "app.py", cwd=tmp_path)
     table = pyward("patches", cwd=tmp_path).stdout.splitlines()
-    assert table[0].split() == ["ID", "FUNCTION", "GUARD", "OPERAND", "FALLBACK", "HITS", "AGE", "WHERE", "STATUS"]
-    assert table[1].split()[:6] == ["1", "get_bio", "subscript_guard", "profile", "none", "1"]
+    assert table[0].split() == ["ID", "FUNCTION", "GUARD", "OPERAND", "FALLBACK", "RECOVERY", "HITS", "AGE", "WHERE",
+                                "STATUS"]
+    assert table[1].split()[:7] == ["1", "get_bio", "subscript_guard", "profile", "none", "value", "1"]
     assert table[1].split()[-2:] == ["app.py:6", "active"]
     explained = pyward("explain", "get_bio", cwd=tmp_path)
     assert explained.returncode == 0
@@ -157,6 +158,7 @@ def test_patches_explain_rollback(tmp_path):
     assert "what failed:  TypeError: 'NoneType' object is not subscriptable" in text
     assert "source line:  6: return profile[\"bio\"]" in text
     assert "suggested fix: profile may be None" in text
+    assert "recovery:     value: the failing operation gives the fallback" in text
     assert "+" in text and "<pyward guard>" in text
     dry = pyward("rollback", "--dry-run", "get_bio", cwd=tmp_path)
     assert dry.stdout.startswith("would remove patch 1: get_bio") and len(recipes(tmp_path)) == 1

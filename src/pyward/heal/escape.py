@@ -31,6 +31,7 @@ its own 500 is the request boundary, which heal already treats as an escape.
 from __future__ import annotations
 
 import builtins
+import contextvars
 import dis
 import functools
 import os
@@ -54,6 +55,10 @@ _ASYNCIO = os.path.join(os.path.dirname(os.path.realpath(os.__file__)), "asyncio
 _START = (os.path.join(_PACKAGE, "heal", "guards.py"), os.path.join(_PACKAGE, "heal", "synth.py"))
 
 _ALL, _TYPES, _WITH, _RERAISE, _UNKNOWN = "all", "types", "with", "reraise", "unknown"
+
+#: Set by the ASGI middleware for a request's task; the context is copied into the threads a framework runs
+#: sync endpoints in (Starlette's threadpool), whose stacks do not reach the middleware's frame.
+IN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("pyward_in_request", default=False)
 
 
 @functools.lru_cache(maxsize=512)
@@ -287,7 +292,7 @@ def escapes(kind: type[BaseException], frame: FrameType | None) -> bool:
             if verdict == "all":
                 tentative = True
         frame = frame.f_back
-    return not tentative
+    return not tentative or IN_REQUEST.get()
 
 
 @functools.lru_cache(maxsize=256)

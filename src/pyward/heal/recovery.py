@@ -254,11 +254,13 @@ def _accumulates(stmt: ast.stmt) -> bool:
 
 
 @functools.lru_cache(maxsize=32)
-def _tree(filename: str, text: str) -> ast.Module | None:
+def _statements(filename: str, size: int, first: str) -> tuple[ast.stmt, ...]:
+    """Every statement of a source file, parsed once per file."""
     try:
-        return ast.parse(text)
+        tree = ast.parse("".join(linecache.getlines(filename)))
     except (SyntaxError, ValueError):
-        return None
+        return ()
+    return tuple(node for node in ast.walk(tree) if isinstance(node, ast.stmt))
 
 
 def _statement(code: CodeType, ins: dis.Instruction) -> ast.stmt | None:
@@ -269,12 +271,9 @@ def _statement(code: CodeType, ins: dis.Instruction) -> ast.stmt | None:
     lines = linecache.getlines(code.co_filename)
     if not lines:
         return None
-    tree = _tree(code.co_filename, "".join(lines))
-    if tree is None:
-        return None
     best = None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.stmt) and _inside(pos, node):
+    for node in _statements(code.co_filename, len(lines), lines[0]):
+        if node.lineno <= pos.lineno and _inside(pos, node):
             if best is None or (node.lineno, node.col_offset) >= (best.lineno, best.col_offset):
                 best = node
     return best
@@ -299,7 +298,7 @@ def _skipping(code: CodeType, instrs: list[dis.Instruction], site: Site, stmt: a
             and not instrs[start].is_jump_target:
         start -= 1
     depth = depths[start]
-    if depth is None:
+    if depth is None or depth < 0:
         return None
     first = min([site.index, *(link.index for link in site.extra)])
     for n in range(first + 1, len(instrs)):
@@ -399,4 +398,6 @@ def stack_depths(code: CodeType) -> tuple[int | None, ...]:
             except ValueError:
                 break
             n += 1
+    if any(d is not None and d < 0 for d in depths):  # an instruction this walk does not model: no depths at all
+        return (None,) * len(instrs)
     return tuple(depths)

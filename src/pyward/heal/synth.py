@@ -135,6 +135,8 @@ def synthesise(original: CodeType, sites: list[Site],
     handlers = {}
     for site in recovering:
         plan = site.plan  # type: ignore[attr-defined]
+        if plan.depth < 0:
+            raise RefusedPatch(f"the recovery of instruction #{site.index} has no stack depth")
         for index in plan.cover:
             if 0 <= index < len(objects):
                 marked.setdefault(id(objects[index]), id(site))
@@ -186,11 +188,13 @@ def synthesise(original: CodeType, sites: list[Site],
         out.append(item)
     if mine is not None:
         out.append(TryEnd(mine_entry))
+    out = _without_empty_entries(out)
     appended = 0
     for site in recovering:
         block = _handler_block(site, handlers[id(site)], outer.get(id(site)), objects[site.index].location)
         appended += sum(1 for item in block if isinstance(item, Instr))
         out.extend(block)
+    _check_entries(out)
     bc.clear()
     bc.extend(out)
     try:
@@ -207,6 +211,46 @@ def synthesise(original: CodeType, sites: list[Site],
     inserted += range(total - appended, total)
     verify(original, patched, inserted)
     return patched, inserted
+
+
+def _check_entries(items: list[Any]) -> None:
+    """Exception-table entries one after the other, each opened, holding an
+    instruction, then closed (bytecode does not check it and would loop)."""
+    from bytecode import Instr, TryBegin, TryEnd
+
+    current = None
+    filled = False
+    for item in items:
+        if isinstance(item, TryBegin):
+            if current is not None:
+                raise RefusedPatch("exception-table entries overlap in the guarded code")
+            current, filled = item, False
+        elif isinstance(item, TryEnd):
+            if item.entry is not current or not filled:
+                raise RefusedPatch("an exception-table entry of the guarded code is empty or not open")
+            current = None
+        elif isinstance(item, Instr):
+            filled = True
+
+
+def _without_empty_entries(items: list[Any]) -> list[Any]:
+    """Drop a reopened entry that ends before any instruction (the recovery
+    region was the last part of the original range): an empty range does
+    not assemble."""
+    from bytecode import Instr, TryBegin, TryEnd
+
+    out: list[Any] = []
+    begun: dict[int, int] = {}  # id(TryBegin) -> its position in `out`
+    for item in items:
+        if isinstance(item, TryBegin):
+            begun[id(item)] = len(out)
+        elif isinstance(item, TryEnd) and id(item.entry) in begun:
+            at = begun.pop(id(item.entry))
+            if not any(isinstance(x, Instr) for x in out[at + 1:]):
+                del out[at]
+                continue
+        out.append(item)
+    return out
 
 
 def _recovery(site: Site) -> str:
