@@ -39,11 +39,13 @@ import types
 import unittest
 
 from pyward.heal import fingerprint
+from pyward.heal import guards as guards_module
 from pyward.heal.analyse import Unhealable, analyse, instructions
 from pyward.heal.guards import Guard, helper
+from pyward.heal.recovery import plan
 from pyward.heal.synth import RefusedPatch, synthesise, walk
 
-STATS: dict = {"functions": 0, "guarded_functions": 0, "guards": {}, "refused": [], "executions": 0,
+STATS: dict = {"functions": 0, "guarded_functions": 0, "guards": {}, "recoveries": {}, "refused": [], "executions": 0,
                "would_fire": 0, "violations": [],
                "shapes_recognised": 0, "shape_mismatches": []}
 
@@ -129,10 +131,28 @@ def checking_helper(kind: str, guard: Guard, detail: str, method: bool):
             return slots[0]  # let the original instruction raise, as the stdlib expects
         if result is not slots[0] and kind in ("type_coercion_guard", "file_guard"):
             return watched_wrapper(guard, result, slots[0])  # int/float/open behind a guarded wrapper
+        if isinstance(result, guards_module._Lookup) and result.container is slots[0]:
+            return WatchedLookup(guard, result)  # a mapping's own __getitem__, through the guard
         if result is not slots[0]:
             STATS["violations"].append(f"{kind} changed a valid input: {slots[0]!r} -> {result!r}"[:200])
         return result
     return check
+
+
+class WatchedLookup:
+    """A guard's lookup through a mapping other than a dict, except that where
+    it would fall back the mapping's KeyError goes on (and the harness counts it)."""
+
+    def __init__(self, guard: Guard, lookup) -> None:
+        self.guard, self.lookup = guard, lookup
+
+    def __getitem__(self, key):
+        before = self.guard.hits
+        value = self.lookup[key]
+        if self.guard.hits != before:
+            STATS["would_fire"] += 1
+            return self.lookup.container[key]
+        return value
 
 
 def watched_wrapper(guard: Guard, wrapper, original):
@@ -152,9 +172,18 @@ def guard_code(code: types.CodeType, space: dict) -> types.CodeType:
     consts = [guard_code(c, space) if isinstance(c, types.CodeType) else c for c in code.co_consts]
     code = code.replace(co_consts=tuple(consts))
     STATS["functions"] += 1
-    sites = sites_for(code, space)
+    sites = []
+    for site in sites_for(code, space):  # each with the recovery a heal would give it (recovery.py)
+        try:
+            site.plan = plan(code, site)
+        except Unhealable:
+            continue
+        sites.append(site)
+        STATS["recoveries"][site.plan.recovery] = STATS["recoveries"].get(site.plan.recovery, 0) + 1
     if not sites:
         return code
+    # the helpers give the fallback value (where they would fire, the harness lets the original raise): the code
+    # has the recovery handlers, which the module's own exceptions go through
     guards = {id(s): Guard(s.kind, s.operand, "none", None) for s in sites}
     try:
         patched, inserted = synthesise(code, sites, lambda s, link: checking_helper(link.kind, guards[id(s)],

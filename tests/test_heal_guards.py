@@ -29,6 +29,14 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _nothing_catches(monkeypatch):
+    """These helpers are called from pytest, whose runner catches everything: a
+    guard there would never fall back (escape.py).  Here the fallbacks are what
+    is compared, so the stack is taken as one where the error would escape."""
+    monkeypatch.setattr(guards, "escapes", lambda kind, frame: True)
+
+
 def outcome(function, guard, args):
     result = function(*args)
     if isinstance(result, guards._StandIn):

@@ -84,7 +84,7 @@ class Site:
     """
 
     __slots__ = ("kind", "index", "opname", "depth", "args", "operand", "lineno", "detail", "method", "extra",
-                 "source", "callee")
+                 "source", "callee", "plan", "catches")
 
     def __init__(self, kind: str, index: int, opname: str, depth: int, args: tuple[int, ...], operand: str,
                  lineno: int | None, detail: str = "", method: bool = False) -> None:
@@ -95,17 +95,25 @@ class Site:
         # source names the operand (and which local, for LOAD_FAST_LOAD_FAST), the callee's loader
         self.source: tuple[int, int | None] | None = None
         self.callee: int | None = None
+        self.plan: Any = None  # how the program goes on when the guard falls back (recovery.py), set before synthesis
+        self.catches = ""  # type_coercion_guard: the exception it was made for (ValueError or TypeError)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "index": self.index, "opname": self.opname, "depth": self.depth,
+        data = {"kind": self.kind, "index": self.index, "opname": self.opname, "depth": self.depth,
                 "args": list(self.args), "operand": self.operand, "lineno": self.lineno, "detail": self.detail,
                 "method": self.method, "extra": [s.to_json() for s in self.extra]}
+        if self.plan is not None:  # a recipe keeps the recovery it was made with (shown by patches/explain)
+            data["recovery"] = self.plan.recovery
+        if self.catches:
+            data["catches"] = self.catches
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Site:
         site = cls(data["kind"], data["index"], data["opname"], data["depth"], tuple(data["args"]),
                    data["operand"], data["lineno"], data["detail"], data["method"])
         site.extra = [cls.from_json(x) for x in data.get("extra", ())]
+        site.catches = data.get("catches", "")
         return site
 
     def __repr__(self) -> str:
@@ -350,6 +358,7 @@ def _site(code: CodeType, instrs: list[dis.Instruction], index: int, exc: BaseEx
             site = Site("type_coercion_guard", at, instrs[at].opname, depth, (depth,), text, lineno,
                         called.__name__)
             site.callee = n
+            site.catches = kind_of_exc.__name__
             return site
         if called in (builtins.open, io.open) and kind_of_exc is FileNotFoundError and nargs >= 1:
             _, text = operand_at(nargs + top, at)

@@ -133,14 +133,38 @@ def cmd_patches(args: Any) -> int:
     if not recipes:
         print("no patches in the store")
         return 0
-    rows = [("ID", "FUNCTION", "GUARD", "OPERAND", "FALLBACK", "HITS", "AGE", "WHERE", "STATUS")]
+    rows = [("ID", "FUNCTION", "GUARD", "OPERAND", "FALLBACK", "RECOVERY", "HITS", "AGE", "WHERE", "STATUS")]
     for r in recipes:
-        rows.append((str(r.id), r.qualname, r.kind, r.operand, r.fallback, str(r.hits), _age(r), _where(r),
-                     find_code(r)[1]))
+        code, status = find_code(r)
+        rows.append((str(r.id), r.qualname, r.kind, r.operand, r.fallback, _recovery(r, code), str(r.hits), _age(r),
+                     _where(r), status))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
+
+
+RECOVERY_WORDS = {
+    "value": "the failing operation gives the fallback and the statement goes on with it",
+    "skip": "the statement is skipped (its contribution is left out) and the program goes on with the next one",
+    "return": "the function returns the fallback at once (it fails soft)",
+}
+
+
+def _recovery(recipe: Recipe, code: CodeType | None) -> str:
+    """The recipe's recovery; for a recipe made without one, the one chosen from the code now."""
+    stored = recipe.recovery()
+    if stored or code is None:
+        return stored or "-"
+    from .analyse import Site, Unhealable
+    from .recovery import plan
+
+    try:
+        return plan(code, Site.from_json(recipe.site_data())).recovery
+    except Unhealable:
+        return "none"
+    except Exception:
+        return "-"
 
 
 def cmd_explain(args: Any) -> int:
@@ -163,8 +187,11 @@ def cmd_explain(args: Any) -> int:
               f"with pyward {r.pyward} on python {r.python})")
         print(f"  what failed:  {r.exception}")
         print(f"  guard:        {r.kind}: {what}")
-        print(f"  it does:      when {r.operand} would make it fail, {returns} (fallback {r.fallback!r}: "
-              f"{FALLBACK_WORDS[r.fallback]}); valid values take the original path, unchanged")
+        print(f"  it does:      when {r.operand} would make it fail and nothing in the program would catch the "
+              f"error, {returns} (fallback {r.fallback!r}: {FALLBACK_WORDS[r.fallback]}); valid values take the "
+              "original path, unchanged")
+        recovery = _recovery(r, code)
+        print(f"  recovery:     {recovery}: {RECOVERY_WORDS.get(recovery, 'not applied: no recovery fits the code')}")
         line = linecache.getline(r.file, r.lineno or 0).rstrip()
         if line:
             print(f"  source line:  {r.lineno}: {line.strip()}")
@@ -180,12 +207,18 @@ def cmd_explain(args: Any) -> int:
 
 
 def _diff(code: CodeType, recipe: Recipe) -> list[str]:
-    from .analyse import Site
-    from .guards import Guard, helper
+    from .analyse import Site, Unhealable
+    from .guards import Guard, fallback_value, helper
+    from .recovery import plan
     from .synth import RefusedPatch, diff, synthesise
 
     site = Site.from_json(recipe.site_data())
-    guard = Guard(recipe.kind, recipe.operand, recipe.fallback, None)
+    try:
+        site.plan = plan(code, site)
+    except Unhealable as exc:
+        return [f"(no recovery fits the code: {exc})"]
+    site.plan.value = fallback_value(recipe.fallback)
+    guard = Guard(recipe.kind, recipe.operand, recipe.fallback, None, "", site.plan.recovery, site.catches)
     try:
         patched, inserted = synthesise(code, [site], lambda s, link: helper(link.kind, guard, link.detail,
                                                                               link.method))

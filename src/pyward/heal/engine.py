@@ -49,12 +49,22 @@ def active() -> HealEngine | None:
 
 
 class Healed:
-    """What `HealEngine.heal` did: the guarded function's label, the guard kind and the operand."""
+    """What `HealEngine.heal` did: the guarded function's label, the guard kind, the operand and the
+    recovery (value, skip, return: recovery.py)."""
 
-    __slots__ = ("label", "kind", "operand")
+    __slots__ = ("label", "kind", "operand", "recovery")
 
-    def __init__(self, label: str, kind: str, operand: str) -> None:
-        self.label, self.kind, self.operand = label, kind, operand
+    def __init__(self, label: str, kind: str, operand: str, recovery: str = "value") -> None:
+        self.label, self.kind, self.operand, self.recovery = label, kind, operand, recovery
+
+
+#: What a fallback does, by recovery, for messages: "the guard {returns None} when x would fail".
+def recovery_words(recovery: str, value: str) -> str:
+    if recovery == "skip":
+        return "skips the statement"
+    if recovery == "return":
+        return f"makes the function return {value}"
+    return f"returns {value}"
 
 
 class Patch:
@@ -280,7 +290,8 @@ class HealEngine(Engine):
     def _heal(self, exc: BaseException, boundary: str, tb: TracebackType | None) -> Healed | None:
         from . import fingerprint
         from .analyse import Unhealable, analyse, index_of_offset, instructions
-        from .guards import Guard
+        from .guards import Guard, fallback_value
+        from .recovery import plan as plan_recovery
         from .synth import RefusedPatch, diff, synthesise
 
         session = self.session
@@ -329,10 +340,18 @@ class HealEngine(Engine):
             patch = Patch(original, module)
         for done, guard in zip(patch.sites, patch.guards):
             if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
-                return Healed(guard.label, site.kind, site.operand)
+                return Healed(guard.label, site.kind, site.operand, guard.recovery)
         label = f"{code.co_qualname} ({site.kind} on {site.operand})"
         fallback = self._fallback(site.kind)
-        guard = Guard(site.kind, site.operand, fallback, self._fired, label)
+        if site.kind == "type_coercion_guard":
+            site.catches = type(exc).__name__
+        try:
+            site.plan = plan_recovery(original, site)
+        except Unhealable as reason:
+            self._unhealed(exc, str(reason), where, code.co_qualname)
+            return None
+        site.plan.value = fallback_value(fallback)
+        guard = Guard(site.kind, site.operand, fallback, self._fired, label, site.plan.recovery, site.catches)
         try:
             new_code, inserted = synthesise(original, [*patch.sites, site], self._helper_maker(patch, site, guard))
         except RefusedPatch as refusal:
@@ -348,9 +367,9 @@ class HealEngine(Engine):
                                  message="guarded bytecode ('+' inserted):\n" + "\n".join(lines))
         if self.dry_run:
             session.journal.emit("heal", "dry_run", label, severity="notice", where=where, function=code.co_qualname,
-                                 message=f"dry run: {what} in {label} can be healed (guard built and verified; "
-                                         "nothing patched or saved)")
-            return Healed(label, site.kind, site.operand)
+                                 message=f"dry run: {what} in {label} can be healed (guard built and verified, "
+                                         f"recovery: {site.plan.recovery}; nothing patched or saved)")
+            return Healed(label, site.kind, site.operand, site.plan.recovery)
         # first: a swap that fails (a sandbox denial, no function found) leaves nothing saved
         if not self._swap(patch, new_code, inserted):
             self._unhealed(exc, f"no live function runs the code of {code.co_qualname} (pyward looks in the "
@@ -365,17 +384,19 @@ class HealEngine(Engine):
         patch.recipes.append(recipe)
         self.healed += 1
         value = "None" if fallback == "none" else fallback
+        recovery = site.plan.recovery
         session.journal.emit("heal", "healed", label, severity="warning", where=where, function=code.co_qualname,
-                             message=f"healed {what} in {label}: the guard returns {value} when {site.operand} "
-                                     f"would fail{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}"
+                             message=f"healed {what} in {label}: the guard {recovery_words(recovery, value)} when "
+                                     f"{site.operand} would fail"
+                                     f"{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}"
                                      f"{'; crash shape recognised from ' + origin if origin else ''}"
                                      f"{_RUNTIME_NOTE if runtime else ''}",
                              details={"kind": site.kind, "operand": site.operand, "fallback": fallback,
-                                      "function": code.co_qualname, "module": module, "exception": what,
-                                      "recipe": recipe.id if recipe is not None else None,
+                                      "recovery": recovery, "function": code.co_qualname, "module": module,
+                                      "exception": what, "recipe": recipe.id if recipe is not None else None,
                                       "shape": shape, "recognised_from": origin or None,
                                       "stored": recipe is not None})
-        return Healed(label, site.kind, site.operand)
+        return Healed(label, site.kind, site.operand, recovery)
 
     def _compiled_at_run_time(self, code: CodeType, frame: Any) -> bool:
         """True for code the program compiled while it ran (exec(), compile()):
@@ -487,9 +508,11 @@ class HealEngine(Engine):
             caller = caller.f_back  # type: ignore[assignment]
         where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
         value = "None" if guard.fallback == "none" else guard.fallback
+        outcome = {"skip": "statement skipped", "return": f"the function returns {value}"}.get(guard.recovery, value)
         self.session.journal.emit("heal", "fired", guard.label, severity="notice", where=where,
                                   function=caller.f_code.co_qualname,
-                                  message=f"guard fired: {guard.label} -> {value}")
+                                  message=f"guard fired: {guard.label} -> {outcome}",
+                                  details={"recovery": guard.recovery})
         if self.settings.get("heal.shadow"):
             self._shadow(guard, caller)
 
@@ -635,8 +658,9 @@ class HealEngine(Engine):
         """Re-synthesise and re-verify stored recipes on `code`: a function's
         original, or code this process already guarded (the recipes are added
         to its guards: another worker saved them)."""
-        from .analyse import Site
-        from .guards import Guard, helper
+        from .analyse import Site, Unhealable
+        from .guards import Guard, fallback_value, helper
+        from .recovery import plan as plan_recovery
         from .synth import RefusedPatch, code_hash, synthesise
 
         session = self.session
@@ -662,10 +686,28 @@ class HealEngine(Engine):
             return existing.current if existing is not None else code
         patch = existing or Patch(code, module)
         sites, guards = list(patch.sites), list(patch.guards)
+        kept = []
         for r in fresh:
             site = Site.from_json(r.site_data())
+            if site.kind == "type_coercion_guard" and not site.catches:  # a recipe made before guards had one
+                site.catches = r.exception.split(":", 1)[0]
+            try:  # the recovery is chosen again from the code, as the guard is built again
+                site.plan = plan_recovery(code, site)
+            except Unhealable as reason:
+                if r.id not in self.said:
+                    self.said.add(r.id)
+                    session.journal.emit("heal", "dropped", r.qualname, severity="warning", where="",
+                                         message=f"stored patch not applied: {r.label()}: {reason}; "
+                                                 f"`pyward rollback {r.id}` removes it")
+                continue
+            site.plan.value = fallback_value(r.fallback)
             sites.append(site)
-            guards.append(Guard(r.kind, r.operand, r.fallback, self._fired, r.label()))
+            guards.append(Guard(r.kind, r.operand, r.fallback, self._fired, r.label(), site.plan.recovery,
+                                site.catches))
+            kept.append(r)
+        fresh = kept
+        if not fresh:
+            return existing.current if existing is not None else code
         lookup = dict(zip(map(id, sites), guards))
         try:
             new, inserted = synthesise(code, sites, lambda s, link: helper(link.kind, lookup[id(s)], link.detail,

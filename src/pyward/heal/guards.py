@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import builtins
 import io
+import sys
 
 from .._native import native
+from .escape import escapes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,17 +61,45 @@ def fallback_value(strategy: str, like: Any = None) -> Any:
     return None
 
 
-class Guard:
-    """One inserted guard: its kind, fallback and a `fired(guard)` callback
-    (the engine's: count, journal).  `hits` counts fallbacks in this process."""
+#: How the program goes on when a guard takes its fallback (recovery.py chooses, from where the value goes):
+#: "value": the guarded operation gives the fallback; "skip": the statement is skipped; "return": the
+#: function returns the fallback.
+RECOVERIES = ("value", "skip", "return")
 
-    __slots__ = ("kind", "operand", "fallback", "fired", "hits", "label")
+
+class Skip(BaseException):
+    """Raised by a guard whose recovery is "skip" or "return": the handler
+    synthesised around the guarded instruction (synth.py) catches it at once
+    and goes to the next statement, or returns.  Never seen by the program."""
+
+
+class Guard:
+    """One inserted guard: its kind, fallback, recovery and a `fired(guard)`
+    callback (the engine's: count, journal).  `hits` counts fallbacks in this
+    process.  `catches` narrows the exception a wrapping guard takes over
+    (type_coercion_guard: the ValueError or the TypeError it was made for)."""
+
+    __slots__ = ("kind", "operand", "fallback", "fired", "hits", "label", "recovery", "catches")
 
     def __init__(self, kind: str, operand: str, fallback: str, fired: Callable[[Guard], None] | None,
-                 label: str = "") -> None:
+                 label: str = "", recovery: str = "value", catches: str = "") -> None:
         self.kind, self.operand, self.fallback, self.fired = kind, operand, fallback, fired
         self.hits = 0
         self.label = label
+        self.recovery = recovery
+        self.catches = catches
+
+    def take(self, kind: type[BaseException], frame: Any) -> bool:
+        """About to fall back instead of letting python raise `kind`: only
+        when nothing between the guarded code and pyward's boundary would
+        catch it (escape.py).  Fires the guard; raises Skip for the
+        statement/function recoveries; False: let python raise."""
+        if not escapes(kind, frame):
+            return False
+        self.fire()
+        if self.recovery != "value":
+            raise Skip
+        return True
 
     def fire(self) -> None:
         self.hits += 1
@@ -108,8 +138,28 @@ class _StandIn:
         return self.value
 
 
+class _Lookup:
+    """A mapping other than an exact dict (a custom `__getitem__`, `__missing__`):
+    the subscript is made through this, once, and a KeyError it raises is
+    the guard's to decide."""
+
+    __slots__ = ("container", "guard", "value")
+
+    def __init__(self, container: Any, guard: Guard, value: Any) -> None:
+        self.container, self.guard, self.value = container, guard, value
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.container[key]
+        except KeyError:
+            if not self.guard.take(KeyError, sys._getframe()):
+                raise
+        return self.value
+
+
 _SEQUENCES = (list, tuple, str, bytes, bytearray, range)
 _NUMBERS = (int, float, bool)
+_Mapping = __import__("collections.abc").abc.Mapping
 _NOT_STR = (int, float, bool, complex, type(None), list, tuple, dict, set, frozenset, bytes, bytearray)
 
 
@@ -147,8 +197,7 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
 
     if kind == "null_guard":
         def null_guard(obj: Any) -> Any:
-            if obj is None:
-                guard.fire()
+            if obj is None and guard.take(AttributeError, sys._getframe()):
                 return _StandIn(value, method)
             return obj
         return null_guard
@@ -159,16 +208,14 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
                 found = _static_attribute(obj, detail)
             except Exception:
                 return obj
-            if found is None:
-                guard.fire()
+            if found is None and guard.take(TypeError, sys._getframe()):
                 return _StandIn(value, True)
             return obj
         return callable_owner_guard
 
     if kind == "callable_guard":
         def callable_guard(function: Any) -> Any:
-            if function is None:
-                guard.fire()
+            if function is None and guard.take(TypeError, sys._getframe()):
                 return lambda *args, **kwargs: value
             return function
         return callable_guard
@@ -183,18 +230,23 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
                 if type(container) is dict and key in container:  # the usual case, first: every call pays
                     return container
                 kind_of = type(container)
+                raised: type[BaseException] = KeyError
                 if container is None:
-                    missing = catch_none
+                    missing, raised = catch_none, TypeError
                 elif kind_of is dict:
                     missing = catch_keys and key not in container
                 elif kind_of in _SEQUENCES and type(key) is int:
-                    missing = catch_index and not -len(container) <= key < len(container)
+                    missing, raised = catch_index and not -len(container) <= key < len(container), IndexError
+                elif catch_keys and isinstance(container, dict) and kind_of.__getitem__ is dict.__getitem__ \
+                        and not hasattr(kind_of, "__missing__"):  # OrderedDict, a plain subclass: dict's lookup
+                    missing = not dict.__contains__(container, key)
+                elif catch_keys and isinstance(container, _Mapping):  # its own __getitem__ decides
+                    return _Lookup(container, guard, value)
                 else:
                     missing = False
             except Exception:
                 return container
-            if missing:
-                guard.fire()
+            if missing and guard.take(raised, sys._getframe()):
                 return _StandIn(value)
             return container
         subscript_guard.__name__ = kind
@@ -202,8 +254,8 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
 
     if kind == "division_guard":
         def division_guard(left: Any, right: Any) -> Any:
-            if type(right) in _NUMBERS and type(left) in _NUMBERS and right == 0:
-                guard.fire()
+            if type(right) in _NUMBERS and type(left) in _NUMBERS and right == 0 and \
+                    guard.take(ZeroDivisionError, sys._getframe()):
                 return _StandIn(value)
             return left
         return division_guard
@@ -212,8 +264,7 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
         coerce = guard.fallback == "str"
 
         def str_coerce_guard(left: Any, right: Any) -> Any:
-            if type(left) is str and type(right) in _NOT_STR:
-                guard.fire()
+            if type(left) is str and type(right) in _NOT_STR and guard.take(TypeError, sys._getframe()):
                 return _StandIn(value, left=left if coerce else None)
             return left
         return str_coerce_guard
@@ -221,12 +272,15 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
     if kind == "type_coercion_guard":
         originals = {builtins.int, builtins.float}
         wrappers = {}
+        # the exception the guard was made for: int(None)'s TypeError is not int("abc")'s ValueError
+        taken = {"ValueError": ValueError, "TypeError": TypeError}.get(guard.catches, (ValueError, TypeError))
         for convert in originals:
             def guarded(*args: Any, _convert: Any = convert, **kwargs: Any) -> Any:
                 try:
                     return _convert(*args, **kwargs)
-                except (ValueError, TypeError):
-                    guard.fire()
+                except taken as exc:  # type: ignore[misc]
+                    if not guard.take(type(exc), sys._getframe()):
+                        raise
                     return fallback_value(guard.fallback, _convert)
             wrappers[convert] = guarded
 
@@ -238,8 +292,9 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
         def guarded_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
             try:
                 return io.open(file, mode, *args, **kwargs)
-            except FileNotFoundError:
-                guard.fire()
+            except FileNotFoundError as exc:
+                if not guard.take(type(exc), sys._getframe()):
+                    raise
                 if guard.fallback == "empty" and "r" in mode and "+" not in mode:
                     return io.BytesIO() if "b" in mode else io.StringIO()
                 return None

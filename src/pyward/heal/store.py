@@ -69,6 +69,11 @@ class Recipe:
 
         return json.loads(self.site)
 
+    def recovery(self) -> str:
+        """How the program goes on when the guard falls back (recovery.py); "" for a recipe made before
+        recipes had one (its recovery is chosen from the code when it is applied)."""
+        return self.site_data().get("recovery", "")
+
     def age_days(self, now: float | None = None) -> float:
         return ((now or time.time()) - self.created) / 86400
 

@@ -91,11 +91,19 @@ def synthesise(original: CodeType, sites: list[Site],
     """The original code with a guard before each site (and each link of a
     chain: `site.extra`); also the indices, in the patched instruction list,
     of the inserted instructions.  `helper_for(site, link)` makes the
-    runtime helper of one link."""
-    from bytecode import Bytecode, Instr
+    runtime helper of one link.
+
+    A site whose recovery (`site.plan`, recovery.py) skips the statement or
+    returns from the function also gets a handler, appended after the last
+    instruction: the guard raises guards.Skip, the handler catches it and
+    jumps to the next statement (or returns the fallback); any other
+    exception goes on, re-raised, to the handler that covered the guarded
+    instruction, as before."""
+    from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
     bc = Bytecode.from_code(original, conserve_exception_block_stackdepth=True)
     real = [pos for pos, item in enumerate(bc) if isinstance(item, Instr)]
+    objects = [bc[pos] for pos in real]
     inserts = []
     for site in sites:
         for link in [site, *site.extra]:
@@ -104,29 +112,184 @@ def synthesise(original: CodeType, sites: list[Site],
             made = helper_for(site, link)
             same = next((n for n, other in enumerate(inserts) if other[0] == link.index), None)
             if same is not None:  # two guards on one instruction (None, then a missing key): chain them
-                _, first, earlier = inserts[same]
+                _, first, earlier, owner = inserts[same]
                 if (first.depth, first.args) != (link.depth, link.args):
                     raise RefusedPatch(f"instruction #{link.index} is already guarded differently")
-                inserts[same] = (link.index, first, _compose(earlier, made))
+                if _recovery(owner) != _recovery(site):
+                    raise RefusedPatch(f"instruction #{link.index} is guarded with another recovery")
+                inserts[same] = (link.index, first, _compose(earlier, made), owner)
                 continue
-            inserts.append((link.index, link, made))
+            inserts.append((link.index, link, made, site))
     inserts.sort(key=lambda t: t[0], reverse=True)
-    for index, s, helper in inserts:
+    marked: dict[int, int] = {}  # id(instruction) -> id(site) of the recovery region it is in
+    starts: dict[int, Any] = {}  # original index -> the first instruction now there (its guard's)
+    recovering = [site for site in sites if _recovery(site) != "value"]
+    for index, s, helper, owner in inserts:
         pos = real[index]
         seq = _guard_instrs(s, helper, bc[pos].location)
         bc[pos:pos] = seq
+        starts[index] = seq[0]
+        if _recovery(owner) != "value":
+            for item in seq:
+                marked[id(item)] = id(owner)
+    handlers = {}
+    for site in recovering:
+        plan = site.plan  # type: ignore[attr-defined]
+        if plan.depth < 0:
+            raise RefusedPatch(f"the recovery of instruction #{site.index} has no stack depth")
+        for index in plan.cover:
+            if 0 <= index < len(objects):
+                marked.setdefault(id(objects[index]), id(site))
+        handlers[id(site)] = Label()
+        if plan.recovery == "skip":
+            if not 0 <= plan.resume < len(objects):
+                raise RefusedPatch(f"the statement after instruction #{site.index} is not in this code")
+            target = starts.get(plan.resume, objects[plan.resume])
+            at = next(n for n, item in enumerate(bc) if item is target)
+            plan.label = Label()
+            bc[at:at] = [plan.label]
+    # the recovery regions cut the original exception table's entries: close and reopen them around
+    out: list[Any] = []
+    logical = None  # the original entry in effect
+    opened = None  # the entry open in `out` (the original or a copy of it)
+    mine = None  # id(site) of the recovery region open in `out`
+    mine_entry = None
+    outer: dict[int, Any] = {}  # id(site) -> the original entry its guarded instruction was under
+    by_id = {id(site): site for site in recovering}
+    for item in bc:
+        if isinstance(item, TryBegin):
+            logical = item
+            if mine is None:
+                out.append(item)
+                opened = item
+            continue
+        if isinstance(item, TryEnd):
+            logical = None
+            if mine is None and opened is not None:
+                out.append(TryEnd(opened))
+                opened = None
+            continue
+        if isinstance(item, Instr):
+            key = marked.get(id(item))
+            if key != mine:
+                if mine is not None:
+                    out.append(TryEnd(mine_entry))
+                    mine = None
+                    if logical is not None:
+                        opened = TryBegin(logical.target, logical.push_lasti, logical.stack_depth)
+                        out.append(opened)
+                if key is not None:
+                    if opened is not None:
+                        out.append(TryEnd(opened))
+                        opened = None
+                    outer.setdefault(key, logical)
+                    mine, mine_entry = key, TryBegin(handlers[key], False, by_id[key].plan.depth)  # type: ignore
+                    out.append(mine_entry)
+        out.append(item)
+    if mine is not None:
+        out.append(TryEnd(mine_entry))
+    out = _without_empty_entries(out)
+    appended = 0
+    for site in recovering:
+        block = _handler_block(site, handlers[id(site)], outer.get(id(site)), objects[site.index].location)
+        appended += sum(1 for item in block if isinstance(item, Instr))
+        out.extend(block)
+    _check_entries(out)
+    bc.clear()
+    bc.extend(out)
     try:
         patched = bc.to_code(compute_exception_stack_depths=False)
     except Exception as exc:  # bytecode's own checks (stack depth, arguments)
         raise RefusedPatch(f"the guarded code does not assemble: {exc}") from None
     inserted: list[int] = []
     shift = 0
-    for index, s, _ in sorted(inserts, key=lambda t: t[0]):
+    for index, s, _, _ in sorted(inserts, key=lambda t: t[0]):
         size = guard_size(s)
         inserted += range(index + shift, index + shift + size)
         shift += size
+    total = len(instructions(patched))
+    inserted += range(total - appended, total)
     verify(original, patched, inserted)
     return patched, inserted
+
+
+def _check_entries(items: list[Any]) -> None:
+    """Exception-table entries one after the other, each opened, holding an
+    instruction, then closed (bytecode does not check it and would loop)."""
+    from bytecode import Instr, TryBegin, TryEnd
+
+    current = None
+    filled = False
+    for item in items:
+        if isinstance(item, TryBegin):
+            if current is not None:
+                raise RefusedPatch("exception-table entries overlap in the guarded code")
+            current, filled = item, False
+        elif isinstance(item, TryEnd):
+            if item.entry is not current or not filled:
+                raise RefusedPatch("an exception-table entry of the guarded code is empty or not open")
+            current = None
+        elif isinstance(item, Instr):
+            filled = True
+
+
+def _without_empty_entries(items: list[Any]) -> list[Any]:
+    """Drop a reopened entry that ends before any instruction (the recovery
+    region was the last part of the original range): an empty range does
+    not assemble."""
+    from bytecode import Instr, TryBegin, TryEnd
+
+    out: list[Any] = []
+    begun: dict[int, int] = {}  # id(TryBegin) -> its position in `out`
+    for item in items:
+        if isinstance(item, TryBegin):
+            begun[id(item)] = len(out)
+        elif isinstance(item, TryEnd) and id(item.entry) in begun:
+            at = begun.pop(id(item.entry))
+            if not any(isinstance(x, Instr) for x in out[at + 1:]):
+                del out[at]
+                continue
+        out.append(item)
+    return out
+
+
+def _recovery(site: Site) -> str:
+    plan = getattr(site, "plan", None)
+    return "value" if plan is None else plan.recovery
+
+
+def _handler_block(site: Site, start: Any, outer: Any, location: Any) -> list[Any]:
+    """The handler of a recovery region (see synthesise): Skip goes to the
+    next statement or returns; anything else is re-raised to `outer`."""
+    from bytecode import Instr, Label, TryBegin, TryEnd
+
+    from .guards import Skip
+
+    plan = site.plan  # type: ignore[attr-defined]
+    none = object()
+
+    def make(name: str, arg: Any = none) -> Any:
+        return Instr(name, location=location) if arg is none else Instr(name, arg, location=location)
+
+    other, cleanup = Label(), Label()
+    first = TryBegin(cleanup, True, plan.depth + 1)
+    second = TryBegin(cleanup, True, plan.depth + 1)
+    block = [start, first, make("PUSH_EXC_INFO"), make("LOAD_CONST", Skip), make("CHECK_EXC_MATCH"),
+             make("POP_JUMP_FORWARD_IF_FALSE" if PY < (3, 12) else "POP_JUMP_IF_FALSE", other), make("POP_TOP"),
+             TryEnd(first), make("POP_EXCEPT")]
+    if plan.recovery == "skip":
+        block.append(make("JUMP_BACKWARD_NO_INTERRUPT", plan.label))
+    else:
+        block += [make("POP_TOP") for _ in range(plan.depth)]
+        block += [make("LOAD_CONST", plan.value), make("RETURN_VALUE")]
+    block += [other, second, make("RERAISE", 0), TryEnd(second), cleanup]
+    tail = [make("COPY", 3), make("POP_EXCEPT"), make("RERAISE", 1)]
+    if outer is not None:
+        entry = TryBegin(outer.target, outer.push_lasti, outer.stack_depth)
+        block += [entry, *tail, TryEnd(entry)]
+    else:
+        block += tail
+    return block
 
 
 def verify(original: CodeType, patched: CodeType, inserted: list[int]) -> None:
@@ -160,8 +323,14 @@ def verify(original: CodeType, patched: CodeType, inserted: list[int]) -> None:
             raise RefusedPatch(f"instruction #{i} {a.opname} moved: {a.positions} -> {b.positions}")
     handlers_a = _handlers(original, before)
     handlers_b = _handlers(patched, after)
+    ours = _recovery_handlers(after, handlers_b, skip)
+
+    def seen(h: tuple[int, int, bool] | None) -> tuple[int, int, bool] | None:
+        """A recovery handler re-raises what is not its Skip to the handler of its cleanup: that one counts."""
+        return ours.get(h[0], h) if h is not None else None
+
     for i, n in enumerate(kept):
-        ha, hb = handlers_a[i], handlers_b[n]
+        ha, hb = handlers_a[i], seen(handlers_b[n])
         if hb is not None:
             hb = (_first_kept(hb[0], kept, back), hb[1], hb[2])
         if ha != hb:
@@ -171,8 +340,42 @@ def verify(original: CodeType, patched: CodeType, inserted: list[int]) -> None:
             raise RefusedPatch("a guard would separate KW_NAMES from its call")
     for n in inserted:  # a guard runs under the handler of the instruction it guards
         following = next((k for k in kept if k > n), None)
-        if following is not None and handlers_b[n] != handlers_b[following]:
+        if following is not None and seen(handlers_b[n]) != seen(handlers_b[following]):
             raise RefusedPatch("an inserted instruction is not covered like the instruction it guards")
+
+
+_BLOCK = ("PUSH_EXC_INFO", "LOAD_CONST", "CHECK_EXC_MATCH", "POP_JUMP_IF_FALSE", "POP_TOP", "POP_EXCEPT")
+
+
+def _recovery_handlers(after: list[dis.Instruction], handlers: list[Any], inserted: set[int]) -> dict[int, Any]:
+    """The recovery handlers of a patched code (inserted, starting with
+    PUSH_EXC_INFO; LOAD_CONST Skip): start index -> the handler that covers
+    their cleanup.  Each is checked instruction by instruction; a handler
+    that is not exactly one is refused."""
+    from .guards import Skip
+
+    found: dict[int, Any] = {}
+    for n in sorted(inserted):
+        if after[n].opname != "PUSH_EXC_INFO" or n + 1 >= len(after) or after[n + 1].argval is not Skip:
+            continue
+        names = [ins.opname.replace("_FORWARD", "") for ins in after[n:n + 6]]
+        if tuple(names) != _BLOCK or handlers[n] is None:
+            raise RefusedPatch("a recovery handler is not the expected one")
+        m = n + 6
+        if after[m].opname == "JUMP_BACKWARD_NO_INTERRUPT":
+            m += 1
+        else:
+            while after[m].opname == "POP_TOP":
+                m += 1
+            if [ins.opname for ins in after[m:m + 2]] != ["LOAD_CONST", "RETURN_VALUE"]:
+                raise RefusedPatch("a recovery handler does not end as expected")
+            m += 2
+        cleanup = handlers[n][0]
+        if after[m].opname != "RERAISE" or [ins.opname for ins in after[cleanup:cleanup + 3]] != \
+                ["COPY", "POP_EXCEPT", "RERAISE"] or not all(k in inserted for k in range(n, m + 1)):
+            raise RefusedPatch("a recovery handler's re-raise is not the expected one")
+        found[n] = handlers[cleanup]
+    return found
 
 
 class _Jump:

@@ -21,6 +21,7 @@ import asyncio
 
 from .._native import native
 from ..heal import monitor
+from ..heal.escape import IN_REQUEST
 from . import serving
 
 TYPE_CHECKING = False
@@ -48,6 +49,7 @@ class Middleware:
         if rule is None:
             return await self.app(scope, receive, send)
         pristine = scope.copy()
+        IN_REQUEST.set(True)  # this request's task (a server runs each in its own) and the threads it starts
         exchange = Exchange(send, receive, rule.body_limit if scope["method"] in rule.methods else -1)
         if monitor.tool is not None:  # escapes are watched: around every attempt
             return await self._serve(rule, scope, pristine, send, exchange)

@@ -187,9 +187,13 @@ def not_replayable(method: str, rule: Replay, *, sent: bool, body_over: bool, re
 
 def header_value(heals: list[Healed]) -> str:
     """X-Pyward-Healed's value: `guard=<kind>; target=<operand>` for each heal
-    of the request, comma-separated, safe in an HTTP header (printable ASCII:
-    no newline can get in)."""
-    return ", ".join(f"guard={h.kind}; target={_printable(h.operand)}" for h in heals)
+    of the request (`; recovery=skip|return` when the guard skips the
+    statement or returns from the function rather than giving the fallback
+    value), comma-separated, safe in an HTTP header (printable ASCII: no
+    newline can get in)."""
+    return ", ".join(f"guard={h.kind}; target={_printable(h.operand)}"
+                     f"{'; recovery=' + h.recovery if getattr(h, 'recovery', 'value') != 'value' else ''}"
+                     for h in heals)
 
 
 def _printable(text: str) -> str:
@@ -202,7 +206,8 @@ def unavailable(healed: Healed, method: str, why: str) -> bytes:
         "error": "service unavailable",
         "detail": f"the handler crashed and was healed ({healed.label}); this {method} request was not "
                   f"replayed because {why}. Retry it: later requests use the patch.",
-        "healed": {"guard": healed.kind, "target": healed.operand},
+        "healed": {"guard": healed.kind, "target": healed.operand,
+                   **({"recovery": healed.recovery} if getattr(healed, "recovery", "value") != "value" else {})},
     }).encode()
 
 
