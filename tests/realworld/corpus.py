@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fast", action="store_true", help="only the fast slice (the one make test runs)")
     ap.add_argument("--json", type=Path, help="also write the results here (default: bench/results/corpus-X.Y.json)")
     ap.add_argument("--timeout", type=float, help="seconds per run (default 900; 180 with --fast)")
+    ap.add_argument("--pytest-args", default="",
+                    help="extra pytest arguments for every suite, plain run included (to look past a "
+                         "failure, e.g. '-p no:pyward'); shown above the table")
     ap.add_argument("--list", action="store_true", help="list the suites, programs and modes, and exit")
     args = ap.parse_args(argv)
     if args.list:
@@ -50,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(exc))
     all_results = []
     for v in versions:
-        res = harness.run_corpus(v, fast=args.fast, names=args.suite, modes=modes, timeout=args.timeout)
+        res = harness.run_corpus(v, fast=args.fast, names=args.suite, modes=modes, timeout=args.timeout,
+                                 extra_pytest_args=shlex.split(args.pytest_args))
         all_results.append(res)
         out = args.json if args.json and len(versions) == 1 else None
         if out is None:
@@ -58,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res.to_json(), indent=1))
         print(f"[corpus] {v}: results in {out} (runs in {res.rundir or '-'})", file=sys.stderr)
+    if args.pytest_args:
+        print(f"NOTE: every suite ran with the extra pytest arguments {args.pytest_args!r} (plain included)")
     print(harness.table(all_results))
     for res in all_results:
         for name, note in res.notes.items():

@@ -531,7 +531,7 @@ def tight_policy(venv: Venv, src: Path, extra: dict[str, tuple[str, ...]]) -> st
 
 
 def run_suite(venv: Venv, suite: manifest.Suite, modes: Iterable[str], rundir: Path, timeout: float,
-              log: Log = _default_log) -> list[Record]:
+              log: Log = _default_log, extra_args: Iterable[str] = ()) -> list[Record]:
     py = venv.version
     modes = [m for m in modes if m != "plain" and (m != "tight" or suite.tight)]
     if suite.name in venv.not_run:
@@ -539,7 +539,7 @@ def run_suite(venv: Venv, suite: manifest.Suite, modes: Iterable[str], rundir: P
                        note=suite.note) for m in ["plain", *modes]]
     pristine = venv.sources[suite.name]
     base = rundir / suite.name
-    args = ["-m", "pytest", "-p", "no:cacheprovider", *suite.pytest_args]
+    args = ["-m", "pytest", "-p", "no:cacheprovider", *suite.pytest_args, *extra_args]
     for test, _why in suite.deselect:
         args += ["--deselect", test]
 
@@ -786,6 +786,8 @@ class Results:
     started: str = ""
     fast: bool = False
     rundir: str = ""
+    #: added to every suite's pytest arguments, plain run included (exploration only: scripts/corpus --pytest-args)
+    extra_pytest_args: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
     not_run_reason: str = ""       # the whole version could not run (no interpreter, no virtualenv)
     notes: dict[str, str] = field(default_factory=dict)
@@ -822,7 +824,8 @@ class Corpus:
     one at a time, so `pytest -k six` runs only six)."""
 
     def __init__(self, version: str, *, fast: bool = False, modes: Iterable[str] | None = None,
-                 timeout: float | None = None, log: Log = _default_log) -> None:
+                 timeout: float | None = None, log: Log = _default_log,
+                 extra_pytest_args: Iterable[str] = ()) -> None:
         modes = list(modes or manifest.MODES)
         if "plain" not in modes:
             modes.insert(0, "plain")
@@ -830,7 +833,8 @@ class Corpus:
             modes.insert(modes.index("learned"), "learn")
         self.version, self.fast, self.modes, self.log = version, fast, modes, log
         self.timeout = timeout or (180 if fast else 900)
-        self.results = Results(python=version, fast=fast, started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.results = Results(python=version, fast=fast, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               extra_pytest_args=list(extra_pytest_args))
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
@@ -874,7 +878,8 @@ class Corpus:
             else:
                 if suite.name not in venv.sources and suite.name not in venv.not_run:
                     self._add(suite)  # a suite the first call did not set up
-                recs = run_suite(venv, suite, self.modes, self.rundir, self.timeout, self.log)
+                recs = run_suite(venv, suite, self.modes, self.rundir, self.timeout, self.log,
+                                 self.results.extra_pytest_args)
             self._done[key] = recs
             self.results.records += recs
         return self._done[key]
@@ -907,9 +912,9 @@ class Corpus:
 
 def run_corpus(version: str, *, fast: bool = False, names: Iterable[str] | None = None,
                modes: Iterable[str] | None = None, timeout: float | None = None,
-               log: Log = _default_log) -> Results:
+               log: Log = _default_log, extra_pytest_args: Iterable[str] = ()) -> Results:
     suites, programs = select(fast, names)
-    corpus = Corpus(version, fast=fast, modes=modes, timeout=timeout, log=log)
+    corpus = Corpus(version, fast=fast, modes=modes, timeout=timeout, log=log, extra_pytest_args=extra_pytest_args)
     for s in suites:
         corpus.suite(s, suites)
     for p in programs:
