@@ -27,11 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", action="append",
                     help="comma-separated, from: " + ", ".join(manifest.MODES) + " (plain always runs)")
     ap.add_argument("--fast", action="store_true", help="only the fast slice (the one make test runs)")
-    ap.add_argument("--json", type=Path, help="also write the results here (default: bench/results/corpus-X.Y.json)")
+    ap.add_argument("--json", type=Path, help="also write the results here (default: "
+                    "bench/results/corpus-X.Y[-fast][-partial].json; -partial with --suite, --mode or --pytest-args)")
     ap.add_argument("--timeout", type=float, help="seconds per run (default 900; 180 with --fast)")
     ap.add_argument("--pytest-args", default="",
                     help="extra pytest arguments for every suite, plain run included (to look past a "
-                         "failure, e.g. '-p no:pyward'); shown above the table")
+                         "failure, e.g. '-W ignore::pytest.PytestAssertRewriteWarning'); shown above the table")
     ap.add_argument("--list", action="store_true", help="list the suites, programs and modes, and exit")
     args = ap.parse_args(argv)
     if args.list:
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         all_results.append(res)
         out = args.json if args.json and len(versions) == 1 else None
         if out is None:
-            out = harness.ROOT / "bench" / "results" / f"corpus-{v}{'-fast' if args.fast else ''}.json"
+            # a slice or an exploration never overwrites the whole corpus's results
+            partial = "-partial" if (args.suite or args.mode or args.pytest_args) else ""
+            out = harness.ROOT / "bench" / "results" / f"corpus-{v}{'-fast' if args.fast else ''}{partial}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res.to_json(), indent=1))
         print(f"[corpus] {v}: results in {out} (runs in {res.rundir or '-'})", file=sys.stderr)

@@ -948,7 +948,9 @@ def table(results: Iterable[Results]) -> str:
                 match = "yes" if r.match else "NO"
             alerts = "-" if r.alerts is None else f"{r.alerts}({r.alerts_unexplained})"
             notes = r.reason if r.status not in ("ok",) else "; ".join(
-                p for p in r.problems if not p.startswith(("counts ", "exit ")))
+                p for p in r.problems if not p.startswith(("counts ", "exit ", "pytest wrote no junit")))
+            if r.match is False and r.error_line:  # what stopped it, first
+                notes = r.error_line + ("; " + notes if notes else "")
             rows.append((r.python, r.name, r.mode, match, "-" if r.exit is None else str(r.exit),
                          fmt_counts(r.counts) if r.counts else ("stdout" if r.stdout_sha else "-"),
                          "-" if r.denied is None else str(r.denied), alerts,
