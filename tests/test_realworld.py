@@ -16,6 +16,7 @@ The whole corpus (every suite, slower): scripts/corpus.
 """
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -114,3 +115,29 @@ def test_normalise_addresses_and_paths() -> None:
     text = "<built-in method match of re.Pattern object at 0x7f3a2b1c9d40> in /tmp/pwc-x/3/out"
     assert harness._normalise(text, {"/tmp/pwc-x/3": "$TMP"}) == \
         "<built-in method match of re.Pattern object at 0xADDR> in $TMP/out"
+
+
+def test_read_report_splits_alerts(tmp_path) -> None:
+    """An alert whose patching line or caller is in the suite's own files is the suite's;
+    any other alert is unexplained; denials and pyward errors are collected."""
+    suite = tmp_path / "src"
+    site = "/venv/lib/python3.12/site-packages"
+    events = [
+        {"engine": "tamper", "kind": "alert", "severity": "alert", "message": "own",
+         "where": f"{site}/_pytest/monkeypatch.py:251", "details": {"caller": f"{suite}/tests/test_x.py:3"}},
+        {"engine": "tamper", "kind": "alert", "severity": "alert", "message": "own too",
+         "where": f"{suite}/conftest.py:9", "details": {}},
+        {"engine": "tamper", "kind": "alert", "severity": "alert", "message": "not the suite's",
+         "where": f"{site}/_pytest/capture.py:80", "details": {"caller": None}},
+        {"engine": "sandbox", "kind": "denied", "severity": "warning", "message": "write to '/x' denied",
+         "where": f"{suite}/tests/test_x.py:5"},
+        {"engine": "sandbox", "kind": "internal", "severity": "error", "message": "boom"},
+    ]
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"summary": {"denied": 1, "tamper_alerts": 3, "healed": 0}, "events": events}))
+    rec = harness.Record("suite", "x", "3.12", "run")
+    harness.read_report(rec, report, [suite])
+    assert (rec.denied, rec.alerts, rec.alerts_unexplained, rec.healed) == (1, 3, 1, 0)
+    assert rec.alert_samples == ["not the suite's"]
+    assert rec.denials == [f"write to '/x' denied [at {suite}/tests/test_x.py:5]"]
+    assert rec.pyward_errors == ["[sandbox/internal] boom"]
