@@ -771,3 +771,18 @@ def test_a_check_that_fails_is_journaled_and_counted_as_an_internal_error(tmp_pa
     summary = summarize([{"engine": "sandbox", "kind": kind, "severity": severity, "name": name,
                           "details": details}], 0)
     assert summary["internal_errors"] == 1 and summary["denied"] == 0
+
+
+def test_doctest_restoring_its_trace_hook_is_not_a_grant_but_a_new_hook_is_checked(tmp_path):
+    code = """
+        import doctest, json, sys
+        print(doctest.testmod(json).failed)
+        try:
+            sys.settrace(lambda *args: None)
+            print("installed")
+        except PermissionError:
+            print("own trace function denied")
+    """
+    run = guard(tmp_path, code, "--allow-read=/", "--allow-env")
+    assert (run.status, run.stdout) == (0, "0\nown trace function denied\n"), run
+    assert [e["details"]["operation"] for e in run.denied] == ["sys.settrace"]

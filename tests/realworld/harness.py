@@ -10,7 +10,12 @@ checkout, git-ignored; PYWARD_CORPUS_DIR overrides):
     wheels/                     a six wheel built from its sdist, for the pip-download program
     venv/X.Y/                   the corpus virtualenv of Python X.Y: pytest, every suite built from
                                 its sdist, the test dependencies, and pyward from this checkout
-    runs/X.Y/ID/NAME/MODE/      one run: src/ (fresh copy), tmp/ (its TMPDIR), report.json,
+
+and the runs below RUNS (default $TMPDIR/pyward-corpus-runs; PYWARD_CORPUS_RUNS
+overrides), outside any project, so that pytest's search for a configuration
+file upwards from a suite never finds one that is not the suite's own:
+
+    X.Y/ID/NAME/MODE/           one run: src/ (fresh copy), tmp/ (its TMPDIR), report.json,
                                 stdout, stderr, junit.xml (in tmp/), policy.toml (learn, tight)
 
 Nothing is ever reported as passing when it did not run: a suite that cannot be
@@ -51,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 PROGRAMS_DIR = HERE / "programs"
 DATA_DIR = HERE / "data"
 CACHE = Path(os.environ.get("PYWARD_CORPUS_DIR") or ROOT / ".pyward-corpus")
+RUNS = Path(os.environ.get("PYWARD_CORPUS_RUNS") or Path(tempfile.gettempdir()) / "pyward-corpus-runs")
 
 #: seconds one pip network operation may take
 PIP_TIMEOUT = 600
@@ -516,11 +522,11 @@ def pyward_command(venv: Venv, mode: str, d: Path, target: list[str]) -> list[st
 
 def tight_policy(venv: Venv, src: Path, extra: dict[str, tuple[str, ...]]) -> str:
     """A hand-written least-privilege policy for running a test suite: read the
-    suite's directory, the virtualenv and the interpreter; write $TMP; import
+    suite's directory, the virtualenv and the interpreter; read and write $TMP; import
     what the virtualenv holds; nothing else unless the suite's manifest says so."""
     base = subprocess.run([venv.python, "-c", "import sys; print(sys.base_prefix)"], capture_output=True,
                           text=True).stdout.strip()
-    perms: dict[str, list[str]] = {"read": [str(src), str(venv.path), base], "write": ["$TMP"]}
+    perms: dict[str, list[str]] = {"read": [str(src), str(venv.path), base, "$TMP"], "write": ["$TMP"]}
     for k, v in [*manifest.TIGHT_COMMON.items(), *extra.items()]:
         perms.setdefault(k, []).extend(v)
     lines = ['# hand-written by tests/realworld/harness.py: the tight policy of a test suite',
@@ -856,7 +862,7 @@ class Corpus:
                 [v.python, "-c", "import platform; print(platform.python_version())"],
                 capture_output=True, text=True).stdout.strip()
             self.results.notes, self.results.freeze, self.results.pip_check = dict(v.notes), v.freeze, v.pip_check
-            runs = CACHE / "runs" / self.version
+            runs = RUNS / self.version
             self.rundir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}{'-fast' if self.fast else ''}"
             self.rundir.mkdir(parents=True)
             tmproot = tempfile.mkdtemp(prefix="pwc-", dir="/tmp" if os.path.isdir("/tmp") else None)

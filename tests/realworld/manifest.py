@@ -41,7 +41,7 @@ class Suite:
     fast: bool = False
     #: also run under a hand-written tight policy (mode "tight")
     tight: bool = False
-    #: extra permissions for the tight policy beyond read(suite, venv, interpreter) and write($TMP)
+    #: extra permissions for the tight policy beyond read(suite, venv, interpreter, $TMP) and write($TMP)
     tight_extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
     note: str = ""
 
@@ -57,7 +57,7 @@ class Suite:
 
 SUITES: tuple[Suite, ...] = (
     Suite("six", "1.17.0", pytest_args=("test_six.py",), fast=True, tight=True,
-          tight_extra={"import": ("six",)},
+          tight_extra={"import": ("six",), "run": ("/bin/sh",)},  # test_getoutput runs a shell
           note="one module, one test file; tests moved stdlib names and their imports"),
     Suite("idna", "3.10", pytest_args=("tests",), fast=True, tight=True, tight_extra={"import": ("idna",)},
           note="unittest-style tests; reads its own data files"),
@@ -88,7 +88,7 @@ SUITES: tuple[Suite, ...] = (
           note="hypothesis-heavy"),
 )
 
-#: What every tight policy grants besides read(suite, venv, interpreter) and write($TMP): the
+#: What every tight policy grants besides read(suite, venv, interpreter, $TMP) and write($TMP): the
 #: imports of pytest and of the plugins it loads from this virtualenv's entry points
 #: (hypothesis, pytest-cov, pyward's own inert plugin), and the environment variables pytest
 #: and those plugins document.  A user writing a policy for `pytest` would list the same.
@@ -96,8 +96,11 @@ TIGHT_COMMON = {
     "import": ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "py",
                "hypothesis", "_hypothesis_pytestplugin", "_hypothesis_globals", "attr", "attrs",
                "sortedcontainers", "pytest_cov", "coverage"),
-    "env": ("PYTEST_*", "PY_COLORS", "PY_IGNORE_IMPORTMISMATCH", "HYPOTHESIS_*", "CI", "BUILD_NUMBER",
-            "TF_BUILD", "COLUMNS", "LINES", "TERM", "NO_COLOR", "FORCE_COLOR", "COV_CORE_*", "HOME"),
+    # hypothesis's plugin, loaded by pytest from the virtualenv, relabels code objects as it imports
+    # (reflection.impersonate: code.replace); a policy for pytest with hypothesis installed grants it
+    "ffi": ("bytecode",),
+    "env": ("PYTEST_*", "PY_COLORS", "PY_IGNORE_IMPORTMISMATCH", "_ARGCOMPLETE", "HYPOTHESIS_*", "CI", "BUILD_NUMBER",
+            "TF_BUILD", "COLUMNS", "LINES", "TERM", "NO_COLOR", "FORCE_COLOR", "COV_CORE_*", "COVERAGE_*", "READTHEDOCS", "HOME"),
 }
 
 #: Modes, in the order they run.  "plain" is the baseline every other mode is compared with.
@@ -108,7 +111,7 @@ MODE_HELP = {
     "learn": "pyward learn -o POLICY -m pytest ... (watch; writes POLICY)",
     "learned": "pyward run --config POLICY -m pytest ... (enforce under the learned policy)",
     "heal": "pyward run --heal -m pytest ...",
-    "tight": "pyward run --mode enforce --config TIGHT ... (hand-written: read suite+venv+interpreter, write $TMP)",
+    "tight": "pyward run --mode enforce --config TIGHT ... (hand-written: read suite+venv+interpreter+$TMP, write $TMP)",
 }
 
 

@@ -34,7 +34,8 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[
     rules: dict[str, list[str]] = {}
     for perm in ("read", "write"):
         rules[perm] = [display_path(p, base, variables) for p in collapse(seen[perm], variables, base)]
-    net = ephemeral_to_host(seen["net"])
+    net = {"unix:$TMP" if r.startswith(f"unix:{variables['TMP']}/") else r  # per-run socket names
+           for r in ephemeral_to_host(seen["net"])}
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
     for perm in ("run", "env", "ffi", "import"):

@@ -252,8 +252,8 @@ def segment_match(pattern, text):
 def net_match(rule, resource):
     """rule = (5, host_kind, origin, host, port, network, prefix, version)."""
     host, port = split_host(resource)
-    if host is None:
-        return resource == rule[3]
+    if host is None:  # unix: a socket file, or a directory of sockets
+        return resource == rule[3] or (rule[1] == 4 and resource.startswith(rule[3] + "/"))
     want = rule[4]
     if want is not None and port is not None and port != want:
         return False
@@ -329,7 +329,8 @@ def implicit(perm, resource):
     if perm == "write":
         if resource in IMPLICIT_WRITE_FILES:
             return True
-        return "/__pycache__/" in resource and resource.startswith(IMPLICIT_READ_ROOTS)
+        return ("/__pycache__/" in resource or resource.endswith("/__pycache__")) \
+            and resource.startswith(IMPLICIT_READ_ROOTS)
     if perm == "import":  # the program's own, or a stdlib file not in sys.stdlib_module_names (_sysconfigdata_*)
         return program_module(resource) or module_in(STDLIB_DIR, resource)
     if perm == "env":
@@ -862,6 +863,9 @@ def on_settrace(op):
     def handler(args):
         if args and args[0] is None:
             return None
+        caller = event_caller()
+        if caller is not None and (caller.f_code.co_filename, caller.f_code.co_name) in HOOK_RESTORERS:
+            return None  # the stdlib putting back the hook it saved (the event does not carry the function)
         return check("ffi", "tracing", op)
     return handler
 

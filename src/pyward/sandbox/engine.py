@@ -50,6 +50,8 @@ MIME_FILES = ("/etc/mime.types", "/etc/httpd/mime.types", "/etc/httpd/conf/mime.
               "/usr/local/lib/netscape/mime.types", "/usr/local/etc/mime.types")
 SYSTEM_FILES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/etc/localtime",
                 "/etc/timezone", *MIME_FILES)
+#: Writing to these changes nothing anywhere: implicit, like reading the system files.
+SINK_FILES = ("/dev/null",)
 SYSTEM_DIRS = ("/usr/share/zoneinfo", "/usr/share/locale", "/usr/lib/locale")
 #: Configuration the interpreter and the stdlib read on their own (tracebacks
 #: read PYTHON_COLORS/NO_COLOR/TERM, ssl reads SSLKEYLOGFILE, tempfile TMPDIR...):
@@ -437,7 +439,7 @@ def compile_rule(perm: str, scope: str, origin: str, base: str, variables: dict[
             return (4, _realpath(expand(scope, base, variables)), origin)
         return (3, scope, origin)
     if perm == "net":
-        return compile_net(scope, origin)
+        return compile_net(scope, origin, base, variables)
     return (2, tuple(scope.split("*")), origin)
 
 
@@ -448,12 +450,15 @@ def _realpath(path: str) -> str:
     return real or os.path.realpath(path)
 
 
-def compile_net(scope: str, origin: str) -> tuple:
+def compile_net(scope: str, origin: str, base: str = "", variables: dict[str, str] | None = None) -> tuple:
     """(5, host kind, origin, host, port, network, prefix, bits); kinds: 0 name,
-    1 *.suffix, 2 address/network, 3 any host, 4 unix socket, 5 raw."""
+    1 *.suffix, 2 address/network, 3 any host, 4 unix socket (a socket file, or
+    every socket below a directory; $TMP and the other path variables expand),
+    5 raw."""
     text = scope.strip().lower()
     if text.startswith("unix:"):
-        path = text[5:] if text[5:6] == "@" else _realpath(scope.strip()[5:])
+        raw = scope.strip()[5:]
+        path = text[5:] if text[5:6] == "@" else _realpath(expand(raw, base or os.getcwd(), variables or {}))
         return (5, 4, origin, "unix:" + path, None, 0, 0, 0)
     if text == "raw":
         return (5, 5, origin, "raw", None, 0, 0, 0)
@@ -581,7 +586,7 @@ def build_decider(policy: Policy, context: Context,
         "HEX_COLON": "0123456789abcdef:.",
         "IMPLICIT_READ_ROOTS": roots,
         "IMPLICIT_READ_FILES": files,
-        "IMPLICIT_WRITE_FILES": frozenset(outputs),
+        "IMPLICIT_WRITE_FILES": frozenset((*outputs, *SINK_FILES)),
         "PROGRAM_DIRS": (_realpath(context.program_dir),),
         "STDLIB_NAMES": frozenset(sys.stdlib_module_names),
         "OWN_PACKAGES": frozenset(("pyward", "bytecode", "sitecustomize", "usercustomize")),
@@ -598,6 +603,9 @@ def build_decider(policy: Policy, context: Context,
         "STDLIB": os.path.dirname(os.__file__) + "/",
         "STDLIB_DIR": os.path.dirname(os.__file__),
         "SYS": sys,
+        # doctest's runner saves sys.gettrace() and puts it back after each test; the audit event
+        # does not carry the function, so the calling function is what tells a restore
+        "HOOK_RESTORERS": frozenset(((os.path.join(os.path.dirname(os.__file__), "doctest.py"), "run"),)),
         "MODULE_SUFFIXES": (".py", ".pyc", *_imp.extension_suffixes()),
         "CODE_RELABELLERS": frozenset(((os.path.join(os.path.dirname(os.__file__), "types.py"), "coroutine"),
                                        (os.path.join(os.path.dirname(os.__file__), "modulefinder.py"),
