@@ -786,3 +786,21 @@ def test_doctest_restoring_its_trace_hook_is_not_a_grant_but_a_new_hook_is_check
     run = guard(tmp_path, code, "--allow-read=/", "--allow-env")
     assert (run.status, run.stdout) == (0, "0\nown trace function denied\n"), run
     assert [e["details"]["operation"] for e in run.denied] == ["sys.settrace"]
+
+
+def test_probing_for_a_file_that_does_not_exist_is_not_a_denial(tmp_path):
+    """Programs try optional config files (~/.pdbrc, ./setup.cfg): where nothing exists
+    the OS answers as it would to python; an existing file and a deny rule still refuse."""
+    code = """
+        import os
+        for path in ("/nonexistent-dir/app.rc", "/etc/hostname", os.path.expanduser("~/.nope-pyward-rc")):
+            try:
+                open(path)
+                print("read")
+            except OSError as exc:
+                print(type(exc).__name__)
+    """
+    run = guard(tmp_path, code, "--allow-read=.", "--allow-env=HOME", "--deny-read=~/.nope-pyward-rc")
+    assert run.status == 0, run
+    assert run.stdout == "FileNotFoundError\nAccessDenied\nAccessDenied\n"
+    assert [e["name"] for e in run.denied] == ["/etc/hostname", os.path.expanduser("~/.nope-pyward-rc")]

@@ -449,6 +449,8 @@ def on_open(args):
         found = check("write", real, "open")
     if not flags & O_WRONLY and found is None:
         found = check("read", real, "open")
+        if found is not None and found[3] == 2 and not flags & WRITE_FLAGS and REALPATH(real) is None:
+            return None  # nothing there to read: the OS answers FileNotFoundError, as to any probe of a config file
     return found
 
 
