@@ -315,12 +315,10 @@ def blocker(session: Session) -> str | None:
     return None
 
 
-def supervise(session: Session, attempt: int) -> None:
-    """Run attempts `attempt`, `attempt + 1`, ... in fresh processes until one
-    does not ask for another; then end this process with the last one's status
-    (or its signal), after writing the report.  Never returns."""
+def abandon_attempt() -> None:
+    """The crashed attempt's output is flushed and its exit handlers do not run:
+    the next attempt, in a fresh process, supersedes it."""
     import atexit
-    import signal
 
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
@@ -328,7 +326,16 @@ def supervise(session: Session, attempt: int) -> None:
                 stream.flush()
         except Exception:
             pass
-    atexit._clear()  # the crashed attempt's exit handlers do not run: its run is superseded
+    atexit._clear()
+
+
+def supervise(session: Session, attempt: int) -> None:
+    """Run attempts `attempt`, `attempt + 1`, ... in fresh processes until one
+    does not ask for another; then end this process with the last one's status
+    (or its signal), after writing the report.  Never returns."""
+    import signal
+
+    abandon_attempt()
     argv = command(session.invocation)
     assert argv is not None
     try:

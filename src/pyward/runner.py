@@ -516,19 +516,11 @@ class Session:
         """Start the program again in a fresh process: here when this process is
         the first attempt (it supervises the next ones), by the supervisor when it
         is a re-run (this one says so on its channel and ends).  Never returns."""
-        import atexit
-
         from . import rerun
 
         if self.channel is None:
             rerun.supervise(self, self.attempt + 1)
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            try:
-                if stream is not None:
-                    stream.flush()
-            except Exception:
-                pass
-        atexit._clear()  # this attempt's exit handlers do not run: the next attempt supersedes it
+        rerun.abandon_attempt()
         self.record_exit(1, "crashed; re-run requested")
         self.finish()
         os._exit(1)
