@@ -8,7 +8,7 @@ not dilute the ratio) and runs alternately under `python` and under
 has its own benchmark, bench/tamper.py), `--rounds` times; the figures
 are the best of the rounds, as `timeit` reports (noise on a shared machine
 only ever adds time; the medians are in the --json output).  Start-up is the
-median wall time of whole runs, as in bench/startup.py.  Targets (issue #3):
+median wall time of whole runs, as in bench/startup.py.  Targets:
 
 * an audit event the policy does not care about: under 30 ns added;
 * open() + close() of a file checked against the 20-rule policy: at most 1.3x;

@@ -29,7 +29,7 @@ places. A round gives one paired ratio (requests a second under pyward /
 without); the figure judged is the median of the rounds' ratios. Also
 printed: the best round of each side, and the servers' CPU time per request
 (Linux), which a busy moment of the machine moves much less than throughput.
-Targets (issue #6): no connection error under pyward, and throughput at
+Targets: no connection error under pyward, and throughput at
 least 0.97x the same server without pyward. `--same` runs the plain server
 on both sides: the spread of its ratios is the machine's noise floor.
 """

@@ -2,7 +2,7 @@
 
     python bench/startup.py [--runs N] [--json]
 
-Target (issue #2): under 30 ms added, median against median.  The default run
+Target: under 30 ms added, median against median.  The default run
 writes a report, which is what a user gets; `--no-report` is shown too.
 """
 from __future__ import annotations

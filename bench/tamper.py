@@ -6,7 +6,7 @@ Each workload times itself inside the process and runs alternately under
 `python` and under `pyward run --mode off` (the tamper engine with its
 default seals, the sandbox off: bench/sandbox.py measures that one),
 `--rounds` times; the figures are the best of the rounds, as `timeit`
-reports (the medians are in the --json output).  Targets (issue #4):
+reports (the medians are in the --json output).  Targets:
 
 * a CPU-bound workload that also calls sealed functions and reads attributes
   of sealed modules (random.random, os.path.join, hashlib.new): at most 1.01x;

@@ -1,4 +1,4 @@
-"""Heal for servers (issue #6), end to end: real servers on loopback, real
+"""Heal for servers, end to end: real servers on loopback, real
 clients.  A hung connection fails the test through the client's timeout,
 a reset one through the exception it raises."""
 from __future__ import annotations

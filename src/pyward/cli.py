@@ -41,21 +41,21 @@ RUNS_A_PROGRAM = ("learn", "watch")
 #: adds parsers and registers `handlers[name] = fn(args) -> int`.  Imported
 #: only when the full parser is built, never for a plain `pyward run`.
 ENGINE_COMMANDS: tuple[str, ...] = (
-    # sandbox (issue #3)
+    # sandbox
     "pyward.sandbox.commands",
 
-    # tamper (issue #4)
+    # tamper
 
-    # heal (issue #5)
+    # heal
     "pyward.heal.commands",
 )
 
 #: Commands that run a program (their arguments split like `run`'s): name -> "module:function".
 PROGRAM_COMMANDS: dict[str, str] = {
-    # sandbox (issue #3)
+    # sandbox
     "learn": "pyward.sandbox.commands:cmd_learn",
 
-    # heal (issue #5)
+    # heal
     "watch": "pyward.heal.watch:cmd_watch",
 }
 

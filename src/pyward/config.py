@@ -74,7 +74,7 @@ OPTIONS: list[Option] = [
            "keep the newest N reports in .pyward/reports/ and remove older ones there (0: keep all); "
            "reports written elsewhere with --report are never removed",
            flags=("--keep-reports",), metavar="N"),
-    # sandbox (issue #3)
+    # sandbox
     Option("mode", "enum", None,
            "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "
            "a terminal), off. Default: enforce when any permission is configured, else watch",
@@ -95,7 +95,7 @@ OPTIONS: list[Option] = [
              f"deny {perm} for LIST (all when no LIST); deny wins over allow", flags=(f"--deny-{perm}",),
              metavar="LIST", cli={"nargs": "?", "const": True}) for perm in PERMISSIONS),
 
-    # tamper (issue #4)
+    # tamper
     Option("tamper.enabled", "bool", True,
            "turn the tamper engine off: no seals, no reports of changed functions (it is on by default)",
            flags=("--no-tamper",), cli={"action": "store_false"}),
@@ -115,7 +115,7 @@ OPTIONS: list[Option] = [
     Option("tamper.check_modules", "bool", False, "report modules in sys.modules replaced by other objects",
            flags=("--check-modules",), cli={"action": "store_true"}),
 
-    # heal (issue #5)
+    # heal
     Option("heal.enabled", "bool", False, "heal structural crashes: guard the failing bytecode, save the patch, "
            "re-run when the crash had no side effects", flags=("--heal",), cli={"action": "store_true"}),
     Option("heal.retries", "int", 3, "re-run a healed script at most N times (0: never re-run)",

@@ -79,12 +79,12 @@ class Target:
 #: session start; keep their package __init__ light.  The sandbox starts
 #: first so that tamper can seal its wrappers; heal starts last.
 ENGINES: tuple[str, ...] = (
-    # sandbox (issue #3)
+    # sandbox
     "pyward.sandbox",
 
-    # tamper (issue #4)
+    # tamper
     "pyward.tamper",
-    # heal (issue #5)
+    # heal
     "pyward.heal",
 )
 

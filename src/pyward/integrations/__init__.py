@@ -1,1 +1,1 @@
-"""pyward in other tools' processes: the pytest plugin (servers: issue #6)."""
+"""pyward in other tools' processes: the pytest plugin."""
