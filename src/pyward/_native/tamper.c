@@ -28,6 +28,8 @@ static PyObject *lock_error;      /* pyward.TamperError */
 static PyObject *lock_awaited;    /* names of modules pending seals wait for (a live set) */
 static PyObject *modules_dict;    /* sys.modules, when watched */
 static PyObject *modules_filter;  /* names whose sys.modules events are reported (NULL: all) */
+static PyObject *watched_keys;    /* attribute names sealed in some watched namespace: any other key's
+                                   * change (pytest swaps sys.stdout per test) stays in C */
 
 /* Schedule the pending call now: only ever from C code that returns straight to
  * the change being made, so the call cannot run before the change lands (a
@@ -74,6 +76,15 @@ on_dict(PyDict_WatchEvent event, PyObject *dict, PyObject *key, PyObject *new_va
         int wanted = PySet_Contains(modules_filter, key);
         if (wanted <= 0) {
             if (wanted < 0) {
+                PyErr_Clear();
+            }
+            return 0;
+        }
+    }
+    else if (key != NULL && watched_keys != NULL && dict != modules_dict) {
+        int sealed = PySet_Contains(watched_keys, key);
+        if (sealed <= 0) {
+            if (sealed < 0) {
                 PyErr_Clear();
             }
             return 0;
@@ -193,6 +204,19 @@ tamper_watch(PyObject *module, PyObject *obj)
     }
 #endif
     Py_RETURN_FALSE;
+}
+
+static PyObject *
+tamper_watch_key(PyObject *module, PyObject *key)
+{
+    /* a sealed attribute's name: only these keys of watched namespaces reach Python */
+    if (watched_keys == NULL && (watched_keys = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    if (PySet_Add(watched_keys, key) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -572,6 +596,8 @@ PyMethodDef pw_tamper_methods[] = {
      "tamper_install(report, pending) -> bool: register the dict and function watchers (False before 3.12)."},
     {"tamper_stop", tamper_stop, METH_NOARGS, "tamper_stop(): no more reports (the run is over)."},
     {"tamper_watch", tamper_watch, METH_O, "tamper_watch(dict | function) -> bool: report changes to it."},
+    {"tamper_watch_key", tamper_watch_key, METH_O,
+     "tamper_watch_key(name): changes to this key of a watched namespace are reported (no call: every key)."},
     {"tamper_watch_modules", tamper_watch_modules, METH_VARARGS,
      "tamper_watch_modules(sys.modules, names | None): report changes to these names only (a live set)."},
     {"tamper_unwatch", tamper_unwatch, METH_O, "tamper_unwatch(dict | function): stop reporting changes to it."},

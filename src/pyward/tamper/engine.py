@@ -205,6 +205,8 @@ class TamperEngine(Engine):
         if key in self.seals:
             return
         self.seals[key] = seal
+        if self.watching:
+            self.native.tamper_watch_key(seal.attr)
         if id(namespace) not in self.by_dict:
             self.by_dict[id(namespace)] = seal.owner
             if self.watching:
