@@ -271,6 +271,9 @@ def test_a_report_stays_bounded_and_counts_every_denial(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["denied"] == 3000
+    changes = [e for e in report["events"] if e["kind"] == "env.changed"]
+    assert len(changes) == journal.REPEAT_LIMIT + 1  # 100 recorded, then one that stands for the rest
+    assert changes[-1]["details"]["repeated"] == 3000 - journal.REPEAT_LIMIT
     assert len(report["events"]) < 2 * journal.REPEAT_LIMIT + 20
     assert pyward_lines(result.stderr)[-1].startswith("[pyward] run end: exit=0 · 3000 denied")
     assert pyward("verify", "r.json", cwd=tmp_path).returncode == 0

@@ -285,6 +285,20 @@ class Journal:
                 return None
             return self._record(engine, kind, name, message, severity, details, where, function, pid, when, thread)
 
+    def count_repeat(self, engine: str, kind: str, name: str) -> bool:
+        """Count one more event of this engine, kind and name if it is already past
+        REPEAT_LIMIT (True), without describing it: the one event that stands for
+        the repeats keeps the last recorded description.  False: emit it."""
+        key = (engine, kind, name)
+        with self._lock:
+            repeat = self._repeats.get(key)
+            if repeat is None or self.closed:
+                return False
+            self._seen[key] += 1
+            repeat[0] += 1
+            repeat[2] = time.time()
+        return True
+
     def saturated(self, engine: str, kind: str, name: str) -> bool:
         """True when the next event of this engine, kind and name will be counted, not recorded
         (REPEAT_LIMIT): its caller may skip the work of describing it."""

@@ -61,9 +61,15 @@ def is_secret(name: str) -> bool:
     return secret
 
 
+_SENSITIVE: dict[str, bool] = {}
+
+
 def env_is_sensitive(name: str) -> bool:
-    upper = name.upper()
-    return upper.startswith(SENSITIVE_ENV) or "PROXY" in upper or is_secret(name)
+    sensitive = _SENSITIVE.get(name)
+    if sensitive is None:
+        upper = name.upper()
+        sensitive = _SENSITIVE[name] = upper.startswith(SENSITIVE_ENV) or "PROXY" in upper or is_secret(name)
+    return sensitive
 
 
 def redact(name: str, value: str | None) -> str:
@@ -368,15 +374,16 @@ class TamperEngine(Engine):
         elif event in ("os.putenv", "os.unsetenv"):
             raw = args[0] if args else b""
             name = os.fsdecode(raw) if isinstance(raw, (bytes, str)) else "?"
-            if name.startswith("PYWARD_") or self._pyward_acting():
+            if name.startswith("PYWARD_"):
+                return
+            journal = self.session.journal
+            if not env_is_sensitive(name) and journal.count_repeat("tamper", "env.changed", name):
+                return  # the hundred-and-first change of one variable: counted, nothing else (REPEAT_LIMIT)
+            if self._pyward_acting():
                 return
             value = os.fsdecode(args[1]) if event == "os.putenv" and len(args) > 1 else None
             shown = redact(name, value)
             message = f"environment variable {name} {'set to ' + shown if value is not None else 'removed'}"
-            journal = self.session.journal
-            if journal.saturated("tamper", "env.changed", name) and not env_is_sensitive(name):  # counted only
-                journal.emit("tamper", "env.changed", name, message=message, where="")
-                return
             where, function, _ = self._patcher()
             news = env_is_sensitive(name) and self._allowed_patcher(self._patcher_modules()) is None
             journal.emit("tamper", "env.changed", name, severity="notice" if news else "info", where=where or "",
