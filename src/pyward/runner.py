@@ -535,34 +535,34 @@ class Session:
                     code = engine.prepare_code(self, code, "__main__")
                 return code
             p.transform = transform
-        if True:  # one attempt per process: a re-run starts a fresh one (rerun.py)
-            sys.argv[:] = p.argv
-            _fresh_main(p)
-            try:
-                _execute(p)
-            except SystemExit as exc:
-                if _from_runpy_error(exc):  # python's own line, as python prints it
-                    self.record_exit(1, "target not found")
-                    sys.stderr.write(f"{exc.code}\n")
-                    raise SystemExit(1) from None
-                self.record_exit(system_exit_status(exc.code), f"sys.exit({exc.code!r})")
-                raise
-            except BaseException as exc:
-                if not isinstance(exc, KeyboardInterrupt) and any(e.on_crash(self, exc) for e in self.engines):
-                    self._rerun()  # never returns
-                if isinstance(exc, KeyboardInterrupt):
-                    self.record_exit(130, "KeyboardInterrupt")
-                else:
-                    self.record_exit(1, f"uncaught {type(exc).__name__}")
-                _print_without_pyward_frames(exc)
-                raise
-            status = 0
-            for engine in self.engines:
-                status = engine.exit_status(self, status)
-            self.record_exit(status, "completed")
-            if status:
-                raise SystemExit(status)
-            return 0
+        # one attempt per process: a re-run starts a fresh one (rerun.py)
+        sys.argv[:] = p.argv
+        _fresh_main(p)
+        try:
+            _execute(p)
+        except SystemExit as exc:
+            if _from_runpy_error(exc):  # python's own line, as python prints it
+                self.record_exit(1, "target not found")
+                sys.stderr.write(f"{exc.code}\n")
+                raise SystemExit(1) from None
+            self.record_exit(system_exit_status(exc.code), f"sys.exit({exc.code!r})")
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, KeyboardInterrupt) and any(e.on_crash(self, exc) for e in self.engines):
+                self._rerun()  # never returns
+            if isinstance(exc, KeyboardInterrupt):
+                self.record_exit(130, "KeyboardInterrupt")
+            else:
+                self.record_exit(1, f"uncaught {type(exc).__name__}")
+            _print_without_pyward_frames(exc)
+            raise
+        status = 0
+        for engine in self.engines:
+            status = engine.exit_status(self, status)
+        self.record_exit(status, "completed")
+        if status:
+            raise SystemExit(status)
+        return 0
 
 
 def prune_reports(directory: str, keep: int) -> None:
