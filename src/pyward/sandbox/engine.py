@@ -538,6 +538,7 @@ def build_decider(policy: Policy, context: Context,
     how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
     caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS",
                                      "STATE", "TTY", "ON_DISK")}
+    stdlib = os.path.dirname(os.__file__)
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (
             "len", "str", "int", "type", "tuple", "list", "dict", "bytes", "range", "zip", "OSError",
@@ -599,17 +600,16 @@ def build_decider(policy: Policy, context: Context,
                                        "<frozen zipimport>")),
         "NAMESPACE_OPS": frozenset(("remove", "rmdir", "mkdir", "rmtree")),
         "PLUMBING": (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/",
-                     os.path.dirname(os.__file__) + "/", "<frozen "),
-        "STDLIB": os.path.dirname(os.__file__) + "/",
-        "STDLIB_DIR": os.path.dirname(os.__file__),
+                     stdlib + "/", "<frozen "),
+        "STDLIB": stdlib + "/",
+        "STDLIB_DIR": stdlib,
         "SYS": sys,
         # doctest's runner saves sys.gettrace() and puts it back after each test; the audit event
         # does not carry the function, so the calling function is what tells a restore
-        "HOOK_RESTORERS": frozenset(((os.path.join(os.path.dirname(os.__file__), "doctest.py"), "run"),)),
+        "HOOK_RESTORERS": frozenset(((stdlib + "/doctest.py", "run"),)),
         "MODULE_SUFFIXES": (".py", ".pyc", *_imp.extension_suffixes()),
-        "CODE_RELABELLERS": frozenset(((os.path.join(os.path.dirname(os.__file__), "types.py"), "coroutine"),
-                                       (os.path.join(os.path.dirname(os.__file__), "modulefinder.py"),
-                                        "replace_paths_in_code"))),
+        "CODE_RELABELLERS": frozenset(((stdlib + "/types.py", "coroutine"),
+                                       (stdlib + "/modulefinder.py", "replace_paths_in_code"))),
     }
     functions = []
     for name, value in vars(_decide).items():
