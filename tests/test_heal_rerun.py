@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 from helpers import clean_env, pyward, pyward_lines
+from test_heal import BUGGY
 
 AUDIT = """
 entries = []
@@ -277,14 +278,7 @@ def test_watch_restarts_a_run_without_side_effects(tmp_path):
 
 @pytest.mark.parametrize("command", [["patches"], ["explain"], ["explain", "get_bio"]])
 def test_offline_commands_end_quietly_when_stdout_closes(tmp_path, command):
-    write(tmp_path, """
-        users = {"ada": {"bio": "mathematician"}, "bob": None}
-        def get_bio(name):
-            profile = users.get(name)
-            return profile["bio"]
-        for name in ["ada", "bob"]:
-            print(name, get_bio(name))
-    """)
+    write(tmp_path, BUGGY)
     assert pyward("run", "--heal", "app.py", cwd=tmp_path).returncode == 0
     read, write_end = os.pipe()
     os.close(read)  # like `| head` that has already gone
