@@ -54,13 +54,17 @@ def self_timed(commands: dict[str, list[str]], rounds: int, cwd: str,
     return samples
 
 
-def bench_arguments(doc: str) -> Any:
-    """The options every overhead benchmark takes: --rounds N, --json."""
+def bench_arguments(doc: str, count: bool = False) -> Any:
+    """The options every overhead benchmark takes: --rounds N, --json (and --count where
+    the benchmark can count instructions instead of timing)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    if count:
+        parser.add_argument("--count", action="store_true",
+                            help="count instructions with valgrind instead of timing (slow, repeatable)")
     return parser.parse_args()
 
 
@@ -82,3 +86,17 @@ def print_results(title: str, results: dict[str, dict[str, Any]], base: str = "p
         mark = "ok" if r["met"] else "MISSED"
         print(f"  {name:{width}} {r['python']:10.2f} {r['pyward']:10.2f} {r['added']:9.2f} {r['ratio']:6.3f}x"
               f"  {r['target']} [{mark}]")
+
+
+def count_instructions(cmd: list[str], cwd: str, env: dict[str, str] | None = None) -> int:
+    """Instructions the command executes (its children's included), counted by valgrind's
+    cachegrind: the same figure for the same program whatever else the machine is doing."""
+    result = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                             "--trace-children=yes", *cmd], cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark command failed under valgrind ({' '.join(cmd)}):\n{result.stderr[-2000:]}")
+    counts = [int(line.rsplit(None, 1)[-1].replace(",", "")) for line in result.stderr.splitlines()
+              if "I refs:" in line or "I   refs:" in line]
+    if not counts:
+        raise SystemExit(f"valgrind printed no instruction count for {' '.join(cmd)}")
+    return sum(counts)
