@@ -190,7 +190,9 @@ class TraceEngine(Engine):
 def fresh_imports(session: Any, code: Any) -> None:
     """Let the program import, with their audit events, the modules pyward
     imported for itself: they leave sys.modules (pyward keeps its own copies
-    by reference) unless python had them loaded before any pyward module."""
+    by reference) unless python had them loaded before any pyward module.
+    (Under `python -m pyward`, python loaded runpy and importlib.util for
+    pyward before that: a program's imports of those are not traced then.)"""
     from . import _STARTUP_FINDERS, _STARTUP_MODULES
 
     for name in list(sys.modules):
@@ -199,6 +201,8 @@ def fresh_imports(session: Any, code: Any) -> None:
     for path in list(sys.path_importer_cache):  # a package's directory is listed again when first imported
         if path not in _STARTUP_FINDERS:
             del sys.path_importer_cache[path]
+    if sys.path and not sys.flags.safe_path:  # python lists the program's own directory at its first import
+        sys.path_importer_cache.pop(sys.path[0], None)
     if code is None:  # python -m has runpy and what it imports loaded: so does the program
         import runpy  # noqa: F401
     elif session.target.kind == "code":  # python 3.13+ gives -c source to linecache, loading it

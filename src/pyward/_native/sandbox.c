@@ -119,14 +119,14 @@ journal_hook(const char *kind, PyObject *event, PyObject *args, PyObject *reason
     in_hook++;
     depth++;  /* the journal's own work is pyward's: not the policy's business */
     PyObject *res = PyObject_CallFunction(hook_emit, "sOOO", kind, event, args, reason);
-    depth--;
-    in_hook--;
     if (res == NULL) {
-        PyErr_WriteUnraisable(hook_emit);
+        PyErr_WriteUnraisable(hook_emit);  /* its "sys.unraisablehook" event must not reach the hook either */
     }
     else {
         Py_DECREF(res);
     }
+    depth--;
+    in_hook--;
     PyErr_Restore(type, value, tb);
 }
 

@@ -106,8 +106,7 @@ def install_hook(hook: Callable[[str, tuple[Any, ...]], Any] | None, events: Ite
     state = native.sandbox_hook_state()
     if hook is not None and not state["journaled"] and not state["policy"]:
         hook_emit = emitter(journal_emit(journal))  # hook-only: nothing blocks but the hook
-        native.sandbox_hook_journal(hook_emit, AccessDenied)
-        native.untrack(hook_emit)
+        native.sandbox_hook_journal(hook_emit, AccessDenied)  # (not untracked: a later install() replaces it)
     native.sandbox_set_hook(hook, names, prefixes)
 
 
