@@ -87,11 +87,19 @@ def test_module_and_crash(tmp_path):
     traced = run([sys.executable, "-m", "pyward", "trace", "-m", "json.tool", "data.json"], tmp_path)
     assert (traced.stdout, traced.returncode) == (plain.stdout, 0)
     assert "[audit] open: ('data.json', 'r'," in traced.stderr
-    crash = run([sys.executable, "-m", "pyward", "trace", "-c", "1/0"], tmp_path)
-    plain = run([sys.executable, "-c", "1/0"], tmp_path)
+    code = "import sys; sys.addaudithook(lambda e, a: sys.stderr.write(f'RAW {e}\\n')); 1/0"
+    crash = run([*PYWARD, "trace", "-c", code], tmp_path)
+    plain = run([sys.executable, "-c", code], tmp_path)
     assert crash.returncode == plain.returncode == 1
-    assert traced_names(crash.stderr) == ["sys.excepthook"]  # python's, not pyward's walk of the traceback
-    assert [line for line in crash.stderr.splitlines() if not line.startswith("[audit]")] == plain.stderr.splitlines()
+    names = traced_names(crash.stderr)
+    # python's own handling of the crash (sys.excepthook, and on 3.13 the imports of its traceback printer),
+    # not pyward's walk of the traceback
+    assert names[names.index("sys.addaudithook") + 1:] == [line[4:] for line in plain.stderr.splitlines()
+                                                           if line.startswith("RAW ")]
+    assert names[names.index("sys.addaudithook") + 1] == "sys.excepthook"
+    def traceback(stderr: str) -> list[str]:
+        return [line for line in stderr.splitlines() if not line.startswith(("[audit]", "RAW "))]
+    assert traceback(crash.stderr) == traceback(plain.stderr)
 
 
 def test_events_filter_log_and_summaries(tmp_path):
