@@ -10,7 +10,15 @@ assertion rewriting and warns about those already imported; under
 `pyward run -m pytest` this one always is, and a suite that turns warnings
 into errors would not start.
 """
+import sys
+
 __version__ = "0.1.0"
+
+#: The modules python had loaded before pyward's first: what a program run by
+#: python itself would find in sys.modules (`pyward trace` hides the others).
+_STARTUP_MODULES = frozenset(sys.modules)
+_STARTUP_FINDERS = frozenset(sys.path_importer_cache)  # and the directories its import system had looked at
+del sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

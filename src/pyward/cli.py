@@ -28,6 +28,7 @@ examples:
   pyward run -m http.server 8000       run a module, like python -m
   pyward run --log events.jsonl app.py also stream events as JSON lines
   pyward verify .pyward/reports/X.json check a report has not been altered
+  pyward trace -m json.tool f.json     print every audit event of a program
 
 Configuration comes from [tool.pyward] in pyproject.toml or from pyward.toml,
 found from the working directory upwards; flags override it.
@@ -57,9 +58,13 @@ PROGRAM_COMMANDS: dict[str, str] = {
 
     # heal
     "watch": "pyward.heal.watch:cmd_watch",
+
+    # no engine: the program's audit events as they happen
+    "trace": "pyward.trace:cmd_trace",
 }
 
 RUN_USAGE = "pyward run [options] (SCRIPT | -m MODULE | -c CODE | -) [ARGS...]"
+TRACE_USAGE = "pyward trace [--events GLOB,...] [--log FILE] (SCRIPT | -m MODULE | -c CODE | -) [ARGS...]"
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
@@ -164,6 +169,20 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         if name in subs:
             _add_options(subs[name].add_argument_group("options of pyward run (see pyward run --help)"), "run")
             _add_config_source(subs[name])
+
+    trace = commands.add_parser(
+        "trace", help="run a program and print every audit event it raises, as it happens", usage=TRACE_USAGE,
+        allow_abbrev=False,
+        description="Run SCRIPT, -m MODULE, -c CODE or - exactly as python would, with no engine, and print each "
+                    "PEP 578 audit event the program raises on stderr as one line, `[audit] event: args` (long "
+                    "arguments shortened, bytes and code objects summarised). The program's stdout is untouched. "
+                    "The trace starts at the program's first instruction and ends after its last exit handler: "
+                    "pyward's own start-up and end are not in it, so it matches what a sys.addaudithook printer "
+                    "installed before the program would print. Child processes are not traced.")
+    trace.add_argument("--events", metavar="GLOB,...",
+                       help="only events matching one of these shell-style patterns (fnmatch), e.g. 'open,socket.*'")
+    trace.add_argument("--log", metavar="FILE", help="also write each event to FILE as a JSON line")
+    subs["trace"] = trace
 
     config = commands.add_parser("config", help="show the settings pyward would use here", allow_abbrev=False,
                                  description="Show the configuration file found and the effective settings.")
@@ -359,8 +378,10 @@ def parse_run(argv: list[str], command: str = "run") -> tuple[dict[str, Any], An
     return args, target
 
 
-def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run") -> int:
-    """`pyward run`; commands that run a program (learn, ...) pass `extra` settings."""
+def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run",
+            engines: Any = None) -> int:
+    """`pyward run`; commands that run a program (learn, ...) pass `extra` settings,
+    or their own `engines(settings) -> [Engine]` instead of pyward's (trace)."""
     from .rerun import take_channel
     from .runner import TargetError, start
 
@@ -370,7 +391,7 @@ def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str =
         settings = _settings(args, "run")
         if extra:
             settings.update(extra)
-        session, prepared = start(settings, target, ["pyward", command, *argv], channel=channel)
+        session, prepared = start(settings, target, ["pyward", command, *argv], engines=engines, channel=channel)
     except (ConfigError, TargetError) as exc:
         if getattr(exc, "python_line", None):
             sys.stderr.write(exc.python_line + "\n")  # type: ignore[union-attr]

@@ -133,6 +133,13 @@ class Engine:
         transformed (the heal engine applies stored patches); on every attempt."""
         return code
 
+    def program_starts(self, session: Session, code: Any) -> None:
+        """The program's first instruction is next, in this frame: `code` is the
+        code object about to be executed, or None when runpy runs the target
+        (-m, a directory, a zip file), as python itself does.  Nothing of
+        pyward runs between this call and the program (the compile of a
+        script came before it)."""
+
     def exit_status(self, session: Session, status: int) -> int:
         """The exit status of a run the program completed with `status`."""
         return status
@@ -174,7 +181,8 @@ def _python_abspath(path: str) -> str:
 class _Prepared:
     """A resolved target: how to execute it and what __main__ must look like."""
 
-    __slots__ = ("argv", "path0", "code", "file", "filename", "loader", "run_module", "alter_argv", "transform")
+    __slots__ = ("argv", "path0", "code", "file", "filename", "loader", "run_module", "alter_argv", "transform",
+                 "starts")
 
     def __init__(self) -> None:
         self.argv: list[str] = []
@@ -186,6 +194,7 @@ class _Prepared:
         self.run_module: str | None = None
         self.alter_argv = False
         self.transform: Callable[[Any], Any] | None = None  # applied to the compiled script
+        self.starts: Callable[[Any], None] | None = None  # told the code that runs next (Engine.program_starts)
 
 
 def prepare(target: Target) -> _Prepared:
@@ -535,13 +544,21 @@ class Session:
                     code = engine.prepare_code(self, code, "__main__")
                 return code
             p.transform = transform
+        starters = [e for e in self.engines if type(e).program_starts is not Engine.program_starts]
+        if starters:
+            def starts(code: Any) -> None:
+                for engine in starters:
+                    engine.program_starts(self, code)
+            p.starts = starts
         # one attempt per process: a re-run starts a fresh one (rerun.py)
         sys.argv[:] = p.argv
         _fresh_main(p)
         try:
             _execute(p)
         except SystemExit as exc:
-            if _from_runpy_error(exc):  # python's own line, as python prints it
+            with self.acting("runner"):  # reading the traceback raises audit events: pyward's, not the program's
+                runpy_error = _from_runpy_error(exc)
+            if runpy_error:  # python's own line, as python prints it
                 self.record_exit(1, "target not found")
                 sys.stderr.write(f"{exc.code}\n")
                 raise SystemExit(1) from None
@@ -554,7 +571,8 @@ class Session:
                 self.record_exit(130, "KeyboardInterrupt")
             else:
                 self.record_exit(1, f"uncaught {type(exc).__name__}")
-            _print_without_pyward_frames(exc)
+            with self.acting("runner"):
+                _print_without_pyward_frames(exc)
             raise
         status = 0
         for engine in self.engines:
@@ -611,6 +629,8 @@ def _execute(p: _Prepared) -> None:
         if p.run_module is not None:
             import runpy
 
+            if p.starts is not None:
+                p.starts(None)
             runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]
             return
         source = p.code
@@ -621,6 +641,8 @@ def _execute(p: _Prepared) -> None:
                 _register_command_source(code, source)
         if p.transform is not None:
             code = p.transform(code)
+        if p.starts is not None:
+            p.starts(code)
         exec(code, sys.modules["__main__"].__dict__)
     finally:
         if sys.__dict__.get("getrecursionlimit") is hidden[0]:
@@ -630,6 +652,8 @@ def _execute(p: _Prepared) -> None:
         if sys.getrecursionlimit() == limit + depth:  # unless the program set its own
             sys.setrecursionlimit(limit)
 
+
+_EXECUTE_CODE = _execute.__code__  # read now: a function's __code__ is an audit event, a traced one later
 
 _DEPTH_PROBE = compile("""\
 def down(n):
@@ -693,7 +717,7 @@ def _print_without_pyward_frames(exc: BaseException) -> None:
     starting at the program's first frame.
     """
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code is not _execute.__code__:
+    while tb is not None and tb.tb_frame.f_code is not _EXECUTE_CODE:
         tb = tb.tb_next
     clean = tb.tb_next if tb is not None else exc.__traceback__
     hook = sys.excepthook

@@ -30,8 +30,11 @@ static Table table;
 static PyObject *subscribers[MAX_SUBSCRIBERS];
 /* The sandbox is one special subscriber (index SANDBOX_BIT): its callback
  * returns a verdict instead of raising, and the denial is raised here, in C,
- * so that no Python frame of pyward appears in the program's traceback. */
-#define SANDBOX_BIT 31
+ * so that no Python frame of pyward appears in the program's traceback.  The
+ * program's install_hook() callback owns another bit (PW_HOOK_SUBSCRIBER) for
+ * the exact event names it asked for. */
+#define SANDBOX_BIT PW_SANDBOX_SUBSCRIBER
+#define PW_SUBSCRIBER_BITS ((1u << PW_HOOK_SUBSCRIBER) - 1)
 static int n_subscribers;
 static int hook_registered;
 static unsigned long long dispatched;
@@ -155,9 +158,10 @@ pw_add_name(PyObject *pyname, int subscriber)
     return 0;
 }
 
-int pw_sandbox_decide(PyObject *event, PyObject *args);
+int pw_sandbox_decide_for(PyObject *event, PyObject *args, int hooked);
 int pw_sandbox_foreign(const char *event);
-int pw_sandbox_hook_all(const char *event, PyObject *args);
+int pw_hook_alone(PyObject *event, PyObject *args);
+int pw_hook_wants(const char *event, uint32_t mask);
 int pw_tamper_gate_skips(PyObject *callback);
 
 /* "object.__setattr__" fires for every class attribute set (dataclasses and enum
@@ -181,21 +185,37 @@ static int
 audit_hook(const char *event, PyObject *args, void *userData)
 {
     Entry *e = prefilter_may_have(event, strlen(event)) ? lookup(&table, event, fnv1a(event)) : NULL;
-    if (e == NULL) {
-        /* an event nobody subscribed to: only an install_hook() callback sees it */
-        return pw_sandbox_hook_all(event, args);
+    /* the program's install_hook() callback: one flag test when there is none */
+    int hooked = pw_user_hook_active && pw_hook_wants(event, e != NULL ? e->mask : 0);
+    if (e == NULL && !hooked) {
+        return 0;
     }
     /* Python callbacks belong to the main interpreter; a subinterpreter must
      * not call into them.  The sandbox decides, in C, what happens there. */
     if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
-        return (e->mask & (1u << SANDBOX_BIT)) ? pw_sandbox_foreign(event) : 0;
+        return (e != NULL && (e->mask & (1u << SANDBOX_BIT))) ? pw_sandbox_foreign(event) : 0;
+    }
+    if (e == NULL) {
+        /* an event nobody subscribed to: only the program's callback sees it */
+        PyObject *name = PyUnicode_FromString(event);
+        if (name == NULL) {
+            return -1;
+        }
+        int rc = pw_hook_alone(name, args);
+        Py_DECREF(name);
+        return rc;
     }
     dispatched++;
     uint32_t mask = e->mask;
-    if ((mask & (1u << SANDBOX_BIT)) && pw_sandbox_decide(e->pyname, args) < 0) {
+    if (mask & (1u << SANDBOX_BIT)) {
+        if (pw_sandbox_decide_for(e->pyname, args, hooked) < 0) {
+            return -1;
+        }
+    }
+    else if (hooked && pw_hook_alone(e->pyname, args) < 0) {
         return -1;
     }
-    if (is_setattr_noise(event, args)) {
+    if (!(mask & PW_SUBSCRIBER_BITS) || is_setattr_noise(event, args)) {
         return 0;
     }
     int at_import = strcmp(event, "import") == 0;
@@ -210,6 +230,28 @@ audit_hook(const char *event, PyObject *args, void *userData)
         Py_DECREF(res);
     }
     return 0;
+}
+
+/* Whether `event` is in the table with `subscriber`'s bit. */
+int
+pw_name_has(const char *event, int subscriber)
+{
+    if (!prefilter_may_have(event, strlen(event))) {
+        return 0;
+    }
+    Entry *e = lookup(&table, event, fnv1a(event));
+    return e != NULL && (e->mask & (1u << subscriber));
+}
+
+/* Take `subscriber`'s bit off every name (the program's callback changed its events). */
+void
+pw_clear_subscriber(int subscriber)
+{
+    for (size_t i = 0; i < table.capacity; i++) {
+        if (table.slots[i].name != NULL) {
+            table.slots[i].mask &= ~(1u << subscriber);
+        }
+    }
 }
 
 int
@@ -244,7 +286,7 @@ audit_subscribe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "callback must be callable");
         return NULL;
     }
-    if (n_subscribers >= SANDBOX_BIT) {
+    if (n_subscribers >= PW_HOOK_SUBSCRIBER) {
         PyErr_SetString(PyExc_RuntimeError, "too many audit subscribers");
         return NULL;
     }

@@ -16,10 +16,14 @@ extern PyMethodDef pw_audit_methods[];
 int pw_audit_exec(PyObject *module);
 int pw_register_hook(void);
 int pw_add_name(PyObject *pyname, int subscriber);
+int pw_name_has(const char *event, int subscriber);
+void pw_clear_subscriber(int subscriber);
 #define PW_SANDBOX_SUBSCRIBER 31
+#define PW_HOOK_SUBSCRIBER 30
 
 /* sandbox.c: the sandbox's decision slot, user hook slot and native helpers. */
 extern PyMethodDef pw_sandbox_methods[];
+extern int pw_user_hook_active;  /* an install_hook() callback is set */
 
 /* tamper.c: dict and function watchers (3.12+). */
 extern PyMethodDef pw_tamper_methods[];

@@ -9,6 +9,12 @@
  * and the denial is raised here, so the program's traceback never contains a
  * frame of pyward (a frame would lead to the decision function's globals).
  *
+ * The program's own callback (install_hook) is composed with that verdict, or
+ * runs alone when no policy is installed ("hook-only": nothing is blocked but
+ * what the callback blocks).  It may answer "allow"/"deny"/None or raise; a
+ * raised exception reaches the audited operation's caller unchanged, as with
+ * any PEP 578 hook, and both ways of refusing are journaled through `hook_emit`.
+ *
  * Everything kept here (decide, the user hook, guarded originals) is held by
  * C statics or by objects the GC does not track, so walking gc.get_objects()
  * or gc.get_referents() cannot reach and rebind them.
@@ -25,6 +31,12 @@ static PyObject *decide_fn;    /* the sandbox's decision callable */
 static PyObject *denied_type;  /* pyward.AccessDenied */
 static PyObject *import_denied_type;  /* pyward.ImportDenied, for the "import" permission */
 static PyObject *user_hook;    /* install_hook() callback, or NULL */
+int pw_user_hook_active;       /* user_hook != NULL, for the audit hook's first test */
+static int hook_all;           /* the callback sees every event */
+static char **hook_prefixes;   /* ... or the events starting with one of these (and its exact names) */
+static Py_ssize_t n_hook_prefixes;
+static PyObject *hook_emit;    /* emit(kind, event, args, reason): journals the callback's verdicts */
+static _Thread_local int in_hook; /* >0 while the callback (or its journaling) runs on this thread */
 static int fail_closed;        /* enforce: an internal error denies */
 static int subinterpreters;    /* the policy allows subinterpreters */
 static _Thread_local int depth; /* >0 while decide runs on this thread */
@@ -70,12 +82,158 @@ describe_and_clear(void)
     return text != NULL ? text : PyUnicode_FromString("unknown error");
 }
 
-/* The verdict protocol: 0 allowed, -1 with an exception set. */
-int
-pw_sandbox_decide(PyObject *event, PyObject *args)
+/* "Type: message" of the pending exception, which stays pending. */
+static PyObject *
+describe_pending(void)
 {
-    if (decide_fn == NULL || depth > 0) {
-        return 0;  /* not installed, or pyward's own work during a decision */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *text = NULL;
+    if (value != NULL) {
+        PyObject *str = PyObject_Str(value);
+        if (str != NULL) {
+            text = PyUnicode_GET_LENGTH(str) ? PyUnicode_FromFormat("%s: %U", Py_TYPE(value)->tp_name, str)
+                                             : PyUnicode_FromString(Py_TYPE(value)->tp_name);
+            Py_DECREF(str);
+        }
+    }
+    if (text == NULL) {
+        PyErr_Clear();
+        text = PyUnicode_FromString("an exception");
+    }
+    PyErr_Restore(type, value, tb);
+    return text;
+}
+
+/* Journal what the callback did (kind "denied" or "allowed"); a pending
+ * exception (the callback's own) is kept for the operation's caller. */
+static void
+journal_hook(const char *kind, PyObject *event, PyObject *args, PyObject *reason)
+{
+    if (hook_emit == NULL || reason == NULL) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    in_hook++;
+    depth++;  /* the journal's own work is pyward's: not the policy's business */
+    PyObject *res = PyObject_CallFunction(hook_emit, "sOOO", kind, event, args, reason);
+    if (res == NULL) {
+        PyErr_WriteUnraisable(hook_emit);  /* its "sys.unraisablehook" event must not reach the hook either */
+    }
+    else {
+        Py_DECREF(res);
+    }
+    depth--;
+    in_hook--;
+    PyErr_Restore(type, value, tb);
+}
+
+/* Whether the callback wants this event; `mask` is its audit table entry's (0: none). */
+int
+pw_hook_wants(const char *event, uint32_t mask)
+{
+    if (user_hook == NULL || depth > 0 || in_hook > 0) {
+        return 0;  /* no callback, pyward's own work, or the callback's own events */
+    }
+    if (event[0] == 'c' && strcmp(event, "cpython._PySys_ClearAuditHooks") == 0) {
+        return 0;  /* the interpreter is torn down: no Python code may run (CPython's own hooks are gone) */
+    }
+    if (hook_all || (mask & (1u << PW_HOOK_SUBSCRIBER))) {
+        return 1;
+    }
+    for (Py_ssize_t i = 0; i < n_hook_prefixes; i++) {
+        if (strncmp(event, hook_prefixes[i], strlen(hook_prefixes[i])) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+hook_wants_object(PyObject *event)
+{
+    if (!pw_user_hook_active) {
+        return 0;
+    }
+    const char *name = PyUnicode_AsUTF8(event);
+    if (name == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return pw_hook_wants(name, pw_name_has(name, PW_HOOK_SUBSCRIBER) ? 1u << PW_HOOK_SUBSCRIBER : 0);
+}
+
+/* Call the program's callback: -1 it raised (journaled; the exception is
+ * pending), 0 no opinion, 1 allow, 2 deny.  Like CPython does for a Python
+ * audit hook, tracing and profiling are off while it runs. */
+static int
+call_hook(PyObject *event, PyObject *args)
+{
+    PyObject *hook = Py_NewRef(user_hook);
+    PyThreadState *ts = PyThreadState_Get();
+    in_hook++;
+    PyThreadState_EnterTracing(ts);
+    PyObject *answer = PyObject_CallFunctionObjArgs(hook, event, args, NULL);
+    PyThreadState_LeaveTracing(ts);
+    in_hook--;
+    Py_DECREF(hook);
+    if (answer == NULL) {
+        PyObject *why = describe_pending();
+        journal_hook("denied", event, args, why);
+        Py_XDECREF(why);
+        return -1;  /* the program's own exception propagates, unchanged */
+    }
+    int verdict = 0;
+    if (answer == Py_True || (PyUnicode_Check(answer) && PyUnicode_CompareWithASCIIString(answer, "allow") == 0)) {
+        verdict = 1;
+    }
+    else if (answer == Py_False
+             || (PyUnicode_Check(answer) && PyUnicode_CompareWithASCIIString(answer, "deny") == 0)) {
+        verdict = 2;
+    }
+    Py_DECREF(answer);
+    return verdict;
+}
+
+static int
+deny_by_hook(PyObject *event, PyObject *args)
+{
+    PyObject *why = PyUnicode_FromString("it returned \"deny\"");
+    journal_hook("denied", event, args, why);
+    Py_XDECREF(why);
+    PyObject *msg = PyUnicode_FromFormat("%U denied by the hook installed with pyward.sandbox.install_hook()",
+                                         event);
+    if (msg == NULL) {
+        return -1;
+    }
+    int rc = raise_denied_as(denied_type != NULL ? denied_type : PyExc_PermissionError, msg);
+    Py_DECREF(msg);
+    return rc;
+}
+
+/* An event the policy does not check (or no policy installed): the callback alone decides. */
+int
+pw_hook_alone(PyObject *event, PyObject *args)
+{
+    int answer = call_hook(event, args);
+    if (answer < 0) {
+        return -1;
+    }
+    return answer == 2 ? deny_by_hook(event, args) : 0;
+}
+
+/* The verdict protocol: 0 allowed, -1 with an exception set.  `hooked`: the
+ * program's callback wants this event (pw_hook_wants). */
+int
+pw_sandbox_decide_for(PyObject *event, PyObject *args, int hooked)
+{
+    if (depth > 0) {
+        return 0;  /* pyward's own work during a decision */
+    }
+    if (decide_fn == NULL) {
+        return hooked ? pw_hook_alone(event, args) : 0;  /* no policy: hook-only, or nothing installed */
     }
     depth++;
     PyObject *verdict = PyObject_CallFunctionObjArgs(decide_fn, event, args, NULL);
@@ -137,32 +295,25 @@ pw_sandbox_decide(PyObject *event, PyObject *args)
     }
     Py_INCREF(verdict);  /* keeps message alive across the user hook */
     Py_DECREF(verdict);
-    if (user_hook != NULL && kind != 2) {
-        PyObject *hook = Py_NewRef(user_hook);
-        PyObject *answer = PyObject_CallFunctionObjArgs(hook, event, args, NULL);
-        Py_DECREF(hook);
-        if (answer == NULL) {
+    if (hooked && kind != 2) {  /* an explicit deny stops the event first, like an earlier hook that raises */
+        int answer = call_hook(event, args);
+        if (answer < 0) {
             Py_DECREF(verdict);
             return -1;  /* the program's own callback raised: its exception propagates */
         }
-        int allow = answer == Py_True
-                    || (PyUnicode_Check(answer) && PyUnicode_CompareWithASCIIString(answer, "allow") == 0);
-        int deny = answer == Py_False
-                   || (PyUnicode_Check(answer) && PyUnicode_CompareWithASCIIString(answer, "deny") == 0);
-        Py_DECREF(answer);
-        if (kind == 1 && allow) {
+        if (kind == 1 && answer == 1) {
             kind = 0;
+            PyObject *why = PyUnicode_FromString("it returned \"allow\" for what the policy does not allow");
+            journal_hook("allowed", event, args, why);
+            Py_XDECREF(why);
         }
-        else if (kind == 0 && deny) {
+        else if (kind == 0 && answer == 2) {
             kind = 3;
         }
     }
     int rc = 0;
     if (kind == 3) {
-        PyObject *msg = PyUnicode_FromFormat("%U denied by the sandbox callback installed with install_hook()",
-                                             event);
-        rc = msg != NULL ? raise_denied(msg) : -1;
-        Py_XDECREF(msg);
+        rc = deny_by_hook(event, args);
     }
     else if (kind != 0) {
         if (message == NULL) {
@@ -178,20 +329,10 @@ pw_sandbox_decide(PyObject *event, PyObject *args)
     return rc;
 }
 
-/* An event outside the sandbox's table: only a user callback may care. */
 int
-pw_sandbox_hook_all(const char *event, PyObject *args)
+pw_sandbox_decide(PyObject *event, PyObject *args)
 {
-    if (user_hook == NULL || depth > 0 || PyInterpreterState_Get() != PyInterpreterState_Main()) {
-        return 0;
-    }
-    PyObject *name = PyUnicode_FromString(event);
-    if (name == NULL) {
-        return -1;
-    }
-    int rc = pw_sandbox_decide(name, args);
-    Py_DECREF(name);
-    return rc;
+    return pw_sandbox_decide_for(event, args, hook_wants_object(event));
 }
 
 /* A sandboxed event inside a subinterpreter: the policy's Python code lives
@@ -212,10 +353,10 @@ pw_sandbox_foreign(const char *event)
 static PyObject *
 sandbox_install(PyObject *module, PyObject *args)
 {
-    PyObject *names, *decide, *denied, *import_denied = NULL;
+    PyObject *names, *decide, *denied, *import_denied = NULL, *emit = NULL;
     int closed, subinterp = 0;
-    if (!PyArg_ParseTuple(args, "OOOp|pO:sandbox_install", &names, &decide, &denied, &closed, &subinterp,
-                          &import_denied)) {
+    if (!PyArg_ParseTuple(args, "OOOp|pOO:sandbox_install", &names, &decide, &denied, &closed, &subinterp,
+                          &import_denied, &emit)) {
         return NULL;
     }
     if (import_denied != NULL && !PyType_Check(import_denied)) {
@@ -251,34 +392,166 @@ sandbox_install(PyObject *module, PyObject *args)
     }
     Py_DECREF(seq);
     decide_fn = Py_NewRef(decide);
-    denied_type = Py_NewRef(denied);
+    Py_XSETREF(denied_type, Py_NewRef(denied));
+    if (emit != NULL && emit != Py_None) {
+        Py_XSETREF(hook_emit, Py_NewRef(emit));  /* the callback's verdicts go to the sandbox's journal */
+    }
     import_denied_type = import_denied != NULL ? Py_NewRef(import_denied) : NULL;
     fail_closed = closed;
     subinterpreters = subinterp;
     Py_RETURN_NONE;
 }
 
-static PyObject *
-sandbox_set_hook(PyObject *module, PyObject *hook)
+static int
+refuse_if_locked(void)
 {
-    if (hook_locked) {
-        PyObject *msg = PyUnicode_FromString(
-            "the sandbox's callback is locked (under pyward run, or after pyward.sandbox.lock_hook()): "
-            "the program cannot change how the policy is applied");
-        if (msg != NULL) {
-            raise_denied(msg);
-            Py_DECREF(msg);
-        }
+    if (!hook_locked) {
+        return 0;
+    }
+    PyObject *msg = PyUnicode_FromString(
+        "the sandbox's callback is locked (under pyward run, or after pyward.sandbox.lock_hook()): "
+        "the program cannot change how the policy is applied");
+    if (msg != NULL) {
+        raise_denied_as(denied_type != NULL ? denied_type : PyExc_PermissionError, msg);
+        Py_DECREF(msg);
+    }
+    return -1;
+}
+
+static void
+free_prefixes(void)
+{
+    for (Py_ssize_t i = 0; i < n_hook_prefixes; i++) {
+        PyMem_RawFree(hook_prefixes[i]);
+    }
+    PyMem_RawFree(hook_prefixes);
+    hook_prefixes = NULL;
+    n_hook_prefixes = 0;
+}
+
+/* sandbox_set_hook(hook, names=None, prefixes=None): both None: every event. */
+static PyObject *
+sandbox_set_hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (refuse_if_locked() < 0) {
         return NULL;
     }
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "sandbox_set_hook(hook, names=None, prefixes=None)");
+        return NULL;
+    }
+    PyObject *hook = args[0];
+    PyObject *names = nargs > 1 ? args[1] : Py_None, *prefixes = nargs > 2 ? args[2] : Py_None;
     if (hook != Py_None && !PyCallable_Check(hook)) {
         PyErr_SetString(PyExc_TypeError, "the hook must be callable or None");
         return NULL;
     }
+    /* off first: a failure below leaves no callback rather than a half-set one */
     PyObject *old = user_hook;
-    user_hook = hook == Py_None ? NULL : Py_NewRef(hook);
+    user_hook = NULL;
+    pw_user_hook_active = 0;
     Py_XDECREF(old);
+    pw_clear_subscriber(PW_HOOK_SUBSCRIBER);
+    free_prefixes();
+    hook_all = 0;
+    if (hook == Py_None) {
+        Py_RETURN_NONE;
+    }
+    if (pw_register_hook() < 0) {
+        return NULL;
+    }
+    if (names != Py_None) {
+        PyObject *seq = PySequence_Fast(names, "names must be an iterable of str");
+        if (seq == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+            PyObject *name = PySequence_Fast_GET_ITEM(seq, i);
+            if (!PyUnicode_Check(name) || pw_add_name(name, PW_HOOK_SUBSCRIBER) < 0) {
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_TypeError, "event names must be str");
+                }
+                Py_DECREF(seq);
+                pw_clear_subscriber(PW_HOOK_SUBSCRIBER);
+                return NULL;
+            }
+        }
+        Py_DECREF(seq);
+    }
+    if (prefixes != Py_None) {
+        PyObject *seq = PySequence_Fast(prefixes, "prefixes must be an iterable of str");
+        if (seq == NULL) {
+            return NULL;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        hook_prefixes = PyMem_RawCalloc(n ? n : 1, sizeof(char *));
+        if (hook_prefixes == NULL) {
+            Py_DECREF(seq);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *prefix = PySequence_Fast_GET_ITEM(seq, i);
+            const char *text = PyUnicode_Check(prefix) ? PyUnicode_AsUTF8(prefix) : NULL;
+            char *copy = text != NULL ? PyMem_RawMalloc(strlen(text) + 1) : NULL;
+            if (copy == NULL) {
+                if (!PyErr_Occurred()) {
+                    if (text == NULL) {
+                        PyErr_SetString(PyExc_TypeError, "event prefixes must be str");
+                    }
+                    else {
+                        PyErr_NoMemory();
+                    }
+                }
+                Py_DECREF(seq);
+                free_prefixes();
+                pw_clear_subscriber(PW_HOOK_SUBSCRIBER);
+                return NULL;
+            }
+            strcpy(copy, text);
+            hook_prefixes[n_hook_prefixes++] = copy;
+        }
+        Py_DECREF(seq);
+    }
+    hook_all = names == Py_None && prefixes == Py_None;
+    user_hook = Py_NewRef(hook);
+    pw_user_hook_active = 1;
     Py_RETURN_NONE;
+}
+
+/* Where the callback's verdicts are journaled when no sandbox installed one:
+ * set once (the sandbox's own install replaces it); refused when locked. */
+static PyObject *
+sandbox_hook_journal(PyObject *module, PyObject *args)
+{
+    PyObject *emit, *denied;
+    if (!PyArg_ParseTuple(args, "OO:sandbox_hook_journal", &emit, &denied)) {
+        return NULL;
+    }
+    if (hook_emit != NULL) {
+        Py_RETURN_FALSE;
+    }
+    if (refuse_if_locked() < 0) {
+        return NULL;
+    }
+    if (!PyCallable_Check(emit) || !PyType_Check(denied)
+        || !PyType_IsSubtype((PyTypeObject *)denied, (PyTypeObject *)PyExc_BaseException)) {
+        PyErr_SetString(PyExc_TypeError, "sandbox_hook_journal(emit, denied_type)");
+        return NULL;
+    }
+    hook_emit = Py_NewRef(emit);
+    if (denied_type == NULL) {
+        denied_type = Py_NewRef(denied);
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+sandbox_hook_state(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("{s:O,s:O,s:O,s:O}", "hook", user_hook != NULL ? user_hook : Py_None,
+                         "journaled", hook_emit != NULL ? Py_True : Py_False,
+                         "policy", decide_fn != NULL ? Py_True : Py_False,
+                         "locked", hook_locked ? Py_True : Py_False);
 }
 
 static PyObject *
@@ -526,10 +799,16 @@ env_names(PyObject *module, PyObject *unused)
 
 PyMethodDef pw_sandbox_methods[] = {
     {"sandbox_install", sandbox_install, METH_VARARGS,
-     "sandbox_install(names, decide, denied_type, fail_closed, subinterpreters=False): install the sandbox, "
-     "once per process."},
-    {"sandbox_set_hook", sandbox_set_hook, METH_O,
-     "sandbox_set_hook(fn | None): the program's callback composed with the policy."},
+     "sandbox_install(names, decide, denied_type, fail_closed, subinterpreters=False, import_denied=None, "
+     "hook_emit=None): install the sandbox, once per process."},
+    {"sandbox_set_hook", (PyCFunction)(void (*)(void))sandbox_set_hook, METH_FASTCALL,
+     "sandbox_set_hook(fn | None, names=None, prefixes=None): the program's callback, composed with the policy "
+     "(alone without one); it sees the events named or starting with a prefix, every event when both are None."},
+    {"sandbox_hook_journal", sandbox_hook_journal, METH_VARARGS,
+     "sandbox_hook_journal(emit, denied_type) -> bool: where the callback's verdicts are journaled when no "
+     "sandbox is installed (False: already set)."},
+    {"sandbox_hook_state", sandbox_hook_state, METH_NOARGS,
+     "sandbox_hook_state() -> dict: the callback, whether its verdicts are journaled, a policy, the lock."},
     {"sandbox_lock_hook", sandbox_lock_hook, METH_NOARGS,
      "sandbox_lock_hook(): from now on sandbox_set_hook raises the denial error (cannot be undone)."},
     {"sandbox_installed", sandbox_installed, METH_NOARGS, "Whether the sandbox is installed."},

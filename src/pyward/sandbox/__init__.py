@@ -7,6 +7,11 @@ Embedding API (without `pyward run`)::
 
     from pyward.sandbox import install, Policy
     install(Policy.from_dict(allow={"read": ["./data"]}))
+
+or a PEP 578 hook of your own, which works alone (see install_hook)::
+
+    from pyward.sandbox import install_hook
+    install_hook(my_hook)
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from .errors import AccessDenied
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable, Iterable
 
     from ..config import Settings
     from ..policy import Policy
@@ -43,20 +48,34 @@ def install(policy: Policy | None = None, *, mode: str = "enforce", on_deny: str
     install_standalone(policy, mode=mode, on_deny=on_deny, journal=journal)
 
 
-def install_hook(callback: Any) -> None:
-    """Compose `callback(event, args) -> "allow" | "deny" | None` with the policy.
+def install_hook(hook: Callable[[str, tuple[Any, ...]], Any], events: Iterable[str] | str | None = None,
+                 *, journal: Any = None) -> None:
+    """Install `hook(event, args)`: it sees every audit event (or only `events`).
 
-    "deny" denies what the policy allows; "allow" allows what the policy does
-    not mention (never what a deny rule denies); None leaves the policy's
-    verdict.  One callback at a time; it runs for every event the sandbox
-    checks, so keep it fast.  Under `pyward run`, and after `lock_hook()`,
-    it raises pyward.AccessDenied: the program cannot loosen the policy.
+    Works on its own in any process: with no sandbox installed, it starts one
+    in hook-only mode, which blocks nothing by itself (no policy, no guards):
+    the hook decides.  The hook blocks an operation the PEP 578 way, by
+    raising: the exception reaches the operation's caller unchanged (its own
+    type and message).  It may also return "deny" (pyward.AccessDenied is
+    raised), "allow", or None (no opinion).  Each refusal is journaled as a
+    denial by the hook: into `journal` (a pyward.journal.Journal) when this
+    call starts the sandbox, else onto stderr; with a sandbox installed, into
+    its journal.
+
+    `events` narrows what the hook sees: exact names ("open") and prefixes
+    ("socket.*"); default every event, including the ones no policy checks.
+    With a policy installed (`install`), the hook is composed with it: a deny
+    rule is final (the hook is not asked), "allow" grants what no rule
+    grants, "deny" or a raise refuses what the policy allows.  Events raised
+    by the hook itself are not passed to it again.
+
+    One hook at a time: a second call replaces the first.  Under `pyward run`,
+    and after `lock_hook()`, it raises pyward.AccessDenied: the program cannot
+    loosen its own policy.
     """
-    from .._native import native
+    from .hooks import install_hook as install
 
-    if native is None:
-        raise RuntimeError("install_hook needs pyward's native extension")
-    native.sandbox_set_hook(callback)
+    install(hook, events, journal)
 
 
 def lock_hook() -> None:
@@ -70,7 +89,8 @@ def lock_hook() -> None:
 
 
 def uninstall_hook() -> None:
-    """Stop calling the callback; the sandbox itself stays installed."""
+    """Stop calling the hook; the C audit hook (and any policy) stays installed.
+    Under `pyward run`, and after `lock_hook()`, it raises pyward.AccessDenied."""
     from .._native import native
 
     if native is not None:

@@ -654,8 +654,12 @@ def install(policy: Policy, context: Context, protect: Callable[..., Any] | None
     install_environ(payload is not None)
     native.untrack(*hidden, *guards)
     subinterpreters = "ffi" in policy.allow_all or any(r.scope == "subinterpreters" for r in policy.allows("ffi"))
+    from .hooks import emitter
+
+    hook_emit = emitter(context.emit)  # what an install_hook() callback refuses goes to this journal
+    native.untrack(hook_emit)
     native.sandbox_install(list(namespace["HANDLERS"]), decide, AccessDenied, MODES[context.mode] != 0,
-                           subinterpreters, ImportDenied)
+                           subinterpreters, ImportDenied, hook_emit)
     _installed = True
 
 
