@@ -1,9 +1,14 @@
 """Private copies of the stdlib modules pyward relies on.
 
-A guarded program may monkeypatch `os`, `time` or `json` (tests do it all the
-time); pyward must keep working with the real functions.  Like coverage.py's
-`isolate_module`, we copy a module's namespace once, at import, before any
-user code runs, and use the copy.
+A guarded program may monkeypatch `os`, `time` or `hashlib` (tests do it all
+the time; freezegun patches `time` in every module it finds); pyward must
+keep working with the real functions.  Like coverage.py's `isolate_module`,
+we copy a module's namespace and use the copy.  The copy is made once per
+module, by the first `isolate_module` call: for the modules pyward loads at
+start (os, time, hashlib) that is before any program code runs, so a module
+of pyward's imported later (the heal engine's, at a crash) gets the same
+clean copy.  A module first loaded by the program (json) is copied when
+pyward first needs it.
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 from . import canonical as _canonical
 from ._isolation import isolate_builtins, isolate_module
@@ -26,6 +27,8 @@ from .journal import Event, iso_time, summarize
 isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811
+hashlib = isolate_module(hashlib)  # noqa: F811 - a program that mocks sha256 still gets its report
+time = isolate_module(time)  # noqa: F811 - freezegun must not date the signature
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
@@ -281,7 +284,6 @@ def sign(raw: bytes, data: dict[str, Any], *, hmac_key: bytes | None = None, ed2
     """A signature document for the report bytes `raw` (exactly one key)."""
     import base64
     import hmac
-    import time
 
     digest = hashlib.sha256(raw).hexdigest()
     if hmac_key is not None:

@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from ._isolation import isolate_builtins, isolate_module
 
 isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811
+time = isolate_module(time)  # noqa: F811
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -433,7 +435,6 @@ class _Reader:
 
 def _parse_time(text: Any) -> float | None:
     import calendar
-    import time
 
     if not isinstance(text, str) or len(text) < 20:
         return None

@@ -19,8 +19,11 @@ import os
 import sys
 import time
 
+from .._isolation import isolate_module
 from ..runner import Engine
 from . import short_path as _short
+
+time = isolate_module(time)  # noqa: F811 - a recipe is stamped with real time, under freezegun too
 
 # analyse, guards and synth (dis, hashlib, bytecode) and the store (sqlite3)
 # are imported when a crash is analysed or a stored patch applies, never

@@ -23,7 +23,11 @@ import dis
 import hashlib
 import json
 
+from .._isolation import isolate_module
 from .analyse import PY, Site, _attr_name, _is_method_load, _runtime_value, operand_text
+
+hashlib = isolate_module(hashlib)  # noqa: F811 - the copy taken at start: a program's mock is not pyward's
+json = isolate_module(json)  # noqa: F811
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -17,6 +17,10 @@ import sqlite3
 import sys
 import time
 
+from .._isolation import isolate_module
+
+time = isolate_module(time)  # noqa: F811 - a recipe's age is real time, under freezegun too
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Iterator

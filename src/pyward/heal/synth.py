@@ -22,7 +22,10 @@ from __future__ import annotations
 import dis
 import hashlib
 
+from .._isolation import isolate_module
 from .analyse import PY, Site, instructions, offset_table
+
+hashlib = isolate_module(hashlib)  # noqa: F811 - the copy taken at start: a program's mock is not pyward's
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

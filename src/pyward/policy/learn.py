@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import time
 
+from .._isolation import isolate_module
 from . import PERMISSIONS, path_variables
+
+time = isolate_module(time)  # noqa: F811 - a learned policy is dated by the clock, not by freezegun
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
