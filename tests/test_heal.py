@@ -451,8 +451,8 @@ def test_crash_shape_is_recognised_in_another_function_and_another_run(tmp_path)
     assert run.returncode == 0 and run.stdout == "None\n", run.stderr
     assert "recognised" not in run.stderr  # learned here, by analysis
     db = sqlite3.connect(tmp_path / ".pyward" / "heal.db")
-    # one heal: the missing key's value goes to `.upper()`, so the function returns None (it used to be
-    # handed None, a second crash, a second heal)
+    # one heal: the missing key's value goes to `.upper()`, so the function returns None (handing `.upper()`
+    # None would be a second crash and a second heal)
     assert [origin for (origin,) in db.execute("SELECT origin FROM shapes")] == ["first (app.py:3)"]
     db.close()
     write(tmp_path, """

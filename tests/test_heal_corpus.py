@@ -113,7 +113,7 @@ def test_heal_corpus(tmp_path, kind, fn):
 
 
 def test_corpus_size():
-    """The issue asks for at least 40 crash programs (plus the scenario tests in test_heal.py)."""
+    """At least 40 crash programs (plus the scenario tests in test_heal.py), each bug and function covered."""
     assert len(CASES) >= 40
     assert {k for k, _ in CASES} == set(BUGS) and {f for _, f in CASES} == set(FUNCTIONS)
 

@@ -1,6 +1,6 @@
 """install_hook as PEP 578 hooks are written: alone in a plain python program,
-every event or the ones named, blocking by raising; and the README's five
-policy shapes, run from the README itself, next to their `pyward run` equivalents."""
+every event or the ones named, blocking by raising; and the five
+policy shapes of docs/hooks.md, run from that page, next to their `pyward run` equivalents."""
 from __future__ import annotations
 
 import json
@@ -15,17 +15,17 @@ import pytest
 
 from helpers import clean_env
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+HOOKS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "hooks.md"
 
 
-def readme_blocks(kind: str, lang: str) -> dict[str, str]:
-    text = README.read_text()
+def page_blocks(kind: str, lang: str) -> dict[str, str]:
+    text = HOOKS_PAGE.read_text()
     pattern = rf"<!-- {kind}: (\w+) -->\n```{lang}\n(.*?)```"
     return dict(re.findall(pattern, text, re.S))
 
 
-HOOKS = readme_blocks("hook", "python")
-EQUIVALENTS = readme_blocks("run", "toml")
+HOOKS = page_blocks("hook", "python")
+EQUIVALENTS = page_blocks("run", "toml")
 
 FILES = """
     with open("out/result.txt", "w") as f:
@@ -48,7 +48,7 @@ NETWORK = """
     except PermissionError:
         print("remote denied")
 """
-#: shape -> (README blocks the program starts with, the program, what it prints either way)
+#: shape -> (docs/hooks.md blocks the program starts with, the program, what it prints either way)
 SHAPES = {
     "log": (["log"], """
         open("notes.txt", "w").write("hi")
@@ -73,7 +73,7 @@ def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=120)
 
 
-def test_the_readme_shows_the_five_shapes_and_their_equivalents():
+def test_the_hooks_page_shows_the_five_shapes_and_their_equivalents():
     assert set(HOOKS) == set(SHAPES) == set(EQUIVALENTS)
     for toml in EQUIVALENTS.values():
         assert re.search(r"-- or: pyward run (.*) app\.py", toml)

@@ -402,7 +402,7 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
         "by_engine": dict(sorted(by_engine.items())),
         "by_severity": dict(sorted(by_severity.items())),
     }
-    if internal:  # absent when none: reports written before this count existed still verify
+    if internal:  # absent when none: a summary without the field still verifies
         summary["internal_errors"] = internal
     if attempts:  # under --heal: how the run got to its end
         summary["attempts"] = attempts

@@ -1,6 +1,6 @@
 """Run a program exactly as `python` would, inside one guarded session.
 
-What "exactly" means here, checked by tests/test_fidelity.py against plain
+What "exactly" means here, checked by tests/test_runner_fidelity.py against plain
 python on every supported version:
 
 * `sys.argv`, `sys.path[0]` (the script's real directory; the cwd for `-m`;

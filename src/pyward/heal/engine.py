@@ -692,7 +692,7 @@ class HealEngine(Engine):
         kept = []
         for r in fresh:
             site = Site.from_json(r.site_data())
-            if site.kind == "type_coercion_guard" and not site.catches:  # a recipe made before guards had one
+            if site.kind == "type_coercion_guard" and not site.catches:  # none stored: the exception's type
                 site.catches = r.exception.split(":", 1)[0]
             try:  # the recovery is chosen again from the code, as the guard is built again
                 site.plan = plan_recovery(code, site)

@@ -85,8 +85,8 @@ class Recipe:
         return json.loads(self.site)
 
     def recovery(self) -> str:
-        """How the program goes on when the guard falls back (recovery.py); "" for a recipe made before
-        recipes had one (its recovery is chosen from the code when it is applied)."""
+        """How the program goes on when the guard falls back (recovery.py); "" for a recipe that
+        names none (its recovery is chosen from the code when it is applied)."""
         return self.site_data().get("recovery", "")
 
     def age_days(self, now: float | None = None) -> float:
