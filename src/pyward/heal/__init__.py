@@ -35,6 +35,11 @@ def store_files(path: str) -> list[str]:
             os.path.join(os.path.dirname(path), ".gitignore")]
 
 
+def outputs(settings: Settings, cwd: str) -> list[str]:
+    """What the heal engine writes while the program runs: its patch store."""
+    return store_files(store_path(settings, cwd)) if settings.get("heal.enabled") else []
+
+
 def short_path(path: str) -> str:
     """A file name as messages show it (relative when under the working directory)."""
     from ..config import display_path

@@ -118,18 +118,7 @@ class SandboxEngine(Engine):
         self.session = session
         s = self.settings
         self.spool = child_spool(session.pid) if s.get("inherit", True) else None
-        outputs = [p for p in (session.report_path, s.get("log"), self.learn, self.spool) if p]
-        if session.report_path:
-            outputs.append(f"{session.report_path}.{session.pid}.tmp")
-            directory = os.path.dirname(session.report_path)  # makedirs touches each level, existing or not
-            while directory and directory != os.path.dirname(directory) and directory != session.cwd:
-                outputs.append(directory)
-                directory = os.path.dirname(directory)
-            outputs.append(os.path.join(session.cwd, ".pyward", ".gitignore"))
-        if s.get("heal.enabled"):  # the heal engine's patch store
-            from ..heal import store_files, store_path
-
-            outputs += store_files(store_path(s, session.cwd))
+        outputs = [*session.outputs, *(p for p in (self.learn, self.spool) if p)]
         if self.mode == "prompt":
             outputs.append("/dev/tty")  # where the answers are offered for saving at the end
             self.save_target = prompt_target(s.source, session.cwd)
