@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import __version__
+from ._version import __version__
 from .config import OPTIONS, ConfigError, Option
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup

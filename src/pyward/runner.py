@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from . import __version__
+from ._version import __version__
 from ._isolation import isolate_builtins, isolate_module
 from .config import display_path
 from .journal import ConsoleSink, Journal, JsonlSink, iso_time, stderr_writer, summarize

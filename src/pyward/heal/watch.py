@@ -52,7 +52,7 @@ def _say(message: str) -> None:
 def cmd_watch(argv: list[str]) -> int:
     from ..commandline import fail, parse_run, settings_from, split_own_options
     from ..config import ConfigError
-    from . import store_path
+    from .paths import store_path
 
     own, rest = split_own_options(argv, "watch", {"--max-restarts": True})
     try:
