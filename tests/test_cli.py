@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import clean_env, pyward
 
-from pyward import __version__, cli
+from pyward import __version__, commandline
 
 
 def test_help_and_python_m_are_the_same():
@@ -53,7 +53,7 @@ def test_usage_errors_are_one_line(argv, problem):
 
 
 def split(*argv):
-    options, target, args = cli.split_run_args(list(argv))
+    options, target, args = commandline.split_run_args(list(argv))
     return options, (target.kind, target.value) if target else None, args
 
 
@@ -80,8 +80,8 @@ def test_split_run_args(argv, expected):
     ["-q", "--log=x", "--no-report", "--color", "auto"],
 ])
 def test_fast_parser_agrees_with_argparse(options):
-    fast = cli.parse_run_options(options)
-    slow = vars(cli.build_parser()[1]["run"].parse_args(options))
+    fast = commandline.parse_run_options(options)
+    slow = vars(commandline.build_parser()[1]["run"].parse_args(options))
     assert fast is not None
     assert fast == slow
 
@@ -89,7 +89,7 @@ def test_fast_parser_agrees_with_argparse(options):
 @pytest.mark.parametrize("options", [["-h"], ["-qv"], ["-vv"], ["--bogus"], ["--color", "pink"], ["--log"],
                                      ["--quiet=1"]])
 def test_fast_parser_defers_anything_unusual(options):
-    assert cli.parse_run_options(options) is None
+    assert commandline.parse_run_options(options) is None
 
 
 def test_clustered_short_flags_still_work(tmp_path):

@@ -750,7 +750,8 @@ def test_learn_says_when_the_learning_run_failed(tmp_path):
 def test_a_check_that_fails_is_journaled_and_counted_as_an_internal_error(tmp_path, mode, verdict):
     from pyward.journal import summarize
     from pyward.policy import Policy
-    from pyward.sandbox.engine import Context, build_decider
+    from pyward.sandbox.context import Context
+    from pyward.sandbox.decider import build_decider
 
     emitted = []
     context = Context(mode=mode, on_deny="raise", inherit=False, program_dir=str(tmp_path), outputs=[],

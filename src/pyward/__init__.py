@@ -12,7 +12,7 @@ into errors would not start.
 """
 import sys
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 #: The modules python had loaded before pyward's first: what a program run by
 #: python itself would find in sys.modules (`pyward trace` hides the others).

@@ -16,14 +16,33 @@ from __future__ import annotations
 import os
 
 from ._isolation import isolate_module
-from .heal.guards import FALLBACKS as HEAL_FALLBACKS
-from .policy import PERMISSIONS
 
 os = isolate_module(os)  # noqa: F811
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
     from typing import Any, Callable
+
+
+#: The seven permissions of the policy (policy/): each has its allow and deny
+#: settings and flags.
+PERMISSIONS = ("read", "write", "net", "run", "env", "ffi", "import")
+
+#: Fallback strategies per heal guard kind (heal/guards.py); the first is the
+#: default.  The default is always "none": pyward never invents a value that
+#: changes meaning (x / 0 is not x, a missing key is not 0) unless configured.
+HEAL_FALLBACKS: dict[str, tuple[str, ...]] = {
+    "null_guard": ("none",),
+    "key_guard": ("none", "empty", "zero"),
+    "subscript_guard": ("none", "empty", "zero"),
+    "chain_subscript_guard": ("none", "empty", "zero"),
+    "index_guard": ("none", "empty", "zero"),
+    "type_coercion_guard": ("none", "zero"),
+    "division_guard": ("none", "zero"),
+    "str_coerce_guard": ("none", "str"),
+    "file_guard": ("none", "empty"),
+    "callable_guard": ("none",),
+}
 
 
 class ConfigError(Exception):

@@ -45,7 +45,7 @@ _PKG_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
 
 
-def _is_plumbing(filename: str) -> bool:
+def is_plumbing(filename: str) -> bool:
     """True for frames of pyward itself, the stdlib, and frozen modules."""
     if filename.startswith(_PKG_DIR) or filename.startswith("<frozen "):
         return True
@@ -66,7 +66,7 @@ def user_site(depth: int = 1) -> tuple[str | None, str | None]:
     fallback = None
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not _is_plumbing(filename):
+        if not is_plumbing(filename):
             return f"{filename}:{frame.f_lineno}", frame.f_code.co_qualname
         if fallback is None and not filename.startswith(_PKG_DIR):
             fallback = frame

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from . import __version__
+from ._version import __version__
 from ._isolation import isolate_builtins, isolate_module
 from .config import display_path
 from .journal import ConsoleSink, Journal, JsonlSink, iso_time, stderr_writer, summarize
@@ -75,9 +75,11 @@ class Target:
 
 
 #: Engine modules in start order, each exposing `engine(settings) -> Engine | None`
-#: (None when its settings leave it off).  Modules are imported only here, at
-#: session start; keep their package __init__ light.  The sandbox starts
-#: first so that tamper can seal its wrappers; heal starts last.
+#: (None when its settings leave it off) and, when the engine writes files of
+#: its own while the program runs, `outputs(settings, cwd) -> list[str]`.
+#: Modules are imported only here, at session start; keep their package
+#: __init__ light.  The sandbox starts first so that tamper can seal its
+#: wrappers; heal starts last.
 ENGINES: tuple[str, ...] = (
     # sandbox
     "pyward.sandbox",
@@ -106,6 +108,18 @@ def engines_for(settings: Settings) -> list[Engine]:
         if engine is not None:
             engines.append(engine)
     return engines
+
+
+def outputs_for(settings: Settings, cwd: str) -> list[str]:
+    """The files pyward's engines write while the program runs (their `outputs`)."""
+    import importlib
+
+    paths: list[str] = []
+    for name in ENGINES:
+        outputs = getattr(importlib.import_module(name), "outputs", None)
+        if outputs is not None:
+            paths += outputs(settings, cwd)
+    return paths
 
 
 class Engine:
@@ -330,6 +344,10 @@ class Session:
         #: (namespace, attribute, why) that an engine installed and wants the
         #: tamper engine to seal, e.g. the sandbox's wrapper of fork_exec.
         self.protected: list[tuple[object, str, str]] = []
+        #: Files pyward itself writes while the program runs (the report, the
+        #: log, an engine's store), filled in before any engine starts: the
+        #: sandbox lets pyward write them and tells the program's writes apart.
+        self.outputs: list[str] = []
         #: sys.monitoring tool ids pyward's engines hold (id -> name): not news to the tamper engine.
         self.monitoring_tools: dict[int, str] = {}
         self._acting = _thread_local()
@@ -385,6 +403,7 @@ class Session:
                 prune_reports(os.path.dirname(self.report_path), keep - 1)
         elif report:
             self.report_path = os.path.abspath(report)
+        self.outputs += self._own_outputs()
         if self.report_path is not None or any(e.reruns for e in self.engines):
             # the hashes of the report and of heal's recipes are made with hashlib as it is now, not as
             # the program may leave it (a test's mock of sha256): its private copy is taken here
@@ -420,6 +439,18 @@ class Session:
             self.journal.emit("pyward", "degraded", "pyward._native", severity="warning", where="", function="",
                               message=f"native extension unavailable ({self.native_error}); running degraded: "
                                       f"{DEGRADED}", details={"reason": self.native_error})
+
+    def _own_outputs(self) -> list[str]:
+        """The log and the report, with the temporary file and directories writing it makes."""
+        paths = [p for p in (self.report_path, self.settings.get("log")) if p]
+        if self.report_path:
+            paths.append(f"{self.report_path}.{self.pid}.tmp")
+            directory = os.path.dirname(self.report_path)  # makedirs touches each level, existing or not
+            while directory and directory != os.path.dirname(directory) and directory != self.cwd:
+                paths.append(directory)
+                directory = os.path.dirname(directory)
+            paths.append(os.path.join(self.cwd, ".pyward", ".gitignore"))
+        return paths
 
     def record_exit(self, status: int, reason: str) -> None:
         self.exit_status, self.exit_reason = status, reason
@@ -757,5 +788,7 @@ def start(settings: Settings, target: Target, invocation: list[str],
     session.attempt, session.channel, session.tap = channel
     session.program_dir = p.path0 or os.getcwd()
     session.engines = (engines or engines_for)(settings)
+    if engines is None:
+        session.outputs += outputs_for(settings, session.cwd)
     session.open(p.code if target.kind == "stdin" else None)
     return session, p

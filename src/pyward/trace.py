@@ -212,20 +212,20 @@ def fresh_imports(session: Any, code: Any) -> None:
 
 
 def cmd_trace(argv: list[str]) -> int:
-    from .cli import _fail, cmd_run, split_own_options, split_run_args
+    from .commandline import fail, run_program, split_own_options, split_run_args
 
     own, rest = split_own_options(argv, "trace", {"--events": True, "--log": True})
     options, target, _ = split_run_args(rest)
     if options:
-        _fail(f"pyward trace: unrecognized arguments: {' '.join(options)} (see 'pyward trace --help')")
+        fail(f"pyward trace: unrecognized arguments: {' '.join(options)} (see 'pyward trace --help')")
     if target is None:
-        _fail("pyward trace: nothing to run: give a SCRIPT, -m MODULE, -c CODE or - (stdin)")
+        fail("pyward trace: nothing to run: give a SCRIPT, -m MODULE, -c CODE or - (stdin)")
     patterns = None
     if "--events" in own:
         patterns = [p.strip() for p in own["--events"].split(",") if p.strip()]
         if not patterns:
-            _fail("pyward trace: --events takes one or more patterns, separated by commas")
+            fail("pyward trace: --events takes one or more patterns, separated by commas")
     log = os.path.abspath(own["--log"]) if "--log" in own else None
     quiet = {"quiet": True, "report": False, "log": None}  # the trace is the output: no journal, no report
-    return cmd_run(["--no-config", *rest], extra=quiet, command="trace",
+    return run_program(["--no-config", *rest], extra=quiet, command="trace",
                    engines=lambda settings: [TraceEngine(patterns, log)])

@@ -11,6 +11,8 @@ Imported at every `pyward run` start: keep this module light.
 """
 from __future__ import annotations
 
+from .paths import short_path, store_files, store_path
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
@@ -18,28 +20,12 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..runner import Engine
 
-
-def store_path(settings: Settings, cwd: str) -> str:
-    """Where the patch store of this run lives (`heal.store`, else .pyward/heal.db)."""
-    import os
-
-    # relative to the working directory the run started in (a bare name too: `--store h.db`)
-    return os.path.join(cwd, settings.get("heal.store") or os.path.join(".pyward", "heal.db"))
+__all__ = ["engine", "outputs", "resilient", "short_path", "store_files", "store_path"]
 
 
-def store_files(path: str) -> list[str]:
-    """Every file SQLite may write for the store (pyward's own output, not the program's)."""
-    import os
-
-    return [path, f"{path}-wal", f"{path}-shm", f"{path}-journal", os.path.dirname(path),
-            os.path.join(os.path.dirname(path), ".gitignore")]
-
-
-def short_path(path: str) -> str:
-    """A file name as messages show it (relative when under the working directory)."""
-    from ..config import display_path
-
-    return display_path(path) if not path.startswith("<") else path
+def outputs(settings: Settings, cwd: str) -> list[str]:
+    """What the heal engine writes while the program runs: its patch store."""
+    return store_files(store_path(settings, cwd)) if settings.get("heal.enabled") else []
 
 
 def engine(settings: Settings) -> Engine | None:

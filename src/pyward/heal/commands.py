@@ -67,16 +67,16 @@ def add_commands(commands: Any, handlers: dict[str, Any]) -> None:
 
 
 def _open(args: Any) -> Store:
-    from ..cli import _fail
+    from ..commandline import fail
     from .store import Store
 
     path = args.store or os.path.join(os.getcwd(), ".pyward", "heal.db")
     try:
         return Store(path, create=False)
     except FileNotFoundError:
-        _fail(f"no patch store at {path} (pyward run --heal creates it)", 1)
+        fail(f"no patch store at {path} (pyward run --heal creates it)", 1)
     except Exception as exc:
-        _fail(f"cannot read the patch store {path}: {exc}", 1)
+        fail(f"cannot read the patch store {path}: {exc}", 1)
 
 
 def _select(recipes: list[Recipe], name: str | None) -> list[Recipe]:
@@ -170,14 +170,14 @@ def _recovery(recipe: Recipe, code: CodeType | None) -> str:
 def cmd_explain(args: Any) -> int:
     import linecache
 
-    from ..cli import _fail
+    from ..commandline import fail
     from .guards import DESCRIPTIONS
 
     store = _open(args)
     recipes = _select(store.all(), args.name)
     store.close()
     if not recipes:
-        _fail(f"no patch named {args.name!r} (see `pyward patches`)" if args.name else "no patches in the store", 1)
+        fail(f"no patch named {args.name!r} (see `pyward patches`)" if args.name else "no patches in the store", 1)
     for n, r in enumerate(recipes):
         if n:
             print()
@@ -237,17 +237,17 @@ def _diff(code: CodeType, recipe: Recipe) -> list[str]:
 
 
 def cmd_rollback(args: Any) -> int:
-    from ..cli import _fail
+    from ..commandline import fail
 
     if not args.all and not args.name:
-        _fail("pyward rollback: give a NAME (function or patch id) or --all (see 'pyward rollback --help')")
+        fail("pyward rollback: give a NAME (function or patch id) or --all (see 'pyward rollback --help')")
     if args.all and args.name:
-        _fail("pyward rollback: give either NAME or --all, not both")
+        fail("pyward rollback: give either NAME or --all, not both")
     store = _open(args)
     recipes = _select(store.all(), None if args.all else args.name)
     if not recipes:
         store.close()
-        _fail(f"no patch named {args.name!r} (see `pyward patches`)" if args.name else "no patches in the store", 1)
+        fail(f"no patch named {args.name!r} (see `pyward patches`)" if args.name else "no patches in the store", 1)
     verb = "would remove" if args.dry_run else "removed"
     for r in recipes:
         print(f"{verb} patch {r.id}: {r.label()} at {_where(r)}")

@@ -21,22 +21,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-#: Fallback strategies per guard kind; the first is the default.  The
-#: default is always "none": pyward never invents a value that changes
-#: meaning (x / 0 is not x, a missing key is not 0) unless configured.
-FALLBACKS: dict[str, tuple[str, ...]] = {
-    "null_guard": ("none",),
-    "key_guard": ("none", "empty", "zero"),
-    "subscript_guard": ("none", "empty", "zero"),
-    "chain_subscript_guard": ("none", "empty", "zero"),
-    "index_guard": ("none", "empty", "zero"),
-    "type_coercion_guard": ("none", "zero"),
-    "division_guard": ("none", "zero"),
-    "str_coerce_guard": ("none", "str"),
-    "file_guard": ("none", "empty"),
-    "callable_guard": ("none",),
-}
-
 #: What each kind guards against and what its fallbacks mean (README table).
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "null_guard": ("attribute of None (`x.attr`, `x.method()`)", "the attribute (or the method call) gives the fallback"),

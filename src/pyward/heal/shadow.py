@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dis
 
-from . import short_path as _short
+from .paths import short_path as _short
 from .analyse import instructions, producer, pushes, source_text
 
 TYPE_CHECKING = False

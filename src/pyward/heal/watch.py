@@ -50,8 +50,9 @@ def _say(message: str) -> None:
 
 
 def cmd_watch(argv: list[str]) -> int:
-    from ..cli import ConfigError, _fail, _settings, parse_run, split_own_options
-    from . import store_path
+    from ..commandline import fail, parse_run, settings_from, split_own_options
+    from ..config import ConfigError
+    from .paths import store_path
 
     own, rest = split_own_options(argv, "watch", {"--max-restarts": True})
     try:
@@ -59,16 +60,16 @@ def cmd_watch(argv: list[str]) -> int:
     except ValueError:
         max_restarts = -1
     if max_restarts < 0:
-        _fail(f"pyward watch: --max-restarts takes a whole number >= 0, not {own['--max-restarts']!r}")
+        fail(f"pyward watch: --max-restarts takes a whole number >= 0, not {own['--max-restarts']!r}")
     args, target = parse_run(rest, "watch")
     if target.kind == "stdin":
-        _fail("pyward watch: a program read from stdin cannot be restarted; give a SCRIPT, -m MODULE or -c CODE")
+        fail("pyward watch: a program read from stdin cannot be restarted; give a SCRIPT, -m MODULE or -c CODE")
     try:
-        store = store_path(_settings(args, "run"), os.getcwd())
+        store = store_path(settings_from(args, "run"), os.getcwd())
     except ConfigError as exc:
-        _fail(str(exc), getattr(exc, "status", 2))
+        fail(str(exc), getattr(exc, "status", 2))
     name = target.value if target.kind == "script" else f"{'-m' if target.kind == 'module' else '-c'} {target.value}"
-    settings = _settings(args, "run")
+    settings = settings_from(args, "run")
     watch = Watch([sys.executable, "-m", "pyward", "run", "--heal", *rest], store, name, max_restarts)
     watch.rerun_side_effects = bool(settings.get("heal.rerun_side_effects"))
     watch.sandbox_off = settings.get("mode") == "off"

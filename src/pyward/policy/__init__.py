@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import os
 
+from ..config import PERMISSIONS
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-PERMISSIONS = ("read", "write", "net", "run", "env", "ffi", "import")
 VERBS = {"read": "read", "write": "write to", "net": "network access to", "run": "running",
          "env": "environment variable", "ffi": "native code", "import": "importing"}
 

@@ -43,7 +43,7 @@ def install(policy: Policy | None = None, *, mode: str = "enforce", on_deny: str
     `policy` defaults to nothing allowed; `mode` is enforce, watch or prompt.
     Events go to `journal` (a pyward.journal.Journal) or to stderr.
     """
-    from .engine import install_standalone
+    from .standalone import install_standalone
 
     install_standalone(policy, mode=mode, on_deny=on_deny, journal=journal)
 

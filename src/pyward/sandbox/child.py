@@ -7,7 +7,8 @@ import sys
 from ..journal import ConsoleSink, Journal
 from ..policy import Policy
 from ..runner import exit_at_once
-from .engine import EXIT_STATUS_ON_DENY, Context, install
+from .context import EXIT_STATUS_ON_DENY, Context
+from .install import install
 from .spool import write_spool
 
 

@@ -29,17 +29,17 @@ def add_commands(commands: Any, handlers: dict[str, Any]) -> None:
 
 
 def cmd_learn(argv: list[str]) -> int:
-    from ..cli import _fail, cmd_run, split_own_options
+    from ..commandline import fail, run_program, split_own_options
 
     own, rest = split_own_options(argv, "learn", {"-o": True, "--output": True, "--force": False})
     output = own.get("-o", own.get("--output", "pyward.toml"))
     force = own.get("--force", False)
     if os.path.exists(output) and not force:
-        _fail(f"pyward learn: {output} exists; use --force to overwrite it or -o to write elsewhere")
+        fail(f"pyward learn: {output} exists; use --force to overwrite it or -o to write elsewhere")
     if os.path.basename(output) == "pyproject.toml":
-        _fail("pyward learn: writing into pyproject.toml is not supported; write a pyward.toml (-o) and "
+        fail("pyward learn: writing into pyproject.toml is not supported; write a pyward.toml (-o) and "
               "copy its [permissions] table into [tool.pyward.permissions]")
-    return cmd_run(rest, extra={"sandbox.learn": os.path.abspath(output), "mode": "watch"}, command="learn")
+    return run_program(rest, extra={"sandbox.learn": os.path.abspath(output), "mode": "watch"}, command="learn")
 
 
 def cmd_trust(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ def install_degraded(policy: Any, context: Any) -> None:
     import _posixsubprocess  # noqa: F401  (imported now: a later import event would be a re-import)
     import os
 
-    from . import engine
+    from .decider import build_decider
 
     class Fallback:  # just enough of the native module for build_decider
         @staticmethod
@@ -33,17 +33,13 @@ def install_degraded(policy: Any, context: Any) -> None:
         def env_get(name: str) -> str | None:
             return os.environ.get(name)
 
-    engine_native = Fallback()
-    original = engine._realpath
-    engine._realpath = lambda p: os.path.realpath(p)  # type: ignore[assignment]
-    try:
-        import pyward._native as loader
+    import pyward._native as loader
 
-        loader.native = engine_native  # type: ignore[assignment]
-        decide, namespace, _ = engine.build_decider(policy, context)
+    loader.native = Fallback()  # type: ignore[assignment]
+    try:
+        decide, namespace, _ = build_decider(policy, context)
     finally:
         loader.native = None
-        engine._realpath = original  # type: ignore[assignment]
     handlers = namespace["HANDLERS"]
     local = _thread._local()
     fail_closed = context.mode != "watch"

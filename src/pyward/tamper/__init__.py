@@ -10,12 +10,9 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..runner import Engine
 
+from .errors import TamperError
 
-class TamperError(RuntimeError):
-    """Raised by a patching statement under --fail-closed: a sealed target may not change."""
-
-
-TamperError.__module__ = "pyward"
+__all__ = ["TamperError", "engine"]
 
 
 def engine(settings: Settings) -> Engine | None:

@@ -19,17 +19,18 @@ stops the run (exit status 78) for changes that cannot raise.
 """
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from types import ModuleType
 
 from .._isolation import isolate_builtins, isolate_module
 from ..config import as_list
-from ..journal import _is_plumbing
 from ..runner import Engine, exit_at_once
-from . import TamperError
-from .seals import DEFAULT_TARGETS, MISSING, Seal, describe, fingerprint, resolve
+from .errors import TamperError
+from .environment import env_is_sensitive, redact
+from .patcher import caller_of, patcher, patcher_modules
+from .restore import put_back, remember_code
+from .seals import DEFAULT_TARGETS, MISSING, Seal, describe, fingerprint, prefixes, resolve, type_dict
 
 isolate_builtins(globals())
 os = isolate_module(os)  # noqa: F811
@@ -40,49 +41,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 EXIT_STATUS_FAIL_CLOSED = 78
-SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASS", "PWD", "CREDENTIAL", "AUTH", "COOKIE", "SESSION", "PRIVATE")
 WATCHERS = sys.version_info >= (3, 12)
-
-
-#: Variables that change what code runs, where it is found or whom it trusts:
-#: a change to one of them (or to a secret-looking one) is news; a program's
-#: other changes to its own environment are journaled at `info`.
-SENSITIVE_ENV = ("PATH", "LD_", "DYLD_", "PYTHON", "SSL_CERT_", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-
-
-_SECRET: dict[str, bool] = {}  # names repeat (a test suite sets one variable per test): decide each once
-
-
-def is_secret(name: str) -> bool:
-    secret = _SECRET.get(name)
-    if secret is None:
-        upper = name.upper()
-        secret = _SECRET[name] = any(w in upper for w in SECRET_WORDS)
-    return secret
-
-
-_SENSITIVE: dict[str, bool] = {}
-
-
-def env_is_sensitive(name: str) -> bool:
-    sensitive = _SENSITIVE.get(name)
-    if sensitive is None:
-        upper = name.upper()
-        sensitive = _SENSITIVE[name] = upper.startswith(SENSITIVE_ENV) or "PROXY" in upper or is_secret(name)
-    return sensitive
-
-
-def redact(name: str, value: str | None) -> str:
-    if value is None:
-        return "<unset>"
-    return "<redacted>" if is_secret(name) else repr(value)
 
 
 class TamperEngine(Engine):
     name = "tamper"
 
     def __init__(self, settings: Any) -> None:
-        self.settings = settings
         self.user_targets = as_list(settings.get("tamper.watch"))
         self.allow = tuple(as_list(settings.get("tamper.allow")))
         self.restore = bool(settings.get("tamper.restore"))
@@ -93,10 +58,9 @@ class TamperEngine(Engine):
         self.by_dict: dict[int, Any] = {}  # id(namespace dict) -> owner (kept alive)
         self.pending: list[tuple[str, str]] = []  # (target, why) whose module is not imported yet
         self.awaited: set[str] = set()  # module names pending targets wait for (sys.modules watcher filter)
-        self.tried: dict[str, int] = {}
-        self.absent: set[str] | None = None  # awaited modules not imported at the last try (None: unknown)  # pending target -> how many of its prefixes were imported at the last try
+        self.tried: dict[str, int] = {}  # pending target -> how many of its prefixes were imported at the last try
+        self.absent: set[str] | None = None  # awaited modules not imported at the last try (None: unknown)
         self.to_restore: list[Seal] = []
-        self.alerted: set[tuple[str, int]] = set()
         self.session: Any = None
         self.native: Any = None
         self.lock_installed = False
@@ -107,7 +71,6 @@ class TamperEngine(Engine):
         self.swapped: set[str] = set()
         self.reported: dict[str, Any] = {}  # seal name -> the new value a synchronous alert named
         self.stopped = False
-        self.waiting_rounds = 0
         self.popped: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------
@@ -139,7 +102,6 @@ class TamperEngine(Engine):
             raise TargetError("tamper: cannot seal " + "; ".join(errors), 2)
         self.meta_path = list(sys.meta_path)
         self.path_hooks = list(sys.path_hooks)
-        self.tracing = (sys.gettrace(), sys.getprofile())
         self.monitoring = self._monitoring_tools()
         if self.check_modules:
             self.modules = {name: id(mod) for name, mod in list(sys.modules.items())}
@@ -198,7 +160,7 @@ class TamperEngine(Engine):
             return error if user else None
         if not seals:
             self.pending.append((spec, why))
-            self.awaited.update(_prefixes(spec))
+            self.awaited.update(prefixes(spec))
             self.absent = None
             return None
         for seal in seals:
@@ -219,13 +181,11 @@ class TamperEngine(Engine):
                 if isinstance(namespace, dict):
                     self.native.tamper_watch(namespace)
                 else:  # a class: its real dict hides behind the mappingproxy
-                    self.native.tamper_watch(_type_dict(seal.owner))
+                    self.native.tamper_watch(type_dict(seal.owner))
         if fingerprint(seal.original) is not None:
-            function = seal.original
-            _CODES.setdefault(id(function.__code__), (function.__code__, function.__defaults__,
-                                                      function.__kwdefaults__))
+            remember_code(seal.original)
             if self.watching:
-                self.native.tamper_watch(function)
+                self.native.tamper_watch(seal.original)
         if (self.fail_closed or self.restore or not self.watching) and isinstance(seal.owner, ModuleType):
             self._lock_module(seal.owner)
 
@@ -241,8 +201,7 @@ class TamperEngine(Engine):
         still = []
         retry_all = False
         for spec, why in self.pending:
-            prefixes = _prefixes(spec)
-            present = sum(1 for p in prefixes if p in sys.modules or (finished and p in finished))
+            present = sum(1 for p in prefixes(spec) if p in sys.modules or (finished and p in finished))
             if present <= self.tried.get(spec, 0):
                 still.append((spec, why))
                 continue
@@ -266,7 +225,7 @@ class TamperEngine(Engine):
                 self._add(seal)
         self.pending = still
         self.awaited.clear()
-        self.awaited.update(p for spec, _ in still for p in _prefixes(spec))
+        self.awaited.update(p for spec, _ in still for p in prefixes(spec))
         self.absent = None if retry_all else {p for p in self.awaited if p not in sys.modules}
 
     # -- detection ----------------------------------------------------------------
@@ -349,7 +308,7 @@ class TamperEngine(Engine):
                     gate(None)
                     return
                 namespace = seal.namespace()
-                seals.append((namespace if type(namespace) is dict else _type_dict(seal.owner), seal.attr,
+                seals.append((namespace if type(namespace) is dict else type_dict(seal.owner), seal.attr,
                               seal.original))
         monitoring = getattr(sys, "monitoring", None)  # the gate compares the tools with the last check's
         gate(self._audit, tuple(seals), (("meta_path", self.meta_path), ("path_hooks", self.path_hooks)),
@@ -384,12 +343,12 @@ class TamperEngine(Engine):
             value = os.fsdecode(args[1]) if event == "os.putenv" and len(args) > 1 else None
             shown = redact(name, value)
             message = f"environment variable {name} {'set to ' + shown if value is not None else 'removed'}"
-            where, function, _ = self._patcher()
-            news = env_is_sensitive(name) and self._allowed_patcher(self._patcher_modules()) is None
+            where, function, _ = patcher()
+            news = env_is_sensitive(name) and self._allowed_patcher(patcher_modules()) is None
             journal.emit("tamper", "env.changed", name, severity="notice" if news else "info", where=where or "",
                          function=function, message=message, details={"variable": name, "value": shown})
         elif event in ("sys.settrace", "sys.setprofile"):
-            where, function, module = self._patcher()
+            where, function, module = patcher()
             if module.startswith("pyward") or self._pyward_acting():
                 return
             hook = args[0] if args else None
@@ -481,50 +440,6 @@ class TamperEngine(Engine):
     def _pyward_acting(self) -> bool:
         return self.session.acting_engine() is not None
 
-    def _patcher(self) -> tuple[str | None, str | None, str]:
-        """(file:line, function, module name) of the code making the change."""
-        frame = _getframe(2)
-        fallback = None
-        while frame is not None:
-            filename = frame.f_code.co_filename
-            if not _is_plumbing(filename):
-                return (f"{filename}:{frame.f_lineno}", frame.f_code.co_qualname,
-                        str(frame.f_globals.get("__name__", "")))
-            if fallback is None and "/pyward/" not in filename:
-                fallback = frame
-            frame = frame.f_back
-        if fallback is not None:
-            return (f"{fallback.f_code.co_filename}:{fallback.f_lineno}", fallback.f_code.co_qualname,
-                    str(fallback.f_globals.get("__name__", "")))
-        return None, None, ""
-
-    def _caller_of(self, module: str) -> str | None:
-        """When a library made the change (gevent, pytest's monkeypatch...), the first
-        frame of the program's own code that called into it, as file:line."""
-        top = module.partition(".")[0]
-        if not top or "-packages" not in str(sys.modules.get(top, None) and
-                                               getattr(sys.modules[top], "__file__", "")):
-            return None
-        frame = _getframe(2)
-        seen_library = False
-        while frame is not None:
-            name = str(frame.f_globals.get("__name__", ""))
-            filename = frame.f_code.co_filename
-            if name.partition(".")[0] == top:
-                seen_library = True
-            elif seen_library and not _is_plumbing(filename) and "-packages" not in filename:
-                return f"{filename}:{frame.f_lineno}"
-            frame = frame.f_back
-        return None
-
-    def _patcher_modules(self) -> list[str]:
-        """Every module on the stack (an allow-listed patcher may call through the stdlib)."""
-        names, frame = [], _getframe(2)
-        while frame is not None:
-            names.append(str(frame.f_globals.get("__name__", "")))
-            frame = frame.f_back
-        return names
-
     def _allowed_patcher(self, modules: list[str]) -> str | None:
         """The --allow-patcher entry that covers one of `modules`, if any."""
         return next((a for a in self.allow for m in modules if m == a or m.startswith(a + ".")), None)
@@ -537,10 +452,10 @@ class TamperEngine(Engine):
                                       details={"engine": acting})
             self._accept(seal, new, late)
             return
-        where, function, module = self._patcher()
-        allowed = self._allowed_patcher(self._patcher_modules())
+        where, function, module = patcher()
+        allowed = self._allowed_patcher(patcher_modules())
         new_text = describe(new)
-        caller = self._caller_of(module) if where and not late else None
+        caller = caller_of(module) if where and not late else None
         by = f" by {where} ({function})" if where and not late else ""
         if caller:
             by += f" called from {caller}"
@@ -591,7 +506,7 @@ class TamperEngine(Engine):
 
     def _reverted(self, seal: Seal, late: bool = False) -> None:
         """The sealed object is back (a patcher undoing its patch): news, not an alert."""
-        where, function, _ = self._patcher() if not late else (None, None, "")
+        where, function, _ = patcher() if not late else (None, None, "")
         self.session.journal.emit("tamper", "reverted", seal.name, severity="info", where=where or "",
                                   function=function, message=f"{seal.name} is the sealed original again"
                                   + (f" ({where})" if where else ""), details={"target": seal.name})
@@ -613,7 +528,7 @@ class TamperEngine(Engine):
             seal.original, seal.fingerprint = new, fingerprint(new)
 
     def _module_replaced(self, name: str, old: Any, new: Any) -> None:
-        where, function, _ = self._patcher()
+        where, function, _ = patcher()
         self.session.journal.emit("tamper", "alert", f"sys.modules[{name!r}]", severity="alert",
                                   where=where or "", function=function,
                                   message=f"sys.modules[{name!r}] replaced by {describe(new)}",
@@ -625,29 +540,9 @@ class TamperEngine(Engine):
         self.restoring = True
         try:
             for seal in reversed(todo):
-                self._put_back(seal)
+                put_back(seal, self.native)
         finally:
             self.restoring = False
-
-    def _put_back(self, seal: Seal) -> None:
-        def write() -> None:
-            if isinstance(seal.owner, type):
-                type.__setattr__(seal.owner, seal.attr, seal.original)
-            else:
-                seal.namespace()[seal.attr] = seal.original
-            original = seal.original
-            if type(original) is type(_put_back_marker) and seal.fingerprint is not None:
-                code_id = seal.fingerprint[0]
-                if id(original.__code__) != code_id or fingerprint(original) != seal.fingerprint:
-                    saved = _CODES.get(code_id)
-                    if saved is not None:
-                        original.__code__ = saved[0]
-                        original.__defaults__, original.__kwdefaults__ = saved[1], saved[2]
-
-        if self.native is not None:
-            self.native.tamper_quiet(write)
-        else:
-            write()
 
     def _stop_run(self) -> None:
         exit_at_once(EXIT_STATUS_FAIL_CLOSED, self.session, "stopped by the tamper engine (--fail-closed)")
@@ -710,7 +605,7 @@ class TamperEngine(Engine):
         if value is seal.original:
             return True
         if self.fail_closed:
-            where, _, _ = self._patcher()
+            where, _, _ = patcher()
             self.session.journal.emit("tamper", "alert", seal.name, severity="alert", where=where or "",
                                       message=f"{seal.name}: change refused (--fail-closed)",
                                       details={"target": seal.name, "new": describe(value), "change": "refused"})
@@ -739,28 +634,3 @@ class TamperEngine(Engine):
                     pass
 
         _thread.start_new_thread(loop, ())
-
-
-def _prefixes(spec: str, _cache: dict[str, tuple[str, ...]] = {}) -> tuple[str, ...]:  # noqa: B006
-    """'a.b.c' -> ('a', 'a.b'): the module names a dotted target can live under."""
-    found = _cache.get(spec)
-    if found is None:
-        parts = spec.split(".")
-        found = _cache[spec] = tuple(".".join(parts[:i]) for i in range(1, len(parts)))
-    return found
-
-
-def _type_dict(cls: type) -> Any:
-    """The real dict behind a class's mappingproxy (the watcher needs the dict itself)."""
-    for referent in gc.get_referents(cls.__dict__):
-        if isinstance(referent, dict):
-            return referent
-    return cls.__dict__
-
-
-def _put_back_marker() -> None:
-    pass
-
-
-#: id(original code) -> (code, defaults, kwdefaults), kept when a function is sealed
-_CODES: dict[int, tuple[Any, Any, Any]] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import types
+from gc import get_referents as _get_referents
 
 from .._isolation import isolate_builtins
 
@@ -155,3 +156,20 @@ def describe(value: Any) -> str:
     if kind is types.CodeType:
         return f"<code {value.co_name} at {value.co_filename}:{value.co_firstlineno}>"
     return f"<{kind.__module__}.{kind.__qualname__} object>"
+
+
+def prefixes(spec: str, _cache: dict[str, tuple[str, ...]] = {}) -> tuple[str, ...]:  # noqa: B006
+    """'a.b.c' -> ('a', 'a.b'): the module names a dotted target can live under."""
+    found = _cache.get(spec)
+    if found is None:
+        parts = spec.split(".")
+        found = _cache[spec] = tuple(".".join(parts[:i]) for i in range(1, len(parts)))
+    return found
+
+
+def type_dict(cls: type) -> Any:
+    """The real dict behind a class's mappingproxy (the watcher needs the dict itself)."""
+    for referent in _get_referents(cls.__dict__):
+        if isinstance(referent, dict):
+            return referent
+    return cls.__dict__

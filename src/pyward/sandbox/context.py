@@ -1,0 +1,35 @@
+"""The run as the sandbox sees it (`Context`), and the constants its parts share."""
+from __future__ import annotations
+
+import os
+
+from .._isolation import isolate_builtins, isolate_module
+
+isolate_builtins(globals())
+
+os = isolate_module(os)  # noqa: F811
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+MODES = {"watch": 0, "enforce": 1, "prompt": 2}
+EXIT_STATUS_ON_DENY = 77  # EX_NOPERM in sysexits.h
+HIDDEN_ENV = ("PYWARD_SANDBOX", "PYWARD_ORIG_PYTHONPATH")
+# PYWARD_ORIG_PYTHONPATH holds the program's own PYTHONPATH; absent: it had none.
+BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot")
+
+
+class Context:
+    """The run as the sandbox sees it (`Context`), and the constants its parts share."""
+
+    def __init__(self, *, mode: str, on_deny: str, inherit: bool, program_dir: str, outputs: list[str],
+                 emit: Callable[..., Any], exit_on_deny: Callable[[str], Any] | None, log: str | None,
+                 spool: str | None = None, rerun: tuple[Any, ...] | None = None) -> None:
+        self.mode, self.on_deny, self.inherit = mode, on_deny, inherit
+        self.program_dir, self.outputs, self.emit = program_dir, outputs, emit
+        self.exit_on_deny, self.log = exit_on_deny, log
+        self.spool = spool  # where Python children report their events (see child.py)
+        # (executable, argv, environment, cwd) of pyward's own re-run of the program (rerun.py), fixed before
+        # the program runs: that exact process start is pyward's, not the program's
+        self.rerun = rerun

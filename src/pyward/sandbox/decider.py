@@ -1,0 +1,157 @@
+"""The private decider: `_decide`'s functions re-created over a namespace of their own.
+
+The namespace holds only the compiled policy, C-level functions captured
+now, and caches that map strings to ints; build_decider returns what is to
+be untracked by the GC so that nothing reaches it but C.
+"""
+from __future__ import annotations
+
+import _imp
+import os
+import sys
+import types
+
+from .._isolation import isolate_builtins, isolate_module
+from ..policy import Policy
+from .context import BOOT_DIR, HIDDEN_ENV, MODES, Context
+from .prompt import stdin_is_tty
+from .rules import SINK_FILES, compile_rules, implicit_roots, realpath
+from .taint import policy_candidates
+
+isolate_builtins(globals())
+
+os = isolate_module(os)  # noqa: F811
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+VERBS = {"read": "read", "write": "write to", "net": "network access to", "run": "running",
+         "env": "environment variable", "ffi": "native code", "import": "importing"}
+#: Configuration the interpreter and the stdlib read on their own (tracebacks
+#: read PYTHON_COLORS/NO_COLOR/TERM, ssl reads SSLKEYLOGFILE, tempfile TMPDIR...):
+#: implicit reads, like the stdlib's files, with LC_* and PYTHON*.  Writes are
+#: still checked, and none of these hold secrets by convention.
+IMPLICIT_ENV = frozenset(("TERM", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "TZ", "LANG", "LANGUAGE",
+                          "TMPDIR", "TEMP", "TMP", "SSLKEYLOGFILE", "SSL_CERT_FILE", "SSL_CERT_DIR"))
+#: Modules whose functions the sandbox replaces by guards: a fresh copy of
+#: them (re-import, importlib.util.module_from_spec) would bring the originals back.
+GUARDED_MODULES = ("_posixsubprocess", "posix")
+#: Modules that create subinterpreters, where the policy cannot be checked.
+SUBINTERPRETER_MODULES = ("_xxsubinterpreters", "_interpreters", "_xxinterpchannels", "_interpchannels",
+                          "_xxinterpqueues", "_interpqueues", "interpreters", "_testcapi", "_testinternalcapi")
+
+
+def build_decider(policy: Policy, context: Context,
+                  payload: str | None = None) -> tuple[Callable[..., Any], dict[str, Any], list[Any]]:
+    """Re-create `_decide`'s functions in a private namespace; return
+    (decide, namespace, objects to untrack)."""
+    import _socket
+    import builtins
+    import posix
+
+    from .._native import native
+    from . import _decide
+
+    rules, inodes = compile_rules(policy)
+    outputs_real = {realpath(p) for p in context.outputs}
+    for candidate in policy_candidates(os.getcwd()):  # no writing its own policy
+        if realpath(candidate) not in outputs_real:  # (except the policy `pyward learn` writes)
+            rules["write"][1].append((0, realpath(candidate), "pyward (a file it reads its policy from)"))
+    roots, files = implicit_roots(context.program_dir)
+    if context.mode == "prompt":
+        files = files | {"/dev/tty"}  # the answers are read from there
+    if context.spool:
+        files = files | {context.spool}  # children's events, read back at the end
+    outputs = {realpath(p) for p in context.outputs}
+    how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
+    caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS",
+                                     "STATE", "TTY", "ON_DISK")}
+    stdlib = os.path.dirname(os.__file__)
+    namespace: dict[str, Any] = {
+        "__builtins__": {name: getattr(builtins, name) for name in (
+            "len", "str", "int", "type", "tuple", "list", "dict", "bytes", "range", "zip", "OSError",
+            "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError", "Exception", "isinstance",
+            "hasattr", "None",
+            "True", "False") if hasattr(builtins, name)},
+        "__name__": "pyward.sandbox.decider",
+        **caches,
+        "MODE": MODES[context.mode],
+        "CONFIGURED": policy.configured,
+        "RULES": rules,
+        "DENY_INODES": inodes,
+        "HOW": how,
+        "VERBS": dict(VERBS),
+        "EMIT": context.emit,
+        "EXIT_ON_DENY": context.exit_on_deny,
+        "GETFRAME": sys._getframe,
+        "REALPATH": native.realpath,
+        "GETCWD": posix.getcwd,
+        "STAT": posix.stat,
+        "PAYLOAD": payload,
+        "RERUN": context.rerun,
+        "BOOT_DIR": BOOT_DIR,
+        "ENV_GET": native.env_get,
+        "OPEN": posix.open,
+        "READ": posix.read,
+        "WRITE": posix.write,
+        "O_RDWR": os.O_RDWR,
+        "O_WRONLY": os.O_WRONLY,
+        "WRITE_FLAGS": os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+        "STDIN_IS_TTY": stdin_is_tty(),
+        "STR_ADD": str.__add__,
+        "BYTES_ADD": bytes.__add__,
+        "BYTES_DECODE": bytes.decode,
+        "INT_ADD": int.__add__,
+        "INT_REPR": int.__repr__,
+        "FS_ENCODING": sys.getfilesystemencoding(),
+        "FS_ERRORS": sys.getfilesystemencodeerrors(),
+        "FAMILY": _socket.socket.__dict__["family"].__get__,
+        "AF_UNIX": _socket.AF_UNIX,
+        "AF_INET": _socket.AF_INET,
+        "AF_INET6": _socket.AF_INET6,
+        "AF_PACKET": getattr(_socket, "AF_PACKET", -1),
+        "SOCK_RAW": _socket.SOCK_RAW,
+        "INET_PTON": _socket.inet_pton,
+        "HEX_COLON": "0123456789abcdef:.",
+        "IMPLICIT_READ_ROOTS": roots,
+        "IMPLICIT_READ_FILES": files,
+        "IMPLICIT_WRITE_FILES": frozenset((*outputs, *SINK_FILES)),
+        "PROGRAM_DIRS": (realpath(context.program_dir),),
+        "STDLIB_NAMES": frozenset(sys.stdlib_module_names),
+        "OWN_PACKAGES": frozenset(("pyward", "bytecode", "sitecustomize", "usercustomize")),
+        "GUARDED_MODULES": frozenset(GUARDED_MODULES),
+        "SUBINTERPRETER_MODULES": frozenset(SUBINTERPRETER_MODULES),
+        "HIDDEN_ENV": frozenset(HIDDEN_ENV),
+        "IMPLICIT_ENV": IMPLICIT_ENV,
+        "IMPLICIT_ENV_PREFIXES": ("LC_", "PYTHON", "_PYTHON"),
+        "IMPORT_MACHINERY": frozenset(("<frozen importlib._bootstrap_external>", "<frozen importlib._bootstrap>",
+                                       "<frozen zipimport>")),
+        "NAMESPACE_OPS": frozenset(("remove", "rmdir", "mkdir", "rmtree")),
+        "PLUMBING": (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/",
+                     stdlib + "/", "<frozen "),
+        "STDLIB": stdlib + "/",
+        "STDLIB_DIR": stdlib,
+        "SYS": sys,
+        # doctest's runner saves sys.gettrace() and puts it back after each test; the audit event
+        # does not carry the function, so the calling function is what tells a restore
+        "HOOK_RESTORERS": frozenset(((stdlib + "/doctest.py", "run"),)),
+        "MODULE_SUFFIXES": (".py", ".pyc", *_imp.extension_suffixes()),
+        "CODE_RELABELLERS": frozenset(((stdlib + "/types.py", "coroutine"),
+                                       (stdlib + "/modulefinder.py", "replace_paths_in_code"))),
+    }
+    functions = []
+    for name, value in vars(_decide).items():
+        if type(value) is types.FunctionType:
+            namespace[name] = types.FunctionType(value.__code__, namespace, name, value.__defaults__)
+            functions.append(namespace[name])
+    handlers = namespace["build_handlers"]()
+    namespace["HANDLERS"] = handlers
+    hidden: list[Any] = [namespace, namespace["__builtins__"], *functions, *caches.values(), handlers, rules,
+                         inodes, namespace["VERBS"]]
+    for handler in handlers.values():  # closures made by path_handler() & co.
+        hidden.append(handler)
+        hidden += [cell for cell in (handler.__closure__ or ())]
+    for perm_rules in rules.values():
+        hidden += [perm_rules[0], perm_rules[1]]
+    return namespace["decide"], namespace, hidden

@@ -1,0 +1,113 @@
+"""Installing the sandbox in this process: the decider behind the native hook,
+C guards for what has no usable audit event, the guarded os.environ, and the
+environment that makes child processes inherit the policy.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .._isolation import isolate_builtins, isolate_module
+from ..policy import Policy
+from .context import BOOT_DIR, MODES, Context
+from .decider import build_decider
+from .environ import install_environ
+from .errors import AccessDenied, ImportDenied
+
+isolate_builtins(globals())
+
+os = isolate_module(os)  # noqa: F811
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+_installed = False
+
+
+def install(policy: Policy, context: Context, protect: Callable[..., Any] | None = None) -> None:
+    """Install the sandbox for the rest of the process's life."""
+    global _installed
+    from .._native import native
+
+    if _installed:
+        raise RuntimeError("the sandbox is already installed in this process")
+    if native is None:
+        from .degraded import install_degraded
+
+        install_degraded(policy, context)
+        _installed = True
+        return
+    import _posixsubprocess  # wrapped now: later imports of it would be re-imports
+
+    payload = inheritance_payload(policy, context) if context.inherit else None
+    decide, namespace, hidden = build_decider(policy, context, payload)
+    if payload is not None:
+        set_inherited_environment(payload)
+    guards = install_guards(namespace, payload is not None, protect)
+    install_environ(payload is not None)
+    native.untrack(*hidden, *guards)
+    subinterpreters = "ffi" in policy.allow_all or any(r.scope == "subinterpreters" for r in policy.allows("ffi"))
+    from .hooks import emitter
+
+    hook_emit = emitter(context.emit)  # what an install_hook() callback refuses goes to this journal
+    native.untrack(hook_emit)
+    native.sandbox_install(list(namespace["HANDLERS"]), decide, AccessDenied, MODES[context.mode] != 0,
+                           subinterpreters, ImportDenied, hook_emit)
+    _installed = True
+
+
+def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[..., Any] | None) -> list[Any]:
+    """Replace functions that start processes or open files without a usable audit event."""
+    import _posixsubprocess
+    import posix
+    import _socket
+
+    from .._native import native
+
+    made = []
+
+    def place(module: Any, name: str, guard: Any) -> None:
+        setattr(module, name, guard)
+        if protect is not None:
+            protect(module, name, "sandbox guard")
+
+    fork_exec = native.guard("pyward.fork_exec", _posixsubprocess.fork_exec,
+                             namespace["inject_fork_exec"] if inherit else None)
+    place(_posixsubprocess, "fork_exec", fork_exec)
+    absolute = namespace["absolute_open"]
+    opener = native.guard(None, posix.open, absolute)
+    place(posix, "open", opener)
+    place(sys.modules["os"], "open", opener)
+    # socket.getaddrinfo calls _socket.getaddrinfo through the module at each call:
+    # guarding the C function covers both, without importing socket (~5 ms) at start
+    resolver = native.guard(None, _socket.getaddrinfo, None, namespace["record_addresses"])
+    place(_socket, "getaddrinfo", resolver)
+    made += [fork_exec, opener, resolver, absolute, namespace["record_addresses"]]
+    if inherit:
+        for name in ("execve", "posix_spawn", "posix_spawnp"):
+            original = getattr(posix, name, None)
+            if original is None:
+                continue
+            guard = native.guard(None, original, namespace["inject_third"])
+            place(posix, name, guard)
+            place(sys.modules["os"], name, guard)
+            made.append(guard)
+    return made
+
+
+def inheritance_payload(policy: Policy, context: Context) -> str:
+    from ..canonical import dumps
+
+    return dumps({"policy": policy.to_json(), "mode": context.mode, "on_deny": context.on_deny,
+                  "log": context.log, "spool": context.spool})
+
+
+def set_inherited_environment(payload: str) -> None:
+    """Put the policy and the boot directory in the C environment, so every
+    child inherits them (the program's view of os.environ hides them)."""
+    original = os.environ.get("PYTHONPATH")
+    os.putenv("PYWARD_SANDBOX", payload)
+    if original is not None:
+        os.putenv("PYWARD_ORIG_PYTHONPATH", original)
+    os.putenv("PYTHONPATH", BOOT_DIR if not original else BOOT_DIR + os.pathsep + original)

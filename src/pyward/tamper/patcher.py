@@ -1,0 +1,63 @@
+"""Who made a change: the first frame of the program (not pyward, not the
+standard library), the program's own caller when a library patched, and
+every module on the stack (an allowed patcher may call through the stdlib).
+
+Each function starts two frames above itself: past the engine's method that
+asks, at the code that made the change.
+"""
+from __future__ import annotations
+
+import sys
+
+from .._isolation import isolate_builtins
+from ..journal import is_plumbing
+
+isolate_builtins(globals())
+_getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
+
+
+def patcher() -> tuple[str | None, str | None, str]:
+    """(file:line, function, module name) of the code making the change."""
+    frame = _getframe(2)
+    fallback = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not is_plumbing(filename):
+            return (f"{filename}:{frame.f_lineno}", frame.f_code.co_qualname,
+                    str(frame.f_globals.get("__name__", "")))
+        if fallback is None and "/pyward/" not in filename:
+            fallback = frame
+        frame = frame.f_back
+    if fallback is not None:
+        return (f"{fallback.f_code.co_filename}:{fallback.f_lineno}", fallback.f_code.co_qualname,
+                str(fallback.f_globals.get("__name__", "")))
+    return None, None, ""
+
+
+def caller_of(module: str) -> str | None:
+    """When a library made the change (gevent, pytest's monkeypatch...), the first
+    frame of the program's own code that called into it, as file:line."""
+    top = module.partition(".")[0]
+    if not top or "-packages" not in str(sys.modules.get(top, None) and
+                                           getattr(sys.modules[top], "__file__", "")):
+        return None
+    frame = _getframe(2)
+    seen_library = False
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        filename = frame.f_code.co_filename
+        if name.partition(".")[0] == top:
+            seen_library = True
+        elif seen_library and not is_plumbing(filename) and "-packages" not in filename:
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return None
+
+
+def patcher_modules() -> list[str]:
+    """Every module on the stack (an allow-listed patcher may call through the stdlib)."""
+    names, frame = [], _getframe(2)
+    while frame is not None:
+        names.append(str(frame.f_globals.get("__name__", "")))
+        frame = frame.f_back
+    return names
