@@ -289,3 +289,24 @@ def test_default_reports_are_kept_to_a_bound(tmp_path):
     assert len(kept) == 4 and "notes.json" in kept
     assert pyward("run", "--report", "mine.json", "--keep-reports", "1", "-c", "pass", cwd=tmp_path).returncode == 0
     assert len(list(reports.iterdir())) == 4  # --report FILE: the directory is not pruned
+
+
+def test_an_internal_error_is_journaled_counted_and_never_raised():
+    j = Journal()
+
+    class Odd(Exception):
+        def __str__(self) -> str:  # pyward must not call the program's code to describe an error
+            raise AssertionError("str() called")
+
+    j.internal_error("tamper", "checking seals on the interval", Odd("the dict changed size"))
+    j.internal_error("heal", "journaling a guard firing", KeyError(3))
+    first, second = j.events
+    assert (first.engine, first.kind, first.severity) == ("tamper", "internal_error", "error")
+    assert first.message == ("pyward tamper: internal error while checking seals on the interval "
+                             "(Odd: the dict changed size)")
+    assert second.message.endswith("(KeyError)") and first.where is None
+    summary = journal.summarize([e.to_json() for e in j.events], 0)
+    assert summary["internal_errors"] == 2
+    j.close()
+    j.internal_error("tamper", "after the end", RuntimeError("late"))  # a closed journal: nothing, no raise
+    assert len(j.events) == 2

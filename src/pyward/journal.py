@@ -285,6 +285,19 @@ class Journal:
                 return None
             return self._record(engine, kind, name, message, severity, details, where, function, pid, when, thread)
 
+    def internal_error(self, engine: str, doing: str, exc: BaseException) -> None:
+        """pyward's own failure, caught where it must not reach the program: journaled
+        (and counted: the run-end line names it), never raised.  `doing` says what
+        pyward was doing ("checking seals on the interval")."""
+        why = type(exc).__name__  # str() of an exception could run the program's code
+        if exc.args and type(exc.args[0]) is str:
+            why = f"{why}: {exc.args[0]}"
+        try:
+            self.emit(engine, "internal_error", doing, severity="error", where="",
+                      message=f"pyward {engine}: internal error while {doing} ({why})", details={"error": why})
+        except Exception:  # the journal itself failed: nothing left to tell
+            pass
+
     def count_repeat(self, engine: str, kind: str, name: str) -> bool:
         """Count one more event of this engine, kind and name if it is already past
         REPEAT_LIMIT (True), without describing it: the one event that stands for

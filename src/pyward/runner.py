@@ -464,8 +464,8 @@ class Session:
             for engine in self.engines:
                 try:
                     engine.child_ends(self)
-                except Exception:  # the child's exit must not fail on pyward's account
-                    pass
+                except Exception as exc:  # the child's exit must not fail on pyward's account
+                    self.journal.internal_error(engine.name, "ending a forked child", exc)
             self.journal.close()
             return
         if self.exit_status is None:  # the program ended in a way we did not see

@@ -630,7 +630,7 @@ class TamperEngine(Engine):
                 time.sleep(seconds)
                 try:
                     self._check_all("interval")
-                except Exception:  # never kill the program from a background check
-                    pass
+                except Exception as exc:  # never kill the program from a background check; the next one runs
+                    self.session.journal.internal_error("tamper", "checking seals on the interval", exc)
 
         _thread.start_new_thread(loop, ())
