@@ -17,6 +17,7 @@ import os
 
 from ._isolation import isolate_module
 from .heal.guards import FALLBACKS as HEAL_FALLBACKS
+from .outputs import check_fail_on
 from .policy import PERMISSIONS
 
 os = isolate_module(os)  # noqa: F811
@@ -74,6 +75,14 @@ OPTIONS: list[Option] = [
            "keep the newest N reports in .pyward/reports/ and remove older ones there (0: keep all); "
            "reports written elsewhere with --report are never removed",
            flags=("--keep-reports",), metavar="N"),
+    # CI
+    Option("fail_on", "list", None,
+           "exit with a non-zero status when the program succeeded but any of these happened: denied (77), "
+           "tamper (78: a tamper alert), heal (79), or all; the gravest decides, in that order: tamper, denied, "
+           "heal. The program's own failure always wins", flags=("--fail-on",), metavar="LIST",
+           cli={"type": check_fail_on}),
+    Option("sarif", "path", None, "also write the run's findings as SARIF 2.1.0 to FILE at the end of the run",
+           flags=("--sarif",), metavar="FILE"),
     # sandbox
     Option("mode", "enum", None,
            "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "
@@ -124,7 +133,7 @@ OPTIONS: list[Option] = [
            "re-run even when the crashed attempt wrote files, connected or started processes (they repeat)",
            flags=("--rerun-side-effects",), cli={"action": "store_true"}),
     Option("heal.fail_on_heal", "bool", False,
-           "a run that needed healing exits with status 79 instead of 0 (for CI)",
+           "a run that needed healing exits with status 79 instead of 0 (for CI): the same as --fail-on heal",
            flags=("--fail-on-heal",), cli={"action": "store_true"}),
     Option("heal.dry_run", "bool", False, "prove the guard can be built and verified; patch and save nothing",
            flags=("--dry-run",), cli={"action": "store_true"}),
@@ -198,6 +207,8 @@ def check(option: Option, value: Any) -> Any:
     if not ok(value):
         expected = _TYPE_WORDS[kind] + (" (zero or more)" if kind == "int" else "")
         raise ValueError(f"expected {expected}, got {_describe_value(value)}")
+    if kind == "list" and "type" in option.cli:  # the flag's own check of its items (--fail-on)
+        option.cli["type"](",".join(value))
     return value
 
 

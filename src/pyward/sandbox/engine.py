@@ -119,6 +119,8 @@ class SandboxEngine(Engine):
         s = self.settings
         self.spool = child_spool(session.pid) if s.get("inherit", True) else None
         outputs = [p for p in (session.report_path, s.get("log"), self.learn, self.spool) if p]
+        if s.get("sarif"):  # --sarif, written like the report (outputs.write_sarif)
+            outputs += [s["sarif"], f"{s['sarif']}.{session.pid}.tmp"]
         if session.report_path:
             outputs.append(f"{session.report_path}.{session.pid}.tmp")
             directory = os.path.dirname(session.report_path)  # makedirs touches each level, existing or not
