@@ -185,14 +185,19 @@ def results(data: dict[str, Any]) -> list[dict[str, Any]]:
         fallback = places.root + fallback
     index = {rule: i for i, rule in enumerate(RULES)}
     merged: dict[tuple[str, str], dict[str, Any]] = {}
+    # the one event standing for repeats the journal only counted has none of their details:
+    # its rule is that of the recorded events of the same engine, kind and subject
+    rules_of: dict[tuple[Any, Any, Any], str | None] = {}
     events = data.get("events") if isinstance(data.get("events"), list) else []
     for event in events:
         if not isinstance(event, dict):
             continue
-        rule = rule_of(event)
+        details = event.get("details") if isinstance(event.get("details"), dict) else {}
+        key = (event.get("engine"), event.get("kind"), event.get("name"))
+        rule = rules_of[key] if "repeated" in details and key in rules_of else rule_of(event)
+        rules_of[key] = rule
         if rule is None:
             continue
-        details = event.get("details") if isinstance(event.get("details"), dict) else {}
         # the one event standing for repeats the journal only counted (REPEAT_LIMIT) counts them all
         times = details.get("repeated") if type(details.get("repeated")) is int else 1
         mark = fingerprint(rule, event, places)
