@@ -163,7 +163,8 @@ class Page:
                 self.problems.append(f"console.{params.get('type')}: {text}")
         elif method == "Runtime.exceptionThrown":
             details = params.get("exceptionDetails", {})
-            self.problems.append(f"exception: {details.get('text')} {details.get('exception', {}).get('description', '')}")
+            description = details.get("exception", {}).get("description", "")
+            self.problems.append(f"exception: {details.get('text')} {description}")
         elif method == "Log.entryAdded":
             entry = params.get("entry", {})
             if entry.get("level") == "error":

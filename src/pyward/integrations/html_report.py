@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 ENGINES = ("sandbox", "tamper", "heal", "pyward")
 SEVERITIES = ("debug", "info", "notice", "warning", "alert", "error")
 
-#: verdict -> (banner title, CSS class)
+#: verdict (also its CSS class) -> the banner's title
 VERDICTS = {
     "verified": "Verified: the report is intact",
     "altered": "ALTERED: the report does not match its integrity data",
@@ -194,8 +194,8 @@ def _events(events: list[Any]) -> str:
 
 def _integrity(integrity: dict[str, Any]) -> str:
     keys = ("algorithm", "events", "genesis", "chain_head", "merkle_root", "digest")
-    items = "".join(f"<dt>{_e(k.replace('_', ' '))}</dt><dd><code id=\"integrity-{k}\">{_e(integrity.get(k))}</code></dd>"
-                    for k in keys)
+    items = "".join(f"<dt>{_e(k.replace('_', ' '))}</dt>"
+                    f"<dd><code id=\"integrity-{k}\">{_e(integrity.get(k))}</code></dd>" for k in keys)
     extra = "".join(f"<dt>{_e(k)}</dt><dd><code>{_e(v)}</code></dd>" for k, v in integrity.items() if k not in keys)
     return f'<dl class="meta">{items}{extra}</dl>'
 
@@ -217,7 +217,8 @@ def render(data: dict[str, Any], verdict: str, problem: str | None = None, sourc
         f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{_e(heading)}</h1>"
         + (f'<p>report file: <code id="source">{_e(source)}</code></p>' if source else "")
-        + f'<div class="verdict {_e(verdict)}" id="verdict" data-verdict="{_e(verdict)}">{_e(title)}{problem_html}</div>'
+        + f'<div class="verdict {_e(verdict)}" id="verdict" data-verdict="{_e(verdict)}">'
+        f"{_e(title)}{problem_html}</div>"
         f"<h2>Run</h2>{_meta(run)}"
         f'<h2>Summary</h2><div id="summary">{_summary(summary)}</div>'
         f'<h2>Events</h2><div id="events">{_events(events)}</div>'
