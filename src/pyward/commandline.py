@@ -51,6 +51,9 @@ ENGINE_COMMANDS: tuple[str, ...] = (
 
     # heal
     "pyward.heal.commands",
+
+    # CI outputs: pyward report
+    "pyward.outputs",
 )
 
 RUN_USAGE = "pyward run [options] (SCRIPT | -m MODULE | -c CODE | -) [ARGS...]"
@@ -351,7 +354,7 @@ def settings_from(args: dict[str, Any], command: str) -> Any:
     from .config import load
 
     overrides = {o.key: args[o.dest] for o in OPTIONS if command in o.commands and o.dest in args}
-    for key in ("log", "report", "heal.store"):  # paths given on the command line are relative to the cwd
+    for key in ("log", "report", "heal.store", "sarif"):  # paths given on the command line are relative to the cwd
         if isinstance(overrides.get(key), str):
             overrides[key] = os.path.abspath(overrides[key])
     return load(args["config"], use_files=not args["no_config"], overrides=overrides)

@@ -45,6 +45,28 @@ HEAL_FALLBACKS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: What `--fail-on` can name, gravest first, and the exit status of a run that
+#: succeeded although it happened: the statuses of the engines' own stops
+#: (77: --on-deny exit, 78: --fail-closed, 79: heal).  When several happened
+#: the gravest decides.  The program's own non-zero status always wins.
+FAIL_ON: dict[str, int] = {"tamper": 78, "denied": 77, "heal": 79}
+
+
+def check_fail_on(value: str) -> list[str]:
+    """`--fail-on LIST` as the command line gives it: ValueError names what is known."""
+    kinds = as_list(value)
+    unknown = [k for k in kinds if k not in FAIL_ON and k != "all"]
+    if unknown or not kinds:
+        import argparse
+
+        class FailOnError(argparse.ArgumentTypeError, ValueError):
+            """argparse shows its message; parse_run_options falls back to argparse on a ValueError."""
+
+        raise FailOnError(f"unknown {', '.join(map(repr, unknown)) or 'empty list'}: expected a comma-separated "
+                          f"list of {', '.join(FAIL_ON)} (or all)")
+    return kinds
+
+
 class ConfigError(Exception):
     """A configuration problem; the message names the file and key (exit status 2)."""
 
@@ -93,6 +115,14 @@ OPTIONS: list[Option] = [
            "keep the newest N reports in .pyward/reports/ and remove older ones there (0: keep all); "
            "reports written elsewhere with --report are never removed",
            flags=("--keep-reports",), metavar="N"),
+    # CI
+    Option("fail_on", "list", None,
+           "exit with a non-zero status when the program succeeded but any of these happened: denied (77), "
+           "tamper (78: a tamper alert), heal (79), or all; the gravest decides, in that order: tamper, denied, "
+           "heal. The program's own failure always wins", flags=("--fail-on",), metavar="LIST",
+           cli={"type": check_fail_on}),
+    Option("sarif", "path", None, "also write the run's findings as SARIF 2.1.0 to FILE at the end of the run",
+           flags=("--sarif",), metavar="FILE"),
     # sandbox
     Option("mode", "enum", None,
            "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "
@@ -143,7 +173,7 @@ OPTIONS: list[Option] = [
            "re-run even when the crashed attempt wrote files, connected or started processes (they repeat)",
            flags=("--rerun-side-effects",), cli={"action": "store_true"}),
     Option("heal.fail_on_heal", "bool", False,
-           "a run that needed healing exits with status 79 instead of 0 (for CI)",
+           "a run that needed healing exits with status 79 instead of 0 (for CI): the same as --fail-on heal",
            flags=("--fail-on-heal",), cli={"action": "store_true"}),
     Option("heal.dry_run", "bool", False, "prove the guard can be built and verified; patch and save nothing",
            flags=("--dry-run",), cli={"action": "store_true"}),
@@ -217,6 +247,8 @@ def check(option: Option, value: Any) -> Any:
     if not ok(value):
         expected = _TYPE_WORDS[kind] + (" (zero or more)" if kind == "int" else "")
         raise ValueError(f"expected {expected}, got {_describe_value(value)}")
+    if kind == "list" and "type" in option.cli:  # the flag's own check of its items (--fail-on)
+        option.cli["type"](",".join(value))
     return value
 
 

@@ -381,9 +381,8 @@ def supervise(session: Session, attempt: int) -> None:
         reason = reader.reason or ("KeyboardInterrupt" if killed == signal.SIGINT else
                                    f"killed by signal {killed}" if killed else "completed")
         break
-    if not killed:
-        for engine in session.engines:  # --fail-on-heal judges the whole run
-            status = engine.exit_status(session, status)
+    if not killed:  # --fail-on judges the whole run
+        status = session.judge_exit(status)
     session.record_exit(status, f"attempt {attempt}: {reason}")
     session.finish()
     for stream in (sys.__stdout__, sys.__stderr__):

@@ -441,8 +441,11 @@ class Session:
                                       f"{DEGRADED}", details={"reason": self.native_error})
 
     def _own_outputs(self) -> list[str]:
-        """The log and the report, with the temporary file and directories writing it makes."""
+        """The log, the report and the SARIF file, with the temporary files and directories writing them makes."""
         paths = [p for p in (self.report_path, self.settings.get("log")) if p]
+        sarif = self.settings.get("sarif")
+        if sarif:  # --sarif, written like the report (outputs.write_sarif)
+            paths += [sarif, f"{sarif}.{self.pid}.tmp"]
         if self.report_path:
             paths.append(f"{self.report_path}.{self.pid}.tmp")
             directory = os.path.dirname(self.report_path)  # makedirs touches each level, existing or not
@@ -481,13 +484,16 @@ class Session:
                           details={"exit_status": self.exit_status, "reason": self.exit_reason})
         events = list(self.journal.events)
         self.journal.close()
+        data = None
         if self.report_path is not None:
             try:
-                self._write_report(events)
+                data = self._write_report(events)
                 self.report_written = True
             except Exception as exc:
                 self._say(f"report not written to {display_path(self.report_path)}: {type(exc).__name__}: {exc}",
                           "error")
+        if self.settings.get("sarif") and self.channel is None:  # a re-run's supervisor writes it
+            self._write_sarif(events, data)
         if self.channel is None:  # a re-run's supervisor prints the one summary of the run
             self._say(self.summary_line(events))
 
@@ -508,7 +514,7 @@ class Session:
             "exit_reason": self.exit_reason,
         }
 
-    def _write_report(self, events: list[Any]) -> None:
+    def _write_report(self, events: list[Any]) -> dict[str, Any]:
         from . import report
 
         assert self.report_path is not None
@@ -517,7 +523,20 @@ class Session:
             os.makedirs(default_dir, exist_ok=True)
             with open(os.path.join(default_dir, ".gitignore"), "w") as f:
                 f.write("# created by pyward\n*\n")
-        report.write(self.report_path, report.build(self.run_metadata(), events))
+        data = report.build(self.run_metadata(), events)
+        report.write(self.report_path, data)
+        return data
+
+    def _write_sarif(self, events: list[Any], data: dict[str, Any] | None) -> None:
+        from . import report
+        from .outputs import write_sarif
+
+        try:
+            problem = write_sarif(self, data if data is not None else report.build(self.run_metadata(), events))
+        except Exception as exc:  # never let an output change the run's end
+            problem = f"SARIF not written: {type(exc).__name__}: {exc}"
+        if problem:
+            self._say(problem, "error")
 
     def summary_line(self, events: list[Any]) -> str:
         counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity, "name": e.name,
@@ -543,6 +562,17 @@ class Session:
         elif self.report_path is None:
             parts.append("no report")
         return " · ".join(parts)
+
+    def judge_exit(self, status: int) -> int:
+        """The exit status of a run whose program ended with `status`: the engines', then --fail-on's
+        (outputs.py); a re-run's supervisor judges the whole run, not each attempt."""
+        for engine in self.engines:
+            status = engine.exit_status(self, status)
+        if self.channel is None and (self.settings.get("fail_on") or self.settings.get("heal.fail_on_heal")):
+            from .outputs import exit_status
+
+            status = exit_status(self, status)
+        return status
 
     def _say(self, text: str, severity: str = "notice") -> None:
         if self.console is not None:
@@ -599,7 +629,11 @@ class Session:
                 self.record_exit(1, "target not found")
                 sys.stderr.write(f"{exc.code}\n")
                 raise SystemExit(1) from None
-            self.record_exit(system_exit_status(exc.code), f"sys.exit({exc.code!r})")
+            status = system_exit_status(exc.code)
+            judged = self.judge_exit(status)
+            self.record_exit(judged, f"sys.exit({exc.code!r})")
+            if judged != status:
+                raise SystemExit(judged) from None
             raise
         except BaseException as exc:
             if not isinstance(exc, KeyboardInterrupt) and any(e.on_crash(self, exc) for e in self.engines):
@@ -611,9 +645,7 @@ class Session:
             with self.acting("runner"):
                 _print_without_pyward_frames(exc)
             raise
-        status = 0
-        for engine in self.engines:
-            status = engine.exit_status(self, status)
+        status = self.judge_exit(0)
         self.record_exit(status, "completed")
         if status:
             raise SystemExit(status)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .guards import Guard
     from .store import Recipe, Store
 
-#: Exit status of a run that completed but healed something, under --fail-on-heal.
+#: Exit status of a run that completed but healed something, under --fail-on heal (outputs.FAIL_ON).
 EXIT_STATUS_HEALED = 79
 SIDE_EFFECT_PERMISSIONS = ("write", "net", "run")
 
@@ -242,13 +242,6 @@ class HealEngine(Engine):
                              where="", message=message,
                              details={"attempt": session.attempt, "firings": firings, "completed": completed,
                                       "degraded": degraded, "outcome": outcome})
-
-    def exit_status(self, session: Session, status: int) -> int:
-        if status == 0 and self.settings.get("heal.fail_on_heal") and (self.healed or self.fired):
-            session.journal.emit("heal", "fail_on_heal", "exit", severity="error", where="",
-                                 message=f"the run needed healing; --fail-on-heal: exit status {EXIT_STATUS_HEALED}")
-            return EXIT_STATUS_HEALED
-        return status
 
     def on_crash(self, session: Session, exc: BaseException) -> bool:
         if not isinstance(exc, Exception) or isinstance(exc, SyntaxError):  # python reports those as they are
