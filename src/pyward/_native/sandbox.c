@@ -60,28 +60,6 @@ raise_denied(PyObject *message)
     return raise_denied_as(denied_type, message);
 }
 
-/* Describe the pending exception as "Type: message" and clear it. */
-static PyObject *
-describe_and_clear(void)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    PyObject *text = NULL;
-    if (value != NULL) {
-        PyObject *str = PyObject_Str(value);
-        if (str != NULL) {
-            text = PyUnicode_FromFormat("%s: %U", Py_TYPE(value)->tp_name, str);
-            Py_DECREF(str);
-        }
-    }
-    PyErr_Clear();
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-    return text != NULL ? text : PyUnicode_FromString("unknown error");
-}
-
 /* "Type: message" of the pending exception, which stays pending. */
 static PyObject *
 describe_pending(void)
@@ -103,6 +81,15 @@ describe_pending(void)
         text = PyUnicode_FromString("an exception");
     }
     PyErr_Restore(type, value, tb);
+    return text;
+}
+
+/* "Type: message" of the pending exception, which is cleared. */
+static PyObject *
+describe_and_clear(void)
+{
+    PyObject *text = describe_pending();
+    PyErr_Clear();
     return text;
 }
 

@@ -20,18 +20,11 @@ if TYPE_CHECKING:
 
 
 def install_standalone(policy: Policy | None, *, mode: str, on_deny: str, journal: Any) -> None:
-    from ..journal import ConsoleSink, Journal
+    from .hooks import journal_emit
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if journal is None:
-        journal = Journal()
-        journal.add_sink(ConsoleSink())
-
-    def emit(kind: str, name: str, message: str, severity: str, details: dict[str, Any],
-             site: tuple[str | None, str | None]) -> None:
-        journal.emit("sandbox", kind, name, message=message, severity=severity, details=details,
-                     where=site[0] or "", function=site[1])
+    emit = journal_emit(journal)
 
     def exit_now(message: str) -> None:
         exit_at_once(EXIT_STATUS_ON_DENY)
