@@ -202,12 +202,10 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
 
 
-@pytest.mark.parametrize("native", ["native", "python"])
-def test_http_server_heals_replays_and_answers_honestly(tmp_path, native):
-    """With the extension's response buffer, and with the Python one (PYWARD_DISABLE_NATIVE)."""
+def test_http_server_heals_replays_and_answers_honestly(tmp_path):
     write(tmp_path / "server.py", HTTP_SERVER)
     pyward_run = [sys.executable, "-m", "pyward", "run", "--heal", "--idempotent", "PUT", "server.py", "PORT"]
-    server = Server(pyward_run, tmp_path, env=clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if native == "python" else {})))
+    server = Server(pyward_run, tmp_path, env=clean_env())
     try:
         check_common(server)
         # keep-alive: a healed and replayed request leaves the connection clean for the next ones
@@ -488,7 +486,7 @@ def test_gunicorn_workers_pick_up_a_patch_within_the_sync_interval(tmp_path):
 def test_body_recorder_replays_what_the_handler_read_then_the_rest():
     import io
 
-    from pyward.integrations.serving import BodyRecorder
+    from pyward.integrations.body import BodyRecorder
 
     body = BodyRecorder(io.BytesIO(b"one\ntwo\nthree\nfour"), limit=64)
     assert body.readline() == b"one\n" and body.read(3) == b"two"
@@ -911,20 +909,11 @@ print(json.dumps([get(after, "/bg/b"), list(EVENTS), get(after, "/bg/b")]))
 '''
 
 
-def exchange_env(exchange):
-    """The environment and the check that the ASGI middleware uses the extension's exchange or the Python one."""
-    env = clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if exchange == "python" else {}))
-    which = "pyward._native" if exchange == "native" else "pyward.integrations"
-    return env, f"assert asgi.Exchange.__module__.startswith({which!r})\n"
-
-
-@pytest.mark.parametrize("exchange", ["native", "python"])
-def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(tmp_path, exchange):
+def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(tmp_path):
     """A crash before the first streamed chunk: healed and replayed, the header on the replayed stream.
     A crash after it, or after a complete response: what was sent stays sent, the exception goes to the
-    server, later requests use the patch.  With the extension's exchange and the Python one."""
-    env, check = exchange_env(exchange)
-    printed, err = run_script(tmp_path, STREAMING + check, env=env)
+    server, later requests use the patch."""
+    printed, err = run_script(tmp_path, STREAMING, env=clean_env())
     early, unharmed, late, later = printed[0]
     assert early == [200, "guard=key_guard; target=SETTINGS", "value=None,end", None]
     assert unharmed == [200, None, "value=dark,end", None]
@@ -960,11 +949,9 @@ print(json.dumps([asgi_request(app, "/first", b'{"items"', b': []}', method="PUT
 '''
 
 
-@pytest.mark.parametrize("exchange", ["native", "python"])
-def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path, exchange):
+def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path):
     write(tmp_path / "pyproject.toml", CONFIG + "replay_body = 20\n")
-    env, check = exchange_env(exchange)
-    printed, _ = run_script(tmp_path, REPLAY_BODY + check, env=env)
+    printed, _ = run_script(tmp_path, REPLAY_BODY, env=clean_env())
     small, large = printed[0]
     assert small == [200, 'guard=index_guard; target=data["items"]', "null", None]  # replayed from the kept chunks
     assert large[:2] == [503, 'guard=chain_subscript_guard; target=data["options"]["size"]']
@@ -995,12 +982,8 @@ print(json.dumps([wsgi_get(app, "/font"), wsgi_get(app, "/theme"), CLOSED]))
 '''
 
 
-@pytest.mark.parametrize("held", ["native", "python"])
-def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path, held):
-    """Both held responses: the extension's and the Python fallback (PYWARD_DISABLE_NATIVE)."""
-    env = clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if held == "python" else {}))
-    which = "pyward._native" if held == "native" else "pyward.integrations"
-    printed, _ = run_script(tmp_path, WSGI_STREAM + f"assert wsgi.Held.__module__.startswith({which!r})\n", env=env)
+def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path):
+    printed, _ = run_script(tmp_path, WSGI_STREAM, env=clean_env())
     healed, unharmed, closed = printed[0]
     assert healed == ["200 OK", "guard=key_guard; target=SETTINGS", "value=None,end"]  # replayed
     assert unharmed == ["200 OK", None, "value=dark,end"]

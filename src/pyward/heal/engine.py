@@ -105,7 +105,6 @@ class HealEngine(Engine):
         self.store_path = ""
         self._finder: Any = None
         self._store_pid = 0
-        self.on_import: dict[str, Any] = {}  # module -> called with the module once it is imported
         self.shapes: dict[str, tuple[str, str]] | None = None  # the crash-shape registry, read at the first crash
         # code a later heal replaced, kept alive: a thread still running it may crash on a site already guarded
         self.superseded: dict[int, tuple[CodeType, Patch, list[int]]] = {}
@@ -140,11 +139,6 @@ class HealEngine(Engine):
                                              f"{recipe.lineno} is still unfixed")
         for module in [m for m in self.pending if m in sys.modules and m != "__main__"]:
             self._patch_loaded_module(sys.modules[module])
-        # http.server's handlers get the request boundary (integrations/httpserver.py) when it is imported
-        if "http.server" in sys.modules:
-            self._server_integration(sys.modules["http.server"])
-        else:
-            self.on_import["http.server"] = self._server_integration
         self._install_finder()
         import threading
 
@@ -163,11 +157,6 @@ class HealEngine(Engine):
         from . import monitor
 
         return monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
-
-    def _server_integration(self, module: Any) -> None:
-        from ..integrations import httpserver
-
-        httpserver.install(self, module)
 
     def _stored(self) -> list[Recipe]:
         """This Python's recipes, when a store exists (no store: no sqlite3 import)."""
@@ -214,7 +203,7 @@ class HealEngine(Engine):
                                          message=f"guard hits not saved: {exc}")
             self.store.close()
         _active = None
-        self.sync_due = 0.0  # a server integration's next request looks for the engine again (serving.request)
+        self.sync_due = 0.0  # a server integration's next request looks for the engine again (server.rule)
 
     def _attempt_event(self, session: Session, firings: int) -> None:
         """How this process's attempt ended, with its guard firings: the summary
@@ -614,7 +603,7 @@ class HealEngine(Engine):
         if filename.startswith("<") and filename != "<string>" and filename != "<stdin>":
             return False
         if not self._excludes:
-            self._excludes = _library_dirs()
+            self._excludes = library_dirs()
         real = os.path.realpath(filename) if not filename.startswith("<") else filename
         return not any(real.startswith(d) for d in self._excludes)
 
@@ -781,7 +770,7 @@ class _RecipeFinder:
         self.engine = engine
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in self.engine.pending and fullname not in self.engine.on_import:
+        if fullname not in self.engine.pending:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -815,9 +804,6 @@ class _PatchingLoader:
         if code is None:
             raise ImportError(f"cannot load {module.__name__}", name=module.__name__)
         exec(code, module.__dict__)
-        hook = self.engine.on_import.pop(module.__name__, None)
-        if hook is not None:
-            hook(module)
 
 
 def _install(old: CodeType, new: CodeType) -> bool:
@@ -971,7 +957,7 @@ def _module_name(space: dict[str, Any]) -> str:
 _LIBRARY_DIRS: tuple[str, ...] = ()
 
 
-def _library_dirs() -> tuple[str, ...]:
+def library_dirs() -> tuple[str, ...]:
     """Directories whose code is never patched: the standard library, site-packages, pyward (computed once)."""
     global _LIBRARY_DIRS
     if not _LIBRARY_DIRS:
