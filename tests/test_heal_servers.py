@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import re
 import signal
 import socket
@@ -288,6 +289,44 @@ if __name__ == "__main__":
             pass
     make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forever()
 '''
+
+def test_a_wsgi_middleware_under_wsgiref_under_pyward_heal_answers_and_stops_on_sigint(tmp_path):
+    """One boundary a request: wsgiref's handler serves the WSGI application without
+    handle_one_request, so http.server's boundary stays out and the middleware answers.
+    Ctrl-C right after a response stops the server every time.  "After" is once the
+    server closed the connection: wsgiref's handler swallows a KeyboardInterrupt raised
+    while it still runs (a bare except in BaseHandler.run), under plain python too."""
+    write(tmp_path / "app.py", WSGI_APP)
+    for attempt in range(10):
+        shutil.rmtree(tmp_path / ".pyward", ignore_errors=True)  # each run heals afresh
+        server = Server([sys.executable, "-m", "pyward", "run", "--heal", "app.py", "PORT"], tmp_path)
+        try:
+            assert server.json("GET", "/user/ann") == (200, None, {"name": "Ann", "bio": "hi"})
+            assert server.json("GET", "/user/bob") == (
+                200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', {"name": "Bob", "bio": None})
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+            for path, value in (("/setting/theme", "dark"), ("/count/7", 7), ("/setting/theme", "dark")):
+                status, headers, data = server.request("GET", path, conn=conn)
+                assert status == 200 and HEADER not in headers and json.loads(data) in ({"value": value},
+                                                                                       {"count": value})
+            conn.close()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=15) as client:
+                client.sendall(b"GET /user/ann HTTP/1.0\r\n\r\n")
+                response = b""
+                while chunk := client.recv(65536):  # to the end: the server closed the connection
+                    response += chunk
+            assert response.startswith(b"HTTP/1.0 200 OK") and response.endswith(b'{"name": "Ann", "bio": "hi"}')
+            server.proc.send_signal(signal.SIGINT)
+            try:
+                status = server.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"run {attempt + 1}: the server did not stop on SIGINT") from None
+            assert status in (-signal.SIGINT, 130), (attempt, status, server.stderr())
+        finally:
+            err = server.close()
+        assert len([line for line in pyward_lines(err) if "healed KeyError" in line or "healed TypeError" in line]) \
+            == 1, err
+
 
 CONFIG = """
 [tool.pyward.heal]
@@ -1134,3 +1173,40 @@ def test_an_exception_on_the_replay_is_not_chained_to_the_crash_that_was_healed(
     # crash must not show the healed one as "during handling of the above exception"
     printed, err = run_script(tmp_path, REPLAY_CONTEXT)
     assert printed[0] == ["None", "None", ["asgi", "asgi", "wsgi", "wsgi"]], err
+
+
+NESTED = DATA + CLIENTS + '''
+from pyward.integrations import wsgi
+
+class Counted(wsgi.Held):
+    made = 0
+
+    def __init__(self):
+        Counted.made += 1
+
+wsgi.Held = Counted  # every held response a boundary makes
+CALLS = []
+
+def application(environ, start_response):
+    CALLS.append(environ["PATH_INFO"])
+    u = USERS.get(environ["PATH_INFO"].strip("/"))
+    body = json.dumps({"bio": u["profile"]["bio"]}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+app = wsgi.Middleware(wsgi.Middleware(application))
+healed = [wsgi_get(app, "/bob"), list(CALLS), Counted.made]
+print(json.dumps([*healed, wsgi_get(app, "/ann"), Counted.made]))
+'''
+
+
+def test_an_inner_boundary_passes_straight_through(tmp_path):
+    """A middleware wrapped in another: one heal, one replay, one held response an attempt."""
+    printed, err = run_script(tmp_path, NESTED, command=(sys.executable, "-m", "pyward", "run", "--heal"))
+    healed, calls, held, unharmed, held_after = printed[0]
+    assert healed == ["200 OK", 'guard=chain_subscript_guard; target=u["profile"]["bio"]', '{"bio": null}']
+    assert calls == ["/bob", "/bob"]  # the crash and its replay
+    assert held == 2  # one held response for each attempt: the inner middleware holds nothing
+    assert unharmed == ["200 OK", None, '{"bio": "hi"}'] and held_after == 3
+    assert len([line for line in pyward_lines(err) if "] healed " in line]) == 1, err
+    assert len([line for line in pyward_lines(err) if "GET /bob: replayed with the patched handler" in line]) == 1
