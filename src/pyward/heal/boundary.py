@@ -20,7 +20,6 @@ http.server's handler, a middleware wrapped twice) passes straight through.
 from __future__ import annotations
 
 import contextvars
-import json
 
 from . import monitor
 
@@ -262,6 +261,8 @@ def _printable(text: str) -> str:
 
 def unavailable_body(healed: Healed, method: str, why: str) -> bytes:
     """The JSON body of the 503 sent when a healed request is not replayed."""
+    import json
+
     return json.dumps({
         "error": "service unavailable",
         "detail": f"the handler crashed and was healed ({healed.label}); this {method} request was not "

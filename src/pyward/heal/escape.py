@@ -37,7 +37,6 @@ import os
 import sys
 
 from .analyse import instructions, offset_table
-from .boundary import ACTIVE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -290,7 +289,11 @@ def escapes(kind: type[BaseException], frame: FrameType | None) -> bool:
             if verdict == "all":
                 tentative = True
         frame = frame.f_back
-    return not tentative or ACTIVE.get() is not None  # a request's context, copied into a framework's thread
+    if not tentative:
+        return True
+    from .boundary import ACTIVE  # a request's context, copied into a framework's thread
+
+    return ACTIVE.get() is not None
 
 
 @functools.lru_cache(maxsize=256)
