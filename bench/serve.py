@@ -257,7 +257,7 @@ def stop(server: subprocess.Popen) -> None:
 
 
 def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env: dict[str, str],
-              requests: int) -> dict[str, dict]:
+              requests: int, crash_every: int = 100) -> dict[str, dict]:
     """Both servers up at once, loaded in alternating batches (bench/_load.py); each side's
     statistics gain `cpu`: its server's CPU seconds during the load (None without /proc)."""
     shutil.rmtree(os.path.join(cwd, ".pyward"), ignore_errors=True)  # a fresh patch store each round
@@ -268,8 +268,9 @@ def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env:
         time.sleep(0.5)  # gunicorn: let the second worker boot
         ports = ",".join(str(port) for _, port in servers.values())
         before = {side: cpu_seconds(server.pid) for side, (server, _) in servers.items()}
-        load = subprocess.run([sys.executable, os.path.join(HERE, "_load.py"), ports, str(requests), "8", "100",
-                               "100"], capture_output=True, text=True, check=True, preexec_fn=pinned(cpus()[1]))
+        load = subprocess.run([sys.executable, os.path.join(HERE, "_load.py"), ports, str(requests), "8",
+                               str(crash_every), "100"],
+                              capture_output=True, text=True, check=True, preexec_fn=pinned(cpus()[1]))
         stats = dict(zip(servers, map(json.loads, load.stdout.splitlines())))
         for side, (server, _) in servers.items():
             after, first = cpu_seconds(server.pid), before[side]
@@ -288,6 +289,8 @@ def main() -> None:
                         help="what the usual request does: a query, JSON and a template (real), or a dict (hello)")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--crash-every", type=int, default=100,
+                        help="one request in N goes to a crash path (a large N: none)")
     parser.add_argument("--only", default="", help="run only the servers whose name contains this (e.g. uvicorn)")
     parser.add_argument("--same", action="store_true",
                         help="the noise floor: both sides without pyward (the 'pyward' column is a second plain server)")
@@ -318,7 +321,7 @@ def main() -> None:
         for number in range(args.rounds):
             for name, sides in arms.items():
                 print(f"\r[serve.py] round {number + 1}/{args.rounds}: {name:<20}", end="", file=sys.stderr, flush=True)
-                for side, stats in load_both(sides, work, env, args.requests).items():
+                for side, stats in load_both(sides, work, env, args.requests, args.crash_every).items():
                     runs[name][side].append(stats)
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
     finally:
