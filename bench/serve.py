@@ -1,6 +1,12 @@
 """Servers kept up by heal, under load, against the same servers without pyward.
 
-    python bench/serve.py [--requests N] [--rounds N] [--only NAME] [--same] [--json]
+    python bench/serve.py [--work real|hello] [--requests N] [--rounds N] [--only NAME] [--same] [--json]
+
+`--work real` (the default): the usual request does what a web handler does,
+a SQLite query (a few dozen rows of an on-disk database, one connection per
+thread), those rows as JSON and a page rendered from them with
+string.Template; `--work hello`: it answers a small JSON object from a dict,
+which shows the boundary's own cost at its largest.
 
 Three servers, each run with and without pyward, `--rounds` times (default 11):
 
@@ -55,12 +61,54 @@ if TYPE_CHECKING:
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-HANDLERS = '''
+HELLO = '''
 USERS = {"ann": {"name": "Ann", "profile": {"bio": "hi"}}, "bob": {"name": "Bob", "profile": None}}
 SETTINGS = {"theme": "dark"}
+
+def user_page(name):
+    u = USERS.get(name)
+    return {"name": u["name"], "bio": u["profile"]["bio"]}
 '''
 
-HTTP_SERVER = HANDLERS + '''
+REAL = '''
+import json, sqlite3, string, threading
+USERS = {"ann": {"name": "Ann", "profile": {"bio": "hi"}}, "bob": {"name": "Bob", "profile": None}}
+SETTINGS = {"theme": "dark"}
+_local = threading.local()
+PAGE = string.Template("<html><head><title>$name</title></head><body><h1>$name</h1><p>$bio</p>"
+                       "<table><tr><th>id</th><th>item</th><th>qty</th><th>price</th></tr>$rows</table>"
+                       "<p>$count orders, total $total</p></body></html>")
+ROW = string.Template("<tr><td>$id</td><td>$item</td><td>$qty</td><td>$price</td></tr>")
+
+def orders(user):
+    db = getattr(_local, "db", None)
+    if db is None:  # one connection per thread, as a threaded server's handlers would keep
+        db = _local.db = sqlite3.connect("orders.db", check_same_thread=False)
+    rows = db.execute("SELECT id, item, qty, price FROM orders WHERE user = ? ORDER BY id LIMIT 40", (user,))
+    return [{"id": i, "item": item, "qty": qty, "price": price} for i, item, qty, price in rows]
+
+def user_page(name):
+    u = USERS.get(name)
+    rows = orders(name)
+    html = PAGE.substitute(name=u["name"], bio=u["profile"]["bio"], rows="".join(ROW.substitute(r) for r in rows),
+                           count=len(rows), total=f"{sum(r['qty'] * r['price'] for r in rows):.2f}")
+    return {"name": u["name"], "orders": rows, "html": html}
+'''
+
+
+def make_db(path: str) -> None:
+    """The database the real handlers read: 400 orders of two users."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, user TEXT, item TEXT, qty INTEGER, price REAL)")
+    db.execute("CREATE INDEX orders_user ON orders (user, id)")
+    db.executemany("INSERT INTO orders VALUES (?, ?, ?, ?, ?)",
+                   [(i, ("ann", "bob")[i % 2], f"item {i} <b>", i % 7 + 1, round(i * 1.25, 2)) for i in range(400)])
+    db.commit()
+    db.close()
+
+HTTP_SERVER = '''
 import json, sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -73,8 +121,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         parts = self.path.strip("/").split("/")
         if parts[0] == "user":
-            u = USERS.get(parts[1])
-            out = {"name": u["name"], "bio": u["profile"]["bio"]}
+            out = user_page(parts[1])
         elif parts[0] == "ratio":
             out = {"ratio": int(parts[1]) / int(parts[2])}
         else:
@@ -99,7 +146,7 @@ class Server(ThreadingHTTPServer):
 Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
 
-FLASK_APP = HANDLERS + '''
+FLASK_APP = '''
 import logging, os
 from flask import Flask, jsonify
 
@@ -109,8 +156,7 @@ logging.getLogger("werkzeug").disabled = True
 
 @app.get("/user/<name>")
 def user(name):
-    u = USERS.get(name)
-    return jsonify(name=u["name"], bio=u["profile"]["bio"])
+    return jsonify(user_page(name))
 
 @app.get("/ratio/<a>/<b>")
 def ratio(a, b):
@@ -125,15 +171,14 @@ if os.environ.get("GUARDED"):
     app.wsgi_app = Middleware(app.wsgi_app)
 '''
 
-STARLETTE_APP = HANDLERS + '''
+STARLETTE_APP = '''
 import os
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 async def user(request):
-    u = USERS.get(request.path_params["name"])
-    return JSONResponse({"name": u["name"], "bio": u["profile"]["bio"]})
+    return JSONResponse(user_page(request.path_params["name"]))
 
 async def ratio(request):
     return JSONResponse({"ratio": int(request.path_params["a"]) / int(request.path_params["b"])})
@@ -212,7 +257,7 @@ def stop(server: subprocess.Popen) -> None:
 
 
 def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env: dict[str, str],
-              requests: int) -> dict[str, dict]:
+              requests: int, crash_every: int = 100) -> dict[str, dict]:
     """Both servers up at once, loaded in alternating batches (bench/_load.py); each side's
     statistics gain `cpu`: its server's CPU seconds during the load (None without /proc)."""
     shutil.rmtree(os.path.join(cwd, ".pyward"), ignore_errors=True)  # a fresh patch store each round
@@ -223,8 +268,9 @@ def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env:
         time.sleep(0.5)  # gunicorn: let the second worker boot
         ports = ",".join(str(port) for _, port in servers.values())
         before = {side: cpu_seconds(server.pid) for side, (server, _) in servers.items()}
-        load = subprocess.run([sys.executable, os.path.join(HERE, "_load.py"), ports, str(requests), "8", "100",
-                               "100"], capture_output=True, text=True, check=True, preexec_fn=pinned(cpus()[1]))
+        load = subprocess.run([sys.executable, os.path.join(HERE, "_load.py"), ports, str(requests), "8",
+                               str(crash_every), "100"],
+                              capture_output=True, text=True, check=True, preexec_fn=pinned(cpus()[1]))
         stats = dict(zip(servers, map(json.loads, load.stdout.splitlines())))
         for side, (server, _) in servers.items():
             after, first = cpu_seconds(server.pid), before[side]
@@ -239,8 +285,12 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", choices=("real", "hello"), default="real",
+                        help="what the usual request does: a query, JSON and a template (real), or a dict (hello)")
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--crash-every", type=int, default=100,
+                        help="one request in N goes to a crash path (a large N: none)")
     parser.add_argument("--only", default="", help="run only the servers whose name contains this (e.g. uvicorn)")
     parser.add_argument("--same", action="store_true",
                         help="the noise floor: both sides without pyward (the 'pyward' column is a second plain server)")
@@ -248,12 +298,11 @@ def main() -> None:
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="pyward-bench-serve-")
     try:
-        with open(os.path.join(work, "server.py"), "w") as f:
-            f.write(textwrap.dedent(HTTP_SERVER))
-        with open(os.path.join(work, "app.py"), "w") as f:
-            f.write(textwrap.dedent(FLASK_APP))
-        with open(os.path.join(work, "asgi_app.py"), "w") as f:
-            f.write(textwrap.dedent(STARLETTE_APP))
+        handlers = REAL if args.work == "real" else HELLO
+        make_db(os.path.join(work, "orders.db"))
+        for name, source in (("server.py", HTTP_SERVER), ("app.py", FLASK_APP), ("asgi_app.py", STARLETTE_APP)):
+            with open(os.path.join(work, name), "w") as f:
+                f.write(textwrap.dedent(handlers) + textwrap.dedent(source))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
         gunicorn = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", "127.0.0.1:PORT", "app:app"]
         uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "critical", "--port", "PORT", "asgi_app:app"]
@@ -272,16 +321,17 @@ def main() -> None:
         for number in range(args.rounds):
             for name, sides in arms.items():
                 print(f"\r[serve.py] round {number + 1}/{args.rounds}: {name:<20}", end="", file=sys.stderr, flush=True)
-                for side, stats in load_both(sides, work, env, args.requests).items():
+                for side, stats in load_both(sides, work, env, args.requests, args.crash_every).items():
                     runs[name][side].append(stats)
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = {name: summary(sides, args.requests, args.rounds) for name, sides in runs.items()}
     if args.json:
-        print(json.dumps({"bench": "serve", "python": python_version(), "results": results}))
+        print(json.dumps({"bench": "serve", "work": args.work, "python": python_version(), "results": results}))
         return
-    print_results(f"Servers under load, Python {python_version()}: {args.requests} requests x {args.rounds} rounds, "
+    print_results(f"Servers under load ({args.work} handlers), Python {python_version()}: {args.requests} requests x "
+                  f"{args.rounds} rounds, "
                   "1% to crash paths; req/s of the median round (higher is better), ratio: median of the rounds' "
                   "paired ratios", results)
     for name, r in results.items():

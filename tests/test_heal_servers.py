@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import re
 import signal
 import socket
@@ -202,12 +203,10 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 '''
 
 
-@pytest.mark.parametrize("native", ["native", "python"])
-def test_http_server_heals_replays_and_answers_honestly(tmp_path, native):
-    """With the extension's response buffer, and with the Python one (PYWARD_DISABLE_NATIVE)."""
+def test_http_server_heals_replays_and_answers_honestly(tmp_path):
     write(tmp_path / "server.py", HTTP_SERVER)
     pyward_run = [sys.executable, "-m", "pyward", "run", "--heal", "--idempotent", "PUT", "server.py", "PORT"]
-    server = Server(pyward_run, tmp_path, env=clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if native == "python" else {})))
+    server = Server(pyward_run, tmp_path, env=clean_env())
     try:
         check_common(server)
         # keep-alive: a healed and replayed request leaves the connection clean for the next ones
@@ -290,6 +289,44 @@ if __name__ == "__main__":
             pass
     make_server("127.0.0.1", int(sys.argv[1]), app, handler_class=Quiet).serve_forever()
 '''
+
+def test_a_wsgi_middleware_under_wsgiref_under_pyward_heal_answers_and_stops_on_sigint(tmp_path):
+    """One boundary a request: wsgiref's handler serves the WSGI application without
+    handle_one_request, so http.server's boundary stays out and the middleware answers.
+    Ctrl-C right after a response stops the server every time.  "After" is once the
+    server closed the connection: wsgiref's handler swallows a KeyboardInterrupt raised
+    while it still runs (a bare except in BaseHandler.run), under plain python too."""
+    write(tmp_path / "app.py", WSGI_APP)
+    for attempt in range(10):
+        shutil.rmtree(tmp_path / ".pyward", ignore_errors=True)  # each run heals afresh
+        server = Server([sys.executable, "-m", "pyward", "run", "--heal", "app.py", "PORT"], tmp_path)
+        try:
+            assert server.json("GET", "/user/ann") == (200, None, {"name": "Ann", "bio": "hi"})
+            assert server.json("GET", "/user/bob") == (
+                200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', {"name": "Bob", "bio": None})
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+            for path, value in (("/setting/theme", "dark"), ("/count/7", 7), ("/setting/theme", "dark")):
+                status, headers, data = server.request("GET", path, conn=conn)
+                assert status == 200 and HEADER not in headers and json.loads(data) in ({"value": value},
+                                                                                       {"count": value})
+            conn.close()
+            with socket.create_connection(("127.0.0.1", server.port), timeout=15) as client:
+                client.sendall(b"GET /user/ann HTTP/1.0\r\n\r\n")
+                response = b""
+                while chunk := client.recv(65536):  # to the end: the server closed the connection
+                    response += chunk
+            assert response.startswith(b"HTTP/1.0 200 OK") and response.endswith(b'{"name": "Ann", "bio": "hi"}')
+            server.proc.send_signal(signal.SIGINT)
+            try:
+                status = server.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"run {attempt + 1}: the server did not stop on SIGINT") from None
+            assert status in (-signal.SIGINT, 130), (attempt, status, server.stderr())
+        finally:
+            err = server.close()
+        assert len([line for line in pyward_lines(err) if "healed KeyError" in line or "healed TypeError" in line]) \
+            == 1, err
+
 
 CONFIG = """
 [tool.pyward.heal]
@@ -488,7 +525,7 @@ def test_gunicorn_workers_pick_up_a_patch_within_the_sync_interval(tmp_path):
 def test_body_recorder_replays_what_the_handler_read_then_the_rest():
     import io
 
-    from pyward.integrations.serving import BodyRecorder
+    from pyward.integrations.body import BodyRecorder
 
     body = BodyRecorder(io.BytesIO(b"one\ntwo\nthree\nfour"), limit=64)
     assert body.readline() == b"one\n" and body.read(3) == b"two"
@@ -911,20 +948,11 @@ print(json.dumps([get(after, "/bg/b"), list(EVENTS), get(after, "/bg/b")]))
 '''
 
 
-def exchange_env(exchange):
-    """The environment and the check that the ASGI middleware uses the extension's exchange or the Python one."""
-    env = clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if exchange == "python" else {}))
-    which = "pyward._native" if exchange == "native" else "pyward.integrations"
-    return env, f"assert asgi.Exchange.__module__.startswith({which!r})\n"
-
-
-@pytest.mark.parametrize("exchange", ["native", "python"])
-def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(tmp_path, exchange):
+def test_a_response_is_replayed_until_its_first_body_message_and_goes_out_at_it(tmp_path):
     """A crash before the first streamed chunk: healed and replayed, the header on the replayed stream.
     A crash after it, or after a complete response: what was sent stays sent, the exception goes to the
-    server, later requests use the patch.  With the extension's exchange and the Python one."""
-    env, check = exchange_env(exchange)
-    printed, err = run_script(tmp_path, STREAMING + check, env=env)
+    server, later requests use the patch."""
+    printed, err = run_script(tmp_path, STREAMING, env=clean_env())
     early, unharmed, late, later = printed[0]
     assert early == [200, "guard=key_guard; target=SETTINGS", "value=None,end", None]
     assert unharmed == [200, None, "value=dark,end", None]
@@ -960,11 +988,9 @@ print(json.dumps([asgi_request(app, "/first", b'{"items"', b': []}', method="PUT
 '''
 
 
-@pytest.mark.parametrize("exchange", ["native", "python"])
-def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path, exchange):
+def test_an_asgi_body_is_kept_for_the_replay_up_to_heal_replay_body(tmp_path):
     write(tmp_path / "pyproject.toml", CONFIG + "replay_body = 20\n")
-    env, check = exchange_env(exchange)
-    printed, _ = run_script(tmp_path, REPLAY_BODY + check, env=env)
+    printed, _ = run_script(tmp_path, REPLAY_BODY, env=clean_env())
     small, large = printed[0]
     assert small == [200, 'guard=index_guard; target=data["items"]', "null", None]  # replayed from the kept chunks
     assert large[:2] == [503, 'guard=chain_subscript_guard; target=data["options"]["size"]']
@@ -995,12 +1021,8 @@ print(json.dumps([wsgi_get(app, "/font"), wsgi_get(app, "/theme"), CLOSED]))
 '''
 
 
-@pytest.mark.parametrize("held", ["native", "python"])
-def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path, held):
-    """Both held responses: the extension's and the Python fallback (PYWARD_DISABLE_NATIVE)."""
-    env = clean_env(**({"PYWARD_DISABLE_NATIVE": "1"} if held == "python" else {}))
-    which = "pyward._native" if held == "native" else "pyward.integrations"
-    printed, _ = run_script(tmp_path, WSGI_STREAM + f"assert wsgi.Held.__module__.startswith({which!r})\n", env=env)
+def test_a_wsgi_iterable_is_read_to_its_first_non_empty_chunk_and_closed_once(tmp_path):
+    printed, _ = run_script(tmp_path, WSGI_STREAM, env=clean_env())
     healed, unharmed, closed = printed[0]
     assert healed == ["200 OK", "guard=key_guard; target=SETTINGS", "value=None,end"]  # replayed
     assert unharmed == ["200 OK", None, "value=dark,end"]
@@ -1151,3 +1173,40 @@ def test_an_exception_on_the_replay_is_not_chained_to_the_crash_that_was_healed(
     # crash must not show the healed one as "during handling of the above exception"
     printed, err = run_script(tmp_path, REPLAY_CONTEXT)
     assert printed[0] == ["None", "None", ["asgi", "asgi", "wsgi", "wsgi"]], err
+
+
+NESTED = DATA + CLIENTS + '''
+from pyward.integrations import wsgi
+
+class Counted(wsgi.Held):
+    made = 0
+
+    def __init__(self):
+        Counted.made += 1
+
+wsgi.Held = Counted  # every held response a boundary makes
+CALLS = []
+
+def application(environ, start_response):
+    CALLS.append(environ["PATH_INFO"])
+    u = USERS.get(environ["PATH_INFO"].strip("/"))
+    body = json.dumps({"bio": u["profile"]["bio"]}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+app = wsgi.Middleware(wsgi.Middleware(application))
+healed = [wsgi_get(app, "/bob"), list(CALLS), Counted.made]
+print(json.dumps([*healed, wsgi_get(app, "/ann"), Counted.made]))
+'''
+
+
+def test_an_inner_boundary_passes_straight_through(tmp_path):
+    """A middleware wrapped in another: one heal, one replay, one held response an attempt."""
+    printed, err = run_script(tmp_path, NESTED, command=(sys.executable, "-m", "pyward", "run", "--heal"))
+    healed, calls, held, unharmed, held_after = printed[0]
+    assert healed == ["200 OK", 'guard=chain_subscript_guard; target=u["profile"]["bio"]', '{"bio": null}']
+    assert calls == ["/bob", "/bob"]  # the crash and its replay
+    assert held == 2  # one held response for each attempt: the inner middleware holds nothing
+    assert unharmed == ["200 OK", None, '{"bio": "hi"}'] and held_after == 3
+    assert len([line for line in pyward_lines(err) if "] healed " in line]) == 1, err
+    assert len([line for line in pyward_lines(err) if "GET /bob: replayed with the patched handler" in line]) == 1

@@ -15,21 +15,8 @@ SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "pyward"
 ENGINES = ("pyward.sandbox", "pyward.tamper", "pyward.heal")
 
-# Edges that close a cycle today, each through heal/engine.py, which the
-# request-boundary work rewrites.  Nothing else may be added here.
-ALLOWED: set[tuple[str, str]] = {
-    # heal installs an integration that imports heal back (and integrations/
-    # reach into the engine's private helpers): removed by the request-boundary
-    # work, where heal owns the one boundary.
-    ("pyward.heal.engine", "pyward.integrations.httpserver"),
-    # heal/engine.py reads __version__ from the package face (pyward._version
-    # has it) and short_path/store_path from heal's face (heal.paths has them).
-    ("pyward.heal.engine", "pyward"),
-    ("pyward.heal.engine", "pyward.heal"),
-    # escape.py asks the engine for the active engine and its private
-    # _library_dirs(), while the engine imports guards, which import escape.
-    ("pyward.heal.escape", "pyward.heal.engine"),
-}
+# Edges allowed to close a cycle: none.  Keep it that way.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_names() -> dict[str, pathlib.Path]:

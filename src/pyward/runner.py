@@ -91,6 +91,14 @@ ENGINES: tuple[str, ...] = (
 )
 
 
+#: Adapters into libraries a program imports, by the engine they serve: while
+#: that engine runs, `install(engine, module)` of the adapter module is called
+#: once the program has imported the library (imported only then, by name).
+ADAPTERS: tuple[tuple[str, str, str], ...] = (
+    ("heal", "http.server", "pyward.integrations.httpserver"),
+)
+
+
 _current: Session | None = None
 
 
@@ -165,6 +173,59 @@ class Engine:
     #: True when `on_crash` may ask for a re-run: the session then keeps what
     #: a fresh process needs (stdin, see rerun.py) from the start.
     reruns = False
+
+
+class _Adapter:
+    """An adapter module's `install(engine, library)`, imported when it is called."""
+
+    __slots__ = ("adapter", "engine")
+
+    def __init__(self, adapter: str, engine: Engine) -> None:
+        self.adapter, self.engine = adapter, engine
+
+    def __call__(self, library: Any) -> None:
+        import importlib
+
+        importlib.import_module(self.adapter).install(self.engine, library)
+
+
+class _ImportWatch:
+    """Finds nothing itself: for a watched module, wraps the real loader so
+    that the callbacks run once the module has executed."""
+
+    def __init__(self) -> None:
+        self.watched: dict[str, list[Callable[[Any], None]]] = {}
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname not in self.watched:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _Announcing(spec.loader, self)
+                return spec
+        return None
+
+
+class _Announcing:
+    """A loader that runs the watched module's callbacks after executing it."""
+
+    def __init__(self, loader: Any, watch: _ImportWatch) -> None:
+        self.loader, self.watch = loader, watch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self.loader.exec_module(module)
+        for callback in self.watch.watched.pop(module.__name__, ()):
+            callback(module)
 
 
 def _thread_local() -> Any:
@@ -355,6 +416,7 @@ class Session:
         #: the run started (engines may change it), the attempt this process
         #: runs, the channel to the supervisor when it is a re-run, stdin
         self.start_env = dict(os.environ)
+        self._imports: _ImportWatch | None = None
         self.attempt = 1
         self.channel: int | None = None
         self.tap: int | None = None
@@ -425,6 +487,7 @@ class Session:
             from .rerun import Stdin
 
             self.stdin = Stdin.at_start(stdin_code)
+        self._adapt()
         atexit.register(self.finish)
         global _current
         _current = self
@@ -454,6 +517,24 @@ class Session:
                 directory = os.path.dirname(directory)
             paths.append(os.path.join(self.cwd, ".pyward", ".gitignore"))
         return paths
+
+    def _adapt(self) -> None:
+        """Install ADAPTERS for the engines of this session: now, or when the program imports their library."""
+        for name, library, adapter in ADAPTERS:
+            for engine in self.engines:
+                if engine.name == name:
+                    self.when_imported(library, _Adapter(adapter, engine))
+
+    def when_imported(self, module: str, callback: Callable[[Any], None]) -> None:
+        """Call `callback(module)` once `module` is imported: now if it is."""
+        if module in sys.modules:
+            callback(sys.modules[module])
+            return
+        if self._imports is None:
+            self._imports = _ImportWatch()
+            with self.acting("pyward"):
+                sys.meta_path.insert(0, self._imports)
+        self._imports.watched.setdefault(module, []).append(callback)
 
     def record_exit(self, status: int, reason: str) -> None:
         self.exit_status, self.exit_reason = status, reason
@@ -799,6 +880,18 @@ def _print_without_pyward_frames(exc: BaseException) -> None:
         return hook(kind, value, traceback)
 
     sys.excepthook = excepthook
+
+
+def guard_server(settings: Settings, engines: list[Engine], name: str | None = None) -> Session:
+    """A session for a process pyward did not start (a server a middleware
+    guards), with `engines`: opened now; its exit is recorded when the process ends."""
+    if name is None:
+        name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    session = Session(settings, Target("server", name), list(sys.argv))
+    session.engines = list(engines)
+    session.open()
+    atexit.register(session.record_exit, 0, "the server process ended")  # runs before session.finish (LIFO)
+    return session
 
 
 def start(settings: Settings, target: Target, invocation: list[str],

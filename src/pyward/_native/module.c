@@ -14,7 +14,7 @@ pw_exec(PyObject *module)
     if (PyModule_AddIntConstant(module, "ABI", 1) < 0) {
         return -1;
     }
-    if (pw_serving_exec(module) < 0 || pw_asgi_exec(module) < 0 || pw_guards_exec(module) < 0) {
+    if (pw_guards_exec(module) < 0) {
         return -1;
     }
     return pw_audit_exec(module);

@@ -31,12 +31,6 @@ extern PyMethodDef pw_tamper_methods[];
 /* monitor.c: the heal engine's sys.monitoring callbacks (3.12+; empty before). */
 extern PyMethodDef pw_monitor_methods[];
 
-/* serving.c: the WSGI middleware's held response and http.server's response buffer. */
-int pw_serving_exec(PyObject *module);
-
-/* asgi.c: the ASGI middleware's exchange (the type `Exchange`). */
-int pw_asgi_exec(PyObject *module);
-
 /* guards.c: the usual case of a heal guard's helper (the type `FastGuard`). */
 int pw_guards_exec(PyObject *module);
 

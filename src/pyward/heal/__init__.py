@@ -57,7 +57,7 @@ class resilient:  # noqa: N801 - used as a decorator and a context manager, like
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.function is None:  # @resilient(retries=2)
             return resilient(args[0], retries=self.retries)
-        from .engine import active
+        from .current import active
 
         attempt = 0
         while True:
@@ -82,7 +82,7 @@ class resilient:  # noqa: N801 - used as a decorator and a context manager, like
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
         if not isinstance(exc, Exception):
             return False
-        from .engine import active
+        from .current import active
 
         heal = active()
         if heal is None:

@@ -21,7 +21,9 @@ import time
 
 from .._isolation import isolate_module
 from ..runner import Engine
-from . import short_path as _short
+from . import current
+from .paths import library_dirs, store_path
+from .paths import short_path as _short
 
 time = isolate_module(time)  # noqa: F811 - a recipe is stamped with real time, under freezegun too
 
@@ -43,12 +45,7 @@ if TYPE_CHECKING:
 EXIT_STATUS_HEALED = 79
 SIDE_EFFECT_PERMISSIONS = ("write", "net", "run")
 
-_active: HealEngine | None = None
 _DEBUG = bool(os.environ.get("PYWARD_DEBUG"))  # read before the sandbox is installed: it may not allow it later
-
-
-def active() -> HealEngine | None:
-    return _active
 
 
 class Healed:
@@ -108,7 +105,6 @@ class HealEngine(Engine):
         self.store_path = ""
         self._finder: Any = None
         self._store_pid = 0
-        self.on_import: dict[str, Any] = {}  # module -> called with the module once it is imported
         self.shapes: dict[str, tuple[str, str]] | None = None  # the crash-shape registry, read at the first crash
         # code a later heal replaced, kept alive: a thread still running it may crash on a site already guarded
         self.superseded: dict[int, tuple[CodeType, Patch, list[int]]] = {}
@@ -123,12 +119,9 @@ class HealEngine(Engine):
     # -- lifecycle -------------------------------------------------------------
 
     def start(self, session: Session) -> None:
-        global _active
-        from . import store_path
-
         self.session = session
         self.store_path = store_path(self.settings, session.cwd)
-        _active = self
+        current.engine = self
         ttl = self.settings.get("heal.ttl", 7)
         stale_checked: set[str] = set()
         for recipe in self._stored():
@@ -143,11 +136,6 @@ class HealEngine(Engine):
                                              f"{recipe.lineno} is still unfixed")
         for module in [m for m in self.pending if m in sys.modules and m != "__main__"]:
             self._patch_loaded_module(sys.modules[module])
-        # http.server's handlers get the request boundary (integrations/httpserver.py) when it is imported
-        if "http.server" in sys.modules:
-            self._server_integration(sys.modules["http.server"])
-        else:
-            self.on_import["http.server"] = self._server_integration
         self._install_finder()
         import threading
 
@@ -166,11 +154,6 @@ class HealEngine(Engine):
         from . import monitor
 
         return monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
-
-    def _server_integration(self, module: Any) -> None:
-        from ..integrations import httpserver
-
-        httpserver.install(self, module)
 
     def _stored(self) -> list[Recipe]:
         """This Python's recipes, when a store exists (no store: no sqlite3 import)."""
@@ -193,7 +176,6 @@ class HealEngine(Engine):
         return patched
 
     def stop(self, session: Session) -> None:
-        global _active
         if "pyward.heal.monitor" in sys.modules:
             sys.modules["pyward.heal.monitor"].stop()
         hits: dict[int, int] = {}
@@ -216,8 +198,8 @@ class HealEngine(Engine):
                     session.journal.emit("heal", "store.error", self.store.path, severity="warning", where="",
                                          message=f"guard hits not saved: {exc}")
             self.store.close()
-        _active = None
-        self.sync_due = 0.0  # a server integration's next request looks for the engine again (serving.request)
+        current.engine = None
+        self.sync_due = 0.0  # a server integration's next request looks for the engine again (server.rule)
 
     def _attempt_event(self, session: Session, firings: int) -> None:
         """How this process's attempt ended, with its guard firings: the summary
@@ -467,7 +449,7 @@ class HealEngine(Engine):
     def _recipe(self, patch: Patch, site: Site, fallback: str, exc: BaseException) -> Recipe | None:
         import json
 
-        from .. import __version__
+        from .._version import __version__
         from .store import PYTHON, Recipe
         from .synth import code_hash
 
@@ -610,7 +592,7 @@ class HealEngine(Engine):
         if filename.startswith("<") and filename != "<string>" and filename != "<stdin>":
             return False
         if not self._excludes:
-            self._excludes = _library_dirs()
+            self._excludes = library_dirs()
         real = os.path.realpath(filename) if not filename.startswith("<") else filename
         return not any(real.startswith(d) for d in self._excludes)
 
@@ -777,7 +759,7 @@ class _RecipeFinder:
         self.engine = engine
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in self.engine.pending and fullname not in self.engine.on_import:
+        if fullname not in self.engine.pending:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -811,9 +793,6 @@ class _PatchingLoader:
         if code is None:
             raise ImportError(f"cannot load {module.__name__}", name=module.__name__)
         exec(code, module.__dict__)
-        hook = self.engine.on_import.pop(module.__name__, None)
-        if hook is not None:
-            hook(module)
 
 
 def _install(old: CodeType, new: CodeType) -> bool:
@@ -962,32 +941,6 @@ def _module_name(space: dict[str, Any]) -> str:
     for `-m`, whose __name__ is __main__), or __main__ for a script."""
     spec = space.get("__spec__")
     return getattr(spec, "name", None) or space.get("__name__") or "__main__"
-
-
-_LIBRARY_DIRS: tuple[str, ...] = ()
-
-
-def _library_dirs() -> tuple[str, ...]:
-    """Directories whose code is never patched: the standard library, site-packages, pyward (computed once)."""
-    global _LIBRARY_DIRS
-    if not _LIBRARY_DIRS:
-        _LIBRARY_DIRS = _find_library_dirs()
-    return _LIBRARY_DIRS
-
-
-def _find_library_dirs() -> tuple[str, ...]:
-    """From what the interpreter already knows, reading no environment variable
-    (sysconfig does, which an enforcing sandbox would refuse)."""
-    import site
-
-    dirs = {os.path.dirname(os.path.realpath(os.__file__)) + os.sep}  # the standard library, lib-dynload in it
-    places = [*getattr(site, "getsitepackages", lambda: [])(), getattr(site, "USER_SITE", None),
-              *(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))]
-    for path in places:
-        if path:
-            dirs.add(os.path.realpath(path) + os.sep)
-    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep)
-    return tuple(sorted(dirs))
 
 
 def _same_file(a: str, b: str) -> bool:

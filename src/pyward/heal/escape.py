@@ -31,7 +31,6 @@ its own 500 is the request boundary, which heal already treats as an escape.
 from __future__ import annotations
 
 import builtins
-import contextvars
 import dis
 import functools
 import os
@@ -49,16 +48,14 @@ SUPPRESSORS = frozenset({"suppress", "raises", "assertRaises", "assertRaisesRege
                          "ExitStack", "AsyncExitStack", "catch", "ignore", "ignored"})
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
-_REQUESTS = tuple(os.path.join(_PACKAGE, "integrations", name) for name in ("wsgi.py", "asgi.py", "httpserver.py",
-                                                                              "serving.py"))
+#: the request boundary and its adapters: a frame of one of them is a request's boundary
+_REQUESTS = (os.path.join(_PACKAGE, "heal", "boundary.py"),
+             *(os.path.join(_PACKAGE, "integrations", name) for name in ("wsgi.py", "asgi.py", "httpserver.py")))
 _ASYNCIO = os.path.join(os.path.dirname(os.path.realpath(os.__file__)), "asyncio") + os.sep
 _START = (os.path.join(_PACKAGE, "heal", "guards.py"), os.path.join(_PACKAGE, "heal", "synth.py"))
 
 _ALL, _TYPES, _WITH, _RERAISE, _UNKNOWN = "all", "types", "with", "reraise", "unknown"
 
-#: Set by the ASGI middleware for a request's task; the context is copied into the threads a framework runs
-#: sync endpoints in (Starlette's threadpool), whose stacks do not reach the middleware's frame.
-IN_REQUEST: contextvars.ContextVar[bool] = contextvars.ContextVar("pyward_in_request", default=False)
 
 
 @functools.lru_cache(maxsize=512)
@@ -292,7 +289,11 @@ def escapes(kind: type[BaseException], frame: FrameType | None) -> bool:
             if verdict == "all":
                 tentative = True
         frame = frame.f_back
-    return not tentative or IN_REQUEST.get()
+    if not tentative:
+        return True
+    from .boundary import ACTIVE  # a request's context, copied into a framework's thread
+
+    return ACTIVE.get() is not None
 
 
 @functools.lru_cache(maxsize=256)
@@ -301,14 +302,14 @@ def _realpath(filename: str) -> str:
 
 
 def _program_test() -> Any:
-    from .engine import active
+    from .current import active
 
     engine = active()
     if engine is not None:
         return engine.is_program_file
-    from .engine import _library_dirs
+    from .paths import library_dirs
 
-    dirs = _library_dirs()
+    dirs = library_dirs()
     return lambda filename: not any(_realpath(filename).startswith(d) for d in dirs)
 
 

@@ -18,7 +18,7 @@ escape on the list as that escape's crash.  Outside requests nothing is
 recorded.  Monitoring is on only where it is needed, as every request pays
 for it (a few percent of a small request's time, bench/serve.py): from the
 start for applications known to answer 500 themselves (Django, Bottle:
-integrations/serving.py `swallows`), else from the first 5xx an application
+heal/server.py `swallows`), else from the first 5xx an application
 answers with no exception reaching the boundary (`unheard`: a Starlette
 exception handler, a Flask error handler...), when the request is tried once
 more to find the crash if it can be replayed.  Flask's unhandled exceptions

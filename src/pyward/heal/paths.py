@@ -27,3 +27,31 @@ def short_path(path: str) -> str:
     from ..config import display_path
 
     return display_path(path) if not path.startswith("<") else path
+
+
+_LIBRARY_DIRS: tuple[str, ...] = ()
+
+
+def library_dirs() -> tuple[str, ...]:
+    """Directories whose code is never patched: the standard library, site-packages, pyward (computed once)."""
+    global _LIBRARY_DIRS
+    if not _LIBRARY_DIRS:
+        _LIBRARY_DIRS = _find_library_dirs()
+    return _LIBRARY_DIRS
+
+
+def _find_library_dirs() -> tuple[str, ...]:
+    """From what the interpreter already knows, reading no environment variable
+    (sysconfig does, which an enforcing sandbox would refuse)."""
+    import os
+    import site
+    import sys
+
+    dirs = {os.path.dirname(os.path.realpath(os.__file__)) + os.sep}  # the standard library, lib-dynload in it
+    places = [*getattr(site, "getsitepackages", lambda: [])(), getattr(site, "USER_SITE", None),
+              *(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))]
+    for path in places:
+        if path:
+            dirs.add(os.path.realpath(path) + os.sep)
+    dirs.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep)
+    return tuple(sorted(dirs))

@@ -1,37 +1,41 @@
 """Heal for `http.server` (and every socketserver-based server using its handlers).
 
-Installed by the heal engine when `http.server` is imported under
-`pyward run --heal`.  `BaseHTTPRequestHandler` gets two wrappers:
+Installed under `pyward run --heal` when the program imports http.server
+(runner.ADAPTERS).  `BaseHTTPRequestHandler` gets two wrappers:
 
-* `parse_request`: once the request line and headers are read, the handler's
-  `wfile` becomes a buffer (the response reaches the socket when the handler
-  returns, calls `wfile.flush()` or writes more than 1 MiB) and, for
-  replayable methods, `rfile` keeps what the handler reads of the body;
-* `handle_one_request`: an exception escaping the handler goes to the heal
-  engine (serving.py says what happens next).  Without a crash the cost is
-  these two calls and one buffer per request (in C: _native/serving.c).
+* `handle_one_request`: the request boundary (heal/boundary.py): an
+  exception escaping the handler goes to the heal engine;
+* `parse_request`: inside that boundary, once the request line and headers
+  are read, the handler's `wfile` becomes a buffer (the response reaches the
+  socket when the handler returns, calls `wfile.flush()` or writes more than
+  1 MiB) and, for replayable methods, `rfile` keeps what the handler reads
+  of the body.
+
+A handler that serves requests without `handle_one_request` (wsgiref's,
+whose WSGI application has its own boundary, wsgi.Middleware) is left as it
+is.  Without a crash the cost is these two calls and one buffer per request.
 """
 from __future__ import annotations
 
-from .._native import native
-from . import serving
+from ..heal import boundary, server
+from .body import BodyRecorder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
     from ..heal.engine import Healed, HealEngine
+    from ..heal.server import Rule
 
 #: A response larger than this is sent as it is written (and no longer replayable).
 RESPONSE_BUFFER = 1 << 20
 
 
-class _ResponseBuffer:
+class ResponseBuffer:
     """The handler's `wfile` while it runs: nothing reaches the client before
     the handler is done, flushes, or writes more than `limit` bytes.  It also
     keeps what the request changed on the handler (its own rfile, the body's
-    recorder) and its replay rule.  The extension's ResponseBuffer is the same
-    in C, used when it is loaded; this class is the fallback."""
+    recorder) and its replay rule."""
 
     __slots__ = ("real", "chunks", "size", "limit", "sent", "rfile", "body", "rule")
 
@@ -67,36 +71,38 @@ class _ResponseBuffer:
         return getattr(self.real, name)
 
 
-ResponseBuffer: Any = getattr(native, "ResponseBuffer", _ResponseBuffer)  # native is None: the fallback
-
-
 def install(heal: HealEngine, module: Any) -> None:
-    """Wrap `module.BaseHTTPRequestHandler` (http.server, being imported under `pyward run --heal`), once."""
+    """Wrap `module.BaseHTTPRequestHandler` (http.server, imported under `pyward run --heal`), once."""
     cls = module.BaseHTTPRequestHandler
     if getattr(cls.handle_one_request, "_pyward", False):
         return
     parse_request, handle_one_request = cls.parse_request, cls.handle_one_request
+    active = boundary.ACTIVE
 
     def parse_request_(self: Any) -> bool:
         ok = parse_request(self)
-        if ok:
-            rule = serving.request()
+        if ok and active.get() is self:  # this handler's boundary (handle_one_request_) is the request's
+            rule = server.rule()
             if rule is not None:
                 self._pyward = out = self.wfile = ResponseBuffer(self.wfile, RESPONSE_BUFFER)
                 out.rfile, out.rule = self.rfile, rule
                 if self.command in rule.methods:
-                    out.body = self.rfile = serving.BodyRecorder(self.rfile, rule.body_limit)
+                    out.body = self.rfile = BodyRecorder(self.rfile, rule.body_limit)
         return ok
 
     def handle_one_request_(self: Any) -> None:
+        if active.get() is not None:  # inside another boundary: that one answers for the request
+            return handle_one_request(self)
+        token = active.set(self)
         try:
             handle_one_request(self)
         except Exception as exc:
             request = self.__dict__.get("_pyward")
             if request is None:
                 raise
-            _crashed(self, request, exc)
+            boundary.serve(request.rule, _Request(self, request), exc)
         finally:
+            active.reset(token)
             request = self.__dict__.pop("_pyward", None)
             if request is not None:
                 request.commit()
@@ -109,51 +115,62 @@ def install(heal: HealEngine, module: Any) -> None:
         cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
 
 
-def _crashed(handler: Any, request: Any, exc: Exception) -> None:
-    """The handler raised: heal, then replay, answer 503, or keep the server's behaviour."""
-    rule = request.rule
-    heal = rule.heal
-    heals: list[Healed] = []
-    while True:
-        healed = serving.crashed(heal, exc, "http.server request")
-        if healed is None:
-            _server_error(handler, request, heals)
-            raise exc
-        heals.append(healed)
-        value = serving.header_value(heals)
-        why = serving.refuse_replay(rule, heals, handler.command, handler.path, sent=request.sent,
-                                    body_over=request.body is not None and request.body.over)
-        if why:
-            _unavailable(handler, request, heals, value, why, rule)
-            return
-        request.discard()
-        handler._headers_buffer = []
-        if request.body is not None:  # the replay reads the kept bytes, and keeps them (and more) again
-            handler.rfile = request.body = serving.BodyRecorder(request.body.replay(), rule.body_limit)
-        handler.end_headers = _with_header(handler, value)
+class _Request(boundary.Exchange):
+    """An http.server request at the boundary: a replay calls the handler's
+    `do_<METHOD>` again on a fresh buffer, its response carrying X-Pyward-Healed."""
+
+    where = "http.server request"
+
+    def __init__(self, handler: Any, request: ResponseBuffer) -> None:
+        self.handler, self.request = handler, request
+        self.method, self.path = handler.command, handler.path
+
+    @property  # type: ignore[override]
+    def sent(self) -> bool:
+        return self.request.sent
+
+    def body_over(self) -> bool:
+        return self.request.body is not None and self.request.body.over
+
+    def run(self) -> None:
+        handler = self.handler
         try:
             getattr(handler, "do_" + handler.command)()
             handler.wfile.flush()
-        except Exception as again:
-            exc = again
-            continue
         finally:
             handler.__dict__.pop("end_headers", None)
-        serving.answered(heal, healed, "replayed with the patched handler", handler.command, handler.path)
-        return
+
+    def again(self, heals: list[Healed]) -> None:
+        handler, request = self.handler, self.request
+        request.discard()
+        handler._headers_buffer = []
+        if request.body is not None:  # the replay reads the kept bytes, and keeps them (and more) again
+            handler.rfile = request.body = BodyRecorder(request.body.replay(), request.rule.body_limit)
+        handler.end_headers = _with_header(handler, boundary.header_value(heals))
+
+    def answer(self, heals: list[Healed]) -> None:
+        pass  # the handler's response goes out when handle_one_request_ commits the buffer
+
+    def unavailable(self, heals: list[Healed], why: str) -> None:
+        _unavailable(self.handler, self.request, heals, boundary.header_value(heals), why, self.request.rule)
+
+    def unhealed(self, error: Exception | None, heals: list[Healed]) -> None:
+        _server_error(self.handler, self.request, heals)
+        assert error is not None
+        raise error
 
 
 def _with_header(handler: Any, value: str) -> Any:
     cls_end_headers = type(handler).end_headers
 
     def end_headers() -> None:
-        handler.send_header(serving.HEADER, value)
+        handler.send_header(boundary.HEADER, value)
         cls_end_headers(handler)
     return end_headers
 
 
 def _unavailable(handler: Any, request: Any, heals: list[Healed], value: str, why: str,
-                 rule: serving.Replay) -> None:
+                 rule: Rule) -> None:
     """An honest 503 when nothing was sent yet; else the connection is closed
     after what the handler sent (a streamed response cannot be taken back)."""
     handler.close_connection = True  # the request body may be unread
@@ -162,12 +179,12 @@ def _unavailable(handler: Any, request: Any, heals: list[Healed], value: str, wh
     request.discard()
     handler._headers_buffer = []
     handler.wfile = request.real
-    body = serving.unavailable(heals[-1], handler.command, why)
+    body = boundary.unavailable_body(heals[-1], handler.command, why)
     handler.send_response(503)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(body)))
     handler.send_header("Retry-After", str(rule.retry_after))
-    handler.send_header(serving.HEADER, value)
+    handler.send_header(boundary.HEADER, value)
     handler.send_header("Connection", "close")
     handler.end_headers()
     if handler.command != "HEAD":
@@ -185,7 +202,7 @@ def _server_error(handler: Any, request: Any, heals: list[Healed]) -> None:
     handler._headers_buffer = []
     handler.wfile = request.real
     if heals:
-        handler.end_headers = _with_header(handler, serving.header_value(heals))
+        handler.end_headers = _with_header(handler, boundary.header_value(heals))
     try:
         handler.send_error(500)
     except OSError:  # the client went away: nothing more to tell it

@@ -5,7 +5,7 @@
 
 The response is held until the application has returned and produced its
 first non-empty chunk: a crash before that can be healed and the request
-replayed (serving.py).  A streamed response is committed at its first chunk;
+replayed (heal/boundary.py).  A streamed response is committed at its first chunk;
 a crash after it is the server's to handle.  Frameworks that turn a view's
 exception into their own 500 (Flask, Django, Bottle...) are heard through
 sys.monitoring on 3.12+ (heal/monitor.py), and Flask also through its
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import itertools
 
-from .._native import native
-from ..heal import monitor
-from . import serving
+from ..heal import boundary, monitor, server
+from .body import BodyRecorder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator
 
     from ..heal.engine import Healed
+    from ..heal.server import Rule
 
 
 class Middleware:
@@ -33,101 +33,104 @@ class Middleware:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
-        serving.configure(app)
+        server.prepare(app)
         _listen_to_flask(app)  # the framework turns exceptions into its own 500
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         # every request runs this (bench/serve.py measures it): the usual path, one attempt answered below 500
-        # with escapes not watched, is all here; anything else is _serve's
-        rule = serving.request()
+        # with escapes not watched, is all here; anything else is the boundary's (heal/boundary.py)
+        if boundary.ACTIVE.get() is not None:  # inside another boundary: that one answers for the request
+            return self.app(environ, start_response)
+        rule = server.rule()
         if rule is None:  # `pyward run` without --heal
             return self.app(environ, start_response)
-        pristine = environ.copy()
-        method = environ.get("REQUEST_METHOD", "GET")
-        body = None
-        if method in rule.methods and (environ.get("CONTENT_LENGTH") not in _NO_BODY
-                                       or "HTTP_TRANSFER_ENCODING" in environ):  # a body to keep for a replay
-            body = environ["wsgi.input"] = serving.BodyRecorder(environ["wsgi.input"], rule.body_limit)
-        response = Held()
-        if monitor.tool is not None:  # escapes are watched: around every attempt
-            return self._serve(rule, environ, pristine, body, start_response, response)
+        token = boundary.ACTIVE.set(self)
         try:
-            response.run(self.app, environ)
-        except Exception as exc:
-            error: Exception | None = exc  # handled outside this block: a replay's exceptions do not chain to it
-        else:
-            if response.status[:1] != "5":
-                return response.commit(start_response, None)
-            error = None
-        return self._serve(rule, environ, pristine, body, start_response, response, error)
-
-    def _serve(self, rule: serving.Replay, environ: dict[str, Any], pristine: dict[str, Any],
-               body: serving.BodyRecorder | None, start_response: Callable[..., Any], response: Any,
-               *first: Exception | None) -> Iterable[bytes]:
-        """The request, from its first attempt's outcome when one is given (the
-        exception it raised, or None: it answered a 5xx): heal, replay, answer."""
-        method = pristine.get("REQUEST_METHOD", "GET")
-        heals: list[Healed] = []
-        while True:
-            if first:
-                error, escapes, first = first[0], (), ()
-            else:
-                with monitor.Attempt() as attempt:
-                    response.run(self.app, environ)
-                error, escapes = attempt.error, attempt.escapes
-            failed = error is not None or response.status[:1] == "5"
-            found = serving.crash_of(error, escapes or environ.get(_HEARD, ())) if failed else None
-            if found is None:
-                if failed:  # a 5xx with no exception on record
-                    why = serving.not_replayable(method, rule, sent=False, body_over=body is not None and body.over,
-                                                 retries_used=False)
-                    if serving.unheard(rule.heal, "" if why else f"{method} {pristine.get('PATH_INFO', '')}"):
-                        response.discard()  # watched from now on: once more, to find what crashed
-                        environ, body = _again(pristine, body, rule)
-                        response = Held()
-                        continue
-                if heals:
-                    serving.answered(rule.heal, heals[-1], "replayed with the patched handler", method,
-                                     pristine.get("PATH_INFO", ""))
-                return response.commit(start_response, _header(heals) if heals else None)
-            healed = serving.crashed(rule.heal, found[0], "wsgi request", found[1])
-            if healed is None:
-                if error is not None:
-                    response.discard()
-                    raise error
-                return response.commit(start_response, _header(heals) if heals else None)  # the framework's own 500
-            response.discard()
-            heals.append(healed)
-            why = serving.refuse_replay(rule, heals, method, pristine.get("PATH_INFO", ""),
-                                        body_over=body is not None and body.over)
-            if why:
-                return _unavailable(start_response, heals, method, why, rule)
-            environ, body = _again(pristine, body, rule)
+            pristine = environ.copy()
+            method = environ.get("REQUEST_METHOD", "GET")
+            body = None
+            if method in rule.methods and (environ.get("CONTENT_LENGTH") not in _NO_BODY
+                                           or "HTTP_TRANSFER_ENCODING" in environ):  # a body to keep for a replay
+                body = environ["wsgi.input"] = BodyRecorder(environ["wsgi.input"], rule.body_limit)
             response = Held()
+            if monitor.tool is not None:  # escapes are watched: around every attempt
+                return boundary.serve(rule, _Request(self.app, environ, pristine, body, start_response, rule,
+                                                      response))
+            try:
+                response.run(self.app, environ)
+            except Exception as exc:
+                error: Exception | None = exc  # handled outside this block: a replay's exceptions do not chain to it
+            else:
+                if response.status[:1] != "5":
+                    return response.commit(start_response, None)
+                error = None
+            return boundary.serve(rule, _Request(self.app, environ, pristine, body, start_response, rule, response),
+                                  error)
+        finally:
+            boundary.ACTIVE.reset(token)
+
+
+class _Request(boundary.Exchange):
+    """A WSGI request at the boundary: each attempt's environ (from the pristine
+    one, the body kept so far read first) and its held response."""
+
+    where = "wsgi request"
+
+    def __init__(self, app: Callable[..., Any], environ: dict[str, Any], pristine: dict[str, Any],
+                 body: BodyRecorder | None, start_response: Callable[..., Any], rule: Rule, response: Held) -> None:
+        self.app, self.environ, self.pristine, self.body = app, environ, pristine, body
+        self.start_response, self.rule, self.response = start_response, rule, response
+        self.method = pristine.get("REQUEST_METHOD", "GET")
+        self.path = pristine.get("PATH_INFO", "")
+
+    def run(self) -> None:
+        self.response.run(self.app, self.environ)
+
+    def failed(self) -> bool:
+        return self.response.status[:1] == "5"
+
+    def body_over(self) -> bool:
+        return self.body is not None and self.body.over
+
+    def heard(self) -> Any:
+        return self.environ.get(_HEARD, ())
+
+    def again(self, heals: list[Healed]) -> None:
+        self.response.discard()
+        self.environ = self.pristine.copy()
+        if self.body is not None:  # the body kept so far is read first
+            self.body = self.environ["wsgi.input"] = BodyRecorder(self.body.replay(), self.rule.body_limit)
+        self.response = Held()
+
+    def answer(self, heals: list[Healed]) -> Iterable[bytes]:
+        return self.response.commit(self.start_response, _header(heals) if heals else None)
+
+    def unavailable(self, heals: list[Healed], why: str) -> list[bytes]:
+        self.response.discard()
+        body = boundary.unavailable_body(heals[-1], self.method, why)
+        self.start_response("503 Service Unavailable", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("Retry-After", str(self.rule.retry_after)), _header(heals)])
+        return [body] if self.method != "HEAD" else [b""]
+
+    def unhealed(self, error: Exception | None, heals: list[Healed]) -> Iterable[bytes]:
+        if error is not None:
+            self.response.discard()
+            raise error
+        return self.answer(heals)  # the framework's own 500
 
 
 _NO_BODY = (None, "", "0")
 _HEARD = "pyward.escapes"  # the environ key where Flask's signal leaves the exception it reports
 
 
-def _again(pristine: dict[str, Any], body: serving.BodyRecorder | None,
-           rule: serving.Replay) -> tuple[dict[str, Any], serving.BodyRecorder | None]:
-    """The environ of the next attempt at a request: the body kept so far is read first."""
-    environ = pristine.copy()
-    if body is not None:
-        body = environ["wsgi.input"] = serving.BodyRecorder(body.replay(), rule.body_limit)
-    return environ, body
-
-
 def _header(heals: list[Healed]) -> tuple[str, str]:
-    return serving.HEADER, serving.header_value(heals)
+    return boundary.HEADER, boundary.header_value(heals)
 
 
-class _Response:
+class Held:
     """What the application answered, held back until it is committed: the
-    start_response the application is given, then the body the server reads.
-    The extension's `Held` (_native/serving.c) is the same in C, used when it
-    is loaded as every request makes one; this class is the fallback."""
+    start_response the application is given, then the body the server reads."""
 
     status = ""  # what most requests never change is a class attribute
     headers: list[tuple[str, str]] = []  # never changed in place
@@ -192,18 +195,6 @@ class _Response:
         close = getattr(self.result, "close", None)
         if close is not None:
             close()
-
-
-Held: Callable[[], _Response] = getattr(native, "Held", _Response)  # native is None: the fallback
-
-
-def _unavailable(start_response: Callable[..., Any], heals: list[Healed], method: str, why: str,
-                 rule: serving.Replay) -> list[bytes]:
-    body = serving.unavailable(heals[-1], method, why)
-    start_response("503 Service Unavailable", [
-        ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-        ("Retry-After", str(rule.retry_after)), _header(heals)])
-    return [body] if method != "HEAD" else [b""]
 
 
 def _listen_to_flask(app: Any) -> None:

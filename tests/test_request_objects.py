@@ -1,25 +1,21 @@
-"""What every request served under heal makes, in C (_native/serving.c) and its Python
-fallback: the WSGI middleware's held response (the same PEP 3333 behaviour from both) and
-http.server's response buffer, checked here one edge at a time for both."""
+"""What every request served under heal makes: the WSGI middleware's held response
+(PEP 3333 behaviour), http.server's response buffer and the ASGI middleware's
+exchange, checked here one edge at a time."""
 from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import types
 import weakref
 
 import pytest
 
-from pyward._native import native
 from pyward.integrations import asgi, httpserver, wsgi
 
-IMPLEMENTATIONS = {"native": native.Held, "python": wsgi._Response}
 
-
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def Held(request):
-    return IMPLEMENTATIONS[request.param]
+@pytest.fixture
+def Held():
+    return wsgi.Held
 
 
 class Server:
@@ -202,7 +198,7 @@ def test_a_cycle_through_the_held_response_is_collected():
         result.start_response = start_response  # the application keeps its start_response
         return result
 
-    held = native.Held()
+    held = wsgi.Held()
     held.run(app, {})
     alive = weakref.ref(held.result)
     del held
@@ -210,12 +206,9 @@ def test_a_cycle_through_the_held_response_is_collected():
     assert alive() is None
 
 
-BUFFERS = {"native": native.ResponseBuffer, "python": httpserver._ResponseBuffer}
-
-
-@pytest.fixture(params=sorted(BUFFERS))
-def ResponseBuffer(request):
-    return BUFFERS[request.param]
+@pytest.fixture
+def ResponseBuffer():
+    return httpserver.ResponseBuffer
 
 
 class Wfile:
@@ -273,12 +266,9 @@ def test_discard_drops_what_is_held_and_the_buffer_passes_other_attributes_throu
     assert real.writes[-1] == b"x"
 
 
-EXCHANGES = {"native": native.Exchange, "python": asgi._Exchange}
-
-
-@pytest.fixture(params=sorted(EXCHANGES))
-def Exchange(request):
-    return EXCHANGES[request.param]
+@pytest.fixture
+def Exchange():
+    return asgi.Exchange
 
 
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
@@ -485,38 +475,3 @@ def test_what_the_servers_awaitable_yields_goes_to_the_caller_and_throw_and_clos
     with pytest.raises((StopIteration, RuntimeError)):  # and not resumed (a coroutine says so louder)
         relay.send(None)
     assert seen[4:] == ["finally"]
-
-
-def test_the_usual_response_sends_its_start_at_the_call_and_gives_the_servers_own_awaitable_for_the_body():
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    exchange = native.Exchange(send, None, -1)
-    with pytest.raises(StopIteration):  # held: done at once
-        exchange.send(START).__await__().send(None)
-    assert sent == []
-    body = exchange.send(BODY)
-    assert sent == [START] and exchange.sent  # the start's send did not suspend: done
-    assert inspect.iscoroutine(body) and body.cr_code is send.__code__  # awaited as it would be without pyward
-    run(body)
-    assert sent == [START, BODY]
-
-
-def test_a_cycle_through_the_exchange_is_collected():
-    class Server:
-        @types.coroutine
-        def send(self, message):
-            yield "waiting"  # a client that does not read: the start's send suspends, a relay goes on from there
-
-    server = Server()
-    exchange = native.Exchange(server.send, server.send, 10)
-    server.exchange = exchange  # the server keeps the exchange; the exchange keeps the server's send
-    exchange.send(START)
-    relay = exchange.send(BODY)  # not awaited: holds the start's suspended send and the body
-    server.relay = relay
-    alive = weakref.ref(server)
-    del server, exchange, relay
-    gc.collect()
-    assert alive() is None
