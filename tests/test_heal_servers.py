@@ -1210,3 +1210,50 @@ def test_an_inner_boundary_passes_straight_through(tmp_path):
     assert unharmed == ["200 OK", None, '{"bio": "hi"}'] and held_after == 3
     assert len([line for line in pyward_lines(err) if "] healed " in line]) == 1, err
     assert len([line for line in pyward_lines(err) if "GET /bob: replayed with the patched handler" in line]) == 1
+
+
+HANDLER_ITSELF = """
+import json, threading, urllib.error, urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+from pyward.integrations.wsgi import Middleware
+
+USERS = {"ada": {"name": "Ada", "langs": ["en"]}, "bob": {"name": "Bob"}}
+
+def app(environ, start_response):
+    user = USERS[environ["PATH_INFO"].strip("/")]  # /carl: a KeyError in the handler the server called
+    body = json.dumps({"name": user["name"], "lang": user["langs"][0]}).encode()  # /bob: in a value
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+server = make_server("127.0.0.1", 0, Middleware(app), handler_class=Quiet)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+for path in ["/ada", "/bob", "/carl", "/ada"]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}{path}") as r:
+            print(path, r.status, r.read().decode())
+    except urllib.error.HTTPError as e:
+        print(path, e.code)
+server.shutdown()
+"""
+
+
+def test_a_handler_is_never_made_to_return_a_fallback_to_its_server(tmp_path):
+    """A crash in the WSGI application's own body whose only recovery would make it
+    return None to the server is not healed: the server's own 500, nothing stored."""
+    (tmp_path / "app.py").write_text(HANDLER_ITSELF)
+    run = subprocess.run([sys.executable, "-m", "pyward", "run", "--heal", "app.py"], cwd=tmp_path, env=clean_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ['/ada 200 {"name": "Ada", "lang": "en"}', '/bob 200 {"name": "Bob", "lang": null}',
+                                       "/carl 500", '/ada 200 {"name": "Ada", "lang": "en"}'], run.stderr
+    assert "unhealed KeyError: 'carl': no recovery lets the request complete (app is the handler the server " \
+           "called: it would give the server None instead of a response)" in run.stderr
+    assert "'NoneType' object is not iterable" not in run.stderr
+    patches = subprocess.run([sys.executable, "-m", "pyward", "patches"], cwd=tmp_path, env=clean_env(),
+                             capture_output=True, text=True)
+    rows = patches.stdout.splitlines()[1:]
+    assert len(rows) == 1 and "chain_subscript_guard" in rows[0], patches.stdout

@@ -329,6 +329,12 @@ class HealEngine(Engine):
             self._unhealed(exc, str(reason), where, code.co_qualname)
             return None
         site.plan.value = fallback_value(fallback)
+        if site.plan.recovery == "return" and boundary.endswith("request") and self._server_called(tb, frame_tb):
+            self._unhealed(exc, f"no recovery lets the request complete ({code.co_qualname} is the handler the "
+                                f"server called: it would give the server "
+                                f"{'None' if fallback == 'none' else fallback} instead of a response)",
+                           where, code.co_qualname)
+            return None
         guard = Guard(site.kind, site.operand, fallback, self._fired, label, site.plan.recovery, site.catches)
         try:
             new_code, inserted = synthesise(original, [*patch.sites, site], self._helper_maker(patch, site, guard))
@@ -577,6 +583,13 @@ class HealEngine(Engine):
                                           f"{type(exc).__name__}: {exc}; later runs of it use the patch")
 
     # -- where a crash comes from ----------------------------------------------
+
+    def _server_called(self, tb: TracebackType | None, frame_tb: TracebackType) -> bool:
+        """`frame_tb`'s function was called by code that is not the program's (the server or
+        framework serving a request): the outermost program frame of the traceback."""
+        while tb is not None and not self.is_program_file(tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next
+        return tb is frame_tb
 
     def _program_frame(self, tb: TracebackType | None) -> TracebackType | None:
         """The innermost traceback entry, if it is the program's own code."""
