@@ -132,7 +132,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     verify = commands.add_parser(
         "verify", help="check that a report is intact (and its signature)", allow_abbrev=False,
         description="Recompute a report's hash chain, Merkle root and summary. Exit status 0: intact; "
-                    "1: altered (the first bad event is named) or bad signature; 2: unreadable.",
+                    "1: altered (the first bad event is named) or bad signature; 2: unreadable; "
+                    "3: the run did not end normally, its journal is intact up to its last checkpoint.",
     )
     verify.add_argument("report", metavar="REPORT")
     verify.add_argument("--signature", nargs="?", const="", metavar="SIG",
@@ -357,7 +358,7 @@ def _settings(args: dict[str, Any], command: str) -> Any:
     from .config import load
 
     overrides = {o.key: args[o.dest] for o in OPTIONS if command in o.commands and o.dest in args}
-    for key in ("log", "report", "heal.store"):  # paths given on the command line are relative to the cwd
+    for key in ("log", "report", "heal.store", "checkpoint.key_file"):  # paths given on the command line are relative to the cwd
         if isinstance(overrides.get(key), str):
             overrides[key] = os.path.abspath(overrides[key])
     return load(args["config"], use_files=not args["no_config"], overrides=overrides)
@@ -401,8 +402,10 @@ def cmd_run(argv: list[str], extra: dict[str, Any] | None = None, command: str =
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from . import report
+    from . import checkpoint, report
 
+    if checkpoint.is_journal(args.report):  # the record of a run that did not end normally
+        return checkpoint.verify_command(args.report, args.hmac_key_file, args.hmac_key_env)
     try:
         raw, data = report.load(args.report)
     except report.ReportError as exc:

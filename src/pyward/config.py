@@ -74,6 +74,21 @@ OPTIONS: list[Option] = [
            "keep the newest N reports in .pyward/reports/ and remove older ones there (0: keep all); "
            "reports written elsewhere with --report are never removed",
            flags=("--keep-reports",), metavar="N"),
+    # the record: identity, sealed checkpoints, export (identity.py, checkpoint.py, integrations/otel.py)
+    Option("service", "str", None,
+           "the service name in the report and exported records (default: $OTEL_SERVICE_NAME, else the "
+           "program's name)", flags=("--service",), metavar="NAME"),
+    Option("checkpoint.enabled", "bool", True,
+           "do not keep the journal at the report path while the run goes (a killed run then leaves no record)",
+           flags=("--no-checkpoints",), cli={"action": "store_false"}),
+    Option("checkpoint.events", "int", 100, "seal a checkpoint at the latest every N events (0: only by time)",
+           flags=("--checkpoint-events",), metavar="N"),
+    Option("checkpoint.interval_ms", "int", 1000,
+           "seal a checkpoint at the first event MS milliseconds or more after the last one (0: only by count)",
+           flags=("--checkpoint-interval",), metavar="MS"),
+    Option("checkpoint.key_file", "path", None,
+           "sign checkpoints with the HMAC key in FILE (default: $PYWARD_HMAC_KEY if set; else unsigned)",
+           flags=("--checkpoint-key-file",), metavar="FILE"),
     # sandbox
     Option("mode", "enum", None,
            "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "
