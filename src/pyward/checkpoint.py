@@ -328,7 +328,7 @@ def describe(verdict: JournalVerdict) -> str:
     if verdict.checkpoint:
         text = f"intact up to checkpoint {verdict.checkpoint} (events 1..{verdict.sealed})"
     else:
-        text = "no checkpoint written: nothing sealed"
+        text = "intact up to checkpoint 0 (no event sealed yet)"
     if verdict.unsealed:
         text += f"; {verdict.unsealed} later event{'s' * (verdict.unsealed != 1)} chained but not sealed"
     if verdict.torn:
