@@ -89,6 +89,18 @@ OPTIONS: list[Option] = [
     Option("checkpoint.key_file", "path", None,
            "sign checkpoints with the HMAC key in FILE (default: $PYWARD_HMAC_KEY if set; else unsigned)",
            flags=("--checkpoint-key-file",), metavar="FILE"),
+    Option("otel.enabled", "bool", False,
+           "export events at notice and above as OpenTelemetry log records over OTLP/HTTP (needs pyward[otel]; "
+           "configured by the OTEL_EXPORTER_OTLP_* variables and [tool.pyward.otel])",
+           flags=("--otel",), cli={"action": "store_true"}),
+    Option("otel.endpoint", "str", None,
+           "the collector's OTLP/HTTP base URL, e.g. http://localhost:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT)"),
+    Option("otel.headers", "list", None, "extra HTTP headers, as KEY=VALUE strings"),
+    Option("otel.severity", "enum", "notice", "export events of this severity and above",
+           choices=("debug", "info", "notice", "warning", "alert", "error")),
+    Option("otel.timeout_ms", "int", 5000, "give up an export after MS milliseconds; pyward waits at most this "
+           "long (plus a second) at exit for the last records to go"),
+    Option("otel.batch_ms", "int", 1000, "send a batch at least every MS milliseconds"),
     # sandbox
     Option("mode", "enum", None,
            "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "

@@ -327,6 +327,7 @@ class Session:
         self.identity: dict[str, Any] = {}
         self.policy: dict[str, Any] = {}
         self.checkpoints: Any = None  # checkpoint.CheckpointSink while the report path holds the journal
+        self.otel: Any = None  # integrations.otel.OtelSink with --otel
         self.program_dir = self.cwd  # the script's directory (sys.path[0]), set by start()
         self._finished = False
         self._original_main = sys.modules.get("__main__")
@@ -437,6 +438,12 @@ class Session:
         self.identity = identity(s, self.target, self.pid)
         self.policy = policy_revision(s)
         self.journal.revision = self.policy["id"]
+        if s.get("otel.enabled"):
+            from .integrations.otel import start as start_export
+
+            self.otel = start_export(self)
+            if self.otel is not None:
+                self.journal.add_sink(self.otel)
         if self.report_path is None or not s.get("checkpoint.enabled", True):
             return
         from .checkpoint import CheckpointSink, run_key
@@ -479,6 +486,10 @@ class Session:
                 engine.stop(self)
             except Exception as exc:  # never let an engine hide the report
                 self._say(f"{engine.name} engine failed to stop cleanly: {type(exc).__name__}: {exc}", "error")
+        if self.otel is not None:
+            from .integrations.otel import report as report_export
+
+            report_export(self, self.otel)
         if self.checkpoints is not None and self.checkpoints.failed:
             self.journal.emit("pyward", "checkpoint.failed", display_path(self.report_path or ""), severity="warning",
                               where="", function="", details={"error": self.checkpoints.failed},
