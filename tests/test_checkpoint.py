@@ -14,6 +14,7 @@ import pytest
 from helpers import clean_env, pyward, pyward_lines
 
 from pyward import checkpoint, report
+from pyward import journal as journal_module
 from pyward.journal import Journal
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -120,9 +121,10 @@ def test_the_first_event_after_the_interval_is_sealed_at_once(tmp_path):
     assert sink.checkpoints == 1 and sink.sealed == 4
 
 
-def test_a_full_disk_stops_the_checkpoints_with_one_line_not_an_error(tmp_path, capfd):
+def test_a_full_disk_stops_the_checkpoints_with_one_line_not_an_error(tmp_path, capfd, monkeypatch):
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full")
+    monkeypatch.setattr(journal_module, "_writer", None)  # pyward's stderr as captured here
     journal = Journal()
     sink = checkpoint.CheckpointSink("/dev/full", {"pid": 1})
     journal.add_sink(sink)
