@@ -41,6 +41,10 @@ SEVERITY = {"debug": (5, "DEBUG"), "info": (9, "INFO"), "notice": (10, "NOTICE")
             "alert": (17, "ALERT"), "error": (19, "ERROR")}
 THRESHOLD = "notice"
 ANSWER_FD = 3  # the exporter's answer channel, in the exporter process
+#: The exporter process: at the lowest priority before anything else (importing the SDK takes
+#: a CPU tenth of a second or more, which must not be taken from the program), then this module.
+EXPORTER = ("import os; os.nice(19); import runpy; "
+            "runpy.run_module('pyward.integrations.otel', run_name='__main__', alter_sys=True)")
 
 
 class OtelSink(Sink):
@@ -73,7 +77,7 @@ class OtelSink(Sink):
         devnull = os.open(os.devnull, os.O_WRONLY)
         actions.append((os.POSIX_SPAWN_DUP2, devnull, 1))
         try:
-            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", "pyward.integrations.otel"], env,
+            self.pid = os.posix_spawn(sys.executable, [sys.executable, "-s", "-c", EXPORTER], env,
                                       file_actions=actions)
         finally:
             theirs.close()
