@@ -2,7 +2,8 @@
 
 `pyward run --otel` (or `otel = true` under `[tool.pyward.otel]`) starts one
 exporter process next to the program, before any engine starts, and hands it
-each exportable event as one JSON line over a socket pair.  The exporter
+each exportable event as one JSON message over a socket pair
+(`SOCK_SEQPACKET`: a record goes whole or not at all).  The exporter
 process (`python -m pyward.integrations.otel`) is the only place the
 OpenTelemetry SDK is imported: the program's process never loads it, never
 waits for it (a send that would block is dropped and counted), and never
@@ -22,6 +23,7 @@ Needs `pip install 'pyward[otel]'`; without it `--otel` costs one warning.
 """
 from __future__ import annotations
 
+import errno as _errno
 import os
 import sys
 
@@ -41,6 +43,7 @@ SEVERITY = {"debug": (5, "DEBUG"), "info": (9, "INFO"), "notice": (10, "NOTICE")
             "alert": (17, "ALERT"), "error": (19, "ERROR")}
 THRESHOLD = "notice"
 ANSWER_FD = 3  # the exporter's answer channel, in the exporter process
+
 #: The exporter process: at the lowest priority before anything else (importing the SDK takes
 #: a CPU tenth of a second or more, which must not be taken from the program), then this module.
 EXPORTER = ("import os; os.nice(19); import runpy; "
@@ -62,7 +65,8 @@ class OtelSink(Sink):
         self.threshold = _RANK[settings.get("otel.severity") or THRESHOLD]
         self.sent = self.dropped = 0
         self.broken: str | None = None
-        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        # SOCK_SEQPACKET: a record goes whole or not at all, so a send never waits and never tears a line
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         answer_read, answer_write = os.pipe()
         self._flags = _socket.MSG_NOSIGNAL | _socket.MSG_DONTWAIT  # a dead exporter must not SIGPIPE the program
         config = {"endpoint": settings.get("otel.endpoint"), "timeout_ms": settings.get("otel.timeout_ms"),
@@ -85,7 +89,7 @@ class OtelSink(Sink):
             os.close(devnull)
         self.sock = ours
         self.answer = answer_read
-        self._send((dumps(config) + "\n").encode("ascii"))
+        self._send(dumps(config).encode("ascii"))
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
@@ -99,32 +103,23 @@ class OtelSink(Sink):
         if sock is None:
             return
         try:
-            sent = sock.send(data, self._flags)
-        except BlockingIOError:
+            sock.send(data, self._flags)
+        except BlockingIOError:  # the exporter is behind: this record is dropped, the program does not wait
             self.dropped += 1
             return
         except OSError as exc:
+            if exc.errno == _errno.EMSGSIZE:  # a record larger than the socket's buffer
+                self.dropped += 1
+                return
             self.broken = exc.strerror or str(exc)
             self._forget()
             return
-        if sent < len(data):  # the rest would block: finish this line rather than tear it
-            view = memoryview(data)[sent:]
-            try:
-                sock.setblocking(True)
-                sock.sendall(view)
-            except OSError as exc:
-                self.broken = exc.strerror or str(exc)
-                self._forget()
-                return
-            finally:
-                if self.sock is not None:
-                    sock.setblocking(False)
         self.sent += 1
 
     def write(self, event: Any) -> None:
         if _RANK[event.severity] < self.threshold or self.sock is None:
             return
-        self._send((dumps(record(event)) + "\n").encode("ascii"))
+        self._send(dumps(record(event)).encode("ascii"))
 
     def finish(self) -> dict[str, Any]:
         """Close the channel and wait (bounded) for the exporter's answer."""
@@ -220,8 +215,10 @@ def report(session: Any, sink: OtelSink) -> None:
 def _exporter_main() -> int:
     import json
 
-    stdin = sys.stdin.buffer
-    config = json.loads(stdin.readline() or b"{}")
+    import socket
+
+    channel = socket.socket(fileno=0)  # one record per message (SOCK_SEQPACKET); b"" once the run has ended
+    config = json.loads(channel.recv(1 << 20) or b"{}")
     result: dict[str, Any] = {"exported": 0, "failed": 0}
     try:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
@@ -271,9 +268,12 @@ def _exporter_main() -> int:
     provider.add_log_record_processor(BatchLogRecordProcessor(
         exporter, schedule_delay_millis=config.get("batch_ms") or 1000, export_timeout_millis=timeout_ms))
     logger = provider.get_logger("pyward")
-    for line in stdin:
+    while True:
+        message = channel.recv(1 << 20)
+        if not message:
+            break
         try:
-            item = json.loads(line)
+            item = json.loads(message)
         except ValueError:
             continue
         logger.emit(timestamp=item["t"], severity_number=SeverityNumber(item["s"]), severity_text=item["st"],
