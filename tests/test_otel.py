@@ -128,3 +128,12 @@ def test_the_program_never_imports_the_sdk(tmp_path, receiver):
     result = pyward("run", "-q", "--otel", "app.py", cwd=tmp_path,
                     env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url))
     assert result.returncode == 0 and result.stdout == "[]\n"
+
+
+def test_otel_true_is_short_for_the_table(tmp_path):
+    from pyward.config import load
+
+    (tmp_path / "pyproject.toml").write_text("[tool.pyward]\notel = true\n")
+    assert load(cwd=str(tmp_path))["otel.enabled"] is True
+    (tmp_path / "pyproject.toml").write_text("[tool.pyward.otel]\nenabled = false\n")
+    assert load(cwd=str(tmp_path))["otel.enabled"] is False

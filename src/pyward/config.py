@@ -261,6 +261,9 @@ def validate(table: dict[str, Any], source: str, header: str) -> dict[str, Any]:
             key = f"{prefix}{name}"
             table = ".".join(filter(None, (header, prefix.rstrip("."))))
             where = f"{display_path(source)}:" + (f" [{table}]" if table else "")
+            if key in SECTIONS and type(value) is bool and f"{key}.enabled" in _BY_KEY:
+                out[f"{key}.enabled"] = value  # `otel = true` is short for `[otel] enabled = true`
+                continue
             if key in SECTIONS:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{where} {name}: expected a table, got {_describe_value(value)}")

@@ -1,6 +1,7 @@
 """OpenTelemetry export: journal events at `notice` and above as OTLP log records.
 
-`pyward run --otel` (or `otel = true` under `[tool.pyward.otel]`) starts one
+`pyward run --otel` (or `otel = true` in `[tool.pyward]`, `enabled = true` in
+`[tool.pyward.otel]`) starts one
 exporter process next to the program, before any engine starts, and hands it
 each exportable event as one JSON message over a socket pair
 (`SOCK_SEQPACKET`: a record goes whole or not at all).  The exporter
