@@ -312,3 +312,10 @@ def test_no_checkpoints(app):
     proc.kill()
     proc.communicate()
     assert not (app / "r.json").exists()
+
+
+def test_a_journal_is_not_signed_as_a_report(killed, tmp_path):
+    path, _ = killed
+    result = pyward("sign", str(path), env=clean_env(PYWARD_HMAC_KEY=KEY))
+    assert result.returncode == 2 and "did not end normally, not a report" in result.stderr
+    assert not (tmp_path / "r.json.sig").exists()
