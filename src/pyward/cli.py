@@ -32,8 +32,10 @@ PROGRAM_COMMANDS: dict[str, str] = {
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from . import report
+    from . import checkpoint, report
 
+    if checkpoint.is_journal(args.report):  # the record of a run that did not end normally
+        return checkpoint.verify_command(args.report, args.hmac_key_file, args.hmac_key_env)
     try:
         raw, data = report.load(args.report)
     except report.ReportError as exc:

@@ -128,7 +128,8 @@ def build_parser(handlers: dict[str, Any] | None = None
     verify = commands.add_parser(
         "verify", help="check that a report is intact (and its signature)", allow_abbrev=False,
         description="Recompute a report's hash chain, Merkle root and summary. Exit status 0: intact; "
-                    "1: altered (the first bad event is named) or bad signature; 2: unreadable.",
+                    "1: altered (the first bad event is named) or bad signature; 2: unreadable; "
+                    "3: the run did not end normally, its journal is intact up to its last checkpoint.",
     )
     verify.add_argument("report", metavar="REPORT")
     verify.add_argument("--signature", nargs="?", const="", metavar="SIG",
@@ -354,7 +355,7 @@ def settings_from(args: dict[str, Any], command: str) -> Any:
     from .config import load
 
     overrides = {o.key: args[o.dest] for o in OPTIONS if command in o.commands and o.dest in args}
-    for key in ("log", "report", "heal.store", "sarif"):  # paths given on the command line are relative to the cwd
+    for key in ("log", "report", "heal.store", "sarif", "checkpoint.key_file"):  # relative to the cwd
         if isinstance(overrides.get(key), str):
             overrides[key] = os.path.abspath(overrides[key])
     return load(args["config"], use_files=not args["no_config"], overrides=overrides)

@@ -123,6 +123,33 @@ OPTIONS: list[Option] = [
            cli={"type": check_fail_on}),
     Option("sarif", "path", None, "also write the run's findings as SARIF 2.1.0 to FILE at the end of the run",
            flags=("--sarif",), metavar="FILE"),
+    # the record: identity, sealed checkpoints, export (identity.py, checkpoint.py, integrations/otel.py)
+    Option("service", "str", None,
+           "the service name in the report and exported records (default: $OTEL_SERVICE_NAME, else the "
+           "program's name)", flags=("--service",), metavar="NAME"),
+    Option("checkpoint.enabled", "bool", True,
+           "do not keep the journal at the report path while the run goes (a killed run then leaves no record)",
+           flags=("--no-checkpoints",), cli={"action": "store_false"}),
+    Option("checkpoint.events", "int", 100, "seal a checkpoint at the latest every N events (0: only by time)",
+           flags=("--checkpoint-events",), metavar="N"),
+    Option("checkpoint.interval_ms", "int", 1000,
+           "seal a checkpoint at the first event MS milliseconds or more after the last one (0: only by count)",
+           flags=("--checkpoint-interval",), metavar="MS"),
+    Option("checkpoint.key_file", "path", None,
+           "sign checkpoints with the HMAC key in FILE (default: $PYWARD_HMAC_KEY if set; else unsigned)",
+           flags=("--checkpoint-key-file",), metavar="FILE"),
+    Option("otel.enabled", "bool", False,
+           "export events at notice and above as OpenTelemetry log records over OTLP/HTTP (needs pyward[otel]; "
+           "configured by the OTEL_EXPORTER_OTLP_* variables and [tool.pyward.otel])",
+           flags=("--otel",), cli={"action": "store_true"}),
+    Option("otel.endpoint", "str", None,
+           "the collector's OTLP/HTTP base URL, e.g. http://localhost:4318 (default: $OTEL_EXPORTER_OTLP_ENDPOINT)"),
+    Option("otel.headers", "list", None, "extra HTTP headers, as KEY=VALUE strings"),
+    Option("otel.severity", "enum", "notice", "export events of this severity and above",
+           choices=("debug", "info", "notice", "warning", "alert", "error")),
+    Option("otel.timeout_ms", "int", 5000, "give up an export after MS milliseconds; pyward waits at most this "
+           "long (plus a second) at exit for the last records to go"),
+    Option("otel.batch_ms", "int", 1000, "send a batch at least every MS milliseconds"),
     # sandbox
     Option("mode", "enum", None,
            "sandbox mode: watch (journal, block nothing), enforce (deny what is not allowed), prompt (ask on "
@@ -285,6 +312,9 @@ def validate(table: dict[str, Any], source: str, header: str) -> dict[str, Any]:
             key = f"{prefix}{name}"
             table = ".".join(filter(None, (header, prefix.rstrip("."))))
             where = f"{display_path(source)}:" + (f" [{table}]" if table else "")
+            if key in SECTIONS and type(value) is bool and f"{key}.enabled" in _BY_KEY:
+                out[f"{key}.enabled"] = value  # `otel = true` is short for `[otel] enabled = true`
+                continue
             if key in SECTIONS:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{where} {name}: expected a table, got {_describe_value(value)}")

@@ -128,11 +128,11 @@ class Event:
     an operation); `kind` is what happened to it, within its `engine`."""
 
     __slots__ = ("seq", "time", "engine", "kind", "name", "severity", "message", "details", "thread", "pid",
-                 "where", "function")
+                 "where", "function", "policy")
 
     def __init__(self, seq: int, time: float, engine: str, kind: str, name: str, severity: str, message: str,
                  details: dict[str, Any] | None = None, thread: str = "", pid: int = 0, where: str | None = None,
-                 function: str | None = None) -> None:
+                 function: str | None = None, policy: str | None = None) -> None:
         self.seq = seq
         self.time = time
         self.engine = engine
@@ -145,12 +145,13 @@ class Event:
         self.pid = pid
         self.where = where
         self.function = function
+        self.policy = policy  # the short id of the policy revision in force (identity.py)
 
     def __repr__(self) -> str:
         return f"<Event #{self.seq} {self.engine}/{self.kind} {self.name!r} {self.severity}>"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "v": SCHEMA_VERSION,
             "seq": self.seq,
             "time": iso_time(self.time),
@@ -165,6 +166,9 @@ class Event:
             "function": self.function,
             "details": self.details,
         }
+        if self.policy is not None:
+            data["policy"] = self.policy
+        return data
 
 
 def iso_time(t: float) -> str:
@@ -202,6 +206,8 @@ class Journal:
         self._pid = self._origin_pid = os.getpid()
         self.closed = False
         self.repeat_limit = REPEAT_LIMIT
+        #: the short id of the policy revision every event is recorded under (set by the session)
+        self.revision: str | None = None
         self._seen: dict[tuple[str, str, str], int] = {}
         # (engine, kind, name) -> [count, first, last, severity, message, where, function, pid]
         self._repeats: dict[tuple[str, str, str], list[Any]] = {}
@@ -338,6 +344,7 @@ class Journal:
                 pid=self._pid if pid is None else pid,
                 where=where,
                 function=function,
+                policy=self.revision,
             )
             self.events.append(event)
             for sink in self.sinks:

@@ -131,6 +131,9 @@ def load(path: str) -> tuple[bytes, dict[str, Any]]:
             raw = f.read()
     except OSError as exc:
         raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if raw.startswith(b'{"format":"pyward.journal"'):  # see checkpoint.py
+        raise ReportError(f"{path} is the journal of a run that did not end normally, not a report "
+                          "(pyward verify says how far it is intact)")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

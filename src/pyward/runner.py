@@ -399,6 +399,10 @@ class Session:
         self.exit_reason = "running"
         self.report_path: str | None = None
         self.report_written = False
+        self.identity: dict[str, Any] = {}
+        self.policy: dict[str, Any] = {}
+        self.checkpoints: Any = None  # checkpoint.CheckpointSink while the report path holds the journal
+        self.otel: Any = None  # integrations.otel.OtelSink with --otel
         self.program_dir = self.cwd  # the script's directory (sys.path[0]), set by start()
         self._finished = False
         self._original_main = sys.modules.get("__main__")
@@ -466,6 +470,7 @@ class Session:
         elif report:
             self.report_path = os.path.abspath(report)
         self.outputs += self._own_outputs()
+        self._open_record()
         if self.report_path is not None or any(e.reruns for e in self.engines):
             # the hashes of the report and of heal's recipes are made with hashlib as it is now, not as
             # the program may leave it (a test's mock of sha256): its private copy is taken here
@@ -494,7 +499,8 @@ class Session:
         self.journal.emit("pyward", "run.start", self.target.describe(), severity="debug",
                           message=f"run start: {self.target.describe()}",
                           details={"target": self.target.to_json(), "cwd": self.cwd, "pyward": __version__,
-                                   "python": sys.version.split()[0], "config": s.source, "attempt": self.attempt},
+                                   "python": sys.version.split()[0], "config": s.source, "attempt": self.attempt,
+                                   "identity": self.identity, "policy": self.policy},
                           where="", function="")
         if self.native_error is not None:
             from ._native import DEGRADED
@@ -536,6 +542,42 @@ class Session:
                 sys.meta_path.insert(0, self._imports)
         self._imports.watched.setdefault(module, []).append(callback)
 
+    # -- the record: identity, policy revision, sealed checkpoints (identity.py, checkpoint.py) --
+
+    def _open_record(self) -> None:
+        """Identity and policy revision for the run, then the journal on disk at
+        the report path, before any engine starts (it is pyward's file)."""
+        from .identity import identity, policy_revision
+
+        s = self.settings
+        self.identity = identity(s, self.target, self.pid)
+        self.policy = policy_revision(s)
+        self.journal.revision = self.policy["id"]
+        if s.get("otel.enabled"):
+            from .integrations.otel import start as start_export
+
+            self.otel = start_export(self)
+            if self.otel is not None:
+                self.journal.add_sink(self.otel)
+        if self.report_path is None or not s.get("checkpoint.enabled", True):
+            return
+        from .checkpoint import CheckpointSink, run_key
+        from .report import SigningKeyError
+
+        try:
+            key = run_key(s)
+            self._ensure_report_dir()
+            self.checkpoints = CheckpointSink(self.report_path, self.start_metadata(),
+                                              every_events=s.get("checkpoint.events", 100),
+                                              every_ms=s.get("checkpoint.interval_ms", 1000), key=key)
+        except SigningKeyError as exc:
+            raise TargetError(f"checkpoint key: {exc}", 2) from None
+        except OSError as exc:
+            self._say(f"no checkpoints: cannot write {display_path(self.report_path)}: {exc.strerror or exc}; "
+                      "the report is written at exit if it can be", "error")
+            return
+        self.journal.add_sink(self.checkpoints)
+
     def record_exit(self, status: int, reason: str) -> None:
         self.exit_status, self.exit_reason = status, reason
 
@@ -559,6 +601,14 @@ class Session:
                 engine.stop(self)
             except Exception as exc:  # never let an engine hide the report
                 self._say(f"{engine.name} engine failed to stop cleanly: {type(exc).__name__}: {exc}", "error")
+        if self.otel is not None:
+            from .integrations.otel import report as report_export
+
+            report_export(self, self.otel)
+        if self.checkpoints is not None and self.checkpoints.failed:
+            self.journal.emit("pyward", "checkpoint.failed", display_path(self.report_path or ""), severity="warning",
+                              where="", function="", details={"error": self.checkpoints.failed},
+                              message=f"checkpoints stopped during the run: {self.checkpoints.failed}")
         self.journal.settle_repeats()
         self.journal.emit("pyward", "run.end", self.target.describe(), severity="debug", where="", function="",
                           message=f"run end: exit={self.exit_status} ({self.exit_reason})",
@@ -578,8 +628,8 @@ class Session:
         if self.channel is None:  # a re-run's supervisor prints the one summary of the run
             self._say(self.summary_line(events))
 
-    def run_metadata(self) -> dict[str, Any]:
-        end = time.time()
+    def start_metadata(self) -> dict[str, Any]:
+        """What is known of the run when it starts (the header of the journal on disk)."""
         return {
             "command": self.invocation,
             "target": self.target.to_json(),
@@ -588,7 +638,15 @@ class Session:
                        "executable": sys.executable},
             "pyward": {"version": __version__, "native": self.native_error is None, "config": self.settings.source},
             "pid": self.pid,
+            "identity": self.identity,
+            "policy": self.policy,
             "start": iso_time(self.start_time),
+        }
+
+    def run_metadata(self) -> dict[str, Any]:
+        end = time.time()
+        return {
+            **self.start_metadata(),
             "end": iso_time(end),
             "duration_s": round(time.monotonic() - self._start_clock, 6),
             "exit_status": self.exit_status,
@@ -598,15 +656,19 @@ class Session:
     def _write_report(self, events: list[Any]) -> dict[str, Any]:
         from . import report
 
+        self._ensure_report_dir()
+        data = report.build(self.run_metadata(), events)
+        report.write(self.report_path, data)
+        return data
+
+    def _ensure_report_dir(self) -> None:
         assert self.report_path is not None
         default_dir = os.path.join(self.cwd, ".pyward")
         if self.report_path.startswith(default_dir + os.sep) and not os.path.isdir(default_dir):
             os.makedirs(default_dir, exist_ok=True)
             with open(os.path.join(default_dir, ".gitignore"), "w") as f:
                 f.write("# created by pyward\n*\n")
-        data = report.build(self.run_metadata(), events)
-        report.write(self.report_path, data)
-        return data
+        os.makedirs(os.path.dirname(self.report_path), exist_ok=True)
 
     def _write_sarif(self, events: list[Any], data: dict[str, Any] | None) -> None:
         from . import report
