@@ -196,3 +196,32 @@ def test_pre_commit_hook_runs_pyward_run():
     assert fields["entry"] == "pyward run"
     assert fields["language"] == "python"
     assert fields["pass_filenames"] == "false"
+
+
+def test_the_journal_of_a_killed_run_renders_as_an_incomplete_run(tmp_path):
+    """A run killed before its end leaves the journal at its report path: `pyward
+    report` renders what was recorded, with the incomplete verdict of `verify`."""
+    (tmp_path / "app.py").write_text(textwrap.dedent("""
+        import os
+        try:
+            open("/etc/hostname")
+        except PermissionError:
+            print("denied", flush=True)
+        os._exit(3)
+    """))
+    run = pyward("run", "--mode", "enforce", "--report", "r.json", "app.py", cwd=tmp_path)
+    assert run.returncode == 3 and run.stdout == "denied\n", run.stderr
+    verify = pyward("verify", "r.json", cwd=tmp_path)
+    assert verify.returncode == 3 and "did not end normally" in verify.stdout + verify.stderr
+    for fmt in ("json", "sarif", "html"):
+        out = pyward("report", "r.json", "--format", fmt, "-o", f"out.{fmt}", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        lines = pyward_lines(out.stderr)
+        assert len(lines) == 1 and "did not end normally: INCOMPLETE" in lines[0], lines
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert data["format"] == "pyward.journal" and data["run"]["pid"] > 0
+    assert any(e["kind"] == "denied" and e["name"] == "/etc/hostname" for e in data["events"]), data["events"]
+    html = (tmp_path / "out.html").read_text()
+    assert 'data-verdict="incomplete"' in html and "/etc/hostname" in html
+    sarif = json.loads((tmp_path / "out.sarif").read_text())
+    assert sarif["runs"][0]["results"], sarif["runs"][0]

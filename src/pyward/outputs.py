@@ -86,11 +86,13 @@ def verdict(data: dict[str, Any]) -> tuple[str, str | None]:
     return "verified", None
 
 
-def render(data: dict[str, Any], fmt: str, source: str | None = None) -> tuple[str, str, str | None]:
-    """(text, verdict, problem) of a loaded report in `fmt` (FORMATS)."""
+def render(data: dict[str, Any], fmt: str, source: str | None = None,
+           judged: tuple[str, str | None] | None = None) -> tuple[str, str, str | None]:
+    """(text, verdict, problem) of a loaded report in `fmt` (FORMATS); `judged`: the
+    verdict already made (a journal a run left, see load_journal)."""
     import json
 
-    word, problem = verdict(data)
+    word, problem = judged or verdict(data)
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n", word, problem
     if fmt == "sarif":
@@ -157,14 +159,56 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
+def load_journal(path: str) -> tuple[dict[str, Any], tuple[str, str | None]] | str:
+    """The journal a run that did not end normally left at its report path, shaped
+    like a report (run, events, summary, integrity as far as it was sealed), with
+    its verdict (incomplete or altered); or what makes it unreadable."""
+    from .checkpoint import describe, verify_journal
+    from .journal import summarize
 
     try:
-        _, data = report.load(args.report)
-    except report.ReportError as exc:
-        return _fail(str(exc))
-    text, word, problem = render(data, args.format, args.report)
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    judged = verify_journal(raw)
+    if judged.status == 2:
+        return f"{path}: {judged.problem}"
+    import json
+
+    events = []
+    for line in raw.split(b"\n")[1:1 + judged.events + judged.checkpoint]:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            break
+        if isinstance(item, dict) and "checkpoint" not in item:
+            events.append(item)
+    bare = [{k: v for k, v in e.items() if k != "chain"} for e in events]
+    data = {"format": "pyward.journal", "run": judged.run, "events": events,
+            "summary": summarize(bare, (judged.ended or {}).get("exit_status")),
+            "integrity": {"events": judged.events, "checkpoint": judged.checkpoint, "sealed": judged.sealed,
+                          "chain_head": events[-1]["chain"] if events else None}}
+    word = ("altered", judged.problem) if judged.status == 1 else ("incomplete", describe(judged))
+    return data, word
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+    from .checkpoint import is_journal
+
+    judged = None
+    if is_journal(args.report):  # a run that did not end normally left its journal there
+        loaded = load_journal(args.report)
+        if isinstance(loaded, str):
+            return _fail(loaded)
+        data, judged = loaded
+    else:
+        try:
+            _, data = report.load(args.report)
+        except report.ReportError as exc:
+            return _fail(str(exc))
+    text, word, problem = render(data, args.format, args.report, judged)
     if args.output:
         try:
             write_text(args.output, text)
@@ -177,6 +221,5 @@ def cmd_report(args: argparse.Namespace) -> int:
         sys.stderr.write(f"[pyward] report: {args.report}: ALTERED: {problem}\n")
         return 1
     if word == "incomplete":
-        sys.stderr.write(f"[pyward] report: {args.report}: the run did not end normally"
-                         f"{': ' + problem if problem else ''}\n")
+        sys.stderr.write(f"[pyward] report: {args.report}: {problem or 'the run did not end normally'}\n")
     return 0
