@@ -61,6 +61,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             sys.stderr.write(f"[pyward] verify: {args.report}: BAD SIGNATURE: {problem}\n")
             return 1
         line += f"; signature ok ({sig['algorithm']}, key {sig.get('key_id')})"
+    run = data.get("run")
+    if isinstance(run, dict) and "exit_status" in run and run["exit_status"] is None:
+        # written by the recorder after the program's process ended without an end record
+        print(f"{args.report}: {line}; the run did not end normally ({run.get('exit_reason')}): INCOMPLETE")
+        return checkpoint.INCOMPLETE
     print(f"{args.report}: {line}")
     return 0
 

@@ -200,6 +200,9 @@ class Journal:
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.sinks: list[Sink] = []
+        #: the channel to the process that keeps the run's record (recorder.py): it gets every
+        #: event first, also after `close` (the record ends when the process does, not the session)
+        self.wire: Sink | None = None
         self._lock = _thread.RLock()
         self._local = _thread._local()
         self._seq = 0
@@ -221,6 +224,7 @@ class Journal:
         self._pid = os.getpid()
         self.events = []
         self._seen, self._repeats = {}, {}
+        self.wire = None  # the record is the parent's
 
     @property
     def is_child(self) -> bool:
@@ -270,12 +274,12 @@ class Journal:
             where = function = None
         when = time.time() if at is None else at
         with self._lock:
-            if self.closed:
+            if self.closed and self.wire is None:
                 return None
             key = (engine, kind, name)
             seen = self._seen.get(key, 0) + 1
             self._seen[key] = seen
-            if seen > self.repeat_limit:
+            if seen > self.repeat_limit and not self.closed:
                 repeat = self._repeats.get(key)
                 if repeat is None:
                     self._repeats[key] = [1, when, when, severity, message, where, function, pid]
@@ -347,7 +351,9 @@ class Journal:
                 policy=self.revision,
             )
             self.events.append(event)
-            for sink in self.sinks:
+            if self.wire is not None:
+                self.wire.write(event)
+            for sink in self.sinks if not self.closed else ():
                 if pid is None or not sink.console:  # a child's event: it printed it already
                     sink.write(event)
         finally:

@@ -402,6 +402,9 @@ class Session:
         self.identity: dict[str, Any] = {}
         self.policy: dict[str, Any] = {}
         self.checkpoints: Any = None  # checkpoint.CheckpointSink while the report path holds the journal
+        self.recorder: Any = None  # recorder.Wire: the process that keeps the record, when there is one
+        #: pids the program may not signal (the recorder's): the sandbox denies it
+        self.protected_pids: tuple[int, ...] = ()
         self.otel: Any = None  # integrations.otel.OtelSink with --otel
         self.program_dir = self.cwd  # the script's directory (sys.path[0]), set by start()
         self._finished = False
@@ -553,20 +556,31 @@ class Session:
         self.identity = identity(s, self.target, self.pid)
         self.policy = policy_revision(s)
         self.journal.revision = self.policy["id"]
-        if s.get("otel.enabled"):
+        self._open_journal()
+        if s.get("otel.enabled"):  # after the recorder is forked: the exporter may start threads
             from .integrations.otel import start as start_export
 
             self.otel = start_export(self)
             if self.otel is not None:
                 self.journal.add_sink(self.otel)
-        if self.report_path is None or not s.get("checkpoint.enabled", True):
+
+    def _open_journal(self) -> None:
+        """The record at the report path: kept by the recorder process, or else
+        the journal sealed by checkpoints in this process."""
+        s = self.settings
+        if self.report_path is None:
             return
         from .checkpoint import CheckpointSink, run_key
         from .report import SigningKeyError
 
+        checkpoints = s.get("checkpoint.enabled", True)
         try:
-            key = run_key(s)
+            key = run_key(s) if checkpoints else None
             self._ensure_report_dir()
+            if self._start_recorder(checkpoints, key):
+                return
+            if not checkpoints:
+                return
             self.checkpoints = CheckpointSink(self.report_path, self.start_metadata(),
                                               every_events=s.get("checkpoint.events", 100),
                                               every_ms=s.get("checkpoint.interval_ms", 1000), key=key)
@@ -577,6 +591,28 @@ class Session:
                       "the report is written at exit if it can be", "error")
             return
         self.journal.add_sink(self.checkpoints)
+
+    def _start_recorder(self, checkpoints: bool, key: bytes | None) -> bool:
+        """The record kept by a process of its own (recorder.py), when one can be
+        forked: the program's process then neither writes nor holds it."""
+        from . import recorder
+
+        if self.target.kind == "server" or not recorder.available():
+            return False
+        s = self.settings
+        every = {"every_events": s.get("checkpoint.events", 100), "every_ms": s.get("checkpoint.interval_ms", 1000)}
+        writer = stderr_writer()
+        try:
+            self.recorder = recorder.start(self.report_path, self.start_metadata(), self._start_clock,
+                                           every if checkpoints else None, key, keep=(writer.fd,))
+        except OSError as exc:
+            self._say(f"no recorder process ({exc.strerror or exc}): the report is written by this process", "error")
+            return False
+        self.journal.wire = self.recorder
+        self.protected_pids = (self.recorder.pid, self.recorder.group)
+        own = (self.report_path, f"{self.report_path}.{self.pid}.tmp")  # the recorder's now, not this process's
+        self.outputs = [path for path in self.outputs if path not in own]
+        return True
 
     def record_exit(self, status: int, reason: str) -> None:
         self.exit_status, self.exit_reason = status, reason
@@ -616,7 +652,19 @@ class Session:
         events = list(self.journal.events)
         self.journal.close()
         data = None
-        if self.report_path is not None:
+        counts = None
+        if self.recorder is not None:
+            answer = self.recorder.end(self.exit_status, self.exit_reason)
+            if answer is None:
+                self._say("the recorder process ended before the run did: no report beyond the journal it sealed at "
+                          f"{display_path(self.report_path or '')} (pyward verify says how far it is intact)", "error")
+            else:
+                self.report_written = answer.get("written") is True
+                counts = answer.get("summary") if type(answer.get("summary")) is dict else None
+                if not self.report_written:
+                    self._say(f"report not written to {display_path(self.report_path or '')}: "
+                              f"{answer.get('problem')}", "error")
+        elif self.report_path is not None:
             try:
                 data = self._write_report(events)
                 self.report_written = True
@@ -626,7 +674,7 @@ class Session:
         if self.settings.get("sarif") and self.channel is None:  # a re-run's supervisor writes it
             self._write_sarif(events, data)
         if self.channel is None:  # a re-run's supervisor prints the one summary of the run
-            self._say(self.summary_line(events))
+            self._say(self.summary_line(events, counts))
 
     def start_metadata(self) -> dict[str, Any]:
         """What is known of the run when it starts (the header of the journal on disk)."""
@@ -681,10 +729,12 @@ class Session:
         if problem:
             self._say(problem, "error")
 
-    def summary_line(self, events: list[Any]) -> str:
-        counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity, "name": e.name,
-                             "details": e.details} for e in events],
-                           self.exit_status)
+    def summary_line(self, events: list[Any], counts: dict[str, Any] | None = None) -> str:
+        """The run-end line; `counts`: the recorder's summary, else counted from `events`."""
+        if counts is None:
+            counts = summarize([{"engine": e.engine, "kind": e.kind, "severity": e.severity, "name": e.name,
+                                 "details": e.details} for e in events],
+                               self.exit_status)
         status = f"exit={self.exit_status}"
         if self.exit_reason.endswith("KeyboardInterrupt"):
             status += " (SIGINT)"

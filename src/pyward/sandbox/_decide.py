@@ -752,6 +752,24 @@ def is_rerun(path, argv, env):
     return rest == RERUN[2] and GETCWD() == RERUN[3]
 
 
+def on_kill(args):
+    """A signal that reaches pyward's recorder (the process keeping the run's record)
+    is refused in every mode: the program may not end its own record."""
+    if not PROTECTED_PIDS or len(args) < 2:
+        return None
+    target, signum = args[0], args[1]
+    if type(target) is not int or type(signum) is not int or signum == 0:
+        return None
+    if target not in PROTECTED_PIDS and -target not in PROTECTED_PIDS and target != -1:
+        return None
+    message = ("signal " + INT_REPR(signum) + " to process " + INT_REPR(target)
+               + " denied: it reaches pyward's recorder, the process that keeps this run's record")
+    EMIT("denied", "pid " + INT_REPR(target), message, "warning",
+         {"permission": "signal", "operation": "kill", "event": "os.kill", "rule": "pyward (its recorder process)"},
+         locate(frame_at(3)))
+    return message
+
+
 def on_spawn(args):
     return check_run(args[1] if len(args) > 1 else None, None, "os.spawn")
 
@@ -1044,6 +1062,8 @@ def build_handlers():
         "os.exec": on_exec,
         "os.posix_spawn": on_posix_spawn,
         "os.spawn": on_spawn,
+        "os.kill": on_kill,
+        "os.killpg": on_kill,
         "os.fork": on_fork,
         "os.forkpty": on_fork,
         "pty.spawn": on_pty_spawn,

@@ -25,7 +25,8 @@ class Context:
 
     def __init__(self, *, mode: str, on_deny: str, inherit: bool, program_dir: str, outputs: list[str],
                  emit: Callable[..., Any], exit_on_deny: Callable[[str], Any] | None, log: str | None,
-                 spool: str | None = None, rerun: tuple[Any, ...] | None = None) -> None:
+                 spool: str | None = None, rerun: tuple[Any, ...] | None = None,
+                 protected_pids: tuple[int, ...] = ()) -> None:
         self.mode, self.on_deny, self.inherit = mode, on_deny, inherit
         self.program_dir, self.outputs, self.emit = program_dir, outputs, emit
         self.exit_on_deny, self.log = exit_on_deny, log
@@ -33,3 +34,5 @@ class Context:
         # (executable, argv, environment, cwd) of pyward's own re-run of the program (rerun.py), fixed before
         # the program runs: that exact process start is pyward's, not the program's
         self.rerun = rerun
+        # pyward's own processes the program may not signal (the recorder: recorder.py)
+        self.protected_pids = protected_pids

@@ -79,7 +79,8 @@ class SandboxEngine(Engine):
         context = Context(mode=self.mode, on_deny=s.get("on_deny", "raise"), inherit=s.get("inherit", True),
                           program_dir=session.program_dir, outputs=outputs, emit=self._emit,
                           exit_on_deny=self._exit_on_deny if s.get("on_deny") == "exit" else None,
-                          log=s.get("log"), spool=self.spool, rerun=_rerun_spec(session))
+                          log=s.get("log"), spool=self.spool, rerun=_rerun_spec(session),
+                          protected_pids=tuple(getattr(session, "protected_pids", ())))
         warn_writable_policy(self.policy, session.journal)
         install(self.policy, context, protect=session.protect)
         from .._native import native

@@ -1,0 +1,532 @@
+"""The recorder: a process of its own that keeps the run's record.
+
+The journal's record (hash chain, Merkle tree, sealed checkpoints at the
+report path, the final report and its summary) is not kept in the program's
+process, where the program could reach it, but in a recorder process forked
+before the program's first line:
+
+* the program's process stays the main process: its pid, parent, signals,
+  process group, session, terminal and job control are python's.  The
+  recorder is started by a double fork (the intermediate child exits at
+  once, so the recorder is no child of the program: a `wait()` of the
+  program never sees it) and `setsid()` (no terminal, no process group of
+  the program's: Ctrl-C, Ctrl-Z, `kill 0` and `killpg` do not reach it);
+* it is forked before any engine starts and before any thread exists, so it
+  holds no lock and no thread of the program's; it has pyward's modules
+  already imported, which makes it cheap (no second interpreter start-up);
+* events reach it over a pipe as they happen, one JSON line each (as a
+  re-run's events reach its supervisor, rerun.FdSink); the program side only
+  writes.  The recorder numbers events itself, chains and seals them, and
+  writes the report; nothing the program does later changes an event it
+  already sent;
+* the end of the run is the end of the pipe: the program's process closes
+  it when it ends, however it ends (exit, `os._exit`, SIGKILL, the OOM
+  killer).  At its normal end the program sends an end record (exit status
+  and reason) and waits for the recorder's answer (the report is written, with
+  its summary), so the report exists when `pyward run` returns.  Without an
+  end record the report says `killed or os._exit (no end recorded)` and has
+  no exit status; `pyward verify` gives status 3 for it.  Events that follow
+  an end record (an end sent early) are recorded too, and the report is
+  written again once the process is gone;
+* a pidfd of the program tells the recorder when the program ended even if
+  a forked child still holds the pipe, and that the program is still running
+  when the pipe is closed by the program itself (the report says so).
+
+Control lines carry `"ctl"`; every other line is an event as
+`Event.to_json` makes it, checked field by field (a line that is not is
+recorded as `pyward/record.malformed`).
+"""
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+import time
+
+from . import canonical as _canonical
+from ._isolation import isolate_builtins, isolate_module
+from .journal import SCHEMA_VERSION, SEVERITIES, Sink, iso_time
+
+isolate_builtins(globals())
+
+os = isolate_module(os)  # noqa: F811
+time = isolate_module(time)  # noqa: F811
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+#: exit_reason of a run whose process ended without an end record
+LOST = "killed or os._exit (no end recorded)"
+#: malformed lines recorded one by one; beyond that they are counted
+MALFORMED_LIMIT = 20
+#: how long after the end of the pipe the program's process may take to be seen ending
+CLOSE_GRACE_S = 2.0
+
+
+def available() -> bool:
+    """True when a recorder can be forked here: a POSIX system, and no thread yet
+    (a forked process must not inherit a lock another thread holds)."""
+    if not hasattr(os, "fork") or not hasattr(os, "setsid"):
+        return False
+    threading = sys.modules.get("threading")
+    active = vars(threading).get("_active") if threading is not None else None
+    return not (type(active) is dict and len(active) > 1)
+
+
+class Wire(Sink):
+    """The program's end of the pipe to the recorder: it only writes.
+
+    Set as the journal's `wire`: it gets every event, also after the journal's
+    own sinks are closed.  A forked child of the program closes its copy (the
+    record is the parent's; a child's events reach it as they did before)."""
+
+    console = False
+
+    def __init__(self, fd: int, answers: int, pid: int, group: int) -> None:
+        self.fd, self.answers, self.pid = fd, answers, pid
+        self.group = group  # its process group and session (the intermediate child's pid, which ended)
+        self.lost = False  # the recorder is gone (a write failed)
+        self._lock = _thread.allocate_lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = _thread.allocate_lock()
+        for fd in (self.fd, self.answers):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.fd = self.answers = -1
+
+    def _send(self, text: str) -> None:
+        data = text.encode("ascii")
+        with self._lock:
+            if self.fd < 0:
+                return
+            try:
+                while data:
+                    data = data[os.write(self.fd, data):]
+            except OSError:
+                self.lost = True
+                self.fd = -1
+
+    def write(self, event: Any) -> None:
+        self._send(_canonical.dumps(event.to_json(), sort_keys=False) + "\n")
+
+    def end(self, status: int | None, reason: str) -> dict[str, Any] | None:
+        """Send the end record and wait for the recorder's answer (the report
+        written, its summary); None when the recorder is gone."""
+        self._send(_canonical.dumps({"ctl": "end", "exit_status": status, "exit_reason": reason}) + "\n")
+        if self.answers < 0 or self.lost:
+            return None
+        line = _read_line(self.answers)
+        answer = _parse(line) if line else None
+        return answer if type(answer) is dict else None
+
+
+def _read_line(fd: int) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data.strip()
+
+
+# -- reading JSON without importing json (it imports re: ~6 ms) ----------------------------
+
+
+class _Context:
+    """What _json's C scanner reads from a JSONDecoder."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict[str, str] = {}
+
+    @staticmethod
+    def parse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON pyward writes")
+
+
+_scan: Any = None
+
+
+def _parse(data: bytes) -> Any:
+    """The value of one JSON document, or None when it is not one."""
+    global _scan
+    if _scan is None:
+        from _json import make_scanner
+
+        _scan = make_scanner(_Context())
+    try:
+        text = data.decode("ascii")
+        value, end = _scan(text, 0)
+    except (ValueError, UnicodeDecodeError, StopIteration, RecursionError):
+        return None
+    finally:
+        _Context.memo.clear()
+    return value if end == len(text) else None
+
+
+_TEXT = ("time", "thread", "engine", "kind", "name", "severity", "message")
+
+
+def _event(item: Any) -> dict[str, Any] | None:
+    """`item` as an event's JSON in `Event.to_json`'s order, or None when it is not one."""
+    if type(item) is not dict or item.get("v") != SCHEMA_VERSION:
+        return None
+    if not set(item) <= {"v", "seq", "pid", "where", "function", "details", "policy", *_TEXT}:
+        return None
+    for key in _TEXT:
+        if type(item.get(key)) is not str:
+            return None
+    if item["severity"] not in SEVERITIES or type(item.get("pid")) is not int:
+        return None
+    if type(item.get("details")) is not dict or type(item.get("seq")) is not int:
+        return None
+    for key in ("where", "function"):
+        if item.get(key) is not None and type(item[key]) is not str:
+            return None
+    if "policy" in item and type(item["policy"]) is not str:
+        return None
+    event = {"v": SCHEMA_VERSION, "seq": 0}
+    for key in ("time", "pid", "thread", "engine", "kind", "name", "severity", "message", "where", "function",
+                "details"):
+        event[key] = item.get(key)
+    if "policy" in item:
+        event["policy"] = item["policy"]
+    return event
+
+
+class _Item:
+    """An event as the report and the checkpoints take it (`to_json`)."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.item = item
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.item)
+
+
+# -- starting it ------------------------------------------------------------------------
+
+
+def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[str, Any] | None,
+          key: bytes | None, keep: tuple[int, ...] = ()) -> Wire:
+    """Fork the recorder for the report at `path`; the program's end of the pipe.
+
+    `run`: the start metadata; `checkpoints`: CheckpointSink's settings (None:
+    no journal on disk while the run goes); `keep`: descriptors of pyward's the
+    recorder keeps (its stderr line writer).  Raises OSError when it cannot."""
+    from . import checkpoint, report  # noqa: F401 - imported before the fork: the recorder has them
+
+    pidfd = _pidfd_of_self()
+    events_r, events_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    first = os.fork()
+    if first == 0:  # the intermediate child: a new session, the recorder, and gone
+        code = 70
+        try:
+            os.setsid()
+            second = os.fork()
+            if second:
+                os.write(answers_w, f"{second}\n".encode())
+                code = 0
+            else:
+                os.close(events_w)
+                os.close(answers_r)
+                _detach((events_r, answers_w, pidfd, *keep))
+                recorder = Recorder(path, run, start_clock, checkpoints, key, pidfd)
+                recorder.serve(events_r, answers_w)
+                code = 0
+        except BaseException:
+            if os.environ.get("PYWARD_DEBUG"):
+                import traceback
+
+                traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(events_r)
+    os.close(answers_w)
+    if pidfd is not None:
+        os.close(pidfd)
+    while True:
+        try:
+            os.waitpid(first, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+    line = _read_line(answers_r)
+    if not line.isdigit():
+        os.close(events_w)
+        os.close(answers_r)
+        raise OSError("the recorder process did not start")
+    return Wire(events_w, answers_r, int(line), first)
+
+
+def _pidfd_of_self() -> int | None:
+    try:
+        return os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        return None
+
+
+def _detach(keep: tuple[int | None, ...]) -> None:
+    """The recorder holds none of the program's streams but stderr (its error lines),
+    nor any other descriptor, and ignores the terminal's signals."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_IGN)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    kept = {0, 1, 2, *(fd for fd in keep if fd is not None)}
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        open_fds = []
+    for fd in open_fds:
+        if fd not in kept:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    try:
+        os.chdir("/")  # the program's working directory stays unmountable by nothing of ours
+    except OSError:
+        pass
+
+
+# -- the recorder ------------------------------------------------------------------------
+
+
+class Recorder:
+    """Numbers, chains and seals the events it reads; writes the report."""
+
+    def __init__(self, path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[str, Any] | None,
+                 key: bytes | None, pidfd: int | None) -> None:
+        self.path, self.run, self.start_clock, self.pidfd = path, run, start_clock, pidfd
+        self.events: list[dict[str, Any]] = []
+        self.ended: tuple[int | None, str] | None = None
+        self.after_end = 0  # events received after the last end record
+        self.malformed = 0
+        self.written: tuple[int, int, int] | None = None  # (inode, size, mtime) of the report written
+        self.problem: str | None = None
+        self.sink: Any = None
+        if checkpoints is not None:
+            from .checkpoint import CheckpointSink
+
+            try:
+                self.sink = CheckpointSink(path, run, key=key, **checkpoints)
+            except OSError as exc:
+                self.say(f"no checkpoints: cannot write {path}: {exc.strerror or exc}; "
+                         "the report is written at the end if it can be")
+
+    @staticmethod
+    def say(text: str) -> None:
+        from .journal import stderr_writer
+
+        stderr_writer().write_line(f"[pyward][error] {text}")
+
+    def serve(self, fd: int, answers: int) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if self.pidfd is not None:
+            poller.register(self.pidfd, select.POLLIN)
+        pending = b""
+        program_alive = True
+        while True:
+            ready = dict(poller.poll())
+            if self.pidfd is not None and self.pidfd in ready:  # the program ended: drain, even if a child
+                program_alive = False                          # still holds the pipe
+                poller.unregister(self.pidfd)
+                pending = self._drain(fd, pending, answers)
+                break
+            if fd not in ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            pending = self._lines(pending + chunk, answers)
+        if pending:  # the last write was cut: never a whole event
+            self._malformed(pending, "cut short")
+        if program_alive and self.pidfd is not None and not self._ended(CLOSE_GRACE_S):
+            # a process closes its descriptors before it is seen to end: only a program still running
+            # after the grace time closed the channel itself
+            self._add_own("record.closed", "warning", "pyward's channel to its recorder was closed while the "
+                          "program was still running: what it did after that is not in this record")
+            self._ended(None)
+        self.finish()
+        try:
+            os.close(answers)
+        except OSError:
+            pass
+
+    def _ended(self, timeout: float | None) -> bool:
+        """Wait up to `timeout` seconds (None: for ever) for the program to end."""
+        import select
+
+        while True:
+            try:
+                return bool(select.select([self.pidfd], [], [], timeout)[0])
+            except InterruptedError:
+                continue
+
+    def _drain(self, fd: int, pending: bytes, answers: int) -> bytes:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while poller.poll(0):
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            pending = self._lines(pending + chunk, answers)
+        return pending
+
+    def _lines(self, data: bytes, answers: int) -> bytes:
+        *lines, rest = data.split(b"\n")
+        for line in lines:
+            self.take(line, answers)
+        return rest
+
+    def take(self, line: bytes, answers: int) -> None:
+        value = _parse(line)
+        if type(value) is dict and "ctl" in value:
+            if value.get("ctl") == "end" and set(value) == {"ctl", "exit_status", "exit_reason"}:
+                status, reason = value["exit_status"], value["exit_reason"]
+                if (status is None or type(status) is int) and type(reason) is str:
+                    self.ended, self.after_end = (status, reason), 0
+                    self._answer(answers, self.write())
+                    return
+            self._malformed(line, "not a control record pyward sends")
+            return
+        event = _event(value)
+        if event is None:
+            self._malformed(line, "not an event")
+            return
+        self._add(event)
+
+    def _add(self, event: dict[str, Any]) -> None:
+        event["seq"] = len(self.events) + 1  # the recorder's numbering, whatever the line said
+        self.events.append(event)
+        if self.ended is not None:
+            self.after_end += 1
+        if self.sink is not None:
+            self.sink.write(_Item(event))
+
+    def _add_own(self, kind: str, severity: str, message: str, details: dict[str, Any] | None = None) -> None:
+        event = {"v": SCHEMA_VERSION, "seq": 0, "time": iso_time(time.time()), "pid": os.getpid(),
+                 "thread": "pyward-recorder", "engine": "pyward", "kind": kind, "name": "recorder",
+                 "severity": severity, "message": message, "where": None, "function": None,
+                 "details": details or {}}
+        policy = (self.run.get("policy") or {}).get("id")
+        if type(policy) is str:
+            event["policy"] = policy
+        self._add(event)
+
+    def _malformed(self, line: bytes, why: str) -> None:
+        self.malformed += 1
+        if self.malformed <= MALFORMED_LIMIT:
+            excerpt = line[:200].decode("ascii", "backslashreplace")
+            self._add_own("record.malformed", "alert", f"a line on pyward's channel to its recorder was "
+                          f"{why}: written by the program, or cut: {excerpt!r}", {"line": excerpt, "why": why})
+
+    def _answer(self, answers: int, data: dict[str, Any] | None) -> None:
+        answer = {"written": data is not None, "problem": self.problem,
+                  "summary": data["summary"] if data is not None else None}
+        payload = (_canonical.dumps(answer) + "\n").encode("ascii")
+        try:
+            while payload:
+                payload = payload[os.write(answers, payload):]
+        except OSError:  # the program is gone already
+            pass
+
+    def finish(self) -> None:
+        """The program's process is gone: the report as it ended."""
+        if self.malformed > MALFORMED_LIMIT:
+            self._add_own("record.malformed", "alert", f"{self.malformed} lines on pyward's channel to its "
+                          "recorder were not events pyward sends (the first ones are recorded above)",
+                          {"count": self.malformed})
+        if self.ended is None:
+            self._add_own("run.end", "error", f"run end: {LOST}", {"exit_status": None, "reason": LOST})
+            self.write()
+        elif self.after_end or self.malformed or self._changed():
+            status, reason = self.ended
+            if self.after_end:
+                self.ended = (status, f"{reason}; {self.after_end} more event{'s' * (self.after_end != 1)} "
+                                      "after the end was recorded")
+            self.write()
+        if self.sink is not None and self.written is None:
+            self.sink.close()  # the journal at the report path stays, sealed: verify says how far it is intact
+
+    def _changed(self) -> bool:
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return True
+        return (st.st_ino, st.st_size, st.st_mtime_ns) != self.written
+
+    def run_metadata(self) -> dict[str, Any]:
+        status, reason = self.ended if self.ended is not None else (None, LOST)
+        return {**self.run, "end": iso_time(time.time()), "duration_s": round(time.monotonic() - self.start_clock, 6),
+                "exit_status": status, "exit_reason": reason}
+
+    def write(self) -> dict[str, Any] | None:
+        from . import report
+
+        try:
+            data = report.build(self.run_metadata(), [_Item(e) for e in self.events])
+            self.written = write_new(self.path, _canonical.dumps(data, sort_keys=False, indent=1) + "\n")
+        except Exception as exc:
+            self.problem = f"{type(exc).__name__}: {exc}"
+            self.say(f"report not written to {self.path}: {self.problem}")
+            return None
+        self.problem = None
+        return data
+
+
+def write_new(path: str, text: str) -> tuple[int, int, int]:
+    """Write `text` at `path` atomically, through a temporary file of a name no one can
+    guess and that did not exist (O_EXCL, O_NOFOLLOW): a link planted there is never
+    followed.  Returns (inode, size, mtime) of what is now at `path`."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = f"{path}.{os.urandom(8).hex()}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o644)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"no fresh temporary name next to {path}")
+    try:
+        data = text.encode("ascii")
+        while data:
+            data = data[os.write(fd, data):]
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
