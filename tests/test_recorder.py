@@ -1,0 +1,169 @@
+"""The recorder process keeps the run's record: what the program does to pyward's objects in its own
+process, to the report path, or to the recorder, leaves the report true to what happened; a program that
+ends without an end record (os._exit, SIGKILL, an exhausted address space) still gets a report that says so."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from helpers import clean_env, pyward
+
+#: Raises one denial per call to deny() (an environment read under --deny-env=SECRET_*), then does `how`
+#: to pyward, then one more denial; prints the number of denials it saw raised.
+PROGRAM = """\
+import atexit, os, sys, types
+import pyward.runner as runner
+session = runner.current()
+raised = 0
+def deny(i):
+    global raised
+    try:
+        os.environ.get(f"SECRET_{i}")
+    except PermissionError:
+        raised += 1
+deny(1); deny(2); deny(3)
+how = sys.argv[1]
+if how == "clear":
+    session.journal.events.clear()
+elif how == "renumber":
+    for i, event in enumerate(session.journal.events):
+        event.seq, event.kind = 1, "allowed"
+    del session.journal.events[2:]
+elif how == "finish":
+    session.finish()
+elif how == "module":
+    fake = types.ModuleType("pyward.report")
+    fake.build = lambda run, events: {"format": "pyward.report", "version": 1, "summary": {"denied": 0}}
+    sys.modules["pyward.report"] = fake
+elif how == "atexit":
+    path = sys.argv[2]
+    def rewrite():
+        with open(path, "w") as f:
+            f.write('{"format": "pyward.report", "version": 1, "summary": {"denied": 0}}')
+    atexit.unregister(session.finish)
+    atexit.register(rewrite)
+    atexit.register(session.finish)  # runs first now: the rewrite comes after the report
+elif how == "symlink":
+    path = sys.argv[2]
+    os.symlink(os.path.abspath("victim.txt"), f"{path}.{os.getpid()}.tmp")
+    os.symlink(os.path.abspath("victim.txt"), f"{path}.tmp")
+elif how == "kill":
+    for pid in session.protected_pids:
+        try:
+            os.kill(pid, 9)
+        except PermissionError:
+            raised += 1
+    try:
+        os.killpg(session.protected_pids[1], 9)
+    except PermissionError:
+        raised += 1
+deny(4)
+print(raised, flush=True)
+if how == "exit":
+    os._exit(0)
+if how == "sigkill":
+    os.kill(os.getpid(), 9)
+if how == "oom":
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    hoard = []
+    while True:
+        hoard.append(bytearray(1 << 24))
+"""
+
+
+@pytest.fixture
+def app(tmp_path):
+    (tmp_path / "app.py").write_text(PROGRAM)
+    (tmp_path / "victim.txt").write_text("untouched\n")
+    return tmp_path
+
+
+def run(app, how: str, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict, int]:
+    """Run the program (the report goes to r.json); (result, report, denials the program saw raised)."""
+    path = app / "r.json"
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "-q", "--report", str(path), "-A",
+                             "--deny-env=SECRET_*", *extra, "app.py", how, str(path)], cwd=app, env=clean_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert not os.path.islink(path)
+    data = json.loads(path.read_text())
+    raised = int(result.stdout.split()[0]) if result.stdout.strip() else -1
+    return result, data, raised
+
+
+def denials(data: dict) -> int:
+    return sum(1 for e in data["events"] if e["engine"] == "sandbox" and e["kind"] == "denied")
+
+
+@pytest.mark.parametrize("how", ["none", "clear", "renumber", "finish", "module", "atexit", "symlink"])
+def test_what_the_program_does_to_pyward_does_not_change_its_record(app, how):
+    result, data, raised = run(app, how)
+    assert result.returncode == 0, result.stderr
+    assert raised == 4
+    assert data["summary"]["denied"] == denials(data) == 4  # one for each denial raised
+    assert [e["seq"] for e in data["events"]] == list(range(1, len(data["events"]) + 1))
+    checked = pyward("verify", str(app / "r.json"))
+    assert checked.returncode == 0, checked.stderr
+    assert (app / "victim.txt").read_text() == "untouched\n"
+    if how == "finish":  # the end it sent early is recorded as such
+        assert "after the end was recorded" in data["run"]["exit_reason"]
+    elif how == "atexit":  # its write after the end is recorded too
+        assert data["run"]["exit_reason"].startswith("completed")
+    else:
+        assert data["run"]["exit_status"] == 0 and data["run"]["exit_reason"] == "completed"
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill", "oom"])
+def test_a_program_that_ends_without_an_end_record_gets_a_report_saying_so(app, how):
+    result, data, raised = run(app, how)
+    assert raised == 4
+    assert result.returncode == {"exit": 0, "sigkill": -signal.SIGKILL}.get(how, result.returncode)
+    assert result.returncode != 0 or how == "exit"
+    checked = pyward("verify", str(app / "r.json"))
+    assert data["summary"]["denied"] == 4
+    if how == "oom" and data["run"]["exit_status"] is not None:  # python's MemoryError got to the end record
+        assert data["run"]["exit_reason"] == "uncaught MemoryError" and checked.returncode == 0
+        return
+    assert data["run"]["exit_status"] is None
+    assert data["run"]["exit_reason"] == "killed or os._exit (no end recorded)"
+    assert data["summary"]["denied"] == 4
+    assert data["events"][-1]["kind"] == "run.end" and data["events"][-1]["severity"] == "error"
+    assert checked.returncode == 3, checked.stderr
+    assert "did not end normally (killed or os._exit (no end recorded)): INCOMPLETE" in checked.stdout
+
+
+def test_signals_to_the_recorder_are_denied(app):
+    result, data, raised = run(app, "kill")
+    assert result.returncode == 0, result.stderr
+    assert raised == 4 + 3  # the two kills and the killpg were refused
+    kills = [e for e in data["events"] if e["kind"] == "denied" and e["details"].get("permission") == "signal"]
+    assert len(kills) == 3 and "pyward's recorder" in kills[0]["message"]
+    assert data["summary"]["denied"] == 7 and data["run"]["exit_reason"] == "completed"
+    assert pyward("verify", str(app / "r.json")).returncode == 0
+
+
+def test_the_program_keeps_its_process(app):
+    """The process its caller started is the program (pid, process group, session as python's), and it has no
+    child of pyward's to wait for."""
+    (app / "who.py").write_text("import os\nprint(os.getpid(), os.getpgrp(), os.getsid(0))\n"
+                                "try:\n    os.wait()\nexcept ChildProcessError:\n    print('no child')\n")
+    probe = "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); p.wait(); print(p.pid)"
+    seen = []
+    for cmd in ([sys.executable, "who.py"], [sys.executable, "-m", "pyward", "run", "-q", "who.py"]):
+        result = subprocess.run([sys.executable, "-c", probe, *cmd], cwd=app, capture_output=True, text=True,
+                                env=clean_env(), timeout=60)
+        (pid, group, session), child, started = (line.split() for line in result.stdout.splitlines())
+        assert pid == started[0] and child == ["no", "child"]
+        seen.append((int(group) == int(pid), session))
+    assert seen[0] == seen[1]
+
+
+def test_no_report_starts_no_recorder(app):
+    (app / "fork.py").write_text("import os\nprint(len(os.listdir('/proc/self/task')))\n")
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "-q", "--no-report", "fork.py"], cwd=app,
+                            capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert result.stdout == "1\n"  # and no thread either
