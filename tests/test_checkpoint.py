@@ -204,7 +204,8 @@ def test_sigkill_at_random_points(app):
         assert len(events) >= after  # every journaled step is on disk
         assert sealed == 100 * k or sealed == len(events)
         assert len(events) - sealed < 100  # at most the tail since the last checkpoint is unsealed
-        assert "did not end normally" in result.stdout
+        # killed while running, or (the recorder catching up) after the program sent its end
+        assert "did not end normally" in result.stdout or "report was not written" in result.stdout
 
 
 def test_os_exit_at_random_points(app):
