@@ -67,6 +67,28 @@ def recovery_words(recovery: str, value: str) -> str:
     return f"returns {value}"
 
 
+class Crash:
+    """One crash being healed: the exception, the boundary it escaped at, the
+    program's frame it escaped from, and the code analysed there (the original
+    code of a function healed before)."""
+
+    __slots__ = ("exc", "boundary", "tb", "frame_tb", "frame", "code", "what", "where", "runtime", "patch",
+                 "original", "instrs", "index", "shape")
+
+    def __init__(self, exc: BaseException, boundary: str, tb: TracebackType | None, frame_tb: TracebackType) -> None:
+        self.exc, self.boundary, self.tb, self.frame_tb = exc, boundary, tb, frame_tb
+        self.frame = frame_tb.tb_frame
+        self.code: CodeType = self.frame.f_code
+        self.what = f"{type(exc).__name__}: {exc}"
+        self.where = f"{_short(self.code.co_filename)}:{frame_tb.tb_lineno}"
+        self.runtime = False
+        self.patch: Patch | None = None
+        self.original: CodeType = self.code
+        self.instrs: list[Any] = []
+        self.index = 0
+        self.shape: str | None = None
+
+
 class Patch:
     """A function's original code, its guards (sites + recipes) and the code now in use."""
 
@@ -266,121 +288,169 @@ class HealEngine(Engine):
                 return None
 
     def _heal(self, exc: BaseException, boundary: str, tb: TracebackType | None) -> Healed | None:
-        from . import fingerprint
-        from .analyse import Unhealable, analyse, index_of_offset, instructions
-        from .guards import Guard, fallback_value
-        from .recovery import plan as plan_recovery
-        from .synth import RefusedPatch, diff, synthesise
-
-        session = self.session
-        assert session is not None
+        """Locate the crash in the program's code, find the failing operation (site),
+        choose how the program goes on (recovery), build and verify the guarded
+        code, then swap it in and store its recipe."""
         if self.fired and self.settings.get("heal.shadow"):
             self._shadow_crash(exc)
+        crash = self._locate(exc, boundary, tb)
+        if crash is None:
+            return None
+        found = self._site(crash)
+        if found is None:
+            return None
+        site, origin = found
+        if crash.patch is None:
+            crash.patch = Patch(crash.original, _module_name(crash.frame.f_globals))
+        for done, guard in zip(crash.patch.sites, crash.patch.guards):
+            if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
+                return Healed(guard.label, site.kind, site.operand, guard.recovery)
+        fallback = self._fallback(site.kind)
+        if not self._recover(crash, site, fallback):
+            return None
+        built = self._build(crash, site, fallback)
+        if built is None:
+            return None
+        guard, new_code, inserted = built
+        if self.dry_run:
+            self.session.journal.emit(  # type: ignore[union-attr]
+                "heal", "dry_run", guard.label, severity="notice", where=crash.where, function=crash.code.co_qualname,
+                message=f"dry run: {crash.what} in {guard.label} can be healed (guard built and verified, "
+                        f"recovery: {guard.recovery}; nothing patched or saved)")
+            return Healed(guard.label, site.kind, site.operand, guard.recovery)
+        return self._install(crash, site, guard, new_code, inserted, origin)
+
+    def _locate(self, exc: BaseException, boundary: str, tb: TracebackType | None) -> Crash | None:
+        """The program's frame the exception escaped from, and the code to analyse there."""
+        from . import fingerprint
+        from .analyse import index_of_offset, instructions
+
         frame_tb = self._program_frame(tb)
-        what = f"{type(exc).__name__}: {exc}"
         if frame_tb is None:
             self._unhealed(exc, "it was raised outside the program's own code (a library or python itself)", None)
             return None
-        frame = frame_tb.tb_frame
-        code = frame.f_code
-        runtime = self._compiled_at_run_time(code, frame)
-        if runtime and boundary == "script":
+        crash = Crash(exc, boundary, tb, frame_tb)
+        code = crash.code
+        crash.runtime = self._compiled_at_run_time(code, crash.frame)
+        if crash.runtime and boundary == "script":
             self._unhealed(exc, f"it is in code compiled while the program ran (exec() or compile(), file "
                                 f"{code.co_filename!r}): a guard there cannot be stored, and a re-run would compile "
-                                "that code again without it", f"{_short(code.co_filename)}:{frame_tb.tb_lineno}",
-                           code.co_qualname)
+                                "that code again without it", crash.where, code.co_qualname)
             return None
         patch = self.patches.get(id(code))
         inserted = patch.inserted if patch is not None else None
         if patch is None and id(code) in self.superseded:  # healed since this frame started
             _, patch, inserted = self.superseded[id(code)]
-        original = patch.original if patch is not None else code
-        instrs = instructions(original)
+        crash.patch = patch
+        crash.original = patch.original if patch is not None else code
+        crash.instrs = instructions(crash.original)
         if patch is not None:  # a second crash in a healed function: analyse the original code
-            index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))  # type: ignore[arg-type]
+            crash.index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))  # type: ignore[arg-type]
         else:
-            index = index_of_offset(instrs, frame_tb.tb_lasti)
-        offset = instrs[index].offset
-        where = f"{_short(code.co_filename)}:{frame_tb.tb_lineno}"
-        shape = fingerprint.shape(instrs, index, exc)
-        known = self._recognise(shape, original, instrs, index, frame)
+            crash.index = index_of_offset(crash.instrs, frame_tb.tb_lasti)
+        crash.shape = fingerprint.shape(crash.instrs, crash.index, exc)
+        return crash
+
+    def _site(self, crash: Crash) -> tuple[Site, str] | None:
+        """The failing operation (a crash shape seen before, or the analysis), and where the shape came from."""
+        from .analyse import Unhealable, analyse
+
+        known = self._recognise(crash.shape, crash.original, crash.instrs, crash.index, crash.frame)
         if known is not None:
-            site, origin = known
-        else:
-            try:
-                site = analyse(original, offset, exc, frame)
-            except Unhealable as reason:
-                self._unhealed(exc, str(reason), where, code.co_qualname)
-                return None
-            origin = ""
-        module = _module_name(frame.f_globals)
-        if patch is None:
-            patch = Patch(original, module)
-        for done, guard in zip(patch.sites, patch.guards):
-            if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
-                return Healed(guard.label, site.kind, site.operand, guard.recovery)
-        label = f"{code.co_qualname} ({site.kind} on {site.operand})"
-        fallback = self._fallback(site.kind)
-        if site.kind == "type_coercion_guard":
-            site.catches = type(exc).__name__
+            return known
         try:
-            site.plan = plan_recovery(original, site)
+            site = analyse(crash.original, crash.instrs[crash.index].offset, crash.exc, crash.frame)
         except Unhealable as reason:
-            self._unhealed(exc, str(reason), where, code.co_qualname)
+            self._unhealed(crash.exc, str(reason), crash.where, crash.code.co_qualname)
             return None
+        return site, ""
+
+    def _recover(self, crash: Crash, site: Site, fallback: str) -> bool:
+        """Choose how the program goes on when the guard falls back (recovery.py); False: unhealed."""
+        from .analyse import Unhealable
+        from .guards import fallback_value
+        from .recovery import plan as plan_recovery
+
+        if site.kind == "type_coercion_guard":
+            site.catches = type(crash.exc).__name__
+        try:
+            site.plan = plan_recovery(crash.original, site)
+        except Unhealable as reason:
+            self._unhealed(crash.exc, str(reason), crash.where, crash.code.co_qualname)
+            return False
         site.plan.value = fallback_value(fallback)
-        if site.plan.recovery == "return" and boundary.endswith("request") and self._server_called(tb, frame_tb):
-            self._unhealed(exc, f"no recovery lets the request complete ({code.co_qualname} is the handler the "
-                                f"server called: it would give the server "
-                                f"{'None' if fallback == 'none' else fallback} instead of a response)",
-                           where, code.co_qualname)
-            return None
+        if site.plan.recovery == "return" and crash.boundary.endswith("request") and \
+                self._server_called(crash.tb, crash.frame_tb):
+            self._unhealed(crash.exc, f"no recovery lets the request complete ({crash.code.co_qualname} is the "
+                                      f"handler the server called: it would give the server "
+                                      f"{'None' if fallback == 'none' else fallback} instead of a response)",
+                           crash.where, crash.code.co_qualname)
+            return False
+        return True
+
+    def _build(self, crash: Crash, site: Site, fallback: str) -> tuple[Guard, CodeType, list[int]] | None:
+        """The guard and the guarded code, through synth's verification gate; None: refused (journaled)."""
+        from .guards import Guard
+        from .synth import RefusedPatch, diff, synthesise
+
+        session = self.session
+        assert session is not None and crash.patch is not None and site.plan is not None
+        code = crash.code
+        label = f"{code.co_qualname} ({site.kind} on {site.operand})"
         guard = Guard(site.kind, site.operand, fallback, self._fired, label, site.plan.recovery, site.catches)
         try:
-            new_code, inserted = synthesise(original, [*patch.sites, site], self._helper_maker(patch, site, guard))
+            new_code, inserted = synthesise(crash.original, [*crash.patch.sites, site],
+                                            self._helper_maker(crash.patch, site, guard))
         except RefusedPatch as refusal:
-            session.journal.emit("heal", "refused", code.co_qualname, severity="error", where=where,
+            session.journal.emit("heal", "refused", code.co_qualname, severity="error", where=crash.where,
                                  function=code.co_qualname,
-                                 message=f"unhealed {what} in {code.co_qualname}: the guard was refused by the "
+                                 message=f"unhealed {crash.what} in {code.co_qualname}: the guard was refused by the "
                                          f"verification gate ({refusal})")
             return None
         if self.verbose or self.dry_run:
             lines = diff(new_code, inserted)
             session.journal.emit("heal", "diff", code.co_qualname, severity="info" if not self.dry_run else "notice",
-                                 where=where, function=code.co_qualname,
+                                 where=crash.where, function=code.co_qualname,
                                  message="guarded bytecode ('+' inserted):\n" + "\n".join(lines))
-        if self.dry_run:
-            session.journal.emit("heal", "dry_run", label, severity="notice", where=where, function=code.co_qualname,
-                                 message=f"dry run: {what} in {label} can be healed (guard built and verified, "
-                                         f"recovery: {site.plan.recovery}; nothing patched or saved)")
-            return Healed(label, site.kind, site.operand, site.plan.recovery)
+        return guard, new_code, inserted
+
+    def _install(self, crash: Crash, site: Site, guard: Guard, new_code: CodeType, inserted: list[int],
+                 origin: str) -> Healed | None:
+        """Swap the guarded code in, then store its recipe and journal the heal."""
+        session = self.session
+        patch = crash.patch
+        assert session is not None and patch is not None
+        code, exc = crash.code, crash.exc
         # first: a swap that fails (a sandbox denial, no function found) leaves nothing saved
         if not self._swap(patch, new_code, inserted):
             self._unhealed(exc, f"no live function runs the code of {code.co_qualname} (pyward looks in the "
-                                "collector's lists and, after gc.freeze(), in the module's namespace)", where,
+                                "collector's lists and, after gc.freeze(), in the module's namespace)", crash.where,
                            code.co_qualname)
             return None
-        recipe = self._recipe(patch, site, fallback, exc) if not runtime else None
+        fallback = guard.fallback
+        recipe = self._recipe(patch, site, fallback, exc) if not crash.runtime else None
         if not origin:
-            self._learn_shape(shape, site, instrs, index, original)
+            self._learn_shape(crash.shape, site, crash.instrs, crash.index, crash.original)
         patch.sites.append(site)
         patch.guards.append(guard)
         patch.recipes.append(recipe)
         self.healed += 1
         value = "None" if fallback == "none" else fallback
-        recovery = site.plan.recovery
-        session.journal.emit("heal", "healed", label, severity="warning", where=where, function=code.co_qualname,
-                             message=f"healed {what} in {label}: the guard {recovery_words(recovery, value)} when "
-                                     f"{site.operand} would fail"
+        recovery = guard.recovery
+        boundary = crash.boundary
+        session.journal.emit("heal", "healed", guard.label, severity="warning", where=crash.where,
+                             function=code.co_qualname,
+                             message=f"healed {crash.what} in {guard.label}: the guard "
+                                     f"{recovery_words(recovery, value)} when {site.operand} would fail"
                                      f"{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}"
                                      f"{'; crash shape recognised from ' + origin if origin else ''}"
-                                     f"{_RUNTIME_NOTE if runtime else ''}",
+                                     f"{_RUNTIME_NOTE if crash.runtime else ''}",
                              details={"kind": site.kind, "operand": site.operand, "fallback": fallback,
-                                      "recovery": recovery, "function": code.co_qualname, "module": module,
-                                      "exception": what, "recipe": recipe.id if recipe is not None else None,
-                                      "shape": shape, "recognised_from": origin or None,
+                                      "recovery": recovery, "function": code.co_qualname, "module": patch.module,
+                                      "exception": crash.what, "recipe": recipe.id if recipe is not None else None,
+                                      "shape": crash.shape, "recognised_from": origin or None,
                                       "stored": recipe is not None})
-        return Healed(label, site.kind, site.operand, recovery)
+        return Healed(guard.label, site.kind, site.operand, recovery)
 
     def _compiled_at_run_time(self, code: CodeType, frame: Any) -> bool:
         """True for code the program compiled while it ran (exec(), compile()):
