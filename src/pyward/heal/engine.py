@@ -495,8 +495,9 @@ class HealEngine(Engine):
         self.shapes[shape] = (stored, origin)
         try:
             self._open_store().save_shape(shape, stored, origin)
-        except Exception:
-            pass  # the registry saves re-analysis, nothing depends on it
+        except Exception as exc:  # the registry saves re-analysis, nothing depends on it: said, not raised
+            self.session.journal.emit("heal", "store.error", shape, severity="warning", where="",  # type: ignore[union-attr]
+                                      message=f"crash shape not saved: {type(exc).__name__}: {exc}")
 
     def _helper_maker(self, patch: Patch, new_site: Site, new_guard: Guard) -> Any:
         from .guards import helper
@@ -551,13 +552,22 @@ class HealEngine(Engine):
         return self.settings.get(f"heal.fallback.{kind}") or "none"
 
     def _fired(self, guard: Guard) -> None:
+        """A guard took its fallback: journal it (once per guard), and trace where its value goes under --shadow.
+        Never raises: the guarded program goes on whatever happens here."""
         if id(guard) in self.fired or self.session is None:
             return
         self.fired.add(id(guard))
+        try:
+            self._journal_firing(guard)
+        except Exception as exc:
+            self.session.journal.internal_error("heal", f"journaling the firing of {guard.label}", exc)
+
+    def _journal_firing(self, guard: Guard) -> None:
+        assert self.session is not None
         from . import guards, synth
 
         between = (guards.helper.__code__.co_filename, synth.synthesise.__code__.co_filename)
-        caller = sys._getframe(1)
+        caller = sys._getframe(2)  # the guard <- _fired <- here
         while caller.f_code.co_filename in between:  # fire <- helper [<- chained helper] <- guarded code
             caller = caller.f_back  # type: ignore[assignment]
         where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
