@@ -125,8 +125,8 @@ class HealEngine(Engine):
         ttl = self.settings.get("heal.ttl", 7)
         stale_checked: set[str] = set()
         for recipe in self._stored():
-            self.known.add(recipe.id)
-            self._synced = max(self._synced, recipe.id)
+            self.known.add(recipe.saved_id())
+            self._synced = max(self._synced, recipe.saved_id())
             self.pending.setdefault(recipe.module, []).append(recipe)
             if ttl and recipe.age_days() > ttl and recipe.qualname not in stale_checked:
                 stale_checked.add(recipe.qualname)
@@ -466,8 +466,8 @@ class HealEngine(Engine):
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
         self.saved += 1
-        self.known.add(recipe.id)
-        self.said.add(recipe.id)  # healed in this run: the re-run says nothing more about it
+        self.known.add(recipe.saved_id())
+        self.said.add(recipe.saved_id())  # healed in this run: the re-run says nothing more about it
         self.pending.setdefault(patch.module, []).append(recipe)  # the finder (installed at start) applies it
         return recipe
 
@@ -656,7 +656,7 @@ class HealEngine(Engine):
         fresh = [r for r in recipes if r.code_hash == digest]
         for r in recipes:
             if r.code_hash != digest and r.id not in self.said:
-                self.said.add(r.id)
+                self.said.add(r.saved_id())
                 session.journal.emit("heal", "stale", r.qualname, severity="notice", where="",
                                      message=f"stale patch not applied: {r.label()}: {r.qualname} changed since the "
                                              f"patch was made (fixed?); `pyward rollback {r.qualname}` removes it")
@@ -673,7 +673,7 @@ class HealEngine(Engine):
                 site.plan = plan_recovery(code, site)
             except Unhealable as reason:
                 if r.id not in self.said:
-                    self.said.add(r.id)
+                    self.said.add(r.saved_id())
                     session.journal.emit("heal", "dropped", r.qualname, severity="warning", where="",
                                          message=f"stored patch not applied: {r.label()}: {reason}; "
                                                  f"`pyward rollback {r.id}` removes it")
@@ -702,7 +702,7 @@ class HealEngine(Engine):
             self.patches[id(new)] = patch
         for r in fresh:
             if r.id not in self.said:
-                self.said.add(r.id)
+                self.said.add(r.saved_id())
                 session.journal.emit("heal", "already_healed", r.qualname, severity="notice", where="",
                                      message=f"already healed: {r.label()}",
                                      details={"recipe": r.id, "kind": r.kind, "operand": r.operand})
@@ -737,10 +737,10 @@ class HealEngine(Engine):
                 saved = self._open_store().for_python(after=self._synced)
             except Exception:  # a store another process is creating, a locked file: next time
                 return
-            self._synced = max([self._synced, *(r.id for r in saved)])  # this process's own recipes included
+            self._synced = max([self._synced, *(r.saved_id() for r in saved)])  # this process's own recipes included
             new = [r for r in saved if r.id not in self.known]
             for r in new:
-                self.known.add(r.id)
+                self.known.add(r.saved_id())
                 self.pending.setdefault(r.module, []).append(r)  # modules not imported yet: the finder
             for name in {r.module for r in new if r.module in sys.modules}:
                 self._patch_loaded_module(sys.modules[name], [r for r in new if r.module == name])
@@ -767,7 +767,8 @@ class _RecipeFinder:
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "get_code"):
-                    spec.loader = _PatchingLoader(spec.loader, self.engine)
+                    # a duck-typed wrapper: subclassing importlib.abc.Loader would shadow what __getattr__ forwards
+                    spec.loader = _PatchingLoader(spec.loader, self.engine)  # type: ignore[assignment]
                 return spec
         return None
 
@@ -890,7 +891,7 @@ def _frozen_functions(filename: str) -> list[FunctionType]:
 
 def _filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        _ = cell.cell_contents
     except ValueError:  # an empty cell
         return False
     return True
