@@ -6,8 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+
 from helpers import clean_env
 
 HEADER = "X-Pyward-Healed"

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 
 import pytest
+
 from ci_programs import BUGGY, ENFORCE, FINDINGS, report, run
 from helpers import pyward, pyward_lines
 
