@@ -784,7 +784,7 @@ def _execute(p: _Prepared) -> None:
 
             if p.starts is not None:
                 p.starts(None)
-            runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]
+            runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]  # CPython private, as -m
             return
         source = p.code
         code = source

@@ -121,7 +121,7 @@ class Request:
                 why = not_replayable(exchange.method, self.rule, sent=exchange.sent, body_over=exchange.body_over(),
                                      retries_used=False)
                 heal = self.rule.heal
-                if monitor.unheard(heal.session, heal.is_program_file,  # type: ignore[arg-type]
+                if monitor.unheard(heal.started(), heal.is_program_file,
                                    "" if why else f"{exchange.method} {exchange.path}"):
                     return AGAIN
             if self.heals:

@@ -149,11 +149,17 @@ class HealEngine(Engine):
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
 
+    def started(self) -> Session:
+        """The session, for what runs after start() (a heal, a boundary, an import)."""
+        if self.session is None:
+            raise RuntimeError("the heal engine has not started")
+        return self.session
+
     def watch_escapes(self) -> bool:
         """A WSGI/ASGI middleware serves: on 3.12+, find the exceptions frameworks answer themselves (monitor.py)."""
         from . import monitor
 
-        return monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
+        return monitor.start(self.started(), self.is_program_file)
 
     def _stored(self) -> list[Recipe]:
         """This Python's recipes, when a store exists (no store: no sqlite3 import)."""
@@ -291,13 +297,13 @@ class HealEngine(Engine):
                            code.co_qualname)
             return None
         patch = self.patches.get(id(code))
-        inserted = patch.inserted if patch is not None else None
+        inserted: list[int] = patch.inserted if patch is not None else []
         if patch is None and id(code) in self.superseded:  # healed since this frame started
             _, patch, inserted = self.superseded[id(code)]
         original = patch.original if patch is not None else code
         instrs = instructions(original)
         if patch is not None:  # a second crash in a healed function: analyse the original code
-            index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))  # type: ignore[arg-type]
+            index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))
         else:
             index = index_of_offset(instrs, frame_tb.tb_lasti)
         offset = instrs[index].offset
@@ -436,7 +442,7 @@ class HealEngine(Engine):
         """Every function running `patch.current` (and every enclosing code)
         gets `new_code`; False when no function was found to run it."""
         old = patch.current
-        with self.session.acting("heal"):  # type: ignore[union-attr]
+        with self.started().acting("heal"):
             if not _install(old, new_code):
                 return False
         # a thread still running the old code (the original too) may crash in it: its site maps to this patch
@@ -462,7 +468,7 @@ class HealEngine(Engine):
         try:
             self._open_store().save(recipe)
         except Exception as error:
-            self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
+            self.started().journal.emit("heal", "store.error", "store", severity="error", where="",
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
         self.saved += 1
@@ -482,8 +488,8 @@ class HealEngine(Engine):
 
         between = (guards.helper.__code__.co_filename, synth.synthesise.__code__.co_filename)
         caller = sys._getframe(1)
-        while caller.f_code.co_filename in between:  # fire <- helper [<- chained helper] <- guarded code
-            caller = caller.f_back  # type: ignore[assignment]
+        while caller.f_code.co_filename in between and caller.f_back is not None:  # fire <- helper(s) <- guarded
+            caller = caller.f_back
         where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
         value = "None" if guard.fallback == "none" else guard.fallback
         outcome = {"skip": "statement skipped", "return": f"the function returns {value}"}.get(guard.recovery, value)
@@ -501,7 +507,7 @@ class HealEngine(Engine):
         suspects = [f"{g.label} ({g.hits} time{'s' * (g.hits != 1)})" for p in self.patches.values()
                     for g in p.guards if g.hits and g.fallback == fallback]
         if suspects:
-            self.session.journal.emit(  # type: ignore[union-attr]
+            self.started().journal.emit(
                 "heal", "shadow", type(exc).__name__, severity="warning", where="",
                 message=f"shadow: {type(exc).__name__}: {exc}: guards produced "
                         f"{'None' if fallback == 'none' else '0'} before this crash and may have caused it: "
@@ -538,14 +544,14 @@ class HealEngine(Engine):
             trail = shadow.Trail()
             trail.end = f"not followed ({type(exc).__name__}: {exc})"
         value = "None" if guard.fallback == "none" else guard.fallback
-        self.session.journal.emit(  # type: ignore[union-attr]
+        self.started().journal.emit(
             "heal", "shadow", guard.label, severity="warning" if trail.worry else "notice",
             where=f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}", function=frame.f_code.co_qualname,
             message=f"shadow: the {value} from {guard.label} goes: {trail.text()}",
             details={"trail": trail.hops, "end": trail.end, "worry": trail.worry})
 
     def _unhealed(self, exc: BaseException, reason: str, where: str | None, function: str = "") -> None:
-        self.session.journal.emit("heal", "unhealed", type(exc).__name__, severity="error",  # type: ignore
+        self.started().journal.emit("heal", "unhealed", type(exc).__name__, severity="error",
                                   where=where or "", function=function,
                                   message=f"unhealed {type(exc).__name__}: {exc}: {reason}")
 
@@ -572,7 +578,7 @@ class HealEngine(Engine):
         return True, "", "", []
 
     def skipped_block(self, exc: BaseException, label: str) -> None:
-        self.session.journal.emit("heal", "block_skipped", label, severity="warning",  # type: ignore[union-attr]
+        self.started().journal.emit("heal", "block_skipped", label, severity="warning",
                                   message=f"the rest of the `with pyward.resilient()` block was skipped after "
                                           f"{type(exc).__name__}: {exc}; later runs of it use the patch")
 
@@ -719,7 +725,7 @@ class HealEngine(Engine):
         for f in _functions(getattr(module, "__file__", None) or "", name):
             new = self._patch_code(f.__code__, by_name, name, memo)
             if new is not f.__code__:
-                with self.session.acting("heal"):  # type: ignore[union-attr]
+                with self.started().acting("heal"):
                     f.__code__ = new
 
     def refresh(self) -> None:
@@ -747,7 +753,7 @@ class HealEngine(Engine):
 
     def _install_finder(self) -> None:
         self._finder = _RecipeFinder(self)
-        with self.session.acting("heal"):  # type: ignore[union-attr]
+        with self.started().acting("heal"):
             sys.meta_path.insert(0, self._finder)
 
 

@@ -112,10 +112,11 @@ def install(heal: HealEngine, module: Any) -> None:
                 request.commit()
                 self.wfile, self.rfile = request.real, request.rfile
 
+    # markers on the wrapper functions (mypy knows no attributes on a function)
     parse_request_._pyward = handle_one_request_._pyward = True  # type: ignore[attr-defined]
     parse_request_.__wrapped__ = parse_request  # type: ignore[attr-defined]
     handle_one_request_.__wrapped__ = handle_one_request  # type: ignore[attr-defined]
-    with heal.session.acting("heal"):  # type: ignore[union-attr]
+    with heal.started().acting("heal"):
         cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
 
 
