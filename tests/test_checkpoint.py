@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import clean_env, pyward, pyward_lines
 
+from helpers import clean_env, pyward, pyward_lines
 from pyward import checkpoint, report
 from pyward import journal as journal_module
 from pyward.journal import Journal

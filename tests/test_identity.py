@@ -8,15 +8,16 @@ from importlib import resources
 
 import jsonschema
 import pytest
-from helpers import clean_env, pyward
 
+from helpers import clean_env, pyward
 from pyward.config import load
 from pyward.identity import effective_policy, policy_revision, resource_attributes
 
 EVENT_SCHEMA = json.loads(resources.files("pyward.schema").joinpath("event-1.json").read_text())
 REPORT_SCHEMA = json.loads(resources.files("pyward.schema").joinpath("report-1.json").read_text())
 
-DENIES = "import os\nfor name in ('A', 'B'):\n    try:\n        os.environ.get(name)\n    except PermissionError:\n        pass\n"
+DENIES = ("import os\nfor name in ('A', 'B'):\n    try:\n        os.environ.get(name)\n"
+          "    except PermissionError:\n        pass\n")
 
 
 def run_report(tmp_path, *args: str, env: dict[str, str] | None = None) -> dict:

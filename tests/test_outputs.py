@@ -6,6 +6,7 @@ import os
 import textwrap
 
 import pytest
+
 from ci_programs import BUGGY, ENFORCE, FINDINGS, report, run
 from helpers import pyward, pyward_lines
 

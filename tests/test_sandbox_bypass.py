@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+
 from helpers import clean_env
 from sandbox_helpers import guard
 

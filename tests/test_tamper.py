@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+
 from sandbox_helpers import guard
 
 WATCHERS = sys.version_info >= (3, 12)

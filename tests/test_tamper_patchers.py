@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 
-import pytest
 from helpers import clean_env
 from sandbox_helpers import guard
 

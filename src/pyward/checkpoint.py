@@ -267,7 +267,7 @@ def verify_journal(raw: bytes, hmac_key: bytes | None = None) -> JournalVerdict:
     start = genesis(run)
     if header.get("genesis") != start.hex():
         return verdict.fail(1, "run metadata altered (genesis hash does not match)")
-    settings = header.get("checkpoints") if isinstance(header.get("checkpoints"), dict) else {}
+    settings: dict[str, Any] = header["checkpoints"] if isinstance(header.get("checkpoints"), dict) else {}
     expected_key = settings.get("hmac")
     verdict.signed = bool(expected_key)
     if hmac_key is not None and expected_key and key_id(hmac_key) != expected_key:

@@ -158,7 +158,8 @@ class Verdict:
 
 def _describe(position: int, item: Any) -> str:
     if isinstance(item, dict):
-        return f"event #{position} (seq {item.get('seq')}, {item.get('engine')}/{item.get('kind')} {item.get('name')!r})"
+        return (f"event #{position} (seq {item.get('seq')}, {item.get('engine')}/{item.get('kind')} "
+                f"{item.get('name')!r})")
     return f"event #{position}"
 
 

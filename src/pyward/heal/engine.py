@@ -147,8 +147,8 @@ class HealEngine(Engine):
         ttl = self.settings.get("heal.ttl", 7)
         stale_checked: set[str] = set()
         for recipe in self._stored():
-            self.known.add(recipe.id)
-            self._synced = max(self._synced, recipe.id)
+            self.known.add(recipe.saved_id())
+            self._synced = max(self._synced, recipe.saved_id())
             self.pending.setdefault(recipe.module, []).append(recipe)
             if ttl and recipe.age_days() > ttl and recipe.qualname not in stale_checked:
                 stale_checked.add(recipe.qualname)
@@ -171,11 +171,17 @@ class HealEngine(Engine):
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
 
+    def started(self) -> Session:
+        """The session, for what runs after start() (a heal, a boundary, an import)."""
+        if self.session is None:
+            raise RuntimeError("the heal engine has not started")
+        return self.session
+
     def watch_escapes(self) -> bool:
         """A WSGI/ASGI middleware serves: on 3.12+, find the exceptions frameworks answer themselves (monitor.py)."""
         from . import monitor
 
-        return monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
+        return monitor.start(self.started(), self.is_program_file)
 
     def _stored(self) -> list[Recipe]:
         """This Python's recipes, when a store exists (no store: no sqlite3 import)."""
@@ -338,14 +344,14 @@ class HealEngine(Engine):
                                 "that code again without it", crash.where, code.co_qualname)
             return None
         patch = self.patches.get(id(code))
-        inserted = patch.inserted if patch is not None else None
+        inserted: list[int] = patch.inserted if patch is not None else []
         if patch is None and id(code) in self.superseded:  # healed since this frame started
             _, patch, inserted = self.superseded[id(code)]
         crash.patch = patch
         crash.original = patch.original if patch is not None else code
         crash.instrs = instructions(crash.original)
         if patch is not None:  # a second crash in a healed function: analyse the original code
-            crash.index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))  # type: ignore[arg-type]
+            crash.index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))
         else:
             crash.index = index_of_offset(crash.instrs, frame_tb.tb_lasti)
         crash.shape = fingerprint.shape(crash.instrs, crash.index, exc)
@@ -513,7 +519,7 @@ class HealEngine(Engine):
         """Every function running `patch.current` (and every enclosing code)
         gets `new_code`; False when no function was found to run it."""
         old = patch.current
-        with self.session.acting("heal"):  # type: ignore[union-attr]
+        with self.started().acting("heal"):
             if not _install(old, new_code):
                 return False
         # a thread still running the old code (the original too) may crash in it: its site maps to this patch
@@ -539,12 +545,12 @@ class HealEngine(Engine):
         try:
             self._open_store().save(recipe)
         except Exception as error:
-            self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
+            self.started().journal.emit("heal", "store.error", "store", severity="error", where="",
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
         self.saved += 1
-        self.known.add(recipe.id)
-        self.said.add(recipe.id)  # healed in this run: the re-run says nothing more about it
+        self.known.add(recipe.saved_id())
+        self.said.add(recipe.saved_id())  # healed in this run: the re-run says nothing more about it
         self.pending.setdefault(patch.module, []).append(recipe)  # the finder (installed at start) applies it
         return recipe
 
@@ -568,8 +574,8 @@ class HealEngine(Engine):
 
         between = (guards.helper.__code__.co_filename, synth.synthesise.__code__.co_filename)
         caller = sys._getframe(2)  # the guard <- _fired <- here
-        while caller.f_code.co_filename in between:  # fire <- helper [<- chained helper] <- guarded code
-            caller = caller.f_back  # type: ignore[assignment]
+        while caller.f_code.co_filename in between and caller.f_back is not None:  # fire <- helper(s) <- guarded
+            caller = caller.f_back
         where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
         value = "None" if guard.fallback == "none" else guard.fallback
         outcome = {"skip": "statement skipped", "return": f"the function returns {value}"}.get(guard.recovery, value)
@@ -587,7 +593,7 @@ class HealEngine(Engine):
         suspects = [f"{g.label} ({g.hits} time{'s' * (g.hits != 1)})" for p in self.patches.values()
                     for g in p.guards if g.hits and g.fallback == fallback]
         if suspects:
-            self.session.journal.emit(  # type: ignore[union-attr]
+            self.started().journal.emit(
                 "heal", "shadow", type(exc).__name__, severity="warning", where="",
                 message=f"shadow: {type(exc).__name__}: {exc}: guards produced "
                         f"{'None' if fallback == 'none' else '0'} before this crash and may have caused it: "
@@ -624,14 +630,14 @@ class HealEngine(Engine):
             trail = shadow.Trail()
             trail.end = f"not followed ({type(exc).__name__}: {exc})"
         value = "None" if guard.fallback == "none" else guard.fallback
-        self.session.journal.emit(  # type: ignore[union-attr]
+        self.started().journal.emit(
             "heal", "shadow", guard.label, severity="warning" if trail.worry else "notice",
             where=f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}", function=frame.f_code.co_qualname,
             message=f"shadow: the {value} from {guard.label} goes: {trail.text()}",
             details={"trail": trail.hops, "end": trail.end, "worry": trail.worry})
 
     def _unhealed(self, exc: BaseException, reason: str, where: str | None, function: str = "") -> None:
-        self.session.journal.emit("heal", "unhealed", type(exc).__name__, severity="error",  # type: ignore
+        self.started().journal.emit("heal", "unhealed", type(exc).__name__, severity="error",
                                   where=where or "", function=function,
                                   message=f"unhealed {type(exc).__name__}: {exc}: {reason}")
 
@@ -658,7 +664,7 @@ class HealEngine(Engine):
         return True, "", "", []
 
     def skipped_block(self, exc: BaseException, label: str) -> None:
-        self.session.journal.emit("heal", "block_skipped", label, severity="warning",  # type: ignore[union-attr]
+        self.started().journal.emit("heal", "block_skipped", label, severity="warning",
                                   message=f"the rest of the `with pyward.resilient()` block was skipped after "
                                           f"{type(exc).__name__}: {exc}; later runs of it use the patch")
 
@@ -749,7 +755,7 @@ class HealEngine(Engine):
         fresh = [r for r in recipes if r.code_hash == digest]
         for r in recipes:
             if r.code_hash != digest and r.id not in self.said:
-                self.said.add(r.id)
+                self.said.add(r.saved_id())
                 session.journal.emit("heal", "stale", r.qualname, severity="notice", where="",
                                      message=f"stale patch not applied: {r.label()}: {r.qualname} changed since the "
                                              f"patch was made (fixed?); `pyward rollback {r.qualname}` removes it")
@@ -766,7 +772,7 @@ class HealEngine(Engine):
                 site.plan = plan_recovery(code, site)
             except Unhealable as reason:
                 if r.id not in self.said:
-                    self.said.add(r.id)
+                    self.said.add(r.saved_id())
                     session.journal.emit("heal", "dropped", r.qualname, severity="warning", where="",
                                          message=f"stored patch not applied: {r.label()}: {reason}; "
                                                  f"`pyward rollback {r.id}` removes it")
@@ -795,7 +801,7 @@ class HealEngine(Engine):
             self.patches[id(new)] = patch
         for r in fresh:
             if r.id not in self.said:
-                self.said.add(r.id)
+                self.said.add(r.saved_id())
                 session.journal.emit("heal", "already_healed", r.qualname, severity="notice", where="",
                                      message=f"already healed: {r.label()}",
                                      details={"recipe": r.id, "kind": r.kind, "operand": r.operand})
@@ -812,7 +818,7 @@ class HealEngine(Engine):
         for f in _functions(getattr(module, "__file__", None) or "", name):
             new = self._patch_code(f.__code__, by_name, name, memo)
             if new is not f.__code__:
-                with self.session.acting("heal"):  # type: ignore[union-attr]
+                with self.started().acting("heal"):
                     f.__code__ = new
 
     def refresh(self) -> None:
@@ -830,17 +836,17 @@ class HealEngine(Engine):
                 saved = self._open_store().for_python(after=self._synced)
             except Exception:  # a store another process is creating, a locked file: next time
                 return
-            self._synced = max([self._synced, *(r.id for r in saved)])  # this process's own recipes included
+            self._synced = max([self._synced, *(r.saved_id() for r in saved)])  # this process's own recipes included
             new = [r for r in saved if r.id not in self.known]
             for r in new:
-                self.known.add(r.id)
+                self.known.add(r.saved_id())
                 self.pending.setdefault(r.module, []).append(r)  # modules not imported yet: the finder
             for name in {r.module for r in new if r.module in sys.modules}:
                 self._patch_loaded_module(sys.modules[name], [r for r in new if r.module == name])
 
     def _install_finder(self) -> None:
         self._finder = _RecipeFinder(self)
-        with self.session.acting("heal"):  # type: ignore[union-attr]
+        with self.started().acting("heal"):
             sys.meta_path.insert(0, self._finder)
 
 
@@ -860,7 +866,8 @@ class _RecipeFinder:
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "get_code"):
-                    spec.loader = _PatchingLoader(spec.loader, self.engine)
+                    # a duck-typed wrapper: subclassing importlib.abc.Loader would shadow what __getattr__ forwards
+                    spec.loader = _PatchingLoader(spec.loader, self.engine)  # type: ignore[assignment]
                 return spec
         return None
 
@@ -983,7 +990,7 @@ def _frozen_functions(filename: str) -> list[FunctionType]:
 
 def _filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        _ = cell.cell_contents
     except ValueError:  # an empty cell
         return False
     return True

@@ -65,8 +65,8 @@ def build_decider(policy: Policy, context: Context,
         files = files | {context.spool}  # children's events, read back at the end
     outputs = {realpath(p) for p in context.outputs}
     how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
-    caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS",
-                                     "STATE", "TTY", "ON_DISK")}
+    caches: dict[str, dict[Any, Any]] = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED",
+                                                               "RESOLVED_PATHS", "STATE", "TTY", "ON_DISK")}
     stdlib = os.path.dirname(os.__file__)
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (

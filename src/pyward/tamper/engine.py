@@ -26,8 +26,8 @@ from types import ModuleType
 from .._isolation import isolate_builtins, isolate_module
 from ..config import as_list
 from ..runner import Engine, exit_at_once
-from .errors import TamperError
 from .environment import env_is_sensitive, redact
+from .errors import TamperError
 from .patcher import caller_of, patcher, patcher_modules
 from .restore import put_back, remember_code
 from .seals import DEFAULT_TARGETS, MISSING, Seal, describe, fingerprint, prefixes, resolve, type_dict
@@ -239,10 +239,10 @@ class TamperEngine(Engine):
             self._on_modules(kind, key, old, new)
             return
         if kind in ("__code__", "__defaults__", "__kwdefaults__"):
-            for seal in list(self.seals.values()):
-                if seal.original is container:
-                    self.swapped.add(seal.name)  # the check at exit must not report it twice
-                    self._alert(seal, f"{kind} swapped", old, new, kind)
+            for sealed in list(self.seals.values()):
+                if sealed.original is container:
+                    self.swapped.add(sealed.name)  # the check at exit must not report it twice
+                    self._alert(sealed, f"{kind} swapped", old, new, kind)
             return
         seal = self.seals.get((id(container), key)) if type(key) is str else None
         if seal is None:
@@ -391,8 +391,9 @@ class TamperEngine(Engine):
                 now = seal.current()
                 self._alert(seal, {"deleted": "deleted", "rebound": "replaced", "code": "code changed"}[change],
                             seal.original, now, f"check at {when}", late=True)
-        for name, before, now in (("sys.meta_path", self.meta_path, sys.meta_path),
-                                  ("sys.path_hooks", self.path_hooks, sys.path_hooks)):
+        hooks: tuple[tuple[str, list[Any], list[Any]], ...] = (
+            ("sys.meta_path", self.meta_path, sys.meta_path), ("sys.path_hooks", self.path_hooks, sys.path_hooks))
+        for name, before, now in hooks:
             if [id(x) for x in before] != [id(x) for x in now]:
                 came = [x for x in now if all(x is not y for y in before)
                         and not type(x).__module__.startswith("pyward.")]  # heal's recipe finder
@@ -573,7 +574,7 @@ class TamperEngine(Engine):
                 raise TamperError(verdict)
             return verdict
 
-        class SealedModule(ModuleType):  # type: ignore[misc]
+        class SealedModule(ModuleType):
             __slots__ = ()
 
             def __setattr__(self, name: str, value: Any) -> None:

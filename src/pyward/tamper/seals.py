@@ -41,7 +41,7 @@ class Seal:
         self.first = original  # what was sealed; `original` follows changes the user let stand
 
     def namespace(self) -> dict[str, Any]:
-        return self.owner.__dict__  # type: ignore[no-any-return]
+        return self.owner.__dict__
 
     def current(self) -> Any:
         """The raw namespace entry now (a missing entry is _MISSING)."""
@@ -81,7 +81,7 @@ def fingerprint(obj: Any) -> tuple[Any, ...] | None:
 
 def _has_contents(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        _ = cell.cell_contents
     except ValueError:
         return False
     return True

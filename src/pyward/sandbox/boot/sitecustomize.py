@@ -33,7 +33,7 @@ def _chain():
     """Run the sitecustomize module that this one hides, if there is one."""
     me = sys.modules.pop("sitecustomize", None)
     try:
-        import sitecustomize  # noqa: F401
+        import sitecustomize  # type: ignore[import-not-found]  # noqa: F401  (the site's own, found at run time)
     except ImportError:
         pass
     finally:
