@@ -835,8 +835,9 @@ env_get(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 extern char **environ;
 
 /* The decider's own reads of the environment (PATH, to find a command): no check,
- * since a check inside a verdict is a nested verdict.  Handed out once, to the
- * decider being built, and held only in its hidden namespace. */
+ * since a check inside a verdict is a nested verdict.  Handed out only before the
+ * sandbox is installed (to the decider being built, which holds it in its hidden
+ * namespace); refused from then on, so the program never gets one. */
 static PyObject *
 env_raw(PyObject *module, PyObject *name)
 {
@@ -856,16 +857,14 @@ env_raw(PyObject *module, PyObject *name)
 }
 
 static PyMethodDef env_raw_def = {"env_raw", env_raw, METH_O, NULL};
-static int env_raw_given;
 
 static PyObject *
 take_env_reader(PyObject *module, PyObject *unused)
 {
-    if (env_raw_given || decide_fn != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "the decider's environment reader was handed out already");
+    if (decide_fn != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the sandbox is installed: its environment reader is not handed out");
         return NULL;
     }
-    env_raw_given = 1;
     return PyCFunction_New(&env_raw_def, NULL);
 }
 
@@ -918,7 +917,7 @@ PyMethodDef pw_sandbox_methods[] = {
     {"env_get", (PyCFunction)(void (*)(void))env_get, METH_FASTCALL,
      "env_get(name, listing=False) -> str | None: the environment variable, if the sandbox allows."},
     {"take_env_reader", take_env_reader, METH_NOARGS,
-     "take_env_reader(): the decider's unchecked environment reader; once per process, before the sandbox."},
+     "take_env_reader(): the decider's unchecked environment reader; only before the sandbox is installed."},
     {"env_names", env_names, METH_NOARGS, "env_names() -> list[str]: names in the process environment."},
     {NULL, NULL, 0, NULL},
 };
