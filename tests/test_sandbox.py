@@ -764,6 +764,8 @@ def test_a_check_that_fails_is_journaled_and_counted_as_an_internal_error(tmp_pa
 
     namespace["HANDLERS"]["open"] = broken
     result = decide("open", ("/etc/hostname", "r", 0))
+    assert not emitted  # journaled after the verdict, never inside it
+    namespace["flush"]()  # what the C side does once the verdict is given
     assert (result is None) == (verdict == "allowed")
     if result is not None:
         assert result[0].startswith("pyward sandbox: internal error while checking open (AttributeError: half-")

@@ -65,8 +65,9 @@ def build_decider(policy: Policy, context: Context,
         files = files | {context.spool}  # children's events, read back at the end
     outputs = {realpath(p) for p in context.outputs}
     how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
-    caches: dict[str, dict[Any, Any]] = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED",
-                                                               "RESOLVED_PATHS", "STATE", "TTY", "ON_DISK")}
+    caches: dict[str, dict[Any, Any]] = {name: {} for name in (
+        "CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS", "DIRS", "PLANS", "SPOTS", "QUIET", "STATE", "TTY",
+        "ON_DISK")}
     stdlib = os.path.dirname(os.__file__)
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (
@@ -76,6 +77,7 @@ def build_decider(policy: Policy, context: Context,
             "True", "False") if hasattr(builtins, name)},
         "__name__": "pyward.sandbox.decider",
         **caches,
+        "PENDING": [],
         "MODE": MODES[context.mode],
         "CONFIGURED": policy.configured,
         "RULES": rules,
@@ -88,10 +90,26 @@ def build_decider(policy: Policy, context: Context,
         "REALPATH": native.realpath,
         "GETCWD": posix.getcwd,
         "STAT": posix.stat,
+        "LSTAT": posix.lstat,
+        "READLINK": posix.readlink,
+        # type checks that call nothing the program defined (isinstance reads __class__)
+        "SUBCLASS": type.__subclasscheck__,
+        "TYPE_MRO": type.__dict__["__mro__"].__get__,
+        "TYPE_DICT": type.__dict__["__dict__"].__get__,
+        "FD_OBJECT": "(a file descriptor given by an object's __index__)",
+        "O_NOFOLLOW": os.O_NOFOLLOW,
+        "O_CREAT": os.O_CREAT,
+        "O_EXCL": os.O_EXCL,
+        "ACCESS_FLAGS": os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+        # a string per access combination, appended to a path to key QUIET
+        "WANTS": {n: "\x00" + str(n) for n in range(
+            (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND) + 1)},
+        "ENTRY_OPS": frozenset(("remove", "rmdir", "mkdir", "rmtree", "mkfifo", "mknod")),
         "PAYLOAD": payload,
         "RERUN": context.rerun,
         "BOOT_DIR": BOOT_DIR,
-        "ENV_GET": native.env_get,
+        # its own reads (PATH): unchecked, since a check inside a verdict is a nested verdict
+        "ENV_GET": native.take_env_reader() if hasattr(native, "take_env_reader") else native.env_get,
         "OPEN": posix.open,
         "READ": posix.read,
         "WRITE": posix.write,
@@ -148,6 +166,7 @@ def build_decider(policy: Policy, context: Context,
     handlers = namespace["build_handlers"]()
     namespace["HANDLERS"] = handlers
     hidden: list[Any] = [namespace, namespace["__builtins__"], *functions, *caches.values(), handlers, rules,
+                         namespace["PENDING"],
                          inodes, namespace["VERBS"]]
     for handler in handlers.values():  # closures made by path_handler() & co.
         hidden.append(handler)

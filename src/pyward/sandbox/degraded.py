@@ -57,6 +57,7 @@ def install_degraded(policy: Any, context: Any) -> None:
             return
         finally:
             local.busy = False
+        namespace["flush"]()  # journaled after the verdict, never inside it
         if verdict is not None:
             if isinstance(verdict, tuple) and len(verdict) == 2:
                 raise ImportDenied(verdict[0])

@@ -53,7 +53,7 @@ def install(policy: Policy, context: Context, protect: Callable[..., Any] | None
     hook_emit = emitter(context.emit)  # what an install_hook() callback refuses goes to this journal
     native.untrack(hook_emit)
     native.sandbox_install(list(namespace["HANDLERS"]), decide, AccessDenied, MODES[context.mode] != 0,
-                           subinterpreters, ImportDenied, hook_emit)
+                           subinterpreters, ImportDenied, hook_emit, namespace["PENDING"], namespace["flush"])
     _installed = True
 
 
