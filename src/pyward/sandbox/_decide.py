@@ -142,14 +142,14 @@ def check(perm, resource, op):
 
 def evaluate(perm, resource):
     rules = RULES[perm]
-    if perm == "net" and "\x00" in resource:  # "name:port\x00address:port": a deny on either wins
-        shown, _, raw = resource.partition("\x00")
-        if matches(perm, shown, rules[1]) is not None or matches(perm, raw, rules[1]) is not None:
-            return 3
-        if rules[2] is not None or matches(perm, shown, rules[0]) is not None \
-                or matches(perm, raw, rules[0]) is not None:
-            return 1
-        return 2
+    if perm == "net" and "\x00" in resource:  # several forms (see inet_resource): a deny on any wins
+        allowed = rules[2] is not None
+        for form, judged in net_forms(resource):
+            if matches(perm, form, rules[1]) is not None:
+                return 3
+            if judged and not allowed and matches(perm, form, rules[0]) is not None:
+                allowed = True
+        return 1 if allowed else 2
     if matches(perm, resource, rules[1]) is not None or inode_denied(perm, resource):
         return 3
     if rules[2] is not None or matches(perm, resource, rules[0]) is not None:
@@ -163,8 +163,11 @@ def deny_origin(perm, resource):
     if perm == "ffi" and resource in GUARDED_MODULES:
         return "pyward (a fresh copy of " + resource + " would bring back functions the sandbox guards)"
     if perm == "net" and "\x00" in resource:
-        shown, _, raw = resource.partition("\x00")
-        return matches(perm, shown, RULES[perm][1]) or matches(perm, raw, RULES[perm][1]) or "a deny rule"
+        for form, judged in net_forms(resource):
+            origin = matches(perm, form, RULES[perm][1])
+            if origin is not None:
+                return origin
+        return "a deny rule"
     origin = matches(perm, resource, RULES[perm][1])
     if origin is None and inode_denied(perm, resource):
         return "a deny rule on the file this hard link points to"
@@ -258,8 +261,8 @@ def net_match(rule, resource):
     if want is not None and port is not None and port != want:
         return False
     kind = rule[1]
-    if kind == 0:
-        return host == rule[3]
+    if kind == 0:  # a name: itself, and the addresses it resolves to
+        return host == rule[3] or (literal(host) is not None and host in rule_addresses(rule[3]))
     if kind == 1:
         return host.endswith(rule[3])
     if kind == 2:
@@ -281,6 +284,25 @@ def split_host(resource):
     if not sep:
         return (resource, None)
     return (host, int(port) if port.isdigit() else None)
+
+
+def net_forms(resource):
+    """(form, judged by allow rules too) for each form of a network resource."""
+    parts = resource.split("\x00")
+    out = [(parts[0], True)]
+    for part in parts[1:]:
+        out.append((part[1:], part[:1] == "+"))
+    return out
+
+
+def rule_addresses(name):
+    """The addresses a host named in a rule resolves to, looked up once, when an
+    address is first judged against the rule."""
+    found = RULE_ADDRESSES.get(name)
+    if found is None:
+        found = tuple(RESOLVE(name, 0)) if RESOLVE is not None else ()
+        RULE_ADDRESSES[name] = found
+    return found
 
 
 def ip_number(host, bits):
@@ -599,12 +621,12 @@ def on_address(op):
     def handler(args):
         if len(args) < 2 or args[1] is None:
             return None
-        resource = address(args[0], args[1])
+        resource = address(args[0], args[1], op == "bind")
         return check("net", resource, op) if resource is not None else None
     return handler
 
 
-def address(sock, addr):
+def address(sock, addr, binding):
     family = FAMILY(sock)
     if family == AF_UNIX:
         if type(addr) is bytes:
@@ -625,13 +647,71 @@ def address(sock, addr):
             host = host.decode("ascii", "replace")
         if type(host) is not str or type(port) is not int:
             return None
-        host = host.lower()
-        raw = ("[" + host + "]:" if ":" in host else (host or "0.0.0.0") + ":") + str(port)
-        name = RESOLVED.get(host)  # an address a lookup returned: shown by its name, judged by both
-        if name is not None:
-            return name + ":" + str(port) + "\x00" + raw
-        return raw
+        return inet_resource(host.lower(), port, family, binding)
     return "raw:family " + str(family)
+
+
+def with_port(host, port):
+    return ("[" + host + "]:" if ":" in host else host + ":") + str(port)
+
+
+def inet_resource(host, port, family, binding):
+    """The resource a connect/sendto/bind is judged as: rules compare addresses,
+    not spellings.  'shown' alone, or 'shown' then, after NUL bytes, the forms the
+    OS will really use, each '+form' (judged like the shown one: allowed by a rule
+    on it, denied by a rule on it) or '-form' (a deny rule on it denies too)."""
+    if host == "" and family == AF_INET6:
+        number = "::"
+    else:
+        number = literal(host) if family == AF_INET or ":" in host else None
+    forms = []
+    if number is None:  # a name: CPython resolves it in C after this event; judge where it leads
+        shown = host
+        found = RESOLVE(host, family) if RESOLVE is not None else []
+        if found:
+            forms.append("+" + with_port(found[0], port))  # CPython connects to the first address
+    else:
+        shown = number
+        if number == "0.0.0.0" or number == "::":
+            loopback = "127.0.0.1" if number == "0.0.0.0" else "::1"
+            # a connect to the unspecified address reaches this host; a bind to it listens on
+            # every interface, this host's included
+            forms.append(("-" if binding else "+") + with_port(loopback, port))
+        name = RESOLVED.get(number)  # an address a lookup of an allowed name gave
+        if name is not None:
+            forms.append("+" + with_port(name, port))
+    shown = with_port(shown, port)
+    if not forms:
+        return shown
+    return shown + "\x00" + "\x00".join(forms)
+
+
+def literal(host):
+    """The canonical text of a numeric address (every inet_aton spelling: '127.1',
+    '2130706433', '0x7f000001', '0177.0.0.1'; a v4-mapped v6 address as v4; the
+    empty host as 0.0.0.0), or None for a name."""
+    if host == "":
+        return "0.0.0.0"
+    if host == "<broadcast>":
+        return "255.255.255.255"
+    if ":" in host:
+        if INET_PTON is None:
+            return None
+        bare = host.partition("%")[0]  # a scope id names the interface, not the address
+        try:
+            raw = INET_PTON(AF_INET6, bare)
+        except (OSError, ValueError):
+            return None
+        if raw[:12] == V4_MAPPED:
+            return INET_NTOA(raw[12:])
+        return INET_NTOP(AF_INET6, raw)
+    for char in host:  # inet_aton(3) ignores what follows a space; getaddrinfo(3) then sees a name
+        if char not in HEX_DOT:
+            return None
+    try:
+        return INET_NTOA(INET_ATON(host))
+    except (OSError, ValueError):
+        return None
 
 
 def on_dns(args):
@@ -645,9 +725,24 @@ def on_dns(args):
     if type(host) is not str or not host:
         return None
     host = host.lower()
-    if host == "localhost" or ip_number(host, 32) is not None or (":" in host and ip_number(host, 128) is not None):
+    if host == "localhost" or literal(host) is not None:
         return None  # no query leaves the machine; the connect that follows is checked
     return check("net", host, "dns lookup")
+
+
+def on_reverse_dns(args):
+    """gethostbyaddr / getnameinfo of an address: a query about it goes out (PTR)."""
+    host = args[0] if args else None
+    if type(host) is tuple and host:  # getnameinfo(sockaddr, flags)
+        host = host[0]
+    if type(host) is bytes:
+        host = host.decode("ascii", "replace")
+    if type(host) is not str:
+        return None
+    number = literal(host.lower())
+    if number is None:
+        return on_dns(args)  # a name is looked up first
+    return check("net", number, "reverse dns lookup")
 
 
 def on_socket_new(args):
@@ -662,7 +757,7 @@ def on_socket_new(args):
 def record_addresses(call, kwargs, result):
     """After socket.getaddrinfo(host, ...): remember which addresses a name gave,
     so a connect to one of them counts as a connect to the allowed name."""
-    if call and type(call[0]) is str and type(result) is list:
+    if call and type(call[0]) is str and type(result) is list and literal(call[0].lower()) is None:
         host = call[0].lower()
         for entry in result:
             if type(entry) is tuple and len(entry) == 5 and type(entry[4]) is tuple and entry[4]:
@@ -1036,8 +1131,8 @@ def build_handlers():
         "socket.getaddrinfo": on_dns,
         "socket.gethostbyname": on_dns,
         "socket.gethostbyname_ex": on_dns,
-        "socket.gethostbyaddr": on_dns,
-        "socket.getnameinfo": on_dns,
+        "socket.gethostbyaddr": on_reverse_dns,
+        "socket.getnameinfo": on_reverse_dns,
         "socket.__new__": on_socket_new,
         "subprocess.Popen": on_popen,
         "os.system": on_system,

@@ -66,7 +66,7 @@ def build_decider(policy: Policy, context: Context,
     outputs = {realpath(p) for p in context.outputs}
     how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
     caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS",
-                                     "STATE", "TTY", "ON_DISK")}
+                                     "STATE", "TTY", "ON_DISK", "RULE_ADDRESSES")}
     stdlib = os.path.dirname(os.__file__)
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (
@@ -113,7 +113,13 @@ def build_decider(policy: Policy, context: Context,
         "AF_PACKET": getattr(_socket, "AF_PACKET", -1),
         "SOCK_RAW": _socket.SOCK_RAW,
         "INET_PTON": _socket.inet_pton,
+        "INET_NTOP": _socket.inet_ntop,
+        "INET_ATON": _socket.inet_aton,
+        "INET_NTOA": _socket.inet_ntoa,
+        "V4_MAPPED": b"\x00" * 10 + b"\xff\xff",
+        "RESOLVE": getattr(native, "resolve", None),
         "HEX_COLON": "0123456789abcdef:.",
+        "HEX_DOT": "0123456789abcdefx.",
         "IMPLICIT_READ_ROOTS": roots,
         "IMPLICIT_READ_FILES": files,
         "IMPLICIT_WRITE_FILES": frozenset((*outputs, *SINK_FILES)),
