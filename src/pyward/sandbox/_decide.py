@@ -162,6 +162,8 @@ def evaluate(perm, resource):
 def deny_origin(perm, resource):
     if perm == "ffi" and resource in GUARDED_MODULES:
         return "pyward (a fresh copy of " + resource + " would bring back functions the sandbox guards)"
+    if perm == "env" and own_variable(resource) is not None:
+        return own_variable(resource)
     if perm == "net" and "\x00" in resource:
         for form, judged in net_forms(resource):
             origin = matches(perm, form, RULES[perm][1])
@@ -919,9 +921,25 @@ def on_env_write(args):
     name = args[0] if args else None
     if type(name) is bytes:
         name = name.decode(FS_ENCODING, FS_ERRORS)
-    if type(name) is not str or name in HIDDEN_ENV:
+    if type(name) is not str:
         return None
+    if name[:7] == "PYWARD_" or (name == "PYTHONPATH" and PAYLOAD is not None):
+        caller = frame_at(3)  # (frame_at(4) in degraded mode, where a Python hook sits in between)
+        if caller is not None and (caller.f_code in OWN_ENV_WRITERS or (
+                caller.f_back is not None and caller.f_back.f_code in OWN_ENV_WRITERS)):
+            return None  # os.environ keeping the boot directory first on PYTHONPATH (environ.py)
+        return ("env", name, "write", 3)  # what arms child processes is not the program's to change
     return check("env", name, "write")
+
+
+def own_variable(name):
+    """Why a variable cannot be written by the program, or None."""
+    if name[:7] == "PYWARD_":
+        return "pyward (its own variables carry the policy to child processes)"
+    if name == "PYTHONPATH" and PAYLOAD is not None:
+        return "pyward (child processes load the sandbox through PYTHONPATH: write it through os.environ, " \
+               "which keeps that)"
+    return None
 
 
 # native code and the ways around audit hooks
@@ -1199,7 +1217,7 @@ def inject_env(env):
         name = key.decode(FS_ENCODING, FS_ERRORS) if type(key) is bytes else key
         if name == "PYTHONPATH":
             original = value.decode(FS_ENCODING, FS_ERRORS) if type(value) is bytes else value
-        elif name not in HIDDEN_ENV:
+        elif name not in CHILD_ARMING_ENV:  # the child is armed from these: pyward's values only
             keep.append((key, value))
     extra = [("PYWARD_SANDBOX", PAYLOAD), ("PYTHONPATH", BOOT_DIR if not original else BOOT_DIR + ":" + original)]
     if original is not None:

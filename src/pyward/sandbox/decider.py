@@ -13,7 +13,8 @@ import types
 
 from .._isolation import isolate_builtins, isolate_module
 from ..policy import Policy
-from .context import BOOT_DIR, HIDDEN_ENV, MODES, Context
+from .context import BOOT_DIR, CHILD_ARMING_ENV, HIDDEN_ENV, MODES, Context
+from .environ import GuardedEnviron
 from .prompt import stdin_is_tty
 from .rules import SINK_FILES, compile_rules, implicit_roots, realpath
 from .taint import policy_candidates
@@ -129,6 +130,8 @@ def build_decider(policy: Policy, context: Context,
         "GUARDED_MODULES": frozenset(GUARDED_MODULES),
         "SUBINTERPRETER_MODULES": frozenset(SUBINTERPRETER_MODULES),
         "HIDDEN_ENV": frozenset(HIDDEN_ENV),
+        "CHILD_ARMING_ENV": frozenset(CHILD_ARMING_ENV),
+        "OWN_ENV_WRITERS": frozenset((GuardedEnviron.__setitem__.__code__, GuardedEnviron.__delitem__.__code__)),
         "IMPLICIT_ENV": IMPLICIT_ENV,
         "IMPLICIT_ENV_PREFIXES": ("LC_", "PYTHON", "_PYTHON"),
         "IMPORT_MACHINERY": frozenset(("<frozen importlib._bootstrap_external>", "<frozen importlib._bootstrap>",
