@@ -88,7 +88,8 @@ def settle(found, event, frame):
         if EXIT_ON_DENY is not None:
             EXIT_ON_DENY(message)
         if verdict is None:
-            if perm == "import":  # raised as pyward.ImportDenied: programs probe with `except ImportError`
+            if perm == "import" or (perm == "ffi" and op[:7] == "import " and resource in FFI_MODULES):
+                # raised as pyward.ImportDenied: programs probe with `except ImportError`
                 verdict = (message, code == 3)
             else:
                 verdict = message if code == 3 else (message,)
@@ -1033,6 +1034,10 @@ def on_import(args):
     if name in GUARDED_MODULES:
         return ("ffi", name, "re-import of a module the sandbox guards", 3)
     top = name.partition(".")[0]
+    if top in FFI_MODULES:  # raw memory with no audit event at all (a Union of an int and a pointer)
+        found = check("ffi", FFI_MODULES[top], "import " + name)
+        if found is not None:
+            return found
     if top in SUBINTERPRETER_MODULES:  # refused here: refusing the creation itself crashes CPython 3.12
         return check("ffi", "subinterpreters", "import " + name)
     if top in STDLIB_NAMES or top in OWN_PACKAGES:

@@ -43,6 +43,11 @@ SUBINTERPRETER_MODULES = ("_xxsubinterpreters", "_interpreters", "_xxinterpchann
                           "_xxinterpqueues", "_interpqueues", "interpreters", "_testcapi", "_testinternalcapi")
 
 
+#: Modules that hand the program native memory: importing them is "ffi" (scope: the
+#: library's name; the C half counts as its package).
+FFI_MODULES = {"ctypes": "ctypes", "_ctypes": "ctypes", "cffi": "cffi", "_cffi_backend": "cffi"}
+
+
 def build_decider(policy: Policy, context: Context,
                   payload: str | None = None) -> tuple[Callable[..., Any], dict[str, Any], list[Any]]:
     """Re-create `_decide`'s functions in a private namespace; return
@@ -129,6 +134,7 @@ def build_decider(policy: Policy, context: Context,
         "OWN_PACKAGES": frozenset(("pyward", "bytecode", "sitecustomize", "usercustomize")),
         "GUARDED_MODULES": frozenset(GUARDED_MODULES),
         "SUBINTERPRETER_MODULES": frozenset(SUBINTERPRETER_MODULES),
+        "FFI_MODULES": dict(FFI_MODULES),
         "HIDDEN_ENV": frozenset(HIDDEN_ENV),
         "CHILD_ARMING_ENV": frozenset(CHILD_ARMING_ENV),
         "OWN_ENV_WRITERS": frozenset((GuardedEnviron.__setitem__.__code__, GuardedEnviron.__delitem__.__code__)),
@@ -157,7 +163,7 @@ def build_decider(policy: Policy, context: Context,
     handlers = namespace["build_handlers"]()
     namespace["HANDLERS"] = handlers
     hidden: list[Any] = [namespace, namespace["__builtins__"], *functions, *caches.values(), handlers, rules,
-                         inodes, namespace["VERBS"]]
+                         inodes, namespace["VERBS"], namespace["FFI_MODULES"]]
     for handler in handlers.values():  # closures made by path_handler() & co.
         hidden.append(handler)
         hidden += [cell for cell in (handler.__closure__ or ())]
