@@ -463,6 +463,8 @@ def on_open(args):
     path, flags = args[0], args[2]
     if type(path) is int or type(flags) is not int:
         return None
+    if flags == 0 and type(args[1]) is str:
+        flags = fopen_flags(args[1])
     real = resolve(path, None)
     if real is None:
         return None
@@ -477,6 +479,16 @@ def on_open(args):
         if found is not None and found[3] == 2 and not flags & WRITE_FLAGS and REALPATH(real) is None:
             return None  # nothing there to read: the OS answers FileNotFoundError, as to any probe of a config file
     return found
+
+
+def fopen_flags(mode):
+    """C code opening with fopen (Py_fopen: SSLContext.keylog_filename, ...) reports
+    its mode string with no flags: judge the write it makes as a write."""
+    if "a" in mode:
+        return O_WRONLY | O_APPEND
+    if "w" in mode or "x" in mode or "+" in mode:
+        return O_WRONLY | O_TRUNC if "+" not in mode else O_RDWR
+    return 0
 
 
 def special_file(real):
@@ -592,15 +604,70 @@ def on_copytree(args):
 
 
 def on_sqlite(args):
-    database = args[0]
+    return sqlite_file(args[0] if args else None, "sqlite3.connect")
+
+
+def sqlite_file(database, op):
+    """A database named by str or bytes: a path, or a 'file:' URI (judged as the URI's
+    path, and as the literal name too where that could be opened); read for mode=ro."""
     if type(database) is bytes:
         database = database.decode(FS_ENCODING, FS_ERRORS)
-    if type(database) is not str or database in ("", ":memory:") or database.startswith("file::memory:"):
+    if type(database) is not str or database in ("", ":memory:"):
         return None
-    if database.startswith("file:"):
-        database = database[5:].partition("?")[0]
-    real = resolve(database, None)
-    return check("write", real, "sqlite3.connect") if real is not None else None
+    perm = "write"
+    found = []
+    if database[:5] == "file:":
+        path, query = uri_path(database)
+        mode = uri_param(query, "mode")
+        if mode == "memory" or path in ("", ":memory:"):
+            path = None
+        if mode == "ro":
+            perm = "read"
+        if path is not None:
+            real = resolve(path, None)
+            if real is not None:
+                found.append(check(perm, real, op))
+        literal = resolve(database, None)  # without uri=True the name is a file name
+        if literal is not None and REALPATH(literal.rpartition("/")[0] or "/") is not None:
+            found.append(check("write", literal, op))
+    else:
+        real = resolve(database, None)
+        if real is not None:
+            found.append(check(perm, real, op))
+    found = [f for f in found if f is not None]
+    return found or None
+
+
+def uri_path(uri):
+    """(percent-decoded path, query) of an SQLite 'file:' URI."""
+    rest = uri[5:]
+    if rest[:2] == "//":
+        cut = rest.find("/", 2)
+        rest = rest[cut:] if cut >= 0 else ""
+    path, _, query = rest.partition("?")
+    path = path.partition("#")[0]
+    out = []
+    i = 0
+    while i < len(path):
+        char = path[i]
+        if char == "%" and len(path[i + 1:i + 3]) == 2:
+            try:
+                out.append(chr(int(path[i + 1:i + 3], 16)))
+                i += 3
+                continue
+            except ValueError:
+                pass
+        out.append(char)
+        i += 1
+    return ("".join(out), query.partition("#")[0])
+
+
+def uri_param(query, name):
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            return value
+    return None
 
 
 def pick(first, second):
