@@ -993,7 +993,7 @@ def on_env_write(args):
         return None
     if name[:7] == "PYWARD_" or (name == "PYTHONPATH" and PAYLOAD is not None):
         caller = frame_at(3)  # (frame_at(4) in degraded mode, where a Python hook sits in between)
-        if caller is not None and (caller.f_code in OWN_ENV_WRITERS or (
+        if name in PYTHONPATH_NAMES and caller is not None and (caller.f_code in OWN_ENV_WRITERS or (
                 caller.f_back is not None and caller.f_back.f_code in OWN_ENV_WRITERS)):
             return None  # os.environ keeping the boot directory first on PYTHONPATH (environ.py)
         return ("env", name, "write", 3)  # what arms child processes is not the program's to change
