@@ -110,7 +110,8 @@ def settle(found, event, frame):
         if EXIT_ON_DENY is not None:
             PENDING.append((None, message))  # --on-deny=exit: after the journal has the denial
         if verdict is None:
-            if perm == "import":  # raised as pyward.ImportDenied: programs probe with `except ImportError`
+            if perm == "import" or (perm == "ffi" and op[:7] == "import " and resource in FFI_MODULES):
+                # raised as pyward.ImportDenied: programs probe with `except ImportError`
                 verdict = (message, code == 3)
             else:
                 verdict = message if code == 3 else (message,)
@@ -177,14 +178,14 @@ def check(perm, resource, op):
 
 def evaluate(perm, resource):
     rules = RULES[perm]
-    if perm == "net" and "\x00" in resource:  # "name:port\x00address:port": a deny on either wins
-        shown, _, raw = resource.partition("\x00")
-        if matches(perm, shown, rules[1]) is not None or matches(perm, raw, rules[1]) is not None:
-            return 3
-        if rules[2] is not None or matches(perm, shown, rules[0]) is not None \
-                or matches(perm, raw, rules[0]) is not None:
-            return 1
-        return 2
+    if perm == "net" and "\x00" in resource:  # several forms (see inet_resource): a deny on any wins
+        allowed = rules[2] is not None
+        for form, judged in net_forms(resource):
+            if matches(perm, form, rules[1]) is not None:
+                return 3
+            if judged and not allowed and matches(perm, form, rules[0]) is not None:
+                allowed = True
+        return 1 if allowed else 2
     cut = resource.rfind("/") if perm == "read" or perm == "write" else -1
     if cut >= 0:  # a path: the rules are matched by the directory's plan, then the last component
         directory, name = resource[:cut], resource[cut + 1:]
@@ -273,9 +274,14 @@ def plan_match(plan, resource, name):
 def deny_origin(perm, resource):
     if perm == "ffi" and resource in GUARDED_MODULES:
         return "pyward (a fresh copy of " + resource + " would bring back functions the sandbox guards)"
+    if perm == "env" and own_variable(resource) is not None:
+        return own_variable(resource)
     if perm == "net" and "\x00" in resource:
-        shown, _, raw = resource.partition("\x00")
-        return matches(perm, shown, RULES[perm][1]) or matches(perm, raw, RULES[perm][1]) or "a deny rule"
+        for form, _judged in net_forms(resource):
+            origin = matches(perm, form, RULES[perm][1])
+            if origin is not None:
+                return origin
+        return "a deny rule"
     origin = matches(perm, resource, RULES[perm][1])
     if origin is None and inode_denied(perm, resource):
         return "a deny rule on the file this hard link points to"
@@ -369,8 +375,8 @@ def net_match(rule, resource):
     if want is not None and port is not None and port != want:
         return False
     kind = rule[1]
-    if kind == 0:
-        return host == rule[3]
+    if kind == 0:  # a name: itself, and the addresses it resolves to
+        return host == rule[3] or (literal(host) is not None and host in rule_addresses(rule[3]))
     if kind == 1:
         return host.endswith(rule[3])
     if kind == 2:
@@ -392,6 +398,25 @@ def split_host(resource):
     if not sep:
         return (resource, None)
     return (host, int(port) if port.isdigit() else None)
+
+
+def net_forms(resource):
+    """(form, judged by allow rules too) for each form of a network resource."""
+    parts = resource.split("\x00")
+    out = [(parts[0], True)]
+    for part in parts[1:]:
+        out.append((part[1:], part[:1] == "+"))
+    return out
+
+
+def rule_addresses(name):
+    """The addresses a host named in a rule resolves to, looked up once, when an
+    address is first judged against the rule."""
+    found = RULE_ADDRESSES.get(name)
+    if found is None:
+        found = tuple(RESOLVE(name, 0)) if RESOLVE is not None else ()
+        RULE_ADDRESSES[name] = found
+    return found
 
 
 def ip_number(host, bits):
@@ -640,6 +665,8 @@ def on_open(args):
     path, flags = args[0], args[2]
     if type(path) is int or type(flags) is not int:
         return None  # a descriptor already open (judged when it was opened)
+    if flags == 0 and type(args[1]) is str:
+        flags = fopen_flags(args[1])
     # the kernel does not follow a last-component symlink under O_NOFOLLOW, nor when
     # creating exclusively (O_CREAT|O_EXCL fails on any existing entry, dangling or not)
     follow = not (flags & O_NOFOLLOW or (flags & O_CREAT and flags & O_EXCL))
@@ -719,6 +746,16 @@ def quiet_in(spot, slot, perm, full, name):
             return True
         return False  # the first allowance in this directory: journaled by the general path
     return implicit(perm, full)
+
+
+def fopen_flags(mode):
+    """C code opening with fopen (Py_fopen: SSLContext.keylog_filename, ...) reports
+    its mode string with no flags: judge the write it makes as a write."""
+    if "a" in mode:
+        return O_WRONLY | O_APPEND
+    if "w" in mode or "x" in mode or "+" in mode:
+        return O_WRONLY | O_TRUNC if "+" not in mode else O_RDWR
+    return 0
 
 
 def special_file(real):
@@ -838,15 +875,70 @@ def on_copytree(args):
 
 
 def on_sqlite(args):
-    database = args[0]
+    return sqlite_file(args[0] if args else None, "sqlite3.connect")
+
+
+def sqlite_file(database, op):
+    """A database named by str or bytes: a path, or a 'file:' URI (judged as the URI's
+    path, and as the literal name too where that could be opened); read for mode=ro."""
     if type(database) is bytes:
         database = database.decode(FS_ENCODING, FS_ERRORS)
-    if type(database) is not str or database in ("", ":memory:") or database.startswith("file::memory:"):
+    if type(database) is not str or database in ("", ":memory:"):
         return None
-    if database.startswith("file:"):
-        database = database[5:].partition("?")[0]
-    real = resolve(database, None)
-    return check("write", real, "sqlite3.connect") if real is not None else None
+    perm = "write"
+    found = []
+    if database[:5] == "file:":
+        path, query = uri_path(database)
+        mode = uri_param(query, "mode")
+        if mode == "memory" or path in ("", ":memory:"):
+            path = None
+        if mode == "ro":
+            perm = "read"
+        if path is not None:
+            real = resolve(path, None)
+            if real is not None:
+                found.append(check(perm, real, op))
+        literal = resolve(database, None)  # without uri=True the name is a file name
+        if literal is not None and REALPATH(literal.rpartition("/")[0] or "/") is not None:
+            found.append(check("write", literal, op))
+    else:
+        real = resolve(database, None)
+        if real is not None:
+            found.append(check(perm, real, op))
+    found = [f for f in found if f is not None]
+    return found or None
+
+
+def uri_path(uri):
+    """(percent-decoded path, query) of an SQLite 'file:' URI."""
+    rest = uri[5:]
+    if rest[:2] == "//":
+        cut = rest.find("/", 2)
+        rest = rest[cut:] if cut >= 0 else ""
+    path, _, query = rest.partition("?")
+    path = path.partition("#")[0]
+    out = []
+    i = 0
+    while i < len(path):
+        char = path[i]
+        if char == "%" and len(path[i + 1:i + 3]) == 2:
+            try:
+                out.append(chr(int(path[i + 1:i + 3], 16)))
+                i += 3
+                continue
+            except ValueError:
+                pass
+        out.append(char)
+        i += 1
+    return ("".join(out), query.partition("#")[0])
+
+
+def uri_param(query, name):
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            return value
+    return None
 
 
 def pick(first, second):
@@ -869,12 +961,12 @@ def on_address(op):
     def handler(args):
         if len(args) < 2 or args[1] is None:
             return None
-        resource = address(args[0], args[1])
+        resource = address(args[0], args[1], op == "bind")
         return check("net", resource, op) if resource is not None else None
     return handler
 
 
-def address(sock, addr):
+def address(sock, addr, binding):
     family = FAMILY(sock)
     if family == AF_UNIX:
         if type(addr) is bytes:
@@ -895,13 +987,71 @@ def address(sock, addr):
             host = host.decode("ascii", "replace")
         if type(host) is not str or type(port) is not int:
             return None
-        host = host.lower()
-        raw = ("[" + host + "]:" if ":" in host else (host or "0.0.0.0") + ":") + str(port)
-        name = RESOLVED.get(host)  # an address a lookup returned: shown by its name, judged by both
-        if name is not None:
-            return name + ":" + str(port) + "\x00" + raw
-        return raw
+        return inet_resource(host.lower(), port, family, binding)
     return "raw:family " + str(family)
+
+
+def with_port(host, port):
+    return ("[" + host + "]:" if ":" in host else host + ":") + str(port)
+
+
+def inet_resource(host, port, family, binding):
+    """The resource a connect/sendto/bind is judged as: rules compare addresses,
+    not spellings.  'shown' alone, or 'shown' then, after NUL bytes, the forms the
+    OS will really use, each '+form' (judged like the shown one: allowed by a rule
+    on it, denied by a rule on it) or '-form' (a deny rule on it denies too)."""
+    if host == "" and family == AF_INET6:
+        number = "::"
+    else:
+        number = literal(host) if family == AF_INET or ":" in host else None
+    forms = []
+    if number is None:  # a name: CPython resolves it in C after this event; judge where it leads
+        shown = host
+        found = RESOLVE(host, family) if RESOLVE is not None else []
+        if found:
+            forms.append("+" + with_port(found[0], port))  # CPython connects to the first address
+    else:
+        shown = number
+        if number == "0.0.0.0" or number == "::":
+            loopback = "127.0.0.1" if number == "0.0.0.0" else "::1"
+            # a connect to the unspecified address reaches this host; a bind to it listens on
+            # every interface, this host's included
+            forms.append(("-" if binding else "+") + with_port(loopback, port))
+        name = RESOLVED.get(number)  # an address a lookup of an allowed name gave
+        if name is not None:
+            forms.append("+" + with_port(name, port))
+    shown = with_port(shown, port)
+    if not forms:
+        return shown
+    return shown + "\x00" + "\x00".join(forms)
+
+
+def literal(host):
+    """The canonical text of a numeric address (every inet_aton spelling: '127.1',
+    '2130706433', '0x7f000001', '0177.0.0.1'; a v4-mapped v6 address as v4; the
+    empty host as 0.0.0.0), or None for a name."""
+    if host == "":
+        return "0.0.0.0"
+    if host == "<broadcast>":
+        return "255.255.255.255"
+    if ":" in host:
+        if INET_PTON is None:
+            return None
+        bare = host.partition("%")[0]  # a scope id names the interface, not the address
+        try:
+            raw = INET_PTON(AF_INET6, bare)
+        except (OSError, ValueError):
+            return None
+        if raw[:12] == V4_MAPPED:
+            return INET_NTOA(raw[12:])
+        return INET_NTOP(AF_INET6, raw)
+    for char in host:  # inet_aton(3) ignores what follows a space; getaddrinfo(3) then sees a name
+        if char not in HEX_DOT:
+            return None
+    try:
+        return INET_NTOA(INET_ATON(host))
+    except (OSError, ValueError):
+        return None
 
 
 def on_dns(args):
@@ -915,9 +1065,24 @@ def on_dns(args):
     if type(host) is not str or not host:
         return None
     host = host.lower()
-    if host == "localhost" or ip_number(host, 32) is not None or (":" in host and ip_number(host, 128) is not None):
+    if host == "localhost" or literal(host) is not None:
         return None  # no query leaves the machine; the connect that follows is checked
     return check("net", host, "dns lookup")
+
+
+def on_reverse_dns(args):
+    """gethostbyaddr / getnameinfo of an address: a query about it goes out (PTR)."""
+    host = args[0] if args else None
+    if type(host) is tuple and host:  # getnameinfo(sockaddr, flags)
+        host = host[0]
+    if type(host) is bytes:
+        host = host.decode("ascii", "replace")
+    if type(host) is not str:
+        return None
+    number = literal(host.lower())
+    if number is None:
+        return on_dns(args)  # a name is looked up first
+    return check("net", number, "reverse dns lookup")
 
 
 def on_socket_new(args):
@@ -932,7 +1097,7 @@ def on_socket_new(args):
 def record_addresses(call, kwargs, result):
     """After socket.getaddrinfo(host, ...): remember which addresses a name gave,
     so a connect to one of them counts as a connect to the allowed name."""
-    if call and type(call[0]) is str and type(result) is list:
+    if call and type(call[0]) is str and type(result) is list and literal(call[0].lower()) is None:
         host = call[0].lower()
         for entry in result:
             if type(entry) is tuple and len(entry) == 5 and type(entry[4]) is tuple and entry[4]:
@@ -1101,9 +1266,25 @@ def on_env_write(args):
     name = args[0] if args else None
     if type(name) is bytes:
         name = name.decode(FS_ENCODING, FS_ERRORS)
-    if type(name) is not str or name in HIDDEN_ENV:
+    if type(name) is not str:
         return None
+    if name[:7] == "PYWARD_" or (name == "PYTHONPATH" and PAYLOAD is not None):
+        caller = frame_at(3)  # (frame_at(4) in degraded mode, where a Python hook sits in between)
+        if name in PYTHONPATH_NAMES and caller is not None and (caller.f_code in OWN_ENV_WRITERS or (
+                caller.f_back is not None and caller.f_back.f_code in OWN_ENV_WRITERS)):
+            return None  # os.environ keeping the boot directory first on PYTHONPATH (environ.py)
+        return ("env", name, "write", 3)  # what arms child processes is not the program's to change
     return check("env", name, "write")
+
+
+def own_variable(name):
+    """Why a variable cannot be written by the program, or None."""
+    if name[:7] == "PYWARD_":
+        return "pyward (its own variables carry the policy to child processes)"
+    if name == "PYTHONPATH" and PAYLOAD is not None:
+        return "pyward (child processes load the sandbox through PYTHONPATH: write it through os.environ, " \
+               "which keeps that)"
+    return None
 
 
 # native code and the ways around audit hooks
@@ -1197,6 +1378,10 @@ def on_import(args):
     if name in GUARDED_MODULES:
         return ("ffi", name, "re-import of a module the sandbox guards", 3)
     top = name.partition(".")[0]
+    if top in FFI_MODULES:  # raw memory with no audit event at all (a Union of an int and a pointer)
+        found = check("ffi", FFI_MODULES[top], "import " + name)
+        if found is not None:
+            return found
     if top in SUBINTERPRETER_MODULES:  # refused here: refusing the creation itself crashes CPython 3.12
         return check("ffi", "subinterpreters", "import " + name)
     if top in STDLIB_NAMES or top in OWN_PACKAGES:
@@ -1313,8 +1498,8 @@ def build_handlers():
         "socket.getaddrinfo": on_dns,
         "socket.gethostbyname": on_dns,
         "socket.gethostbyname_ex": on_dns,
-        "socket.gethostbyaddr": on_dns,
-        "socket.getnameinfo": on_dns,
+        "socket.gethostbyaddr": on_reverse_dns,
+        "socket.getnameinfo": on_reverse_dns,
         "socket.__new__": on_socket_new,
         "subprocess.Popen": on_popen,
         "os.system": on_system,
@@ -1381,7 +1566,7 @@ def inject_env(env):
         name = key.decode(FS_ENCODING, FS_ERRORS) if type(key) is bytes else key
         if name == "PYTHONPATH":
             original = value.decode(FS_ENCODING, FS_ERRORS) if type(value) is bytes else value
-        elif name not in HIDDEN_ENV:
+        elif name not in CHILD_ARMING_ENV:  # the child is armed from these: pyward's values only
             keep.append((key, value))
     extra = [("PYWARD_SANDBOX", PAYLOAD), ("PYTHONPATH", BOOT_DIR if not original else BOOT_DIR + ":" + original)]
     if original is not None:

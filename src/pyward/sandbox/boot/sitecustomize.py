@@ -19,6 +19,9 @@ def _boot():
     else:
         os.environ["PYTHONPATH"] = original
     del os.environ["PYWARD_SANDBOX"]
+    # a sandboxed parent's child is armed as strongly as this Python allows: no variable
+    # (set by a shell the program ran, say) turns it into the weaker pure-Python sandbox
+    os.environ.pop("PYWARD_DISABLE_NATIVE", None)
     try:
         from pyward.sandbox.child import install_child
     except ImportError as exc:
