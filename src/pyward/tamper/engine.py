@@ -78,6 +78,7 @@ class TamperEngine(Engine):
         self.stopped = False
         self.popped: dict[str, Any] = {}
         self.class_reported: set[int] = set()  # modules whose __class__ swap was reported
+        self.finishing: dict[str, Any] = {}  # modules sealed as they finish importing (_resolve_pending)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -215,7 +216,10 @@ class TamperEngine(Engine):
         is sealed too: rebinding `subprocess._fork_exec` changes what Popen runs
         without touching Popen."""
         function = seal.original
-        module = sys.modules.get(function.__module__ or "")
+        name = function.__globals__.get("__name__")
+        module = sys.modules.get(name) if type(name) is str else None
+        if module is None and type(name) is str:
+            module = self.finishing.get(name)  # imported, not back in sys.modules yet (_resolve_pending)
         if module is None or getattr(module, "__dict__", None) is not function.__globals__:
             return
         for name in called_names(function.__code__):
@@ -264,6 +268,7 @@ class TamperEngine(Engine):
                     retry_all = retry_all or module is not None
                     continue
             seals, error = resolve(spec, why, finished)
+            self.finishing = finished or {}
             if error and why == "--watch":
                 _emit(self.session.journal, "tamper", "error", spec, severity="warning", where="",
                                           message=f"tamper: cannot seal {error} (its module was imported "
@@ -273,6 +278,7 @@ class TamperEngine(Engine):
                 self.tried[spec] = present
             for seal in seals:
                 self._add(seal)
+            self.finishing = {}
         self.pending = still
         self.awaited.clear()
         self.awaited.update(p for spec, _ in still for p in prefixes(spec))
@@ -515,6 +521,8 @@ class TamperEngine(Engine):
                                                                   f"the change at {where or '?'} was refused"
         elif not late and self.restore:
             response, verdict = " => refused (--restore)", False
+        else:
+            self.class_reported.add(id(module))  # the swap stands: reported once
         _emit(self.session.journal, "tamper", "alert", name, severity="alert", where=where or "", function=function,
               message=f"{name} swapped to {describe(new)}" + (f" by {where} ({function})" if where else "")
                       + (" (found at a check)" if late else "") + response,
