@@ -123,6 +123,17 @@ def write(path: str, report: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+#: What reading a crafted file can raise anywhere in verify, sign, render: a report
+#: or a journal is input, and input never ends in a traceback (malformed()).
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, LookupError, RecursionError,
+             OverflowError, UnicodeError, MemoryError)
+
+
+def malformed(path: str, exc: BaseException) -> str:
+    """The one line for a file whose content broke the reader (status 2)."""
+    return f"{path}: cannot be read as a pyward report or journal: malformed content ({type(exc).__name__})"
+
+
 def load(path: str) -> tuple[bytes, dict[str, Any]]:
     import json
 
@@ -136,8 +147,8 @@ def load(path: str) -> tuple[bytes, dict[str, Any]]:
                           "(pyward verify says how far it is intact)")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path} is not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ReportError(f"{path} is not JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ReportError(f"{path} is not a pyward report (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:

@@ -768,10 +768,29 @@ make_guard(PyObject *module, PyObject *args)
 
 /* --- helpers that cannot be patched from Python ---------------------------- */
 
+/* Objects untracked here are owned by C for the rest of the process: each
+ * keeps a reference from `kept`, so whatever the program does to the
+ * containers that also hold them (a namespace cleared, a closure dropped),
+ * none is ever deallocated.  That matters beyond hiding: CPython's dealloc of
+ * a function, a cell or a method unlinks it from the GC's list without
+ * checking it is tracked, and an untracked one crashes the interpreter. */
+static PyObject **kept;
+static Py_ssize_t n_kept, kept_capacity;
+
 static PyObject *
 untrack(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (n_kept + nargs > kept_capacity) {
+        Py_ssize_t capacity = (n_kept + nargs) * 2 + 16;
+        PyObject **grown = PyMem_RawRealloc(kept, capacity * sizeof(PyObject *));
+        if (grown == NULL) {
+            return PyErr_NoMemory();
+        }
+        kept = grown;
+        kept_capacity = capacity;
+    }
     for (Py_ssize_t i = 0; i < nargs; i++) {
+        kept[n_kept++] = Py_NewRef(args[i]);  /* first: never freed, tracked or not */
         if (PyObject_IS_GC(args[i]) && PyObject_GC_IsTracked(args[i])) {
             PyObject_GC_UnTrack(args[i]);
         }
@@ -912,7 +931,8 @@ PyMethodDef pw_sandbox_methods[] = {
      "guard(event, original, transform=None, after=None): a callable that asks the sandbox before calling "
      "original (no question when event is None), may rewrite its arguments and post-process its result."},
     {"untrack", (PyCFunction)(void (*)(void))untrack, METH_FASTCALL,
-     "untrack(*objects): stop the GC from tracking them (they vanish from gc.get_objects())."},
+     "untrack(*objects): stop the GC from tracking them (they vanish from gc.get_objects()); C keeps a "
+     "reference to each for the life of the process, so they are never freed."},
     {"realpath", native_realpath, METH_O, "realpath(path) -> str | None: libc realpath(3)."},
     {"env_get", (PyCFunction)(void (*)(void))env_get, METH_FASTCALL,
      "env_get(name, listing=False) -> str | None: the environment variable, if the sandbox allows."},

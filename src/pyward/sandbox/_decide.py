@@ -470,12 +470,22 @@ def implicit(perm, resource):
     if perm == "write":
         if resource in IMPLICIT_WRITE_FILES:
             return True
-        return ("/__pycache__/" in resource or resource.endswith("/__pycache__")) \
-            and resource.startswith(IMPLICIT_READ_ROOTS)
+        return ("/__pycache__/" in resource or resource.endswith("/__pycache__")) and in_program_tree(resource)
     if perm == "import":  # the program's own, or a stdlib file not in sys.stdlib_module_names (_sysconfigdata_*)
         return program_module(resource) or module_in(STDLIB_DIR, resource)
     if perm == "env":
         return resource in IMPLICIT_ENV or resource.startswith(IMPLICIT_ENV_PREFIXES)
+    return False
+
+
+def in_program_tree(resource):
+    """Under the program's directory, and not in pyward's package, the stdlib or an
+    installed package: a .pyc planted there would run in every later run's children."""
+    if resource.startswith(PLUMBING) or "-packages/" in resource:
+        return False
+    for directory in PROGRAM_DIRS:
+        if resource.startswith(STR_ADD(directory, "/")):
+            return True
     return False
 
 
