@@ -198,7 +198,7 @@ def test_handled_rights_follow_the_abi(tmp_path, abi, refer, truncate, net):
 
 
 def test_blanket_grants_leave_the_kernel_nothing_to_restrict_there(tmp_path):
-    policy = Policy.from_dict(allow={"read": True, "run": True, "net": ["example.com"]}, base=str(tmp_path))
+    policy = Policy.from_dict(allow={"read": True, "run": ["*"], "net": ["example.com"]}, base=str(tmp_path))
     wall = kernel.compile_wall(policy, _context(tmp_path), 7)
     assert wall.fs & (kernel.READ | kernel.EXECUTE) == 0 and wall.fs & kernel.WRITE_FILE
     assert wall.net == 0  # a host without a port: every port

@@ -115,7 +115,8 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
     if version >= 3:
         supported |= TRUNCATE
     for perm, rights in (("read", READ), ("write", WRITE), ("run", EXECUTE)):
-        if perm not in policy.allow_all:  # a blanket grant: the kernel has nothing to restrict there
+        # a blanket grant (`--allow-read`, a `*` scope): the kernel has nothing to restrict there
+        if perm not in policy.allow_all and not any(r.scope == "*" for r in policy.allows(perm)):
             wall.fs |= rights & supported
     variables = path_variables()
     for perm, rights in (("read", READ), ("write", WRITE)):
@@ -150,10 +151,14 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
     for rule in policy.allows("run"):
         if rule.scope == "fork":
             continue
-        path = expand(rule.scope, policy.base_dirs.get(rule.origin, os.getcwd()), variables) \
-            if "/" in rule.scope else _which(rule.scope)
-        if path:
+        if "/" in rule.scope:
+            _grant_executable(wall, expand(rule.scope, policy.base_dirs.get(rule.origin, os.getcwd()), variables))
+            continue
+        # a name matches any command of that base name: those in PATH, and this interpreter
+        for path in _which(rule.scope, every=True):
             _grant_executable(wall, path)
+        if rule.scope in (os.path.basename(sys.executable), os.path.basename(realpath(sys.executable))):
+            _grant_executable(wall, sys.executable)
     if reruns:  # a crash healed by a re-run starts this interpreter again
         _grant_executable(wall, sys.executable)
     if version >= 4 and "net" not in policy.allow_all:
@@ -192,12 +197,15 @@ def _ports(policy: Policy) -> list[int] | None:
     return sorted(ports)
 
 
-def _which(name: str) -> str | None:
+def _which(name: str, every: bool = False) -> list[str]:
+    found = []
     for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
         candidate = os.path.join(directory or ".", name)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+            found.append(candidate)
+            if not every:
+                break
+    return found
 
 
 def _grant_executable(wall: Wall, path: str, depth: int = 0) -> None:
@@ -217,8 +225,7 @@ def _grant_executable(wall: Wall, path: str, depth: int = 0) -> None:
             interpreter = os.fsdecode(words[0])
             _grant_executable(wall, interpreter, depth + 1)
             if os.path.basename(interpreter) == "env" and len(words) > 1:
-                found = _which(os.fsdecode(words[1]))
-                if found:
+                for found in _which(os.fsdecode(words[1])):
                     _grant_executable(wall, found, depth + 1)
         return
     loader = elf_interpreter(head)
