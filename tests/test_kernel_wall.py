@@ -165,6 +165,9 @@ def test_a_walled_program_behaves_as_under_python(tmp_path):
     code = """\
     import hashlib, json, os, sqlite3, ssl, subprocess, sys, tempfile, zoneinfo
     ssl.create_default_context()
+    import multiprocessing
+    with multiprocessing.Lock():  # a POSIX semaphore: sem_open creates it in /dev/shm
+        pass
     db = sqlite3.connect(":memory:")
     print(db.execute("select 6 * 7").fetchone()[0], os.cpu_count() > 0, json.dumps({"a": 1}))
     print(hashlib.sha256(b"x").hexdigest()[:8], zoneinfo.ZoneInfo("Europe/Paris").key)

@@ -58,6 +58,10 @@ BENEATH_AUDIT = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib
                  "/etc/passwd", "/etc/group", "/etc/ssl", "/usr/share/ca-certificates",
                  "/sys/devices/system/cpu", "/etc/localtime")
 
+#: Where C creates files below the audit layer: POSIX semaphores and shared memory (sem_open for
+#: multiprocessing's locks, shm_open) live in /dev/shm.
+BENEATH_AUDIT_CREATES = ("/dev/shm",)
+
 
 def abi() -> int:
     """The Landlock ABI version this kernel offers; 0 when it has none."""
@@ -136,6 +140,8 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
     roots, files = implicit_roots(context.program_dir)
     for path in (*roots, *files, *BENEATH_AUDIT, *_interpreter_files()):
         wall.grant(path, READ)
+    for path in BENEATH_AUDIT_CREATES:
+        wall.grant(path, CREATE_FILES)
     for path in SINK_FILES:
         wall.grant(path, WRITE_FILE | TRUNCATE)
     for path in context.outputs:  # pyward's own files: those not there yet are created in their directory
