@@ -149,8 +149,10 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             continue
         if os.path.exists(path):
             wall.grant(path, READ_FILE | WRITE_FILE | TRUNCATE)
-        else:
+        elif os.path.isdir(os.path.dirname(path)):
             wall.grant(os.path.dirname(path), CREATE_FILES)
+        else:  # its directory is made too (the heal store's .pyward/ beside a report written elsewhere)
+            wall.grant(os.path.dirname(path), CREATE_FILES | MAKE_DIR)
     if context.spool:  # children append to it; pyward reads it back, removes it and its directory
         wall.grant(os.path.dirname(context.spool), CREATE_FILES)
         wall.grant(os.path.dirname(os.path.dirname(context.spool)), REMOVE_DIR)
@@ -268,8 +270,12 @@ class Plan:
         self.spool_dir: str | None = None
         self.wall: Wall | None = None
         if spool and self.abi:
+            try:
+                os.mkdir(spool + ".d", 0o700)
+            except OSError:  # already inside a wall (a heal re-run, pyward under pyward): no spool here
+                self.spool = None
+                return
             self.spool_dir = spool + ".d"
-            os.mkdir(self.spool_dir, 0o700)
             self.spool = os.path.join(self.spool_dir, "children.jsonl")
 
     def compile(self, policy: Policy, context: Context, session: Any) -> None:
