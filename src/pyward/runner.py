@@ -418,6 +418,8 @@ class Session:
         self.outputs: list[str] = []
         #: sys.monitoring tool ids pyward's engines hold (id -> name): not news to the tamper engine.
         self.monitoring_tools: dict[int, str] = {}
+        #: the sandbox's layers in force (audit hooks, kernel wall), for the report's run metadata
+        self.layers: dict[str, Any] = {}
         self._acting = _thread_local()
         #: what a re-run in a fresh process needs (rerun.py): the environment as
         #: the run started (engines may change it), the attempt this process
@@ -654,6 +656,7 @@ class Session:
             "duration_s": round(time.monotonic() - self._start_clock, 6),
             "exit_status": self.exit_status,
             "exit_reason": self.exit_reason,
+            **({"layers": self.layers} if self.layers else {}),
         }
 
     def _write_report(self, events: list[Any]) -> dict[str, Any]:
