@@ -35,8 +35,17 @@ import sys
 import tempfile
 import textwrap
 
-from _common import (bench_arguments, count_instructions, describe, print_results, python_version, pyward_cmd,
-                     self_timed, time_commands, versus)
+from _common import (
+    bench_arguments,
+    count_instructions,
+    describe,
+    print_results,
+    python_version,
+    pyward_cmd,
+    self_timed,
+    time_commands,
+    versus,
+)
 
 #: name -> (program, its repeat count when timed, when counted).  Each program repeats its work
 #: sys.argv[1] times and prints the milliseconds that took.

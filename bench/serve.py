@@ -46,10 +46,10 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
-import statistics
 import textwrap
 import time
 
@@ -293,7 +293,8 @@ def main() -> None:
                         help="one request in N goes to a crash path (a large N: none)")
     parser.add_argument("--only", default="", help="run only the servers whose name contains this (e.g. uvicorn)")
     parser.add_argument("--same", action="store_true",
-                        help="the noise floor: both sides without pyward (the 'pyward' column is a second plain server)")
+                        help="the noise floor: both sides without pyward "
+                             "(the 'pyward' column is a second plain server)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="pyward-bench-serve-")

@@ -36,7 +36,7 @@ def main() -> int:
         samples = time_commands(commands, args.runs, tmp, env)
     stats = {name: describe(s) for name, s in samples.items()}
     base = stats["python hello.py"]["median_ms"]
-    for name, s in stats.items():
+    for s in stats.values():
         s["added_ms"] = s["median_ms"] - base
         s["ratio"] = s["median_ms"] / base
     worst = max(s["added_ms"] for n, s in stats.items() if n.startswith("pyward"))

@@ -23,8 +23,16 @@ import sys
 import tempfile
 import textwrap
 
-from _common import (bench_arguments, describe, print_results, python_version, pyward_cmd, self_timed, time_commands,
-                     versus)
+from _common import (
+    bench_arguments,
+    describe,
+    print_results,
+    python_version,
+    pyward_cmd,
+    self_timed,
+    time_commands,
+    versus,
+)
 
 WORKLOADS = {
     "CPU-bound (ms)": """
@@ -109,7 +117,8 @@ def main() -> int:
         with open(os.path.join(tmp, "hello.py"), "w") as f:
             f.write("print('hello, world')\n")
         base = [*pw, "run", "--no-config", "--no-report", "--mode", "off"]
-        samples = time_commands({"python": [sys.executable, "hello.py"], "no-tamper": [*base, "--no-tamper", "hello.py"],
+        samples = time_commands({"python": [sys.executable, "hello.py"],
+                                 "no-tamper": [*base, "--no-tamper", "hello.py"],
                                  "sealed": [*base, "hello.py"]}, max(args.rounds * 3, 20), tmp, env)
         start = {k: describe(v)["median_ms"] for k, v in samples.items()}
         results["start-up: sealing (ms)"] = {"python": start["no-tamper"], "pyward": start["sealed"],
@@ -121,7 +130,8 @@ def main() -> int:
         print(json.dumps({"bench": "tamper", "python": python_version(), "rounds": args.rounds,
                           "results": results}))
         return 0
-    print_results(f"tamper cost on Python {python_version()} (default seals, sandbox off, best of {args.rounds} rounds)",
+    print_results(f"tamper cost on Python {python_version()} "
+                  f"(default seals, sandbox off, best of {args.rounds} rounds)",
                   results, base="base")
     print("  (base: plain python for the workloads; pyward run --no-tamper for start-up)")
     return 0

@@ -31,8 +31,8 @@ from __future__ import annotations
 import builtins
 import dis
 import importlib
-import io
 import importlib.util
+import io
 import json
 import sys
 import types
@@ -43,7 +43,7 @@ from pyward.heal import guards as guards_module
 from pyward.heal.analyse import Unhealable, analyse, instructions
 from pyward.heal.guards import Guard, helper
 from pyward.heal.recovery import plan
-from pyward.heal.synth import RefusedPatch, synthesise, walk
+from pyward.heal.synth import RefusedPatch, synthesise
 
 STATS: dict = {"functions": 0, "guarded_functions": 0, "guards": {}, "recoveries": {}, "refused": [], "executions": 0,
                "would_fire": 0, "violations": [],

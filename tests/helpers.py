@@ -24,3 +24,20 @@ def pyward(*args: str, cwd: str | os.PathLike[str] | None = None, env: dict[str,
 
 def pyward_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("[pyward]")]
+
+
+def recorders_of(pid: int) -> list[int]:
+    """The recorder processes of the pyward run `pid`: forked from it, so with its command line, in another
+    session."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmdline = f.read()
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != pid:
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if f.read() == cmdline and os.getsid(int(name)) != os.getsid(pid):
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found

@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-from helpers import clean_env, pyward, pyward_lines
 
+from helpers import clean_env, pyward, pyward_lines, recorders_of
 from pyward import checkpoint, report
 from pyward import journal as journal_module
 from pyward.journal import Journal
@@ -66,23 +66,6 @@ def journal_lines(path) -> list[dict]:
 
 def write_lines(path, items: list[dict]) -> None:
     path.write_text("".join(json.dumps(item, separators=(",", ":")) + "\n" for item in items))
-
-
-def recorders_of(pid: int) -> list[int]:
-    """The recorder processes of the pyward run `pid`: forked from it, so with its command line, in another
-    session."""
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        cmdline = f.read()
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != pid:
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if f.read() == cmdline and os.getsid(int(name)) != os.getsid(pid):
-                        found.append(int(name))
-            except OSError:
-                pass
-    return found
 
 
 def killed_run(app, steps: int, after: int, *extra: str, env: dict[str, str] | None = None):

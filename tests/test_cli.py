@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import clean_env, pyward
 
+from helpers import clean_env, pyward
 from pyward import __version__, commandline
 
 
@@ -67,7 +67,8 @@ def split(*argv):
     (["-v", "-c", "print(1)", "--log", "z"], (["-v"], ("code", "print(1)"), ["--log", "z"])),
     (["-cpass"], ([], ("code", "pass"), [])),
     (["-", "a"], ([], ("stdin", "-"), ["a"])),
-    (["--config", "c.toml", "--no-config", "app.py"], (["--config", "c.toml", "--no-config"], ("script", "app.py"), [])),
+    (["--config", "c.toml", "--no-config", "app.py"],
+     (["--config", "c.toml", "--no-config"], ("script", "app.py"), [])),
     (["-q"], (["-q"], None, [])),
 ])
 def test_split_run_args(argv, expected):

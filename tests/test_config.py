@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import pyward, pyward_lines
 
+from helpers import pyward, pyward_lines
 from pyward import config
 
 APP = "import pathlib\npathlib.Path('ran.marker').write_text('yes')\nprint('ran')\n"
@@ -90,7 +90,8 @@ def test_explicit_config_and_no_config(project):
     ("pyward.toml", 'quiet = "yes"\n', "quiet: expected a boolean (true or false), got the string 'yes'"),
     ("pyward.toml", "verbose = -1\n", "verbose: expected an integer (zero or more), got the integer -1"),
     ("pyward.toml", "verbose = true\n", "verbose: expected an integer"),
-    ("pyward.toml", 'color = "rainbow"\n', "color: expected one of 'auto', 'always', 'never', got the string 'rainbow'"),
+    ("pyward.toml", 'color = "rainbow"\n',
+     "color: expected one of 'auto', 'always', 'never', got the string 'rainbow'"),
     ("pyward.toml", "log = 3\n", "log: expected a path string, got the integer 3"),
     ("pyward.toml", "report = true\n", "report: expected a path string or false, got the boolean True"),
     ("pyward.toml", "[heal]\nx = 1\n", "[heal] unknown key 'x'"),

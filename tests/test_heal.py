@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import pytest
+
 from helpers import clean_env, pyward, pyward_lines
 
 BUGGY = """

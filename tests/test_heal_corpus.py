@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import pytest
+
 from helpers import clean_env, pyward, pyward_lines
 
 #: guard kind -> (expression of v, valid input, bad input, repr of the valid result)

@@ -22,6 +22,7 @@ import sys
 import textwrap
 
 import pytest
+
 from helpers import clean_env, pyward, pyward_lines
 
 # What a guarded operation gives, by type: the value X its valid input makes it give.
@@ -44,7 +45,8 @@ KINDS = {
 FLOWS = {
     "operator": ("y = EXPR * 2\nreturn y", None),
     "accumulation": ("t = START\nfor v in vs:\n    t += EXPR\nreturn t",
-                     "t = START\nfor v in vs:\n    try:\n        t += EXPR\n    except Exception:\n        pass\nreturn t"),
+                     "t = START\nfor v in vs:\n    try:\n        t += EXPR\n    except Exception:\n        pass\n"
+                     "return t"),
     "return": ("return EXPR", None),
     "context manager": ("with EXPR as x:\n    r = str(x)[:2]\nreturn r", None),
     "iteration": ("n = 0\nfor x in EXPR:\n    n += 1\nreturn n", None),

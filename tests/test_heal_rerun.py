@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+
 from helpers import clean_env, pyward, pyward_lines
 from test_heal import BUGGY
 

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import clean_env
 
+from helpers import clean_env
 from pyward.heal.analyse import KINDS
 
 HARNESS = pathlib.Path(__file__).with_name("heal_roundtrip.py")

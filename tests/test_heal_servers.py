@@ -6,8 +6,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+
 from helpers import clean_env
 
 HEADER = "X-Pyward-Healed"
@@ -1248,7 +1249,8 @@ def test_a_handler_is_never_made_to_return_a_fallback_to_its_server(tmp_path):
     run = subprocess.run([sys.executable, "-m", "pyward", "run", "--heal", "app.py"], cwd=tmp_path, env=clean_env(),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines() == ['/ada 200 {"name": "Ada", "lang": "en"}', '/bob 200 {"name": "Bob", "lang": null}',
+    assert run.stdout.splitlines() == ['/ada 200 {"name": "Ada", "lang": "en"}',
+                                       '/bob 200 {"name": "Bob", "lang": null}',
                                        "/carl 500", '/ada 200 {"name": "Ada", "lang": "en"}'], run.stderr
     assert "unhealed KeyError: 'carl': no recovery lets the request complete (app is the handler the server " \
            "called: it would give the server None instead of a response)" in run.stderr

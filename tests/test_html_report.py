@@ -7,10 +7,10 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+
 from browser import Browser, find_chromium, version
 from ci_programs import ENFORCE, FINDINGS, run
 from helpers import pyward
-
 from pyward import report as report_module
 from pyward.integrations import html_report
 from pyward.journal import Journal

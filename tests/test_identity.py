@@ -8,15 +8,16 @@ from importlib import resources
 
 import jsonschema
 import pytest
-from helpers import clean_env, pyward
 
+from helpers import clean_env, pyward
 from pyward.config import load
 from pyward.identity import effective_policy, policy_revision, resource_attributes
 
 EVENT_SCHEMA = json.loads(resources.files("pyward.schema").joinpath("event-1.json").read_text())
 REPORT_SCHEMA = json.loads(resources.files("pyward.schema").joinpath("report-1.json").read_text())
 
-DENIES = "import os\nfor name in ('A', 'B'):\n    try:\n        os.environ.get(name)\n    except PermissionError:\n        pass\n"
+DENIES = ("import os\nfor name in ('A', 'B'):\n    try:\n        os.environ.get(name)\n"
+          "    except PermissionError:\n        pass\n")
 
 
 def run_report(tmp_path, *args: str, env: dict[str, str] | None = None) -> dict:
@@ -98,10 +99,11 @@ def test_resource_attributes(value, expected):
     assert resource_attributes({"OTEL_RESOURCE_ATTRIBUTES": value}) == expected
 
 
-def test_the_journal_on_disk_carries_identity_and_revision(tmp_path):
+def test_the_record_of_a_run_without_an_end_carries_identity_and_revision(tmp_path):
     (tmp_path / "app.py").write_text("import os\nos._exit(0)\n")
     pyward("run", "-q", "--report", "r.json", "app.py", cwd=tmp_path)
-    lines = [json.loads(line) for line in (tmp_path / "r.json").read_text().splitlines()]
-    assert lines[0]["format"] == "pyward.journal"
-    assert lines[0]["run"]["identity"]["service.name"] == "app"
-    assert all(item["policy"] == lines[0]["run"]["policy"]["id"] for item in lines[1:] if "seq" in item)
+    data = json.loads((tmp_path / "r.json").read_text())  # the recorder's report of a run without an end
+    assert data["format"] == "pyward.report" and data["run"]["exit_status"] is None
+    assert data["run"]["identity"]["service.name"] == "app"
+    assert data["events"] and all(item["policy"] == data["run"]["policy"]["id"] for item in data["events"]
+                                  if item["engine"] != "pyward" or item["kind"] != "run.end")

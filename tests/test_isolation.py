@@ -15,6 +15,7 @@ import textwrap
 import time
 
 import pytest
+
 from helpers import pyward
 
 pytest.importorskip("freezegun")  # a test extra: make test installs it

@@ -10,8 +10,8 @@ from importlib import resources
 
 import jsonschema
 import pytest
-from helpers import pyward, pyward_lines
 
+from helpers import pyward, pyward_lines
 from pyward import journal
 from pyward.journal import ConsoleSink, Event, Journal, JsonlSink, jsonable
 
@@ -283,7 +283,7 @@ def test_default_reports_are_kept_to_a_bound(tmp_path):
     reports = tmp_path / ".pyward" / "reports"
     reports.mkdir(parents=True)
     (reports / "notes.json").write_text("{}")  # not a name pyward gives: never touched
-    for i in range(5):
+    for _ in range(5):
         assert pyward("run", "--keep-reports", "3", "-c", "pass", cwd=tmp_path).returncode == 0
     kept = sorted(p.name for p in reports.iterdir())
     assert len(kept) == 4 and "notes.json" in kept

@@ -121,11 +121,10 @@ def test_installs_and_runs_degraded_without_a_c_compiler(tmp_path):
     """pip install on a machine without a compiler: pyward installs, runs degraded and says why."""
     import os
     import pathlib
+    import shutil
     import venv
 
     import pytest
-
-    import shutil
 
     source = tmp_path / "src"  # a clean copy: no build/ left by an earlier install with a compiler
     shutil.copytree(pathlib.Path(__file__).resolve().parents[1], source,

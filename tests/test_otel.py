@@ -8,6 +8,7 @@ import os
 import threading
 
 import pytest
+
 from helpers import clean_env, pyward, pyward_lines
 
 logs_service = pytest.importorskip("opentelemetry.proto.collector.logs.v1.logs_service_pb2")

@@ -6,6 +6,7 @@ import os
 import textwrap
 
 import pytest
+
 from ci_programs import BUGGY, ENFORCE, FINDINGS, report, run
 from helpers import pyward, pyward_lines
 
@@ -198,30 +199,65 @@ def test_pre_commit_hook_runs_pyward_run():
     assert fields["pass_filenames"] == "false"
 
 
-def test_the_journal_of_a_killed_run_renders_as_an_incomplete_run(tmp_path):
-    """A run killed before its end leaves the journal at its report path: `pyward
-    report` renders what was recorded, with the incomplete verdict of `verify`."""
-    (tmp_path / "app.py").write_text(textwrap.dedent("""
-        import os
-        try:
-            open("/etc/hostname")
-        except PermissionError:
-            print("denied", flush=True)
+DENIED_THEN_GONE = """
+    import os, sys, time
+    try:
+        open("/etc/hostname")
+    except PermissionError:
+        print("denied", flush=True)
+    if sys.argv[1:] == ["exit"]:
         os._exit(3)
-    """))
-    run = pyward("run", "--mode", "enforce", "--report", "r.json", "app.py", cwd=tmp_path)
-    assert run.returncode == 3 and run.stdout == "denied\n", run.stderr
+    time.sleep(60)  # killed by the test, with its recorder
+"""
+
+
+def _renders_incomplete(tmp_path, expected_format):
     verify = pyward("verify", "r.json", cwd=tmp_path)
     assert verify.returncode == 3 and "did not end normally" in verify.stdout + verify.stderr
     for fmt in ("json", "sarif", "html"):
         out = pyward("report", "r.json", "--format", fmt, "-o", f"out.{fmt}", cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         lines = pyward_lines(out.stderr)
-        assert len(lines) == 1 and "did not end normally: INCOMPLETE" in lines[0], lines
+        assert len(lines) == 1 and "did not end normally" in lines[0], lines
     data = json.loads((tmp_path / "out.json").read_text())
-    assert data["format"] == "pyward.journal" and data["run"]["pid"] > 0
+    assert data["format"] == expected_format and data["run"]["pid"] > 0
     assert any(e["kind"] == "denied" and e["name"] == "/etc/hostname" for e in data["events"]), data["events"]
     html = (tmp_path / "out.html").read_text()
     assert 'data-verdict="incomplete"' in html and "/etc/hostname" in html
     sarif = json.loads((tmp_path / "out.sarif").read_text())
     assert sarif["runs"][0]["results"], sarif["runs"][0]
+
+
+def test_a_run_that_ends_by_os_exit_renders_as_an_incomplete_run(tmp_path):
+    """The recorder writes the report of a program that left by os._exit: every format says so."""
+    (tmp_path / "app.py").write_text(textwrap.dedent(DENIED_THEN_GONE))
+    run = pyward("run", "--mode", "enforce", "--report", "r.json", "app.py", "exit", cwd=tmp_path)
+    assert run.returncode == 3 and run.stdout == "denied\n", run.stderr
+    _renders_incomplete(tmp_path, "pyward.report")
+
+
+def test_the_journal_of_a_killed_run_renders_as_an_incomplete_run(tmp_path):
+    """A run killed whole (the program and its recorder, as a machine that goes down) leaves the
+    sealed journal at its report path: `pyward report` renders what was recorded."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import clean_env, recorders_of
+
+    (tmp_path / "app.py").write_text(textwrap.dedent(DENIED_THEN_GONE))
+    proc = subprocess.Popen([sys.executable, "-m", "pyward", "run", "--mode", "enforce", "--report", "r.json",
+                             "app.py"], cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "denied\n"
+        deadline = time.monotonic() + 30
+        while "/etc/hostname" not in (tmp_path / "r.json").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the recorder has the denial on disk
+        for pid in [*recorders_of(proc.pid), proc.pid]:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    _renders_incomplete(tmp_path, "pyward.journal")

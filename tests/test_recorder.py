@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers import clean_env, pyward
 
 #: Raises one denial per call to deny() (an environment read under --deny-env=SECRET_*), then does `how`

@@ -4,14 +4,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import re
 import os
+import re
 import stat
 import sys
 
 import pytest
-from helpers import clean_env, pyward, pyward_lines
 
+from helpers import clean_env, pyward, pyward_lines
 from pyward import report
 from pyward.journal import Journal
 

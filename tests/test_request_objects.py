@@ -71,7 +71,8 @@ def test_a_list_is_returned_as_is_with_the_extra_header(Held):
     held.run(app_returning(body), {})
     assert held.status == "200 OK" and held.headers == [("Content-Type", "text/plain")]
     assert held.commit(server.start_response, ("X-Pyward-Healed", "guard=g; target=t")) is body
-    assert server.log == [("start", "200 OK", [("Content-Type", "text/plain"), ("X-Pyward-Healed", "guard=g; target=t")])]
+    assert server.log == [("start", "200 OK",
+                           [("Content-Type", "text/plain"), ("X-Pyward-Healed", "guard=g; target=t")])]
     assert held.headers == [("Content-Type", "text/plain")]  # the application's list is not changed
 
 
@@ -137,7 +138,7 @@ def test_start_response_takes_its_arguments_by_name_and_refuses_others(Held):
     for args, kwargs in [(("200 OK",), {"status": "200 OK", "headers": []}), (("200 OK", []), {"code": 200}),
                          ((), {"status": "200 OK"}), (("200 OK", [], None, None), {})]:
         with pytest.raises(TypeError):
-            Held().run(lambda environ, start_response: start_response(*args, **kwargs), {})
+            Held().run(lambda environ, start_response: start_response(*args, **kwargs), {})  # noqa: B023 (run now)
 
 
 def test_start_response_with_exc_info_replaces_the_head_before_the_commit_and_raises_after(Held):
@@ -260,7 +261,7 @@ def test_discard_drops_what_is_held_and_the_buffer_passes_other_attributes_throu
     out.rfile, out.rule = "rfile", "rule"
     assert (out.rfile, out.body, out.rule) == ("rfile", None, "rule")
     with pytest.raises(AttributeError):
-        out.missing
+        _ = out.missing
     buffer = bytearray(b"x")
     out.write(buffer)  # after the commit: passed on as it is
     assert real.writes[-1] == b"x"

@@ -16,6 +16,7 @@ import time
 import zipapp
 
 import pytest
+
 from helpers import clean_env, pyward_lines
 
 ARGV = "import sys\nprint(sys.argv)\n"
@@ -49,7 +50,8 @@ def D(text: str) -> str:
 
 PKG = {
     "pkg/__init__.py": "",
-    "pkg/__main__.py": "from . import helper\nimport sys\nprint('pkg main', __name__, __package__, helper.X, sys.argv)\n",
+    "pkg/__main__.py": "from . import helper\nimport sys\n"
+                       "print('pkg main', __name__, __package__, helper.X, sys.argv)\n",
     "pkg/helper.py": "X = 'helper'\n",
     "pkg/sub/__init__.py": "",
     "pkg/sub/mod.py": D("""
@@ -65,7 +67,8 @@ PKG = {
 
 # name -> (files, argv, stdin, extra env)
 CASES: dict[str, tuple[dict[str, str], list[str], bytes | None, dict[str, str]]] = {
-    "argv_script_with_pyward_like_args": ({"app.py": ARGV}, ["app.py", "a", "--quiet", "-v", "--log", "x", "--"], None, {}),
+    "argv_script_with_pyward_like_args": ({"app.py": ARGV}, ["app.py", "a", "--quiet", "-v", "--log", "x", "--"], None,
+                                          {}),
     "argv_c_with_args": ({}, ["-c", ARGV, "x", "--quiet", "-q"], None, {}),
     "argv_and_relative_imports_m": (PKG, ["-m", "pkg.sub.mod", "arg", "--no-report"], None, {}),
     "m_package_main": (PKG, ["-m", "pkg", "z"], None, {}),

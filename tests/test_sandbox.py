@@ -10,6 +10,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+
 from helpers import clean_env
 from sandbox_helpers import guard
 
@@ -220,22 +221,24 @@ def test_ffi_permission(tmp_path):
     assert run.stdout.splitlines()[1].startswith("denied native code 'libc.so.6'"), run
 
 
-def test_without_ffi_ctypes_imports_but_reaches_nothing(tmp_path):
+def test_without_ffi_ctypes_does_not_import(tmp_path):
+    """ctypes hands out raw memory with no audit event (a Union of an int and a pointer):
+    without ffi its import is denied, as an ImportError programs probing for it catch."""
     code = """
-        import ctypes
-        print('imported')
-        for attempt in (lambda: ctypes.pythonapi.Py_GetVersion, lambda: ctypes.CDLL(None),
-                        lambda: ctypes.string_at(id(ctypes), 8), lambda: ctypes.CDLL('libm.so.6')):
-            try:
-                attempt()
-                print('LEAKED')
-            except PermissionError as exc:
-                print('denied', str(exc).split(' denied')[0])
+        try:
+            import ctypes
+            print('LEAKED')
+        except ImportError as exc:
+            print(type(exc).__name__, str(exc).split(' denied')[0])
+        try:
+            import _ctypes
+            print('LEAKED')
+        except ImportError as exc:
+            print(type(exc).__name__, str(exc).split(' denied')[0])
     """
     run = guard(tmp_path, code, "--allow-read=.")
-    assert run.stdout.splitlines() == [
-        "imported", "denied native code 'ctypes' (ctypes.dlsym)", "denied native code 'self' (ctypes.CDLL(None))",
-        "denied native code 'ctypes' (ctypes.string_at)", "denied native code 'libm.so.6' (ctypes.dlopen)"], run
+    assert run.stdout.splitlines() == ["ImportDenied native code 'ctypes' (import ctypes)",
+                                       "ImportDenied native code 'ctypes' (import _ctypes)"], run
 
 
 def test_import_permission(tmp_path):
@@ -763,6 +766,8 @@ def test_a_check_that_fails_is_journaled_and_counted_as_an_internal_error(tmp_pa
 
     namespace["HANDLERS"]["open"] = broken
     result = decide("open", ("/etc/hostname", "r", 0))
+    assert not emitted  # journaled after the verdict, never inside it
+    namespace["flush"]()  # what the C side does once the verdict is given
     assert (result is None) == (verdict == "allowed")
     if result is not None:
         assert result[0].startswith("pyward sandbox: internal error while checking open (AttributeError: half-")

@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+
 from helpers import clean_env
 from sandbox_helpers import guard
 
@@ -103,6 +104,8 @@ ATTEMPTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ctypes_libc_by_name": ("import ctypes\nattempt(lambda: ctypes.CDLL('libc.so.6'))", ()),
     "ctypes_pythonapi": ("import ctypes\nattempt(lambda: ctypes.pythonapi.PyRun_SimpleString)", ()),
     "ctypes_memory": ("import ctypes\nattempt(lambda: ctypes.string_at(id(sys), 16))", ()),
+    "ctypes_with_ffi_for_a_library_only": ("import ctypes\nattempt(lambda: ctypes.string_at(id(sys), 16))",
+                                           ("--allow-ffi=libm.so.6",)),
     "crafted_code_object": ("attempt(lambda: (lambda: 0).__code__.replace(co_consts=(1,)))", ()),
     "marshal_loads": ("import marshal\nattempt(lambda: marshal.loads(marshal.dumps(compile('1', 'x', 'eval'))))", ()),
     "subinterpreter": ("""
@@ -240,7 +243,7 @@ def test_attempt_is_denied_and_journaled(workspace, name):
     output = run.stdout + run.stderr
     assert "LEAKED" not in run.stdout, run
     assert "TOPSECRET" not in output, run
-    assert "DENIED" in run.stdout or "AccessDenied" in run.stderr, run
+    assert "DENIED" in run.stdout or "AccessDenied" in run.stderr or "ImportDenied" in run.stderr, run
     if name in ("env_snapshot", "env_private_data", "env_copy", "env_items", "traceback_frames_to_the_policy",
                 "threads_racing", "user_hook_allowing_all", "native_hook_allowing_all"):
         return  # nothing reaches the policy: the data is simply gone, or the check above says it all

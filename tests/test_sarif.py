@@ -7,9 +7,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 from ci_programs import BUGGY, BUGGY_LINE, ENFORCE, FINDINGS, PATCH_LINE, PEEK_LINE, SCAN_LINE, run
 from helpers import pyward
-
 from pyward import __version__
 from pyward.integrations import sarif
 from pyward.policy import PERMISSIONS

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+
 from sandbox_helpers import guard
 
 WATCHERS = sys.version_info >= (3, 12)
@@ -175,7 +176,8 @@ def test_locked_modules_stay_plain_modules_and_subclasses_keep_working(tmp_path,
         assert "=> stopping the run (--fail-closed)" in run.stderr
         return
     assert run.status == 0, run
-    if not WATCHERS or flags:  # the module's setattr is hooked: nothing jumps over it
+    if sys.version_info < (3, 13) or flags:  # ModuleType's setattr is hooked on every version (a sealed
+        # module's __class__ is judged): CPython then refuses object.__setattr__ on a module before 3.13
         assert lines[1].startswith("refused:")
         assert lines[-1] == "system"
     else:  # watchers: the change is let through and reported as it happens

@@ -29,7 +29,7 @@ def dumps(obj: object, *, sort_keys: bool = True, indent: int | None = None) -> 
 def _encode(obj: object, out: list[str], sort_keys: bool, indent: int | None, level: int) -> None:
     kind = type(obj)
     if kind is str:
-        out.append(_quote(obj))
+        out.append(_quote(obj))  # type: ignore[arg-type]  # mypy does not narrow `obj` through `kind`
     elif obj is None:
         out.append("null")
     elif obj is True:
@@ -37,18 +37,18 @@ def _encode(obj: object, out: list[str], sort_keys: bool, indent: int | None, le
     elif obj is False:
         out.append("false")
     elif kind is int:
-        out.append(int.__repr__(obj))  # type: ignore[arg-type]
+        out.append(int.__repr__(obj))
     elif kind is float:
         if obj != obj or obj == _INF or obj == -_INF:
             raise ValueError(f"{obj!r} is not valid JSON")
-        out.append(float.__repr__(obj))  # type: ignore[arg-type]
+        out.append(float.__repr__(obj))
     elif kind is list or kind is tuple:
         if not obj:
             out.append("[]")
             return
         inner, sep, close = _layout(indent, level)
         out.append("[" + inner)
-        for i, item in enumerate(obj):  # type: ignore[arg-type]
+        for i, item in enumerate(obj):  # type: ignore[arg-type,var-annotated]  # a list or tuple (`kind` above)
             if i:
                 out.append(sep)
             _encode(item, out, sort_keys, indent, level + 1)
@@ -58,7 +58,7 @@ def _encode(obj: object, out: list[str], sort_keys: bool, indent: int | None, le
             out.append("{}")
             return
         inner, sep, close = _layout(indent, level)
-        items = sorted(obj.items()) if sort_keys else obj.items()  # type: ignore[attr-defined]
+        items = sorted(obj.items()) if sort_keys else obj.items()  # type: ignore[attr-defined]  # a dict (`kind` above)
         out.append("{" + inner)
         for i, (key, value) in enumerate(items):
             if type(key) is not str:

@@ -254,7 +254,7 @@ def verify_journal(raw: bytes, hmac_key: bytes | None = None) -> JournalVerdict:
         verdict.torn = True
     try:
         header = json.loads(lines[0]) if lines else None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return verdict.fail(2, f"the journal header is not JSON: {exc}")
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         return verdict.fail(2, f"not a pyward journal (no \"format\": \"{FORMAT}\")")
@@ -267,7 +267,7 @@ def verify_journal(raw: bytes, hmac_key: bytes | None = None) -> JournalVerdict:
     start = genesis(run)
     if header.get("genesis") != start.hex():
         return verdict.fail(1, "run metadata altered (genesis hash does not match)")
-    settings = header.get("checkpoints") if isinstance(header.get("checkpoints"), dict) else {}
+    settings: dict[str, Any] = header["checkpoints"] if isinstance(header.get("checkpoints"), dict) else {}
     expected_key = settings.get("hmac")
     verdict.signed = bool(expected_key)
     if hmac_key is not None and expected_key and key_id(hmac_key) != expected_key:
@@ -276,7 +276,7 @@ def verify_journal(raw: bytes, hmac_key: bytes | None = None) -> JournalVerdict:
     for number, line in enumerate(lines[1:], 2):
         try:
             item = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return verdict.fail(1, f"line {number} is not JSON")
         if not isinstance(item, dict):
             return verdict.fail(1, f"line {number} is not a JSON object")
@@ -303,7 +303,7 @@ def verify_journal(raw: bytes, hmac_key: bytes | None = None) -> JournalVerdict:
         plain = {k: v for k, v in item.items() if k != "chain"}
         try:
             data = canonical(plain)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return verdict.fail(1, f"event #{position} (line {number}) is not canonical JSON")
         head = sha256(head + data)
         if item.get("chain") != head.hex():
@@ -363,7 +363,14 @@ def verify_command(path: str, key_file: str | None = None, key_env: str | None =
         except SigningKeyError as exc:
             sys.stderr.write(f"[pyward][error] {exc}\n")
             return 2
-    verdict = verify_journal(raw, key)
+    from .report import MALFORMED, malformed
+
+    try:
+        verdict = verify_journal(raw, key)
+        line = describe(verdict) if verdict.status == 3 else ""
+    except MALFORMED as exc:  # crafted content: one line and status 2, never a traceback
+        sys.stderr.write(f"[pyward][error] {malformed(path, exc)}\n")
+        return 2
     if verdict.status == 2:
         sys.stderr.write(f"[pyward][error] {path}: {verdict.problem}\n")
     elif verdict.status == 1:
@@ -371,5 +378,5 @@ def verify_command(path: str, key_file: str | None = None, key_env: str | None =
     else:
         for note in verdict.notes:
             sys.stderr.write(f"[pyward][warning] {note}\n")
-        print(f"{path}: {describe(verdict)}")
+        print(f"{path}: {line}")
     return verdict.status

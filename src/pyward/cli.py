@@ -32,6 +32,16 @@ PROGRAM_COMMANDS: dict[str, str] = {
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        return _verify(args)
+    except report.MALFORMED as exc:  # a crafted report: one line and status 2, never a traceback
+        fail(report.malformed(args.report, exc))
+    return 2
+
+
+def _verify(args: argparse.Namespace) -> int:
     from . import checkpoint, report
 
     if checkpoint.is_journal(args.report):  # the record of a run that did not end normally
@@ -61,10 +71,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             sys.stderr.write(f"[pyward] verify: {args.report}: BAD SIGNATURE: {problem}\n")
             return 1
         line += f"; signature ok ({sig['algorithm']}, key {sig.get('key_id')})"
-    run = data.get("run")
-    if isinstance(run, dict) and "exit_status" in run and run["exit_status"] is None:
-        # written by the recorder after the program's process ended without an end record
-        print(f"{args.report}: {line}; the run did not end normally ({run.get('exit_reason')}): INCOMPLETE")
+    ended = report.incomplete(data)
+    if ended is not None:  # written by the recorder after the program's process ended without an end record
+        print(f"{args.report}: {line}; {ended}: INCOMPLETE")
         return checkpoint.INCOMPLETE
     print(f"{args.report}: {line}")
     return 0
@@ -78,9 +87,9 @@ def _load_signature(path: str) -> dict[str, Any]:
             sig = json.load(f)
     except OSError as exc:
         fail(f"cannot read signature {path}: {exc.strerror or exc}")
-    except ValueError as exc:
-        fail(f"{path} is not a signature file: {exc}")
-    if not isinstance(sig, dict):
+    except (ValueError, RecursionError) as exc:
+        fail(f"{path} is not a signature file: {type(exc).__name__}: {exc}")
+    if not isinstance(sig, dict) or not all(isinstance(sig.get(k, ""), str) for k in ("algorithm", "key_id")):
         fail(f"{path} is not a signature file")
     return sig
 
@@ -94,7 +103,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
         fail("pyward sign: give one key: an HMAC key or --ed25519-key, not both")
     try:
         raw, data = report.load(args.report)
-        verdict = report.verify(data)
+        try:
+            verdict = report.verify(data)
+        except report.MALFORMED as exc:
+            fail(report.malformed(args.report, exc))
         if not verdict.ok:
             fail(f"refusing to sign {args.report}: it is already altered: {verdict.problem}", 1)
         if args.ed25519_key:

@@ -78,7 +78,7 @@ def _parser_class() -> type:
     return Parser
 
 
-def _add_options(parser: argparse.ArgumentParser, command: str) -> None:
+def _add_options(parser: argparse._ActionsContainer, command: str) -> None:
     import argparse
 
     for option in OPTIONS:
@@ -271,6 +271,7 @@ def split_own_options(argv: list[str], command: str, own: dict[str, bool]) -> tu
     flags = _run_flags()
     values: dict[str, Any] = {}
     rest: list[str] = []
+    value: str | bool
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -391,8 +392,8 @@ def run_program(argv: list[str], extra: dict[str, Any] | None = None, command: s
             settings.update(extra)
         session, prepared = start(settings, target, ["pyward", command, *argv], engines=engines, channel=channel)
     except (ConfigError, TargetError) as exc:
-        if getattr(exc, "python_line", None):
-            sys.stderr.write(exc.python_line + "\n")  # type: ignore[union-attr]
-            raise SystemExit(exc.status) from None  # type: ignore[union-attr]
+        if isinstance(exc, TargetError) and exc.python_line:
+            sys.stderr.write(exc.python_line + "\n")
+            raise SystemExit(exc.status) from None
         fail(str(exc), getattr(exc, "status", 2))
     return session.run(prepared)  # the program's own exit propagates from here

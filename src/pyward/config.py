@@ -161,6 +161,10 @@ OPTIONS: list[Option] = [
            flags=("--on-deny",), choices=("raise", "exit")),
     Option("inherit", "bool", True, "Python child processes run under the same policy (--no-inherit: they do not)",
            flags=("--no-inherit",), cli={"action": "store_false"}),
+    Option("kernel", "bool", True,
+           "under enforce, also restrict the program and its children in the kernel (Landlock) to the files and "
+           "TCP ports the policy allows (--no-kernel: the audit layer alone)",
+           flags=("--no-kernel",), cli={"action": "store_false"}),
     Option("permissions.all", "bool", False, "allow everything (deny rules still apply)",
            flags=("-A", "--allow-all"), cli={"action": "store_true"}),
     *(Option(f"permissions.{perm}", "perm", None,

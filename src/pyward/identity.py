@@ -27,6 +27,7 @@ os = isolate_module(os)  # noqa: F811
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 #: Kubernetes downward-API variables (set them in the pod spec with `fieldRef`)
@@ -43,7 +44,7 @@ K8S_VARIABLES = {
 SHORT = 12  # hex digits of the revision carried by every event
 
 
-def resource_attributes(environ: dict[str, str] | None = None) -> dict[str, str]:
+def resource_attributes(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """`OTEL_RESOURCE_ATTRIBUTES` (`key=value,key=value`, percent-encoded values), parsed."""
     from urllib.parse import unquote
 
@@ -97,7 +98,7 @@ def effective_policy(settings: Any) -> dict[str, Any]:
     cwd = os.getcwd()
     permissions: dict[str, Any] = {}
     for perm in PERMISSIONS:
-        def scopes(rules: list[Any]) -> list[str]:
+        def scopes(rules: list[Any], perm: str = perm) -> list[str]:
             if perm not in ("read", "write"):
                 return sorted({r.scope for r in rules})
             return sorted({r.scope if r.scope == "*" else expand(r.scope, policy.base_dirs.get(r.origin, cwd),

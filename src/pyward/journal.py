@@ -24,6 +24,7 @@ _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.d
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
+    from types import FrameType
     from typing import Any
 
 SCHEMA_VERSION = 1
@@ -62,7 +63,7 @@ def user_site(depth: int = 1) -> tuple[str | None, str | None]:
     called inside `shutil.copy`, that is the program's line calling
     `shutil.copy`.  Falls back to the first non-pyward frame.
     """
-    frame = _getframe(depth)
+    frame: FrameType | None = _getframe(depth)
     fallback = None
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -415,7 +416,7 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
         elif e["engine"] == "heal" and e["kind"] == "attempt":  # one per process the program ran in
             details = e.get("details") or {}
             attempts += 1
-            fired = details.get("firings") if type(details.get("firings")) is int else 0
+            fired = count if type(count := details.get("firings")) is int else 0
             firings += fired
             if details.get("completed") is True and fired:
                 degraded += 1

@@ -81,8 +81,9 @@ def verdict(data: dict[str, Any]) -> tuple[str, str | None]:
     result = report.verify(data)
     if not result.ok:
         return "altered", result.problem
-    if getattr(result, "complete", True) is False:  # a run whose end was never recorded
-        return "incomplete", getattr(result, "problem", None)
+    ended = report.incomplete(data)
+    if ended is not None:  # a run whose end was never recorded
+        return "incomplete", ended
     return "verified", None
 
 
@@ -180,7 +181,7 @@ def load_journal(path: str) -> tuple[dict[str, Any], tuple[str, str | None]] | s
     for line in raw.split(b"\n")[1:1 + judged.events + judged.checkpoint]:
         try:
             item = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             break
         if isinstance(item, dict) and "checkpoint" not in item:
             events.append(item)
@@ -194,6 +195,15 @@ def load_journal(path: str) -> tuple[dict[str, Any], tuple[str, str | None]] | s
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    try:
+        return _report(args)
+    except report.MALFORMED as exc:  # a crafted report or journal: one line and status 2, never a traceback
+        return _fail(report.malformed(args.report, exc))
+
+
+def _report(args: argparse.Namespace) -> int:
     from . import report
     from .checkpoint import is_journal
 

@@ -168,7 +168,7 @@ def _parse(data: bytes) -> Any:
     if _scan is None:
         from _json import make_scanner
 
-        _scan = make_scanner(_Context())
+        _scan = make_scanner(_Context())  # type: ignore[arg-type]  # the C scanner reads a context's attributes
     try:
         text = data.decode("ascii")
         value, end = _scan(text, 0)
@@ -200,7 +200,7 @@ def _event(item: Any) -> dict[str, Any] | None:
             return None
     if "policy" in item and type(item["policy"]) is not str:
         return None
-    event = {"v": SCHEMA_VERSION, "seq": 0}
+    event: dict[str, Any] = {"v": SCHEMA_VERSION, "seq": 0}
     for key in ("time", "pid", "thread", "engine", "kind", "name", "severity", "message", "where", "function",
                 "details"):
         event[key] = item.get(key)
@@ -387,6 +387,7 @@ class Recorder:
 
         while True:
             try:
+                assert self.pidfd is not None
                 return bool(select.select([self.pidfd], [], [], timeout)[0])
             except InterruptedError:
                 continue

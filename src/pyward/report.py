@@ -22,7 +22,7 @@ import time
 
 from . import canonical as _canonical
 from ._isolation import isolate_builtins, isolate_module
-from .journal import Event, iso_time, summarize
+from .journal import iso_time, summarize
 
 isolate_builtins(globals())
 
@@ -81,8 +81,18 @@ def merkle_root(events: Iterable[dict[str, Any]]) -> bytes:
     return tree(level)
 
 
-def build(run: dict[str, Any], events: list[Event]) -> dict[str, Any]:
-    """Assemble a report from run metadata and journal events."""
+def incomplete(data: dict[str, Any]) -> str | None:
+    """How the run of an intact report did not end normally (the recorder wrote it after the
+    program's process ended without an end record), or None: it ended normally."""
+    run = data.get("run")
+    if isinstance(run, dict) and "exit_status" in run and run["exit_status"] is None:
+        return f"the run did not end normally ({run.get('exit_reason')})"
+    return None
+
+
+def build(run: dict[str, Any], events: list[Any]) -> dict[str, Any]:
+    """Assemble a report from run metadata and journal events (Events, or anything
+    with their `to_json()`: the recorder's items)."""
     items = [e.to_json() for e in events]
     head = genesis(run)
     start = head
@@ -123,6 +133,17 @@ def write(path: str, report: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+#: What reading a crafted file can raise anywhere in verify, sign, render: a report
+#: or a journal is input, and input never ends in a traceback (malformed()).
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, LookupError, RecursionError,
+             OverflowError, UnicodeError, MemoryError)
+
+
+def malformed(path: str, exc: BaseException) -> str:
+    """The one line for a file whose content broke the reader (status 2)."""
+    return f"{path}: cannot be read as a pyward report or journal: malformed content ({type(exc).__name__})"
+
+
 def load(path: str) -> tuple[bytes, dict[str, Any]]:
     import json
 
@@ -136,8 +157,8 @@ def load(path: str) -> tuple[bytes, dict[str, Any]]:
                           "(pyward verify says how far it is intact)")
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path} is not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ReportError(f"{path} is not JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ReportError(f"{path} is not a pyward report (no \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
@@ -158,7 +179,8 @@ class Verdict:
 
 def _describe(position: int, item: Any) -> str:
     if isinstance(item, dict):
-        return f"event #{position} (seq {item.get('seq')}, {item.get('engine')}/{item.get('kind')} {item.get('name')!r})"
+        return (f"event #{position} (seq {item.get('seq')}, {item.get('engine')}/{item.get('kind')} "
+                f"{item.get('name')!r})")
     return f"event #{position}"
 
 

@@ -32,6 +32,7 @@ import sys
 import time
 
 from ._isolation import isolate_builtins, isolate_module
+from .journal import Sink
 
 isolate_builtins(globals())
 
@@ -56,9 +57,9 @@ def take_channel() -> tuple[int, int | None, int | None]:
     attempt, channel, tap = 1, None, None
     value = os.environ.pop(RERUN_VARIABLE, None)
     if value is not None:
-        number, _, fd = value.partition(":")
-        if number.isdigit() and fd.isdigit():
-            attempt, channel = int(number), int(fd)
+        number, _, digits = value.partition(":")
+        if number.isdigit() and digits.isdigit():
+            attempt, channel = int(number), int(digits)
     value = os.environ.pop(TAP_VARIABLE, None)
     if value is not None and value.isdigit():
         tap = int(value)
@@ -89,7 +90,7 @@ def command(invocation: list[str]) -> list[str] | None:
     return [sys.executable, *prefix, *tail]
 
 
-class FdSink:
+class FdSink(Sink):
     """Every event, as a JSON line, to a file descriptor (a pipe to the supervisor)."""
 
     console = False
@@ -387,7 +388,8 @@ def supervise(session: Session, attempt: int) -> None:
     session.finish()
     for stream in (sys.__stdout__, sys.__stderr__):
         try:
-            stream.flush()
+            if stream is not None:
+                stream.flush()
         except Exception:
             pass
     if killed:

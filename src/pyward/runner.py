@@ -25,8 +25,8 @@ import os
 import sys
 import time
 
-from ._version import __version__
 from ._isolation import isolate_builtins, isolate_module
+from ._version import __version__
 from .config import display_path
 from .journal import ConsoleSink, Journal, JsonlSink, iso_time, stderr_writer, summarize
 
@@ -38,6 +38,8 @@ _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.d
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
+    from importlib.abc import Loader
+    from types import CodeType
     from typing import Any, Callable
 
     from .config import Settings
@@ -205,7 +207,8 @@ class _ImportWatch:
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Announcing(spec.loader, self)
+                    # a duck-typed wrapper: subclassing importlib.abc.Loader would shadow what __getattr__ forwards
+                    spec.loader = _Announcing(spec.loader, self)  # type: ignore[assignment]
                 return spec
         return None
 
@@ -262,10 +265,10 @@ class _Prepared:
     def __init__(self) -> None:
         self.argv: list[str] = []
         self.path0: str | None = None
-        self.code = None
+        self.code: str | bytes | CodeType | None = None  # source, or the code of a .pyc
         self.file: str | None = None  # __file__, for scripts only
         self.filename = ""  # what the code is compiled as
-        self.loader = None
+        self.loader: Loader | None = None
         self.run_module: str | None = None
         self.alter_argv = False
         self.transform: Callable[[Any], Any] | None = None  # applied to the compiled script
@@ -342,7 +345,7 @@ def _fresh_main(p: _Prepared) -> Any:
     import types
     from importlib.machinery import BuiltinImporter
 
-    main = types.ModuleType("__main__")
+    main: Any = types.ModuleType("__main__")  # (gets attributes ModuleType does not declare)
     main.__loader__ = BuiltinImporter
     main.__annotations__ = {}
     main.__builtins__ = builtins
@@ -418,6 +421,8 @@ class Session:
         self.outputs: list[str] = []
         #: sys.monitoring tool ids pyward's engines hold (id -> name): not news to the tamper engine.
         self.monitoring_tools: dict[int, str] = {}
+        #: the sandbox's layers in force (audit hooks, kernel wall), for the report's run metadata
+        self.layers: dict[str, Any] = {}
         self._acting = _thread_local()
         #: what a re-run in a fresh process needs (rerun.py): the environment as
         #: the run started (engines may change it), the attempt this process
@@ -602,6 +607,7 @@ class Session:
         s = self.settings
         every = {"every_events": s.get("checkpoint.events", 100), "every_ms": s.get("checkpoint.interval_ms", 1000)}
         writer = stderr_writer()
+        assert self.report_path is not None
         try:
             self.recorder = recorder.start(self.report_path, self.start_metadata(), self._start_clock,
                                            every if checkpoints else None, key, keep=(writer.fd,))
@@ -661,6 +667,8 @@ class Session:
             else:
                 self.report_written = answer.get("written") is True
                 counts = answer.get("summary") if type(answer.get("summary")) is dict else None
+                if self.report_written and self.settings.get("sarif"):
+                    data = self._recorded_report()  # the SARIF of what was recorded, as `pyward report` gives it
                 if not self.report_written:
                     self._say(f"report not written to {display_path(self.report_path or '')}: "
                               f"{answer.get('problem')}", "error")
@@ -699,11 +707,13 @@ class Session:
             "duration_s": round(time.monotonic() - self._start_clock, 6),
             "exit_status": self.exit_status,
             "exit_reason": self.exit_reason,
+            **({"layers": self.layers} if self.layers else {}),
         }
 
     def _write_report(self, events: list[Any]) -> dict[str, Any]:
         from . import report
 
+        assert self.report_path is not None
         self._ensure_report_dir()
         data = report.build(self.run_metadata(), events)
         report.write(self.report_path, data)
@@ -717,6 +727,15 @@ class Session:
             with open(os.path.join(default_dir, ".gitignore"), "w") as f:
                 f.write("# created by pyward\n*\n")
         os.makedirs(os.path.dirname(self.report_path), exist_ok=True)
+
+    def _recorded_report(self) -> dict[str, Any] | None:
+        """The report the recorder wrote, read back (None when it cannot be)."""
+        from . import report
+
+        try:
+            return report.load(self.report_path or "")[1]
+        except report.ReportError:
+            return None
 
     def _write_sarif(self, events: list[Any], data: dict[str, Any] | None) -> None:
         from . import report
@@ -863,7 +882,7 @@ def _is_default_report_name(name: str) -> bool:
     """`YYYYmmdd-HHMMSS-PID.json`, as pyward names reports by default."""
     stem, dot, ext = name.partition(".")
     parts = stem.split("-")
-    return (dot and ext == "json" and len(parts) == 3 and len(parts[0]) == 8 and len(parts[1]) == 6
+    return (dot == "." and ext == "json" and len(parts) == 3 and len(parts[0]) == 8 and len(parts[1]) == 6
             and all(p.isdigit() for p in parts))
 
 
@@ -893,7 +912,7 @@ def _execute(p: _Prepared) -> None:
 
             if p.starts is not None:
                 p.starts(None)
-            runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]
+            runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]  # CPython private, as -m
             return
         source = p.code
         code = source
@@ -905,6 +924,7 @@ def _execute(p: _Prepared) -> None:
             code = p.transform(code)
         if p.starts is not None:
             p.starts(code)
+        assert code is not None  # a script, a command or stdin: prepare() and start() set it
         exec(code, sys.modules["__main__"].__dict__)
     finally:
         if sys.__dict__.get("getrecursionlimit") is hidden[0]:
@@ -1015,17 +1035,18 @@ def start(settings: Settings, target: Target, invocation: list[str],
     Raises TargetError (python's exit status) when the target cannot start.
     """
     p = prepare(target)
+    stdin_code: bytes | None = None
     if p.file is not None:
         _read_script(p)
     elif target.kind == "code":
         p.code = target.value
     elif target.kind == "stdin":  # bytes, so a coding cookie is honoured as python does
-        p.code = sys.stdin.buffer.read()
+        p.code = stdin_code = sys.stdin.buffer.read()
     session = Session(settings, target, invocation)
     session.attempt, session.channel, session.tap = channel
     session.program_dir = p.path0 or os.getcwd()
     session.engines = (engines or engines_for)(settings)
     if engines is None:
         session.outputs += outputs_for(settings, session.cwd)
-    session.open(p.code if target.kind == "stdin" else None)
+    session.open(stdin_code)
     return session, p

@@ -22,7 +22,8 @@ from realworld import harness, manifest  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--python", action="append", help="X.Y (repeatable, or comma-separated); default: this interpreter's")
+    ap.add_argument("--python", action="append",
+                    help="X.Y (repeatable, or comma-separated); default: this interpreter's")
     ap.add_argument("--suite", action="append", help="a suite or program name (repeatable); default: all")
     ap.add_argument("--mode", action="append",
                     help="comma-separated, from: " + ", ".join(manifest.MODES) + " (plain always runs)")
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.list:
         for s in manifest.SUITES:
-            print(f"suite   {s.name:16} {s.version:12} {'fast' if s.fast else '    '} {'tight' if s.tight else '     '} {s.note}")
+            fast, tight = "fast" if s.fast else "    ", "tight" if s.tight else "     "
+            print(f"suite   {s.name:16} {s.version:12} {fast} {tight} {s.note}")
         for p in manifest.PROGRAMS:
             print(f"program {p.name:16} {' '.join(p.args)}")
         for m in manifest.MODES:

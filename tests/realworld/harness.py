@@ -165,13 +165,13 @@ def _pip(python: str, *args: str, timeout: float = PIP_TIMEOUT, cwd: Path | None
     except subprocess.TimeoutExpired:
         raise NotRun(f"`pip {' '.join(args)}` timed out after {timeout:.0f}s") from None
     # pip's notes about index locations configured on some machines are noise
-    out.stderr = "\n".join(l for l in out.stderr.splitlines() if "is ignored: it is neither a file" not in l)
+    out.stderr = "\n".join(line for line in out.stderr.splitlines() if "is ignored: it is neither a file" not in line)
     return out
 
 
 def _pip_error(out: subprocess.CompletedProcess) -> str:
-    lines = [l.strip() for l in (out.stderr + "\n" + out.stdout).splitlines() if l.strip()]
-    errs = [l for l in lines if l.startswith(("ERROR", "error:")) or "Error" in l]
+    lines = [line.strip() for line in (out.stderr + "\n" + out.stdout).splitlines() if line.strip()]
+    errs = [line for line in lines if line.startswith(("ERROR", "error:")) or "Error" in line]
     return "; ".join((errs or lines)[-3:])[:400]
 
 
@@ -484,7 +484,7 @@ def _execute(rec: Record, cmd: list[str], cwd: Path, env_extra: dict[str, str], 
     rec.exit = out.returncode
     (outdir / f"{rec.mode}.stdout").write_text(out.stdout)
     (outdir / f"{rec.mode}.stderr").write_text(out.stderr)
-    rec.pyward_errors += [l for l in out.stderr.splitlines() if l.startswith("[pyward][error]")]
+    rec.pyward_errors += [line for line in out.stderr.splitlines() if line.startswith("[pyward][error]")]
     rec.stderr_tail = _tail(out.stderr)
     rec.error_line = _error_line(out.stderr)
     return out
@@ -658,7 +658,7 @@ def _normalise(text: str, mapping: dict[str, str]) -> str:
 
 
 def _strip_pyward(stderr: str) -> str:
-    return "\n".join(l for l in stderr.splitlines() if not l.startswith("[pyward]"))
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith("[pyward]"))
 
 
 def _first_diff(a: str, b: str) -> str:
@@ -775,7 +775,7 @@ def _run_http(rec: Record, cmd: list[str], cwd: Path, port: int, timeout: float,
     rec.exit = proc.returncode
     (d / f"{rec.mode}.stdout").write_text(stdout)
     (d / f"{rec.mode}.stderr").write_text(stderr)
-    rec.pyward_errors += [l for l in stderr.splitlines() if l.startswith("[pyward][error]")]
+    rec.pyward_errors += [line for line in stderr.splitlines() if line.startswith("[pyward][error]")]
     rec.stderr_tail = _tail(stderr)
     rec.error_line = _error_line(stderr)
     return f"{stdout}\n--- response ---\n{response}", ""

@@ -100,7 +100,8 @@ TIGHT_COMMON = {
     # (reflection.impersonate: code.replace); a policy for pytest with hypothesis installed grants it
     "ffi": ("bytecode",),
     "env": ("PYTEST_*", "PY_COLORS", "PY_IGNORE_IMPORTMISMATCH", "_ARGCOMPLETE", "HYPOTHESIS_*", "CI", "BUILD_NUMBER",
-            "TF_BUILD", "COLUMNS", "LINES", "TERM", "NO_COLOR", "FORCE_COLOR", "COV_CORE_*", "COVERAGE_*", "READTHEDOCS", "HOME"),
+            "TF_BUILD", "COLUMNS", "LINES", "TERM", "NO_COLOR", "FORCE_COLOR", "COV_CORE_*", "COVERAGE_*",
+            "READTHEDOCS", "HOME"),
 }
 
 #: Modes, in the order they run.  "plain" is the baseline every other mode is compared with.
@@ -111,7 +112,8 @@ MODE_HELP = {
     "learn": "pyward learn -o POLICY -m pytest ... (watch; writes POLICY)",
     "learned": "pyward run --config POLICY -m pytest ... (enforce under the learned policy)",
     "heal": "pyward run --heal -m pytest ...",
-    "tight": "pyward run --mode enforce --config TIGHT ... (hand-written: read suite+venv+interpreter+$TMP, write $TMP)",
+    "tight": "pyward run --mode enforce --config TIGHT ... "
+             "(hand-written: read suite+venv+interpreter+$TMP, write $TMP)",
 }
 
 

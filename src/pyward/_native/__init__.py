@@ -7,29 +7,40 @@ what pyward cannot do as well without it; the runner prints that once.
 from __future__ import annotations
 
 import os
-from types import ModuleType
 
-native: ModuleType | None
-error: str | None
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
 
 DEGRADED = (
     "audit events are filtered in Python instead of C (slower); "
     "tamper detection falls back to checks instead of watchers"
 )
 
-if os.environ.get("PYWARD_DISABLE_NATIVE"):
-    native, error = None, "disabled by PYWARD_DISABLE_NATIVE"
-else:
+
+def _load() -> tuple[ModuleType | None, str | None]:
+    """The extension module and None, or None and why it is missing."""
+    if os.environ.get("PYWARD_DISABLE_NATIVE"):
+        return None, "disabled by PYWARD_DISABLE_NATIVE"
     try:
-        from . import _pyward as native
+        from . import _pyward
     except ImportError as exc:  # not built, or built for another interpreter
         import importlib.machinery
 
         here = os.path.dirname(__file__)
         built = any(name.startswith("_pyward.") and name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
                     for name in os.listdir(here))
-        native, error = None, (f"{type(exc).__name__}: {exc}" if built else
-                               "the C extension was not built when pyward was installed (no C compiler or "
-                               "Python headers); reinstall with gcc and python3-dev to get it")
-    else:
-        error = None
+        return None, (f"{type(exc).__name__}: {exc}" if built else
+                      "the C extension was not built when pyward was installed (no C compiler or "
+                      "Python headers); reinstall with gcc and python3-dev to get it")
+    return _pyward, None
+
+
+_module, error = _load()
+if TYPE_CHECKING:
+    # mypy checks every call against the stub, _pyward.pyi.  It has no type for "this module or None":
+    # callers test `native is None` before use, and mypy cannot enforce that.
+    from . import _pyward as native
+else:
+    native = _module
+del _module

@@ -1,7 +1,8 @@
 /* pyward._native._pyward: module definition; engines contribute methods. */
 #include "pyward.h"
 
-static PyMethodDef *method_tables[] = {pw_audit_methods, pw_sandbox_methods, pw_tamper_methods, pw_monitor_methods, NULL};
+static PyMethodDef *method_tables[] = {pw_audit_methods, pw_sandbox_methods, pw_tamper_methods, pw_monitor_methods,
+                                      pw_net_methods, pw_landlock_methods, NULL};
 
 static int
 pw_exec(PyObject *module)

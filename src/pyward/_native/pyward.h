@@ -30,6 +30,8 @@ extern PyMethodDef pw_tamper_methods[];
 
 /* monitor.c: the heal engine's sys.monitoring callbacks (3.12+; empty before). */
 extern PyMethodDef pw_monitor_methods[];
+extern PyMethodDef pw_net_methods[];  /* net.c: getaddrinfo without an audit event */
+extern PyMethodDef pw_landlock_methods[];  /* landlock.c: the kernel wall */
 
 /* guards.c: the usual case of a heal guard's helper (the type `FastGuard`). */
 int pw_guards_exec(PyObject *module);

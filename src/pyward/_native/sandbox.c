@@ -40,6 +40,10 @@ static _Thread_local int in_hook; /* >0 while the callback (or its journaling) r
 static int fail_closed;        /* enforce: an internal error denies */
 static int subinterpreters;    /* the policy allows subinterpreters */
 static _Thread_local int depth; /* >0 while decide runs on this thread */
+static PyObject *pending;      /* the decider's queue of events to journal (a list only C and it hold) */
+static PyObject *flush_fn;     /* journals the queue: called after a verdict, never inside one */
+static _Thread_local int flushing;
+#define MAX_NESTED 4           /* verdicts inside a verdict (program code the interpreter ran there) */
 static int hook_locked;        /* sandbox_set_hook refuses: for good */
 
 static int
@@ -213,18 +217,78 @@ pw_hook_alone(PyObject *event, PyObject *args)
 
 /* The verdict protocol: 0 allowed, -1 with an exception set.  `hooked`: the
  * program's callback wants this event (pw_hook_wants). */
+/* Journal what the verdicts queued, outside any verdict: the journal is Python
+ * the program can reach, so the events it raises are judged like the program's.
+ * The exception a denial set stays pending. */
+static void
+flush_pending(void)
+{
+    if (flushing || pending == NULL || flush_fn == NULL || PyList_GET_SIZE(pending) == 0) {
+        return;  /* a flush in progress journals what its own events queue */
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    flushing = 1;
+    PyObject *res = PyObject_CallNoArgs(flush_fn);
+    flushing = 0;
+    if (res == NULL) {
+        PyErr_WriteUnraisable(flush_fn);
+    }
+    else {
+        Py_DECREF(res);
+    }
+    PyErr_Restore(type, value, tb);
+}
+
+static int decide_in_window(PyObject *event, PyObject *args, int hooked);
+
 int
 pw_sandbox_decide_for(PyObject *event, PyObject *args, int hooked)
 {
-    if (depth > 0) {
-        return 0;  /* pyward's own work during a decision */
-    }
     if (decide_fn == NULL) {
         return hooked ? pw_hook_alone(event, args) : 0;  /* no policy: hook-only, or nothing installed */
+    }
+    if (depth == 0 && PyErr_CheckSignals() < 0) {
+        /* signal handlers already due run now, before the window, judged like any code */
+        return -1;
+    }
+    int rc = decide_in_window(event, args, depth > 0 ? 0 : hooked);
+    if (depth == 0) {
+        flush_pending();
+    }
+    return rc;
+}
+
+/* One verdict.  Nothing in it calls the program's code, but the interpreter
+ * may: a finalizer of cyclic garbage, a signal handler.  An event that code
+ * raises here is judged like any other (it is not pyward's own work), never
+ * let through because a verdict is in progress. */
+static int
+decide_in_window(PyObject *event, PyObject *args, int hooked)
+{
+    if (depth >= MAX_NESTED) {
+        PyObject *msg = PyUnicode_FromFormat("%U denied by pyward's sandbox: raised inside %d nested checks",
+                                             event, depth);
+        int rc = msg != NULL ? raise_denied(msg) : -1;
+        Py_XDECREF(msg);
+        return rc;
     }
     depth++;
     PyObject *verdict = PyObject_CallFunctionObjArgs(decide_fn, event, args, NULL);
     depth--;
+    if (verdict == NULL && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        /* KeyboardInterrupt & co. from a signal handler: the program's, passed on; its
+         * traceback would lead into the decider's frames, so it goes without one */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        Py_XDECREF(tb);
+        if (value != NULL) {
+            PyException_SetTraceback(value, Py_None);
+        }
+        PyErr_Restore(type, value, NULL);
+        return -1;
+    }
     if (verdict == NULL) {
         PyObject *why = describe_and_clear();
         int rc = 0;
@@ -340,10 +404,15 @@ pw_sandbox_foreign(const char *event)
 static PyObject *
 sandbox_install(PyObject *module, PyObject *args)
 {
-    PyObject *names, *decide, *denied, *import_denied = NULL, *emit = NULL;
+    PyObject *names, *decide, *denied, *import_denied = NULL, *emit = NULL, *queue = NULL, *flush = NULL;
     int closed, subinterp = 0;
-    if (!PyArg_ParseTuple(args, "OOOp|pOO:sandbox_install", &names, &decide, &denied, &closed, &subinterp,
-                          &import_denied, &emit)) {
+    if (!PyArg_ParseTuple(args, "OOOp|pOOOO:sandbox_install", &names, &decide, &denied, &closed, &subinterp,
+                          &import_denied, &emit, &queue, &flush)) {
+        return NULL;
+    }
+    if ((queue != NULL && queue != Py_None && !PyList_CheckExact(queue))
+        || (flush != NULL && flush != Py_None && !PyCallable_Check(flush))) {
+        PyErr_SetString(PyExc_TypeError, "sandbox_install: the queue must be a list and flush callable");
         return NULL;
     }
     if (import_denied != NULL && !PyType_Check(import_denied)) {
@@ -384,6 +453,10 @@ sandbox_install(PyObject *module, PyObject *args)
         Py_XSETREF(hook_emit, Py_NewRef(emit));  /* the callback's verdicts go to the sandbox's journal */
     }
     import_denied_type = import_denied != NULL ? Py_NewRef(import_denied) : NULL;
+    if (queue != NULL && queue != Py_None && flush != NULL && flush != Py_None) {
+        pending = Py_NewRef(queue);
+        flush_fn = Py_NewRef(flush);
+    }
     fail_closed = closed;
     subinterpreters = subinterp;
     Py_RETURN_NONE;
@@ -695,10 +768,29 @@ make_guard(PyObject *module, PyObject *args)
 
 /* --- helpers that cannot be patched from Python ---------------------------- */
 
+/* Objects untracked here are owned by C for the rest of the process: each
+ * keeps a reference from `kept`, so whatever the program does to the
+ * containers that also hold them (a namespace cleared, a closure dropped),
+ * none is ever deallocated.  That matters beyond hiding: CPython's dealloc of
+ * a function, a cell or a method unlinks it from the GC's list without
+ * checking it is tracked, and an untracked one crashes the interpreter. */
+static PyObject **kept;
+static Py_ssize_t n_kept, kept_capacity;
+
 static PyObject *
 untrack(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (n_kept + nargs > kept_capacity) {
+        Py_ssize_t capacity = (n_kept + nargs) * 2 + 16;
+        PyObject **grown = PyMem_RawRealloc(kept, capacity * sizeof(PyObject *));
+        if (grown == NULL) {
+            return PyErr_NoMemory();
+        }
+        kept = grown;
+        kept_capacity = capacity;
+    }
     for (Py_ssize_t i = 0; i < nargs; i++) {
+        kept[n_kept++] = Py_NewRef(args[i]);  /* first: never freed, tracked or not */
         if (PyObject_IS_GC(args[i]) && PyObject_GC_IsTracked(args[i])) {
             PyObject_GC_UnTrack(args[i]);
         }
@@ -761,6 +853,40 @@ env_get(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 
 extern char **environ;
 
+/* The decider's own reads of the environment (PATH, to find a command): no check,
+ * since a check inside a verdict is a nested verdict.  Handed out only before the
+ * sandbox is installed (to the decider being built, which holds it in its hidden
+ * namespace); refused from then on, so the program never gets one. */
+static PyObject *
+env_raw(PyObject *module, PyObject *name)
+{
+    PyObject *bytes;
+    if (!PyUnicode_Check(name) || !PyUnicode_FSConverter(name, &bytes)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "env_raw(name: str)");
+        }
+        return NULL;
+    }
+    const char *value = getenv(PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
+    if (value == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeFSDefault(value);
+}
+
+static PyMethodDef env_raw_def = {"env_raw", env_raw, METH_O, NULL};
+
+static PyObject *
+take_env_reader(PyObject *module, PyObject *unused)
+{
+    if (decide_fn != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the sandbox is installed: its environment reader is not handed out");
+        return NULL;
+    }
+    return PyCFunction_New(&env_raw_def, NULL);
+}
+
 static PyObject *
 env_names(PyObject *module, PyObject *unused)
 {
@@ -805,10 +931,13 @@ PyMethodDef pw_sandbox_methods[] = {
      "guard(event, original, transform=None, after=None): a callable that asks the sandbox before calling "
      "original (no question when event is None), may rewrite its arguments and post-process its result."},
     {"untrack", (PyCFunction)(void (*)(void))untrack, METH_FASTCALL,
-     "untrack(*objects): stop the GC from tracking them (they vanish from gc.get_objects())."},
+     "untrack(*objects): stop the GC from tracking them (they vanish from gc.get_objects()); C keeps a "
+     "reference to each for the life of the process, so they are never freed."},
     {"realpath", native_realpath, METH_O, "realpath(path) -> str | None: libc realpath(3)."},
     {"env_get", (PyCFunction)(void (*)(void))env_get, METH_FASTCALL,
      "env_get(name, listing=False) -> str | None: the environment variable, if the sandbox allows."},
+    {"take_env_reader", take_env_reader, METH_NOARGS,
+     "take_env_reader(): the decider's unchecked environment reader; only before the sandbox is installed."},
     {"env_names", env_names, METH_NOARGS, "env_names() -> list[str]: names in the process environment."},
     {NULL, NULL, 0, NULL},
 };

@@ -30,6 +30,40 @@ static PyObject *modules_dict;    /* sys.modules, when watched */
 static PyObject *modules_filter;  /* names whose sys.modules events are reported (NULL: all) */
 static PyObject *watched_keys;    /* attribute names sealed in some watched namespace: any other key's
                                    * change (pytest swaps sys.stdout per test) stays in C */
+static PyObject *trusted_codes;   /* tuple of the engine's own code objects: the only callers of the
+                                   * functions that mute, stop or re-point the watchers (NULL: none yet) */
+static PyObject *sealed;          /* dict (id(namespace), key) -> (namespace, key, value): every seal, as
+                                   * the engine last accepted it; kept here, out of the program's reach */
+static PyObject *class_locked;    /* set of modules whose __class__ may not change unseen (any version) */
+
+/* 1 when the Python code calling this C function is the tamper engine's own
+ * (code objects registered by tamper_install, before the program ran);
+ * otherwise PermissionError and 0.  A program calling tamper_quiet or
+ * tamper_stop directly is refused here. */
+static int
+caller_trusted(const char *what)
+{
+    if (trusted_codes == NULL) {
+        return 1;  /* no engine installed: nothing to protect yet */
+    }
+    PyFrameObject *frame = PyEval_GetFrame();  /* borrowed */
+    if (frame != NULL) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        int found = 0;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(trusted_codes); i++) {
+            if (PyTuple_GET_ITEM(trusted_codes, i) == (PyObject *)code) {
+                found = 1;
+                break;
+            }
+        }
+        Py_DECREF(code);
+        if (found) {
+            return 1;
+        }
+    }
+    PyErr_Format(PyExc_PermissionError, "%s belongs to pyward's tamper engine; the program cannot call it", what);
+    return 0;
+}
 
 /* Schedule the pending call now: only ever from C code that returns straight to
  * the change being made, so the call cannot run before the change lands (a
@@ -151,10 +185,28 @@ on_func(PyFunction_WatchEvent event, PyFunctionObject *func, PyObject *new_value
 static PyObject *
 tamper_install(PyObject *module, PyObject *args)
 {
-    PyObject *fn, *pending;
-    if (!PyArg_ParseTuple(args, "OO:tamper_install", &fn, &pending)) {
+    PyObject *fn, *pending, *codes;
+    if (!PyArg_ParseTuple(args, "OOO!:tamper_install", &fn, &pending, &PyTuple_Type, &codes)) {
         return NULL;
     }
+    if (!caller_trusted("tamper_install")) {
+        return NULL;  /* once installed, only the engine's own code installs again (a new session) */
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(codes); i++) {
+        if (!PyCode_Check(PyTuple_GET_ITEM(codes, i))) {
+            PyErr_SetString(PyExc_TypeError, "tamper_install: codes must be code objects");
+            return NULL;
+        }
+    }
+    Py_XSETREF(trusted_codes, Py_NewRef(codes));
+    if (sealed == NULL && (sealed = PyDict_New()) == NULL) {
+        return NULL;
+    }
+    if (class_locked == NULL && (class_locked = PySet_New(NULL)) == NULL) {
+        return NULL;
+    }
+    PyDict_Clear(sealed);  /* a new session seals afresh */
+    PyObject_GC_UnTrack(sealed);  /* gc.get_objects() does not list it: only C reaches it */
 #ifdef PW_HAVE_WATCHERS
     if (dict_watcher < 0 && (dict_watcher = PyDict_AddWatcher(on_dict)) < 0) {
         return NULL;
@@ -177,6 +229,9 @@ static PyObject *
 tamper_stop(PyObject *module, PyObject *unused)
 {
     /* the run is over: module dicts are torn down at shutdown, nobody listens */
+    if (!caller_trusted("tamper_stop")) {
+        return NULL;
+    }
     Py_CLEAR(report_fn);
     Py_CLEAR(pending_fn);
     Py_CLEAR(lock_judge);  /* locked modules accept every change from now on */
@@ -228,6 +283,9 @@ tamper_watch_modules(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O:tamper_watch_modules", &PyDict_Type, &dict, &names)) {
         return NULL;
     }
+    if (!caller_trusted("tamper_watch_modules")) {
+        return NULL;
+    }
     if (names != Py_None && !PySet_Check(names)) {
         PyErr_SetString(PyExc_TypeError, "tamper_watch_modules: names must be a set or None");
         return NULL;
@@ -247,6 +305,9 @@ tamper_watch_modules(PyObject *module, PyObject *args)
 static PyObject *
 tamper_unwatch(PyObject *module, PyObject *obj)
 {
+    if (!caller_trusted("tamper_unwatch")) {
+        return NULL;
+    }
 #ifdef PW_HAVE_WATCHERS
     if (PyDict_Check(obj)) {
         if (PyDict_Unwatch(dict_watcher, obj) < 0) {
@@ -298,6 +359,9 @@ tamper_quiet(PyObject *module, PyObject *args)
     /* tamper_quiet(fn, *args): call fn with the watchers' reports muted on this
      * thread (pyward's own restores). */
     Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (!caller_trusted("tamper_quiet")) {
+        return NULL;
+    }
     if (n < 1) {
         PyErr_SetString(PyExc_TypeError, "tamper_quiet(fn, *args)");
         return NULL;
@@ -329,12 +393,21 @@ tamper_quiet(PyObject *module, PyObject *args)
 static int
 locked_module_setattro(PyObject *self, PyObject *name, PyObject *value)
 {
-    if (lock_judge != NULL && !busy && locked_modules != NULL && PySet_GET_SIZE(locked_modules) > 0) {
-        int found = PySet_Contains(locked_modules, self);
+    if (lock_judge != NULL && !busy) {
+        int found = locked_modules != NULL && PySet_GET_SIZE(locked_modules) > 0 ? PySet_Contains(locked_modules, self)
+                                                                                  : 0;
         if (found < 0) {
             return -1;
         }
-        if (!found && lock_awaited != NULL && PySet_GET_SIZE(lock_awaited) > 0) {
+        if (!found && class_locked != NULL && PySet_GET_SIZE(class_locked) > 0 && PyUnicode_Check(name)
+            && PyUnicode_CompareWithASCIIString(name, "__class__") == 0) {
+            /* a sealed module's class swapped: its attribute lookups would no longer be its namespace's */
+            found = PySet_Contains(class_locked, self);
+            if (found < 0) {
+                return -1;
+            }
+        }
+        if (!found && locked_modules != NULL && lock_awaited != NULL && PySet_GET_SIZE(lock_awaited) > 0) {
             /* a module a pending seal waits for, changed before any check could seal it
              * (imported, then patched at once): the judge seals it first */
             PyObject *modname = PyModule_GetNameObject(self);
@@ -431,6 +504,9 @@ tamper_lock_install(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOO!:tamper_lock_install", &judge, &missing, &error, &PySet_Type, &awaited)) {
         return NULL;
     }
+    if (!caller_trusted("tamper_lock_install")) {
+        return NULL;
+    }
     if (locked_modules == NULL && (locked_modules = PySet_New(NULL)) == NULL) {
         return NULL;
     }
@@ -450,20 +526,62 @@ tamper_lock_install(PyObject *module, PyObject *args)
 }
 
 static PyObject *
-tamper_lock(PyObject *module, PyObject *obj)
+tamper_lock(PyObject *module, PyObject *args)
 {
+    PyObject *obj;
+    int class_only = 0;
+    if (!PyArg_ParseTuple(args, "O|p:tamper_lock", &obj, &class_only)) {
+        return NULL;
+    }
     if (!PyModule_CheckExact(obj)) {
         PyErr_SetString(PyExc_TypeError, "tamper_lock(module): an exact module object");
         return NULL;
     }
-    if (locked_modules == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "tamper_lock_install() first");
+    if (locked_modules == NULL || class_locked == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tamper_install() and tamper_lock_install() first");
         return NULL;
     }
-    if (PySet_Add(locked_modules, obj) < 0) {
+    if (PySet_Add(class_only ? class_locked : locked_modules, obj) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* The seal table the engine relies on, kept in C: the program can clear or
+ * rewrite the engine's Python dicts, not this; the engine compares the two at
+ * every check and at exit. */
+static PyObject *
+tamper_seal(PyObject *module, PyObject *args)
+{
+    PyObject *dict, *key, *value;
+    if (!PyArg_ParseTuple(args, "O!OO:tamper_seal", &PyDict_Type, &dict, &key, &value)) {
+        return NULL;
+    }
+    if (!caller_trusted("tamper_seal")) {
+        return NULL;
+    }
+    if (sealed == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tamper_install() first");
+        return NULL;
+    }
+    PyObject *id = PyLong_FromVoidPtr(dict);
+    PyObject *k = id != NULL ? PyTuple_Pack(2, id, key) : NULL;
+    int rc = k != NULL ? PyDict_SetItem(sealed, k, value) : -1;
+    Py_XDECREF(id);
+    Py_XDECREF(k);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tamper_sealed(PyObject *module, PyObject *unused)
+{
+    if (sealed == NULL) {
+        return PyList_New(0);
+    }
+    return PyDict_Values(sealed);  /* a new list of the entries */
 }
 
 /* The import gate.  The tamper engine checks its seals' identities, the
@@ -509,6 +627,9 @@ pw_tamper_gate_skips(PyObject *callback)
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gate_seals); i++) {
         PyObject *seal = PyTuple_GET_ITEM(gate_seals, i);
         PyObject *now = PyDict_GetItemWithError(PyTuple_GET_ITEM(seal, 0), PyTuple_GET_ITEM(seal, 1));
+        if (now == NULL && !PyErr_Occurred() && lock_missing != NULL) {
+            now = lock_missing;  /* sealed as absent, and still absent */
+        }
         if (now != PyTuple_GET_ITEM(seal, 2)) {
             PyErr_Clear();
             return 0;
@@ -553,6 +674,9 @@ tamper_import_gate(PyObject *module, PyObject *args)
                           &PyTuple_Type, &tools)) {
         return NULL;
     }
+    if (!caller_trusted("tamper_import_gate")) {
+        return NULL;
+    }
     if (callback == Py_None) {
         Py_CLEAR(gate_callback);
         Py_RETURN_NONE;
@@ -593,7 +717,12 @@ PyMethodDef pw_tamper_methods[] = {
      "(name, snapshot) list sys.<name> holds the snapshot's items, no name of absent is in modules, and\n"
      "get_tool(i) (unless None) still returns tools[i].  tamper_import_gate(None): no gate."},
     {"tamper_install", tamper_install, METH_VARARGS,
-     "tamper_install(report, pending) -> bool: register the dict and function watchers (False before 3.12)."},
+     "tamper_install(report, pending, codes) -> bool: register the dict and function watchers (False before\n"
+     "3.12); from now on only code in `codes` may mute, stop, re-point or install them again."},
+    {"tamper_seal", tamper_seal, METH_VARARGS,
+     "tamper_seal(namespace, key, entry): record the seal, keyed by (id(namespace), key), in C (the engine's\n"
+     "own code only)."},
+    {"tamper_sealed", tamper_sealed, METH_NOARGS, "tamper_sealed() -> list of the entries recorded."},
     {"tamper_stop", tamper_stop, METH_NOARGS, "tamper_stop(): no more reports (the run is over)."},
     {"tamper_watch", tamper_watch, METH_O, "tamper_watch(dict | function) -> bool: report changes to it."},
     {"tamper_watch_key", tamper_watch_key, METH_O,
@@ -607,7 +736,9 @@ PyMethodDef pw_tamper_methods[] = {
      "tamper_lock_install(judge, missing, error, awaited): sealed modules (and modules named in the live\n"
      "set awaited) ask judge(module, name, value) before a change: True lets it happen, False drops it,\n"
      "a string raises error(string)."},
-    {"tamper_lock", tamper_lock, METH_O, "tamper_lock(module): changes to its attributes ask the judge first."},
+    {"tamper_lock", tamper_lock, METH_VARARGS,
+     "tamper_lock(module, class_only=False): changes to its attributes (or only to its __class__) ask the\n"
+     "judge first."},
     {"tamper_quiet", tamper_quiet, METH_VARARGS, "tamper_quiet(fn, *args): fn(*args) without reports."},
     {NULL, NULL, 0, NULL},
 };

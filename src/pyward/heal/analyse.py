@@ -133,7 +133,10 @@ def _real(code: CodeType) -> Any:
             continue
         target = next((p for p in prefixes if p.is_jump_target), None)
         if target is not None and not instr.is_jump_target:
-            instr = instr._replace(label=target.label) if PY >= (3, 13) else instr._replace(is_jump_target=True)
+            if sys.version_info >= (3, 13):
+                instr = instr._replace(label=target.label)
+            else:
+                instr = instr._replace(is_jump_target=True)
         yield [p.offset for p in prefixes], instr
         prefixes = []
 
@@ -227,7 +230,8 @@ def _callable_slots(instrs: list[dis.Instruction], call: int, nargs: int) -> tup
 
 
 def _is_method_load(instr: dis.Instruction) -> bool:
-    return instr.opname == "LOAD_METHOD" or (instr.opname == "LOAD_ATTR" and PY >= (3, 12) and (instr.arg or 0) & 1)
+    return instr.opname == "LOAD_METHOD" or (instr.opname == "LOAD_ATTR" and PY >= (3, 12)
+                                             and (instr.arg or 0) & 1 == 1)
 
 
 def _call_of(instrs: list[dis.Instruction], index: int) -> tuple[int, int, int]:
@@ -347,9 +351,9 @@ def _site(code: CodeType, instrs: list[dis.Instruction], index: int, exc: BaseEx
             site.source = (n, None)
             return site
         n, depth = _callable_slots(instrs, at, nargs + top)
-        loader = instrs[n]
-        name = loader.argval if loader.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_FAST") else None
-        called = _runtime_value(frame, loader, name)
+        load = instrs[n]
+        name = load.argval if load.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_FAST") else None
+        called = _runtime_value(frame, load, name)
         import builtins
         import io
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
-    from .engine import HealEngine, Healed
+    from .engine import Healed, HealEngine
     from .monitor import Escapes
     from .server import Rule
 
@@ -58,9 +58,13 @@ class Exchange:
     method = "GET"
     path = ""
     where = "request"  # the boundary, as the journal names it
-    sent = False  # part of the response reached the client
     #: ASGI: once a response streams, a crash is the server's to handle, healed or not
     sent_is_final = False
+
+    @property
+    def sent(self) -> bool:
+        """Part of the response reached the client."""
+        return False
 
     def run(self) -> Any:
         """One attempt at the request (a coroutine function for `serve_async`)."""
@@ -78,8 +82,9 @@ class Exchange:
         """Exceptions a framework reported for this attempt (Flask's signal)."""
         return ()
 
-    def again(self, heals: list[Healed]) -> None:
-        """Drop this attempt's response and set up the next one (with `heals`' header)."""
+    def again(self, heals: list[Healed]) -> Any:
+        """Drop this attempt's response and set up the next one (with `heals`' header; a coroutine for
+        `serve_async`)."""
         raise NotImplementedError
 
     def answer(self, heals: list[Healed]) -> Any:
@@ -116,7 +121,7 @@ class Request:
                 why = not_replayable(exchange.method, self.rule, sent=exchange.sent, body_over=exchange.body_over(),
                                      retries_used=False)
                 heal = self.rule.heal
-                if monitor.unheard(heal.session, heal.is_program_file,  # type: ignore[arg-type]
+                if monitor.unheard(heal.started(), heal.is_program_file,
                                    "" if why else f"{exchange.method} {exchange.path}"):
                     return AGAIN
             if self.heals:

@@ -252,7 +252,7 @@ def cmd_rollback(args: Any) -> int:
     for r in recipes:
         print(f"{verb} patch {r.id}: {r.label()} at {_where(r)}")
     if not args.dry_run:
-        store.delete([r.id for r in recipes])
+        store.delete([r.saved_id() for r in recipes])
     store.close()
     return 0
 

@@ -67,6 +67,28 @@ def recovery_words(recovery: str, value: str) -> str:
     return f"returns {value}"
 
 
+class Crash:
+    """One crash being healed: the exception, the boundary it escaped at, the
+    program's frame it escaped from, and the code analysed there (the original
+    code of a function healed before)."""
+
+    __slots__ = ("exc", "boundary", "tb", "frame_tb", "frame", "code", "what", "where", "runtime", "patch",
+                 "original", "instrs", "index", "shape")
+
+    def __init__(self, exc: BaseException, boundary: str, tb: TracebackType | None, frame_tb: TracebackType) -> None:
+        self.exc, self.boundary, self.tb, self.frame_tb = exc, boundary, tb, frame_tb
+        self.frame = frame_tb.tb_frame
+        self.code: CodeType = self.frame.f_code
+        self.what = f"{type(exc).__name__}: {exc}"
+        self.where = f"{_short(self.code.co_filename)}:{frame_tb.tb_lineno}"
+        self.runtime = False
+        self.patch: Patch | None = None
+        self.original: CodeType = self.code
+        self.instrs: list[Any] = []
+        self.index = 0
+        self.shape: str | None = None
+
+
 class Patch:
     """A function's original code, its guards (sites + recipes) and the code now in use."""
 
@@ -125,8 +147,8 @@ class HealEngine(Engine):
         ttl = self.settings.get("heal.ttl", 7)
         stale_checked: set[str] = set()
         for recipe in self._stored():
-            self.known.add(recipe.id)
-            self._synced = max(self._synced, recipe.id)
+            self.known.add(recipe.saved_id())
+            self._synced = max(self._synced, recipe.saved_id())
             self.pending.setdefault(recipe.module, []).append(recipe)
             if ttl and recipe.age_days() > ttl and recipe.qualname not in stale_checked:
                 stale_checked.add(recipe.qualname)
@@ -149,11 +171,17 @@ class HealEngine(Engine):
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
 
+    def started(self) -> Session:
+        """The session, for what runs after start() (a heal, a boundary, an import)."""
+        if self.session is None:
+            raise RuntimeError("the heal engine has not started")
+        return self.session
+
     def watch_escapes(self) -> bool:
         """A WSGI/ASGI middleware serves: on 3.12+, find the exceptions frameworks answer themselves (monitor.py)."""
         from . import monitor
 
-        return monitor.start(self.session, self.is_program_file)  # type: ignore[arg-type]
+        return monitor.start(self.started(), self.is_program_file)
 
     def _stored(self) -> list[Recipe]:
         """This Python's recipes, when a store exists (no store: no sqlite3 import)."""
@@ -266,121 +294,169 @@ class HealEngine(Engine):
                 return None
 
     def _heal(self, exc: BaseException, boundary: str, tb: TracebackType | None) -> Healed | None:
-        from . import fingerprint
-        from .analyse import Unhealable, analyse, index_of_offset, instructions
-        from .guards import Guard, fallback_value
-        from .recovery import plan as plan_recovery
-        from .synth import RefusedPatch, diff, synthesise
-
-        session = self.session
-        assert session is not None
+        """Locate the crash in the program's code, find the failing operation (site),
+        choose how the program goes on (recovery), build and verify the guarded
+        code, then swap it in and store its recipe."""
         if self.fired and self.settings.get("heal.shadow"):
             self._shadow_crash(exc)
+        crash = self._locate(exc, boundary, tb)
+        if crash is None:
+            return None
+        found = self._site(crash)
+        if found is None:
+            return None
+        site, origin = found
+        if crash.patch is None:
+            crash.patch = Patch(crash.original, _module_name(crash.frame.f_globals))
+        for done, guard in zip(crash.patch.sites, crash.patch.guards):
+            if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
+                return Healed(guard.label, site.kind, site.operand, guard.recovery)
+        fallback = self._fallback(site.kind)
+        if not self._recover(crash, site, fallback):
+            return None
+        built = self._build(crash, site, fallback)
+        if built is None:
+            return None
+        guard, new_code, inserted = built
+        if self.dry_run:
+            self.session.journal.emit(  # type: ignore[union-attr]
+                "heal", "dry_run", guard.label, severity="notice", where=crash.where, function=crash.code.co_qualname,
+                message=f"dry run: {crash.what} in {guard.label} can be healed (guard built and verified, "
+                        f"recovery: {guard.recovery}; nothing patched or saved)")
+            return Healed(guard.label, site.kind, site.operand, guard.recovery)
+        return self._install(crash, site, guard, new_code, inserted, origin)
+
+    def _locate(self, exc: BaseException, boundary: str, tb: TracebackType | None) -> Crash | None:
+        """The program's frame the exception escaped from, and the code to analyse there."""
+        from . import fingerprint
+        from .analyse import index_of_offset, instructions
+
         frame_tb = self._program_frame(tb)
-        what = f"{type(exc).__name__}: {exc}"
         if frame_tb is None:
             self._unhealed(exc, "it was raised outside the program's own code (a library or python itself)", None)
             return None
-        frame = frame_tb.tb_frame
-        code = frame.f_code
-        runtime = self._compiled_at_run_time(code, frame)
-        if runtime and boundary == "script":
+        crash = Crash(exc, boundary, tb, frame_tb)
+        code = crash.code
+        crash.runtime = self._compiled_at_run_time(code, crash.frame)
+        if crash.runtime and boundary == "script":
             self._unhealed(exc, f"it is in code compiled while the program ran (exec() or compile(), file "
                                 f"{code.co_filename!r}): a guard there cannot be stored, and a re-run would compile "
-                                "that code again without it", f"{_short(code.co_filename)}:{frame_tb.tb_lineno}",
-                           code.co_qualname)
+                                "that code again without it", crash.where, code.co_qualname)
             return None
         patch = self.patches.get(id(code))
-        inserted = patch.inserted if patch is not None else None
+        inserted: list[int] = patch.inserted if patch is not None else []
         if patch is None and id(code) in self.superseded:  # healed since this frame started
             _, patch, inserted = self.superseded[id(code)]
-        original = patch.original if patch is not None else code
-        instrs = instructions(original)
+        crash.patch = patch
+        crash.original = patch.original if patch is not None else code
+        crash.instrs = instructions(crash.original)
         if patch is not None:  # a second crash in a healed function: analyse the original code
-            index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))  # type: ignore[arg-type]
+            crash.index = _original_index(inserted, _index_at(code, frame_tb.tb_lasti))
         else:
-            index = index_of_offset(instrs, frame_tb.tb_lasti)
-        offset = instrs[index].offset
-        where = f"{_short(code.co_filename)}:{frame_tb.tb_lineno}"
-        shape = fingerprint.shape(instrs, index, exc)
-        known = self._recognise(shape, original, instrs, index, frame)
+            crash.index = index_of_offset(crash.instrs, frame_tb.tb_lasti)
+        crash.shape = fingerprint.shape(crash.instrs, crash.index, exc)
+        return crash
+
+    def _site(self, crash: Crash) -> tuple[Site, str] | None:
+        """The failing operation (a crash shape seen before, or the analysis), and where the shape came from."""
+        from .analyse import Unhealable, analyse
+
+        known = self._recognise(crash.shape, crash.original, crash.instrs, crash.index, crash.frame)
         if known is not None:
-            site, origin = known
-        else:
-            try:
-                site = analyse(original, offset, exc, frame)
-            except Unhealable as reason:
-                self._unhealed(exc, str(reason), where, code.co_qualname)
-                return None
-            origin = ""
-        module = _module_name(frame.f_globals)
-        if patch is None:
-            patch = Patch(original, module)
-        for done, guard in zip(patch.sites, patch.guards):
-            if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
-                return Healed(guard.label, site.kind, site.operand, guard.recovery)
-        label = f"{code.co_qualname} ({site.kind} on {site.operand})"
-        fallback = self._fallback(site.kind)
-        if site.kind == "type_coercion_guard":
-            site.catches = type(exc).__name__
+            return known
         try:
-            site.plan = plan_recovery(original, site)
+            site = analyse(crash.original, crash.instrs[crash.index].offset, crash.exc, crash.frame)
         except Unhealable as reason:
-            self._unhealed(exc, str(reason), where, code.co_qualname)
+            self._unhealed(crash.exc, str(reason), crash.where, crash.code.co_qualname)
             return None
+        return site, ""
+
+    def _recover(self, crash: Crash, site: Site, fallback: str) -> bool:
+        """Choose how the program goes on when the guard falls back (recovery.py); False: unhealed."""
+        from .analyse import Unhealable
+        from .guards import fallback_value
+        from .recovery import plan as plan_recovery
+
+        if site.kind == "type_coercion_guard":
+            site.catches = type(crash.exc).__name__
+        try:
+            site.plan = plan_recovery(crash.original, site)
+        except Unhealable as reason:
+            self._unhealed(crash.exc, str(reason), crash.where, crash.code.co_qualname)
+            return False
         site.plan.value = fallback_value(fallback)
-        if site.plan.recovery == "return" and boundary.endswith("request") and self._server_called(tb, frame_tb):
-            self._unhealed(exc, f"no recovery lets the request complete ({code.co_qualname} is the handler the "
-                                f"server called: it would give the server "
-                                f"{'None' if fallback == 'none' else fallback} instead of a response)",
-                           where, code.co_qualname)
-            return None
+        if site.plan.recovery == "return" and crash.boundary.endswith("request") and \
+                self._server_called(crash.tb, crash.frame_tb):
+            self._unhealed(crash.exc, f"no recovery lets the request complete ({crash.code.co_qualname} is the "
+                                      f"handler the server called: it would give the server "
+                                      f"{'None' if fallback == 'none' else fallback} instead of a response)",
+                           crash.where, crash.code.co_qualname)
+            return False
+        return True
+
+    def _build(self, crash: Crash, site: Site, fallback: str) -> tuple[Guard, CodeType, list[int]] | None:
+        """The guard and the guarded code, through synth's verification gate; None: refused (journaled)."""
+        from .guards import Guard
+        from .synth import RefusedPatch, diff, synthesise
+
+        session = self.session
+        assert session is not None and crash.patch is not None and site.plan is not None
+        code = crash.code
+        label = f"{code.co_qualname} ({site.kind} on {site.operand})"
         guard = Guard(site.kind, site.operand, fallback, self._fired, label, site.plan.recovery, site.catches)
         try:
-            new_code, inserted = synthesise(original, [*patch.sites, site], self._helper_maker(patch, site, guard))
+            new_code, inserted = synthesise(crash.original, [*crash.patch.sites, site],
+                                            self._helper_maker(crash.patch, site, guard))
         except RefusedPatch as refusal:
-            session.journal.emit("heal", "refused", code.co_qualname, severity="error", where=where,
+            session.journal.emit("heal", "refused", code.co_qualname, severity="error", where=crash.where,
                                  function=code.co_qualname,
-                                 message=f"unhealed {what} in {code.co_qualname}: the guard was refused by the "
+                                 message=f"unhealed {crash.what} in {code.co_qualname}: the guard was refused by the "
                                          f"verification gate ({refusal})")
             return None
         if self.verbose or self.dry_run:
             lines = diff(new_code, inserted)
             session.journal.emit("heal", "diff", code.co_qualname, severity="info" if not self.dry_run else "notice",
-                                 where=where, function=code.co_qualname,
+                                 where=crash.where, function=code.co_qualname,
                                  message="guarded bytecode ('+' inserted):\n" + "\n".join(lines))
-        if self.dry_run:
-            session.journal.emit("heal", "dry_run", label, severity="notice", where=where, function=code.co_qualname,
-                                 message=f"dry run: {what} in {label} can be healed (guard built and verified, "
-                                         f"recovery: {site.plan.recovery}; nothing patched or saved)")
-            return Healed(label, site.kind, site.operand, site.plan.recovery)
+        return guard, new_code, inserted
+
+    def _install(self, crash: Crash, site: Site, guard: Guard, new_code: CodeType, inserted: list[int],
+                 origin: str) -> Healed | None:
+        """Swap the guarded code in, then store its recipe and journal the heal."""
+        session = self.session
+        patch = crash.patch
+        assert session is not None and patch is not None
+        code, exc = crash.code, crash.exc
         # first: a swap that fails (a sandbox denial, no function found) leaves nothing saved
         if not self._swap(patch, new_code, inserted):
             self._unhealed(exc, f"no live function runs the code of {code.co_qualname} (pyward looks in the "
-                                "collector's lists and, after gc.freeze(), in the module's namespace)", where,
+                                "collector's lists and, after gc.freeze(), in the module's namespace)", crash.where,
                            code.co_qualname)
             return None
-        recipe = self._recipe(patch, site, fallback, exc) if not runtime else None
+        fallback = guard.fallback
+        recipe = self._recipe(patch, site, fallback, exc) if not crash.runtime else None
         if not origin:
-            self._learn_shape(shape, site, instrs, index, original)
+            self._learn_shape(crash.shape, site, crash.instrs, crash.index, crash.original)
         patch.sites.append(site)
         patch.guards.append(guard)
         patch.recipes.append(recipe)
         self.healed += 1
         value = "None" if fallback == "none" else fallback
-        recovery = site.plan.recovery
-        session.journal.emit("heal", "healed", label, severity="warning", where=where, function=code.co_qualname,
-                             message=f"healed {what} in {label}: the guard {recovery_words(recovery, value)} when "
-                                     f"{site.operand} would fail"
+        recovery = guard.recovery
+        boundary = crash.boundary
+        session.journal.emit("heal", "healed", guard.label, severity="warning", where=crash.where,
+                             function=code.co_qualname,
+                             message=f"healed {crash.what} in {guard.label}: the guard "
+                                     f"{recovery_words(recovery, value)} when {site.operand} would fail"
                                      f"{' (boundary: ' + boundary + ')' if boundary != 'script' else ''}"
                                      f"{'; crash shape recognised from ' + origin if origin else ''}"
-                                     f"{_RUNTIME_NOTE if runtime else ''}",
+                                     f"{_RUNTIME_NOTE if crash.runtime else ''}",
                              details={"kind": site.kind, "operand": site.operand, "fallback": fallback,
-                                      "recovery": recovery, "function": code.co_qualname, "module": module,
-                                      "exception": what, "recipe": recipe.id if recipe is not None else None,
-                                      "shape": shape, "recognised_from": origin or None,
+                                      "recovery": recovery, "function": code.co_qualname, "module": patch.module,
+                                      "exception": crash.what, "recipe": recipe.id if recipe is not None else None,
+                                      "shape": crash.shape, "recognised_from": origin or None,
                                       "stored": recipe is not None})
-        return Healed(label, site.kind, site.operand, recovery)
+        return Healed(guard.label, site.kind, site.operand, recovery)
 
     def _compiled_at_run_time(self, code: CodeType, frame: Any) -> bool:
         """True for code the program compiled while it ran (exec(), compile()):
@@ -425,8 +501,9 @@ class HealEngine(Engine):
         self.shapes[shape] = (stored, origin)
         try:
             self._open_store().save_shape(shape, stored, origin)
-        except Exception:
-            pass  # the registry saves re-analysis, nothing depends on it
+        except Exception as exc:  # the registry saves re-analysis, nothing depends on it: said, not raised
+            self.session.journal.emit("heal", "store.error", shape, severity="warning", where="",  # type: ignore[union-attr]
+                                      message=f"crash shape not saved: {type(exc).__name__}: {exc}")
 
     def _helper_maker(self, patch: Patch, new_site: Site, new_guard: Guard) -> Any:
         from .guards import helper
@@ -442,7 +519,7 @@ class HealEngine(Engine):
         """Every function running `patch.current` (and every enclosing code)
         gets `new_code`; False when no function was found to run it."""
         old = patch.current
-        with self.session.acting("heal"):  # type: ignore[union-attr]
+        with self.started().acting("heal"):
             if not _install(old, new_code):
                 return False
         # a thread still running the old code (the original too) may crash in it: its site maps to this patch
@@ -468,12 +545,12 @@ class HealEngine(Engine):
         try:
             self._open_store().save(recipe)
         except Exception as error:
-            self.session.journal.emit("heal", "store.error", "store", severity="error", where="",  # type: ignore
+            self.started().journal.emit("heal", "store.error", "store", severity="error", where="",
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
         self.saved += 1
-        self.known.add(recipe.id)
-        self.said.add(recipe.id)  # healed in this run: the re-run says nothing more about it
+        self.known.add(recipe.saved_id())
+        self.said.add(recipe.saved_id())  # healed in this run: the re-run says nothing more about it
         self.pending.setdefault(patch.module, []).append(recipe)  # the finder (installed at start) applies it
         return recipe
 
@@ -481,15 +558,24 @@ class HealEngine(Engine):
         return self.settings.get(f"heal.fallback.{kind}") or "none"
 
     def _fired(self, guard: Guard) -> None:
+        """A guard took its fallback: journal it (once per guard), and trace where its value goes under --shadow.
+        Never raises: the guarded program goes on whatever happens here."""
         if id(guard) in self.fired or self.session is None:
             return
         self.fired.add(id(guard))
+        try:
+            self._journal_firing(guard)
+        except Exception as exc:
+            self.session.journal.internal_error("heal", f"journaling the firing of {guard.label}", exc)
+
+    def _journal_firing(self, guard: Guard) -> None:
+        assert self.session is not None
         from . import guards, synth
 
         between = (guards.helper.__code__.co_filename, synth.synthesise.__code__.co_filename)
-        caller = sys._getframe(1)
-        while caller.f_code.co_filename in between:  # fire <- helper [<- chained helper] <- guarded code
-            caller = caller.f_back  # type: ignore[assignment]
+        caller = sys._getframe(2)  # the guard <- _fired <- here
+        while caller.f_code.co_filename in between and caller.f_back is not None:  # fire <- helper(s) <- guarded
+            caller = caller.f_back
         where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
         value = "None" if guard.fallback == "none" else guard.fallback
         outcome = {"skip": "statement skipped", "return": f"the function returns {value}"}.get(guard.recovery, value)
@@ -507,7 +593,7 @@ class HealEngine(Engine):
         suspects = [f"{g.label} ({g.hits} time{'s' * (g.hits != 1)})" for p in self.patches.values()
                     for g in p.guards if g.hits and g.fallback == fallback]
         if suspects:
-            self.session.journal.emit(  # type: ignore[union-attr]
+            self.started().journal.emit(
                 "heal", "shadow", type(exc).__name__, severity="warning", where="",
                 message=f"shadow: {type(exc).__name__}: {exc}: guards produced "
                         f"{'None' if fallback == 'none' else '0'} before this crash and may have caused it: "
@@ -544,14 +630,14 @@ class HealEngine(Engine):
             trail = shadow.Trail()
             trail.end = f"not followed ({type(exc).__name__}: {exc})"
         value = "None" if guard.fallback == "none" else guard.fallback
-        self.session.journal.emit(  # type: ignore[union-attr]
+        self.started().journal.emit(
             "heal", "shadow", guard.label, severity="warning" if trail.worry else "notice",
             where=f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}", function=frame.f_code.co_qualname,
             message=f"shadow: the {value} from {guard.label} goes: {trail.text()}",
             details={"trail": trail.hops, "end": trail.end, "worry": trail.worry})
 
     def _unhealed(self, exc: BaseException, reason: str, where: str | None, function: str = "") -> None:
-        self.session.journal.emit("heal", "unhealed", type(exc).__name__, severity="error",  # type: ignore
+        self.started().journal.emit("heal", "unhealed", type(exc).__name__, severity="error",
                                   where=where or "", function=function,
                                   message=f"unhealed {type(exc).__name__}: {exc}: {reason}")
 
@@ -578,7 +664,7 @@ class HealEngine(Engine):
         return True, "", "", []
 
     def skipped_block(self, exc: BaseException, label: str) -> None:
-        self.session.journal.emit("heal", "block_skipped", label, severity="warning",  # type: ignore[union-attr]
+        self.started().journal.emit("heal", "block_skipped", label, severity="warning",
                                   message=f"the rest of the `with pyward.resilient()` block was skipped after "
                                           f"{type(exc).__name__}: {exc}; later runs of it use the patch")
 
@@ -669,7 +755,7 @@ class HealEngine(Engine):
         fresh = [r for r in recipes if r.code_hash == digest]
         for r in recipes:
             if r.code_hash != digest and r.id not in self.said:
-                self.said.add(r.id)
+                self.said.add(r.saved_id())
                 session.journal.emit("heal", "stale", r.qualname, severity="notice", where="",
                                      message=f"stale patch not applied: {r.label()}: {r.qualname} changed since the "
                                              f"patch was made (fixed?); `pyward rollback {r.qualname}` removes it")
@@ -686,7 +772,7 @@ class HealEngine(Engine):
                 site.plan = plan_recovery(code, site)
             except Unhealable as reason:
                 if r.id not in self.said:
-                    self.said.add(r.id)
+                    self.said.add(r.saved_id())
                     session.journal.emit("heal", "dropped", r.qualname, severity="warning", where="",
                                          message=f"stored patch not applied: {r.label()}: {reason}; "
                                                  f"`pyward rollback {r.id}` removes it")
@@ -715,7 +801,7 @@ class HealEngine(Engine):
             self.patches[id(new)] = patch
         for r in fresh:
             if r.id not in self.said:
-                self.said.add(r.id)
+                self.said.add(r.saved_id())
                 session.journal.emit("heal", "already_healed", r.qualname, severity="notice", where="",
                                      message=f"already healed: {r.label()}",
                                      details={"recipe": r.id, "kind": r.kind, "operand": r.operand})
@@ -732,7 +818,7 @@ class HealEngine(Engine):
         for f in _functions(getattr(module, "__file__", None) or "", name):
             new = self._patch_code(f.__code__, by_name, name, memo)
             if new is not f.__code__:
-                with self.session.acting("heal"):  # type: ignore[union-attr]
+                with self.started().acting("heal"):
                     f.__code__ = new
 
     def refresh(self) -> None:
@@ -750,17 +836,17 @@ class HealEngine(Engine):
                 saved = self._open_store().for_python(after=self._synced)
             except Exception:  # a store another process is creating, a locked file: next time
                 return
-            self._synced = max([self._synced, *(r.id for r in saved)])  # this process's own recipes included
+            self._synced = max([self._synced, *(r.saved_id() for r in saved)])  # this process's own recipes included
             new = [r for r in saved if r.id not in self.known]
             for r in new:
-                self.known.add(r.id)
+                self.known.add(r.saved_id())
                 self.pending.setdefault(r.module, []).append(r)  # modules not imported yet: the finder
             for name in {r.module for r in new if r.module in sys.modules}:
                 self._patch_loaded_module(sys.modules[name], [r for r in new if r.module == name])
 
     def _install_finder(self) -> None:
         self._finder = _RecipeFinder(self)
-        with self.session.acting("heal"):  # type: ignore[union-attr]
+        with self.started().acting("heal"):
             sys.meta_path.insert(0, self._finder)
 
 
@@ -780,7 +866,8 @@ class _RecipeFinder:
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "get_code"):
-                    spec.loader = _PatchingLoader(spec.loader, self.engine)
+                    # a duck-typed wrapper: subclassing importlib.abc.Loader would shadow what __getattr__ forwards
+                    spec.loader = _PatchingLoader(spec.loader, self.engine)  # type: ignore[assignment]
                 return spec
         return None
 
@@ -903,7 +990,7 @@ def _frozen_functions(filename: str) -> list[FunctionType]:
 
 def _filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        _ = cell.cell_contents
     except ValueError:  # an empty cell
         return False
     return True

@@ -60,7 +60,7 @@ _ALL, _TYPES, _WITH, _RERAISE, _UNKNOWN = "all", "types", "with", "reraise", "un
 
 @functools.lru_cache(maxsize=512)
 def _table(code: CodeType) -> tuple[tuple[int, int, int, int, bool], ...]:
-    return tuple((e.start, e.end, e.target, e.depth, e.lasti) for e in dis._parse_exception_table(code))
+    return tuple((e.start, e.end, e.target, e.depth, e.lasti) for e in dis._parse_exception_table(code))  # type: ignore[attr-defined]  # CPython's private parser
 
 
 def handler(code: CodeType, offset: int) -> tuple[int, int, bool] | None:
@@ -98,7 +98,7 @@ def classify(code: CodeType, target: int) -> tuple[str, Any]:
         return _ALL, None
     clauses: list[list[Any]] = []
     for _ in range(32):
-        loads = []
+        loads: list[dis.Instruction] = []
         while n < len(instrs) and instrs[n].opname not in ("CHECK_EXC_MATCH", "RERAISE") and len(loads) < 40:
             loads.append(instrs[n])
             n += 1

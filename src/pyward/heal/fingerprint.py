@@ -135,7 +135,8 @@ def relocate(stored: str, code: CodeType, instrs: list[dis.Instruction], index: 
         site.source = (n + index, part)
         instr = instrs[n + index]
         site.operand = operand_text(code, instr, part if instr.opname == "LOAD_FAST_LOAD_FAST" else None)
-    lineno = instrs[index].positions.lineno if instrs[index].positions is not None else None
+    positions = instrs[index].positions
+    lineno = positions.lineno if positions is not None else None
     for link in [site, *site.extra]:
         link.lineno = lineno
         link.operand = site.operand

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 #: What each kind guards against and what its fallbacks mean (README table).
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
-    "null_guard": ("attribute of None (`x.attr`, `x.method()`)", "the attribute (or the method call) gives the fallback"),
+    "null_guard": ("attribute of None (`x.attr`, `x.method()`)",
+                   "the attribute (or the method call) gives the fallback"),
     "key_guard": ("missing key in a dict (`d[k]`)", "the subscript gives the fallback"),
     "subscript_guard": ("subscript of None (`x[k]` with x None)", "the subscript gives the fallback"),
     "chain_subscript_guard": ("nested subscripts through None or missing keys (`d['a']['b']`)",
@@ -89,8 +90,8 @@ class Guard:
         self.hits += 1
         if self.fired is not None:
             try:
-                self.fired(self)
-            except Exception:
+                self.fired(self)  # the engine's: journals its own failures (HealEngine._fired)
+            except Exception:  # a last resort: the guarded program must go on
                 pass
 
 
@@ -262,7 +263,7 @@ def _helper(kind: str, guard: Guard, detail: str, method: bool) -> Callable[...,
             def guarded(*args: Any, _convert: Any = convert, **kwargs: Any) -> Any:
                 try:
                     return _convert(*args, **kwargs)
-                except taken as exc:  # type: ignore[misc]
+                except taken as exc:
                     if not guard.take(type(exc), sys._getframe()):
                         raise
                     return fallback_value(guard.fallback, _convert)

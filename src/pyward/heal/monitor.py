@@ -60,11 +60,11 @@ def start(session: Session, classify: Callable[[str], bool]) -> bool:
     _started = True
     from .._native import native
 
-    monitoring = getattr(sys, "monitoring", None)
-    if monitoring is None or native is None or not hasattr(native, "monitor_setup"):
+    if sys.version_info < (3, 12) or native is None:  # (the native callbacks need sys.monitoring too)
         _why_off = f"Python {sys.version_info[0]}.{sys.version_info[1]} has no sys.monitoring" \
-            if monitoring is None else "pyward's native extension is unavailable"
+            if sys.version_info < (3, 12) else "pyward's native extension is unavailable"
         return False
+    monitoring = sys.monitoring
     free = [i for i in TOOL_IDS if monitoring.get_tool(i) is None]
     if not free:
         holders = ", ".join(f"{i}={monitoring.get_tool(i)!r}" for i in TOOL_IDS)  # said here, not again at a 5xx
@@ -90,7 +90,7 @@ def start(session: Session, classify: Callable[[str], bool]) -> bool:
 
 def stop() -> None:
     global tool
-    if tool is None:
+    if tool is None or sys.version_info < (3, 12):  # (never set before 3.12)
         return
     from .._native import native
 
@@ -102,7 +102,7 @@ def stop() -> None:
         monitoring.free_tool_id(tool)
     except ValueError:  # someone freed it already
         pass
-    native.monitor_setup(None, None, None)  # type: ignore[union-attr]
+    native.monitor_setup(None, None, None)
     tool = None
 
 
@@ -129,9 +129,7 @@ class Attempt:
         if self.token is not None:
             _escapes.reset(self.token)
             if self.escapes and tool is not None:
-                from .._native import native
-
-                native.monitor_arm(-len(self.escapes))  # type: ignore[union-attr]
+                _arm(-len(self.escapes))
         if isinstance(exc, Exception):
             self.error = exc
             return True
@@ -145,9 +143,15 @@ def record(exc: BaseException) -> None:
         return
     escapes.append((exc, exc.__traceback__))
     if tool is not None:
-        from .._native import native
+        _arm(1)
 
-        native.monitor_arm(1)  # type: ignore[union-attr]
+
+def _arm(delta: int) -> None:
+    """Tell the native callbacks how many escapes are outstanding (only while a tool is set: 3.12+, native)."""
+    from .._native import native
+
+    if sys.version_info >= (3, 12):
+        native.monitor_arm(delta)
 
 
 def _escaped(exc: BaseException) -> None:
@@ -166,9 +170,7 @@ def _caught(exc: BaseException) -> None:
         link = link.__cause__ or link.__context__
     kept = [(e, tb) for e, tb in escapes if all(e is not c for c in chain)]
     if len(kept) != len(escapes):
-        from .._native import native
-
-        native.monitor_arm(len(kept) - len(escapes))  # type: ignore[union-attr]
+        _arm(len(kept) - len(escapes))
         escapes[:] = kept
 
 

@@ -183,7 +183,8 @@ def _operand_use(code: CodeType, instrs: list[dis.Instruction], n: int, slot: in
     if name in _VALUE or name in _LOCAL_STORES or name == "STORE_GLOBAL":
         return None
     if name == "COMPARE_OP":
-        return None if ins.argrepr.strip("bool()") in ("==", "!=") else "an operand of a comparison"
+        compare = ins.argrepr.removeprefix("bool(").removesuffix(")")  # 3.13 writes bool(==) for a test
+        return None if compare in ("==", "!=") else "an operand of a comparison"
     if name == "CONTAINS_OP":
         return "an operand of `in`" if slot == 1 else None
     if name == "STORE_ATTR":
@@ -373,7 +374,7 @@ def stack_depths(code: CodeType) -> tuple[int | None, ...]:
     where = offset_table(code)
     depths: list[int | None] = [None] * len(instrs)
     todo = [(0, 0)]
-    for start, end, target, depth, lasti in _table(code):
+    for _start, _end, target, depth, lasti in _table(code):
         if target in where:
             todo.append((where[target], depth + 1 + int(lasti)))
     while todo:

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import dis
 
-from .paths import short_path as _short
 from .analyse import instructions, producer, pushes, source_text
+from .paths import short_path as _short
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,7 +120,8 @@ def follow(code: CodeType, index: int, depth: int, value: Any, frame: FrameType 
         if name in ("LOAD_ATTR", "LOAD_METHOD"):
             attr = instr.argval[1] if isinstance(instr.argval, tuple) else instr.argval
             fails = not hasattr(value, attr)
-            trail.end = f".{attr} at {where}{': fails (' + type(value).__name__ + ' has no .' + attr + ')' if fails else ''}"
+            failure = f": fails ({type(value).__name__} has no .{attr})" if fails else ""
+            trail.end = f".{attr} at {where}{failure}"
             trail.worry = fails
             return trail
         if name in ("BINARY_SUBSCR", "BINARY_OP", "STORE_SUBSCR", "UNARY_NEGATIVE", "UNARY_INVERT", "GET_ITER"):

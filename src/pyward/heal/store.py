@@ -79,6 +79,12 @@ class Recipe:
     def label(self) -> str:
         return f"{self.qualname} ({self.kind} on {self.operand})"
 
+    def saved_id(self) -> int:
+        """The id of a recipe read from or saved to the store (a new one has none until it is saved)."""
+        if self.id is None:
+            raise ValueError(f"{self.label()} is not in the store")
+        return self.id
+
     def site_data(self) -> dict[str, Any]:
         import json
 

@@ -106,11 +106,11 @@ def synthesise(original: CodeType, sites: list[Site],
 
     bc = Bytecode.from_code(original, conserve_exception_block_stackdepth=True)
     real = [pos for pos, item in enumerate(bc) if isinstance(item, Instr)]
-    objects = [bc[pos] for pos in real]
-    inserts = []
+    objects = [item for item in bc if isinstance(item, Instr)]  # objects[i] is bc[real[i]]
+    inserts: list[tuple[int, Site, Callable[..., Any], Site]] = []  # (index, link, helper, site)
     for site in sites:
         for link in [site, *site.extra]:
-            if not 0 <= link.index < len(real) or bc[real[link.index]].name != link.opname:
+            if not 0 <= link.index < len(real) or objects[link.index].name != link.opname:
                 raise RefusedPatch(f"instruction #{link.index} is not {link.opname} in this code")
             made = helper_for(site, link)
             same = next((n for n, other in enumerate(inserts) if other[0] == link.index), None)
@@ -129,7 +129,7 @@ def synthesise(original: CodeType, sites: list[Site],
     recovering = [site for site in sites if _recovery(site) != "value"]
     for index, s, helper, owner in inserts:
         pos = real[index]
-        seq = _guard_instrs(s, helper, bc[pos].location)
+        seq = _guard_instrs(s, helper, objects[index].location)  # (inserts go last to first: bc[pos] still)
         bc[pos:pos] = seq
         starts[index] = seq[0]
         if _recovery(owner) != "value":
@@ -137,7 +137,7 @@ def synthesise(original: CodeType, sites: list[Site],
                 marked[id(item)] = id(owner)
     handlers = {}
     for site in recovering:
-        plan = site.plan  # type: ignore[attr-defined]
+        plan = site.plan
         if plan.depth < 0:
             raise RefusedPatch(f"the recovery of instruction #{site.index} has no stack depth")
         for index in plan.cover:
@@ -156,7 +156,7 @@ def synthesise(original: CodeType, sites: list[Site],
     logical = None  # the original entry in effect
     opened = None  # the entry open in `out` (the original or a copy of it)
     mine = None  # id(site) of the recovery region open in `out`
-    mine_entry = None
+    mine_entry: TryBegin | None = None  # its entry
     outer: dict[int, Any] = {}  # id(site) -> the original entry its guarded instruction was under
     by_id = {id(site): site for site in recovering}
     for item in bc:
@@ -175,9 +175,9 @@ def synthesise(original: CodeType, sites: list[Site],
         if isinstance(item, Instr):
             key = marked.get(id(item))
             if key != mine:
-                if mine is not None:
+                if mine_entry is not None:
                     out.append(TryEnd(mine_entry))
-                    mine = None
+                    mine, mine_entry = None, None
                     if logical is not None:
                         opened = TryBegin(logical.target, logical.push_lasti, logical.stack_depth)
                         out.append(opened)
@@ -186,10 +186,10 @@ def synthesise(original: CodeType, sites: list[Site],
                         out.append(TryEnd(opened))
                         opened = None
                     outer.setdefault(key, logical)
-                    mine, mine_entry = key, TryBegin(handlers[key], False, by_id[key].plan.depth)  # type: ignore
+                    mine, mine_entry = key, TryBegin(handlers[key], False, by_id[key].plan.depth)
                     out.append(mine_entry)
         out.append(item)
-    if mine is not None:
+    if mine_entry is not None:
         out.append(TryEnd(mine_entry))
     out = _without_empty_entries(out)
     appended = 0
@@ -268,7 +268,7 @@ def _handler_block(site: Site, start: Any, outer: Any, location: Any) -> list[An
 
     from .guards import Skip
 
-    plan = site.plan  # type: ignore[attr-defined]
+    plan = site.plan
     none = object()
 
     def make(name: str, arg: Any = none) -> Any:
@@ -333,9 +333,8 @@ def verify(original: CodeType, patched: CodeType, inserted: list[int]) -> None:
         return ours.get(h[0], h) if h is not None else None
 
     for i, n in enumerate(kept):
-        ha, hb = handlers_a[i], seen(handlers_b[n])
-        if hb is not None:
-            hb = (_first_kept(hb[0], kept, back), hb[1], hb[2])
+        ha, sb = handlers_a[i], seen(handlers_b[n])
+        hb = (_first_kept(sb[0], kept, back), sb[1], sb[2]) if sb is not None else None
         if ha != hb:
             raise RefusedPatch(f"instruction #{i} {before[i].opname} has another exception handler: {ha} -> {hb}")
     for n in inserted:
@@ -408,7 +407,7 @@ def _same_const(a: Any, b: Any) -> bool:
 
 def _handlers(code: CodeType, instrs: list[dis.Instruction]) -> list[tuple[int, int, bool] | None]:
     """For each instruction: (handler instruction index, depth, lasti) or None."""
-    entries = dis.Bytecode(code).exception_entries
+    entries = dis.Bytecode(code).exception_entries  # type: ignore[attr-defined]  # CPython 3.11+, not in typeshed
     index = offset_table(code)
     out: list[tuple[int, int, bool] | None] = []
     for ins in instrs:

@@ -80,7 +80,7 @@ class _Request(boundary.Exchange):
         self.method = pristine["method"]  # upper case (ASGI)
         self.path = pristine.get("path", "")
 
-    @property  # type: ignore[override]
+    @property
     def sent(self) -> bool:
         return self.exchange.sent
 

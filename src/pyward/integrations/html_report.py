@@ -204,7 +204,7 @@ def render(data: dict[str, Any], verdict: str, problem: str | None = None, sourc
     """The page for a loaded report.  `verdict` is verified, altered or incomplete (see outputs.verdict);
     `problem` says what is wrong; `source` is the report's path, shown in the title."""
     run, summary, integrity = _dict(data.get("run")), _dict(data.get("summary")), _dict(data.get("integrity"))
-    events = data.get("events") if isinstance(data.get("events"), list) else []
+    events = listed if isinstance(listed := data.get("events"), list) else []
     title = VERDICTS.get(verdict, verdict)
     problem_html = f'<span class="problem" id="verdict-problem">{_e(problem)}</span>' if problem else ""
     target = _dict(run.get("target")).get("value", "")

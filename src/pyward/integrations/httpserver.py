@@ -40,8 +40,11 @@ class ResponseBuffer:
     __slots__ = ("real", "chunks", "size", "limit", "sent", "rfile", "body", "rule")
 
     def __init__(self, real: Any, limit: int) -> None:
-        self.real, self.chunks, self.size, self.limit, self.sent = real, [], 0, limit, False
-        self.rfile = self.body = self.rule = None
+        self.real, self.size, self.limit, self.sent = real, 0, limit, False
+        self.chunks: list[bytes] = []
+        self.rfile: Any = None
+        self.body: BodyRecorder | None = None
+        self.rule: Rule | None = None
 
     def write(self, data: Any) -> int:
         if self.sent:
@@ -81,7 +84,8 @@ def install(heal: HealEngine, module: Any) -> None:
 
     def parse_request_(self: Any) -> bool:
         ok = parse_request(self)
-        if ok and active.get() is self:  # this handler's boundary (handle_one_request_) is the request's
+        mine = active.get() is self  # this handler's boundary (handle_one_request_) is the request's
+        if ok and mine:  # (tested apart: `is` would narrow `self` to object for mypy)
             rule = server.rule()
             if rule is not None:
                 self._pyward = out = self.wfile = ResponseBuffer(self.wfile, RESPONSE_BUFFER)
@@ -100,7 +104,7 @@ def install(heal: HealEngine, module: Any) -> None:
             request = self.__dict__.get("_pyward")
             if request is None:
                 raise
-            boundary.serve(request.rule, _Request(self, request), exc)
+            boundary.serve(request.rule, _Request(self, request, request.rule), exc)
         finally:
             active.reset(token)
             request = self.__dict__.pop("_pyward", None)
@@ -108,10 +112,11 @@ def install(heal: HealEngine, module: Any) -> None:
                 request.commit()
                 self.wfile, self.rfile = request.real, request.rfile
 
+    # markers on the wrapper functions (mypy knows no attributes on a function)
     parse_request_._pyward = handle_one_request_._pyward = True  # type: ignore[attr-defined]
     parse_request_.__wrapped__ = parse_request  # type: ignore[attr-defined]
     handle_one_request_.__wrapped__ = handle_one_request  # type: ignore[attr-defined]
-    with heal.session.acting("heal"):  # type: ignore[union-attr]
+    with heal.started().acting("heal"):
         cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
 
 
@@ -121,11 +126,11 @@ class _Request(boundary.Exchange):
 
     where = "http.server request"
 
-    def __init__(self, handler: Any, request: ResponseBuffer) -> None:
-        self.handler, self.request = handler, request
+    def __init__(self, handler: Any, request: ResponseBuffer, rule: Rule) -> None:
+        self.handler, self.request, self.rule = handler, request, rule
         self.method, self.path = handler.command, handler.path
 
-    @property  # type: ignore[override]
+    @property
     def sent(self) -> bool:
         return self.request.sent
 
@@ -145,14 +150,14 @@ class _Request(boundary.Exchange):
         request.discard()
         handler._headers_buffer = []
         if request.body is not None:  # the replay reads the kept bytes, and keeps them (and more) again
-            handler.rfile = request.body = BodyRecorder(request.body.replay(), request.rule.body_limit)
+            handler.rfile = request.body = BodyRecorder(request.body.replay(), self.rule.body_limit)
         handler.end_headers = _with_header(handler, boundary.header_value(heals))
 
     def answer(self, heals: list[Healed]) -> None:
         pass  # the handler's response goes out when handle_one_request_ commits the buffer
 
     def unavailable(self, heals: list[Healed], why: str) -> None:
-        _unavailable(self.handler, self.request, heals, boundary.header_value(heals), why, self.request.rule)
+        _unavailable(self.handler, self.request, heals, boundary.header_value(heals), why, self.rule)
 
     def unhealed(self, error: Exception | None, heals: list[Healed]) -> None:
         _server_error(self.handler, self.request, heals)

@@ -88,7 +88,7 @@ class OtelSink(Sink):
             theirs.close()
             os.close(answer_write)
             os.close(devnull)
-        self.sock = ours
+        self.sock: _socket.socket | None = ours
         self.answer = answer_read
         self._send(dumps(config).encode("ascii"))
         os.register_at_fork(after_in_child=self._forget)
@@ -215,19 +215,18 @@ def report(session: Any, sink: OtelSink) -> None:
 
 def _exporter_main() -> int:
     import json
-
     import socket
 
     channel = socket.socket(fileno=0)  # one record per message (SOCK_SEQPACKET); b"" once the run has ended
     config = json.loads(channel.recv(1 << 20) or b"{}")
     result: dict[str, Any] = {"exported": 0, "failed": 0}
     try:
+        from opentelemetry._logs.severity import SeverityNumber
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs import export as sdk_export
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry._logs.severity import SeverityNumber
     except ImportError as exc:
         result["error"] = f"the OpenTelemetry SDK cannot be imported: {exc}"
         return _answer(result)
@@ -245,7 +244,7 @@ def _exporter_main() -> int:
     exporter = OTLPLogExporter(**kwargs)
 
     # LogRecordExportResult since SDK 1.39 or so, LogExportResult before: compare by name
-    failure = getattr(sdk_export, "LogRecordExportResult", None) or getattr(sdk_export, "LogExportResult")
+    failure = getattr(sdk_export, "LogRecordExportResult", None) or sdk_export.LogExportResult
     inner_export = exporter.export  # wrapped: count what was delivered and what could not be
 
     def export(batch: Any) -> Any:

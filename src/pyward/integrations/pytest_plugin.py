@@ -32,15 +32,14 @@ class TamperCheck:
         self.fail = fail
         self.leaks: list[tuple[str, str, str, str]] = []  # (nodeid, target, before, after)
 
-    def snapshot(self) -> dict[str, tuple[Any, Any, Any]]:
+    def snapshot(self) -> dict[str, tuple[Any, str, Any, Any]]:
         from ..tamper.seals import fingerprint, resolve
 
         out = {}
         for spec in self.targets:
             seals, _ = resolve(spec, "pytest")
             for seal in seals:
-                out[seal.name] = (seal.owner, seal.attr, seal.original)
-                out[seal.name] += (fingerprint(seal.original),)  # type: ignore[assignment]
+                out[seal.name] = (seal.owner, seal.attr, seal.original, fingerprint(seal.original))
         return out
 
     @pytest.hookimpl(hookwrapper=True)

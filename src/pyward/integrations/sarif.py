@@ -81,10 +81,20 @@ _LEVELS = {"error": "error", "alert": "error", "warning": "warning"}  # notice, 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 
+def _dict(value: object) -> dict[str, Any]:
+    """`value` if it is a dict, else {}: a report's fields are checked, not trusted."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    """`value` if it is a list, else []."""
+    return value if isinstance(value, list) else []
+
+
 def rule_of(event: dict[str, Any]) -> str | None:
     """The rule id of a report event, or None when it is not a finding."""
     engine, kind, severity = event.get("engine"), event.get("kind"), event.get("severity")
-    details = event.get("details") if isinstance(event.get("details"), dict) else {}
+    details = _dict(event.get("details"))
     if engine == "sandbox" and kind == "denied":
         rule = f"pyward.sandbox.denied.{details.get('permission')}"
         return rule if rule in RULES else "pyward.sandbox.denied"
@@ -176,9 +186,9 @@ def _rules() -> list[dict[str, Any]]:
 
 def results(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The SARIF results of a report (identical findings merged, in order of first occurrence)."""
-    run = data.get("run") if isinstance(data.get("run"), dict) else {}
+    run = _dict(data.get("run"))
     places = _Places(run.get("cwd"))
-    target = run.get("target") if isinstance(run.get("target"), dict) else {}
+    target = _dict(run.get("target"))
     fallback = target.get("value") if target.get("kind") == "script" and isinstance(target.get("value"), str) \
         else None
     if fallback and not fallback.startswith("/") and places.root:
@@ -188,11 +198,11 @@ def results(data: dict[str, Any]) -> list[dict[str, Any]]:
     # the one event standing for repeats the journal only counted has none of their details:
     # its rule is that of the recorded events of the same engine, kind and subject
     rules_of: dict[tuple[Any, Any, Any], str | None] = {}
-    events = data.get("events") if isinstance(data.get("events"), list) else []
+    events = _list(data.get("events"))
     for event in events:
         if not isinstance(event, dict):
             continue
-        details = event.get("details") if isinstance(event.get("details"), dict) else {}
+        details = _dict(event.get("details"))
         key = (event.get("engine"), event.get("kind"), event.get("name"))
         rule = rules_of[key] if "repeated" in details and key in rules_of else rule_of(event)
         rules_of[key] = rule
@@ -231,7 +241,7 @@ def to_sarif(data: dict[str, Any], verdict: str | None = None) -> dict[str, Any]
     """The SARIF log of a loaded report; `verdict` (verified, altered, incomplete) goes in the run's properties."""
     import shlex
 
-    run = data.get("run") if isinstance(data.get("run"), dict) else {}
+    run = _dict(data.get("run"))
     invocation: dict[str, Any] = {"executionSuccessful": True}
     command = run.get("command")
     if isinstance(command, list) and all(isinstance(a, str) for a in command):
@@ -253,7 +263,7 @@ def to_sarif(data: dict[str, Any], verdict: str | None = None) -> dict[str, Any]
         root = {"uri": _file_uri(cwd.rstrip("/") + "/")}
         invocation["workingDirectory"] = root
         sarif_run["originalUriBaseIds"] = {"SRCROOT": root}
-    integrity = data.get("integrity") if isinstance(data.get("integrity"), dict) else {}
+    integrity = _dict(data.get("integrity"))
     sarif_run["properties"] = {"pyward": {
         "verdict": verdict, "summary": data.get("summary"), "merkleRoot": integrity.get("merkle_root"),
         "events": integrity.get("events"), "exitReason": run.get("exit_reason")}}

@@ -109,7 +109,7 @@ class Policy:
         policy.source = settings.source
         file_base = os.path.dirname(settings.source) if settings.source else os.getcwd()
         cwd = os.getcwd()
-        cli = getattr(settings, "cli_keys", set())
+        cli: set[str] = getattr(settings, "cli_keys", set())
         for perm in PERMISSIONS:
             for deny in (False, True):
                 key = f"permissions.{'deny.' if deny else ''}{perm}"

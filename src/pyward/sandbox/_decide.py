@@ -1,5 +1,8 @@
 """The sandbox's decision code.
 
+A verdict never runs code the program can reach: what it has to journal is
+queued (QUEUE) and journaled by flush() after the verdict, outside it.
+
 These functions never run with this module's globals: `engine.build_decider`
 re-creates each of them with a private globals dict that holds the compiled
 policy, captured C-level functions (realpath, getcwd, sys._getframe...) and
@@ -32,6 +35,22 @@ def decide(event, args):
         return internal_error(event, exc)
 
 
+def journal_later(*event):
+    """Journal later: the journal is code the program can reach, so it never runs
+    inside a verdict; the C side calls flush() once the verdict is given."""
+    PENDING.append(event)
+
+
+def flush():
+    """Journal what the verdicts queued (and end the run for --on-deny=exit)."""
+    while PENDING:
+        item = PENDING.pop(0)
+        if item[0] is None:
+            EXIT_ON_DENY(item[1])
+        else:
+            EMIT(*item)
+
+
 def internal_error(event, exc):
     """A check that failed is journaled (and counted) as an internal error; under
     enforce the operation is denied, under watch it goes through."""
@@ -41,7 +60,7 @@ def internal_error(event, exc):
     message = "pyward sandbox: internal error while checking " + event + " (" + why + ")"
     message = message + ("; watch mode lets the operation through" if MODE == 0 else
                          "; denied (the sandbox fails closed)")
-    EMIT("internal_error", event, message, "error", {"event": event, "error": why}, locate(frame_at(3)))
+    journal_later("internal_error", event, message, "error", {"event": event, "error": why}, locate(frame_at(3)))
     return None if MODE == 0 else (message,)
 
 
@@ -58,23 +77,26 @@ def settle(found, event, frame):
         if perm == "run" or perm == "net":
             resource = resource.partition("\x00")[0]
         if code == 1 or MODE == 0:
-            noted = key if op != "listing" else key + "\x00listing"  # a later real read is news
+            noted = noted_key(perm, resource, op, code)
             if noted in NOTED:
                 continue
             NOTED[noted] = 1
             if code == 1:
                 kind, severity, message = "allowed", "info", describe(perm, resource, op) + " allowed"
+                if noted[-2:] == "/*":
+                    message = message + "; further " + perm + "s allowed in " + noted[len(perm) + 1:-2] \
+                        + " are not journaled one by one"
             elif code >= 2 and CONFIGURED:
                 kind, severity = "would_deny", "notice"
                 message = describe(perm, resource, op) + " would be denied under enforce (watch mode)"
             else:
                 kind, severity, message = "observed", "info", describe(perm, resource, op)
-            EMIT(kind, resource, message, severity, details(perm, op, event, None), site)
+            journal_later(kind, resource, message, severity, details(perm, op, event, None), site)
             continue
         if MODE == 2 and code == 2:
             answer = ask(perm, resource, op, key)
             if answer:
-                EMIT("granted", resource, describe(perm, resource, op) + " allowed at the prompt", "notice",
+                journal_later("granted", resource, describe(perm, resource, op) + " allowed at the prompt", "notice",
                      details(perm, op, event, "prompt: all of " + perm if answer == 2 else "prompt"), site)
                 continue
         rule = None
@@ -84,15 +106,29 @@ def settle(found, event, frame):
         else:
             message = (describe(perm, resource, op) + " denied by pyward's sandbox: allow it with "
                        + HOW.replace("{perm}", perm).replace("{scope}", suggest(perm, resource)))
-        EMIT("denied", resource, message, "warning", details(perm, op, event, rule), site)
+        journal_later("denied", resource, message, "warning", details(perm, op, event, rule), site)
         if EXIT_ON_DENY is not None:
-            EXIT_ON_DENY(message)
+            PENDING.append((None, message))  # --on-deny=exit: after the journal has the denial
         if verdict is None:
-            if perm == "import":  # raised as pyward.ImportDenied: programs probe with `except ImportError`
+            if perm == "import" or (perm == "ffi" and op[:7] == "import " and resource in FFI_MODULES):
+                # raised as pyward.ImportDenied: programs probe with `except ImportError`
                 verdict = (message, code == 3)
             else:
                 verdict = message if code == 3 else (message,)
     return verdict
+
+
+def noted_key(perm, resource, op, code):
+    """What an "allowed"/"observed" event is journaled once for: a resource; for a
+    path a rule allows, its directory (a program that opens 10,000 files in a
+    directory it may read gets one event, not 10,000)."""
+    if op == "listing":
+        return perm + "\x00" + resource + "\x00listing"  # a later real read is news
+    if code == 1 and (perm == "read" or perm == "write"):
+        cut = resource.rfind("/")
+        if cut >= 0:
+            return perm + "\x00" + resource[:cut] + "/*"
+    return perm + "\x00" + resource
 
 
 def details(perm, op, event, rule):
@@ -132,7 +168,7 @@ def check(perm, resource, op):
     if code == 0:
         return None
     if code == 1 or MODE == 0:
-        if (key if op != "listing" else key + "\x00listing") in NOTED:
+        if noted_key(perm, resource, op, code) in NOTED:
             return None
         return (perm, resource, op, code)
     if code == 2 and (key in GRANTED or perm in GRANTED):
@@ -142,29 +178,110 @@ def check(perm, resource, op):
 
 def evaluate(perm, resource):
     rules = RULES[perm]
-    if perm == "net" and "\x00" in resource:  # "name:port\x00address:port": a deny on either wins
-        shown, _, raw = resource.partition("\x00")
-        if matches(perm, shown, rules[1]) is not None or matches(perm, raw, rules[1]) is not None:
+    if perm == "net" and "\x00" in resource:  # several forms (see inet_resource): a deny on any wins
+        allowed = rules[2] is not None
+        for form, judged in net_forms(resource):
+            if matches(perm, form, rules[1]) is not None:
+                return 3
+            if judged and not allowed and matches(perm, form, rules[0]) is not None:
+                allowed = True
+        return 1 if allowed else 2
+    cut = resource.rfind("/") if perm == "read" or perm == "write" else -1
+    if cut >= 0:  # a path: the rules are matched by the directory's plan, then the last component
+        directory, name = resource[:cut], resource[cut + 1:]
+        key = perm + "\x00" + directory
+        plan = PLANS.get(key)
+        if plan is None:
+            plan = (dir_plan(directory, rules[1]), dir_plan(directory, rules[0]))
+            PLANS[key] = plan
+        if plan_match(plan[0], resource, name) is not None or inode_denied(perm, resource):
             return 3
-        if rules[2] is not None or matches(perm, shown, rules[0]) is not None \
-                or matches(perm, raw, rules[0]) is not None:
+        if rules[2] is not None or plan_match(plan[1], resource, name) is not None:
             return 1
-        return 2
-    if matches(perm, resource, rules[1]) is not None or inode_denied(perm, resource):
-        return 3
-    if rules[2] is not None or matches(perm, resource, rules[0]) is not None:
-        return 1
+    else:
+        if matches(perm, resource, rules[1]) is not None or inode_denied(perm, resource):
+            return 3
+        if rules[2] is not None or matches(perm, resource, rules[0]) is not None:
+            return 1
     if implicit(perm, resource):
         return 0
     return 2
 
 
+def dir_plan(directory, rules):
+    """The rules that can match a file in `directory`, each reduced to what it asks of
+    the file's name: (0, None, origin) every name, (1, name, origin) that name,
+    (2, segment glob, origin), (3, rule, origin) the whole path (a '**' glob).
+    Matching a name then costs one comparison, however many rules the policy has."""
+    plan = []
+    segments = None
+    for rule in rules:
+        kind = rule[0]
+        if kind == 6:
+            plan.append((0, None, rule[2]))
+        elif kind == 0:
+            prefix = rule[1]
+            if prefix == "/" or directory == prefix or directory.startswith(prefix + "/"):
+                plan.append((0, None, rule[2]))
+            elif prefix.startswith(directory + "/") and "/" not in prefix[len(directory) + 1:]:
+                plan.append((1, prefix[len(directory) + 1:], rule[2]))
+        elif kind == 1:
+            pattern = rule[1]
+            if "**" in pattern:
+                plan.append((3, pattern, rule[2]))
+                continue
+            if segments is None:
+                segments = directory.split("/")
+            if len(pattern) != len(segments) + 1:
+                continue
+            fits = True
+            for i in range(len(segments)):
+                if not segment_match(pattern[i], segments[i]):
+                    fits = False
+                    break
+            if fits:
+                last = pattern[-1]
+                if "?" in last:
+                    plan.append((2, last, rule[2]))
+                else:  # split once here, not at each match
+                    plan.append((5, tuple(last.split("*")), rule[2]))
+        else:
+            plan.append((4, rule, rule[2]))
+    return tuple(plan)
+
+
+def plan_match(plan, resource, name):
+    for how, what, origin in plan:
+        if how == 0:
+            return origin
+        if how == 5:
+            if wild_match(what, name):
+                return origin
+        elif how == 1:
+            if name == what:
+                return origin
+        elif how == 2:
+            if segment_match(what, name):
+                return origin
+        elif how == 3:
+            if glob_match(what, resource.split("/")):
+                return origin
+        elif matches("", resource, (what,)) is not None:
+            return origin
+    return None
+
+
 def deny_origin(perm, resource):
     if perm == "ffi" and resource in GUARDED_MODULES:
         return "pyward (a fresh copy of " + resource + " would bring back functions the sandbox guards)"
+    if perm == "env" and own_variable(resource) is not None:
+        return own_variable(resource)
     if perm == "net" and "\x00" in resource:
-        shown, _, raw = resource.partition("\x00")
-        return matches(perm, shown, RULES[perm][1]) or matches(perm, raw, RULES[perm][1]) or "a deny rule"
+        for form, _judged in net_forms(resource):
+            origin = matches(perm, form, RULES[perm][1])
+            if origin is not None:
+                return origin
+        return "a deny rule"
     origin = matches(perm, resource, RULES[perm][1])
     if origin is None and inode_denied(perm, resource):
         return "a deny rule on the file this hard link points to"
@@ -258,8 +375,8 @@ def net_match(rule, resource):
     if want is not None and port is not None and port != want:
         return False
     kind = rule[1]
-    if kind == 0:
-        return host == rule[3]
+    if kind == 0:  # a name: itself, and the addresses it resolves to
+        return host == rule[3] or (literal(host) is not None and host in rule_addresses(rule[3]))
     if kind == 1:
         return host.endswith(rule[3])
     if kind == 2:
@@ -281,6 +398,25 @@ def split_host(resource):
     if not sep:
         return (resource, None)
     return (host, int(port) if port.isdigit() else None)
+
+
+def net_forms(resource):
+    """(form, judged by allow rules too) for each form of a network resource."""
+    parts = resource.split("\x00")
+    out = [(parts[0], True)]
+    for part in parts[1:]:
+        out.append((part[1:], part[:1] == "+"))
+    return out
+
+
+def rule_addresses(name):
+    """The addresses a host named in a rule resolves to, looked up once, when an
+    address is first judged against the rule."""
+    found = RULE_ADDRESSES.get(name)
+    if found is None:
+        found = tuple(RESOLVE(name, 0)) if RESOLVE is not None else ()
+        RULE_ADDRESSES[name] = found
+    return found
 
 
 def ip_number(host, bits):
@@ -311,7 +447,12 @@ def inode_denied(perm, resource):
     denied = DENY_INODES.get(perm)
     if not denied or resource[:1] != "/":
         return False
-    info = stat_info(resource)
+    seen = STATE.get("info")
+    if seen is not None and seen[0] == resource:  # resolve's lstat of this very file (not a symlink)
+        result = seen[1]
+        info = (result.st_dev, result.st_ino, result.st_nlink, result.st_mode)
+    else:
+        info = stat_info(resource)
     return info is not None and info[2] > 1 and (str(info[0]) + ":" + str(info[1])) in denied
 
 
@@ -329,12 +470,22 @@ def implicit(perm, resource):
     if perm == "write":
         if resource in IMPLICIT_WRITE_FILES:
             return True
-        return ("/__pycache__/" in resource or resource.endswith("/__pycache__")) \
-            and resource.startswith(IMPLICIT_READ_ROOTS)
+        return ("/__pycache__/" in resource or resource.endswith("/__pycache__")) and in_program_tree(resource)
     if perm == "import":  # the program's own, or a stdlib file not in sys.stdlib_module_names (_sysconfigdata_*)
         return program_module(resource) or module_in(STDLIB_DIR, resource)
     if perm == "env":
         return resource in IMPLICIT_ENV or resource.startswith(IMPLICIT_ENV_PREFIXES)
+    return False
+
+
+def in_program_tree(resource):
+    """Under the program's directory, and not in pyward's package, the stdlib or an
+    installed package: a .pyc planted there would run in every later run's children."""
+    if resource.startswith(PLUMBING) or "-packages/" in resource:
+        return False
+    for directory in PROGRAM_DIRS:
+        if resource.startswith(STR_ADD(directory, "/")):
+            return True
     return False
 
 
@@ -361,38 +512,120 @@ def cwd():
     return value
 
 
-def resolve(path, dir_fd):
-    """The absolute real path the OS will use, or None when it cannot be known
-    here (an object the program passed: a later event carries its path)."""
+def resolve(path, dir_fd, follow=True):
+    """The absolute path the kernel will act on, or None when it cannot be known
+    here (an object the program passed: a later event carries its path).
+
+    Resolved as the kernel does: the directory part through every symlink, the
+    last component followed too unless `follow` is false (O_NOFOLLOW, O_EXCL
+    creation, and the calls that act on the entry itself: remove, rename...);
+    a symlink whose target does not exist resolves to that target, which is
+    what an open for writing creates."""
     kind = type(path)
     if kind is not str:
         # A subclass may lie through any method it overrides; the OS reads the
-        # underlying data, and so does this: the unbound base-type operations.
-        if isinstance(path, str):
+        # underlying data, and so does this: the unbound base-type operations,
+        # and type checks that call nothing the program defined.
+        if SUBCLASS(str, kind):
             path = STR_ADD("", path)
-        elif isinstance(path, bytes):
+        elif SUBCLASS(bytes, kind):
             path = BYTES_DECODE(BYTES_ADD(b"", path), FS_ENCODING, FS_ERRORS)
-        elif isinstance(path, int) and kind is not bool:
-            return REALPATH("/proc/self/fd/" + INT_REPR(INT_ADD(0, path)))
+        elif SUBCLASS(int, kind):
+            return fd_target(INT_ADD(0, path))
+        elif has_index(kind):
+            return FD_OBJECT  # its __index__ is the program's code: not called here (see docs/sandbox.md)
         else:
             return None
     if not path:
         return None
     if path[0] != "/":
+        if dir_fd is not None and type(dir_fd) is not int:
+            return FD_OBJECT if has_index(type(dir_fd)) else None
         if type(dir_fd) is int and dir_fd >= 0:
-            base = REALPATH("/proc/self/fd/" + str(dir_fd))
-            if base is None:
+            base = fd_target(dir_fd)
+            if base is None or base[:1] != "/":
                 return "/proc/self/fd/" + str(dir_fd) + "/" + path
         else:
-            base = cwd()
+            base = STATE.get("cwd") or cwd()
         path = base + "/" + path
-    known = RESOLVED_PATHS.get(path)
+    key = path if follow else path + "\x00"
+    known = RESOLVED_PATHS.get(key)
     if known is not None:
         return known
-    real = REALPATH(path)
+    real = kernel_path(path, follow, 40)
+    if real[:6] != "/proc/" and path[:6] != "/proc/":  # /proc/self/fd/N changes with dup2, /proc/self with fork
+        if len(RESOLVED_PATHS) > 100000:
+            RESOLVED_PATHS.clear()
+        RESOLVED_PATHS[key] = real
+    return real
+
+
+def has_index(kind):
+    """Whether objects of this type convert to an int (a file descriptor) by __index__,
+    found in the types' own dicts: no attribute lookup the program could hook."""
+    for base in TYPE_MRO(kind):
+        if "__index__" in TYPE_DICT(base):
+            return True
+    return False
+
+
+def fd_target(fd):
+    """What file descriptor `fd` names now (never cached: dup2 re-points it)."""
+    if fd < 0:
+        return None
+    try:
+        target = READLINK("/proc/self/fd/" + INT_REPR(fd))
+    except (OSError, ValueError):
+        return None
+    return target if target[:1] == "/" else "/proc/self/fd/" + INT_REPR(fd)
+
+
+def kernel_path(path, follow, hops):
+    """`path` (absolute) resolved the kernel's way: the directory by its cached real
+    path, the last component by one lstat, a symlink followed to its final target."""
+    cut = path.rfind("/")
+    name = path[cut + 1:]
+    if name == "" or name == "." or name == "..":
+        real = REALPATH(path)  # the directory itself
+        return real if real is not None else resolve_missing(path)
+    base = DIRS.get(path[:cut]) or real_dir(path[:cut])
+    if base is None:
+        return resolve_missing(path)
+    full = (base if base != "/" else "") + "/" + name
+    if not follow:
+        return full
+    try:
+        info = LSTAT(full)
+    except (OSError, ValueError):
+        return full  # nothing there (yet): created as named
+    if info.st_mode & 0o170000 != 0o120000:
+        STATE["info"] = (full, info)  # inode_denied's stat, saved a syscall
+        return full
+    if hops <= 0:
+        return full  # the kernel gives up too (ELOOP)
+    try:
+        target = READLINK(full)
+    except (OSError, ValueError):
+        return full
+    if target[:1] != "/":
+        target = (base if base != "/" else "") + "/" + target
+    return kernel_path(target, True, hops - 1)
+
+
+def real_dir(directory):
+    """The real path of a directory, cached by its spelling (forget_paths empties
+    the cache when the program changes names), or None when it does not exist."""
+    if directory == "":
+        return "/"
+    real = DIRS.get(directory)
     if real is None:
-        real = resolve_missing(path)
-    RESOLVED_PATHS[path] = real
+        real = REALPATH(directory)
+        if real is None:
+            return None
+        if real[:6] != "/proc/" and directory[:6] != "/proc/":
+            if len(DIRS) > 100000:
+                DIRS.clear()
+            DIRS[directory] = real
     return real
 
 
@@ -427,6 +660,10 @@ def normalise(path):
 def forget_paths():
     """The program changed the file system's names: resolutions may differ now."""
     RESOLVED_PATHS.clear()
+    DIRS.clear()
+    SPOTS.clear()
+    QUIET.clear()
+    STATE.pop("info", None)
     for key in [k for k in CACHE if k[:4] in ("read", "writ")]:
         del CACHE[key]
 
@@ -437,13 +674,25 @@ def forget_paths():
 def on_open(args):
     path, flags = args[0], args[2]
     if type(path) is int or type(flags) is not int:
-        return None
-    real = resolve(path, None)
+        return None  # a descriptor already open (judged when it was opened)
+    if flags == 0 and type(args[1]) is str:
+        flags = fopen_flags(args[1])
+    # the kernel does not follow a last-component symlink under O_NOFOLLOW, nor when
+    # creating exclusively (O_CREAT|O_EXCL fails on any existing entry, dangling or not)
+    follow = not (flags & O_NOFOLLOW or (flags & O_CREAT and flags & O_EXCL))
+    if follow and type(path) is str and path:
+        key = path if path[0] == "/" else (STATE.get("cwd") or cwd()) + "/" + path
+        if key + WANTS[flags & ACCESS_FLAGS] in QUIET:
+            return None  # this path, this access: decided already, nothing to say (cleared by forget_paths)
+        if open_quietly(key, flags):
+            return None
+    real = resolve(path, None, follow)
     if real is None:
         return None
-    special = special_file(real)
-    if special is not None:
-        return special
+    if real[:6] == "/proc/":
+        special = special_file(real)
+        if special is not None:
+            return special
     found = None
     if flags & WRITE_FLAGS:
         found = check("write", real, "open")
@@ -452,6 +701,71 @@ def on_open(args):
         if found is not None and found[3] == 2 and not flags & WRITE_FLAGS and REALPATH(real) is None:
             return None  # nothing there to read: the OS answers FileNotFoundError, as to any probe of a config file
     return found
+
+
+def open_quietly(path, flags):
+    """The common case, decided by the directory: True when opening `path` (absolute)
+    is allowed with nothing to journal.  The directory's real path and the rules
+    that can match a name in it are cached together; the last component costs one
+    lstat (a symlink, a hard link to a denied file, a denial or a first journaled
+    allowance leave it to the general path)."""
+    cut = path.rfind("/")
+    name = path[cut + 1:]
+    if name == "" or name == "." or name == ".." or path[:6] == "/proc/":
+        return False
+    spot = SPOTS.get(path[:cut])
+    if spot is None:
+        real = real_dir(path[:cut])
+        if real is None or real[:6] == "/proc/":
+            return False
+        spot = [real if real != "/" else "", None, None]
+        SPOTS[path[:cut]] = spot
+    full = spot[0] + "/" + name
+    try:
+        info = LSTAT(full)
+    except (OSError, ValueError):
+        return False
+    if info.st_mode & 0o170000 == 0o120000 or info.st_nlink > 1:
+        return False
+    write = flags & WRITE_FLAGS
+    if write and not quiet_in(spot, 2, "write", full, name):
+        return False
+    if not flags & O_WRONLY and not quiet_in(spot, 1, "read", full, name):
+        return False
+    QUIET[path + WANTS[flags & ACCESS_FLAGS]] = 1
+    return True
+
+
+def quiet_in(spot, slot, perm, full, name):
+    """Whether `perm` on the file `name` of this directory is allowed with nothing to journal."""
+    state = spot[slot]
+    if state is None:
+        rules = RULES[perm]
+        directory = spot[0]
+        # [deny plan, allow plan, whole-directory allowance, the directory's allowance journaled]
+        state = [dir_plan(directory, rules[1]), dir_plan(directory, rules[0]), rules[2] is not None,
+                 (perm + "\x00" + directory + "/*") in NOTED]
+        spot[slot] = state
+    if state[0] and plan_match(state[0], full, name) is not None:
+        return False
+    if state[2] or (state[1] and plan_match(state[1], full, name) is not None):
+        if state[3]:
+            return True
+        if (perm + "\x00" + spot[0] + "/*") in NOTED:
+            state[3] = True
+            return True
+        return False  # the first allowance in this directory: journaled by the general path
+    return implicit(perm, full)
+
+
+def fopen_flags(mode):
+    """C code opening with fopen (Py_fopen: SSLContext.keylog_filename, ...) reports
+    its mode string with no flags: judge the write it makes as a write."""
+    if "a" in mode:
+        return O_WRONLY | O_APPEND
+    if "w" in mode or "x" in mode or "+" in mode:
+        return O_WRONLY | O_TRUNC if "+" not in mode else O_RDWR
+    return 0
 
 
 def special_file(real):
@@ -489,11 +803,12 @@ def absolute_open(call, kwargs):
 
 
 def path_handler(perm, op, path_index, fd_index):
+    follow = op not in ENTRY_OPS  # remove, rmdir, mkdir...: the kernel acts on the entry, not on a link's target
     def handler(args):
         if len(args) <= path_index:
             return None
         dir_fd = args[fd_index] if 0 <= fd_index < len(args) else None
-        real = resolve(args[path_index], dir_fd)
+        real = resolve(args[path_index], dir_fd, follow)
         if real is None:
             return None
         if perm == "write" and op in NAMESPACE_OPS:
@@ -530,23 +845,26 @@ def on_glob(args):
 
 
 def on_rename(args):
-    src = resolve(args[0], args[2] if len(args) > 2 else None)
-    dst = resolve(args[1], args[3] if len(args) > 3 else None)
+    src = resolve(args[0], args[2] if len(args) > 2 else None, False)
+    dst = resolve(args[1], args[3] if len(args) > 3 else None, False)
     forget_paths()
     return pick(check("write", src, "rename") if src else None, check("write", dst, "rename") if dst else None)
 
 
 def on_link(args):
+    """A hard link is a second name for the same file: writing through it writes the
+    source, so it is judged as a write of the source (followed: os.link's default)."""
     src = resolve(args[0], args[2] if len(args) > 2 else None)
-    dst = resolve(args[1], args[3] if len(args) > 3 else None)
+    dst = resolve(args[1], args[3] if len(args) > 3 else None, False)
     forget_paths()
     found = []
     if src is not None:
         read = check("read", src, "link")
         if read is not None:
             found.append(read)
-        if evaluate("write", src) == 3:  # a new name for a file no one may write
-            found.append(("write", src, "link", 3))
+        write = check("write", src, "link")
+        if write is not None:
+            found.append(write)
     if dst is not None:
         write = check("write", dst, "link")
         if write is not None:
@@ -555,7 +873,7 @@ def on_link(args):
 
 
 def on_symlink(args):
-    dst = resolve(args[1], args[2] if len(args) > 2 else None)
+    dst = resolve(args[1], args[2] if len(args) > 2 else None, False)
     forget_paths()
     return check("write", dst, "symlink") if dst is not None else None
 
@@ -567,15 +885,70 @@ def on_copytree(args):
 
 
 def on_sqlite(args):
-    database = args[0]
+    return sqlite_file(args[0] if args else None, "sqlite3.connect")
+
+
+def sqlite_file(database, op):
+    """A database named by str or bytes: a path, or a 'file:' URI (judged as the URI's
+    path, and as the literal name too where that could be opened); read for mode=ro."""
     if type(database) is bytes:
         database = database.decode(FS_ENCODING, FS_ERRORS)
-    if type(database) is not str or database in ("", ":memory:") or database.startswith("file::memory:"):
+    if type(database) is not str or database in ("", ":memory:"):
         return None
-    if database.startswith("file:"):
-        database = database[5:].partition("?")[0]
-    real = resolve(database, None)
-    return check("write", real, "sqlite3.connect") if real is not None else None
+    perm = "write"
+    found = []
+    if database[:5] == "file:":
+        path, query = uri_path(database)
+        mode = uri_param(query, "mode")
+        if mode == "memory" or path in ("", ":memory:"):
+            path = None
+        if mode == "ro":
+            perm = "read"
+        if path is not None:
+            real = resolve(path, None)
+            if real is not None:
+                found.append(check(perm, real, op))
+        literal = resolve(database, None)  # without uri=True the name is a file name
+        if literal is not None and REALPATH(literal.rpartition("/")[0] or "/") is not None:
+            found.append(check("write", literal, op))
+    else:
+        real = resolve(database, None)
+        if real is not None:
+            found.append(check(perm, real, op))
+    found = [f for f in found if f is not None]
+    return found or None
+
+
+def uri_path(uri):
+    """(percent-decoded path, query) of an SQLite 'file:' URI."""
+    rest = uri[5:]
+    if rest[:2] == "//":
+        cut = rest.find("/", 2)
+        rest = rest[cut:] if cut >= 0 else ""
+    path, _, query = rest.partition("?")
+    path = path.partition("#")[0]
+    out = []
+    i = 0
+    while i < len(path):
+        char = path[i]
+        if char == "%" and len(path[i + 1:i + 3]) == 2:
+            try:
+                out.append(chr(int(path[i + 1:i + 3], 16)))
+                i += 3
+                continue
+            except ValueError:
+                pass
+        out.append(char)
+        i += 1
+    return ("".join(out), query.partition("#")[0])
+
+
+def uri_param(query, name):
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if key == name:
+            return value
+    return None
 
 
 def pick(first, second):
@@ -588,7 +961,6 @@ def pick(first, second):
 
 def on_chdir(args):
     STATE.pop("cwd", None)
-    RESOLVED_PATHS.clear()
     return None
 
 
@@ -599,12 +971,12 @@ def on_address(op):
     def handler(args):
         if len(args) < 2 or args[1] is None:
             return None
-        resource = address(args[0], args[1])
+        resource = address(args[0], args[1], op == "bind")
         return check("net", resource, op) if resource is not None else None
     return handler
 
 
-def address(sock, addr):
+def address(sock, addr, binding):
     family = FAMILY(sock)
     if family == AF_UNIX:
         if type(addr) is bytes:
@@ -625,13 +997,71 @@ def address(sock, addr):
             host = host.decode("ascii", "replace")
         if type(host) is not str or type(port) is not int:
             return None
-        host = host.lower()
-        raw = ("[" + host + "]:" if ":" in host else (host or "0.0.0.0") + ":") + str(port)
-        name = RESOLVED.get(host)  # an address a lookup returned: shown by its name, judged by both
-        if name is not None:
-            return name + ":" + str(port) + "\x00" + raw
-        return raw
+        return inet_resource(host.lower(), port, family, binding)
     return "raw:family " + str(family)
+
+
+def with_port(host, port):
+    return ("[" + host + "]:" if ":" in host else host + ":") + str(port)
+
+
+def inet_resource(host, port, family, binding):
+    """The resource a connect/sendto/bind is judged as: rules compare addresses,
+    not spellings.  'shown' alone, or 'shown' then, after NUL bytes, the forms the
+    OS will really use, each '+form' (judged like the shown one: allowed by a rule
+    on it, denied by a rule on it) or '-form' (a deny rule on it denies too)."""
+    if host == "" and family == AF_INET6:
+        number = "::"
+    else:
+        number = literal(host) if family == AF_INET or ":" in host else None
+    forms = []
+    if number is None:  # a name: CPython resolves it in C after this event; judge where it leads
+        shown = host
+        found = RESOLVE(host, family) if RESOLVE is not None else []
+        if found:
+            forms.append("+" + with_port(found[0], port))  # CPython connects to the first address
+    else:
+        shown = number
+        if number == "0.0.0.0" or number == "::":
+            loopback = "127.0.0.1" if number == "0.0.0.0" else "::1"
+            # a connect to the unspecified address reaches this host; a bind to it listens on
+            # every interface, this host's included
+            forms.append(("-" if binding else "+") + with_port(loopback, port))
+        name = RESOLVED.get(number)  # an address a lookup of an allowed name gave
+        if name is not None:
+            forms.append("+" + with_port(name, port))
+    shown = with_port(shown, port)
+    if not forms:
+        return shown
+    return shown + "\x00" + "\x00".join(forms)
+
+
+def literal(host):
+    """The canonical text of a numeric address (every inet_aton spelling: '127.1',
+    '2130706433', '0x7f000001', '0177.0.0.1'; a v4-mapped v6 address as v4; the
+    empty host as 0.0.0.0), or None for a name."""
+    if host == "":
+        return "0.0.0.0"
+    if host == "<broadcast>":
+        return "255.255.255.255"
+    if ":" in host:
+        if INET_PTON is None:
+            return None
+        bare = host.partition("%")[0]  # a scope id names the interface, not the address
+        try:
+            raw = INET_PTON(AF_INET6, bare)
+        except (OSError, ValueError):
+            return None
+        if raw[:12] == V4_MAPPED:
+            return INET_NTOA(raw[12:])
+        return INET_NTOP(AF_INET6, raw)
+    for char in host:  # inet_aton(3) ignores what follows a space; getaddrinfo(3) then sees a name
+        if char not in HEX_DOT:
+            return None
+    try:
+        return INET_NTOA(INET_ATON(host))
+    except (OSError, ValueError):
+        return None
 
 
 def on_dns(args):
@@ -645,9 +1075,24 @@ def on_dns(args):
     if type(host) is not str or not host:
         return None
     host = host.lower()
-    if host == "localhost" or ip_number(host, 32) is not None or (":" in host and ip_number(host, 128) is not None):
+    if host == "localhost" or literal(host) is not None:
         return None  # no query leaves the machine; the connect that follows is checked
     return check("net", host, "dns lookup")
+
+
+def on_reverse_dns(args):
+    """gethostbyaddr / getnameinfo of an address: a query about it goes out (PTR)."""
+    host = args[0] if args else None
+    if type(host) is tuple and host:  # getnameinfo(sockaddr, flags)
+        host = host[0]
+    if type(host) is bytes:
+        host = host.decode("ascii", "replace")
+    if type(host) is not str:
+        return None
+    number = literal(host.lower())
+    if number is None:
+        return on_dns(args)  # a name is looked up first
+    return check("net", number, "reverse dns lookup")
 
 
 def on_socket_new(args):
@@ -662,7 +1107,7 @@ def on_socket_new(args):
 def record_addresses(call, kwargs, result):
     """After socket.getaddrinfo(host, ...): remember which addresses a name gave,
     so a connect to one of them counts as a connect to the allowed name."""
-    if call and type(call[0]) is str and type(result) is list:
+    if call and type(call[0]) is str and type(result) is list and literal(call[0].lower()) is None:
         host = call[0].lower()
         for entry in result:
             if type(entry) is tuple and len(entry) == 5 and type(entry[4]) is tuple and entry[4]:
@@ -723,12 +1168,19 @@ def on_system(args):
 
 
 def on_exec(args):
-    return check_run(args[0], None, "os.exec")
+    path = args[0]
+    kind = type(path)
+    if kind is not str and kind is not bytes and (SUBCLASS(int, kind) or has_index(kind)):
+        # os.fexecve: runs what the descriptor holds (a memfd's code was never on disk)
+        target = fd_target(INT_ADD(0, path)) if SUBCLASS(int, kind) else None
+        target = target or "(a file descriptor)"
+        return check("run", target + "\x00" + target, "os.fexecve")
+    return check_run(path, None, "os.exec")
 
 
 def on_posix_spawn(args):
     if RERUN is not None and len(args) > 2 and is_rerun(args[0], args[1], args[2]):
-        EMIT("own", args[0], "pyward re-runs the program in a fresh process: " + args[0], "debug",
+        journal_later("own", args[0], "pyward re-runs the program in a fresh process: " + args[0], "debug",
              {"operation": "re-run", "event": "os.posix_spawn"}, (None, None))
         return None
     return check_run(args[0], None, "os.exec")
@@ -842,9 +1294,25 @@ def on_env_write(args):
     name = args[0] if args else None
     if type(name) is bytes:
         name = name.decode(FS_ENCODING, FS_ERRORS)
-    if type(name) is not str or name in HIDDEN_ENV:
+    if type(name) is not str:
         return None
+    if name[:7] == "PYWARD_" or (name == "PYTHONPATH" and PAYLOAD is not None):
+        caller = frame_at(3)  # (frame_at(4) in degraded mode, where a Python hook sits in between)
+        if name in PYTHONPATH_NAMES and caller is not None and (caller.f_code in OWN_ENV_WRITERS or (
+                caller.f_back is not None and caller.f_back.f_code in OWN_ENV_WRITERS)):
+            return None  # os.environ keeping the boot directory first on PYTHONPATH (environ.py)
+        return ("env", name, "write", 3)  # what arms child processes is not the program's to change
     return check("env", name, "write")
+
+
+def own_variable(name):
+    """Why a variable cannot be written by the program, or None."""
+    if name[:7] == "PYWARD_":
+        return "pyward (its own variables carry the policy to child processes)"
+    if name == "PYTHONPATH" and PAYLOAD is not None:
+        return "pyward (child processes load the sandbox through PYTHONPATH: write it through os.environ, " \
+               "which keeps that)"
+    return None
 
 
 # native code and the ways around audit hooks
@@ -938,6 +1406,10 @@ def on_import(args):
     if name in GUARDED_MODULES:
         return ("ffi", name, "re-import of a module the sandbox guards", 3)
     top = name.partition(".")[0]
+    if top in FFI_MODULES:  # raw memory with no audit event at all (a Union of an int and a pointer)
+        found = check("ffi", FFI_MODULES[top], "import " + name)
+        if found is not None:
+            return found
     if top in SUBINTERPRETER_MODULES:  # refused here: refusing the creation itself crashes CPython 3.12
         return check("ffi", "subinterpreters", "import " + name)
     if top in STDLIB_NAMES or top in OWN_PACKAGES:
@@ -1054,8 +1526,8 @@ def build_handlers():
         "socket.getaddrinfo": on_dns,
         "socket.gethostbyname": on_dns,
         "socket.gethostbyname_ex": on_dns,
-        "socket.gethostbyaddr": on_dns,
-        "socket.getnameinfo": on_dns,
+        "socket.gethostbyaddr": on_reverse_dns,
+        "socket.getnameinfo": on_reverse_dns,
         "socket.__new__": on_socket_new,
         "subprocess.Popen": on_popen,
         "os.system": on_system,
@@ -1124,7 +1596,7 @@ def inject_env(env):
         name = key.decode(FS_ENCODING, FS_ERRORS) if type(key) is bytes else key
         if name == "PYTHONPATH":
             original = value.decode(FS_ENCODING, FS_ERRORS) if type(value) is bytes else value
-        elif name not in HIDDEN_ENV:
+        elif name not in CHILD_ARMING_ENV:  # the child is armed from these: pyward's values only
             keep.append((key, value))
     extra = [("PYWARD_SANDBOX", PAYLOAD), ("PYTHONPATH", BOOT_DIR if not original else BOOT_DIR + ":" + original)]
     if original is not None:

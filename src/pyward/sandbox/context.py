@@ -17,6 +17,9 @@ MODES = {"watch": 0, "enforce": 1, "prompt": 2}
 EXIT_STATUS_ON_DENY = 77  # EX_NOPERM in sysexits.h
 HIDDEN_ENV = ("PYWARD_SANDBOX", "PYWARD_ORIG_PYTHONPATH")
 # PYWARD_ORIG_PYTHONPATH holds the program's own PYTHONPATH; absent: it had none.
+#: What decides how a Python child is armed: in an environment the program hands a
+#: child (env=), these are dropped and pyward's own values put in their place.
+CHILD_ARMING_ENV = (*HIDDEN_ENV, "PYTHONPATH", "PYWARD_DISABLE_NATIVE")
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot")
 
 

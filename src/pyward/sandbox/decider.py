@@ -13,7 +13,8 @@ import types
 
 from .._isolation import isolate_builtins, isolate_module
 from ..policy import Policy
-from .context import BOOT_DIR, HIDDEN_ENV, MODES, Context
+from .context import BOOT_DIR, CHILD_ARMING_ENV, HIDDEN_ENV, MODES, Context
+from .environ import GuardedEnviron
 from .prompt import stdin_is_tty
 from .rules import SINK_FILES, compile_rules, implicit_roots, realpath
 from .taint import policy_candidates
@@ -42,6 +43,11 @@ SUBINTERPRETER_MODULES = ("_xxsubinterpreters", "_interpreters", "_xxinterpchann
                           "_xxinterpqueues", "_interpqueues", "interpreters", "_testcapi", "_testinternalcapi")
 
 
+#: Modules that hand the program native memory: importing them is "ffi" (scope: the
+#: library's name; the C half counts as its package).
+FFI_MODULES = {"ctypes": "ctypes", "_ctypes": "ctypes", "cffi": "cffi", "_cffi_backend": "cffi"}
+
+
 def build_decider(policy: Policy, context: Context,
                   payload: str | None = None) -> tuple[Callable[..., Any], dict[str, Any], list[Any]]:
     """Re-create `_decide`'s functions in a private namespace; return
@@ -65,8 +71,9 @@ def build_decider(policy: Policy, context: Context,
         files = files | {context.spool}  # children's events, read back at the end
     outputs = {realpath(p) for p in context.outputs}
     how = policy.how_to_allow("{perm}", "{scope}").replace("'{scope}'", "'{scope}'")
-    caches = {name: {} for name in ("CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS",
-                                     "STATE", "TTY", "ON_DISK")}
+    caches: dict[str, dict[Any, Any]] = {name: {} for name in (
+        "CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS", "DIRS", "PLANS", "SPOTS", "QUIET", "STATE", "TTY",
+        "ON_DISK", "RULE_ADDRESSES")}
     stdlib = os.path.dirname(os.__file__)
     namespace: dict[str, Any] = {
         "__builtins__": {name: getattr(builtins, name) for name in (
@@ -76,6 +83,7 @@ def build_decider(policy: Policy, context: Context,
             "True", "False") if hasattr(builtins, name)},
         "__name__": "pyward.sandbox.decider",
         **caches,
+        "PENDING": [],
         "MODE": MODES[context.mode],
         "CONFIGURED": policy.configured,
         "RULES": rules,
@@ -88,16 +96,34 @@ def build_decider(policy: Policy, context: Context,
         "REALPATH": native.realpath,
         "GETCWD": posix.getcwd,
         "STAT": posix.stat,
+        "LSTAT": posix.lstat,
+        "READLINK": posix.readlink,
+        # type checks that call nothing the program defined (isinstance reads __class__)
+        "SUBCLASS": type.__subclasscheck__,
+        "TYPE_MRO": type.__dict__["__mro__"].__get__,
+        "TYPE_DICT": type.__dict__["__dict__"].__get__,
+        "FD_OBJECT": "(a file descriptor given by an object's __index__)",
+        "O_NOFOLLOW": os.O_NOFOLLOW,
+        "O_CREAT": os.O_CREAT,
+        "O_EXCL": os.O_EXCL,
+        "ACCESS_FLAGS": os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+        # a string per access combination, appended to a path to key QUIET
+        "WANTS": {n: "\x00" + str(n) for n in range(
+            (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND) + 1)},
+        "ENTRY_OPS": frozenset(("remove", "rmdir", "mkdir", "rmtree", "mkfifo", "mknod")),
         "PAYLOAD": payload,
         "RERUN": context.rerun,
         "PROTECTED_PIDS": frozenset(context.protected_pids),
         "BOOT_DIR": BOOT_DIR,
-        "ENV_GET": native.env_get,
+        # its own reads (PATH): unchecked, since a check inside a verdict is a nested verdict
+        "ENV_GET": native.take_env_reader() if hasattr(native, "take_env_reader") else native.env_get,
         "OPEN": posix.open,
         "READ": posix.read,
         "WRITE": posix.write,
         "O_RDWR": os.O_RDWR,
         "O_WRONLY": os.O_WRONLY,
+        "O_APPEND": os.O_APPEND,
+        "O_TRUNC": os.O_TRUNC,
         "WRITE_FLAGS": os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
         "STDIN_IS_TTY": stdin_is_tty(),
         "STR_ADD": str.__add__,
@@ -114,7 +140,13 @@ def build_decider(policy: Policy, context: Context,
         "AF_PACKET": getattr(_socket, "AF_PACKET", -1),
         "SOCK_RAW": _socket.SOCK_RAW,
         "INET_PTON": _socket.inet_pton,
+        "INET_NTOP": _socket.inet_ntop,
+        "INET_ATON": _socket.inet_aton,
+        "INET_NTOA": _socket.inet_ntoa,
+        "V4_MAPPED": b"\x00" * 10 + b"\xff\xff",
+        "RESOLVE": getattr(native, "resolve", None),
         "HEX_COLON": "0123456789abcdef:.",
+        "HEX_DOT": "0123456789abcdefx.",
         "IMPLICIT_READ_ROOTS": roots,
         "IMPLICIT_READ_FILES": files,
         "IMPLICIT_WRITE_FILES": frozenset((*outputs, *SINK_FILES)),
@@ -123,7 +155,11 @@ def build_decider(policy: Policy, context: Context,
         "OWN_PACKAGES": frozenset(("pyward", "bytecode", "sitecustomize", "usercustomize")),
         "GUARDED_MODULES": frozenset(GUARDED_MODULES),
         "SUBINTERPRETER_MODULES": frozenset(SUBINTERPRETER_MODULES),
+        "FFI_MODULES": dict(FFI_MODULES),
         "HIDDEN_ENV": frozenset(HIDDEN_ENV),
+        "CHILD_ARMING_ENV": frozenset(CHILD_ARMING_ENV),
+        "PYTHONPATH_NAMES": frozenset(("PYTHONPATH", "PYWARD_ORIG_PYTHONPATH")),
+        "OWN_ENV_WRITERS": frozenset((GuardedEnviron.__setitem__.__code__, GuardedEnviron.__delitem__.__code__)),
         "IMPLICIT_ENV": IMPLICIT_ENV,
         "IMPLICIT_ENV_PREFIXES": ("LC_", "PYTHON", "_PYTHON"),
         "IMPORT_MACHINERY": frozenset(("<frozen importlib._bootstrap_external>", "<frozen importlib._bootstrap>",
@@ -149,7 +185,7 @@ def build_decider(policy: Policy, context: Context,
     handlers = namespace["build_handlers"]()
     namespace["HANDLERS"] = handlers
     hidden: list[Any] = [namespace, namespace["__builtins__"], *functions, *caches.values(), handlers, rules,
-                         inodes, namespace["VERBS"]]
+                         namespace["PENDING"], inodes, namespace["VERBS"], namespace["FFI_MODULES"]]
     for handler in handlers.values():  # closures made by path_handler() & co.
         hidden.append(handler)
         hidden += [cell for cell in (handler.__closure__ or ())]

@@ -35,11 +35,11 @@ def install_degraded(policy: Any, context: Any) -> None:
 
     import pyward._native as loader
 
-    loader.native = Fallback()  # type: ignore[assignment]
+    loader.native = Fallback()  # type: ignore[assignment]  # a stand-in for the C module (duck-typed)
     try:
         decide, namespace, _ = build_decider(policy, context)
     finally:
-        loader.native = None
+        loader.native = None  # type: ignore[assignment]  # as it was: no C module in degraded mode
     handlers = namespace["HANDLERS"]
     local = _thread._local()
     fail_closed = context.mode != "watch"
@@ -57,6 +57,7 @@ def install_degraded(policy: Any, context: Any) -> None:
             return
         finally:
             local.busy = False
+        namespace["flush"]()  # journaled after the verdict, never inside it
         if verdict is not None:
             if isinstance(verdict, tuple) and len(verdict) == 2:
                 raise ImportDenied(verdict[0])

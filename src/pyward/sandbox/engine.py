@@ -30,6 +30,7 @@ from ..policy import PERMISSIONS, Policy
 from ..runner import Engine, exit_at_once
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
+from .kernel import wanted as kernel_wanted
 from .prompt import file_digest, offer_to_save, prompt_target, stdin_is_tty
 from .spool import child_spool, read_spool, write_spool
 from .taint import check_taint, taint_policy_files, warn_writable_policy
@@ -61,12 +62,19 @@ class SandboxEngine(Engine):
         self.save_target: str | None = None
         self.save_digest: str | None = None
         self.session: Any = None
+        self.wall: Any = None  # the kernel wall's plan until the program's first line (kernel.py)
+        self.spool_dir: str | None = None
 
     def start(self, session: Any) -> None:
         self.session = session
         s = self.settings
         self.spool = child_spool(session.pid) if s.get("inherit", True) else None
-        outputs = [*session.outputs, *(p for p in (self.learn, self.spool) if p)]
+        if kernel_wanted(s, self.mode):
+            from .kernel import plan
+
+            self.wall = plan(self.spool)
+            self.spool = self.wall.spool
+        outputs = [*session.outputs, *(p for p in (self.learn, self.spool, self.wall and self.wall.spool_dir) if p)]
         if self.mode == "prompt":
             outputs.append("/dev/tty")  # where the answers are offered for saving at the end
             self.save_target = prompt_target(s.source, session.cwd)
@@ -81,12 +89,26 @@ class SandboxEngine(Engine):
                           exit_on_deny=self._exit_on_deny if s.get("on_deny") == "exit" else None,
                           log=s.get("log"), spool=self.spool, rerun=_rerun_spec(session),
                           protected_pids=tuple(getattr(session, "protected_pids", ())))
+        if self.wall is not None:
+            self.wall.compile(self.policy, context, session)
         warn_writable_policy(self.policy, session.journal)
         install(self.policy, context, protect=session.protect)
         from .._native import native
 
         if native is not None:  # under `pyward run` the program gets no callback to loosen the policy with
             native.sandbox_lock_hook()
+        if self.wall is None and self.mode != "off":
+            session.layers["audit"] = self.mode
+            if self.mode == "enforce":
+                session.layers["kernel"] = "off (--no-kernel or kernel = false)"
+                session.journal.emit("sandbox", "layers", "audit", severity="info", where="",
+                                     message="sandbox layers: audit hooks (enforce); kernel wall off "
+                                             "(--no-kernel or kernel = false)", details={"kernel": False})
+
+    def program_starts(self, session: Any, code: Any) -> None:
+        if self.wall is not None:
+            self.wall.raise_(self.mode, session)
+            self.spool_dir, self.wall = self.wall.spool_dir, None
 
     def _emit(self, kind: str, name: str, message: str, severity: str, details: dict[str, Any],
               site: tuple[str | None, str | None], pid: int | None = None, at: float | None = None) -> None:
@@ -115,6 +137,11 @@ class SandboxEngine(Engine):
 
     def stop(self, session: Any) -> None:
         self._collect_children()
+        if self.spool_dir:  # the spool's own directory under the kernel wall (kernel.plan)
+            try:
+                os.rmdir(self.spool_dir)
+            except OSError:
+                pass
         if self.learn:
             from ..policy.learn import write_learned
 

@@ -23,7 +23,7 @@ def install_environ(inheriting: bool) -> None:
 
     from .._native import native
 
-    real = sys.modules["os"]
+    real: Any = sys.modules["os"]  # the real module (`os` here is pyward's copy), whose environ is replaced
     old, oldb = real.environ, real.environb
     env = GuardedEnviron(native, old.encodekey, old.decodekey, old.encodevalue, old.decodevalue, inheriting, False)
     envb = GuardedEnviron(native, oldb.encodekey, oldb.decodekey, oldb.encodevalue, oldb.decodevalue, inheriting,
@@ -33,7 +33,7 @@ def install_environ(inheriting: bool) -> None:
     posix.environ.clear()
 
 
-class GuardedEnviron(os._Environ):  # type: ignore[name-defined,misc]
+class GuardedEnviron(os._Environ):
     """os.environ, live over the C environment: reads ask the sandbox
     ("env" permission), writes go through os.putenv (audited too)."""
 

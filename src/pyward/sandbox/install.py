@@ -38,7 +38,7 @@ def install(policy: Policy, context: Context, protect: Callable[..., Any] | None
         install_degraded(policy, context)
         _installed = True
         return
-    import _posixsubprocess  # wrapped now: later imports of it would be re-imports
+    import _posixsubprocess  # noqa: F401  (wrapped now: later imports of it would be re-imports)
 
     payload = inheritance_payload(policy, context) if context.inherit else None
     decide, namespace, hidden = build_decider(policy, context, payload)
@@ -53,15 +53,15 @@ def install(policy: Policy, context: Context, protect: Callable[..., Any] | None
     hook_emit = emitter(context.emit)  # what an install_hook() callback refuses goes to this journal
     native.untrack(hook_emit)
     native.sandbox_install(list(namespace["HANDLERS"]), decide, AccessDenied, MODES[context.mode] != 0,
-                           subinterpreters, ImportDenied, hook_emit)
+                           subinterpreters, ImportDenied, hook_emit, namespace["PENDING"], namespace["flush"])
     _installed = True
 
 
 def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[..., Any] | None) -> list[Any]:
     """Replace functions that start processes or open files without a usable audit event."""
     import _posixsubprocess
-    import posix
     import _socket
+    import posix
 
     from .._native import native
 

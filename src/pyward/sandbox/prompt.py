@@ -56,8 +56,7 @@ def offer_to_save(answers: list[tuple[str, str]], source: str | None, target: st
             os.close(fd)
     except OSError:
         return
-    reply = reply.decode(errors="replace").strip()
-    if reply[:1] not in ("y", "Y"):
+    if reply.decode(errors="replace").strip()[:1] not in ("y", "Y"):
         return
     try:
         backup = merge_answers(target, answers)

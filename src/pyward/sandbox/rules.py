@@ -148,6 +148,10 @@ def compile_net(scope: str, origin: str, base: str = "", variables: dict[str, st
             network = ipaddress.ip_network(host, strict=False)
         except ValueError:
             raise TargetError(f"{origin}: bad network scope {scope!r}: not an address or network", 2) from None
+        mapped = getattr(network.network_address, "ipv4_mapped", None)
+        if mapped is not None and network.prefixlen >= 96:  # ::ffff:a.b.c.d is the v4 address a.b.c.d
+            network = ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+            host = str(mapped)
         return (5, 2, origin, host, port, int(network.network_address), network.prefixlen, network.max_prefixlen)
     return (5, 0, origin, host, port, 0, 0, 0)
 

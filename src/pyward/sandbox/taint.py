@@ -18,6 +18,7 @@ os = isolate_module(os)  # noqa: F811
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from typing import Any
 
 
@@ -59,7 +60,7 @@ def check_taint(source: str | None) -> None:
                           2)
 
 
-def taint_policy_files(session: Any, changed: list[str] = ()) -> None:  # type: ignore[assignment]
+def taint_policy_files(session: Any, changed: Iterable[str] = ()) -> None:
     """Record policy files the program wrote during this run (watch mode lets
     it; `changed` are files whose content changed though pyward let only itself write them)."""
     candidates = {os.path.realpath(p) for p in policy_candidates(session.cwd)}

@@ -5,12 +5,12 @@ docs/tamper.md for what it covers.
 """
 from __future__ import annotations
 
+from .errors import TamperError
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..config import Settings
     from ..runner import Engine
-
-from .errors import TamperError
 
 __all__ = ["TamperError", "engine"]
 

@@ -21,26 +21,30 @@ from __future__ import annotations
 
 import os
 import sys
-from types import ModuleType
+from types import FunctionType, ModuleType
 
 from .._isolation import isolate_builtins, isolate_module
 from ..config import as_list
+from ..journal import Journal
 from ..runner import Engine, exit_at_once
-from .errors import TamperError
 from .environment import env_is_sensitive, redact
+from .errors import TamperError
+from .own import engine_codes, is_pyward_code
 from .patcher import caller_of, patcher, patcher_modules
 from .restore import put_back, remember_code
-from .seals import DEFAULT_TARGETS, MISSING, Seal, describe, fingerprint, prefixes, resolve, type_dict
+from .seals import DEFAULT_TARGETS, MISSING, Seal, called_names, describe, fingerprint, prefixes, resolve, type_dict
 
 isolate_builtins(globals())
 os = isolate_module(os)  # noqa: F811
 _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
+_emit = Journal.emit  # the journal's method as pyward defined it: an instance attribute cannot shadow it here
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 EXIT_STATUS_FAIL_CLOSED = 78
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep  # the tamper engine's own frames
 WATCHERS = sys.version_info >= (3, 12)
 
 
@@ -72,6 +76,8 @@ class TamperEngine(Engine):
         self.reported: dict[str, Any] = {}  # seal name -> the new value a synchronous alert named
         self.stopped = False
         self.popped: dict[str, Any] = {}
+        self.class_reported: set[int] = set()  # modules whose __class__ swap was reported
+        self.finishing: dict[str, Any] = {}  # modules sealed as they finish importing (_resolve_pending)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -80,19 +86,28 @@ class TamperEngine(Engine):
 
         self.session, self.native = session, native
         if native is not None:
-            self.watching = bool(native.tamper_install(self._on_change, self._pending))
+            from . import restore
+
+            # only this code may mute, stop or re-point the watchers from now on (tamper.c)
+            self.watching = bool(native.tamper_install(self._on_change, self._pending,
+                                                       engine_codes(sys.modules[__name__], restore)))
+            # __class__ swaps of sealed modules are judged on every version
+            native.tamper_lock_install(self._judge_module_change, MISSING, TamperError,
+                                       self.awaited if not self.watching else set())
+            self.lock_installed = True
         for spec in DEFAULT_TARGETS:
             self._seal(spec, "default seal", user=False)
         for namespace, attr, why in session.protected:  # what other engines installed
             self._add(Seal(f"{getattr(namespace, '__name__', '?')}.{attr}", namespace, attr,
                            namespace.__dict__.get(attr), f"pyward: {why}"))
+        self._seal_instances(session)
         errors = []
         for spec in self.user_targets:
             error = self._seal(spec, "--watch", user=True)
             if error:
                 errors.append(error)
             elif any(t == spec for t, _ in self.pending):
-                session.journal.emit("tamper", "pending", spec, severity="info", where="",
+                _emit(session.journal, "tamper", "pending", spec, severity="info", where="",
                                      message=f"tamper: {spec} is not imported yet; it is sealed when the "
                                              f"program imports it", details={"target": spec})
         if errors:
@@ -134,10 +149,10 @@ class TamperEngine(Engine):
         pending = [t for t, _ in self.pending]
         for spec in pending:
             if spec in self.user_targets:
-                session.journal.emit("tamper", "pending", spec, severity="notice", where="",
+                _emit(session.journal, "tamper", "pending", spec, severity="notice", where="",
                                      message=f"tamper: --watch {spec} was never sealed: the program never "
                                              f"imported its module", details={"target": spec})
-        session.journal.emit("tamper", "sealed", "seals", severity="debug", where="",
+        _emit(session.journal, "tamper", "sealed", "seals", severity="debug", where="",
                              message=f"tamper: {len(self.seals)} seals"
                                      + (f"; never imported, so never sealed: {', '.join(pending)}" if pending else ""),
                              details={"seals": sorted(s.name for s in self.seals.values()), "pending": pending,
@@ -168,7 +183,7 @@ class TamperEngine(Engine):
         return None
 
     def _add(self, seal: Seal) -> None:
-        namespace = seal.namespace()
+        namespace = seal.real_namespace()
         key = (id(namespace), seal.attr)
         if key in self.seals:
             return
@@ -178,16 +193,55 @@ class TamperEngine(Engine):
         if id(namespace) not in self.by_dict:
             self.by_dict[id(namespace)] = seal.owner
             if self.watching:
-                if isinstance(namespace, dict):
-                    self.native.tamper_watch(namespace)
-                else:  # a class: its real dict hides behind the mappingproxy
-                    self.native.tamper_watch(type_dict(seal.owner))
+                self.native.tamper_watch(namespace)
         if fingerprint(seal.original) is not None:
             remember_code(seal.original)
             if self.watching:
                 self.native.tamper_watch(seal.original)
-        if (self.fail_closed or self.restore or not self.watching) and isinstance(seal.owner, ModuleType):
-            self._lock_module(seal.owner)
+        self._record(seal)
+        if isinstance(seal.owner, ModuleType):
+            self._lock_module(seal.owner, full=self.fail_closed or self.restore or not self.watching)
+        if type(seal.original) is FunctionType and seal.why != "called by a sealed function":
+            self._seal_called_globals(seal)
+
+    def _record(self, seal: Seal) -> None:
+        """Keep the seal in C too: the program can clear or rewrite this engine's tables, not that copy."""
+        if self.native is not None:
+            self.native.tamper_seal(seal.real_namespace(), seal.attr, (seal.owner, seal.attr, seal.original, seal.first,
+                                                           seal.name, seal.why))
+
+    def _seal_called_globals(self, seal: Seal) -> None:
+        """What a sealed function calls through its globals (a helper, a module, a class)
+        is sealed too: rebinding `subprocess._fork_exec` changes what Popen runs
+        without touching Popen."""
+        function: Any = seal.original
+        name = function.__globals__.get("__name__")
+        module = sys.modules.get(name) if type(name) is str else None
+        if module is None and type(name) is str:
+            module = self.finishing.get(name)  # imported, not back in sys.modules yet (_resolve_pending)
+        namespace: dict[str, Any] = function.__globals__
+        if module is None or id(getattr(module, "__dict__", None)) != id(namespace):
+            return
+        for name in called_names(function.__code__):
+            value = namespace.get(name, MISSING)
+            if value is MISSING or name.startswith("__") or not (callable(value) or type(value) is ModuleType):
+                continue
+            self._add(Seal(f"{module.__name__}.{name}", module, name, value, "called by a sealed function"))
+
+    def _seal_instances(self, session: Any) -> None:
+        """pyward's own objects (the session, its journal, the engines): an instance
+        attribute named like one of their methods would shadow the method for every
+        caller (`journal.emit = noop` blinds every engine), so its absence is sealed."""
+        for obj in (session, session.journal, *getattr(session, "engines", ())):
+            if getattr(type(obj), "__dictoffset__", 0) == 0:
+                continue
+            namespace = obj.__dict__
+            for cls in type(obj).__mro__[:-1]:
+                for name, value in list(cls.__dict__.items()):
+                    if name.startswith("__") or name in namespace or not callable(value) or isinstance(value, type):
+                        continue
+                    self._add(Seal(f"{type(obj).__module__}.{type(obj).__qualname__}().{name}", obj, name, MISSING,
+                                   "pyward's own object: an instance attribute would shadow its method"))
 
     def _resolve_pending(self, finished: dict[str, Any] | None = None) -> None:
         """Seal pending targets whose module has been imported since the last try.
@@ -214,8 +268,9 @@ class TamperEngine(Engine):
                     retry_all = retry_all or module is not None
                     continue
             seals, error = resolve(spec, why, finished)
+            self.finishing = finished or {}
             if error and why == "--watch":
-                self.session.journal.emit("tamper", "error", spec, severity="warning", where="",
+                _emit(self.session.journal, "tamper", "error", spec, severity="warning", where="",
                                           message=f"tamper: cannot seal {error} (its module was imported "
                                                   f"after the run started)", details={"target": spec})
             if not seals and not error:
@@ -223,6 +278,7 @@ class TamperEngine(Engine):
                 self.tried[spec] = present
             for seal in seals:
                 self._add(seal)
+            self.finishing = {}
         self.pending = still
         self.awaited.clear()
         self.awaited.update(p for spec, _ in still for p in prefixes(spec))
@@ -239,10 +295,10 @@ class TamperEngine(Engine):
             self._on_modules(kind, key, old, new)
             return
         if kind in ("__code__", "__defaults__", "__kwdefaults__"):
-            for seal in list(self.seals.values()):
-                if seal.original is container:
-                    self.swapped.add(seal.name)  # the check at exit must not report it twice
-                    self._alert(seal, f"{kind} swapped", old, new, kind)
+            for sealed in list(self.seals.values()):
+                if sealed.original is container:
+                    self.swapped.add(sealed.name)  # the check at exit must not report it twice
+                    self._alert(sealed, f"{kind} swapped", old, new, kind)
             return
         seal = self.seals.get((id(container), key)) if type(key) is str else None
         if seal is None:
@@ -303,13 +359,8 @@ class TamperEngine(Engine):
             return
         seals = []
         if not self.watching:  # 3.12+: the watchers see seals change; 3.11: compare identities at imports
-            for seal in self.seals.values():
-                if seal.original is MISSING:
-                    gate(None)
-                    return
-                namespace = seal.namespace()
-                seals.append((namespace if type(namespace) is dict else type_dict(seal.owner), seal.attr,
-                              seal.original))
+            for seal in self.seals.values():  # MISSING: sealed as absent (the gate knows it)
+                seals.append((seal.real_namespace(), seal.attr, seal.original))
         monitoring = getattr(sys, "monitoring", None)  # the gate compares the tools with the last check's
         gate(self._audit, tuple(seals), (("meta_path", self.meta_path), ("path_hooks", self.path_hooks)),
              tuple(self.absent or ()) if self.pending else (), sys.modules,
@@ -345,7 +396,7 @@ class TamperEngine(Engine):
             message = f"environment variable {name} {'set to ' + shown if value is not None else 'removed'}"
             where, function, _ = patcher()
             news = env_is_sensitive(name) and self._allowed_patcher(patcher_modules()) is None
-            journal.emit("tamper", "env.changed", name, severity="notice" if news else "info", where=where or "",
+            _emit(journal, "tamper", "env.changed", name, severity="notice" if news else "info", where=where or "",
                          function=function, message=message, details={"variable": name, "value": shown})
         elif event in ("sys.settrace", "sys.setprofile"):
             where, function, module = patcher()
@@ -353,7 +404,7 @@ class TamperEngine(Engine):
                 return
             hook = args[0] if args else None
             verb = "removed" if hook is None else f"installed ({describe(hook)})"
-            self.session.journal.emit("tamper", "hook.changed", event.partition(".")[2], severity="notice",
+            _emit(self.session.journal, "tamper", "hook.changed", event.partition(".")[2], severity="notice",
                                       where=where or "", function=function,
                                       message=f"{event.partition('.')[2]} hook {verb} by {where or '?'}",
                                       details={"hook": event, "value": describe(hook)})
@@ -367,6 +418,7 @@ class TamperEngine(Engine):
         interval and at exit."""
         if self.restoring:
             return
+        self._verify_table(when)
         self._resolve_pending()
         self._apply_restores()
         seals = list(self.seals.values())
@@ -391,8 +443,9 @@ class TamperEngine(Engine):
                 now = seal.current()
                 self._alert(seal, {"deleted": "deleted", "rebound": "replaced", "code": "code changed"}[change],
                             seal.original, now, f"check at {when}", late=True)
-        for name, before, now in (("sys.meta_path", self.meta_path, sys.meta_path),
-                                  ("sys.path_hooks", self.path_hooks, sys.path_hooks)):
+        hooks: tuple[tuple[str, list[Any], list[Any]], ...] = (
+            ("sys.meta_path", self.meta_path, sys.meta_path), ("sys.path_hooks", self.path_hooks, sys.path_hooks))
+        for name, before, now in hooks:
             if [id(x) for x in before] != [id(x) for x in now]:
                 came = [x for x in now if all(x is not y for y in before)
                         and not type(x).__module__.startswith("pyward.")]  # heal's recipe finder
@@ -401,7 +454,7 @@ class TamperEngine(Engine):
                 if came or went:
                     added, removed = [describe(x) for x in came], [describe(x) for x in went]
                     authorised = all(self._allowed_patcher([type(x).__module__]) for x in came + went)
-                    self.session.journal.emit(
+                    _emit(self.session.journal,
                         "tamper", "composition.changed", name, severity="info" if authorised else "notice",
                         where="",
                         message=f"{name} changed: " + ", ".join(
@@ -413,7 +466,7 @@ class TamperEngine(Engine):
                    if self.monitoring.get(k) != v and self.session.monitoring_tools.get(k) != v}
             self.monitoring = tools
             if new:
-                self.session.journal.emit("tamper", "hook.changed", "sys.monitoring", severity="notice", where="",
+                _emit(self.session.journal, "tamper", "hook.changed", "sys.monitoring", severity="notice", where="",
                                           message="sys.monitoring tools registered: " + ", ".join(
                                               f"{k}={v!r}" for k, v in sorted(new.items())),
                                           details={"tools": {str(k): v for k, v in new.items()}})
@@ -427,6 +480,57 @@ class TamperEngine(Engine):
                     self.modules[name] = id(module)
         self._arm_gate()
 
+    def _verify_table(self, when: str) -> None:
+        """The seals as C keeps them against this engine's tables: a seal dropped from
+        the table, or one whose recorded original was rewritten, is an alert of its
+        own, and the seal is put back (its target is then compared like any other)."""
+        if self.native is None:
+            return
+        altered = []
+        for owner, attr, original, first, name, why in self.native.tamper_sealed():
+            key = (id(type_dict(owner) if isinstance(owner, type) else owner.__dict__), attr)
+            seal = self.seals.get(key)
+            if seal is not None and seal.original is original and seal.first is first and seal.owner is owner:
+                continue
+            altered.append(name)
+            seal = Seal(name, owner, attr, first, why)
+            seal.original, seal.fingerprint = original, fingerprint(original)
+            self.seals[key] = seal
+        for module in {id(s.owner): s.owner for s in self.seals.values() if s.module_owner}.values():
+            if type(module) is not ModuleType and id(module) not in self.class_reported:
+                self.class_reported.add(id(module))
+                self._class_swapped(module, type(module), late=True)
+        if altered:
+            _emit(self.session.journal, "tamper", "alert", "pyward.tamper.seals", severity="alert", where="",
+                  message=f"the tamper engine's seal table was altered ({len(altered)} seals dropped or rewritten: "
+                          f"{', '.join(sorted(altered)[:5])}{', ...' if len(altered) > 5 else ''}); found at check "
+                          f"at {when}, the seals are put back",
+                  details={"target": "pyward.tamper.seals", "seals": sorted(altered), "change": "table altered",
+                           "detected": f"check at {when}"})
+
+    def _class_swapped(self, module: Any, new: Any, late: bool = False) -> bool | str:
+        """A sealed module's __class__ swapped: attribute lookups on it no longer come
+        from its namespace (a __getattribute__ can hand out anything), so the seals of
+        that module stop meaning anything.  An alert; refused under --restore and
+        --fail-closed when it is seen as it happens."""
+        name = f"{getattr(module, '__name__', '?')}.__class__"
+        where, function, _ = patcher() if not late else (None, None, "")
+        response = ""
+        verdict: bool | str = True
+        if not late and self.fail_closed:
+            response, verdict = " => refused (--fail-closed)", f"{name} is sealed by pyward (--fail-closed); " \
+                                                                  f"the change at {where or '?'} was refused"
+        elif not late and self.restore:
+            response, verdict = " => refused (--restore)", False
+        else:
+            self.class_reported.add(id(module))  # the swap stands: reported once
+        _emit(self.session.journal, "tamper", "alert", name, severity="alert", where=where or "", function=function,
+              message=f"{name} swapped to {describe(new)}" + (f" by {where} ({function})" if where else "")
+                      + (" (found at a check)" if late else "") + response,
+              details={"target": name, "old": "<type module>", "new": describe(new), "change": "class swapped",
+                       "detected": "check" if late else "setattr"})
+        return verdict
+
     @staticmethod
     def _monitoring_tools() -> dict[int, str]:
         monitoring = getattr(sys, "monitoring", None)
@@ -438,16 +542,33 @@ class TamperEngine(Engine):
     # -- response -------------------------------------------------------------------
 
     def _pyward_acting(self) -> bool:
-        return self.session.acting_engine() is not None
+        return self._acting() is not None
+
+    def _acting(self) -> str | None:
+        """The pyward engine making this change, if one is: `session.acting(...)` says
+        so, and the code making the change (the first frame outside this package and
+        the import machinery) must be pyward's own code as it is on disk, so that the
+        program cannot borrow `acting` to make its own change look authorised."""
+        engine = self.session.acting_engine()
+        if engine is None:
+            return None
+        frame: Any = _getframe(1)
+        here = _PACKAGE_DIR
+        while frame is not None and (frame.f_code.co_filename.startswith(here)
+                                     or frame.f_code.co_filename.startswith("<frozen importlib")):
+            frame = frame.f_back
+        if frame is None or not is_pyward_code(frame.f_code):
+            return None
+        return engine
 
     def _allowed_patcher(self, modules: list[str]) -> str | None:
         """The --allow-patcher entry that covers one of `modules`, if any."""
         return next((a for a in self.allow for m in modules if m == a or m.startswith(a + ".")), None)
 
     def _alert(self, seal: Seal, what: str, old: Any, new: Any, how: str, late: bool = False) -> None:
-        acting = self.session.acting_engine()
+        acting = self._acting()
         if acting is not None:
-            self.session.journal.emit("tamper", "authorised", seal.name, severity="debug", where="",
+            _emit(self.session.journal, "tamper", "authorised", seal.name, severity="debug", where="",
                                       message=f"{seal.name} {what} by pyward's {acting} engine (authorised)",
                                       details={"engine": acting})
             self._accept(seal, new, late)
@@ -469,7 +590,7 @@ class TamperEngine(Engine):
         details = {"target": seal.name, "old": describe(old), "new": new_text, "change": what,
                    "detected": how, "patcher_module": module, "caller": caller, "why": seal.why}
         if allowed:
-            self.session.journal.emit("tamper", "authorised", seal.name, severity="info", where=where or "",
+            _emit(self.session.journal, "tamper", "authorised", seal.name, severity="info", where=where or "",
                                       function=function, message=f"{message} (allowed patcher {allowed})",
                                       details=details)
             self._accept(seal, new, late)
@@ -488,7 +609,7 @@ class TamperEngine(Engine):
             self._reseal(seal, new)  # report each change once
         else:
             self.reported[seal.name] = new
-        self.session.journal.emit("tamper", "alert", seal.name, severity="alert", where=where or "",
+        _emit(self.session.journal, "tamper", "alert", seal.name, severity="alert", where=where or "",
                                   function=function, message=message + response, details=details)
         if not (self.restore or self.fail_closed):
             return
@@ -507,7 +628,7 @@ class TamperEngine(Engine):
     def _reverted(self, seal: Seal, late: bool = False) -> None:
         """The sealed object is back (a patcher undoing its patch): news, not an alert."""
         where, function, _ = patcher() if not late else (None, None, "")
-        self.session.journal.emit("tamper", "reverted", seal.name, severity="info", where=where or "",
+        _emit(self.session.journal, "tamper", "reverted", seal.name, severity="info", where=where or "",
                                   function=function, message=f"{seal.name} is the sealed original again"
                                   + (f" ({where})" if where else ""), details={"target": seal.name})
         if late:
@@ -515,6 +636,7 @@ class TamperEngine(Engine):
         else:
             self.reported.pop(seal.name, None)
             seal.original, seal.fingerprint = seal.first, fingerprint(seal.first)
+            self._record(seal)
 
     def _accept(self, seal: Seal, new: Any, late: bool) -> None:
         """The change stands: the seal follows it (now, or once it has landed)."""
@@ -524,12 +646,13 @@ class TamperEngine(Engine):
             self.reported[seal.name] = new
 
     def _reseal(self, seal: Seal, new: Any) -> None:
-        if new is not MISSING:
+        if new is not MISSING or seal.first is MISSING:
             seal.original, seal.fingerprint = new, fingerprint(new)
+            self._record(seal)
 
     def _module_replaced(self, name: str, old: Any, new: Any) -> None:
         where, function, _ = patcher()
-        self.session.journal.emit("tamper", "alert", f"sys.modules[{name!r}]", severity="alert",
+        _emit(self.session.journal, "tamper", "alert", f"sys.modules[{name!r}]", severity="alert",
                                   where=where or "", function=function,
                                   message=f"sys.modules[{name!r}] replaced by {describe(new)}",
                                   details={"target": name, "new": describe(new)})
@@ -555,15 +678,14 @@ class TamperEngine(Engine):
     # attribute loads keep their specialised fast path.  A direct write to
     # module.__dict__ bypasses this: the checks find it later.
 
-    def _lock_module(self, module: Any) -> None:
-        if type(module) is not ModuleType or module.__name__ == "pyward" or module.__name__.startswith("pyward."):
+    def _lock_module(self, module: Any, full: bool = True) -> None:
+        if type(module) is not ModuleType:
             return
+        own = module.__name__ == "pyward" or module.__name__.startswith("pyward.")
         if self.native is not None:
-            if not self.lock_installed:
-                self.native.tamper_lock_install(self._judge_module_change, MISSING, TamperError,
-                                                self.awaited if not self.watching else set())
-                self.lock_installed = True
-            self.native.tamper_lock(module)
+            self.native.tamper_lock(module, not full or own)  # pyward's own: only its __class__
+            return
+        if not full or own:
             return
         # degraded (no native extension): the module becomes an instance of a subclass
         # that asks first; attribute loads on it lose their specialised path
@@ -573,7 +695,7 @@ class TamperEngine(Engine):
                 raise TamperError(verdict)
             return verdict
 
-        class SealedModule(ModuleType):  # type: ignore[misc]
+        class SealedModule(ModuleType):
             __slots__ = ()
 
             def __setattr__(self, name: str, value: Any) -> None:
@@ -592,11 +714,15 @@ class TamperEngine(Engine):
         """`module.name = value` (MISSING: del) on a locked module: True when it may go
         ahead, False to drop it (--restore on 3.11), a message to raise TamperError with
         (--fail-closed; raised by the C slot, so no pyward frame is in the traceback)."""
+        if name == "__class__":
+            if value is ModuleType or self._acting() is not None or self.stopped:
+                return True
+            return self._class_swapped(module, value)
         seal = self.seals.get((id(module.__dict__), name))
         if seal is None and not self.watching and getattr(module, "__name__", None) in self.awaited:
             self._resolve_pending()  # imported and changed before a check could seal it: seal it now
             seal = self.seals.get((id(module.__dict__), name))
-        if seal is None or self.session.acting_engine() is not None or self.stopped:
+        if seal is None or self._acting() is not None or self.stopped:
             return True
         if value is seal.first and (value is not seal.original or seal.name in self.reported):
             if not self.watching:
@@ -606,7 +732,7 @@ class TamperEngine(Engine):
             return True
         if self.fail_closed:
             where, _, _ = patcher()
-            self.session.journal.emit("tamper", "alert", seal.name, severity="alert", where=where or "",
+            _emit(self.session.journal, "tamper", "alert", seal.name, severity="alert", where=where or "",
                                       message=f"{seal.name}: change refused (--fail-closed)",
                                       details={"target": seal.name, "new": describe(value), "change": "refused"})
             return f"{seal.name} is sealed by pyward (--fail-closed); the change at {where or '?'} was refused"

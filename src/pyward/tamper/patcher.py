@@ -12,13 +12,17 @@ import sys
 from .._isolation import isolate_builtins
 from ..journal import is_plumbing
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+
 isolate_builtins(globals())
 _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 
 
 def patcher() -> tuple[str | None, str | None, str]:
     """(file:line, function, module name) of the code making the change."""
-    frame = _getframe(2)
+    frame: FrameType | None = _getframe(2)
     fallback = None
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -38,10 +42,9 @@ def caller_of(module: str) -> str | None:
     """When a library made the change (gevent, pytest's monkeypatch...), the first
     frame of the program's own code that called into it, as file:line."""
     top = module.partition(".")[0]
-    if not top or "-packages" not in str(sys.modules.get(top, None) and
-                                           getattr(sys.modules[top], "__file__", "")):
+    if not top or "-packages" not in str(getattr(sys.modules.get(top), "__file__", "")):
         return None
-    frame = _getframe(2)
+    frame: FrameType | None = _getframe(2)
     seen_library = False
     while frame is not None:
         name = str(frame.f_globals.get("__name__", ""))
@@ -56,7 +59,8 @@ def caller_of(module: str) -> str | None:
 
 def patcher_modules() -> list[str]:
     """Every module on the stack (an allow-listed patcher may call through the stdlib)."""
-    names, frame = [], _getframe(2)
+    names: list[str] = []
+    frame: FrameType | None = _getframe(2)
     while frame is not None:
         names.append(str(frame.f_globals.get("__name__", "")))
         frame = frame.f_back

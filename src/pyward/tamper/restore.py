@@ -9,7 +9,7 @@ from __future__ import annotations
 import types
 
 from .._isolation import isolate_builtins
-from .seals import Seal, fingerprint
+from .seals import MISSING, Seal, fingerprint
 
 isolate_builtins(globals())
 
@@ -29,7 +29,13 @@ def remember_code(function: Any) -> None:
 def put_back(seal: Seal, native: Any) -> None:
     """Write the seal's original back (quietly for the watchers, when there are some)."""
     def write() -> None:
-        if isinstance(seal.owner, type):
+        if seal.original is MISSING:  # sealed as absent (an inherited method, an instance's own method)
+            if seal.attr in seal.namespace():
+                if isinstance(seal.owner, type):
+                    type.__delattr__(seal.owner, seal.attr)
+                else:
+                    del seal.namespace()[seal.attr]
+        elif isinstance(seal.owner, type):
             type.__setattr__(seal.owner, seal.attr, seal.original)
         else:
             seal.namespace()[seal.attr] = seal.original

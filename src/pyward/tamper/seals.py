@@ -21,14 +21,32 @@ if TYPE_CHECKING:
 
 #: Sealed unless the user turns tamper off.  Modules not yet imported are
 #: sealed when the program imports them (pyward never imports them itself).
+#: A class is sealed with the methods its instances perform the guarded
+#: operation through: replacing `socket.socket.connect` changes every
+#: connection without touching `socket.socket`.  A method a class inherits
+#: (socket.socket's come from _socket.socket) is sealed as absent from the
+#: class's own namespace: defining it there is the change.  The globals a
+#: sealed Python function calls are sealed with it (engine.py).
 DEFAULT_TARGETS = (
     "builtins.open", "builtins.__import__", "builtins.exec", "builtins.eval", "builtins.compile",
     "socket.socket", "socket.create_connection", "socket.getaddrinfo",
-    "subprocess.Popen", "os.system", "os.exec*", "os.posix_spawn*", "posix.posix_spawn*",
-    "_posixsubprocess.fork_exec", "ssl.SSLContext", "ssl.SSLContext.wrap_socket", "hashlib.new", "random.random",
-    "io.open", "os.open", "os.environ", "os.putenv", "os.unsetenv",
+    "socket.socket.connect", "socket.socket.connect_ex", "socket.socket.bind", "socket.socket.sendto",
+    "socket.socket.sendmsg", "socket.socket.send", "socket.socket.sendall", "socket.socket.accept",
+    "socket.socket.listen", "socket.socket.recv", "socket.socket.recv_into", "socket.socket.recvfrom",
+    "subprocess.Popen", "subprocess.Popen.__init__", "subprocess.Popen._execute_child",
+    "subprocess.Popen.communicate", "subprocess.run", "subprocess.call", "subprocess.check_call",
+    "subprocess.check_output", "subprocess.getoutput", "subprocess.getstatusoutput",
+    "os.system", "os.popen", "os.exec*", "os.spawn*", "os.posix_spawn*", "posix.posix_spawn*", "posix.system",
+    "_posixsubprocess.fork_exec", "ssl.SSLContext", "ssl.SSLContext.wrap_socket", "ssl.SSLContext.wrap_bio",
+    "ssl.SSLContext.load_verify_locations", "ssl.SSLContext.load_cert_chain", "ssl.SSLSocket.connect",
+    "ssl.SSLSocket.do_handshake", "ssl.create_default_context", "hashlib.new", "random.random",
+    "io.open", "io.FileIO", "os.open", "os.environ", "os.putenv", "os.unsetenv",
     "sys.meta_path", "sys.path_hooks", "sys.settrace", "sys.setprofile", "sys.addaudithook", "sys.audit",
-    "pyward.journal.Journal.emit", "pyward.runner.Session.finish", "pyward.report.write",
+    "pyward.journal.Journal.emit", "pyward.journal.Journal.add_sink", "pyward.runner.Session.finish",
+    "pyward.runner.Session.acting", "pyward.runner.Session.acting_engine", "pyward.report.write",
+    # the tamper engine itself: what it runs, and the helpers it calls through its module's globals
+    "pyward.tamper.engine.TamperEngine.*", "pyward.tamper.engine.*", "pyward.tamper.seals.*",
+    "pyward.tamper.restore.*", "pyward.tamper.patcher.*", "pyward.tamper.own.*",
 )
 
 
@@ -41,7 +59,15 @@ class Seal:
         self.first = original  # what was sealed; `original` follows changes the user let stand
 
     def namespace(self) -> dict[str, Any]:
-        return self.owner.__dict__  # type: ignore[no-any-return]
+        return self.owner.__dict__
+
+    def real_namespace(self) -> dict[str, Any]:
+        """The dict itself (a class's hides behind its mappingproxy): what watchers see."""
+        return type_dict(self.owner) if isinstance(self.owner, type) else self.owner.__dict__
+
+    @property
+    def module_owner(self) -> bool:
+        return isinstance(self.owner, types.ModuleType)
 
     def current(self) -> Any:
         """The raw namespace entry now (a missing entry is _MISSING)."""
@@ -51,9 +77,11 @@ class Seal:
         """How the target differs from the seal: None, 'rebound', 'deleted' or 'code'
         (code, defaults and closure compared only when `deep`)."""
         now = self.current()
-        if now is MISSING:
+        if now is self.original:
+            pass
+        elif now is MISSING:
             return "deleted"
-        if now is not self.original:
+        else:
             return "rebound"
         if deep and self.fingerprint is not None and fingerprint(now) != self.fingerprint:
             return "code"
@@ -81,7 +109,7 @@ def fingerprint(obj: Any) -> tuple[Any, ...] | None:
 
 def _has_contents(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        _ = cell.cell_contents
     except ValueError:
         return False
     return True
@@ -121,8 +149,19 @@ def resolve(spec: str, why: str, extra: dict[str, Any] | None = None) -> tuple[l
         return [Seal(f"{prefix}.{n}", owner, n, namespace[n], why) for n in names
                 if callable(namespace[n]) or isinstance(namespace[n], type)], None
     if last not in namespace:
+        if isinstance(owner, type) and hasattr(owner, last):  # inherited: sealed as absent from the class's own
+            return [Seal(spec, owner, last, MISSING, why)], None
         return [], f"{spec}: {'.'.join([module_name, *rest[:-1]])} has no attribute {last!r}"
     return [Seal(spec, owner, last, namespace[last], why)], None
+
+
+def called_names(code: types.CodeType) -> set[str]:
+    """The global names a function's code (and the functions nested in it) loads."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if type(const) is types.CodeType:
+            names |= called_names(const)
+    return names
 
 
 def glob_match(pattern: str, name: str) -> bool:

@@ -19,6 +19,9 @@ def _boot():
     else:
         os.environ["PYTHONPATH"] = original
     del os.environ["PYWARD_SANDBOX"]
+    # a sandboxed parent's child is armed as strongly as this Python allows: no variable
+    # (set by a shell the program ran, say) turns it into the weaker pure-Python sandbox
+    os.environ.pop("PYWARD_DISABLE_NATIVE", None)
     try:
         from pyward.sandbox.child import install_child
     except ImportError as exc:
@@ -33,7 +36,7 @@ def _chain():
     """Run the sitecustomize module that this one hides, if there is one."""
     me = sys.modules.pop("sitecustomize", None)
     try:
-        import sitecustomize  # noqa: F401
+        import sitecustomize  # type: ignore[import-not-found]  # noqa: F401  (the site's own, found at run time)
     except ImportError:
         pass
     finally:

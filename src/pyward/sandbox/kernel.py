@@ -1,0 +1,323 @@
+"""The kernel wall: the same policy compiled into a Landlock ruleset.
+
+Under `--mode enforce` the program's process is restricted, just before its
+first line, to the files its policy lets it read, write and run (plus what
+python and pyward need), and to the TCP ports its network rules name.  The
+kernel holds the wall for the process and every descendant, whatever their
+environment, so it still stands where the audit layer is bypassed (native
+code calling libc, a child started without pyward's variables).  The audit
+layer stays in front: its denials are precise and catchable; the wall is
+what is left when it is gone.
+
+The wall is a superset of the audit layer's allow-list, never narrower where
+the audit layer would allow, except where docs/sandbox.md says so: deny rules,
+globs and hosts stay the audit layer's alone, since Landlock only allows.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .._isolation import isolate_builtins, isolate_module
+from .rules import SINK_FILES, compile_rule, implicit_roots, realpath
+
+isolate_builtins(globals())
+
+os = isolate_module(os)  # noqa: F811
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..policy import Policy
+    from .context import Context
+
+# Landlock's access rights (linux/landlock.h) and the ABI that brought each
+EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
+MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = 1 << 8, 1 << 9, 1 << 10, 1 << 11, 1 << 12
+REFER = 1 << 13  # ABI 2
+TRUNCATE = 1 << 14  # ABI 3
+BIND_TCP, CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+
+READ = READ_FILE | READ_DIR
+WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO
+         | MAKE_BLOCK | MAKE_SYM | REFER | TRUNCATE)
+#: The rights a rule on a file (not a directory) may carry.
+FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE
+#: What writing a file pyward creates needs in its directory (a temporary name renamed over the file).
+CREATE_FILES = MAKE_REG | REMOVE_FILE | WRITE_FILE | TRUNCATE | READ_FILE
+
+#: Files C libraries read below the audit layer, where no audit event shows them: the dynamic
+#: loader and the shared libraries of extension modules and of every program started, glibc's
+#: resolver and user database, OpenSSL's configuration and certificates, the CPU count.  The audit
+#: layer neither sees nor judges these reads, so the wall lets them through to keep behaviour as is.
+BENEATH_AUDIT = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/local/lib",
+                 "/etc/ld.so.cache", "/etc/ld.so.preload", "/etc/nsswitch.conf", "/etc/hosts",
+                 "/etc/resolv.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols",
+                 "/etc/passwd", "/etc/group", "/etc/ssl", "/usr/share/ca-certificates",
+                 "/sys/devices/system/cpu", "/etc/localtime")
+
+#: Where C creates files below the audit layer: POSIX semaphores and shared memory (sem_open for
+#: multiprocessing's locks, shm_open) live in /dev/shm.
+BENEATH_AUDIT_CREATES = ("/dev/shm",)
+
+
+def abi() -> int:
+    """The Landlock ABI version this kernel offers; 0 when it has none."""
+    from .._native import native
+
+    return native.landlock_abi() if native is not None else 0
+
+
+def wanted(settings: Any, mode: str) -> bool:
+    """The wall goes up under enforce, unless `--no-kernel` or `kernel = false`.
+    Watch blocks nothing; prompt may grant at the terminal what a wall would refuse."""
+    return mode == "enforce" and settings.get("kernel", True) is not False
+
+
+class Wall:
+    """A Landlock ruleset as plain data: handled rights, (path, rights) rules, (port, rights) rules."""
+
+    def __init__(self, version: int) -> None:
+        self.abi = version
+        self.fs = 0
+        self.net = 0
+        self.paths: dict[str, int] = {}
+        self.ports: dict[int, int] = {}
+
+    def grant(self, path: str, access: int) -> None:
+        """Allow `access` beneath `path`, or at its nearest existing ancestor when it is not there yet."""
+        access &= self.fs
+        if not access or not path:
+            return
+        path = realpath(path)
+        while not os.path.exists(path):
+            parent = os.path.dirname(path)
+            if parent == path:
+                return
+            path = parent
+        if not os.path.isdir(path):
+            access &= FILE_RIGHTS
+        if access:
+            self.paths[path] = self.paths.get(path, 0) | access
+
+    def layers(self) -> dict[str, Any]:
+        return {"abi": self.abi, "read": bool(self.fs & READ_FILE), "write": bool(self.fs & WRITE_FILE),
+                "run": bool(self.fs & EXECUTE), "tcp_ports": sorted(self.ports) if self.net else None,
+                "rules": len(self.paths) + len(self.ports)}
+
+
+def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool = False) -> Wall:
+    """The policy's read, write, run and TCP port rules as a Landlock ruleset for ABI `version`."""
+    from ..policy import expand, path_variables
+
+    wall = Wall(version)
+    supported = READ | EXECUTE | (WRITE & ~REFER & ~TRUNCATE)
+    if version >= 2:
+        supported |= REFER
+    if version >= 3:
+        supported |= TRUNCATE
+    for perm, rights in (("read", READ), ("write", WRITE), ("run", EXECUTE)):
+        # a blanket grant (`--allow-read`, a `*` scope): the kernel has nothing to restrict there
+        if perm not in policy.allow_all and not any(r.scope == "*" for r in policy.allows(perm)):
+            wall.fs |= rights & supported
+    variables = path_variables()
+    for perm, rights in (("read", READ), ("write", WRITE)):
+        for rule in policy.allows(perm):
+            base = policy.base_dirs.get(rule.origin, os.getcwd())
+            compiled = compile_rule(perm, rule.scope, rule.origin, base, variables)
+            if compiled[0] == 0:
+                wall.grant(compiled[1], rights)
+            elif compiled[0] == 1:  # a glob: the directory above its first wildcard
+                fixed = []
+                for segment in compiled[1]:
+                    if any(c in segment for c in "*?["):
+                        break
+                    fixed.append(segment)
+                wall.grant("/".join(fixed) or "/", rights)
+    # what python and pyward read, as the audit layer's implicit reads, and what C reads beneath it
+    roots, files = implicit_roots(context.program_dir)
+    for path in (*roots, *files, *BENEATH_AUDIT, *_interpreter_files()):
+        wall.grant(path, READ)
+    for path in BENEATH_AUDIT_CREATES:
+        wall.grant(path, CREATE_FILES)
+    for path in SINK_FILES:
+        wall.grant(path, WRITE_FILE | TRUNCATE)
+    for path in context.outputs:  # pyward's own files: those not there yet are created in their directory
+        if os.path.isdir(path):
+            continue
+        if os.path.exists(path):
+            wall.grant(path, READ_FILE | WRITE_FILE | TRUNCATE)
+        elif os.path.isdir(os.path.dirname(path)):
+            wall.grant(os.path.dirname(path), CREATE_FILES)
+        else:  # its directory is made too (the heal store's .pyward/ beside a report written elsewhere)
+            wall.grant(os.path.dirname(path), CREATE_FILES | MAKE_DIR)
+    if context.spool:  # children append to it; pyward reads it back, removes it and its directory
+        wall.grant(os.path.dirname(context.spool), CREATE_FILES)
+        wall.grant(os.path.dirname(os.path.dirname(context.spool)), REMOVE_DIR)
+    for rule in policy.allows("run"):
+        if rule.scope == "fork":
+            continue
+        if "/" in rule.scope:
+            _grant_executable(wall, expand(rule.scope, policy.base_dirs.get(rule.origin, os.getcwd()), variables))
+            continue
+        # a name matches any command of that base name: those in PATH, and this interpreter
+        for path in _which(rule.scope, every=True):
+            _grant_executable(wall, path)
+        if rule.scope in (os.path.basename(sys.executable), os.path.basename(realpath(sys.executable))):
+            _grant_executable(wall, sys.executable)
+    if reruns:  # a crash healed by a re-run starts this interpreter again
+        _grant_executable(wall, sys.executable)
+    if version >= 4 and "net" not in policy.allow_all:
+        ports = _ports(policy)
+        if ports is not None:
+            wall.net = BIND_TCP | CONNECT_TCP
+            for port in ports:
+                wall.ports[port] = BIND_TCP | CONNECT_TCP
+    return wall
+
+
+def _interpreter_files() -> list[str]:
+    """What python reads at start-up before any hook exists: pyvenv.cfg beside or above the executable,
+    and the executable's directory (children started by name)."""
+    found = []
+    for exe in {sys.executable, realpath(sys.executable)}:
+        here = os.path.dirname(exe)
+        found += [os.path.join(here, "pyvenv.cfg"), os.path.join(os.path.dirname(here), "pyvenv.cfg"), exe]
+    found += [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix]
+    return [p for p in found if p and os.path.exists(p)]
+
+
+def _ports(policy: Policy) -> list[int] | None:
+    """The TCP ports the net rules allow, or None when a rule allows every port (or a unix socket
+    rule is all there is that the kernel could not tell apart)."""
+    from .rules import compile_net
+
+    ports = set()
+    for rule in policy.allows("net"):
+        compiled = compile_net(rule.scope, rule.origin)
+        if compiled[1] in (4, 5):  # unix sockets and raw sockets are not TCP
+            continue
+        if compiled[4] is None:
+            return None
+        ports.add(compiled[4])
+    return sorted(ports)
+
+
+def _which(name: str, every: bool = False) -> list[str]:
+    found = []
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            found.append(candidate)
+            if not every:
+                break
+    return found
+
+
+def _grant_executable(wall: Wall, path: str, depth: int = 0) -> None:
+    """Execute (and read: a script is read by its interpreter) the file, its `#!` interpreter,
+    and the ELF interpreter it names (the dynamic loader is executed too)."""
+    if depth > 3 or not os.path.isfile(path):
+        return
+    wall.grant(path, EXECUTE | READ_FILE)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return
+    if head[:2] == b"#!":
+        words = head[2:].split(b"\n", 1)[0].split()
+        if words:
+            interpreter = os.fsdecode(words[0])
+            _grant_executable(wall, interpreter, depth + 1)
+            if os.path.basename(interpreter) == "env" and len(words) > 1:
+                for found in _which(os.fsdecode(words[1])):
+                    _grant_executable(wall, found, depth + 1)
+        return
+    loader = elf_interpreter(head)
+    if loader:
+        wall.grant(loader, EXECUTE | READ_FILE)
+
+
+def elf_interpreter(head: bytes) -> str | None:
+    """The PT_INTERP path of a 64-bit little-endian ELF file's first bytes, if it names one."""
+    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return None
+    phoff = int.from_bytes(head[32:40], "little")
+    size, count = int.from_bytes(head[54:56], "little"), int.from_bytes(head[56:58], "little")
+    for i in range(count):
+        at = phoff + i * size
+        if at + 56 > len(head):
+            return None
+        if int.from_bytes(head[at:at + 4], "little") == 3:  # PT_INTERP
+            offset = int.from_bytes(head[at + 8:at + 16], "little")
+            length = int.from_bytes(head[at + 32:at + 40], "little")
+            return os.fsdecode(head[offset:offset + length].rstrip(b"\x00")) or None
+    return None
+
+
+class Plan:
+    """The wall from the sandbox engine's start to the program's first line: the ABI, the children's
+    spool moved into a directory of its own (made now: under the wall the program may create and
+    remove files there, and nowhere else in the temporary directory), and the compiled rules (made
+    before the audit layer is installed: reading an executable's header is pyward's work)."""
+
+    def __init__(self, spool: str | None) -> None:
+        self.abi = abi()
+        self.spool = spool
+        self.spool_dir: str | None = None
+        self.wall: Wall | None = None
+        if spool and self.abi:
+            try:
+                os.mkdir(spool + ".d", 0o700)
+            except OSError:  # already inside a wall (a heal re-run, pyward under pyward): no spool here
+                self.spool = None
+                return
+            self.spool_dir = spool + ".d"
+            self.spool = os.path.join(self.spool_dir, "children.jsonl")
+
+    def compile(self, policy: Policy, context: Context, session: Any) -> None:
+        if self.abi:
+            reruns = any(getattr(e, "reruns", False) for e in session.engines)
+            self.wall = compile_wall(policy, context, self.abi, reruns=reruns)
+
+    def raise_(self, mode: str, session: Any) -> None:
+        """Raise the wall now (the program's first line is next) and say which layers are active."""
+        journal = session.journal
+        session.layers["audit"] = mode
+        if self.wall is None:
+            session.layers["kernel"] = "unavailable: kernel without Landlock (ABI 0)"
+            journal.emit("sandbox", "kernel.unavailable", "landlock", severity="notice", where="",
+                         message="kernel without Landlock (ABI 0): the sandbox runs with the audit layer only",
+                         details={"abi": 0})
+            return
+        try:
+            gone = raise_wall(self.wall)
+        except OSError as exc:
+            session.layers["kernel"] = f"failed: {exc.strerror or exc}"
+            journal.emit("sandbox", "kernel.failed", "landlock", severity="warning", where="",
+                         message=f"the kernel wall could not be raised ({exc.strerror or exc}): the sandbox "
+                                 "runs with the audit layer only", details={"abi": self.abi})
+            return
+        layers = self.wall.layers()
+        session.layers["kernel"] = layers
+        held = [name for name in ("read", "write", "run") if layers[name]]
+        if layers["tcp_ports"] is not None:
+            held.append("TCP ports " + (", ".join(str(port) for port in layers["tcp_ports"]) or "none"))
+        journal.emit("sandbox", "layers", "landlock", severity="info", where="",
+                     message=f"sandbox layers: audit hooks ({mode}) + kernel wall (Landlock ABI {self.abi}: "
+                             + (", ".join(held) or "nothing to restrict") + ")",
+                     details={**layers, "gone": gone})
+
+
+def plan(spool: str | None) -> Plan:
+    return Plan(spool)
+
+
+def raise_wall(wall: Wall) -> list[str]:
+    """Restrict this process and every descendant for good; returns the paths that were gone."""
+    from .._native import native
+
+    return native.landlock_restrict(wall.fs, wall.net, sorted(wall.paths.items()), sorted(wall.ports.items()))

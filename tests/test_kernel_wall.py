@@ -1,0 +1,226 @@
+"""The kernel wall (sandbox/kernel.py): under enforce, Landlock holds where the audit layer is bypassed.
+
+Each end-to-end case goes around the audit layer on purpose (ctypes calling libc with ffi allowed,
+a Python child that ignores pyward's variables, a shell) and checks the file system or the listener,
+not pyward's output: the file is absent, nothing was accepted.  `--no-kernel` shows the same bypass
+going through, so it is the wall that stopped it.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import socket
+import sys
+import uuid
+
+import pytest
+
+from pyward._native import native
+from pyward.policy import Policy
+from pyward.sandbox import kernel
+from pyward.sandbox.context import Context
+from sandbox_helpers import guard
+
+ABI = native.landlock_abi() if native is not None else 0
+landlock = pytest.mark.skipif(ABI == 0, reason=f"not run: kernel without Landlock (ABI {ABI})")
+WALL = ("--mode", "enforce", "--allow-read=.", "--allow-write=out")
+
+CTYPES_WRITE = """\
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+for path in sys.argv[1:]:
+    ctypes.set_errno(0)
+    fd = libc.open(path.encode(), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    err = ctypes.get_errno()
+    if fd >= 0:
+        libc.write(fd, b"written", 7)
+        libc.close(fd)
+    print(path.rsplit("/", 1)[-1], fd >= 0, err)
+"""
+
+
+def _project(tmp_path):
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+@landlock
+def test_ctypes_write_outside_the_policy_fails_at_the_kernel(tmp_path):
+    _project(tmp_path)
+    outside, inside = tmp_path / "outside.txt", tmp_path / "out" / "inside.txt"
+    run = guard(tmp_path, CTYPES_WRITE, *WALL, "--allow-ffi", args=(str(outside), str(inside)))
+    assert run.status == 0, run
+    assert not outside.exists()
+    assert inside.read_text() == "written"
+    assert run.stdout.splitlines() == [f"outside.txt False {errno.EACCES}", "inside.txt True 0"]
+
+
+@landlock
+def test_no_kernel_lets_the_same_write_through(tmp_path):
+    _project(tmp_path)
+    outside = tmp_path / "outside.txt"
+    run = guard(tmp_path, CTYPES_WRITE, *WALL, "--allow-ffi", "--no-kernel", args=(str(outside),))
+    assert run.status == 0, run
+    assert outside.read_text() == "written"
+
+
+@landlock
+def test_kernel_false_in_the_config_turns_the_wall_off(tmp_path):
+    _project(tmp_path)
+    (tmp_path / "pyward.toml").write_text('mode = "enforce"\nkernel = false\n[permissions]\nread = ["."]\n'
+                                          'write = ["out"]\nffi = true\n')
+    outside = tmp_path / "outside.txt"
+    run = guard(tmp_path, CTYPES_WRITE, args=(str(outside),), config=True)
+    assert run.status == 0, run
+    assert outside.read_text() == "written"
+
+
+@landlock
+def test_a_python_child_without_pyward_variables_is_still_walled(tmp_path):
+    _project(tmp_path)
+    outside, inside = tmp_path / "child-outside.txt", tmp_path / "out" / "child-inside.txt"
+    code = f"""\
+    import subprocess, sys
+    child = "import sys\\nfor p in sys.argv[1:]:\\n    try:\\n        open(p, 'w').write('child')\\n" \\
+            "    except OSError as e:\\n        print(p.rsplit('/', 1)[-1], e.errno)\\n"
+    # -I: the child ignores PYTHONPATH, so pyward's boot directory never loads in it (no audit layer)
+    r = subprocess.run([sys.executable, "-I", "-c", child, {str(outside)!r}, {str(inside)!r}], env={{}},
+                       capture_output=True, text=True)
+    print(r.returncode, r.stdout.strip())
+    """
+    run = guard(tmp_path, code, *WALL, "--allow-run")
+    assert run.status == 0, run
+    assert not outside.exists()
+    assert inside.read_text() == "child"
+    assert run.stdout.strip() == f"0 child-outside.txt {errno.EACCES}"
+
+
+@landlock
+def test_a_shell_child_cannot_write_outside(tmp_path):
+    _project(tmp_path)
+    marker = tmp_path.parent / f"pyward-wall-{uuid.uuid4().hex}"
+    code = f"""\
+    import subprocess
+    r = subprocess.run(["sh", "-c", "echo x > {marker}; echo y > out/sh.txt"], capture_output=True, text=True)
+    print(r.returncode, "Permission denied" in r.stderr)
+    """
+    run = guard(tmp_path, code, *WALL, "--allow-run=sh", "--allow-env=PATH")
+    assert run.status == 0, run
+    assert not marker.exists()
+    assert (tmp_path / "out" / "sh.txt").read_text() == "y\n"
+    assert run.stdout.split() == ["0", "True"]
+
+
+@landlock
+def test_tcp_connect_only_to_the_ports_the_policy_names(tmp_path):
+    allowed, other = socket.socket(), socket.socket()
+    for s in (allowed, other):
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        s.settimeout(0.2)
+    try:
+        port_ok, port_no = allowed.getsockname()[1], other.getsockname()[1]
+        code = f"""\
+        import subprocess, sys
+        child = "import socket, sys\\nfor p in sys.argv[1:]:\\n    s = socket.socket()\\n    try:\\n" \\
+                "        s.connect(('127.0.0.1', int(p)))\\n        print(p, 'connected')\\n" \\
+                "    except OSError as e:\\n        print(p, e.errno)\\n"
+        r = subprocess.run([sys.executable, "-I", "-c", child, "{port_ok}", "{port_no}"], env={{}},
+                           capture_output=True, text=True)
+        print(r.stdout.strip())
+        """
+        run = guard(tmp_path, code, "--mode", "enforce", "--allow-read=.", "--allow-run",
+                    f"--allow-net=127.0.0.1:{port_ok}")
+        assert run.status == 0, run
+        assert run.stdout.splitlines() == [f"{port_ok} connected", f"{port_no} {errno.EACCES}"]
+        allowed.accept()[0].close()
+        with pytest.raises(socket.timeout):
+            other.accept()
+    finally:
+        allowed.close()
+        other.close()
+
+
+@landlock
+def test_the_layers_are_named_at_v_and_in_the_report(tmp_path):
+    _project(tmp_path)
+    report = tmp_path / "report.json"
+    run = guard(tmp_path, "print('hi')\n", *WALL, "-v", "--report", str(report))
+    assert run.stdout == "hi\n"
+    lines = [line for line in run.stderr.splitlines() if "sandbox layers" in line]
+    assert lines == [f"[pyward] sandbox layers: audit hooks (enforce) + kernel wall (Landlock ABI {ABI}: "
+                     "read, write, run, TCP ports none)"]
+    layers = json.loads(report.read_text())["run"]["layers"]
+    assert layers["audit"] == "enforce" and layers["kernel"]["abi"] == ABI and layers["kernel"]["write"]
+    off = guard(tmp_path, "print('hi')\n", *WALL, "--no-kernel", "--report", str(report))
+    assert off.stdout == "hi\n"
+    assert json.loads(report.read_text())["run"]["layers"]["kernel"].startswith("off")
+
+
+@landlock
+def test_a_walled_program_behaves_as_under_python(tmp_path):
+    import subprocess
+
+    _project(tmp_path)
+    code = """\
+    import hashlib, json, os, sqlite3, ssl, subprocess, sys, tempfile, zoneinfo
+    ssl.create_default_context()
+    import multiprocessing
+    with multiprocessing.Lock():  # a POSIX semaphore: sem_open creates it in /dev/shm
+        pass
+    db = sqlite3.connect(":memory:")
+    print(db.execute("select 6 * 7").fetchone()[0], os.cpu_count() > 0, json.dumps({"a": 1}))
+    print(hashlib.sha256(b"x").hexdigest()[:8], zoneinfo.ZoneInfo("Europe/Paris").key)
+    with open("out/result.txt", "w") as f:
+        f.write("done")
+    print(open("out/result.txt").read(), len(os.listdir(".")) > 0)
+    sys.exit(3)
+    """
+    run = guard(tmp_path, code, *WALL, "--allow-env", "--allow-import")
+    plain = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, capture_output=True, text=True)
+    assert (run.status, run.stdout) == (plain.returncode, plain.stdout) == (3, plain.stdout)
+    assert "done True" in run.stdout
+
+
+def _context(tmp_path):
+    return Context(mode="enforce", on_deny="raise", inherit=False, program_dir=str(tmp_path), outputs=[],
+                   emit=lambda *a, **k: None, exit_on_deny=None, log=None)
+
+
+@pytest.mark.parametrize("abi, refer, truncate, net", [(1, False, False, False), (2, True, False, False),
+                                                        (3, True, True, False), (4, True, True, True)])
+def test_handled_rights_follow_the_abi(tmp_path, abi, refer, truncate, net):
+    policy = Policy.from_dict(allow={"read": ["."], "write": [str(tmp_path)], "net": ["example.com:443"]},
+                              base=str(tmp_path))
+    wall = kernel.compile_wall(policy, _context(tmp_path), abi)
+    assert bool(wall.fs & kernel.REFER) is refer and bool(wall.fs & kernel.TRUNCATE) is truncate
+    assert wall.net == (kernel.BIND_TCP | kernel.CONNECT_TCP if net else 0)
+    assert wall.ports == ({443: kernel.BIND_TCP | kernel.CONNECT_TCP} if net else {})
+    for access in wall.paths.values():  # a rule never names a right the ruleset does not handle
+        assert access & ~wall.fs == 0
+
+
+def test_blanket_grants_leave_the_kernel_nothing_to_restrict_there(tmp_path):
+    policy = Policy.from_dict(allow={"read": True, "run": ["*"], "net": ["example.com"]}, base=str(tmp_path))
+    wall = kernel.compile_wall(policy, _context(tmp_path), 7)
+    assert wall.fs & (kernel.READ | kernel.EXECUTE) == 0 and wall.fs & kernel.WRITE_FILE
+    assert wall.net == 0  # a host without a port: every port
+
+
+def test_a_kernel_without_landlock_is_said_in_one_line(tmp_path):
+    events = []
+
+    class Journal:
+        def emit(self, *args, **kwargs):
+            events.append((args, kwargs))
+
+    class Session:
+        journal, layers, engines = Journal(), {}, []
+
+    plan = kernel.Plan(None)
+    plan.abi, plan.wall = 0, None
+    plan.raise_("enforce", Session)
+    assert [kwargs["message"] for _, kwargs in events] == [
+        "kernel without Landlock (ABI 0): the sandbox runs with the audit layer only"]
+    assert [kwargs["severity"] for _, kwargs in events] == ["notice"]
+    assert Session.layers == {"audit": "enforce", "kernel": "unavailable: kernel without Landlock (ABI 0)"}

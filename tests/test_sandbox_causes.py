@@ -1,0 +1,236 @@
+"""Holes closed by cause: addresses not spellings, C code that writes by mode, native memory
+without ffi, and the variables that arm child processes.  Each asserts that the side effect
+did not happen (nothing reached the listener, no file, no marker), and that the allowed use works."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+
+import pytest
+
+from sandbox_helpers import guard
+
+SPELLINGS = ["127.0.0.1", "127.1", "2130706433", "0x7f000001", "0177.0.0.1", "0.0.0.0", "localhost", "",
+             "::ffff:127.0.0.1"]
+
+
+class Listener:
+    """A loopback listener that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("0.0.0.0", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> int:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+        return self.accepted
+
+
+CONNECT = """\
+import socket, sys
+port = int(sys.argv[1])
+for host in %r:
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        s.connect((host, port))
+        print("CONNECTED", repr(host))
+    except PermissionError:
+        print("DENIED", repr(host))
+    except OSError as exc:
+        print("FAILED", repr(host), exc)
+    s.close()
+""" % (SPELLINGS,)
+
+
+def test_every_spelling_of_a_denied_address_is_denied(tmp_path):
+    listener = Listener()
+    try:
+        run = guard(tmp_path, CONNECT, "--allow-net=*", "--deny-net=127.0.0.1", args=(str(listener.port),))
+    finally:
+        accepted = listener.close()
+    assert accepted == 0, run
+    assert run.stdout.count("DENIED") == len(SPELLINGS), run
+    assert len(run.denied) == len(SPELLINGS)
+
+
+def test_every_spelling_of_an_allowed_address_connects(tmp_path):
+    listener = Listener()
+    try:
+        run = guard(tmp_path, CONNECT, f"--allow-net=127.0.0.1:{listener.port}", args=(str(listener.port),))
+    finally:
+        accepted = listener.close()
+    assert run.stdout.count("CONNECTED") == len(SPELLINGS), run
+    assert accepted == len(SPELLINGS)
+
+
+def test_a_rule_naming_a_host_judges_its_addresses(tmp_path):
+    listener = Listener()
+    try:
+        run = guard(tmp_path, CONNECT, "--allow-net=*", "--deny-net=localhost", args=(str(listener.port),))
+    finally:
+        accepted = listener.close()
+    assert accepted == 0, run
+    assert "CONNECTED" not in run.stdout, run
+
+
+def test_v4_mapped_and_cidr_rules(tmp_path):
+    listener = Listener()
+    try:
+        run = guard(tmp_path, CONNECT, "--allow-net=*", "--deny-net=::ffff:127.0.0.0/104",
+                    args=(str(listener.port),))
+    finally:
+        accepted = listener.close()
+    assert accepted == 0, run
+
+
+def test_reverse_dns_of_an_address_is_judged(tmp_path):
+    run = guard(tmp_path, """\
+        import socket
+        try:
+            socket.gethostbyaddr('127.0.0.1')
+            print("LOOKED UP")
+        except PermissionError:
+            print("DENIED")
+    """, "--allow-read=.")
+    assert "DENIED" in run.stdout, run
+    assert run.denied[0]["details"]["operation"] == "reverse dns lookup"
+
+
+def test_keylog_file_is_a_write(tmp_path):
+    run = guard(tmp_path, """\
+        import ssl
+        ctx = ssl.create_default_context()
+        try:
+            ctx.keylog_filename = 'keys.log'
+            print("WRITTEN")
+        except PermissionError:
+            print("DENIED")
+    """, "--allow-read=.")
+    assert "DENIED" in run.stdout, run
+    assert not (tmp_path / "keys.log").exists()
+    assert run.denied[0]["details"]["permission"] == "write"
+
+
+def test_keylog_file_in_an_allowed_directory(tmp_path):
+    (tmp_path / "out").mkdir()
+    run = guard(tmp_path, """\
+        import ssl
+        ssl.create_default_context().keylog_filename = 'out/keys.log'
+        print("WRITTEN")
+    """, "--allow-read=.", "--allow-write=out")
+    assert "WRITTEN" in run.stdout, run
+    assert (tmp_path / "out" / "keys.log").exists()
+
+
+def test_sqlite_uri_names(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "secret").mkdir()
+    run = guard(tmp_path, """\
+        import os, sqlite3
+        for name in ('file:secret/a.db', 'file:///' + os.getcwd() + '/secret/b.db', 'file:secr%65t/c.db?mode=rwc',
+                     'file:out/ok.db?mode=rwc'):
+            try:
+                sqlite3.connect(name, uri=True).execute('create table t(x)')
+                print("OPENED", name)
+            except PermissionError:
+                print("DENIED", name)
+    """, "--allow-read=.", "--allow-write=out")
+    assert run.stdout.count("DENIED") == 3, run
+    assert os.listdir(tmp_path / "secret") == []
+    assert (tmp_path / "out" / "ok.db").exists()
+
+
+UNION = """\
+import sys
+try:
+    import ctypes
+except ImportError as exc:
+    print("IMPORT DENIED", type(exc).__name__)
+    raise SystemExit(0)
+class Both(ctypes.Union):
+    _fields_ = [("number", ctypes.c_size_t), ("pointer", ctypes.POINTER(ctypes.c_char))]
+data = b"pyward-marker"
+both = Both()
+both.number = id(data) + sys.getsizeof(data) - len(data) - 1
+print("READ", both.pointer[0:13])
+"""
+
+
+def test_ctypes_import_needs_ffi(tmp_path):
+    run = guard(tmp_path, UNION, "--allow-read=.")
+    assert "IMPORT DENIED ImportDenied" in run.stdout, run
+    assert "READ" not in run.stdout
+    assert run.denied and run.denied[0]["where"].startswith(str(tmp_path))
+
+
+def test_ctypes_with_ffi_works(tmp_path):
+    run = guard(tmp_path, UNION, "--allow-read=.", "--allow-ffi")
+    assert "READ b'pyward-marker'" in run.stdout, run
+
+
+def test_pywards_variables_are_not_the_programs(tmp_path):
+    run = guard(tmp_path, """\
+        import os
+        for act in (lambda: os.unsetenv('PYWARD_SANDBOX'), lambda: os.putenv('PYWARD_SANDBOX', '{}'),
+                    lambda: os.environ.__setitem__('PYWARD_DISABLE_NATIVE', '1'),
+                    lambda: os.putenv('PYTHONPATH', '/tmp')):
+            try:
+                act()
+                print("WRITTEN")
+            except PermissionError:
+                print("DENIED")
+        os.environ['PYTHONPATH'] = 'lib'   # through os.environ: allowed, the boot directory stays first
+        print("PYTHONPATH", os.environ['PYTHONPATH'])
+    """, "--allow-read=.", "--allow-env=*")
+    assert run.stdout.count("DENIED") == 4, run
+    assert "PYTHONPATH lib" in run.stdout
+    assert len(run.denied) == 4
+
+
+def test_a_childs_env_cannot_disarm_it(tmp_path):
+    python = os.path.basename(sys.executable)
+    run = guard(tmp_path, """\
+        import subprocess, sys
+        code = ("from pyward._native import native; print('NATIVE', native is not None); "
+                "open('marker', 'w').write('x')")
+        for env in ({'PATH': '/usr/bin:/bin', 'PYWARD_DISABLE_NATIVE': '1'},
+                    {'PATH': '/usr/bin:/bin', 'PYWARD_SANDBOX': '{}', 'PYTHONPATH': ''}):
+            r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+            print(r.stdout.strip(), r.returncode)
+    """, "--allow-read=.", f"--allow-run={python},python3,python")
+    assert not (tmp_path / "marker").exists(), run
+    assert run.stdout.count("NATIVE True") == 2, run
+    assert sum(1 for e in run.denied if e["message"].startswith("child ")) == 2
+
+
+@pytest.mark.parametrize("host", ["127.1", "0x7f000001"])
+def test_bind_is_judged_by_address(tmp_path, host):
+    run = guard(tmp_path, f"""\
+        import socket
+        try:
+            socket.socket().bind(({host!r}, 0))
+            print("BOUND")
+        except PermissionError:
+            print("DENIED")
+    """, "--allow-net=*", "--deny-net=127.0.0.1")
+    assert "DENIED" in run.stdout, run

@@ -1,0 +1,126 @@
+"""Paths judged by what the kernel will do with them: each test checks the file
+system, not pyward's output."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from sandbox_helpers import guard
+
+
+def layout(tmp_path):
+    (tmp_path / "prog").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "config.txt").write_text("original")
+    return ["--allow-read=prog", "--allow-read=ro", "--allow-write=out"]
+
+
+def test_a_dangling_symlink_into_a_protected_directory_is_judged_by_its_target(tmp_path):
+    flags = layout(tmp_path)
+    run = guard(tmp_path, """
+        import os
+        os.symlink(os.path.abspath("ro/planted.txt"), "out/link")
+        try:
+            with open("out/link", "w") as f:
+                f.write("x")
+            print("written")
+        except PermissionError:
+            print("denied")
+        # a chain of links, the last one dangling
+        os.symlink(os.path.abspath("out/link"), "out/link2")
+        try:
+            open("out/link2", "a").close()
+        except PermissionError:
+            print("denied")
+    """, *flags, name="prog/app.py")
+    assert not (tmp_path / "ro" / "planted.txt").exists(), run
+    assert run.stdout == "denied\ndenied\n", run
+
+
+def test_removing_a_link_judges_the_link_not_its_target(tmp_path):
+    flags = layout(tmp_path)
+    run = guard(tmp_path, """
+        import os
+        os.symlink(os.path.abspath("ro/config.txt"), "out/link")
+        os.remove("out/link")  # the link in a writable directory: its target is untouched
+        print("removed")
+    """, *flags, name="prog/app.py")
+    assert run.stdout == "removed\n", run
+    assert (tmp_path / "ro" / "config.txt").read_text() == "original"
+
+
+def test_proc_self_fd_follows_dup2(tmp_path):
+    flags = layout(tmp_path)
+    run = guard(tmp_path, """
+        import os
+        fd = os.open("out/scratch", os.O_WRONLY | os.O_CREAT)
+        with open("/proc/self/fd/%d" % fd, "w") as f:  # the file it names: writable
+            f.write("fine")
+        ro = os.open("ro/config.txt", os.O_RDONLY)
+        os.dup2(ro, fd)  # the same path now names a file the program may only read
+        try:
+            with open("/proc/self/fd/%d" % fd, "w") as f:
+                f.write("tampered")
+            print("written")
+        except PermissionError:
+            print("denied")
+    """, *flags, name="prog/app.py")
+    assert (tmp_path / "ro" / "config.txt").read_text() == "original", run
+    assert run.stdout == "denied\n", run
+
+
+def test_a_hard_link_to_a_read_only_file_is_a_write_of_it(tmp_path):
+    flags = layout(tmp_path)
+    run = guard(tmp_path, """
+        import os
+        try:
+            os.link("ro/config.txt", "out/alias")
+            with open("out/alias", "w") as f:
+                f.write("tampered")
+            print("written")
+        except PermissionError:
+            print("denied")
+    """, *flags, name="prog/app.py")
+    assert (tmp_path / "ro" / "config.txt").read_text() == "original", run
+    assert not (tmp_path / "out" / "alias").exists(), run
+    assert run.stdout == "denied\n", run
+
+
+def test_an_index_object_as_a_file_descriptor_is_not_trusted(tmp_path):
+    flags = layout(tmp_path)
+    run = guard(tmp_path, """
+        import os
+        fd = os.open("ro/config.txt", os.O_RDONLY)
+        class Fd:
+            def __index__(self):
+                return fd
+        try:
+            os.truncate(Fd(), 0)
+            print("truncated")
+        except PermissionError:
+            print("denied")
+        except OSError as e:
+            print("os error", e.errno)
+    """, *flags, name="prog/app.py")
+    assert (tmp_path / "ro" / "config.txt").read_text() == "original", run
+    assert run.stdout == "denied\n", run
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create") or sys.platform != "linux", reason="memfd is Linux's")
+def test_fexecve_of_a_memfd_is_running_a_program(tmp_path):
+    flags = layout(tmp_path)
+    marker = tmp_path / "out" / "MARKER"
+    run = guard(tmp_path, f"""
+        import os
+        fd = os.memfd_create("payload", 0)
+        os.write(fd, b"#!/bin/sh\\ntouch {marker}\\n")
+        try:
+            os.execve(fd, ["payload"], {{}})  # fexecve(3): what os.execve does with a descriptor
+        except PermissionError:
+            print("denied")
+    """, *flags, name="prog/app.py")
+    assert not marker.exists(), run
+    assert run.stdout == "denied\n", run
