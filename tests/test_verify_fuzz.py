@@ -9,12 +9,14 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from helpers import clean_env, pyward
+from helpers import clean_env, pyward, recorders_of
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -30,20 +32,33 @@ for i in range(4):
     except PermissionError:
         pass
 if sys.argv[1:] == ["kill"]:
-    os._exit(3)
+    print("ready", flush=True)
+    import time
+    time.sleep(60)  # the whole run is killed here: its journal is what is left
 """
 KEY = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A real report, its HMAC signature, and the journal a run ended by os._exit left."""
+    """A real report, its HMAC signature, and the journal a run killed whole (program and recorder) left."""
     app = tmp_path_factory.mktemp("fuzz")
     (app / "app.py").write_text(PROGRAM)
     env = clean_env(FUZZ_KEY=KEY)
-    for name, extra in (("r.json", []), ("j.json", ["kill"])):
-        subprocess.run([sys.executable, "-m", "pyward", "run", "--quiet", "--deny-env=SECRET_*", "--report", name,
-                        "app.py", *extra], cwd=app, env=env, capture_output=True, timeout=120)
+    command = [sys.executable, "-m", "pyward", "run", "--quiet", "--deny-env=SECRET_*", "--report"]
+    subprocess.run([*command, "r.json", "app.py"], cwd=app, env=env, capture_output=True, timeout=120)
+    killed = subprocess.Popen([*command, "j.json", "app.py", "kill"], cwd=app, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert killed.stdout is not None and killed.stdout.readline() == "ready\n"
+        deadline = time.monotonic() + 30
+        while (app / "j.json").read_text().count("SECRET_") < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the recorder has the four denials on disk
+        for pid in [*recorders_of(killed.pid), killed.pid]:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        killed.kill()
+        killed.wait()
     signed = pyward("sign", "r.json", "--hmac-key-env", "FUZZ_KEY", cwd=app, env=env)
     assert signed.returncode == 0, signed.stderr
     report = (app / "r.json").read_bytes()

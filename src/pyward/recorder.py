@@ -115,6 +115,10 @@ class Wire(Sink):
     def write(self, event: Any) -> None:
         self._send(_canonical.dumps(event.to_json(), sort_keys=False) + "\n")
 
+    def note_layers(self, layers: dict[str, Any]) -> None:
+        """The sandbox's layers in force, for the report's run metadata (sent once the program starts)."""
+        self._send(_canonical.dumps({"ctl": "layers", "layers": layers}) + "\n")
+
     def end(self, status: int | None, reason: str) -> dict[str, Any] | None:
         """Send the end record and wait for the recorder's answer (the report
         written, its summary); None when the recorder is gone."""
@@ -419,6 +423,10 @@ class Recorder:
                     self.ended, self.after_end = (status, reason), 0
                     self._answer(answers, self.write())
                     return
+            if value.get("ctl") == "layers" and set(value) == {"ctl", "layers"} and type(value["layers"]) is dict \
+                    and "layers" not in self.run:
+                self.run = {**self.run, "layers": value["layers"]}
+                return
             self._malformed(line, "not a control record pyward sends")
             return
         event = _event(value)

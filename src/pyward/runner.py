@@ -828,6 +828,8 @@ class Session:
             def starts(code: Any) -> None:
                 for engine in starters:
                     engine.program_starts(self, code)
+                if self.layers and self.recorder is not None:
+                    self.recorder.note_layers(self.layers)
             p.starts = starts
         # one attempt per process: a re-run starts a fresh one (rerun.py)
         sys.argv[:] = p.argv
