@@ -2,7 +2,7 @@
 
     python bench/heal_split.py [--json]
 
-Every crash program of tests/test_heal_corpus.py (each guard kind in each kind
+Every crash program of tests/heal/test_heal_corpus.py (each guard kind in each kind
 of function, the recovery shapes, the crashes that must stay unhealed) runs
 once under `pyward run --heal --shadow` in a fresh directory.  Per program:
 
@@ -25,7 +25,8 @@ import sys
 import tempfile
 import textwrap
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+sys.path[:0] = [os.path.join(_TESTS, "heal"), _TESTS]
 
 import test_heal_corpus as corpus  # noqa: E402  (the programs live with their tests)
 from _common import python_version, pyward_cmd  # noqa: E402

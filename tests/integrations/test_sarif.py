@@ -15,7 +15,7 @@ from pyward.integrations import sarif
 from pyward.policy import PERMISSIONS
 
 SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "ci.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "ci.md"
 
 
 def validate(log: dict) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from helpers import clean_env
 
-HOOKS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "hooks.md"
+HOOKS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
 
 
 def page_blocks(kind: str, lang: str) -> dict[str, str]:
