@@ -41,3 +41,19 @@ def recorders_of(pid: int) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def wait_for_text(path: str | os.PathLike[str], needle: str, count: int = 1, timeout: float = 30) -> bool:
+    """Wait until the file at `path` holds `needle` `count` times (a recorder catching up with a run)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                if f.read().count(needle) >= count:
+                    return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    return False

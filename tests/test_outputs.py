@@ -242,9 +242,8 @@ def test_the_journal_of_a_killed_run_renders_as_an_incomplete_run(tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
-    from helpers import clean_env, recorders_of
+    from helpers import clean_env, recorders_of, wait_for_text
 
     (tmp_path / "app.py").write_text(textwrap.dedent(DENIED_THEN_GONE))
     proc = subprocess.Popen([sys.executable, "-m", "pyward", "run", "--mode", "enforce", "--report", "r.json",
@@ -252,9 +251,7 @@ def test_the_journal_of_a_killed_run_renders_as_an_incomplete_run(tmp_path):
                             stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == "denied\n"
-        deadline = time.monotonic() + 30
-        while "/etc/hostname" not in (tmp_path / "r.json").read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)  # the recorder has the denial on disk
+        assert wait_for_text(tmp_path / "r.json", "/etc/hostname")  # the recorder has the denial on disk
         for pid in [*recorders_of(proc.pid), proc.pid]:
             os.kill(pid, signal.SIGKILL)
     finally:

@@ -12,11 +12,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from helpers import clean_env, pyward, recorders_of
+from helpers import clean_env, pyward, recorders_of, wait_for_text
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -51,9 +50,7 @@ def files(tmp_path_factory):
                               stderr=subprocess.DEVNULL, text=True)
     try:
         assert killed.stdout is not None and killed.stdout.readline() == "ready\n"
-        deadline = time.monotonic() + 30
-        while (app / "j.json").read_text().count("SECRET_") < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)  # the recorder has the four denials on disk
+        assert wait_for_text(app / "j.json", "SECRET_", 4)  # the recorder has the four denials on disk
         for pid in [*recorders_of(killed.pid), killed.pid]:
             os.kill(pid, signal.SIGKILL)
     finally:
