@@ -112,6 +112,25 @@ def test_a_shell_child_cannot_write_outside(tmp_path):
 
 
 @landlock
+def test_a_shell_allowed_to_run_runs_the_commands_of_its_script(tmp_path):
+    """A shell allowed to run runs whatever its script names (the audit layer never sees those
+    commands): the wall leaves execution alone there, and still holds the shell's writes."""
+    _project(tmp_path)
+    (tmp_path / "data.txt").write_text("from the file\n")
+    marker = tmp_path.parent / f"pyward-wall-{uuid.uuid4().hex}"
+    code = f"""\
+    import subprocess
+    r = subprocess.run("cat data.txt | tr a-z A-Z; sed -n 1p data.txt > {marker}", shell=True, capture_output=True,
+                       text=True)
+    print(r.stdout.strip(), "|", "Permission denied" in r.stderr)
+    """
+    run = guard(tmp_path, code, *WALL, "--allow-run=sh", "--allow-env=PATH")
+    assert run.status == 0, run
+    assert run.stdout.strip() == "FROM THE FILE | True", run
+    assert not marker.exists()
+
+
+@landlock
 def test_tcp_connect_only_to_the_ports_the_policy_names(tmp_path):
     allowed, other = socket.socket(), socket.socket()
     for s in (allowed, other):

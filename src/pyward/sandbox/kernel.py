@@ -119,8 +119,11 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
     if version >= 3:
         supported |= TRUNCATE
     for perm, rights in (("read", READ), ("write", WRITE), ("run", EXECUTE)):
-        # a blanket grant (`--allow-read`, a `*` scope): the kernel has nothing to restrict there
-        if perm not in policy.allow_all and not any(r.scope == "*" for r in policy.allows(perm)):
+        # a blanket grant (`--allow-read`, a `*` scope): the kernel has nothing to restrict there;
+        # a shell allowed to run runs any command its script names, which the audit layer never
+        # sees: for execution, that is a blanket grant too
+        if perm not in policy.allow_all and not any(r.scope == "*" for r in policy.allows(perm)) \
+                and not (perm == "run" and any(_is_shell(r.scope) for r in policy.allows(perm))):
             wall.fs |= rights & supported
     variables = path_variables()
     for perm, rights in (("read", READ), ("write", WRITE)):
@@ -214,6 +217,15 @@ def _which(name: str, every: bool = False) -> list[str]:
             if not every:
                 break
     return found
+
+
+#: Command interpreters: allowing one to run allows whatever its script runs.
+SHELLS = frozenset(("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish", "csh", "tcsh", "env",
+                    "xargs"))
+
+
+def _is_shell(scope: str) -> bool:
+    return os.path.basename(scope) in SHELLS
 
 
 def _grant_executable(wall: Wall, path: str, depth: int = 0) -> None:
