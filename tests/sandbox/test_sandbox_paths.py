@@ -124,3 +124,31 @@ def test_fexecve_of_a_memfd_is_running_a_program(tmp_path):
     """, *flags, name="prog/app.py")
     assert not marker.exists(), run
     assert run.stdout == "denied\n", run
+
+
+def test_bytecode_caches_outside_the_program_are_refused_quietly_and_never_learned(tmp_path):
+    """python writes a bytecode cache beside each module it imports and goes on without one it
+    cannot write: outside the program's tree pyward refuses it under enforce without a word, and
+    `pyward learn` writes no rule for it, so a learned policy runs the program as python does."""
+    import json
+
+    from helpers import pyward
+
+    lib = tmp_path / "lib" / "site-packages"
+    lib.mkdir(parents=True)
+    (lib / "dep.py").write_text("VALUE = 42\n")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text(f"import sys\nsys.dont_write_bytecode = False\nsys.path.insert(0, {str(lib)!r})\n"
+                                 "import dep\nprint(dep.VALUE)\n")
+    learned = pyward("learn", "-o", "policy.toml", "main.py", cwd=app)
+    assert learned.returncode == 0 and learned.stdout == "42\n", learned.stderr
+    assert "__pycache__" not in (app / "policy.toml").read_text()
+    for cache in (lib / "__pycache__").glob("*"):
+        cache.unlink()  # written under learn (watch blocks nothing): now enforce the learned policy
+    run = pyward("run", "--config", "policy.toml", "--report", "r.json", "main.py", cwd=app)
+    assert run.returncode == 0 and run.stdout == "42\n", run.stderr
+    assert not list((lib / "__pycache__").glob("dep.*"))  # refused: python went on without it
+    report = json.loads((app / "r.json").read_text())
+    assert report["summary"]["denied"] == 0
+    assert [line for line in run.stderr.splitlines() if not line.startswith("[pyward] run end:")] == []

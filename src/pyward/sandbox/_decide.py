@@ -167,6 +167,11 @@ def check(perm, resource, op):
         CACHE[key] = code
     if code == 0:
         return None
+    if code == 2 and perm == "write" and bytecode_cache(resource):
+        # python's import writes bytecode caches next to every module it loads and goes on
+        # without one it cannot write: outside the program's tree that is refused (a planted
+        # .pyc would run in later runs), quietly, as python itself takes it; watch lets it be
+        return None if MODE == 0 else "pyward: bytecode caches are written only in the program's own tree"
     if code == 1 or MODE == 0:
         if noted_key(perm, resource, op, code) in NOTED:
             return None
@@ -174,6 +179,10 @@ def check(perm, resource, op):
     if code == 2 and (key in GRANTED or perm in GRANTED):
         return None
     return (perm, resource, op, code)
+
+
+def bytecode_cache(resource):
+    return "/__pycache__/" in resource or resource.endswith("/__pycache__")
 
 
 def evaluate(perm, resource):
@@ -470,7 +479,7 @@ def implicit(perm, resource):
     if perm == "write":
         if resource in IMPLICIT_WRITE_FILES:
             return True
-        return ("/__pycache__/" in resource or resource.endswith("/__pycache__")) and in_program_tree(resource)
+        return bytecode_cache(resource) and in_program_tree(resource)
     if perm == "import":  # the program's own, or a stdlib file not in sys.stdlib_module_names (_sysconfigdata_*)
         return program_module(resource) or module_in(STDLIB_DIR, resource)
     if perm == "env":

@@ -137,11 +137,12 @@ class SandboxEngine(Engine):
 
     def stop(self, session: Any) -> None:
         self._collect_children()
-        if self.spool_dir:  # the spool's own directory under the kernel wall (kernel.plan)
-            try:
-                os.rmdir(self.spool_dir)
-            except OSError:
-                pass
+        if self.spool_dir:  # the spool's own directory under the kernel wall (kernel.plan): pyward's, not the program's
+            with session.acting("sandbox"):
+                try:
+                    os.rmdir(self.spool_dir)
+                except OSError:
+                    pass
         if self.learn:
             from ..policy.learn import write_learned
 
