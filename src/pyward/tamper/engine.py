@@ -226,6 +226,8 @@ class TamperEngine(Engine):
             value = namespace.get(name, MISSING)
             if value is MISSING or name.startswith("__") or not (callable(value) or type(value) is ModuleType):
                 continue
+            if _is_clock(value):  # what time it is decides no operation; test tools fake it (freezegun)
+                continue
             self._add(Seal(f"{module.__name__}.{name}", module, name, value, "called by a sealed function"))
 
     def _seal_instances(self, session: Any) -> None:
@@ -760,3 +762,10 @@ class TamperEngine(Engine):
                     self.session.journal.internal_error("tamper", "checking seals on the interval", exc)
 
         _thread.start_new_thread(loop, ())
+
+
+def _is_clock(value: Any) -> bool:
+    """The `time` and `datetime` modules and what they define."""
+    if type(value) is ModuleType:
+        return value.__name__ in ("time", "datetime")
+    return getattr(value, "__module__", None) in ("time", "datetime")
