@@ -232,6 +232,29 @@ audit_hook(const char *event, PyObject *args, void *userData)
     return 0;
 }
 
+/* Add every str of the iterable `names` to the table with `subscriber`'s bit;
+ * -1 with an exception set when one is not a str (the names before it stay added). */
+int
+pw_add_names(PyObject *names, int subscriber)
+{
+    PyObject *seq = PySequence_Fast(names, "names must be an iterable of str");
+    if (seq == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *name = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(name) || pw_add_name(name, subscriber) < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "event names must be str");
+            }
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
 /* Whether `event` is in the table with `subscriber`'s bit. */
 int
 pw_name_has(const char *event, int subscriber)

@@ -16,6 +16,7 @@ extern PyMethodDef pw_audit_methods[];
 int pw_audit_exec(PyObject *module);
 int pw_register_hook(void);
 int pw_add_name(PyObject *pyname, int subscriber);
+int pw_add_names(PyObject *names, int subscriber);
 int pw_name_has(const char *event, int subscriber);
 void pw_clear_subscriber(int subscriber);
 #define PW_SANDBOX_SUBSCRIBER 31

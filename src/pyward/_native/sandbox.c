@@ -428,25 +428,9 @@ sandbox_install(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "sandbox_install(names, decide, denied_type, fail_closed)");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(names, "names must be an iterable of str");
-    if (seq == NULL) {
+    if (pw_register_hook() < 0 || pw_add_names(names, PW_SANDBOX_SUBSCRIBER) < 0) {
         return NULL;
     }
-    if (pw_register_hook() < 0) {
-        Py_DECREF(seq);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *name = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyUnicode_Check(name) || pw_add_name(name, PW_SANDBOX_SUBSCRIBER) < 0) {
-            if (!PyErr_Occurred()) {
-                PyErr_SetString(PyExc_TypeError, "event names must be str");
-            }
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    Py_DECREF(seq);
     decide_fn = Py_NewRef(decide);
     Py_XSETREF(denied_type, Py_NewRef(denied));
     if (emit != NULL && emit != Py_None) {
@@ -520,23 +504,9 @@ sandbox_set_hook(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (pw_register_hook() < 0) {
         return NULL;
     }
-    if (names != Py_None) {
-        PyObject *seq = PySequence_Fast(names, "names must be an iterable of str");
-        if (seq == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-            PyObject *name = PySequence_Fast_GET_ITEM(seq, i);
-            if (!PyUnicode_Check(name) || pw_add_name(name, PW_HOOK_SUBSCRIBER) < 0) {
-                if (!PyErr_Occurred()) {
-                    PyErr_SetString(PyExc_TypeError, "event names must be str");
-                }
-                Py_DECREF(seq);
-                pw_clear_subscriber(PW_HOOK_SUBSCRIBER);
-                return NULL;
-            }
-        }
-        Py_DECREF(seq);
+    if (names != Py_None && pw_add_names(names, PW_HOOK_SUBSCRIBER) < 0) {
+        pw_clear_subscriber(PW_HOOK_SUBSCRIBER);
+        return NULL;
     }
     if (prefixes != Py_None) {
         PyObject *seq = PySequence_Fast(prefixes, "prefixes must be an iterable of str");
