@@ -12,6 +12,23 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+#: The CPU workload of bench/sandbox.py and bench/hooks.py: imports and json raise thousands of audit events.
+IMPORTS_AND_JSON = """
+        # what `pyward run` itself has imported already: loaded before the clock starts, in both runs
+        import collections, contextlib, enum, errno, functools, importlib.util, keyword, linecache, math
+        import operator, re, reprlib, select, selectors, socket, time, tokenize, types, warnings
+        t = time.perf_counter()
+        import json, decimal, fractions, email.parser, http.client, urllib.parse, xml.etree.ElementTree
+        import argparse, logging, csv, statistics, dataclasses, pathlib, zipfile, tarfile, sqlite3, uuid
+        doc = {"users": [{"id": i, "name": f"user{i}", "tags": ["a", "b", "c"], "score": i * 0.5,
+                          "active": i % 2 == 0} for i in range(2000)]}
+        for _ in range(40):
+            text = json.dumps(doc)
+            doc = json.loads(text)
+        print((time.perf_counter() - t) * 1e3)
+    """
+
+
 def pyward_cmd() -> list[str]:
     """The `pyward` console script installed next to this interpreter."""
     script = os.path.join(os.path.dirname(sys.executable), "pyward")

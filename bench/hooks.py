@@ -24,7 +24,7 @@ import sys
 import tempfile
 import textwrap
 
-from _common import bench_arguments, python_version, self_timed
+from _common import IMPORTS_AND_JSON, bench_arguments, python_version, self_timed
 
 HOOKS = {
     "python": "",
@@ -33,19 +33,7 @@ HOOKS = {
 }
 
 WORKLOADS = {
-    "imports + json (ms)": """
-        import collections, contextlib, enum, errno, functools, importlib.util, keyword, linecache, math
-        import operator, re, reprlib, select, selectors, socket, time, tokenize, types, warnings
-        t = time.perf_counter()
-        import json, decimal, fractions, email.parser, http.client, urllib.parse, xml.etree.ElementTree
-        import argparse, logging, csv, statistics, dataclasses, pathlib, zipfile, tarfile, sqlite3, uuid
-        doc = {"users": [{"id": i, "name": f"user{i}", "tags": ["a", "b", "c"], "score": i * 0.5,
-                          "active": i % 2 == 0} for i in range(2000)]}
-        for _ in range(40):
-            text = json.dumps(doc)
-            doc = json.loads(text)
-        print((time.perf_counter() - t) * 1e3)
-    """,
+    "imports + json (ms)": IMPORTS_AND_JSON,
     "audit event dispatch (ns/event)": """
         import sys, time
         audit = sys.audit

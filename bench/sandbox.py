@@ -28,7 +28,16 @@ import sys
 import tempfile
 import textwrap
 
-from _common import bench_arguments, describe, print_results, python_version, pyward_cmd, self_timed, time_commands
+from _common import (
+    IMPORTS_AND_JSON,
+    bench_arguments,
+    describe,
+    print_results,
+    python_version,
+    pyward_cmd,
+    self_timed,
+    time_commands,
+)
 
 DISTINCT_FILES = 2000
 DISTINCT = f"""
@@ -67,20 +76,7 @@ WORKLOADS = {
     # each path is new to the process: what resolving and judging a path costs, not a cache hit
     "open()+close() 2,000 distinct files, enforce (us/op)": (DISTINCT, "median"),
     "open()+close() 2,000 distinct files, watch (us/op)": (DISTINCT, "median"),
-    "imports + json (ms)": ("""
-        # what `pyward run` itself has imported already: loaded before the clock starts, in both runs
-        import collections, contextlib, enum, errno, functools, importlib.util, keyword, linecache, math
-        import operator, re, reprlib, select, selectors, socket, time, tokenize, types, warnings
-        t = time.perf_counter()
-        import json, decimal, fractions, email.parser, http.client, urllib.parse, xml.etree.ElementTree
-        import argparse, logging, csv, statistics, dataclasses, pathlib, zipfile, tarfile, sqlite3, uuid
-        doc = {"users": [{"id": i, "name": f"user{i}", "tags": ["a", "b", "c"], "score": i * 0.5,
-                          "active": i % 2 == 0} for i in range(2000)]}
-        for _ in range(40):
-            text = json.dumps(doc)
-            doc = json.loads(text)
-        print((time.perf_counter() - t) * 1e3)
-    """, "ratio"),
+    "imports + json (ms)": (IMPORTS_AND_JSON, "ratio"),
 }
 
 
