@@ -787,6 +787,19 @@ native_realpath(PyObject *module, PyObject *arg)
     return PyUnicode_DecodeFSDefault(resolved);
 }
 
+
+/* The value of the variable named by the file-system bytes `bytes` (consumed), or None. */
+static PyObject *
+env_value(PyObject *bytes)
+{
+    const char *value = getenv(PyBytes_AS_STRING(bytes));
+    Py_DECREF(bytes);
+    if (value == NULL) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_DecodeFSDefault(value);
+}
+
 static PyObject *
 env_get(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
 {
@@ -813,12 +826,7 @@ env_get(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
     if (!PyUnicode_FSConverter(name, &bytes)) {
         return NULL;
     }
-    const char *value = getenv(PyBytes_AS_STRING(bytes));
-    Py_DECREF(bytes);
-    if (value == NULL) {
-        Py_RETURN_NONE;
-    }
-    return PyUnicode_DecodeFSDefault(value);
+    return env_value(bytes);
 }
 
 extern char **environ;
@@ -837,12 +845,7 @@ env_raw(PyObject *module, PyObject *name)
         }
         return NULL;
     }
-    const char *value = getenv(PyBytes_AS_STRING(bytes));
-    Py_DECREF(bytes);
-    if (value == NULL) {
-        Py_RETURN_NONE;
-    }
-    return PyUnicode_DecodeFSDefault(value);
+    return env_value(bytes);
 }
 
 static PyMethodDef env_raw_def = {"env_raw", env_raw, METH_O, NULL};
