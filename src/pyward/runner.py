@@ -28,6 +28,7 @@ import time
 from ._isolation import isolate_builtins, isolate_module
 from ._version import __version__
 from .config import display_path
+from .imports import ImportHook
 from .journal import ConsoleSink, Journal, JsonlSink, iso_time, stderr_writer, summarize
 
 isolate_builtins(globals())
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
     from .config import Settings
+    from .imports import Rewrite
 
 
 class TargetError(Exception):
@@ -189,46 +191,6 @@ class _Adapter:
         import importlib
 
         importlib.import_module(self.adapter).install(self.engine, library)
-
-
-class _ImportWatch:
-    """Finds nothing itself: for a watched module, wraps the real loader so
-    that the callbacks run once the module has executed."""
-
-    def __init__(self) -> None:
-        self.watched: dict[str, list[Callable[[Any], None]]] = {}
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in self.watched:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    # a duck-typed wrapper: subclassing importlib.abc.Loader would shadow what __getattr__ forwards
-                    spec.loader = _Announcing(spec.loader, self)  # type: ignore[assignment]
-                return spec
-        return None
-
-
-class _Announcing:
-    """A loader that runs the watched module's callbacks after executing it."""
-
-    def __init__(self, loader: Any, watch: _ImportWatch) -> None:
-        self.loader, self.watch = loader, watch
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self.loader.exec_module(module)
-        for callback in self.watch.watched.pop(module.__name__, ()):
-            callback(module)
 
 
 def _thread_local() -> Any:
@@ -428,7 +390,7 @@ class Session:
         #: the run started (engines may change it), the attempt this process
         #: runs, the channel to the supervisor when it is a re-run, stdin
         self.start_env = dict(os.environ)
-        self._imports: _ImportWatch | None = None
+        self._imports: ImportHook | None = None
         self.attempt = 1
         self.channel: int | None = None
         self.tap: int | None = None
@@ -544,11 +506,19 @@ class Session:
         if module in sys.modules:
             callback(sys.modules[module])
             return
+        self._import_hook().watched.setdefault(module, []).append(callback)
+
+    def rewrite_imports(self, wants: Callable[[str], bool], rewrite: Rewrite) -> None:
+        """Run `rewrite(code, fullname)` on the code of every module imported from
+        now on for which `wants(fullname)` is true, before that code runs."""
+        self._import_hook().rewriters.append((wants, rewrite))
+
+    def _import_hook(self) -> ImportHook:
         if self._imports is None:
-            self._imports = _ImportWatch()
+            self._imports = ImportHook()
             with self.acting("pyward"):
                 sys.meta_path.insert(0, self._imports)
-        self._imports.watched.setdefault(module, []).append(callback)
+        return self._imports
 
     # -- the record: identity, policy revision, sealed checkpoints (identity.py, checkpoint.py) --
 

@@ -125,7 +125,6 @@ class HealEngine(Engine):
         self.said: set[int] = set()  # recipes already announced (applied or stale) in this run
         self._excludes: tuple[str, ...] = ()
         self.store_path = ""
-        self._finder: Any = None
         self._store_pid = 0
         self.shapes: dict[str, tuple[str, str]] | None = None  # the crash-shape registry, read at the first crash
         # code a later heal replaced, kept alive: a thread still running it may crash on a site already guarded
@@ -158,7 +157,7 @@ class HealEngine(Engine):
                                              f"{recipe.lineno} is still unfixed")
         for module in [m for m in self.pending if m in sys.modules and m != "__main__"]:
             self._patch_loaded_module(sys.modules[module])
-        self._install_finder()
+        session.rewrite_imports(self._wants, self._rewrite)  # recipes for modules imported later
         import threading
 
         previous = threading.excepthook
@@ -551,7 +550,7 @@ class HealEngine(Engine):
         self.saved += 1
         self.known.add(recipe.saved_id())
         self.said.add(recipe.saved_id())  # healed in this run: the re-run says nothing more about it
-        self.pending.setdefault(patch.module, []).append(recipe)  # the finder (installed at start) applies it
+        self.pending.setdefault(patch.module, []).append(recipe)  # applied when its module is imported
         return recipe
 
     def _fallback(self, kind: str) -> str:
@@ -840,59 +839,15 @@ class HealEngine(Engine):
             new = [r for r in saved if r.id not in self.known]
             for r in new:
                 self.known.add(r.saved_id())
-                self.pending.setdefault(r.module, []).append(r)  # modules not imported yet: the finder
+                self.pending.setdefault(r.module, []).append(r)  # modules not imported yet: at their import
             for name in {r.module for r in new if r.module in sys.modules}:
                 self._patch_loaded_module(sys.modules[name], [r for r in new if r.module == name])
 
-    def _install_finder(self) -> None:
-        self._finder = _RecipeFinder(self)
-        with self.started().acting("heal"):
-            sys.meta_path.insert(0, self._finder)
+    def _wants(self, module: str) -> bool:
+        return module in self.pending
 
-
-class _RecipeFinder:
-    """Finds nothing itself: for modules with recipes, wraps the real loader
-    so that the module's code is patched before it runs."""
-
-    def __init__(self, engine: HealEngine) -> None:
-        self.engine = engine
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if fullname not in self.engine.pending:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None and hasattr(spec.loader, "get_code"):
-                    # a duck-typed wrapper: subclassing importlib.abc.Loader would shadow what __getattr__ forwards
-                    spec.loader = _PatchingLoader(spec.loader, self.engine)  # type: ignore[assignment]
-                return spec
-        return None
-
-
-class _PatchingLoader:
-    def __init__(self, loader: Any, engine: HealEngine) -> None:
-        self.loader, self.engine = loader, engine
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def get_code(self, fullname: str) -> Any:
-        code = self.loader.get_code(fullname)
-        if code is None:
-            return None
-        return self.engine._patch_tree(code, fullname, code.co_filename)
-
-    def exec_module(self, module: Any) -> None:
-        code = self.get_code(module.__name__)
-        if code is None:
-            raise ImportError(f"cannot load {module.__name__}", name=module.__name__)
-        exec(code, module.__dict__)
+    def _rewrite(self, code: CodeType, module: str) -> CodeType:
+        return self._patch_tree(code, module, code.co_filename)
 
 
 def _install(old: CodeType, new: CodeType) -> bool:
