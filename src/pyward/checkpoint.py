@@ -28,6 +28,7 @@ import time
 
 from . import canonical as _canonical
 from ._isolation import isolate_builtins, isolate_module
+from .digest import SHA256
 from .journal import Sink, iso_time, stderr_writer
 from .report import canonical, genesis, sha256
 
@@ -79,19 +80,17 @@ class MerkleFrontier:
 
 
 def checkpoint_mac(key: bytes, record: dict[str, Any], genesis_hex: str) -> str:
-    import hashlib
     import hmac
 
     fields = {k: record[k] for k in ("checkpoint", "events", "chain_head", "merkle_root", "time")}
     message = b"pyward.checkpoint/1\n" + canonical({"genesis": genesis_hex, **fields})
-    return hmac.new(key, message, isolate_module(hashlib).sha256).hexdigest()
+    return hmac.new(key, message, SHA256).hexdigest()
 
 
 def key_id(key: bytes) -> str:
-    import hashlib
     import hmac
 
-    return hmac.new(key, b"pyward key id", isolate_module(hashlib).sha256).hexdigest()[:16]
+    return hmac.new(key, b"pyward key id", SHA256).hexdigest()[:16]
 
 
 KEY_VARIABLE = "PYWARD_HMAC_KEY"

@@ -113,9 +113,9 @@ def effective_policy(settings: Any) -> dict[str, Any]:
 
 def policy_revision(settings: Any) -> dict[str, Any]:
     """`{"revision": "sha256:<hex>", "id": <12 hex>, "mode": ..., "source": file or None}`."""
-    import hashlib
+    from .digest import SHA256
 
     effective = effective_policy(settings)
-    digest = isolate_module(hashlib).sha256(dumps(effective).encode("ascii")).hexdigest()
+    digest = SHA256(dumps(effective).encode("ascii")).hexdigest()
     return {"revision": f"sha256:{digest}", "id": digest[:SHORT], "mode": effective["mode"],
             "source": settings.source}

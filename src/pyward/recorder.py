@@ -293,10 +293,10 @@ def _pidfd_of_self() -> int | None:
 def _detach(keep: tuple[int | None, ...]) -> None:
     """The recorder holds none of the program's streams but stderr (its error lines),
     nor any other descriptor, and ignores the terminal's signals."""
-    import signal
+    import _signal  # type: ignore[import-not-found]  # not signal: its enums cost the recorder ~10 ms before it can answer the program's end
 
-    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_IGN)
+    for sig in (_signal.SIGINT, _signal.SIGHUP, _signal.SIGTSTP, _signal.SIGTTIN, _signal.SIGTTOU, _signal.SIGPIPE):
+        _signal.signal(sig, _signal.SIG_IGN)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)

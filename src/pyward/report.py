@@ -12,22 +12,21 @@ Integrity has three layers, each catching what the previous cannot:
 
 Anyone can recompute all three after editing a file; that is what signatures
 (`sign`, HMAC-SHA256 or Ed25519) are for.  Nothing here imports more than
-hashlib/hmac/json, except Ed25519, which needs the `cryptography` package.
+CPython's own SHA-256, hmac and json, except Ed25519, which needs the `cryptography` package.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 
 from . import canonical as _canonical
 from ._isolation import isolate_builtins, isolate_module
+from .digest import SHA256
 from .journal import iso_time, summarize
 
 isolate_builtins(globals())
 
 os = isolate_module(os)  # noqa: F811
-hashlib = isolate_module(hashlib)  # noqa: F811 - a program that mocks sha256 still gets its report
 time = isolate_module(time)  # noqa: F811 - freezegun must not date the signature
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
@@ -55,7 +54,7 @@ def canonical(obj: Any) -> bytes:
 
 
 def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+    return SHA256(data).digest()
 
 
 def genesis(run: dict[str, Any]) -> bytes:
@@ -310,15 +309,15 @@ def sign(raw: bytes, data: dict[str, Any], *, hmac_key: bytes | None = None, ed2
     import base64
     import hmac
 
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = SHA256(raw).hexdigest()
     if hmac_key is not None:
         algorithm = "hmac-sha256"
-        signature = hmac.new(hmac_key, _message(algorithm, digest), hashlib.sha256).digest()
-        key_id = hmac.new(hmac_key, b"pyward key id", hashlib.sha256).hexdigest()[:16]
+        signature = hmac.new(hmac_key, _message(algorithm, digest), SHA256).digest()
+        key_id = hmac.new(hmac_key, b"pyward key id", SHA256).hexdigest()[:16]
     else:
         algorithm = "ed25519"
         signature = ed25519_key.sign(_message(algorithm, digest))
-        key_id = hashlib.sha256(_public_raw(ed25519_key.public_key())).hexdigest()[:16]
+        key_id = SHA256(_public_raw(ed25519_key.public_key())).hexdigest()[:16]
     return {
         "format": SIG_FORMAT,
         "version": 1,
@@ -339,7 +338,7 @@ def check_signature(raw: bytes, sig: dict[str, Any], *, hmac_key: bytes | None =
     if sig.get("format") != SIG_FORMAT:
         return "not a pyward signature file"
     algorithm = sig.get("algorithm")
-    digest = hashlib.sha256(raw).hexdigest()
+    digest = SHA256(raw).hexdigest()
     if sig.get("report_sha256") != digest:
         return "the report's bytes changed since it was signed (sha256 differs)"
     try:
@@ -350,7 +349,7 @@ def check_signature(raw: bytes, sig: dict[str, Any], *, hmac_key: bytes | None =
     if algorithm == "hmac-sha256":
         if hmac_key is None:
             raise SigningKeyError("this report is signed with HMAC-SHA256: give --hmac-key-file or --hmac-key-env")
-        good = hmac.new(hmac_key, message, hashlib.sha256).digest()
+        good = hmac.new(hmac_key, message, SHA256).digest()
         return None if hmac.compare_digest(good, signature) else "HMAC signature does not match (wrong key or altered)"
     if algorithm == "ed25519":
         if public_key is None:

@@ -442,11 +442,9 @@ class Session:
         self.outputs += self._own_outputs()
         self._open_record()
         if self.report_path is not None or any(e.reruns for e in self.engines):
-            # the hashes of the report and of heal's recipes are made with hashlib as it is now, not as
-            # the program may leave it (a test's mock of sha256): its private copy is taken here
-            import hashlib
-
-            isolate_module(hashlib)
+            # the hashes of the report and of heal's recipes are made with SHA-256 bound now, not as the
+            # program may leave hashlib (a test's mock of sha256)
+            from . import digest  # noqa: F401
         for engine in self.engines:
             try:
                 engine.start(self)

@@ -20,13 +20,12 @@ the key is too coarse) is ignored and the full analysis runs.
 from __future__ import annotations
 
 import dis
-import hashlib
 import json
 
 from .._isolation import isolate_module
+from ..digest import SHA256
 from .analyse import PY, Site, _attr_name, _is_method_load, _runtime_value, operand_text
 
-hashlib = isolate_module(hashlib)  # noqa: F811 - the copy taken at start: a program's mock is not pyward's
 json = isolate_module(json)  # noqa: F811
 
 TYPE_CHECKING = False
@@ -81,7 +80,7 @@ def shape(instrs: list[dis.Instruction], index: int, exc: BaseException) -> str 
     start, end = bounds
     text = "|".join([f"{PY[0]}.{PY[1]}", _exception_shape(exc), str(index - start),
                      *(_token(instrs[n]) for n in range(start, end))])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return SHA256(text.encode()).hexdigest()[:24]
 
 
 def template(site: Site, index: int, instrs: list[dis.Instruction]) -> str | None:

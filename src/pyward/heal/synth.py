@@ -20,12 +20,9 @@ adds a guard instead of stacking patches.
 from __future__ import annotations
 
 import dis
-import hashlib
 
-from .._isolation import isolate_module
+from ..digest import SHA256
 from .analyse import PY, Site, instructions, offset_table
-
-hashlib = isolate_module(hashlib)  # noqa: F811 - the copy taken at start: a program's mock is not pyward's
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,7 +37,7 @@ class RefusedPatch(Exception):
 def code_hash(code: CodeType) -> str:
     """Identity of a function's code for recipes: what it does, not where the
     file lives (bytecode, names, constants, nested code, qualname)."""
-    h = hashlib.sha256()
+    h = SHA256()
     _feed(h, code)
     return h.hexdigest()[:24]
 
