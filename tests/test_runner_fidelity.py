@@ -365,3 +365,28 @@ def test_quiet_success_prints_nothing(tmp_path):
     (tmp_path / "app.py").write_text("print('only me')\n")
     result = run_pyward("--quiet", "app.py", cwd=tmp_path)
     assert (result.stdout, result.stderr, result.returncode) == ("only me\n", "", 0)
+
+
+def test_a_daemon_child_does_not_hold_the_callers_pipes(tmp_path):
+    """A forked child that points its streams at /dev/null and goes on: the caller reading
+    the program's stdout and stderr sees their end when the program ends, as under python."""
+    (tmp_path / "app.py").write_text(D("""
+        import os, sys, time
+        pid = os.fork()
+        if pid == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            time.sleep(float(sys.argv[1]))
+            os._exit(0)
+        print(pid, flush=True)
+    """))
+    for cmd in ([sys.executable, "app.py", "60"], [sys.executable, "-m", "pyward", "run", "app.py", "60"]):
+        try:
+            done = subprocess.run(cmd, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{cmd[1:]}: the caller's pipes stayed open while the daemon child lives")
+        try:
+            assert done.returncode == 0, done.stderr
+        finally:
+            os.kill(int(done.stdout.split()[0]), signal.SIGKILL)

@@ -446,6 +446,11 @@ class _StderrWriter:
     pyward's lines still reach the terminal's stderr as it was at start, and
     never land inside the program's streams.  The original stream is flushed
     first so that the two interleave as they were written.
+
+    A forked child writes to its descriptor 2 instead, as the program's own
+    lines do: a copy of the parent's stderr kept open in a child that goes on
+    (a daemon that points its streams at /dev/null) would keep whoever reads
+    that stderr waiting for its end, which plain python does not.
     """
 
     def __init__(self) -> None:
@@ -454,6 +459,15 @@ class _StderrWriter:
             self.fd = os.dup(2)  # not inherited by child processes
         except OSError:  # no stderr at all
             self.fd = -1
+        os.register_at_fork(after_in_child=self._in_child)
+
+    def _in_child(self) -> None:
+        if self.fd > 2:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = 2
 
     def isatty(self) -> bool:
         try:

@@ -229,12 +229,11 @@ class _Item:
 
 
 def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[str, Any] | None,
-          key: bytes | None, keep: tuple[int, ...] = ()) -> Wire:
+          key: bytes | None) -> Wire:
     """Fork the recorder for the report at `path`; the program's end of the pipe.
 
     `run`: the start metadata; `checkpoints`: CheckpointSink's settings (None:
-    no journal on disk while the run goes); `keep`: descriptors of pyward's the
-    recorder keeps (its stderr line writer).  Raises OSError when it cannot."""
+    no journal on disk while the run goes).  Raises OSError when it cannot."""
     from . import checkpoint, report  # noqa: F401 - imported before the fork: the recorder has them
 
     pidfd = _pidfd_of_self()
@@ -252,7 +251,7 @@ def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[
             else:
                 os.close(events_w)
                 os.close(answers_r)
-                _detach((events_r, answers_w, pidfd, *keep))
+                _detach((events_r, answers_w, pidfd))
                 recorder = Recorder(path, run, start_clock, checkpoints, key, pidfd)
                 recorder.serve(events_r, answers_w)
                 code = 0

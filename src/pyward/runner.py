@@ -574,11 +574,10 @@ class Session:
             return False
         s = self.settings
         every = {"every_events": s.get("checkpoint.events", 100), "every_ms": s.get("checkpoint.interval_ms", 1000)}
-        writer = stderr_writer()
         assert self.report_path is not None
         try:
             self.recorder = recorder.start(self.report_path, self.start_metadata(), self._start_clock,
-                                           every if checkpoints else None, key, keep=(writer.fd,))
+                                           every if checkpoints else None, key)
         except OSError as exc:
             self._say(f"no recorder process ({exc.strerror or exc}): the report is written by this process", "error")
             return False

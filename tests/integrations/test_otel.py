@@ -138,3 +138,55 @@ def test_otel_true_is_short_for_the_table(tmp_path):
     assert load(cwd=str(tmp_path))["otel.enabled"] is True
     (tmp_path / "pyproject.toml").write_text("[tool.pyward.otel]\nenabled = false\n")
     assert load(cwd=str(tmp_path))["otel.enabled"] is False
+
+
+FORKING = """\
+import os, sys, time
+
+def lookup(name):
+    try:
+        return os.environ.get(name)
+    except PermissionError:
+        return None
+
+pid = os.fork()
+if pid == 0:
+    lookup("CHILD_TOKEN")
+    print("child", os.getpid(), flush=True)
+    if sys.argv[1] == "linger":  # still holding the export socket when the parent's run ends
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)  # (not the test's pipes: their reader would wait for this child)
+        time.sleep(60)
+    os._exit(0)
+if sys.argv[1] != "linger":
+    os.waitpid(pid, 0)
+lookup("PARENT_TOKEN")
+print("parent", os.getpid(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("child", ["waited", "linger"])
+def test_a_forked_childs_events_are_exported_too(tmp_path, receiver, child):
+    (tmp_path / "app.py").write_text(FORKING)
+    result = pyward("run", "--report", "r.json", "--otel", "-A", "--deny-env", "app.py", child, cwd=tmp_path,
+                    env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url))
+    pids = dict(line.split() for line in result.stdout.splitlines())
+    try:
+        assert result.returncode == 0, result.stderr
+        denied = {}
+        for _, r in receiver.records():
+            attributes = {a.key: value(a.value) for a in r.attributes}
+            if r.event_name == "pyward.sandbox.denied":
+                denied[attributes["pyward.resource"]] = attributes["process.pid"]
+        assert denied == {"CHILD_TOKEN": int(pids["child"]), "PARENT_TOKEN": int(pids["parent"])}
+        events = json.loads((tmp_path / "r.json").read_text())["events"]
+        exported = [e for e in events if e["kind"].startswith("otel.")]
+        # the lingering child holds the socket: the parent's end of the export is not left waiting for it
+        assert [e["kind"] for e in exported] == ["otel.exported"], [e["message"] for e in exported]
+    finally:
+        if child == "linger":
+            try:
+                os.kill(int(pids["child"]), 9)
+            except ProcessLookupError:
+                pass

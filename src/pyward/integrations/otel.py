@@ -4,7 +4,8 @@
 `[tool.pyward.otel]`) starts one
 exporter process next to the program, before any engine starts, and hands it
 each exportable event as one JSON message over a socket pair
-(`SOCK_SEQPACKET`: a record goes whole or not at all).  The exporter
+(`SOCK_SEQPACKET`: a record goes whole or not at all), from the program's
+process and from the processes it forks.  The exporter
 process (`python -m pyward.integrations.otel`) is the only place the
 OpenTelemetry SDK is imported: the program's process never loads it, never
 waits for it (a send that would block is dropped and counted), and never
@@ -14,7 +15,7 @@ holds a thread for it.  The exporter uses the SDK's logs API: a
 the standard `OTEL_EXPORTER_OTLP_*`, `OTEL_RESOURCE_ATTRIBUTES` and
 `OTEL_SERVICE_NAME` variables, which `[tool.pyward.otel]` settings override.
 
-At the end of the run the program's side closes its end; the exporter
+At the end of the run the program's side sends an empty message; the exporter
 flushes, shuts down and answers with what it sent and what failed, which is
 journaled (one warning when the collector could not be reached).  pyward
 waits for that answer at most `otel.timeout_ms` plus a second; the program's
@@ -91,10 +92,10 @@ class OtelSink(Sink):
         self.sock: _socket.socket | None = ours
         self.answer = answer_read
         self._send(dumps(config).encode("ascii"))
-        os.register_at_fork(after_in_child=self._forget)
+        # a forked child (a server's worker, a multiprocessing fork) keeps the socket: its events are exported too,
+        # each record one message, whole, with the child's process.pid; what it sends after the run's end is lost
 
     def _forget(self) -> None:
-        # a forked child of the program exports nothing: its events reach the parent's journal otherwise or not
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
@@ -123,7 +124,13 @@ class OtelSink(Sink):
         self._send(dumps(record(event)).encode("ascii"))
 
     def finish(self) -> dict[str, Any]:
-        """Close the channel and wait (bounded) for the exporter's answer."""
+        """End the export and wait (bounded) for the exporter's answer.  An empty
+        message ends it: closing would not, while a forked child still holds the socket."""
+        if self.sock is not None:
+            try:
+                self.sock.send(b"", self._flags)
+            except OSError:
+                pass
         self._forget()
         wait = (self.settings.get("otel.timeout_ms") or 5000) / 1000 + 1
         answer: dict[str, Any] = {}
