@@ -83,8 +83,8 @@ def test_a_python_child_without_pyward_variables_is_still_walled(tmp_path):
     import subprocess, sys
     child = "import sys\\nfor p in sys.argv[1:]:\\n    try:\\n        open(p, 'w').write('child')\\n" \\
             "    except OSError as e:\\n        print(p.rsplit('/', 1)[-1], e.errno)\\n"
-    # -I: the child ignores PYTHONPATH, so pyward's boot directory never loads in it (no audit layer)
-    r = subprocess.run([sys.executable, "-I", "-c", child, {str(outside)!r}, {str(inside)!r}], env={{}},
+    # -I -S: the child ignores PYTHONPATH and reads no .pth file, so pyward never loads in it (no audit layer)
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", child, {str(outside)!r}, {str(inside)!r}], env={{}},
                        capture_output=True, text=True)
     print(r.returncode, r.stdout.strip())
     """
@@ -144,7 +144,7 @@ def test_tcp_connect_only_to_the_ports_the_policy_names(tmp_path):
         child = "import socket, sys\\nfor p in sys.argv[1:]:\\n    s = socket.socket()\\n    try:\\n" \\
                 "        s.connect(('127.0.0.1', int(p)))\\n        print(p, 'connected')\\n" \\
                 "    except OSError as e:\\n        print(p, e.errno)\\n"
-        r = subprocess.run([sys.executable, "-I", "-c", child, "{port_ok}", "{port_no}"], env={{}},
+        r = subprocess.run([sys.executable, "-I", "-S", "-c", child, "{port_ok}", "{port_no}"], env={{}},
                            capture_output=True, text=True)
         print(r.stdout.strip())
         """
@@ -243,3 +243,43 @@ def test_a_kernel_without_landlock_is_said_in_one_line(tmp_path):
         "kernel without Landlock (ABI 0): the sandbox runs with the audit layer only"]
     assert [kwargs["severity"] for _, kwargs in events] == ["notice"]
     assert Session.layers == {"audit": "enforce", "kernel": "unavailable: kernel without Landlock (ABI 0)"}
+
+
+READ_OUTSIDE = """\
+import subprocess, sys
+secret = sys.argv[1]
+cat = subprocess.run(["/usr/bin/cat", secret], capture_output=True, text=True)
+py = subprocess.run([sys.executable, "-I", "-S", "-c", f"print(open({secret!r}).read())"], capture_output=True,
+                    text=True)
+print("cat", cat.returncode, "secret" in cat.stdout, "Permission denied" in cat.stderr)
+print("python -I -S", py.returncode, "secret" in py.stdout, "PermissionError" in py.stderr)
+"""
+
+
+@landlock
+@pytest.mark.parametrize("run_rule", ["--allow-run", "--allow-run=/usr/bin/cat,python3"])
+def test_a_child_cannot_read_outside_the_policy(tmp_path, run_rule):
+    """Below the audit layer (a command, a Python child with no site), reads hold at the kernel."""
+    _project(tmp_path)
+    secret = tmp_path.parent / f"pyward-secret-{uuid.uuid4().hex}"
+    secret.write_text("secret\n")
+    try:
+        rule = run_rule if run_rule == "--allow-run" else f"{run_rule},{sys.executable}"
+        walled = guard(tmp_path, READ_OUTSIDE, *WALL, rule, args=(str(secret),))
+        assert walled.status == 0, walled
+        assert walled.stdout.splitlines() == ["cat 1 False True", "python -I -S 1 False True"]
+        open_wall = guard(tmp_path, READ_OUTSIDE, *WALL, rule, "--no-kernel", args=(str(secret),))
+        assert open_wall.stdout.splitlines() == ["cat 0 True False", "python -I -S 0 True False"]
+    finally:
+        secret.unlink()
+
+
+def test_nothing_missing_widens_to_the_whole_file_system(tmp_path):
+    """A path not there gets no rule: pyward's own lists name files that may not exist (/lib32,
+    /etc/ld.so.preload), and a grant at their nearest ancestor would be `/`."""
+    (tmp_path / "made").mkdir()
+    policy = Policy.from_dict(allow={"read": [".", "/nonexistent-pyward/x"], "write": ["made/later/file.txt"]},
+                              base=str(tmp_path))
+    wall = kernel.compile_wall(policy, _context(tmp_path), 7)
+    assert "/" not in wall.paths and "/usr" not in wall.paths and "/etc" not in wall.paths
+    assert wall.paths[str(tmp_path / "made")] & kernel.WRITE_FILE  # a file the program will make: its directory

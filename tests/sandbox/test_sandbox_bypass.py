@@ -216,6 +216,20 @@ ATTEMPTS: dict[str, tuple[str, tuple[str, ...]]] = {
                            text=True)
         print("LEAKED" if "TOPSECRET" in r.stdout else "DENIED", r.returncode)
     """, (f"--allow-run={os.path.basename(sys.executable)},python3,python",)),
+    # -I and -E: the child ignores PYTHONPATH (pyward's boot directory); site's .pth files still arm it
+    "child_python_isolated": ("""
+        import subprocess
+        code = "print(open('secret/key.txt').read())"
+        r = subprocess.run([sys.executable, '-I', '-c', code], capture_output=True, text=True)
+        print("LEAKED" if "TOPSECRET" in r.stdout else "DENIED", r.returncode)
+    """, (f"--allow-run={os.path.basename(sys.executable)},python3,python",)),
+    "child_python_ignoring_environment": ("""
+        import subprocess
+        code = "print(open('secret/key.txt').read())"
+        r = subprocess.run([sys.executable, '-E', '-c', code], env={'PATH': '/usr/bin:/bin'}, capture_output=True,
+                           text=True)
+        print("LEAKED" if "TOPSECRET" in r.stdout else "DENIED", r.returncode)
+    """, (f"--allow-run={os.path.basename(sys.executable)},python3,python",)),
 }
 
 
@@ -248,7 +262,7 @@ def test_attempt_is_denied_and_journaled(workspace, name):
                 "threads_racing", "user_hook_allowing_all", "native_hook_allowing_all"):
         return  # nothing reaches the policy: the data is simply gone, or the check above says it all
     assert run.denied, f"no denial journaled: {run}"
-    if name == "child_python_with_own_env":  # the child journals into the parent's log
+    if name.startswith("child_python"):  # the child journals into the parent's log: its audit layer was armed
         assert any(e["message"].startswith("child ") and e["where"] == "<string>:1" for e in run.denied)
         return
     assert any(e["where"] and e["where"].startswith(str(workspace)) for e in run.denied), run.denied

@@ -58,6 +58,9 @@ BENEATH_AUDIT = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib
                  "/etc/passwd", "/etc/group", "/etc/ssl", "/usr/share/ca-certificates",
                  "/sys/devices/system/cpu", "/etc/localtime")
 
+#: Where commands live when a policy lets the program run any (besides the directories of its PATH).
+STANDARD_BIN = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+
 #: Where C creates files below the audit layer: POSIX semaphores and shared memory (sem_open for
 #: multiprocessing's locks, shm_open) live in /dev/shm.
 BENEATH_AUDIT_CREATES = ("/dev/shm",)
@@ -86,17 +89,22 @@ class Wall:
         self.paths: dict[str, int] = {}
         self.ports: dict[int, int] = {}
 
-    def grant(self, path: str, access: int) -> None:
-        """Allow `access` beneath `path`, or at its nearest existing ancestor when it is not there yet."""
+    def grant(self, path: str, access: int, *, ancestor: bool = False) -> None:
+        """Allow `access` beneath `path`.  A path not there yet gets nothing (nothing to read
+        or to write there), unless `ancestor`: a policy's rule naming a file or directory the
+        program will make, granted at its nearest existing ancestor, but never at `/` (the
+        whole file system for one missing name)."""
         access &= self.fs
         if not access or not path:
             return
         path = realpath(path)
-        while not os.path.exists(path):
-            parent = os.path.dirname(path)
-            if parent == path:
+        if not os.path.exists(path):
+            if not ancestor:
                 return
-            path = parent
+            while not os.path.exists(path):
+                path = os.path.dirname(path)
+            if path == "/":
+                return
         if not os.path.isdir(path):
             access &= FILE_RIGHTS
         if access:
@@ -118,12 +126,12 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
         supported |= REFER
     if version >= 3:
         supported |= TRUNCATE
+    blanket = {perm for perm in ("read", "write", "run")
+               if perm in policy.allow_all or any(r.scope == "*" for r in policy.allows(perm))}
+    if any(_is_shell(r.scope) for r in policy.allows("run")):
+        blanket.add("run")  # a shell runs any command its script names, which the audit layer never sees
     for perm, rights in (("read", READ), ("write", WRITE), ("run", EXECUTE)):
-        # a blanket grant (`--allow-read`, a `*` scope): the kernel has nothing to restrict there;
-        # a shell allowed to run runs any command its script names, which the audit layer never
-        # sees: for execution, that is a blanket grant too
-        if perm not in policy.allow_all and not any(r.scope == "*" for r in policy.allows(perm)) \
-                and not (perm == "run" and any(_is_shell(r.scope) for r in policy.allows(perm))):
+        if perm not in blanket:  # a blanket grant (`--allow-read`, a `*` scope): nothing to restrict there
             wall.fs |= rights & supported
     variables = path_variables()
     for perm, rights in (("read", READ), ("write", WRITE)):
@@ -131,14 +139,14 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             base = policy.base_dirs.get(rule.origin, os.getcwd())
             compiled = compile_rule(perm, rule.scope, rule.origin, base, variables)
             if compiled[0] == 0:
-                wall.grant(compiled[1], rights)
+                wall.grant(compiled[1], rights, ancestor=True)
             elif compiled[0] == 1:  # a glob: the directory above its first wildcard
                 fixed = []
                 for segment in compiled[1]:
                     if any(c in segment for c in "*?["):
                         break
                     fixed.append(segment)
-                wall.grant("/".join(fixed) or "/", rights)
+                wall.grant("/".join(fixed) or "/", rights, ancestor=True)
     # what python and pyward read, as the audit layer's implicit reads, and what C reads beneath it
     roots, files = implicit_roots(context.program_dir)
     for path in (*roots, *files, *BENEATH_AUDIT, *_interpreter_files()):
@@ -155,10 +163,13 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
         elif os.path.isdir(os.path.dirname(path)):
             wall.grant(os.path.dirname(path), CREATE_FILES)
         else:  # its directory is made too (the heal store's .pyward/ beside a report written elsewhere)
-            wall.grant(os.path.dirname(path), CREATE_FILES | MAKE_DIR)
+            wall.grant(os.path.dirname(path), CREATE_FILES | MAKE_DIR, ancestor=True)
     if context.spool:  # children append to it; pyward reads it back, removes it and its directory
         wall.grant(os.path.dirname(context.spool), CREATE_FILES)
         wall.grant(os.path.dirname(os.path.dirname(context.spool)), REMOVE_DIR)
+    if "run" in blanket:  # the kernel reads a file it executes: any command means any command's file
+        for directory in (*os.get_exec_path(), *STANDARD_BIN):
+            wall.grant(directory, READ)
     for rule in policy.allows("run"):
         if rule.scope == "fork":
             continue

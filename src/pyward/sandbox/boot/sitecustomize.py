@@ -1,7 +1,7 @@
 """Loaded by Python child processes of a program pyward guards (PYTHONPATH points here).
 
-It restores the environment the parent gave the child, installs the same
-sandbox policy, and then runs the sitecustomize this one shadows, if any.
+It arms the child (pyward.sandbox.childboot: the environment the parent gave
+it, the same sandbox policy), then runs the sitecustomize this one shadows, if any.
 """
 import os
 import sys
@@ -13,23 +13,15 @@ def _boot():
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     if not payload:
         return
-    original = os.environ.pop("PYWARD_ORIG_PYTHONPATH", None)
-    if original is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = original
-    del os.environ["PYWARD_SANDBOX"]
-    # a sandboxed parent's child is armed as strongly as this Python allows: no variable
-    # (set by a shell the program ran, say) turns it into the weaker pure-Python sandbox
-    os.environ.pop("PYWARD_DISABLE_NATIVE", None)
     try:
-        from pyward.sandbox.child import install_child
+        from pyward.sandbox.childboot import arm
+
+        arm(payload)
     except ImportError as exc:
         sys.stderr.write(f"[pyward][error] this Python cannot load pyward ({exc}); the sandbox "
                          "cannot guard it, so it does not run\n")
         sys.stderr.flush()
         os._exit(77)
-    install_child(payload)
 
 
 def _chain():
