@@ -362,6 +362,10 @@ def test_no_inherit_lets_children_run_unguarded(project, tmp_path_factory):
     code = f"import subprocess, sys\nsubprocess.run([sys.executable, 'child.py', {str(secret)!r}])\n"
     run = guard(project, code, "--allow-run=*", "--allow-env=*", "--no-inherit")
     assert run.stdout == "child read it\n", run
+    # a kernel wall binds every descendant: with children unguarded, there is none (and pyward says why)
+    layers = [e for e in run.log if e["kind"] == "layers"]
+    assert [e["details"]["kernel"] for e in layers] == [False], layers
+    assert "--no-inherit" in layers[0]["message"]
 
 
 def test_children_see_the_programs_own_pythonpath_and_not_pywards(project):

@@ -100,10 +100,12 @@ class SandboxEngine(Engine):
         if self.wall is None and self.mode != "off":
             session.layers["audit"] = self.mode
             if self.mode == "enforce":
-                session.layers["kernel"] = "off (--no-kernel or kernel = false)"
+                why = "--no-kernel or kernel = false" if s.get("kernel", True) is False else \
+                    "--no-inherit: children run unguarded, and a wall binds every descendant"
+                session.layers["kernel"] = f"off ({why})"
                 session.journal.emit("sandbox", "layers", "audit", severity="info", where="",
-                                     message="sandbox layers: audit hooks (enforce); kernel wall off "
-                                             "(--no-kernel or kernel = false)", details={"kernel": False})
+                                     message=f"sandbox layers: audit hooks (enforce); kernel wall off ({why})",
+                                     details={"kernel": False})
 
     def program_starts(self, session: Any, code: Any) -> None:
         if self.wall is not None:

@@ -74,9 +74,11 @@ def abi() -> int:
 
 
 def wanted(settings: Any, mode: str) -> bool:
-    """The wall goes up under enforce, unless `--no-kernel` or `kernel = false`.
+    """The wall goes up under enforce, unless `--no-kernel` or `kernel = false`, or `--no-inherit`
+    (every descendant inherits a wall: children could not run unguarded).
     Watch blocks nothing; prompt may grant at the terminal what a wall would refuse."""
-    return mode == "enforce" and settings.get("kernel", True) is not False
+    return (mode == "enforce" and settings.get("kernel", True) is not False
+            and settings.get("inherit", True) is not False)
 
 
 class Wall:
