@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
-from types import FunctionType, ModuleType
+from types import ModuleType
 
 from .._isolation import isolate_builtins, isolate_module
 from ..config import as_list
@@ -194,21 +194,21 @@ class TamperEngine(Engine):
             self.by_dict[id(namespace)] = seal.owner
             if self.watching:
                 self.native.tamper_watch(namespace)
-        if fingerprint(seal.original) is not None:
+            if isinstance(seal.owner, ModuleType):  # once per module: the lock depends on nothing else
+                self._lock_module(seal.owner, full=self.fail_closed or self.restore or not self.watching)
+        if seal.fingerprint is not None:
             remember_code(seal.original)
             if self.watching:
                 self.native.tamper_watch(seal.original)
-        self._record(seal)
-        if isinstance(seal.owner, ModuleType):
-            self._lock_module(seal.owner, full=self.fail_closed or self.restore or not self.watching)
-        if type(seal.original) is FunctionType and seal.why != "called by a sealed function":
+        self._record(seal, namespace)
+        if seal.fingerprint is not None and seal.why != "called by a sealed function":
             self._seal_called_globals(seal)
 
-    def _record(self, seal: Seal) -> None:
+    def _record(self, seal: Seal, namespace: dict[str, Any] | None = None) -> None:
         """Keep the seal in C too: the program can clear or rewrite this engine's tables, not that copy."""
         if self.native is not None:
-            self.native.tamper_seal(seal.real_namespace(), seal.attr, (seal.owner, seal.attr, seal.original, seal.first,
-                                                           seal.name, seal.why))
+            self.native.tamper_seal(namespace if namespace is not None else seal.real_namespace(), seal.attr,
+                                    (seal.owner, seal.attr, seal.original, seal.first, seal.name, seal.why))
 
     def _seal_called_globals(self, seal: Seal) -> None:
         """What a sealed function calls through its globals (a helper, a module, a class)
@@ -222,9 +222,12 @@ class TamperEngine(Engine):
         namespace: dict[str, Any] = function.__globals__
         if module is None or id(getattr(module, "__dict__", None)) != id(namespace):
             return
-        for name in called_names(function.__code__):
+        sealed, here = self.seals, id(namespace)
+        for name in called_names(function.__code__).intersection(namespace):  # most names are attributes'
+            if (here, name) in sealed or name.startswith("__"):
+                continue
             value = namespace.get(name, MISSING)
-            if value is MISSING or name.startswith("__") or not (callable(value) or type(value) is ModuleType):
+            if value is MISSING or not (callable(value) or type(value) is ModuleType):
                 continue
             if _is_clock(value):  # what time it is decides no operation; test tools fake it (freezegun)
                 continue
@@ -489,8 +492,12 @@ class TamperEngine(Engine):
         if self.native is None:
             return
         altered = []
+        namespaces: dict[int, int] = {}  # id(owner) -> id(its namespace dict), found once per owner
         for owner, attr, original, first, name, why in self.native.tamper_sealed():
-            key = (id(type_dict(owner) if isinstance(owner, type) else owner.__dict__), attr)
+            here = namespaces.get(id(owner))
+            if here is None:
+                here = namespaces[id(owner)] = id(type_dict(owner) if isinstance(owner, type) else owner.__dict__)
+            key = (here, attr)
             seal = self.seals.get(key)
             if seal is not None and seal.original is original and seal.first is first and seal.owner is owner:
                 continue
