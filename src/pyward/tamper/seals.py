@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 #: connection without touching `socket.socket`.  A method a class inherits
 #: (socket.socket's come from _socket.socket) is sealed as absent from the
 #: class's own namespace: defining it there is the change.  The globals a
-#: sealed Python function calls are sealed with it (engine.py).
+#: sealed Python function calls are sealed with it (table.py).
 DEFAULT_TARGETS = (
     "builtins.open", "builtins.__import__", "builtins.exec", "builtins.eval", "builtins.compile",
     "socket.socket", "socket.create_connection", "socket.getaddrinfo",
@@ -48,6 +48,10 @@ DEFAULT_TARGETS = (
     # the tamper engine itself: what it runs, and the helpers it calls through its module's globals
     "pyward.tamper.engine.TamperEngine.*", "pyward.tamper.engine.*", "pyward.tamper.seals.*",
     "pyward.tamper.restore.*", "pyward.tamper.patcher.*", "pyward.tamper.own.*",
+    "pyward.tamper.table.SealTable.*", "pyward.tamper.table.*", "pyward.tamper.targets.Targets.*",
+    "pyward.tamper.targets.*", "pyward.tamper.alerts.Alerts.*", "pyward.tamper.alerts.*",
+    "pyward.tamper.checks.Checks.*", "pyward.tamper.checks.*", "pyward.tamper.watchers.Watchers.*",
+    "pyward.tamper.watchers.*", "pyward.tamper.lock.ModuleLock.*", "pyward.tamper.lock.*", "pyward.tamper.events.*",
 )
 
 
