@@ -68,8 +68,8 @@ def test_the_extension_control_functions_refuse_the_program(tmp_path):
 
 def test_clearing_the_seal_tables_is_an_alert_and_the_change_is_still_found(tmp_path):
     code = FIND_ENGINE + """
-    engine.seals.clear()
-    engine.by_dict.clear()
+    engine.table.seals.clear()
+    engine.table.by_dict.clear()
     import os
     os.system = len
     """
@@ -83,7 +83,7 @@ def test_rewriting_a_seal_original_is_an_alert(tmp_path):
     code = FIND_ENGINE + """
     import os
     fake = lambda cmd: 0
-    for seal in list(engine.seals.values()):
+    for seal in list(engine.table.seals.values()):
         if seal.name == "os.system":
             seal.original = seal.first = fake
     os.system = fake

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import types
 from gc import get_referents as _get_referents
+from itertools import compress, repeat
 
 from .._isolation import isolate_builtins
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 #: connection without touching `socket.socket`.  A method a class inherits
 #: (socket.socket's come from _socket.socket) is sealed as absent from the
 #: class's own namespace: defining it there is the change.  The globals a
-#: sealed Python function calls are sealed with it (engine.py).
+#: sealed Python function calls are sealed with it (table.py).
 DEFAULT_TARGETS = (
     "builtins.open", "builtins.__import__", "builtins.exec", "builtins.eval", "builtins.compile",
     "socket.socket", "socket.create_connection", "socket.getaddrinfo",
@@ -47,6 +48,10 @@ DEFAULT_TARGETS = (
     # the tamper engine itself: what it runs, and the helpers it calls through its module's globals
     "pyward.tamper.engine.TamperEngine.*", "pyward.tamper.engine.*", "pyward.tamper.seals.*",
     "pyward.tamper.restore.*", "pyward.tamper.patcher.*", "pyward.tamper.own.*",
+    "pyward.tamper.table.SealTable.*", "pyward.tamper.table.*", "pyward.tamper.targets.Targets.*",
+    "pyward.tamper.targets.*", "pyward.tamper.alerts.Alerts.*", "pyward.tamper.alerts.*",
+    "pyward.tamper.checks.Checks.*", "pyward.tamper.checks.*", "pyward.tamper.watchers.Watchers.*",
+    "pyward.tamper.watchers.*", "pyward.tamper.lock.ModuleLock.*", "pyward.tamper.lock.*", "pyward.tamper.events.*",
 )
 
 
@@ -100,10 +105,10 @@ def fingerprint(obj: Any) -> tuple[Any, ...] | None:
     """Python functions: code (bytecode, constants, names), defaults, kwdefaults,
     closure cell contents' identities.  Other objects: None (identity is enough)."""
     if type(obj) is types.FunctionType:
-        code = obj.__code__
-        cells = tuple(id(c.cell_contents) if _has_contents(c) else None for c in (obj.__closure__ or ()))
+        code, closure, kwdefaults = obj.__code__, obj.__closure__, obj.__kwdefaults__
+        cells = tuple(id(c.cell_contents) if _has_contents(c) else None for c in closure) if closure else ()
         return (id(code), code.co_code, code.co_consts, code.co_names, obj.__defaults__,
-                tuple(sorted((obj.__kwdefaults__ or {}).items())), cells)
+                tuple(sorted(kwdefaults.items())) if kwdefaults else (), cells)
     return None
 
 
@@ -144,7 +149,7 @@ def resolve(spec: str, why: str, extra: dict[str, Any] | None = None) -> tuple[l
     last = rest[-1]
     namespace = owner.__dict__
     if any(c in last for c in "*?"):
-        names = sorted(n for n in list(namespace) if glob_match(last, n) and not n.startswith("__"))
+        names = sorted(n for n in glob_names(last, list(namespace)) if not n.startswith("__"))
         prefix = spec.rpartition(".")[0]
         return [Seal(f"{prefix}.{n}", owner, n, namespace[n], why) for n in names
                 if callable(namespace[n]) or isinstance(namespace[n], type)], None
@@ -158,10 +163,21 @@ def resolve(spec: str, why: str, extra: dict[str, Any] | None = None) -> tuple[l
 def called_names(code: types.CodeType) -> set[str]:
     """The global names a function's code (and the functions nested in it) loads."""
     names = set(code.co_names)
-    for const in code.co_consts:
-        if type(const) is types.CodeType:
-            names |= called_names(const)
+    nested = [const for const in code.co_consts if type(const) is types.CodeType]
+    while nested:
+        inner = nested.pop()
+        names.update(inner.co_names)
+        nested.extend(const for const in inner.co_consts if type(const) is types.CodeType)
     return names
+
+
+def glob_names(pattern: str, names: list[str]) -> list[str]:
+    """The names `pattern` matches.  `x*` (every default glob) is a prefix test run
+    in C over the whole list; any other pattern goes name by name through glob_match."""
+    head = pattern[:-1]
+    if pattern.endswith("*") and "*" not in head and "?" not in head:
+        return list(compress(names, map(str.startswith, names, repeat(head)))) if head else names
+    return [n for n in names if glob_match(pattern, n)]
 
 
 def glob_match(pattern: str, name: str) -> bool:
