@@ -976,7 +976,6 @@ sqlite_authorizer(PyObject *module, PyObject *inner)
 typedef int (*set_authorizer_fn)(void *, int (*)(void *, int, const char *, const char *, const char *,
                                                   const char *), void *);
 static set_authorizer_fn sqlite_set_authorizer;
-static PyTypeObject *sqlite_connection_type;
 
 typedef struct {
     PyObject_HEAD
@@ -1007,37 +1006,54 @@ raw_authorizer(void *unused, int action, const char *arg1, const char *arg2, con
     return answer;
 }
 
-/* sqlite_bind(connection_type, library_file): where sqlite3_set_authorizer is found
- * (the loaded _sqlite3 and its dependencies); once, and only in a loaded library. */
+/* sqlite_bind(connection_type): a copy of _sqlite3's Connection (a C type, named
+ * sqlite3.Connection); sqlite3_set_authorizer is looked up once, in the library that
+ * holds the type's code and its dependencies (the libsqlite3 it was linked with). */
+static PyObject *sqlite_connection_types;  /* list of the types bound */
+
 static PyObject *
-sqlite_bind(PyObject *module, PyObject *args)
+sqlite_bind(PyObject *module, PyObject *type)
 {
-    PyObject *type, *file;
-    if (!PyArg_ParseTuple(args, "O!O&:sqlite_bind", &PyType_Type, &type, PyUnicode_FSConverter, &file)) {
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "sqlite_bind(connection_type)");
         return NULL;
     }
-    if (sqlite_set_authorizer != NULL) {
-        Py_DECREF(file);
+    PyTypeObject *tp = (PyTypeObject *)type;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)
+        || strcmp(tp->tp_name, "sqlite3.Connection") != 0 || tp->tp_dealloc == NULL) {
         Py_RETURN_FALSE;
     }
-    void *handle = dlopen(PyBytes_AS_STRING(file), RTLD_LAZY | RTLD_NOLOAD);
-    Py_DECREF(file);
-    if (handle == NULL) {
-        Py_RETURN_FALSE;
-    }
-    sqlite_set_authorizer = (set_authorizer_fn)dlsym(handle, "sqlite3_set_authorizer");
     if (sqlite_set_authorizer == NULL) {
-        Py_RETURN_FALSE;
+        Dl_info info;
+        if (dladdr((void *)tp->tp_dealloc, &info) == 0 || info.dli_fname == NULL) {
+            Py_RETURN_FALSE;
+        }
+        void *handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+        if (handle == NULL) {
+            Py_RETURN_FALSE;
+        }
+        sqlite_set_authorizer = (set_authorizer_fn)dlsym(handle, "sqlite3_set_authorizer");
+        if (sqlite_set_authorizer == NULL) {
+            Py_RETURN_FALSE;
+        }
     }
-    sqlite_connection_type = (PyTypeObject *)Py_NewRef(type);
+    if (sqlite_connection_types == NULL && (sqlite_connection_types = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    if (PyList_Append(sqlite_connection_types, type) < 0) {
+        return NULL;
+    }
     Py_RETURN_TRUE;
 }
 
 static PyObject *
 sqlite_arm(PyObject *module, PyObject *conn)
 {
-    if (sqlite_set_authorizer == NULL || sqlite_connection_type == NULL
-        || !PyObject_TypeCheck(conn, sqlite_connection_type)) {
+    int bound = 0;
+    for (Py_ssize_t i = 0; sqlite_connection_types != NULL && i < PyList_GET_SIZE(sqlite_connection_types); i++) {
+        bound = bound || PyObject_TypeCheck(conn, (PyTypeObject *)PyList_GET_ITEM(sqlite_connection_types, i));
+    }
+    if (sqlite_set_authorizer == NULL || !bound) {
         Py_RETURN_FALSE;
     }
     void *db = ((SqliteConnectionHead *)conn)->db;
@@ -1218,8 +1234,8 @@ PyMethodDef pw_sandbox_methods[] = {
     {"guard_method", guard_method, METH_VARARGS,
      "guard_method(type, name, guard) -> bool: the C method `name` of an immutable type replaced by `guard` "
      "(whose original must be that method), once."},
-    {"sqlite_bind", sqlite_bind, METH_VARARGS,
-     "sqlite_bind(connection_type, library_file) -> bool: where sqlite3_set_authorizer is (once)."},
+    {"sqlite_bind", sqlite_bind, METH_O,
+     "sqlite_bind(connection_type) -> bool: a copy of sqlite3.Connection whose connections sqlite_arm arms."},
     {"sqlite_arm", sqlite_arm, METH_O,
      "sqlite_arm(connection) -> bool: SQLite's ATTACH judged on a connection being opened."},
     {"sqlite_authorizer", sqlite_authorizer, METH_O,

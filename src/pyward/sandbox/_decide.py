@@ -983,7 +983,8 @@ def guard_authorizer_setter(cls):
 
 
 def guard_created(call, kwargs, module):
-    """After _imp.create_dynamic: the module, guarded (single-phase modules are whole here)."""
+    """After _imp.create_dynamic or create_builtin: the module, guarded (single-phase
+    modules are whole here)."""
     guard_module(module)
     return module
 
@@ -1008,8 +1009,7 @@ def guard_module(module):
         cls = space.get("Connection")
         if type(cls) is type:
             guard_authorizer_setter(cls)
-            if type(space.get("__file__")) is str:
-                SQLITE_BIND(cls, space["__file__"])
+            SQLITE_BIND(cls)
     elif name == "readline":
         for function, position in READLINE_FILES:
             guard_function(space, function, "pyward.readline." + function, ((position, None),))
@@ -1023,6 +1023,12 @@ def guard_module(module):
     elif name == "_posixshmem":
         guard_function(space, "shm_open", "pyward.shm_open", None)
         guard_function(space, "shm_unlink", "pyward.shm_unlink", None)
+    elif name == "_imp":  # the process's, or a fresh copy (module_from_spec): it makes the modules above
+        for function, after in (("create_dynamic", guard_created), ("exec_dynamic", guard_executed),
+                                ("create_builtin", guard_created)):
+            original = space.get(function)
+            if original is not None and type(original) is not GUARD_TYPE:
+                space[function] = NATIVE_GUARD(None, original, None, after)
 
 
 def guard_function(space, name, event, paths):

@@ -88,11 +88,12 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
     # readline's history, ssl's certificates, shm_open) get guards as they are made
     import _imp
 
-    created = native.guard(None, _imp.create_dynamic, None, namespace["guard_created"])
-    executed = native.guard(None, _imp.exec_dynamic, None, namespace["guard_executed"])
-    place(_imp, "create_dynamic", created)
-    place(_imp, "exec_dynamic", executed)
-    made += [created, executed, namespace["guard_created"], namespace["guard_executed"]]
+    namespace["guard_module"](_imp)
+    for name in ("create_dynamic", "exec_dynamic", "create_builtin"):
+        made.append(getattr(_imp, name))
+        if protect is not None:
+            protect(_imp, name, "sandbox guard")
+    made += [namespace["guard_created"], namespace["guard_executed"]]
     for name in ("_sqlite3", "readline", "_ssl", "_posixshmem"):  # made before the sandbox (pyward's own use)
         if name in sys.modules:
             namespace["guard_module"](sys.modules[name])
