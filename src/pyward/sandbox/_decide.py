@@ -948,7 +948,7 @@ def on_sqlite_handle(args):
     gets it, so ATTACH and VACUUM INTO are judged; the program's set_authorizer is
     guarded to keep the judgement (guard_module)."""
     conn = args[0] if args else None
-    if conn is None or SQLITE_ARM(conn):
+    if conn is None or SQLITE_ARM is None or SQLITE_ARM(conn):  # (degraded mode has no guards)
         return None
     return check("write", UNARMED_DATABASE, "sqlite3.connect")
 

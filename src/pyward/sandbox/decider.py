@@ -174,17 +174,18 @@ def build_decider(policy: Policy, context: Context,
         # does not carry the function, so the calling function is what tells a restore
         "HOOK_RESTORERS": frozenset(((stdlib + "/doctest.py", "run"),)),
         "MODULE_SUFFIXES": (".py", ".pyc", *_imp.extension_suffixes()),
-        # guards of C functions that open files with no audit event (_decide.guard_module)
-        "NATIVE_GUARD": native.guard,
-        "GUARD_METHOD": native.guard_method,
-        "GUARD_TYPE": type(native.guard(None, len)),
-        "SQLITE_AUTHORIZER": native.sqlite_authorizer,
-        "SQLITE_BIND": native.sqlite_bind,
-        "SQLITE_ARM": native.sqlite_arm,
+        # guards of C functions that open files with no audit event (_decide.guard_module); None in
+        # degraded mode, which has no guards
+        "NATIVE_GUARD": getattr(native, "guard", None),
+        "GUARD_METHOD": getattr(native, "guard_method", None),
+        "GUARD_TYPE": type(native.guard(None, len)) if hasattr(native, "guard") else None,
+        "SQLITE_AUTHORIZER": getattr(native, "sqlite_authorizer", None),
+        "SQLITE_BIND": getattr(native, "sqlite_bind", None),
+        "SQLITE_ARM": getattr(native, "sqlite_arm", None),
         "UNARMED_DATABASE": "(a database whose ATTACH pyward cannot judge)",
         "METHOD_DESCRIPTOR": type(str.join),
         "MODULE_TYPE": types.ModuleType,
-        "MODULE_DICT": types.ModuleType.__dict__["__dict__"].__get__,
+        "MODULE_DICT": vars(types.ModuleType)["__dict__"].__get__,
         "TYPE_FLAGS": type.__dict__["__flags__"].__get__,
         "IMMUTABLE_TYPE": 1 << 8,  # Py_TPFLAGS_IMMUTABLETYPE: a C type, whose dict the program cannot change
         "READLINE_FILES": (("read_history_file", 0), ("write_history_file", 0), ("append_history_file", 1),
