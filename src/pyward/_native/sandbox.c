@@ -21,6 +21,7 @@
  */
 #include "pyward.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -620,6 +621,7 @@ typedef struct {
     PyObject *transform;  /* optional: transform(args, kwargs) -> (args, kwargs) */
     PyObject *after;      /* optional: after(args, kwargs, result) -> result */
     PyObject *name;       /* for repr */
+    PyObject *paths;      /* optional: ((position, keyword or None), ...) of file-system path arguments */
 } Guard;
 
 static void
@@ -630,11 +632,98 @@ guard_dealloc(Guard *self)
     Py_XDECREF(self->transform);
     Py_XDECREF(self->after);
     Py_XDECREF(self->name);
+    Py_XDECREF(self->paths);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* The path arguments named by `paths` that are neither str nor bytes, converted once by
+ * their __fspath__ (as the original would convert them): the sandbox then judges, and
+ * the original opens, the same str or bytes, and the program's __fspath__ never runs
+ * inside a verdict.  *args and *kwargs are replaced by new references when anything
+ * changed (*owned set to 1); objects without __fspath__ are left for the original to refuse. */
+static int
+convert_paths(PyObject *paths, PyObject **args, PyObject **kwargs, int *owned)
+{
+    static PyObject *fspath_name;
+    if (fspath_name == NULL && (fspath_name = PyUnicode_InternFromString("__fspath__")) == NULL) {
+        return -1;
+    }
+    *owned = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(paths); i++) {
+        PyObject *spec = PyTuple_GET_ITEM(paths, i);
+        Py_ssize_t position = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
+        PyObject *keyword = PyTuple_GET_ITEM(spec, 1);
+        PyObject *value = NULL;
+        int in_kwargs = 0;
+        if (position < PyTuple_GET_SIZE(*args)) {
+            value = PyTuple_GET_ITEM(*args, position);
+        }
+        else if (keyword != Py_None && *kwargs != NULL && PyDict_Check(*kwargs)) {
+            value = PyDict_GetItemWithError(*kwargs, keyword);
+            if (value == NULL && PyErr_Occurred()) {
+                return -1;
+            }
+            in_kwargs = 1;
+        }
+        if (value == NULL || value == Py_None || PyUnicode_Check(value) || PyBytes_Check(value)
+            || _PyType_Lookup(Py_TYPE(value), fspath_name) == NULL) {
+            continue;
+        }
+        PyObject *path = PyOS_FSPath(value);
+        if (path == NULL) {
+            return -1;
+        }
+        if (!*owned) {
+            *args = PyTuple_GetSlice(*args, 0, PyTuple_GET_SIZE(*args));
+            *kwargs = *kwargs != NULL ? PyDict_Copy(*kwargs) : NULL;
+            *owned = 1;
+            if (*args == NULL || (in_kwargs && *kwargs == NULL)) {
+                Py_DECREF(path);
+                return -1;
+            }
+        }
+        if (in_kwargs) {
+            int rc = PyDict_SetItem(*kwargs, keyword, path);
+            Py_DECREF(path);
+            if (rc < 0) {
+                return -1;
+            }
+        }
+        else {
+            PyObject *old = PyTuple_GET_ITEM(*args, position);
+            PyTuple_SET_ITEM(*args, position, path);
+            Py_DECREF(old);
+        }
+    }
+    return 0;
+}
+
+static PyObject *guard_call_converted(Guard *self, PyObject *args, PyObject *kwargs);
+
 static PyObject *
 guard_call(Guard *self, PyObject *args, PyObject *kwargs)
+{
+    if (self->paths == NULL) {
+        return guard_call_converted(self, args, kwargs);
+    }
+    int owned = 0;
+    if (convert_paths(self->paths, &args, &kwargs, &owned) < 0) {
+        if (owned) {
+            Py_XDECREF(args);
+            Py_XDECREF(kwargs);
+        }
+        return NULL;
+    }
+    PyObject *result = guard_call_converted(self, args, kwargs);
+    if (owned) {
+        Py_DECREF(args);
+        Py_XDECREF(kwargs);
+    }
+    return result;
+}
+
+static PyObject *
+guard_call_converted(Guard *self, PyObject *args, PyObject *kwargs)
 {
     if (self->event != NULL) {
         PyObject *check = PyTuple_Pack(2, args, kwargs != NULL ? kwargs : Py_None);
@@ -706,9 +795,23 @@ static PyTypeObject GuardType = {
 static PyObject *
 make_guard(PyObject *module, PyObject *args)
 {
-    PyObject *event, *original, *transform = Py_None, *after = Py_None;
-    if (!PyArg_ParseTuple(args, "OO|OO:guard", &event, &original, &transform, &after)) {
+    PyObject *event, *original, *transform = Py_None, *after = Py_None, *paths = Py_None;
+    if (!PyArg_ParseTuple(args, "OO|OOO:guard", &event, &original, &transform, &after, &paths)) {
         return NULL;
+    }
+    if (paths != Py_None) {
+        int ok = PyTuple_Check(paths);
+        for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(paths); i++) {
+            PyObject *spec = PyTuple_GET_ITEM(paths, i);
+            ok = PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == 2 && PyLong_CheckExact(PyTuple_GET_ITEM(spec, 0))
+                 && PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0)) >= 0
+                 && (PyTuple_GET_ITEM(spec, 1) == Py_None || PyUnicode_CheckExact(PyTuple_GET_ITEM(spec, 1)));
+        }
+        if (!ok) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "guard paths: a tuple of (position: int >= 0, keyword: str | None)");
+            return NULL;
+        }
     }
     if ((event != Py_None && !PyUnicode_Check(event)) || !PyCallable_Check(original)
         || (transform != Py_None && !PyCallable_Check(transform)) || (after != Py_None && !PyCallable_Check(after))) {
@@ -727,6 +830,7 @@ make_guard(PyObject *module, PyObject *args)
     g->original = Py_NewRef(original);
     g->transform = transform == Py_None ? NULL : Py_NewRef(transform);
     g->after = after == Py_None ? NULL : Py_NewRef(after);
+    g->paths = paths == Py_None ? NULL : Py_NewRef(paths);
     PyObject *name = PyObject_GetAttrString(original, "__name__");
     if (name == NULL) {
         PyErr_Clear();
@@ -734,6 +838,229 @@ make_guard(PyObject *module, PyObject *args)
     }
     g->name = name;
     return (PyObject *)g;
+}
+
+/* A method of a C type guarded: the method descriptor in an immutable type's dict is
+ * replaced by an instancemethod of a Guard whose original is that very descriptor, so
+ * the original is reachable from nowhere but the guard.  Once per method: a method
+ * that is already guarded (or is not a C method) is left alone and False returned. */
+static PyObject *
+guard_method(PyObject *module, PyObject *args)
+{
+    PyObject *type, *name, *guard;
+    if (!PyArg_ParseTuple(args, "O!UO!:guard_method", &PyType_Type, &type, &name, &GuardType, &guard)) {
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)type;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)
+        || tp->tp_dict == NULL) {
+        PyErr_SetString(PyExc_TypeError, "guard_method: an immutable heap type (a C extension's class) expected");
+        return NULL;
+    }
+    PyObject *current = PyDict_GetItemWithError(tp->tp_dict, name);
+    if (current == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_FALSE;
+    }
+    if (!Py_IS_TYPE(current, &PyMethodDescr_Type) || ((Guard *)guard)->original != current) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *method = PyInstanceMethod_New(guard);
+    if (method == NULL) {
+        return NULL;
+    }
+    int rc = PyDict_SetItem(tp->tp_dict, name, method);
+    Py_DECREF(method);
+    if (rc < 0) {
+        return NULL;
+    }
+    PyType_Modified(tp);
+    Py_RETURN_TRUE;
+}
+
+/* --- sqlite3's authorizer: ATTACH and VACUUM INTO ------------------------- */
+
+/* SQLite opens the file of an ATTACH (and of a VACUUM INTO, which attaches its target)
+ * with no audit event; its authorizer is told the name (SQLITE_ATTACH, 24).  This
+ * authorizer asks the sandbox about that name and hands every call to the program's
+ * own authorizer, if it set one (set_authorizer is guarded to compose it here). */
+#define PW_SQLITE_ATTACH 24
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *inner;  /* the program's authorizer, or NULL */
+} Authorizer;
+
+static int
+authorizer_traverse(Authorizer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->inner);
+    return 0;
+}
+
+static int
+authorizer_clear(Authorizer *self)
+{
+    Py_CLEAR(self->inner);
+    return 0;
+}
+
+static void
+authorizer_dealloc(Authorizer *self)
+{
+    PyObject_GC_UnTrack(self);
+    authorizer_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+authorizer_call(Authorizer *self, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) >= 2 && PyLong_CheckExact(PyTuple_GET_ITEM(args, 0))
+        && PyLong_AsLong(PyTuple_GET_ITEM(args, 0)) == PW_SQLITE_ATTACH) {
+        static PyObject *event;
+        if (event == NULL && (event = PyUnicode_InternFromString("pyward.sqlite3.attach")) == NULL) {
+            return NULL;
+        }
+        PyObject *check = PyTuple_Pack(1, PyTuple_GET_ITEM(args, 1));
+        if (check == NULL) {
+            return NULL;
+        }
+        int rc = pw_sandbox_decide(event, check);
+        Py_DECREF(check);
+        if (rc < 0) {
+            return NULL;  /* sqlite3 answers SQLITE_DENY: "not authorized" */
+        }
+    }
+    if (self->inner != NULL) {
+        return PyObject_Call(self->inner, args, kwargs);
+    }
+    return PyLong_FromLong(0);  /* SQLITE_OK */
+}
+
+static PyTypeObject AuthorizerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pyward._native._pyward.SqliteAuthorizer",
+    .tp_basicsize = sizeof(Authorizer),
+    .tp_dealloc = (destructor)authorizer_dealloc,
+    .tp_call = (ternaryfunc)authorizer_call,
+    .tp_traverse = (traverseproc)authorizer_traverse,
+    .tp_clear = (inquiry)authorizer_clear,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "sqlite3's authorizer under pyward's sandbox: ATTACH is judged, then the program's own is asked.",
+};
+
+static PyObject *
+sqlite_authorizer(PyObject *module, PyObject *inner)
+{
+    if (PyType_Ready(&AuthorizerType) < 0) {
+        return NULL;
+    }
+    Authorizer *a = PyObject_GC_New(Authorizer, &AuthorizerType);
+    if (a == NULL) {
+        return NULL;
+    }
+    a->inner = inner == Py_None ? NULL : Py_NewRef(inner);
+    PyObject_GC_Track(a);
+    return (PyObject *)a;
+}
+
+/* A connection's first authorizer, set from C: sqlite3 raises "sqlite3.connect/handle"
+ * before the connection counts as initialised, so set_authorizer cannot be called
+ * there; this sets SQLite's own authorizer on the handle (the first field of the
+ * connection object, after the object header, on every supported Python) with
+ * sqlite3_set_authorizer found in the library _sqlite3 was linked with.  It judges
+ * ATTACH only; the program's set_authorizer (guarded) replaces it by the composed one. */
+typedef int (*set_authorizer_fn)(void *, int (*)(void *, int, const char *, const char *, const char *,
+                                                  const char *), void *);
+static set_authorizer_fn sqlite_set_authorizer;
+
+typedef struct {
+    PyObject_HEAD
+    void *db;  /* sqlite3 * */
+} SqliteConnectionHead;
+
+static int
+raw_authorizer(void *unused, int action, const char *arg1, const char *arg2, const char *db, const char *trigger)
+{
+    if (action != PW_SQLITE_ATTACH) {
+        return 0;
+    }
+    static PyObject *event;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    int answer = 1;  /* SQLITE_DENY unless the sandbox allows */
+    if (event == NULL) {
+        event = PyUnicode_InternFromString("pyward.sqlite3.attach");
+    }
+    PyObject *name = arg1 != NULL ? PyUnicode_DecodeFSDefault(arg1) : Py_NewRef(Py_None);
+    PyObject *check = name != NULL ? PyTuple_Pack(1, name) : NULL;
+    if (event != NULL && check != NULL && pw_sandbox_decide(event, check) == 0) {
+        answer = 0;
+    }
+    Py_XDECREF(check);
+    Py_XDECREF(name);
+    PyErr_Clear();  /* the denial is journaled; SQLite reports "not authorized" */
+    PyGILState_Release(gil);
+    return answer;
+}
+
+/* sqlite_bind(connection_type): a copy of _sqlite3's Connection (a C type, named
+ * sqlite3.Connection); sqlite3_set_authorizer is looked up once, in the library that
+ * holds the type's code and its dependencies (the libsqlite3 it was linked with). */
+static PyObject *sqlite_connection_types;  /* list of the types bound */
+
+static PyObject *
+sqlite_bind(PyObject *module, PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "sqlite_bind(connection_type)");
+        return NULL;
+    }
+    PyTypeObject *tp = (PyTypeObject *)type;
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)
+        || strcmp(tp->tp_name, "sqlite3.Connection") != 0 || tp->tp_dealloc == NULL) {
+        Py_RETURN_FALSE;
+    }
+    if (sqlite_set_authorizer == NULL) {
+        Dl_info info;
+        if (dladdr((void *)tp->tp_dealloc, &info) == 0 || info.dli_fname == NULL) {
+            Py_RETURN_FALSE;
+        }
+        void *handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+        if (handle == NULL) {
+            Py_RETURN_FALSE;
+        }
+        sqlite_set_authorizer = (set_authorizer_fn)dlsym(handle, "sqlite3_set_authorizer");
+        if (sqlite_set_authorizer == NULL) {
+            Py_RETURN_FALSE;
+        }
+    }
+    if (sqlite_connection_types == NULL && (sqlite_connection_types = PyList_New(0)) == NULL) {
+        return NULL;
+    }
+    if (PyList_Append(sqlite_connection_types, type) < 0) {
+        return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+sqlite_arm(PyObject *module, PyObject *conn)
+{
+    int bound = 0;
+    for (Py_ssize_t i = 0; sqlite_connection_types != NULL && i < PyList_GET_SIZE(sqlite_connection_types); i++) {
+        bound = bound || PyObject_TypeCheck(conn, (PyTypeObject *)PyList_GET_ITEM(sqlite_connection_types, i));
+    }
+    if (sqlite_set_authorizer == NULL || !bound) {
+        Py_RETURN_FALSE;
+    }
+    void *db = ((SqliteConnectionHead *)conn)->db;
+    if (db == NULL || sqlite_set_authorizer(db, raw_authorizer, NULL) != 0) {
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
 }
 
 /* --- helpers that cannot be patched from Python ---------------------------- */
@@ -901,8 +1228,18 @@ PyMethodDef pw_sandbox_methods[] = {
     {"sandbox_check", (PyCFunction)(void (*)(void))sandbox_check, METH_FASTCALL,
      "sandbox_check(event, args): ask the sandbox about a synthetic event; raises when denied."},
     {"guard", make_guard, METH_VARARGS,
-     "guard(event, original, transform=None, after=None): a callable that asks the sandbox before calling "
-     "original (no question when event is None), may rewrite its arguments and post-process its result."},
+     "guard(event, original, transform=None, after=None, paths=None): a callable that asks the sandbox before calling "
+     "original (no question when event is None), may rewrite its arguments and post-process its result; "
+     "paths: ((position, keyword), ...) of path arguments converted by __fspath__ first."},
+    {"guard_method", guard_method, METH_VARARGS,
+     "guard_method(type, name, guard) -> bool: the C method `name` of an immutable type replaced by `guard` "
+     "(whose original must be that method), once."},
+    {"sqlite_bind", sqlite_bind, METH_O,
+     "sqlite_bind(connection_type) -> bool: a copy of sqlite3.Connection whose connections sqlite_arm arms."},
+    {"sqlite_arm", sqlite_arm, METH_O,
+     "sqlite_arm(connection) -> bool: SQLite's ATTACH judged on a connection being opened."},
+    {"sqlite_authorizer", sqlite_authorizer, METH_O,
+     "sqlite_authorizer(inner) -> authorizer: judges SQLite's ATTACH by the sandbox, then asks inner (or None)."},
     {"untrack", (PyCFunction)(void (*)(void))untrack, METH_FASTCALL,
      "untrack(*objects): stop the GC from tracking them (they vanish from gc.get_objects()); C keeps a "
      "reference to each for the life of the process, so they are never freed."},

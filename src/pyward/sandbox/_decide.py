@@ -899,10 +899,24 @@ def on_sqlite(args):
 
 def sqlite_file(database, op):
     """A database named by str or bytes: a path, or a 'file:' URI (judged as the URI's
-    path, and as the literal name too where that could be opened); read for mode=ro."""
+    path, and as the literal name too where that could be opened); read for mode=ro.
+    A name of another type reaches here only when sqlite3.Connection() itself was
+    handed an object with __fspath__ (the guarded connect converts it first): its
+    __fspath__ is the program's code, not called in a verdict, so what it names is
+    not known and the open is judged as a write nobody named."""
+    kind = type(database)
+    if kind is not str and kind is not bytes:
+        if database is None:
+            return None
+        if SUBCLASS(str, kind):
+            database = STR_ADD("", database)
+        elif SUBCLASS(bytes, kind):
+            database = BYTES_ADD(b"", database)
+        else:
+            return check("write", FSPATH_DATABASE, op)
     if type(database) is bytes:
-        database = database.decode(FS_ENCODING, FS_ERRORS)
-    if type(database) is not str or database in ("", ":memory:"):
+        database = BYTES_DECODE(database, FS_ENCODING, FS_ERRORS)
+    if database in ("", ":memory:"):
         return None
     perm = "write"
     found = []
@@ -926,6 +940,188 @@ def sqlite_file(database, op):
             found.append(check(perm, real, op))
     found = [f for f in found if f is not None]
     return found or None
+
+
+def on_sqlite_handle(args):
+    """A connection being opened (sqlite3.connect, sqlite3.Connection(), a second
+    __init__): SQLite's own authorizer goes on its handle from C before the program
+    gets it, so ATTACH and VACUUM INTO are judged; the program's set_authorizer is
+    guarded to keep the judgement (guard_module)."""
+    conn = args[0] if args else None
+    if conn is None or SQLITE_ARM is None or SQLITE_ARM(conn):  # (degraded mode has no guards)
+        return None
+    return check("write", UNARMED_DATABASE, "sqlite3.connect")
+
+
+def on_sqlite_attach(args):
+    """SQLite's authorizer saw an ATTACH (or the one a VACUUM INTO makes): the name
+    when it was a literal, None when SQL computed it (a bound parameter)."""
+    name = args[0] if args else None
+    if name is None:
+        return check("write", COMPUTED_DATABASE, "sqlite3 ATTACH")
+    return sqlite_file(name, "sqlite3 ATTACH")
+
+
+def own_authorizer(call, kwargs):
+    """set_authorizer(callback): pyward's authorizer, composed with the program's."""
+    if len(call) == 2:
+        return ((call[0], SQLITE_AUTHORIZER(call[1])), kwargs)
+    if len(call) == 1 and type(kwargs) is dict and "authorizer_callback" in kwargs:
+        rest = dict(kwargs)
+        inner = rest.pop("authorizer_callback")
+        return ((call[0], SQLITE_AUTHORIZER(inner)), rest or None)
+    return (call, kwargs)  # the original raises its own TypeError
+
+
+def guard_authorizer_setter(cls):
+    original = TYPE_DICT(cls).get("set_authorizer")
+    if type(original) is METHOD_DESCRIPTOR:
+        GUARD_METHOD(cls, "set_authorizer", NATIVE_GUARD(None, original, own_authorizer))
+
+
+# C functions that open files with no audit event: guarded as their modules are made
+
+
+def guard_created(call, kwargs, module):
+    """After _imp.create_dynamic or create_builtin: the module, guarded (single-phase
+    modules are whole here)."""
+    guard_module(module)
+    return module
+
+
+def guard_executed(call, kwargs, result):
+    """After _imp.exec_dynamic: the module its types and functions were just made in."""
+    if call:
+        guard_module(call[0])
+    return result
+
+
+def guard_module(module):
+    """An extension module whose C code opens files with no audit event gets its guards
+    here, before any code of the program sees it (a second copy made by
+    importlib.util.module_from_spec comes through here too)."""
+    if type(module) is not MODULE_TYPE:
+        return
+    space = MODULE_DICT(module)
+    name = space.get("__name__")
+    if name == "_sqlite3":
+        guard_function(space, "connect", None, ((0, "database"),))
+        cls = space.get("Connection")
+        if type(cls) is type:
+            guard_authorizer_setter(cls)
+            SQLITE_BIND(cls)
+    elif name == "readline":
+        for function, position in READLINE_FILES:
+            guard_function(space, function, "pyward.readline." + function, ((position, None),))
+    elif name == "_ssl":
+        cls = space.get("_SSLContext")
+        if type(cls) is type:
+            guard_c_method(cls, "load_verify_locations", "pyward.ssl.load_verify_locations",
+                           ((1, "cafile"), (2, "capath")))
+            guard_c_method(cls, "load_cert_chain", "pyward.ssl.load_cert_chain", ((1, "certfile"), (2, "keyfile")))
+            guard_c_method(cls, "load_dh_params", None, ((1, None),))  # its "open" event judges the str
+    elif name == "_posixshmem":
+        guard_function(space, "shm_open", "pyward.shm_open", None)
+        guard_function(space, "shm_unlink", "pyward.shm_unlink", None)
+    elif name == "_imp":  # the process's, or a fresh copy (module_from_spec): it makes the modules above
+        for function, after in (("create_dynamic", guard_created), ("exec_dynamic", guard_executed),
+                                ("create_builtin", guard_created)):
+            original = space.get(function)
+            if original is not None and type(original) is not GUARD_TYPE:
+                space[function] = NATIVE_GUARD(None, original, None, after)
+
+
+def guard_function(space, name, event, paths):
+    original = space.get(name)
+    if original is not None and type(original) is not GUARD_TYPE:
+        space[name] = NATIVE_GUARD(event, original, None, None, paths)
+
+
+def guard_c_method(cls, name, event, paths):
+    original = TYPE_DICT(cls).get(name)
+    if type(original) is METHOD_DESCRIPTOR:
+        GUARD_METHOD(cls, name, NATIVE_GUARD(event, original, None, None, paths))
+
+
+def path_of(value):
+    """The path a str or bytes argument names (a C function's fspath already done by its guard)."""
+    kind = type(value)
+    if kind is str or kind is bytes or SUBCLASS(str, kind) or SUBCLASS(bytes, kind):
+        return resolve(value, None)
+    return None
+
+
+def file_arguments(perm, op, spec):
+    """A guarded C function reading the files its arguments name (ssl's certificates)."""
+    def handler(args):
+        call, kwargs = args[0], args[1]
+        found = []
+        for position, keyword in spec:
+            if len(call) > position:
+                value = call[position]
+            else:
+                value = kwargs.get(keyword) if type(kwargs) is dict else None
+            real = path_of(value) if value is not None else None
+            if real is not None:
+                item = check(perm, real, op)
+                if item is not None:
+                    found.append(item)
+        return found or None
+    return handler
+
+
+def on_readline(perm, position, default):
+    """readline's history and init files, read and written by the C library."""
+    op = "readline"
+    def handler(args):
+        call = args[0]
+        value = call[position] if len(call) > position else None
+        real = path_of(value) if value is not None else readline_default(default)
+        return check(perm, real, op) if real is not None else None
+    return handler
+
+
+def readline_default(which):
+    """The file GNU readline uses when given none: $HOME/.history; $INPUTRC, else
+    ~/.inputrc, else /etc/inputrc."""
+    home = ENV_GET("HOME") if ENV_GET is not None else None
+    if which == "history":
+        return resolve(home + "/.history", None) if home else None
+    named = ENV_GET("INPUTRC") if ENV_GET is not None else None
+    if named:
+        return resolve(named, None)
+    if home:
+        own = resolve(home + "/.inputrc", None)
+        if own is not None and REALPATH(own) is not None:
+            return own
+    return "/etc/inputrc"
+
+
+def on_shm(op):
+    """POSIX shared memory: glibc opens /dev/shm/NAME (leading slashes dropped), as
+    open(2) of that file with the given flags, never following a symlink."""
+    def handler(args):
+        call, kwargs = args[0], args[1]
+        name = call[0] if call else (kwargs.get("path") if type(kwargs) is dict else None)
+        kind = type(name)
+        if kind is not str:
+            if not SUBCLASS(str, kind):
+                return None  # the original raises TypeError
+            name = STR_ADD("", name)
+        real = resolve("/dev/shm/" + name.lstrip("/"), None, False)
+        if real is None:
+            return None
+        if op == "shm_unlink":
+            forget_paths()
+            return check("write", real, op)
+        flags = call[1] if len(call) > 1 else (kwargs.get("flags") if type(kwargs) is dict else None)
+        if type(flags) is not int:
+            return None
+        found = check("write", real, op) if flags & WRITE_FLAGS else None
+        if not flags & O_WRONLY and found is None:
+            found = check("read", real, op)
+        return found
+    return handler
 
 
 def uri_path(uri):
@@ -1527,7 +1723,18 @@ def build_handlers():
         "os.symlink": on_symlink,
         "os.chdir": on_chdir,
         "sqlite3.connect": on_sqlite,
-        "sqlite3.connect/handle": None,
+        "sqlite3.connect/handle": on_sqlite_handle,
+        "pyward.sqlite3.attach": on_sqlite_attach,
+        "pyward.readline.read_history_file": on_readline("read", 0, "history"),
+        "pyward.readline.write_history_file": on_readline("write", 0, "history"),
+        "pyward.readline.append_history_file": on_readline("write", 1, "history"),
+        "pyward.readline.read_init_file": on_readline("read", 0, "inputrc"),
+        "pyward.ssl.load_verify_locations": file_arguments("read", "ssl load_verify_locations",
+                                                           ((1, "cafile"), (2, "capath"))),
+        "pyward.ssl.load_cert_chain": file_arguments("read", "ssl load_cert_chain",
+                                                     ((1, "certfile"), (2, "keyfile"))),
+        "pyward.shm_open": on_shm("shm_open"),
+        "pyward.shm_unlink": on_shm("shm_unlink"),
         "socket.connect": on_address("connect"),
         "socket.sendto": on_address("sendto"),
         "socket.sendmsg": on_address("sendmsg"),

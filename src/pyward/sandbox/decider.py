@@ -37,7 +37,7 @@ IMPLICIT_ENV = frozenset(("TERM", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES",
                           "TMPDIR", "TEMP", "TMP", "SSLKEYLOGFILE", "SSL_CERT_FILE", "SSL_CERT_DIR"))
 #: Modules whose functions the sandbox replaces by guards: a fresh copy of
 #: them (re-import, importlib.util.module_from_spec) would bring the originals back.
-GUARDED_MODULES = ("_posixsubprocess", "posix")
+GUARDED_MODULES = ("_posixsubprocess", "posix", "_imp")
 #: Modules that create subinterpreters, where the policy cannot be checked.
 SUBINTERPRETER_MODULES = ("_xxsubinterpreters", "_interpreters", "_xxinterpchannels", "_interpchannels",
                           "_xxinterpqueues", "_interpqueues", "interpreters", "_testcapi", "_testinternalcapi")
@@ -174,6 +174,24 @@ def build_decider(policy: Policy, context: Context,
         # does not carry the function, so the calling function is what tells a restore
         "HOOK_RESTORERS": frozenset(((stdlib + "/doctest.py", "run"),)),
         "MODULE_SUFFIXES": (".py", ".pyc", *_imp.extension_suffixes()),
+        # guards of C functions that open files with no audit event (_decide.guard_module); None in
+        # degraded mode, which has no guards
+        "NATIVE_GUARD": getattr(native, "guard", None),
+        "GUARD_METHOD": getattr(native, "guard_method", None),
+        "GUARD_TYPE": type(native.guard(None, len)) if hasattr(native, "guard") else None,
+        "SQLITE_AUTHORIZER": getattr(native, "sqlite_authorizer", None),
+        "SQLITE_BIND": getattr(native, "sqlite_bind", None),
+        "SQLITE_ARM": getattr(native, "sqlite_arm", None),
+        "UNARMED_DATABASE": "(a database whose ATTACH pyward cannot judge)",
+        "METHOD_DESCRIPTOR": type(str.join),
+        "MODULE_TYPE": types.ModuleType,
+        "MODULE_DICT": vars(types.ModuleType)["__dict__"].__get__,
+        "TYPE_FLAGS": type.__dict__["__flags__"].__get__,
+        "IMMUTABLE_TYPE": 1 << 8,  # Py_TPFLAGS_IMMUTABLETYPE: a C type, whose dict the program cannot change
+        "READLINE_FILES": (("read_history_file", 0), ("write_history_file", 0), ("append_history_file", 1),
+                           ("read_init_file", 0)),
+        "FSPATH_DATABASE": "(a database named by an object's __fspath__)",
+        "COMPUTED_DATABASE": "(a database name computed in SQL)",
         "CODE_RELABELLERS": frozenset(((stdlib + "/types.py", "coroutine"),
                                        (stdlib + "/modulefinder.py", "replace_paths_in_code"))),
     }

@@ -3,7 +3,8 @@
 Weaker, and said so at start-up: every audit event reaches Python (slower),
 denials carry a pyward frame in their traceback, and the functions that need
 a native guard (fork_exec without an audit event, dir_fd opens, os.environ
-values) are not guarded.
+values, the C code that opens files with no audit event: sqlite3's ATTACH,
+readline, ssl's certificates, shm_open) are not guarded.
 """
 from __future__ import annotations
 

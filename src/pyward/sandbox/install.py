@@ -84,6 +84,19 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
     resolver = native.guard(None, _socket.getaddrinfo, None, namespace["record_addresses"])
     place(_socket, "getaddrinfo", resolver)
     made += [fork_exec, opener, resolver, absolute, namespace["record_addresses"]]
+    # extension modules whose C code opens files with no audit event (sqlite3's ATTACH,
+    # readline's history, ssl's certificates, shm_open) get guards as they are made
+    import _imp
+
+    namespace["guard_module"](_imp)
+    for name in ("create_dynamic", "exec_dynamic", "create_builtin"):
+        made.append(getattr(_imp, name))
+        if protect is not None:
+            protect(_imp, name, "sandbox guard")
+    made += [namespace["guard_created"], namespace["guard_executed"]]
+    for name in ("_sqlite3", "readline", "_ssl", "_posixshmem"):  # made before the sandbox (pyward's own use)
+        if name in sys.modules:
+            namespace["guard_module"](sys.modules[name])
     if inherit:
         for name in ("execve", "posix_spawn", "posix_spawnp"):
             original = getattr(posix, name, None)
