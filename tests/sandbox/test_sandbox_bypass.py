@@ -216,6 +216,15 @@ ATTEMPTS: dict[str, tuple[str, tuple[str, ...]]] = {
                            text=True)
         print("LEAKED" if "TOPSECRET" in r.stdout else "DENIED", r.returncode)
     """, (f"--allow-run={os.path.basename(sys.executable)},python3,python",)),
+    # a second posix module (module_from_spec) whose open() takes dir_fd: the "open" event names the path alone
+    "posix_copy_dir_fd": ("""
+        import importlib.util
+        fresh = importlib.util.module_from_spec(importlib.util.find_spec('posix'))
+        os.makedirs('out/sub', exist_ok=True)
+        os.chdir('out/sub')  # from here '../secret/key.txt' is out/secret/key.txt, in the policy
+        public = os.open('../../public', os.O_RDONLY)
+        attempt(lambda: os.read(fresh.open('../secret/key.txt', os.O_RDONLY, dir_fd=public), 100))
+    """, ()),
     # -I and -E: the child ignores PYTHONPATH (pyward's boot directory); site's .pth files still arm it
     "child_python_isolated": ("""
         import subprocess

@@ -1023,6 +1023,13 @@ def guard_module(module):
     elif name == "_posixshmem":
         guard_function(space, "shm_open", "pyward.shm_open", None)
         guard_function(space, "shm_unlink", "pyward.shm_unlink", None)
+    elif name == "posix" and module is not POSIX_MODULE:  # a second copy: the guards install.py gave the first
+        guard_function_with(space, "open", None, absolute_open)
+        if PAYLOAD is not None:
+            for function in ("execve", "posix_spawn", "posix_spawnp"):
+                guard_function_with(space, function, None, inject_third)
+    elif name == "_posixsubprocess" and module is not POSIXSUBPROCESS_MODULE:
+        guard_function_with(space, "fork_exec", "pyward.fork_exec", inject_fork_exec if PAYLOAD is not None else None)
     elif name == "_imp":  # the process's, or a fresh copy (module_from_spec): it makes the modules above
         for function, after in (("create_dynamic", guard_created), ("exec_dynamic", guard_executed),
                                 ("create_builtin", guard_created)):
@@ -1035,6 +1042,12 @@ def guard_function(space, name, event, paths):
     original = space.get(name)
     if original is not None and type(original) is not GUARD_TYPE:
         space[name] = NATIVE_GUARD(event, original, None, None, paths)
+
+
+def guard_function_with(space, name, event, before):
+    original = space.get(name)
+    if original is not None and type(original) is not GUARD_TYPE:
+        space[name] = NATIVE_GUARD(event, original, before)
 
 
 def guard_c_method(cls, name, event, paths):

@@ -52,6 +52,7 @@ def build_decider(policy: Policy, context: Context,
                   payload: str | None = None) -> tuple[Callable[..., Any], dict[str, Any], list[Any]]:
     """Re-create `_decide`'s functions in a private namespace; return
     (decide, namespace, objects to untrack)."""
+    import _posixsubprocess
     import _socket
     import builtins
     import posix
@@ -112,6 +113,9 @@ def build_decider(policy: Policy, context: Context,
             (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND) + 1)},
         "ENTRY_OPS": frozenset(("remove", "rmdir", "mkdir", "rmtree", "mkfifo", "mknod")),
         "PAYLOAD": payload,
+        # the process's own: a second copy (importlib.util.module_from_spec) gets the same guards
+        "POSIX_MODULE": posix,
+        "POSIXSUBPROCESS_MODULE": _posixsubprocess,
         "RERUN": context.rerun,
         "PROTECTED_PIDS": frozenset(context.protected_pids),
         "BOOT_DIR": BOOT_DIR,
