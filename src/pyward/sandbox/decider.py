@@ -117,6 +117,8 @@ def build_decider(policy: Policy, context: Context,
         "BOOT_DIR": BOOT_DIR,
         # its own reads (PATH): unchecked, since a check inside a verdict is a nested verdict
         "ENV_GET": native.take_env_reader() if hasattr(native, "take_env_reader") else native.env_get,
+        # directories whose files open quietly, read by the C side before it calls the decider
+        "QUIET_DIRS": native.take_quiet_dirs() if hasattr(native, "take_quiet_dirs") else {},
         "OPEN": posix.open,
         "READ": posix.read,
         "WRITE": posix.write,
@@ -203,7 +205,8 @@ def build_decider(policy: Policy, context: Context,
     handlers = namespace["build_handlers"]()
     namespace["HANDLERS"] = handlers
     hidden: list[Any] = [namespace, namespace["__builtins__"], *functions, *caches.values(), handlers, rules,
-                         namespace["PENDING"], inodes, namespace["VERBS"], namespace["FFI_MODULES"]]
+                         namespace["PENDING"], namespace["QUIET_DIRS"], inodes, namespace["VERBS"],
+                         namespace["FFI_MODULES"]]
     for handler in handlers.values():  # closures made by path_handler() & co.
         hidden.append(handler)
         hidden += [cell for cell in (handler.__closure__ or ())]
