@@ -17,8 +17,8 @@ def attempt(path):
             print(path, f.read())
     except PermissionError:
         print(path, "denied")
-for name in ("a.txt", "b.txt", "c.txt"):  # the first is journaled; the directory is the C side's from then on
-    open("data/" + name).close()
+for name in ("a.txt", "b.txt", "c.txt", "c.txt"):  # the first is journaled; the directory is the C side's
+    open("data/" + name).close()                    # from then on, and c.txt a path it has answered for
 """
 
 
@@ -52,10 +52,13 @@ def test_a_relative_directory_is_the_new_one_after_chdir(tmp_path):
     workspace(tmp_path)
     run = guard(tmp_path, WARM + """
 os.chdir("elsewhere")
-attempt("data/a.txt")
+for name in ("a.txt", "b.txt"):  # the C side's again, for another directory
+    open("../data/" + name).close()
+attempt("data/c.txt")
+attempt("data/b.txt")
 """, "--no-kernel", "--allow-read=data", name="prog/app.py")
-    assert run.stdout.splitlines() == ["data/a.txt denied"], run
-    assert [e["name"] for e in run.denied] == [str(tmp_path / "elsewhere" / "data" / "a.txt")], run.denied
+    assert run.stdout.splitlines() == ["data/c.txt denied", "data/b.txt denied"], run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "elsewhere" / "data" / n) for n in ("c.txt", "b.txt")]
 
 
 def test_a_directory_name_pointed_elsewhere_is_resolved_again(tmp_path):
@@ -69,14 +72,17 @@ def attempt(path):
             print(path, f.read())
     except PermissionError:
         print(path, "denied")
-for name in ("a.txt", "b.txt", "c.txt"):
+for name in ("a.txt", "b.txt", "c.txt", "c.txt"):
     open("current/" + name).close()
 os.remove("current")
 os.symlink("secret", "current")
-attempt("current/a.txt")
+for name in ("a.txt", "b.txt"):
+    open("data/" + name).close()
+attempt("current/c.txt")
+attempt("current/b.txt")
 """, "--no-kernel", "--allow-read=data", "--allow-write=.", name="prog/app.py")
-    assert run.stdout.splitlines() == ["current/a.txt denied"], run
-    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / "a.txt")], run.denied
+    assert run.stdout.splitlines() == ["current/c.txt denied", "current/b.txt denied"], run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / n) for n in ("c.txt", "b.txt")]
 
 
 def test_names_the_rules_do_not_allow_still_reach_the_decider(tmp_path):

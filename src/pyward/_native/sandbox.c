@@ -49,6 +49,7 @@ static _Thread_local int flushing;
 #define MAX_NESTED 4           /* verdicts inside a verdict (program code the interpreter ran there) */
 static int hook_locked;        /* sandbox_set_hook refuses: for good */
 static PyObject *quiet_dirs;   /* the decider's directories whose files open quietly (see quiet_open) */
+static PyObject *quiet_paths;  /* path as spelled -> the accesses (1 read, 2 write) quiet_open allowed */
 static PyObject *open_event;   /* "open", interned */
 
 static int
@@ -305,6 +306,8 @@ name_fits(const char *name, Py_ssize_t len, PyObject *fits)
     return 0;
 }
 
+static int quiet_file(const char *name, Py_ssize_t name_len, long wants, PyObject *entry);
+
 /* The usual open(), allowed here without a Python frame: 1 when the decider
  * would allow it with nothing to journal, 0 when it must judge.  The decider
  * fills `quiet_dirs` (its open_quietly: a directory whose allowance is
@@ -313,11 +316,14 @@ name_fits(const char *name, Py_ssize_t len, PyObject *fits)
  * directory's real path, names quiet to read, names quiet to write); it empties
  * the table whenever names may resolve differently (a rename, a chdir...).
  * The file itself is judged as the decider does: one lstat; a symlink, a hard
- * link, a missing file, anything that is not plain ASCII go to the decider. */
+ * link, a missing file, anything that is not plain ASCII go to the decider.
+ * Like the decider's own per-path cache, a path allowed here is remembered
+ * (`quiet_paths`, emptied with the directories) and not looked at again. */
 static int
 quiet_open(PyObject *args)
 {
-    if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 3 || PyDict_GET_SIZE(quiet_dirs) == 0) {
+    if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 3 || PyDict_GET_SIZE(quiet_dirs) == 0
+        || quiet_paths == NULL) {
         return 0;
     }
     PyObject *path = PyTuple_GET_ITEM(args, 0), *flags_obj = PyTuple_GET_ITEM(args, 2);
@@ -343,6 +349,16 @@ quiet_open(PyObject *args)
     while (cut >= 0 && text[cut] != '/') {
         cut--;
     }
+    long wants = ((flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) ? 2 : 0) | ((flags & O_WRONLY) ? 0 : 1);
+    PyObject *known = PyDict_GetItemWithError(quiet_paths, path);
+    long had = known != NULL && PyLong_CheckExact(known) ? PyLong_AsLong(known) : 0;
+    if ((had & wants) == wants) {
+        return 1;
+    }
+    if (known == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
     const char *name = text + cut + 1;
     Py_ssize_t name_len = len - cut - 1;
     if (name_len == 0 || (name[0] == '.' && (name_len == 1 || (name_len == 2 && name[1] == '.')))) {
@@ -353,30 +369,49 @@ quiet_open(PyObject *args)
         PyErr_Clear();
         return 0;
     }
-    PyObject *entry = PyDict_GetItemWithError(quiet_dirs, key);  /* borrowed: used before the GIL is let go */
-    Py_DECREF(key);
-    if (entry == NULL) {
+    PyObject *entry = PyDict_GetItemWithError(quiet_dirs, key);
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        Py_DECREF(key);
+        return 0;
+    }
+    Py_INCREF(entry);  /* the table may drop it while the GIL is let go for the lstat */
+    int verdict = quiet_file(name, name_len, wants, entry);
+    if (verdict && PyDict_GetItemWithError(quiet_dirs, key) == entry) {
+        /* remembered only while the directory's entry is the one judged by (the
+         * table may have been emptied while the GIL was let go for the lstat) */
+        if (PyDict_GET_SIZE(quiet_paths) > 100000) {
+            PyDict_Clear(quiet_paths);
+        }
+        PyObject *both = PyLong_FromLong(had | wants);
+        if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
+            PyErr_Clear();  /* not remembered: the next open of it comes back here */
+        }
+        Py_XDECREF(both);
+    }
+    if (PyErr_Occurred()) {
         PyErr_Clear();
-        return 0;
     }
-    if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
-        return 0;
-    }
+    Py_DECREF(entry);
+    Py_DECREF(key);
+    return verdict;
+}
+
+/* The file `name` of the directory `entry` (a quiet_dirs value the caller
+ * holds) for the accesses `wants`: 1 quietly allowed. */
+static int
+quiet_file(const char *name, Py_ssize_t name_len, long wants, PyObject *entry)
+{
     PyObject *real = PyTuple_GET_ITEM(entry, 0);
-    if ((flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND))
-        && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 2))) {
-        return 0;
-    }
-    if (!(flags & O_WRONLY) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 1))) {
-        return 0;
-    }
-    if (!PyUnicode_CheckExact(real) || !PyUnicode_IS_ASCII(real)) {
+    if (((wants & 2) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 2)))
+        || ((wants & 1) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 1)))
+        || !PyUnicode_CheckExact(real) || !PyUnicode_IS_ASCII(real)
+        || PyUnicode_GET_LENGTH(real) + 1 + name_len >= PATH_MAX) {
         return 0;
     }
     Py_ssize_t real_len = PyUnicode_GET_LENGTH(real);
-    if (real_len + 1 + name_len >= PATH_MAX) {
-        return 0;
-    }
     char full[PATH_MAX];
     memcpy(full, PyUnicode_DATA(real), real_len);
     full[real_len] = '/';
@@ -1339,7 +1374,8 @@ take_env_reader(PyObject *module, PyObject *unused)
     return PyCFunction_New(&env_raw_def, NULL);
 }
 
-/* The decider's table of directories whose files open quietly (quiet_open):
+/* The decider's tables of directories whose files open quietly and of the paths
+ * opened so (quiet_open):
  * handed out only before the sandbox is installed, to the decider being built,
  * which keeps it in its hidden namespace; from then on only C and it hold it. */
 static PyObject *
@@ -1352,12 +1388,15 @@ take_quiet_dirs(PyObject *module, PyObject *unused)
     if (open_event == NULL && (open_event = PyUnicode_InternFromString("open")) == NULL) {
         return NULL;
     }
-    PyObject *table = PyDict_New();
-    if (table == NULL) {
-        return NULL;
+    PyObject *dirs = PyDict_New(), *paths = PyDict_New();
+    PyObject *tables = dirs != NULL && paths != NULL ? PyTuple_Pack(2, dirs, paths) : NULL;
+    if (tables != NULL) {  /* the decider built last is the one installed */
+        Py_XSETREF(quiet_dirs, Py_NewRef(dirs));
+        Py_XSETREF(quiet_paths, Py_NewRef(paths));
     }
-    Py_XSETREF(quiet_dirs, Py_NewRef(table));  /* the decider built last is the one installed */
-    return table;
+    Py_XDECREF(dirs);
+    Py_XDECREF(paths);
+    return tables;
 }
 
 static PyObject *
@@ -1422,8 +1461,8 @@ PyMethodDef pw_sandbox_methods[] = {
     {"take_env_reader", take_env_reader, METH_NOARGS,
      "take_env_reader(): the decider's unchecked environment reader; only before the sandbox is installed."},
     {"take_quiet_dirs", take_quiet_dirs, METH_NOARGS,
-     "take_quiet_dirs(): the decider's table of directories whose files open quietly; only before the sandbox "
-     "is installed."},
+     "take_quiet_dirs() -> (dirs, paths): the decider's tables of directories whose files open quietly and of "
+     "the paths opened so; only before the sandbox is installed."},
     {"env_names", env_names, METH_NOARGS, "env_names() -> list[str]: names in the process environment."},
     {NULL, NULL, 0, NULL},
 };

@@ -672,6 +672,7 @@ def forget_paths():
     DIRS.clear()
     SPOTS.clear()
     QUIET_DIRS.clear()
+    QUIET_PATHS.clear()
     QUIET.clear()
     STATE.pop("info", None)
     for key in [k for k in CACHE if k[:4] in ("read", "writ")]:
@@ -756,6 +757,8 @@ def quiet_for_native(spelled, path):
     journaled, stays with open_quietly."""
     spot = SPOTS.get(path[:path.rfind("/")])
     if spot is not None:
+        if len(QUIET_DIRS) > 100000:
+            QUIET_DIRS.clear()
         QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (spot[0], native_names(spot[1], "read", spot[0]),
                                                         native_names(spot[2], "write", spot[0]))
 
@@ -1202,7 +1205,8 @@ def pick(first, second):
 
 def on_chdir(args):
     STATE.pop("cwd", None)
-    QUIET_DIRS.clear()  # its keys spell relative directories from the old one
+    QUIET_DIRS.clear()  # their keys spell relative paths from the old one
+    QUIET_PATHS.clear()
     return None
 
 

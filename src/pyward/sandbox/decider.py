@@ -75,7 +75,11 @@ def build_decider(policy: Policy, context: Context,
         "CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS", "DIRS", "PLANS", "SPOTS", "QUIET", "STATE", "TTY",
         "ON_DISK", "RULE_ADDRESSES")}
     stdlib = os.path.dirname(os.__file__)
+    # directories whose files open quietly, and the paths opened so: read by the C side before it calls the decider
+    quiet_dirs, quiet_paths = native.take_quiet_dirs() if hasattr(native, "take_quiet_dirs") else ({}, {})
     namespace: dict[str, Any] = {
+        "QUIET_DIRS": quiet_dirs,
+        "QUIET_PATHS": quiet_paths,
         "__builtins__": {name: getattr(builtins, name) for name in (
             "len", "str", "int", "type", "tuple", "list", "dict", "bytes", "range", "zip", "OSError",
             "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError", "Exception", "isinstance",
@@ -117,8 +121,6 @@ def build_decider(policy: Policy, context: Context,
         "BOOT_DIR": BOOT_DIR,
         # its own reads (PATH): unchecked, since a check inside a verdict is a nested verdict
         "ENV_GET": native.take_env_reader() if hasattr(native, "take_env_reader") else native.env_get,
-        # directories whose files open quietly, read by the C side before it calls the decider
-        "QUIET_DIRS": native.take_quiet_dirs() if hasattr(native, "take_quiet_dirs") else {},
         "OPEN": posix.open,
         "READ": posix.read,
         "WRITE": posix.write,
@@ -205,7 +207,7 @@ def build_decider(policy: Policy, context: Context,
     handlers = namespace["build_handlers"]()
     namespace["HANDLERS"] = handlers
     hidden: list[Any] = [namespace, namespace["__builtins__"], *functions, *caches.values(), handlers, rules,
-                         namespace["PENDING"], namespace["QUIET_DIRS"], inodes, namespace["VERBS"],
+                         namespace["PENDING"], quiet_dirs, quiet_paths, inodes, namespace["VERBS"],
                          namespace["FFI_MODULES"]]
     for handler in handlers.values():  # closures made by path_handler() & co.
         hidden.append(handler)
