@@ -756,11 +756,13 @@ def quiet_for_native(spelled, path):
     directory has a deny rule that could match a name, or whose allowance was not yet
     journaled, stays with open_quietly."""
     spot = SPOTS.get(path[:path.rfind("/")])
-    if spot is not None:
+    if spot is None:
+        return
+    read, write = native_names(spot[1], "read", spot[0]), native_names(spot[2], "write", spot[0])
+    if read is not None or write is not None:
         if len(QUIET_DIRS) > 100000:
             QUIET_DIRS.clear()
-        QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (spot[0], native_names(spot[1], "read", spot[0]),
-                                                        native_names(spot[2], "write", spot[0]))
+        QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (spot[0], read, write)
 
 
 def native_names(state, perm, directory):
