@@ -1,6 +1,7 @@
 """What the sandbox costs, against plain python in the same run.
 
     python bench/sandbox.py [--rounds N] [--json]
+    python bench/sandbox.py --count [--json]
 
 Each workload times itself inside the process (so interpreter start-up does
 not dilute the ratio) and runs alternately under `python` and under
@@ -18,6 +19,13 @@ median wall time of whole runs, as in bench/startup.py.  Targets:
 * an import-heavy and json-heavy CPU workload: at most 1.03x;
 * start-up of `pyward run` with that policy (kernel wall included): under 30 ms added;
   --json also gives the median without the wall (`median_no_kernel`).
+
+With --count, the opens are counted instead of timed: the instructions per
+open()+close() (valgrind; each program run with its 2,000 opens and with none,
+the difference is the work) of 2,000 distinct files and of one file 2,000
+times, under python and under the policy in enforce and in watch.  The count
+leaves out what the kernel does (the syscalls, the kernel wall): the timed
+rows hold that.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ import textwrap
 from _common import (
     IMPORTS_AND_JSON,
     bench_arguments,
+    count_instructions,
     describe,
     print_results,
     python_version,
@@ -48,6 +57,20 @@ DISTINCT = f"""
         open(name).close()
     print((time.perf_counter() - t) / len(names) * 1e6)
 """
+
+#: the opens of --count: (program, its argument) where the argument is how many to open
+COUNTED = {
+    "open()+close() 2,000 distinct files": f"""
+        import sys
+        for name in ['data/many-%d.txt' % i for i in range({DISTINCT_FILES})][:int(sys.argv[1])]:
+            open(name).close()
+    """,
+    "open()+close() one file 2,000 times": """
+        import sys
+        for _ in range(int(sys.argv[1])):
+            open('data/file-17.txt').close()
+    """,
+}
 
 WORKLOADS = {
     # sys.audit of an event nobody subscribed to: the C filter's hash lookup and nothing else
@@ -90,20 +113,55 @@ def policy_flags(tmp: str) -> list[str]:
     return flags
 
 
-def main() -> int:
-    args = bench_arguments(__doc__)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
-    pw = pyward_cmd()
+def make_files(tmp: str) -> None:
+    os.mkdir(os.path.join(tmp, "data"))
+    for i in range(20):
+        with open(os.path.join(tmp, "data", f"file-{i}.txt"), "w") as f:
+            f.write("x")
+    for i in range(DISTINCT_FILES):
+        with open(os.path.join(tmp, "data", f"many-{i}.txt"), "w") as f:
+            f.write("x")
+
+
+def counted(pw: list[str], env: dict[str, str], as_json: bool) -> int:
+    """Instructions per open()+close() under each arm (the --count mode)."""
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = os.path.realpath(tmp)
-        os.mkdir(os.path.join(tmp, "data"))
-        for i in range(20):
-            with open(os.path.join(tmp, "data", f"file-{i}.txt"), "w") as f:
-                f.write("x")
-        for i in range(DISTINCT_FILES):
-            with open(os.path.join(tmp, "data", f"many-{i}.txt"), "w") as f:
-                f.write("x")
+        make_files(tmp)
+        guarded = [*pw, "run", "--no-config", "--no-report", "--no-tamper", *policy_flags(tmp)]
+        arms = {"python": [sys.executable], "enforce": guarded, "watch": [*guarded, "--mode=watch"]}
+        for name, code in COUNTED.items():
+            with open(os.path.join(tmp, "work.py"), "w") as f:
+                f.write(textwrap.dedent(code))
+            per_open = {arm: (count_instructions([*cmd, "work.py", str(DISTINCT_FILES)], tmp, env)
+                              - count_instructions([*cmd, "work.py", "0"], tmp, env)) / DISTINCT_FILES
+                        for arm, cmd in arms.items()}
+            results[name] = {"python": per_open["python"], "enforce": per_open["enforce"], "watch": per_open["watch"],
+                             "ratio_enforce": per_open["enforce"] / per_open["python"],
+                             "ratio_watch": per_open["watch"] / per_open["python"]}
+    if as_json:
+        print(json.dumps({"bench": "sandbox-count", "python": python_version(), "results": results}))
+        return 0
+    print(f"sandbox cost on Python {python_version()}: instructions per open (valgrind), 20-rule policy")
+    width = max(len(name) for name in results)
+    print(f"  {'workload':{width}} {'python':>8} {'enforce':>8} {'watch':>8}  ratios")
+    for name, r in results.items():
+        print(f"  {name:{width}} {r['python']:8.0f} {r['enforce']:8.0f} {r['watch']:8.0f}"
+              f"  {r['ratio_enforce']:.3f}x {r['ratio_watch']:.3f}x")
+    return 0
+
+
+def main() -> int:
+    args = bench_arguments(__doc__, count=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYWARD")}
+    pw = pyward_cmd()
+    if args.count:
+        return counted(pw, env, args.json)
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = os.path.realpath(tmp)
+        make_files(tmp)
         flags = policy_flags(tmp)
         for name, (code, compare) in WORKLOADS.items():
             script = os.path.join(tmp, "work.py")

@@ -23,9 +23,11 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static PyObject *decide_fn;    /* the sandbox's decision callable */
@@ -46,6 +48,9 @@ static PyObject *flush_fn;     /* journals the queue: called after a verdict, ne
 static _Thread_local int flushing;
 #define MAX_NESTED 4           /* verdicts inside a verdict (program code the interpreter ran there) */
 static int hook_locked;        /* sandbox_set_hook refuses: for good */
+static PyObject *quiet_dirs;   /* the decider's directories whose files open quietly (see quiet_open) */
+static PyObject *quiet_paths;  /* path as spelled -> the accesses (1 read, 2 write) quiet_open allowed */
+static PyObject *open_event;   /* "open", interned */
 
 static int
 raise_denied_as(PyObject *type, PyObject *message)
@@ -243,11 +248,193 @@ flush_pending(void)
 
 static int decide_in_window(PyObject *event, PyObject *args, int hooked);
 
+/* The decider's wild_match over an ASCII name: `parts` is a '*' glob split on
+ * '*' (parts[0]*parts[1]*...); a part that is not an ASCII str never fits. */
+static int
+glob_fits(const char *name, Py_ssize_t len, PyObject *parts)
+{
+    Py_ssize_t n = PyTuple_CheckExact(parts) ? PyTuple_GET_SIZE(parts) : 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *part = PyTuple_GET_ITEM(parts, j);
+        if (!PyUnicode_CheckExact(part) || !PyUnicode_IS_ASCII(part)) {
+            return 0;
+        }
+    }
+    if (n == 0) {
+        return 0;
+    }
+    PyObject *first = PyTuple_GET_ITEM(parts, 0), *last = PyTuple_GET_ITEM(parts, n - 1);
+    Py_ssize_t first_len = PyUnicode_GET_LENGTH(first), last_len = PyUnicode_GET_LENGTH(last);
+    if (n == 1) {
+        return len == first_len && memcmp(name, PyUnicode_DATA(first), len) == 0;
+    }
+    Py_ssize_t position = first_len, end = len - last_len;
+    if (position > end || memcmp(name, PyUnicode_DATA(first), first_len) != 0
+        || memcmp(name + end, PyUnicode_DATA(last), last_len) != 0) {
+        return 0;
+    }
+    for (Py_ssize_t j = 1; j < n - 1; j++) {
+        PyObject *middle = PyTuple_GET_ITEM(parts, j);
+        Py_ssize_t size = PyUnicode_GET_LENGTH(middle);
+        const char *found = size == 0 ? name + position
+                                      : memmem(name + position, end - position, PyUnicode_DATA(middle), size);
+        if (found == NULL) {
+            return 0;
+        }
+        position = (found - name) + size;
+    }
+    return 1;
+}
+
+/* Whether the file name `name` (ASCII, `len` bytes) fits `fits`, a quiet_dirs
+ * entry's answer for one access: True every name; a tuple of patterns, each a
+ * tuple of the parts of a '*' glob (one part: that exact name); else none. */
+static int
+name_fits(const char *name, Py_ssize_t len, PyObject *fits)
+{
+    if (fits == Py_True) {
+        return 1;
+    }
+    if (!PyTuple_CheckExact(fits)) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(fits); i++) {
+        if (glob_fits(name, len, PyTuple_GET_ITEM(fits, i))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int quiet_file(const char *name, Py_ssize_t name_len, long wants, PyObject *entry);
+
+/* The usual open(), allowed here without a Python frame: 1 when the decider
+ * would allow it with nothing to journal, 0 when it must judge.  The decider
+ * fills `quiet_dirs` (its open_quietly: a directory whose allowance is
+ * journaled already and where no deny rule can match a name) keyed by the
+ * directory as the program spells it, up to its last '/', mapping to (the
+ * directory's real path, names quiet to read, names quiet to write); it empties
+ * the table whenever names may resolve differently (a rename, a chdir...).
+ * The file itself is judged as the decider does: one lstat; a symlink, a hard
+ * link, a missing file, anything that is not plain ASCII go to the decider.
+ * Like the decider's own per-path cache, a path allowed here is remembered
+ * (`quiet_paths`, emptied with the directories) and not looked at again. */
+static int
+quiet_open(PyObject *args)
+{
+    if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 3 || PyDict_GET_SIZE(quiet_dirs) == 0
+        || quiet_paths == NULL) {
+        return 0;
+    }
+    PyObject *path = PyTuple_GET_ITEM(args, 0), *flags_obj = PyTuple_GET_ITEM(args, 2);
+    if (!PyUnicode_CheckExact(path) || !PyUnicode_IS_ASCII(path) || !PyLong_CheckExact(flags_obj)) {
+        return 0;
+    }
+    int overflow;
+    long flags = PyLong_AsLongAndOverflow(flags_obj, &overflow);
+    if (overflow || (flags == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    if ((flags == 0 && PyUnicode_Check(PyTuple_GET_ITEM(args, 1)))  /* fopen's mode string: the decider reads it */
+        || (flags & O_NOFOLLOW) || ((flags & O_CREAT) && (flags & O_EXCL))) {
+        return 0;
+    }
+    Py_ssize_t len = PyUnicode_GET_LENGTH(path);
+    const char *text = (const char *)PyUnicode_DATA(path);  /* ASCII: one byte a character */
+    if (len == 0 || len >= PATH_MAX || memchr(text, '\0', len) != NULL) {
+        return 0;
+    }
+    Py_ssize_t cut = len - 1;
+    while (cut >= 0 && text[cut] != '/') {
+        cut--;
+    }
+    long wants = ((flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)) ? 2 : 0) | ((flags & O_WRONLY) ? 0 : 1);
+    PyObject *known = PyDict_GetItemWithError(quiet_paths, path);
+    long had = known != NULL && PyLong_CheckExact(known) ? PyLong_AsLong(known) : 0;
+    if ((had & wants) == wants) {
+        return 1;
+    }
+    if (known == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    const char *name = text + cut + 1;
+    Py_ssize_t name_len = len - cut - 1;
+    if (name_len == 0 || (name[0] == '.' && (name_len == 1 || (name_len == 2 && name[1] == '.')))) {
+        return 0;
+    }
+    PyObject *key = PyUnicode_Substring(path, 0, cut + 1);
+    if (key == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *entry = PyDict_GetItemWithError(quiet_dirs, key);
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+        }
+        Py_DECREF(key);
+        return 0;
+    }
+    Py_INCREF(entry);  /* the table may drop it while the GIL is let go for the lstat */
+    int verdict = quiet_file(name, name_len, wants, entry);
+    if (verdict && PyDict_GetItemWithError(quiet_dirs, key) == entry) {
+        /* remembered only while the directory's entry is the one judged by (the
+         * table may have been emptied while the GIL was let go for the lstat) */
+        if (PyDict_GET_SIZE(quiet_paths) > 100000) {
+            PyDict_Clear(quiet_paths);
+        }
+        PyObject *both = PyLong_FromLong(had | wants);
+        if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
+            PyErr_Clear();  /* not remembered: the next open of it comes back here */
+        }
+        Py_XDECREF(both);
+    }
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+    }
+    Py_DECREF(entry);
+    Py_DECREF(key);
+    return verdict;
+}
+
+/* The file `name` of the directory `entry` (a quiet_dirs value the caller
+ * holds) for the accesses `wants`: 1 quietly allowed. */
+static int
+quiet_file(const char *name, Py_ssize_t name_len, long wants, PyObject *entry)
+{
+    PyObject *real = PyTuple_GET_ITEM(entry, 0);
+    if (((wants & 2) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 2)))
+        || ((wants & 1) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 1)))
+        || !PyUnicode_CheckExact(real) || !PyUnicode_IS_ASCII(real)
+        || PyUnicode_GET_LENGTH(real) + 1 + name_len >= PATH_MAX) {
+        return 0;
+    }
+    Py_ssize_t real_len = PyUnicode_GET_LENGTH(real);
+    char full[PATH_MAX];
+    memcpy(full, PyUnicode_DATA(real), real_len);
+    full[real_len] = '/';
+    memcpy(full + real_len + 1, name, name_len);
+    full[real_len + 1 + name_len] = '\0';
+    struct stat info;
+    int rc;
+    int saved = errno;
+    Py_BEGIN_ALLOW_THREADS
+    rc = lstat(full, &info);
+    Py_END_ALLOW_THREADS
+    errno = saved;
+    return rc == 0 && !S_ISLNK(info.st_mode) && info.st_nlink <= 1;
+}
+
 int
 pw_sandbox_decide_for(PyObject *event, PyObject *args, int hooked)
 {
     if (decide_fn == NULL) {
         return hooked ? pw_hook_alone(event, args) : 0;  /* no policy: hook-only, or nothing installed */
+    }
+    if (event == open_event && !hooked && depth == 0 && quiet_dirs != NULL && quiet_open(args)) {
+        return 0;
     }
     if (depth == 0 && PyErr_CheckSignals() < 0) {
         /* signal handlers already due run now, before the window, judged like any code */
@@ -1187,6 +1374,31 @@ take_env_reader(PyObject *module, PyObject *unused)
     return PyCFunction_New(&env_raw_def, NULL);
 }
 
+/* The decider's tables of directories whose files open quietly and of the paths
+ * opened so (quiet_open):
+ * handed out only before the sandbox is installed, to the decider being built,
+ * which keeps it in its hidden namespace; from then on only C and it hold it. */
+static PyObject *
+take_quiet_dirs(PyObject *module, PyObject *unused)
+{
+    if (decide_fn != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the sandbox is installed: its table of quiet directories is not handed out");
+        return NULL;
+    }
+    if (open_event == NULL && (open_event = PyUnicode_InternFromString("open")) == NULL) {
+        return NULL;
+    }
+    PyObject *dirs = PyDict_New(), *paths = PyDict_New();
+    PyObject *tables = dirs != NULL && paths != NULL ? PyTuple_Pack(2, dirs, paths) : NULL;
+    if (tables != NULL) {  /* the decider built last is the one installed */
+        Py_XSETREF(quiet_dirs, Py_NewRef(dirs));
+        Py_XSETREF(quiet_paths, Py_NewRef(paths));
+    }
+    Py_XDECREF(dirs);
+    Py_XDECREF(paths);
+    return tables;
+}
+
 static PyObject *
 env_names(PyObject *module, PyObject *unused)
 {
@@ -1248,6 +1460,9 @@ PyMethodDef pw_sandbox_methods[] = {
      "env_get(name, listing=False) -> str | None: the environment variable, if the sandbox allows."},
     {"take_env_reader", take_env_reader, METH_NOARGS,
      "take_env_reader(): the decider's unchecked environment reader; only before the sandbox is installed."},
+    {"take_quiet_dirs", take_quiet_dirs, METH_NOARGS,
+     "take_quiet_dirs() -> (dirs, paths): the decider's tables of directories whose files open quietly and of "
+     "the paths opened so; only before the sandbox is installed."},
     {"env_names", env_names, METH_NOARGS, "env_names() -> list[str]: names in the process environment."},
     {NULL, NULL, 0, NULL},
 };

@@ -671,6 +671,8 @@ def forget_paths():
     RESOLVED_PATHS.clear()
     DIRS.clear()
     SPOTS.clear()
+    QUIET_DIRS.clear()
+    QUIET_PATHS.clear()
     QUIET.clear()
     STATE.pop("info", None)
     for key in [k for k in CACHE if k[:4] in ("read", "writ")]:
@@ -694,6 +696,7 @@ def on_open(args):
         if key + WANTS[flags & ACCESS_FLAGS] in QUIET:
             return None  # this path, this access: decided already, nothing to say (cleared by forget_paths)
         if open_quietly(key, flags):
+            quiet_for_native(path, key)
             return None
     real = resolve(path, None, follow)
     if real is None:
@@ -743,6 +746,44 @@ def open_quietly(path, flags):
         return False
     QUIET[path + WANTS[flags & ACCESS_FLAGS]] = 1
     return True
+
+
+def quiet_for_native(spelled, path):
+    """Let the C side answer the next opens in this directory itself (see quiet_open in
+    _native/sandbox.c): keyed by the directory as the program spells it, with its real
+    path and, for each access, the names it may open quietly (True: all; a tuple of
+    '*' globs split on '*').  Only what is known to need no journal: an access whose
+    directory has a deny rule that could match a name, or whose allowance was not yet
+    journaled, stays with open_quietly."""
+    spot = SPOTS.get(path[:path.rfind("/")])
+    if spot is None:
+        return
+    read, write = native_names(spot[1], "read", spot[0]), native_names(spot[2], "write", spot[0])
+    if read is not None or write is not None:
+        if len(QUIET_DIRS) > 100000:
+            QUIET_DIRS.clear()
+        QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (spot[0], read, write)
+
+
+def native_names(state, perm, directory):
+    if state is None or state[0]:
+        return None
+    if perm == "read" and STR_ADD(directory, "/").startswith(IMPLICIT_READ_ROOTS):
+        # every name here is implicitly readable: quiet unless an allowance is still to be journaled
+        return True if state[3] or not (state[2] or state[1]) else None
+    if not state[3]:
+        return None
+    if state[2]:
+        return True
+    names = []
+    for how, what, _origin in state[1]:
+        if how == 0:
+            return True
+        if how == 5:
+            names.append(what)
+        elif how == 1:
+            names.append((what,))
+    return tuple(names) if names else None
 
 
 def quiet_in(spot, slot, perm, full, name):
@@ -1179,6 +1220,8 @@ def pick(first, second):
 
 def on_chdir(args):
     STATE.pop("cwd", None)
+    QUIET_DIRS.clear()  # their keys spell relative paths from the old one
+    QUIET_PATHS.clear()
     return None
 
 

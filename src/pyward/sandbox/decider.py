@@ -76,7 +76,11 @@ def build_decider(policy: Policy, context: Context,
         "CACHE", "NOTED", "GRANTED", "RESOLVED", "RESOLVED_PATHS", "DIRS", "PLANS", "SPOTS", "QUIET", "STATE", "TTY",
         "ON_DISK", "RULE_ADDRESSES")}
     stdlib = os.path.dirname(os.__file__)
+    # directories whose files open quietly, and the paths opened so: read by the C side before it calls the decider
+    quiet_dirs, quiet_paths = native.take_quiet_dirs() if hasattr(native, "take_quiet_dirs") else ({}, {})
     namespace: dict[str, Any] = {
+        "QUIET_DIRS": quiet_dirs,
+        "QUIET_PATHS": quiet_paths,
         "__builtins__": {name: getattr(builtins, name) for name in (
             "len", "str", "int", "type", "tuple", "list", "dict", "bytes", "range", "zip", "OSError",
             "TypeError", "ValueError", "KeyError", "IndexError", "AttributeError", "Exception", "isinstance",
@@ -207,7 +211,8 @@ def build_decider(policy: Policy, context: Context,
     handlers = namespace["build_handlers"]()
     namespace["HANDLERS"] = handlers
     hidden: list[Any] = [namespace, namespace["__builtins__"], *functions, *caches.values(), handlers, rules,
-                         namespace["PENDING"], inodes, namespace["VERBS"], namespace["FFI_MODULES"]]
+                         namespace["PENDING"], quiet_dirs, quiet_paths, inodes, namespace["VERBS"],
+                         namespace["FFI_MODULES"]]
     for handler in handlers.values():  # closures made by path_handler() & co.
         hidden.append(handler)
         hidden += [cell for cell in (handler.__closure__ or ())]
