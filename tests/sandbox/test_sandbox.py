@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -814,3 +815,24 @@ def test_probing_for_a_file_that_does_not_exist_is_not_a_denial(tmp_path):
     assert run.status == 0, run
     assert run.stdout == "FileNotFoundError\nAccessDenied\nAccessDenied\n"
     assert [e["name"] for e in run.denied] == ["/etc/hostname", os.path.expanduser("~/.nope-pyward-rc")]
+
+
+def test_a_child_that_outlives_the_run_is_still_denied_quietly(project, tmp_path_factory):
+    """The run has ended and its children's spool is gone: a denial in a child that goes on
+    is still a denial, printed by the child, with no error from pyward's record."""
+    secret = tmp_path_factory.mktemp("secret") / "s.txt"
+    secret.write_text("TOPSECRET")
+    (project / "late.py").write_text(
+        "import sys, time\ntime.sleep(1.5)\n"
+        "try:\n    open(sys.argv[1]).read(); print('late child read it')\n"
+        "except PermissionError:\n    print('late child denied')\n"
+        "open(sys.argv[2], 'w').write('done')\n")
+    code = (f"import subprocess, sys\nsubprocess.Popen([sys.executable, 'late.py', {str(secret)!r}, 'out/done.txt'], "
+            "stdout=open('out/late.log', 'w'), stderr=subprocess.STDOUT)\n")
+    run = guard(project, code, "--allow-run=*", "--allow-env=*", "--allow-write=out")
+    assert run.status == 0, run
+    deadline = time.monotonic() + 30
+    while not (project / "out" / "done.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    output = (project / "out" / "late.log").read_text()
+    assert "late child denied" in output and "Traceback" not in output, output

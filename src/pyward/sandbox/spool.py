@@ -33,7 +33,10 @@ def write_spool(spool: str, kind: str, name: str, message: str, severity: str, d
     """Append one event; a single O_APPEND write, so children never tear each other's lines."""
     line = dumps([kind, name, message, severity, details, site[0], site[1], os.getpid(),
                   time.time()], sort_keys=False) + "\n"
-    fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except FileNotFoundError:  # the run has ended and its directory is gone: a child that outlived it
+        return  # (a daemon, multiprocessing's resource tracker) has printed the line, nobody reads the spool
     try:
         os.write(fd, line.encode("ascii"))
     finally:
