@@ -9,7 +9,7 @@ import os
 
 from sandbox_helpers import guard
 
-WARM = """
+ATTEMPT = """
 import os
 def attempt(path):
     try:
@@ -17,6 +17,8 @@ def attempt(path):
             print(path, f.read())
     except PermissionError:
         print(path, "denied")
+"""
+WARM = ATTEMPT + """
 for name in ("a.txt", "b.txt", "c.txt", "c.txt"):  # the first is journaled; the directory is the C side's
     open("data/" + name).close()                    # from then on, and c.txt a path it has answered for
 """
@@ -64,14 +66,7 @@ attempt("data/b.txt")
 def test_a_directory_name_pointed_elsewhere_is_resolved_again(tmp_path):
     workspace(tmp_path)
     os.symlink("data", tmp_path / "current")
-    run = guard(tmp_path, """
-import os
-def attempt(path):
-    try:
-        with open(path) as f:
-            print(path, f.read())
-    except PermissionError:
-        print(path, "denied")
+    run = guard(tmp_path, ATTEMPT + """
 for name in ("a.txt", "b.txt", "c.txt", "c.txt"):
     open("current/" + name).close()
 os.remove("current")
