@@ -1,6 +1,7 @@
 """Servers kept up by heal, under load, against the same servers without pyward.
 
     python bench/serve.py [--work real|hello] [--requests N] [--rounds N] [--only NAME] [--same] [--otel] [--json]
+    python bench/serve.py --count [--work real|hello] [--only NAME] [--crash-every N] [--json]
 
 `--work real` (the default): the usual request does what a web handler does,
 a SQLite query (a few dozen rows of an on-disk database, one connection per
@@ -44,6 +45,22 @@ on both sides: the spread of its ratios is the machine's noise floor.
 receiver in this process, bench/record.py's), against the same `pyward run
 --heal` without `--otel`; every heal is a notice the exporter sends. Target:
 within 1.02x (throughput at least 0.98x).
+
+`--count`: instructions instead of time, which a loaded machine does not
+move.  Each server runs alone under valgrind (cachegrind, its children
+included: gunicorn's workers, pyward's recorder), is loaded with 500 and
+then 2,500 requests (in two runs, the load generator outside valgrind), and
+the figure is the difference over the 2,000 requests: a request's
+instructions, start-up and the heals of the first requests left out.
+PYTHONHASHSEED is fixed on both sides (dictionaries' probe lengths move a
+request's count by up to 0.3% from process to process); what remains is the
+C allocator's state (about 1% from one run to another on real handlers), so
+a count decides between two versions of the middleware to within that, and
+the in-process cost of the middleware is best counted on its own.  Plain
+python answers each crash path with a 500 and, for Starlette and
+http.server, a closed connection on which the client's next request is
+lost: it does less work per request than pyward, which heals and answers
+them all (`--crash-every 1000000000`: no crash but the first request).
 """
 from __future__ import annotations
 
@@ -287,6 +304,57 @@ def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env:
             stop(server)
 
 
+COUNT_LOADS = (500, 2500)  # requests of the two runs whose difference --count divides
+
+
+def counted_run(argv: list[str], cwd: str, env: dict[str, str], requests: int, crash_every: int) -> int:
+    """Instructions of one server process tree (valgrind) that served `requests` requests."""
+    shutil.rmtree(os.path.join(cwd, ".pyward"), ignore_errors=True)
+    port = free_port()
+    argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+            "--trace-children=yes", *(a.replace("PORT", str(port)) for a in argv)]
+    server = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # a server starts ~50 times slower under valgrind
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                why = server.stderr.read()
+                raise SystemExit(f"server did not start under valgrind: {' '.join(argv)}\n{why}") from None
+            time.sleep(0.2)
+    time.sleep(2)  # gunicorn: let the second worker boot
+    subprocess.run([sys.executable, os.path.join(HERE, "_load.py"), str(port), str(requests), "8", str(crash_every),
+                    "100"], capture_output=True, text=True, check=True)
+    server.send_signal(signal.SIGTERM if "gunicorn" in argv or "uvicorn" in argv else signal.SIGINT)
+    _, err = server.communicate(timeout=600)
+    counts = [int(line.rsplit(None, 1)[-1].replace(",", "")) for line in err.splitlines()
+              if "I refs:" in line or "I   refs:" in line]
+    if not counts:
+        raise SystemExit(f"valgrind printed no instruction count for {' '.join(argv)}:\n{err[-2000:]}")
+    return sum(counts)
+
+
+def counted(arms: dict[str, dict[str, tuple[list[str], dict[str, str]]]], cwd: str, env: dict[str, str],
+            crash_every: int) -> dict[str, Any]:
+    """Each server's instructions per request, without and with pyward (see --count)."""
+    env = {**env, "PYTHONHASHSEED": "0"}
+    results = {}
+    for name, sides in arms.items():
+        per = {}
+        for side, (argv, extra) in sides.items():
+            print(f"\r[serve.py] counting {name}, {side}{' ' * 20}", end="", file=sys.stderr, flush=True)
+            low, high = (counted_run(argv, cwd, {**env, **extra}, n, crash_every) for n in COUNT_LOADS)
+            per[side] = (high - low) / (COUNT_LOADS[1] - COUNT_LOADS[0])
+        results[name] = {"python": per["python"], "pyward": per["pyward"], "added": per["pyward"] - per["python"],
+                         "ratio": per["pyward"] / per["python"], "target": "(instructions; for information)",
+                         "met": True}
+    print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+    return results
+
+
 def main() -> None:
     import argparse
 
@@ -305,6 +373,8 @@ def main() -> None:
                         help="http.server under pyward run --heal, with --otel and a collector on loopback against "
                              "without --otel (target: within 1.02x)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--count", action="store_true",
+                        help="count a request's instructions with valgrind instead of timing (slow, repeatable)")
     args = parser.parse_args()
     collector = None
     work = tempfile.mkdtemp(prefix="pyward-bench-serve-")
@@ -336,6 +406,16 @@ def main() -> None:
             arms = {name: {"python": sides["python"], "pyward": sides["python"]} for name, sides in arms.items()}
         if not arms:
             parser.error(f"--only {args.only!r} matches none of the servers")
+        if args.count:
+            results = counted(arms, work, env, args.crash_every)
+            if args.json:
+                print(json.dumps({"bench": "serve-count", "work": args.work, "python": python_version(),
+                                  "results": results}))
+            else:
+                print_results(f"Servers, instructions per request ({args.work} handlers, valgrind), Python "
+                              f"{python_version()}: the difference of {COUNT_LOADS[1]} and {COUNT_LOADS[0]} "
+                              f"requests, 1 in {args.crash_every} to a crash path", results)
+            return
         runs: dict[str, dict[str, list[dict]]] = {name: {"python": [], "pyward": []} for name in arms}
         for number in range(args.rounds):
             for name, sides in arms.items():

@@ -34,16 +34,19 @@ _watch = False  # an application that answers its crashes with its own 500 is se
 def prepare(app: Any) -> None:
     """Read the configuration now (a middleware's construction), so that a bad
     config file fails when the application loads, not at its first request;
-    and import what a heal needs (~25 ms), so the first crashed request does
-    not wait for it.  The engine itself starts at the first request: after
-    the fork, in each worker of a pre-forking server."""
+    and import what the engine's start and a heal need (~25 ms; more where
+    no bytecode cache is written), so that neither the first request nor
+    the first crashed one waits for imports.  The engine itself starts at
+    the first request: after the fork, in each worker of a pre-forking
+    server."""
     global _settings, _watch
     _watch = _watch or swallows(app)
     if active() is None and current() is None and _settings is None:
         import bytecode  # noqa: F401
 
-        from .. import config
-        from . import engine, fingerprint, guards, paths, store, synth  # noqa: F401
+        from .. import checkpoint, config, identity, policy, recorder, report  # noqa: F401 (the session's record)
+        from . import fingerprint, guards, paths, recovery, shadow, store, synth  # noqa: F401
+        from .engine import HealEngine  # noqa: F401 (`from . import engine` is the package's engine())
 
         _settings = config.load(cwd=os.getcwd(), overrides={"heal.enabled": True})
         paths.library_dirs()

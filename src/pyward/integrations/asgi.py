@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[dict[str, Any]]]
     Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+ACTIVE = boundary.ACTIVE  # read and set by every request
+
 
 class Middleware:
     """Heal crashes of `app`'s request handlers; see the module's documentation."""
@@ -40,20 +42,20 @@ class Middleware:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         # every request runs this and the exchange's send twice (bench/serve.py measures it): the usual path, one
         # attempt answered below 500 with escapes not watched, is all here; anything else is the boundary's
-        if scope["type"] != "http" or boundary.ACTIVE.get() is not None:  # not a request, or another boundary's
+        if scope["type"] != "http" or ACTIVE.get() is not None:  # not a request, or another boundary's
             return await self.app(scope, receive, send)
         rule = server.rule()
         if rule is None:
             return await self.app(scope, receive, send)
         # this request's task (a server runs each in its own) and the threads it starts are in the boundary
-        token = boundary.ACTIVE.set(self)
+        token = ACTIVE.set(self)
         try:
             pristine = scope.copy()
             exchange = Exchange(send, receive, rule.body_limit if scope["method"] in rule.methods else -1)
             if monitor.tool is not None:  # escapes are watched: around every attempt
                 return await boundary.serve_async(rule, _Request(self.app, scope, pristine, send, exchange, rule))
             try:
-                await self.app(scope, exchange.receive, exchange)
+                await self.app(scope, exchange.receive, exchange.send)
             except Exception as exc:
                 error: Exception | None = exc  # handled outside this block: a replay's exceptions do not chain to it
             else:
@@ -64,7 +66,7 @@ class Middleware:
                 error = None
             return await boundary.serve_async(rule, _Request(self.app, scope, pristine, send, exchange, rule), error)
         finally:
-            boundary.ACTIVE.reset(token)
+            ACTIVE.reset(token)
 
 
 class _Request(boundary.Exchange):
@@ -85,7 +87,7 @@ class _Request(boundary.Exchange):
         return self.exchange.sent
 
     async def run(self) -> None:
-        await self.app(self.scope, self.exchange.receive, self.exchange)
+        await self.app(self.scope, self.exchange.receive, self.exchange.send)
 
     def failed(self) -> bool:
         return self.exchange.status >= 500
@@ -121,21 +123,25 @@ class Exchange:
     `send` holds the response until its first body message (a 5xx one until
     `commit`, unless it streams); `receive` keeps the request body's messages,
     up to `limit` bytes (-1: none), so that a replay receives them again
-    without the socket.  One object for both, made for every request: what
-    most requests never change is a class attribute."""
+    without the socket.  One object for both, made for every request: its
+    state is in slots, all set here, so that the interpreter specialises
+    every attribute access of the usual request (a class attribute read
+    through an instance, as a default, would not be)."""
 
-    start: dict[str, Any] | None = None  # the response's start message, held
-    status = 0
-    sent = False
-    held: list[dict[str, Any]] | tuple[()] = ()  # the body of a 5xx, held
-    heals: list[Healed] | tuple[()] = ()  # this request's heals, in its replays
-    header = b""  # X-Pyward-Healed's value, when heals is not empty
-    kept: list[dict[str, Any]] | tuple[()] = ()
-    queue: list[dict[str, Any]] | tuple[()] = ()  # a replay's kept messages, not yet received again
-    size = 0
+    __slots__ = ("_send", "_receive", "limit", "start", "status", "sent", "held", "heals", "header", "kept",
+                 "queue", "size")
 
     def __init__(self, send: Send, receive: Receive, limit: int) -> None:
         self._send, self._receive, self.limit = send, receive, limit
+        self.start: dict[str, Any] | None = None  # the response's start message, held
+        self.status = 0
+        self.sent = False
+        self.held: list[dict[str, Any]] | tuple[()] = ()  # the body of a 5xx, held
+        self.heals: list[Healed] | tuple[()] = ()  # this request's heals, in its replays
+        self.header = b""  # X-Pyward-Healed's value, when heals is not empty
+        self.kept: list[dict[str, Any]] | tuple[()] = ()
+        self.queue: list[dict[str, Any]] | tuple[()] = ()  # a replay's kept messages, not yet received again
+        self.size = 0
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.sent:
@@ -147,8 +153,14 @@ class Exchange:
             self.held = [*self.held, message]  # a complete 5xx: held until the application returns
         elif self.start is None:  # an extension's message before the response: not held
             await self._send(message)
-        else:  # the response goes out
-            await self.commit()
+        else:  # the response goes out: `commit`, inline (the usual request's second message)
+            self.sent = True
+            start = self.start
+            if self.heals:
+                start = dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", self.header)])
+            await self._send(start)
+            for held in self.held:
+                await self._send(held)
             await self._send(message)
 
     async def commit(self) -> None:
@@ -176,7 +188,9 @@ class Exchange:
                 self.kept = ()
         return message
 
-    __call__ = send  # the exchange is the application's send: no bound method a request
+    #: calling the exchange is its send (the application is given the bound `send`: a call the interpreter
+    #: specialises, where an instance's `__call__` goes through the type's slot)
+    __call__ = send
 
     def over(self) -> bool:
         return self.size > self.limit >= 0
