@@ -26,6 +26,9 @@ and is guarded from then on; without pyward http.server drops the connection
 on each crash (the client reconnects), Flask and Starlette answer 500.  A fresh patch
 store every round.
 
+Throughput is complete responses a second (any status); a request lost on a
+connection the server closed counts as an error, not as served.
+
 Both servers of a pair are up at once and loaded in alternating batches of
 100 requests, so a slow moment of the machine hits both alike (the spread of
 an A/A run's ratios: 1.5% against 2.3% with batches of 500); which server
@@ -450,7 +453,9 @@ def main() -> None:
 
 def summary(sides: dict[str, list[dict]], requests: int, rounds: int, floor: float = 0.97) -> dict[str, Any]:
     """One server's row: the median of the rounds' paired ratios (judged), and what else a reader needs."""
-    rates = {side: [requests / s["seconds"] for s in samples] for side, samples in sides.items()}
+    # responses a second: a request lost on a connection the server closed (plain Starlette and
+    # http.server after a crash) was not served, and is not counted as if it had been
+    rates = {side: [sum(s["statuses"].values()) / s["seconds"] for s in samples] for side, samples in sides.items()}
     ratios = [g / p for p, g in zip(rates["python"], rates["pyward"])]
     middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]  # the median round
     ratio = statistics.median(ratios)
