@@ -153,14 +153,8 @@ class Exchange:
             self.held = [*self.held, message]  # a complete 5xx: held until the application returns
         elif self.start is None:  # an extension's message before the response: not held
             await self._send(message)
-        else:  # the response goes out: `commit`, inline (the usual request's second message)
-            self.sent = True
-            start = self.start
-            if self.heals:
-                start = dict(start, headers=[*start.get("headers", ()), (b"x-pyward-healed", self.header)])
-            await self._send(start)
-            for held in self.held:
-                await self._send(held)
+        else:  # the response goes out
+            await self.commit()
             await self._send(message)
 
     async def commit(self) -> None:
