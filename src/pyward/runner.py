@@ -440,11 +440,7 @@ class Session:
         elif report:
             self.report_path = os.path.abspath(report)
         self.outputs += self._own_outputs()
-        self._open_record()
-        if self.report_path is not None or any(e.reruns for e in self.engines):
-            # the hashes of the report and of heal's recipes are made with SHA-256 bound now, not as the
-            # program may leave hashlib (a test's mock of sha256)
-            from . import digest  # noqa: F401
+        self._open_record()  # (its policy revision binds digest.SHA256 for every later hash, before the program runs)
         for engine in self.engines:
             try:
                 engine.start(self)
