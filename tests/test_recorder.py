@@ -16,9 +16,8 @@ from helpers import clean_env, pyward
 #: Raises one denial per call to deny() (an environment read under --deny-env=SECRET_*), then does `how`
 #: to pyward, then one more denial; prints the number of denials it saw raised.
 PROGRAM = """\
-import atexit, os, sys, types
-import pyward.runner as runner
-session = runner.current()
+import atexit, gc, os, sys, types
+session = next(o for o in gc.get_objects() if type(o).__name__ == "Session")  # the worst case: ffi allowed (-A)
 raised = 0
 def deny(i):
     global raised

@@ -44,6 +44,30 @@ down()
 """
 
 
+#: the frames below the program: none for a script or -c, runpy's for -m (no frame of pyward's)
+STACK = """\
+import inspect, sys
+print([f.function for f in inspect.stack()])
+try:
+    sys._getframe(1)
+    print("a frame below")
+except ValueError as exc:
+    print("ValueError:", exc)
+try:
+    raise KeyError("k")
+except KeyError as exc:
+    frame = exc.__traceback__.tb_frame.f_back
+    print(frame and frame.f_code.co_name)
+def walk():
+    names, frame = [], sys._getframe()
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+print(walk())
+"""
+
+
 def D(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
 
@@ -73,6 +97,9 @@ CASES: dict[str, tuple[dict[str, str], list[str], bytes | None, dict[str, str]]]
     "argv_and_relative_imports_m": (PKG, ["-m", "pkg.sub.mod", "arg", "--no-report"], None, {}),
     "m_package_main": (PKG, ["-m", "pkg", "z"], None, {}),
     "directory_with_main": (PKG, ["pkg", "d1"], None, {}),
+    "stack_script": ({"app.py": STACK}, ["app.py"], None, {}),
+    "stack_c": ({}, ["-c", STACK], None, {}),
+    "stack_m": ({"sm.py": STACK}, ["-m", "sm"], None, {}),
     "globals_script": ({"app.py": GLOBALS}, ["app.py"], None, {}),
     "globals_c": ({}, ["-c", GLOBALS], None, {}),
     "globals_m": ({"gm.py": GLOBALS}, ["-m", "gm"], None, {}),

@@ -103,12 +103,11 @@ ADAPTERS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-_current: Session | None = None
-
-
-def current() -> Session | None:
-    """The session guarding this process, if one is open."""
-    return _current
+#: Set while a session guards this process without the heal engine: a server
+#: integration calls it to say once that it does not heal.  Sealed (reach.c):
+#: the program can call it, not reach the session through it; pyward keeps no
+#: other module-level way to its session.
+unhealed_integration: Callable[[], None] | None = None
 
 
 def engines_for(settings: Settings) -> list[Engine]:
@@ -386,6 +385,7 @@ class Session:
         #: the sandbox's layers in force (audit hooks, kernel wall), for the report's run metadata
         self.layers: dict[str, Any] = {}
         self._acting = _thread_local()
+        self._said_unhealed = False  # the notice of unhealed_integration, said once
         #: what a re-run in a fresh process needs (rerun.py): the environment as
         #: the run started (engines may change it), the attempt this process
         #: runs, the channel to the supervisor when it is a re-run, stdin
@@ -410,6 +410,12 @@ class Session:
     def acting_engine(self) -> str | None:
         """The engine acting in this thread (see `acting`), or None."""
         return getattr(self._acting, "engine", None)
+
+    def _unhealed_integration(self) -> None:
+        if not self._said_unhealed:
+            self._said_unhealed = True
+            self.journal.emit("heal", "off", "integrations", severity="notice", where="",
+                              message="the server integration does not heal: this run has no --heal")
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -458,8 +464,12 @@ class Session:
             self.stdin = Stdin.at_start(stdin_code)
         self._adapt()
         atexit.register(self.finish)
-        global _current
-        _current = self
+        if not any(engine.name == "heal" for engine in self.engines):
+            from ._native import native
+
+            global unhealed_integration
+            unhealed_integration = native.sealed(self._unhealed_integration) if native is not None else \
+                self._unhealed_integration
         self.journal.emit("pyward", "run.start", self.target.describe(), severity="debug",
                           message=f"run start: {self.target.describe()}",
                           details={"target": self.target.to_json(), "cwd": self.cwd, "pyward": __version__,
@@ -854,8 +864,15 @@ def _is_default_report_name(name: str) -> bool:
 def _execute(p: _Prepared) -> None:
     """The frame every program runs under; tracebacks are cut just below it.
 
-    The program gets python's recursion depth: the limit grows by the frames
-    pyward occupies below it (this one included) while the program runs."""
+    The program's code is called with no frame below it (frames.c): its
+    bottom frame's `f_back` is None as under python (with `-m`, runpy's
+    frames), so no frame of pyward's (and no way to the session) is in its
+    reach.  The program gets python's recursion depth: the limit grows by
+    the frames pyward occupies below it (this one included) while the
+    program runs."""
+    from ._native import native
+
+    top = native.top if native is not None else _call  # degraded: pyward's frames stay linked
     limit = sys.getrecursionlimit()
     if sys.version_info >= (3, 12):  # the limit counts Python frames
         depth = 0
@@ -865,7 +882,7 @@ def _execute(p: _Prepared) -> None:
             frame = frame.f_back
     else:  # 3.11 also counts each entry into the eval loop from C, which frames do not show: measure
         probe: dict[str, Any] = {}
-        exec(_DEPTH_PROBE, probe)  # from this frame, as the program's code will run
+        top(exec, _DEPTH_PROBE, probe)  # from this frame, as the program's code will run
         depth = (limit - 2) - probe["room"]  # python's own top level has limit - 2 calls of room
         if p.run_module is not None:
             depth -= 1  # python enters runpy from C, one more entry than our call into it
@@ -877,7 +894,7 @@ def _execute(p: _Prepared) -> None:
 
             if p.starts is not None:
                 p.starts(None)
-            runpy._run_module_as_main(p.run_module, p.alter_argv)  # type: ignore[attr-defined]  # CPython private, as -m
+            top(runpy._run_module_as_main, p.run_module, p.alter_argv)  # type: ignore[attr-defined]  # CPython private, as -m
             return
         source = p.code
         code = source
@@ -890,7 +907,7 @@ def _execute(p: _Prepared) -> None:
         if p.starts is not None:
             p.starts(code)
         assert code is not None  # a script, a command or stdin: prepare() and start() set it
-        exec(code, sys.modules["__main__"].__dict__)
+        top(exec, code, sys.modules["__main__"].__dict__)
     finally:
         if sys.__dict__.get("getrecursionlimit") is hidden[0]:
             sys.getrecursionlimit = hidden[2]
@@ -898,6 +915,10 @@ def _execute(p: _Prepared) -> None:
             sys.setrecursionlimit = hidden[3]
         if sys.getrecursionlimit() == limit + depth:  # unless the program set its own
             sys.setrecursionlimit(limit)
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
 
 
 _EXECUTE_CODE = _execute.__code__  # read now: a function's __code__ is an audit event, a traced one later

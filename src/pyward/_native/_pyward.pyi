@@ -91,6 +91,10 @@ def landlock_restrict(
 ) -> list[str]: ...
 def env_names() -> list[str]: ...
 
+# reach.c: what keeps pyward's objects out of the program's reach
+def top(fn: Callable[[Unpack[_Ts]], _T], /, *args: Unpack[_Ts]) -> _T: ...
+def sealed(fn: Callable[..., _T], /) -> Callable[..., _T]: ...  # a callable with no way back to fn
+
 # --- tamper.c: watchers, locked modules and the import gate -------------------------------------------------------
 
 @overload

@@ -33,6 +33,9 @@ extern PyMethodDef pw_tamper_methods[];
 extern PyMethodDef pw_monitor_methods[];
 extern PyMethodDef pw_net_methods[];  /* net.c: getaddrinfo without an audit event */
 extern PyMethodDef pw_landlock_methods[];  /* landlock.c: the kernel wall */
+/* reach.c: the program runs with no frame of pyward's below it; sealed callables. */
+extern PyMethodDef pw_reach_methods[];
+int pw_reach_exec(PyObject *module);
 
 /* guards.c: the usual case of a heal guard's helper (the type `FastGuard`). */
 int pw_guards_exec(PyObject *module);

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from ..runner import current
+from .. import runner
 from .current import active
 
 TYPE_CHECKING = False
@@ -26,7 +26,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _lock = threading.Lock()
 _settings: Settings | None = None
-_said_off = False
 _failed = False  # the engine could not start here: not tried again
 _watch = False  # an application that answers its crashes with its own 500 is served: watch escapes (monitor.py)
 
@@ -41,7 +40,7 @@ def prepare(app: Any) -> None:
     server."""
     global _settings, _watch
     _watch = _watch or swallows(app)
-    if active() is None and current() is None and _settings is None:
+    if active() is None and runner.unhealed_integration is None and _settings is None:
         import bytecode  # noqa: F401
 
         from .. import checkpoint, config, identity, policy, recorder, report  # noqa: F401 (the session's record)
@@ -66,13 +65,9 @@ def engine() -> HealEngine | None:
     heal = active()
     if heal is not None:
         return heal
-    session = current()
-    if session is not None:  # `pyward run` without --heal
-        global _said_off
-        if not _said_off:
-            _said_off = True
-            session.journal.emit("heal", "off", "integrations", severity="notice", where="",
-                                 message="the server integration does not heal: this run has no --heal")
+    unhealed = runner.unhealed_integration
+    if unhealed is not None:  # `pyward run` without --heal
+        unhealed()
         return None
     global _failed
     if _failed:
