@@ -149,16 +149,19 @@ def lookup(name):
     except PermissionError:
         return None
 
+ready, told = os.pipe()
 pid = os.fork()
 if pid == 0:
     lookup("CHILD_TOKEN")
     print("child", os.getpid(), flush=True)
+    os.write(told, b"x")  # journaled: the parent may end now
     if sys.argv[1] == "linger":  # still holding the export socket when the parent's run ends
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         os.dup2(null, 2)  # (not the test's pipes: their reader would wait for this child)
         time.sleep(60)
     os._exit(0)
+os.read(ready, 1)
 if sys.argv[1] != "linger":
     os.waitpid(pid, 0)
 lookup("PARENT_TOKEN")
