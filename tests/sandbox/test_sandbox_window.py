@@ -1,9 +1,16 @@
 """A verdict never runs the program's code, and code the interpreter runs inside
 one (a patched stdlib function the journal calls, a finalizer, a signal handler)
-is judged like any other: each test checks the side effect did not happen."""
+is judged like any other: each test checks the side effect did not happen.
+
+And such code is never handed a frame of pyward's: a signal handler is deferred to the
+program's next bytecode and the collector waits while pyward's Python runs (shield.c).
+Without that, the handler's `frame` argument or any `f_back` led into the decision's
+private namespace."""
 from __future__ import annotations
 
 import socket
+
+import pytest
 
 from sandbox_helpers import guard
 
@@ -102,3 +109,81 @@ def test_a_signal_handler_cannot_connect(tmp_path):
         listener.close()
     assert received == b"", run
     assert run.stdout == "done\n", run
+
+
+#: Opens 3,000 distinct files (3,000 verdicts) while a 50 µs interval timer's handler, or finalizers of
+#: cyclic garbage collected every few allocations, walk the stack they are given; prints whether they ran
+#: at all and how many of them found a frame of pyward's.
+PROGRAM = """
+import gc, os, signal, sys
+how = sys.argv[1]
+os.mkdir("files")
+for i in range(3000):
+    open(f"files/f{i}", "w").close()
+seen = {"ran": 0, "pyward": 0}
+
+def look(frame):
+    seen["ran"] += 1
+    while frame is not None:
+        if "/pyward/" in frame.f_code.co_filename:
+            seen["pyward"] += 1
+            return
+        frame = frame.f_back
+
+if how == "signal":
+    signal.signal(signal.SIGALRM, lambda signum, frame: look(frame))
+elif how == "reimported":  # a fresh copy of _signal sets the handler
+    del sys.modules["_signal"]
+    import _signal
+    _signal.signal(signal.SIGALRM, lambda signum, frame: look(frame))
+elif how == "gc":
+    class Cycle:
+        def __init__(self):
+            self.me = self
+        def __del__(self):
+            look(sys._getframe(1))
+    gc.set_threshold(5)
+if how != "gc":
+    signal.setitimer(signal.ITIMER_REAL, 0.00005, 0.00005)
+for i in range(3000):
+    if how == "gc":
+        Cycle(), Cycle(), Cycle()
+    open(f"files/f{i}").close()
+signal.setitimer(signal.ITIMER_REAL, 0)
+print(seen["ran"], seen["pyward"])
+"""
+
+
+@pytest.mark.parametrize("how", ["signal", "reimported", "gc"])
+@pytest.mark.parametrize("mode", ["--mode=enforce", "--mode=watch"])
+def test_code_run_inside_a_verdict_is_handed_no_frame_of_pyward(tmp_path, how, mode):
+    run = guard(tmp_path, PROGRAM, mode, "--allow-read=.", "--allow-write=.", "--no-kernel", args=(how,),
+                timeout=120)
+    assert run.status == 0, run.stderr
+    ran, pyward_frames = map(int, run.stdout.split())
+    assert ran > 20  # the handlers and finalizers did run: deferred, not dropped
+    assert pyward_frames == 0
+
+
+def test_the_program_sees_its_own_handlers(tmp_path):
+    run = guard(tmp_path, """
+        import _signal, signal
+        def mine(signum, frame):
+            print("handled", signum, frame.f_code.co_name)
+        assert signal.signal(signal.SIGUSR1, mine) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGUSR1) is mine and _signal.getsignal(signal.SIGUSR1) is mine
+        assert signal.signal(signal.SIGUSR1, signal.SIG_IGN) is mine
+        assert signal.signal(signal.SIGUSR1, mine) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        def main():
+            signal.raise_signal(signal.SIGUSR1)
+        main()
+        try:
+            signal.signal(signal.SIGUSR1, 42)
+        except TypeError as exc:
+            print("TypeError", exc)
+        """, "--allow-read=.")
+    assert run.status == 0, run.stderr
+    assert run.stdout.splitlines() == ["handled 10 main",
+                                       "TypeError signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a "
+                                       "callable object"]

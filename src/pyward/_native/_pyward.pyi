@@ -95,6 +95,9 @@ def env_names() -> list[str]: ...
 def top(fn: Callable[[Unpack[_Ts]], _T], /, *args: Unpack[_Ts]) -> _T: ...
 def sealed(fn: Callable[..., _T], /) -> Callable[..., _T]: ...  # a callable with no way back to fn
 
+# shield.c: while pyward's Python runs, no collection and the program's signal handlers deferred
+def shield_signals(module: ModuleType, /) -> bool: ...
+
 # --- tamper.c: watchers, locked modules and the import gate -------------------------------------------------------
 
 @overload

@@ -223,7 +223,9 @@ audit_hook(const char *event, PyObject *args, void *userData)
         if (!(mask & (1u << i)) || (at_import && pw_tamper_gate_skips(subscribers[i]))) {
             continue;
         }
+        pw_shield_enter();
         PyObject *res = PyObject_CallFunctionObjArgs(subscribers[i], e->pyname, args, NULL);
+        pw_shield_leave();
         if (res == NULL) {
             return -1;  /* the exception propagates into the audited operation */
         }

@@ -2,7 +2,8 @@
 #include "pyward.h"
 
 static PyMethodDef *method_tables[] = {pw_audit_methods, pw_sandbox_methods, pw_tamper_methods, pw_monitor_methods,
-                                      pw_net_methods, pw_landlock_methods, pw_reach_methods, NULL};
+                                      pw_net_methods, pw_landlock_methods, pw_reach_methods,
+                                      pw_shield_methods, NULL};
 
 static int
 pw_exec(PyObject *module)
@@ -15,7 +16,7 @@ pw_exec(PyObject *module)
     if (PyModule_AddIntConstant(module, "ABI", 1) < 0) {
         return -1;
     }
-    if (pw_guards_exec(module) < 0 || pw_reach_exec(module) < 0) {
+    if (pw_guards_exec(module) < 0 || pw_reach_exec(module) < 0 || pw_shield_exec(module) < 0) {
         return -1;
     }
     return pw_audit_exec(module);

@@ -37,6 +37,12 @@ extern PyMethodDef pw_landlock_methods[];  /* landlock.c: the kernel wall */
 extern PyMethodDef pw_reach_methods[];
 int pw_reach_exec(PyObject *module);
 
+/* shield.c: while pyward's Python runs, no collection and the program's signal handlers deferred. */
+extern PyMethodDef pw_shield_methods[];
+int pw_shield_exec(PyObject *module);
+void pw_shield_enter(void);
+void pw_shield_leave(void);
+
 /* guards.c: the usual case of a heal guard's helper (the type `FastGuard`). */
 int pw_guards_exec(PyObject *module);
 

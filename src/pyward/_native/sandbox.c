@@ -115,7 +115,9 @@ journal_hook(const char *kind, PyObject *event, PyObject *args, PyObject *reason
     PyErr_Fetch(&type, &value, &tb);
     in_hook++;
     depth++;  /* the journal's own work is pyward's: not the policy's business */
+    pw_shield_enter();
     PyObject *res = PyObject_CallFunction(hook_emit, "sOOO", kind, event, args, reason);
+    pw_shield_leave();
     if (res == NULL) {
         PyErr_WriteUnraisable(hook_emit);  /* its "sys.unraisablehook" event must not reach the hook either */
     }
@@ -235,7 +237,9 @@ flush_pending(void)
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     flushing = 1;
+    pw_shield_enter();
     PyObject *res = PyObject_CallNoArgs(flush_fn);
+    pw_shield_leave();
     flushing = 0;
     if (res == NULL) {
         PyErr_WriteUnraisable(flush_fn);
@@ -462,7 +466,9 @@ decide_in_window(PyObject *event, PyObject *args, int hooked)
         return rc;
     }
     depth++;
+    pw_shield_enter();
     PyObject *verdict = PyObject_CallFunctionObjArgs(decide_fn, event, args, NULL);
+    pw_shield_leave();
     depth--;
     if (verdict == NULL && !PyErr_ExceptionMatches(PyExc_Exception)) {
         /* KeyboardInterrupt & co. from a signal handler: the program's, passed on; its
@@ -925,7 +931,9 @@ guard_call_converted(Guard *self, PyObject *args, PyObject *kwargs)
     }
     PyObject *pair = NULL;
     if (self->transform != NULL) {
+        pw_shield_enter();
         pair = PyObject_CallFunctionObjArgs(self->transform, args, kwargs != NULL ? kwargs : Py_None, NULL);
+        pw_shield_leave();
         if (pair == NULL) {
             return NULL;
         }
@@ -939,8 +947,10 @@ guard_call_converted(Guard *self, PyObject *args, PyObject *kwargs)
     }
     PyObject *result = PyObject_Call(self->original, args, kwargs);
     if (result != NULL && self->after != NULL) {
+        pw_shield_enter();
         PyObject *final = PyObject_CallFunctionObjArgs(self->after, args, kwargs != NULL ? kwargs : Py_None,
                                                        result, NULL);
+        pw_shield_leave();
         Py_DECREF(result);
         result = final;
     }

@@ -88,8 +88,10 @@ report(const char *kind, PyObject *container, PyObject *key, PyObject *old, PyOb
     }
     busy++;
     PyObject *exc = PyErr_GetRaisedException();  /* a watcher may fire while an exception is pending */
+    pw_shield_enter();
     PyObject *res = PyObject_CallFunction(report_fn, "sOOOO", kind, container, key ? key : Py_None,
                                           old ? old : Py_None, new_value ? new_value : Py_None);
+    pw_shield_leave();
     if (res == NULL) {
         PyErr_WriteUnraisable(report_fn);
     }
@@ -331,7 +333,9 @@ run_pending(void *unused)
         return 0;
     }
     busy++;
+    pw_shield_enter();
     PyObject *res = PyObject_CallNoArgs(pending_fn);
+    pw_shield_leave();
     busy--;
     schedule_after = 0;  /* a retry asked for from inside waits for the next report or check */
     if (res == NULL) {
@@ -423,7 +427,9 @@ locked_module_setattro(PyObject *self, PyObject *name, PyObject *value)
             }
         }
         if (found) {
+            pw_shield_enter();
             PyObject *res = PyObject_CallFunctionObjArgs(lock_judge, self, name, value ? value : lock_missing, NULL);
+            pw_shield_leave();
             if (res == NULL) {
                 return -1;
             }

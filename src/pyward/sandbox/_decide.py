@@ -1061,6 +1061,8 @@ def guard_module(module):
                            ((1, "cafile"), (2, "capath")))
             guard_c_method(cls, "load_cert_chain", "pyward.ssl.load_cert_chain", ((1, "certfile"), (2, "keyfile")))
             guard_c_method(cls, "load_dh_params", None, ((1, None),))  # its "open" event judges the str
+    elif name == "_signal" and SHIELD_SIGNALS is not None:  # a second copy: its handlers deferred in a verdict too
+        SHIELD_SIGNALS(module)
     elif name == "_posixshmem":
         guard_function(space, "shm_open", "pyward.shm_open", None)
         guard_function(space, "shm_unlink", "pyward.shm_unlink", None)

@@ -94,6 +94,13 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
         if protect is not None:
             protect(_imp, name, "sandbox guard")
     made += [namespace["guard_created"], namespace["guard_executed"]]
+    # the program's signal handlers, deferred while pyward's Python runs (shield.c)
+    import _signal
+
+    native.shield_signals(_signal)
+    for name in ("signal", "getsignal"):
+        if protect is not None:
+            protect(_signal, name, "sandbox guard")
     for name in ("_sqlite3", "readline", "_ssl", "_posixshmem"):  # made before the sandbox (pyward's own use)
         if name in sys.modules:
             namespace["guard_module"](sys.modules[name])
