@@ -95,7 +95,7 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
             protect(_imp, name, "sandbox guard")
     made += [namespace["guard_created"], namespace["guard_executed"]]
     # the program's signal handlers, deferred while pyward's Python runs (shield.c)
-    import _signal
+    import _signal  # type: ignore[import-not-found]  # signal.py's C half
 
     native.shield_signals(_signal)
     for name in ("signal", "getsignal"):
