@@ -177,6 +177,18 @@ def test_the_layers_are_named_at_v_and_in_the_report(tmp_path):
 
 
 @landlock
+def test_a_policy_that_allows_everything_raises_no_wall_and_no_warning(tmp_path):
+    report = tmp_path / "report.json"
+    run = guard(tmp_path, "print('hi')\n", "-A", "--deny-env=API_TOKEN", "-v", "--report", str(report))
+    assert run.stdout == "hi\n" and "warning" not in run.stderr, run.stderr
+    assert [line for line in run.stderr.splitlines() if "sandbox layers" in line] == [
+        "[pyward] sandbox layers: audit hooks (enforce); no kernel wall: the policy allows every file, command "
+        "and port"]
+    layers = json.loads(report.read_text())["run"]["layers"]
+    assert layers["audit"] == "enforce" and layers["kernel"].startswith("off (nothing to restrict")
+
+
+@landlock
 def test_a_walled_program_behaves_as_under_python(tmp_path):
     import subprocess
 

@@ -318,6 +318,12 @@ class Plan:
                          message="kernel without Landlock (ABI 0): the sandbox runs with the audit layer only",
                          details={"abi": 0})
             return
+        if not self.wall.fs and not self.wall.net:  # every file and every port allowed (-A)
+            session.layers["kernel"] = "off (nothing to restrict: the policy allows every file, command and port)"
+            journal.emit("sandbox", "layers", "landlock", severity="info", where="",
+                         message=f"sandbox layers: audit hooks ({mode}); no kernel wall: the policy allows every "
+                                 "file, command and port", details={"abi": self.abi, "rules": 0})
+            return
         try:
             gone = raise_wall(self.wall)
         except OSError as exc:
