@@ -7,7 +7,8 @@ and its own frames, through dicts, sequences, functions' globals, closures
 and defaults, bound methods, classes, instances' dicts and slots, and frames'
 locals and callers.  It prints the first path to any instance of the classes
 that hold the run's state.  A planted instance, hidden in a closure behind a default,
-shows the walk finds what is there.
+shows the walk finds what is there.  Under `--heal` the heal engine is in reach
+by design, and nothing beyond it.
 """
 from __future__ import annotations
 
@@ -156,3 +157,10 @@ def test_no_session_journal_or_engine_in_the_program_s_reach(tmp_path, flags):
     walked, reached = walk(tmp_path, *flags)
     assert walked > 2000
     assert reached == []
+
+
+def test_under_heal_only_the_heal_engine_is_in_reach(tmp_path):
+    """Its guards run in the program's code and call it: it holds the session's link, not the session."""
+    walked, reached = walk(tmp_path, "-A", "--heal")
+    assert walked > 2000
+    assert [line.split(" <- ")[0] for line in reached] == ["REACHED HealEngine"], reached

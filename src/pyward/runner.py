@@ -198,6 +198,26 @@ def _thread_local() -> Any:
     return _thread._local()
 
 
+class Link:
+    """What an engine whose code runs within the program's reach holds of its
+    session (heal: the guards it synthesises run in the program's code and
+    call it): the journal's emit and internal_error, `acting`, a claim on a
+    sys.monitoring tool id, sealed (reach.c: callable, with no way back to
+    the session), and plain values."""
+
+    __slots__ = ("emit", "internal_error", "acting", "claim_monitoring_tool", "attempt", "cwd")
+
+    def __init__(self, session: Session) -> None:
+        from ._native import native
+
+        seal: Callable[[Any], Any] = native.sealed if native is not None else (lambda fn: fn)  # degraded: reachable
+        self.emit = seal(session.journal.emit)
+        self.internal_error = seal(session.journal.internal_error)
+        self.acting = seal(session.acting)
+        self.claim_monitoring_tool = seal(session.monitoring_tools.__setitem__)
+        self.attempt, self.cwd = session.attempt, session.cwd
+
+
 class _Acting:
     __slots__ = ("local", "engine", "previous")
 
@@ -406,6 +426,10 @@ class Session:
         """`with session.acting("heal"):` marks changes made in this thread as
         pyward's own, so the tamper engine authorises them by construction."""
         return _Acting(self._acting, engine)
+
+    def link(self) -> Link:
+        """This session as an engine within the program's reach holds it (see Link)."""
+        return Link(self)
 
     def acting_engine(self) -> str | None:
         """The engine acting in this thread (see `acting`), or None."""

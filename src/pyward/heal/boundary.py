@@ -243,10 +243,10 @@ async def crashed_async(heal: HealEngine, exc: BaseException, where: str,
 def answered(heal: HealEngine, healed: Healed, how: str, method: str, path: str) -> None:
     """Journal what the client got for a healed request."""
     assert heal.session is not None
-    heal.session.journal.emit("heal", "request", healed.label, severity="notice", where="",
-                              message=f"{method} {path}: {how}",
-                              details={"kind": healed.kind, "operand": healed.operand, "response": how,
-                                       "method": method, "path": path})
+    heal.session.emit("heal", "request", healed.label, severity="notice", where="",
+                      message=f"{method} {path}: {how}",
+                      details={"kind": healed.kind, "operand": healed.operand, "response": how,
+                               "method": method, "path": path})
 
 
 def header_value(heals: list[Healed]) -> str:

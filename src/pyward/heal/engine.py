@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..config import Settings
-    from ..runner import Session
+    from ..runner import Link, Session
     from .analyse import Site
     from .guards import Guard
     from .store import Recipe, Store
@@ -115,7 +115,7 @@ class HealEngine(Engine):
         #: the script's code as compiled and as run (with stored guards): code outside it was made by exec()
         self.main_code: tuple[CodeType, CodeType] | None = None
         self.verbose = settings.get("verbose", 0)
-        self.session: Session | None = None
+        self.session: Link | None = None  # the session, as an engine within the program's reach holds it
         self.store: Store | None = None
         self.patches: dict[int, Patch] = {}  # id(current code) -> patch
         self.pending: dict[str, list[Recipe]] = {}  # module -> recipes not applied yet
@@ -140,7 +140,7 @@ class HealEngine(Engine):
     # -- lifecycle -------------------------------------------------------------
 
     def start(self, session: Session) -> None:
-        self.session = session
+        self.session = session.link()
         self.store_path = store_path(self.settings, session.cwd)
         current.engine = self
         ttl = self.settings.get("heal.ttl", 7)
@@ -170,8 +170,8 @@ class HealEngine(Engine):
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
 
-    def started(self) -> Session:
-        """The session, for what runs after start() (a heal, a boundary, an import)."""
+    def started(self) -> Link:
+        """The session's link, for what runs after start() (a heal, a boundary, an import)."""
         if self.session is None:
             raise RuntimeError("the heal engine has not started")
         return self.session
@@ -318,7 +318,7 @@ class HealEngine(Engine):
             return None
         guard, new_code, inserted = built
         if self.dry_run:
-            self.session.journal.emit(  # type: ignore[union-attr]
+            self.session.emit(  # type: ignore[union-attr]
                 "heal", "dry_run", guard.label, severity="notice", where=crash.where, function=crash.code.co_qualname,
                 message=f"dry run: {crash.what} in {guard.label} can be healed (guard built and verified, "
                         f"recovery: {guard.recovery}; nothing patched or saved)")
@@ -407,14 +407,14 @@ class HealEngine(Engine):
             new_code, inserted = synthesise(crash.original, [*crash.patch.sites, site],
                                             self._helper_maker(crash.patch, site, guard))
         except RefusedPatch as refusal:
-            session.journal.emit("heal", "refused", code.co_qualname, severity="error", where=crash.where,
+            session.emit("heal", "refused", code.co_qualname, severity="error", where=crash.where,
                                  function=code.co_qualname,
                                  message=f"unhealed {crash.what} in {code.co_qualname}: the guard was refused by the "
                                          f"verification gate ({refusal})")
             return None
         if self.verbose or self.dry_run:
             lines = diff(new_code, inserted)
-            session.journal.emit("heal", "diff", code.co_qualname, severity="info" if not self.dry_run else "notice",
+            session.emit("heal", "diff", code.co_qualname, severity="info" if not self.dry_run else "notice",
                                  where=crash.where, function=code.co_qualname,
                                  message="guarded bytecode ('+' inserted):\n" + "\n".join(lines))
         return guard, new_code, inserted
@@ -443,7 +443,7 @@ class HealEngine(Engine):
         value = "None" if fallback == "none" else fallback
         recovery = guard.recovery
         boundary = crash.boundary
-        session.journal.emit("heal", "healed", guard.label, severity="warning", where=crash.where,
+        session.emit("heal", "healed", guard.label, severity="warning", where=crash.where,
                              function=code.co_qualname,
                              message=f"healed {crash.what} in {guard.label}: the guard "
                                      f"{recovery_words(recovery, value)} when {site.operand} would fail"
@@ -501,7 +501,7 @@ class HealEngine(Engine):
         try:
             self._open_store().save_shape(shape, stored, origin)
         except Exception as exc:  # the registry saves re-analysis, nothing depends on it: said, not raised
-            self.session.journal.emit("heal", "store.error", shape, severity="warning", where="",  # type: ignore[union-attr]
+            self.session.emit("heal", "store.error", shape, severity="warning", where="",  # type: ignore[union-attr]
                                       message=f"crash shape not saved: {type(exc).__name__}: {exc}")
 
     def _helper_maker(self, patch: Patch, new_site: Site, new_guard: Guard) -> Any:
@@ -544,7 +544,7 @@ class HealEngine(Engine):
         try:
             self._open_store().save(recipe)
         except Exception as error:
-            self.started().journal.emit("heal", "store.error", "store", severity="error", where="",
+            self.started().emit("heal", "store.error", "store", severity="error", where="",
                                       message=f"the patch works in this run but was not saved: {error}")
             return None
         self.saved += 1
@@ -565,7 +565,7 @@ class HealEngine(Engine):
         try:
             self._journal_firing(guard)
         except Exception as exc:
-            self.session.journal.internal_error("heal", f"journaling the firing of {guard.label}", exc)
+            self.session.internal_error("heal", f"journaling the firing of {guard.label}", exc)
 
     def _journal_firing(self, guard: Guard) -> None:
         assert self.session is not None
@@ -578,7 +578,7 @@ class HealEngine(Engine):
         where = f"{_short(caller.f_code.co_filename)}:{caller.f_lineno}"
         value = "None" if guard.fallback == "none" else guard.fallback
         outcome = {"skip": "statement skipped", "return": f"the function returns {value}"}.get(guard.recovery, value)
-        self.session.journal.emit("heal", "fired", guard.label, severity="notice", where=where,
+        self.session.emit("heal", "fired", guard.label, severity="notice", where=where,
                                   function=caller.f_code.co_qualname,
                                   message=f"guard fired: {guard.label} -> {outcome}",
                                   details={"recovery": guard.recovery})
@@ -592,7 +592,7 @@ class HealEngine(Engine):
         suspects = [f"{g.label} ({g.hits} time{'s' * (g.hits != 1)})" for p in self.patches.values()
                     for g in p.guards if g.hits and g.fallback == fallback]
         if suspects:
-            self.started().journal.emit(
+            self.started().emit(
                 "heal", "shadow", type(exc).__name__, severity="warning", where="",
                 message=f"shadow: {type(exc).__name__}: {exc}: guards produced "
                         f"{'None' if fallback == 'none' else '0'} before this crash and may have caused it: "
@@ -629,14 +629,14 @@ class HealEngine(Engine):
             trail = shadow.Trail()
             trail.end = f"not followed ({type(exc).__name__}: {exc})"
         value = "None" if guard.fallback == "none" else guard.fallback
-        self.started().journal.emit(
+        self.started().emit(
             "heal", "shadow", guard.label, severity="warning" if trail.worry else "notice",
             where=f"{_short(frame.f_code.co_filename)}:{frame.f_lineno}", function=frame.f_code.co_qualname,
             message=f"shadow: the {value} from {guard.label} goes: {trail.text()}",
             details={"trail": trail.hops, "end": trail.end, "worry": trail.worry})
 
     def _unhealed(self, exc: BaseException, reason: str, where: str | None, function: str = "") -> None:
-        self.started().journal.emit("heal", "unhealed", type(exc).__name__, severity="error",
+        self.started().emit("heal", "unhealed", type(exc).__name__, severity="error",
                                   where=where or "", function=function,
                                   message=f"unhealed {type(exc).__name__}: {exc}: {reason}")
 
@@ -663,7 +663,7 @@ class HealEngine(Engine):
         return True, "", "", []
 
     def skipped_block(self, exc: BaseException, label: str) -> None:
-        self.started().journal.emit("heal", "block_skipped", label, severity="warning",
+        self.started().emit("heal", "block_skipped", label, severity="warning",
                                   message=f"the rest of the `with pyward.resilient()` block was skipped after "
                                           f"{type(exc).__name__}: {exc}; later runs of it use the patch")
 
@@ -755,7 +755,7 @@ class HealEngine(Engine):
         for r in recipes:
             if r.code_hash != digest and r.id not in self.said:
                 self.said.add(r.saved_id())
-                session.journal.emit("heal", "stale", r.qualname, severity="notice", where="",
+                session.emit("heal", "stale", r.qualname, severity="notice", where="",
                                      message=f"stale patch not applied: {r.label()}: {r.qualname} changed since the "
                                              f"patch was made (fixed?); `pyward rollback {r.qualname}` removes it")
         if not fresh:
@@ -772,7 +772,7 @@ class HealEngine(Engine):
             except Unhealable as reason:
                 if r.id not in self.said:
                     self.said.add(r.saved_id())
-                    session.journal.emit("heal", "dropped", r.qualname, severity="warning", where="",
+                    session.emit("heal", "dropped", r.qualname, severity="warning", where="",
                                          message=f"stored patch not applied: {r.label()}: {reason}; "
                                                  f"`pyward rollback {r.id}` removes it")
                 continue
@@ -789,7 +789,7 @@ class HealEngine(Engine):
             new, inserted = synthesise(code, sites, lambda s, link: helper(link.kind, lookup[id(s)], link.detail,
                                                                              link.method))
         except RefusedPatch as refusal:
-            session.journal.emit("heal", "refused", code.co_qualname, severity="warning", where="",
+            session.emit("heal", "refused", code.co_qualname, severity="warning", where="",
                                  message=f"stored patch for {code.co_qualname} not applied: {refusal}")
             return patch.current
         patch.sites, patch.guards, patch.recipes = sites, guards, [*patch.recipes, *fresh]
@@ -801,7 +801,7 @@ class HealEngine(Engine):
         for r in fresh:
             if r.id not in self.said:
                 self.said.add(r.saved_id())
-                session.journal.emit("heal", "already_healed", r.qualname, severity="notice", where="",
+                session.emit("heal", "already_healed", r.qualname, severity="notice", where="",
                                      message=f"already healed: {r.label()}",
                                      details={"recipe": r.id, "kind": r.kind, "operand": r.operand})
         return new

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Callable
 
-    from ..runner import Session
+    from ..runner import Link
 
 TOOL_IDS = (3, 4)
 TOOL_NAME = "pyward"
@@ -52,7 +52,7 @@ _started = False
 _why_off = ""  # why monitoring is off, said once at the first 5xx a framework answers itself
 
 
-def start(session: Session, classify: Callable[[str], bool]) -> bool:
+def start(session: Link, classify: Callable[[str], bool]) -> bool:
     """Turn escape monitoring on (once per process; True when it is on); a conflict or its absence is journaled."""
     global tool, _started, _why_off
     if _started:
@@ -68,7 +68,7 @@ def start(session: Session, classify: Callable[[str], bool]) -> bool:
     free = [i for i in TOOL_IDS if monitoring.get_tool(i) is None]
     if not free:
         holders = ", ".join(f"{i}={monitoring.get_tool(i)!r}" for i in TOOL_IDS)  # said here, not again at a 5xx
-        session.journal.emit("heal", "monitoring.conflict", "sys.monitoring", severity="warning", where="",
+        session.emit("heal", "monitoring.conflict", "sys.monitoring", severity="warning", where="",
                              message=f"sys.monitoring tool ids {holders} are in use: crashes a framework answers "
                                      "with its own 500 (Django, Bottle...) will not be healed; exceptions that reach "
                                      "the request boundary will",
@@ -77,13 +77,13 @@ def start(session: Session, classify: Callable[[str], bool]) -> bool:
     chosen = free[0]
     events = monitoring.events
     monitoring.use_tool_id(chosen, TOOL_NAME)
-    session.monitoring_tools[chosen] = TOOL_NAME
+    session.claim_monitoring_tool(chosen, TOOL_NAME)
     native.monitor_setup(classify, _escaped, _caught)
     monitoring.register_callback(chosen, events.PY_UNWIND, native.monitor_unwind)
     monitoring.register_callback(chosen, events.EXCEPTION_HANDLED, native.monitor_handled)
     monitoring.set_events(chosen, events.PY_UNWIND | events.EXCEPTION_HANDLED)
     tool = chosen
-    session.journal.emit("heal", "monitoring.on", "sys.monitoring", severity="debug", where="",
+    session.emit("heal", "monitoring.on", "sys.monitoring", severity="debug", where="",
                          message=f"sys.monitoring tool {chosen} watches exceptions escaping the program's code")
     return True
 
@@ -174,7 +174,7 @@ def _caught(exc: BaseException) -> None:
         escapes[:] = kept
 
 
-def unheard(session: Session, classify: Callable[[str], bool], retry: str = "") -> bool:
+def unheard(session: Link, classify: Callable[[str], bool], retry: str = "") -> bool:
     """The application answered a 5xx with no exception on record.  Escapes
     are watched from then on (`start`): True when that begins now, so that
     the request (`retry`: 'METHOD path', '' when it cannot be replayed) is
@@ -184,13 +184,13 @@ def unheard(session: Session, classify: Callable[[str], bool], retry: str = "") 
     if not _started:
         if start(session, classify):
             again = f" ({retry} is tried once more to find what crashed)" if retry else ""
-            session.journal.emit("heal", "monitoring.start", "sys.monitoring", severity="notice", where="",
+            session.emit("heal", "monitoring.start", "sys.monitoring", severity="notice", where="",
                                  message="the application answered a 5xx itself, no exception reached the request "
                                          "boundary: from now on sys.monitoring watches the exceptions that leave "
                                          f"the program's code, so such crashes are healed too{again}")
             return bool(retry)
     if tool is None and _why_off:
-        session.journal.emit("heal", "monitoring.off", "sys.monitoring", severity="notice", where="",
+        session.emit("heal", "monitoring.off", "sys.monitoring", severity="notice", where="",
                              message=f"the application answered a 5xx itself; {_why_off}, so a crash a framework "
                                      "answers with its own 500 (Django, Bottle...) is not healed: exceptions that "
                                      "reach the request boundary are (Flask's are heard through its signal)")
