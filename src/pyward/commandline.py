@@ -377,11 +377,24 @@ def parse_run(argv: list[str], command: str = "run") -> tuple[dict[str, Any], An
     return args, target
 
 
+#: rerun.RERUN_VARIABLE and rerun.TAP_VARIABLE: a run without them has no channel, and rerun.py
+#: (the supervisor of re-runs, ~1.3 M instructions to import) is not imported for it
+CHANNEL_VARIABLES = ("PYWARD_RERUN", "PYWARD_TAP")
+
+
+def take_channel() -> tuple[int, int | None, int | None]:
+    """rerun.take_channel(): (attempt, channel fd, tap fd); (1, None, None) without a channel."""
+    if not any(name in os.environ for name in CHANNEL_VARIABLES):
+        return 1, None, None
+    from .rerun import take_channel as take
+
+    return take()
+
+
 def run_program(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run",
                 engines: Callable[[Any], list[Any]] | None = None) -> int:
     """`pyward run`; commands that run a program (learn, ...) pass `extra` settings,
     or their own `engines(settings) -> [Engine]` instead of pyward's (trace)."""
-    from .rerun import take_channel
     from .runner import TargetError, start
 
     channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read

@@ -180,6 +180,8 @@ def _rerun_spec(session: Any) -> tuple[Any, ...] | None:
     very command, in the directory and environment the run started with."""
     if getattr(session, "channel", None) is not None or not hasattr(session, "start_env"):
         return None  # a re-run never starts the next one: its supervisor does
+    if not any(getattr(engine, "reruns", False) for engine in getattr(session, "engines", ())):
+        return None  # no engine of this run re-runs the program (the heal engine with --retries does)
     from ..rerun import RERUN_VARIABLE, command
 
     argv = command(session.invocation)
