@@ -395,18 +395,46 @@ def run_program(argv: list[str], extra: dict[str, Any] | None = None, command: s
                 engines: Callable[[Any], list[Any]] | None = None) -> int:
     """`pyward run`; commands that run a program (learn, ...) pass `extra` settings,
     or their own `engines(settings) -> [Engine]` instead of pyward's (trace)."""
-    from .runner import TargetError, start
-
-    channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read
-    args, target = parse_run(argv, command)
+    collecting = pause_collections()
     try:
-        settings = settings_from(args, "run")
-        if extra:
-            settings.update(extra)
-        session, prepared = start(settings, target, ["pyward", command, *argv], engines=engines, channel=channel)
-    except (ConfigError, TargetError) as exc:
-        if isinstance(exc, TargetError) and exc.python_line:
-            sys.stderr.write(exc.python_line + "\n")
-            raise SystemExit(exc.status) from None
-        fail(str(exc), getattr(exc, "status", 2))
+        from .runner import TargetError, start
+
+        channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read
+        args, target = parse_run(argv, command)
+        try:
+            settings = settings_from(args, "run")
+            if extra:
+                settings.update(extra)
+            session, prepared = start(settings, target, ["pyward", command, *argv], engines=engines,
+                                      channel=channel)
+        except (ConfigError, TargetError) as exc:
+            if isinstance(exc, TargetError) and exc.python_line:
+                sys.stderr.write(exc.python_line + "\n")
+                raise SystemExit(exc.status) from None
+            fail(str(exc), getattr(exc, "status", 2))
+    finally:
+        resume_collections(collecting)
     return session.run(prepared)  # the program's own exit propagates from here
+
+
+def pause_collections() -> bool:
+    """No cyclic garbage collection while pyward starts; whether collections were on.
+
+    pyward's start-up allocates tens of thousands of objects that all stay alive
+    (modules, seals, the decider): the collections their allocations would trigger
+    (a full one among them) free nothing: ~2 M instructions more than one pass over them."""
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()
+    return collecting
+
+
+def resume_collections(collecting: bool) -> None:
+    """Collections back on, as the program expects them, before its first line (the
+    first one scans what pyward allocated, once; not gc.freeze: it would hide those
+    objects from gc.get_objects, and unfreezing would release what python froze)."""
+    import gc
+
+    if collecting:
+        gc.enable()
