@@ -30,7 +30,6 @@ from ..policy import PERMISSIONS, Policy
 from ..runner import Engine, exit_at_once
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
-from .kernel import wanted as kernel_wanted
 from .prompt import file_digest, offer_to_save, prompt_target, stdin_is_tty
 from .spool import child_spool, read_spool, write_spool
 from .taint import check_taint, taint_policy_files, warn_writable_policy
@@ -69,11 +68,12 @@ class SandboxEngine(Engine):
         self.session = session
         s = self.settings
         self.spool = child_spool(session.pid) if s.get("inherit", True) else None
-        if kernel_wanted(s, self.mode):
-            from .kernel import plan
+        if self.mode == "enforce":  # the one mode a kernel wall can go up in (kernel.py, ~1 M instructions to import)
+            from .kernel import plan, wanted
 
-            self.wall = plan(self.spool)
-            self.spool = self.wall.spool
+            if wanted(s, self.mode):
+                self.wall = plan(self.spool)
+                self.spool = self.wall.spool
         outputs = [*session.outputs, *(p for p in (self.learn, self.spool, self.wall and self.wall.spool_dir) if p)]
         if self.mode == "prompt":
             outputs.append("/dev/tty")  # where the answers are offered for saving at the end
