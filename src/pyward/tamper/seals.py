@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import types
 from gc import get_referents as _get_referents
-from itertools import compress, repeat
 
 from .._isolation import isolate_builtins
 
@@ -188,7 +187,7 @@ def glob_names(pattern: str, names: list[str]) -> list[str]:
             return names
         text = "\0" + "\0".join(names) + "\0"
         if text.count("\0") != len(names) + 1:  # a name holding the separator: name by name
-            return list(compress(names, map(str.startswith, names, repeat(head))))
+            return [n for n in names if n.startswith(head)]
         found, key = [], "\0" + head
         at = text.find(key)
         while at >= 0:
