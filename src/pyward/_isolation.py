@@ -12,7 +12,7 @@ pyward first needs it.
 """
 from __future__ import annotations
 
-import types
+from . import _types as types  # not the stdlib's: see _types.py
 
 _ISOLATED: dict[types.ModuleType, types.ModuleType] = {}
 

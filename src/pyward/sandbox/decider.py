@@ -9,8 +9,8 @@ from __future__ import annotations
 import _imp
 import os
 import sys
-import types
 
+from .. import _types as types  # not the stdlib's: see _types.py
 from .._isolation import isolate_builtins, isolate_module
 from ..policy import Policy
 from .context import BOOT_DIR, CHILD_ARMING_ENV, HIDDEN_ENV, MODES, Context

@@ -6,8 +6,7 @@ sealed with: they are remembered when the function is sealed.
 """
 from __future__ import annotations
 
-import types
-
+from .. import _types as types  # not the stdlib's: see _types.py
 from .._isolation import isolate_builtins
 from .seals import MISSING, Seal, fingerprint
 

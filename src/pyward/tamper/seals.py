@@ -8,9 +8,9 @@ rebinding *and* a code swap are both seen, and the original can be put back.
 from __future__ import annotations
 
 import sys
-import types
 from gc import get_referents as _get_referents
 
+from .. import _types as types  # not the stdlib's: see _types.py
 from .._isolation import isolate_builtins
 
 isolate_builtins(globals())

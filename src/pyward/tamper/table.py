@@ -9,9 +9,9 @@ rewrite the Python tables, not the copy.
 from __future__ import annotations
 
 import sys
-from types import ModuleType
 
 from .._isolation import isolate_builtins
+from .._types import ModuleType
 from .restore import remember_code
 from .seals import MISSING, Seal, called_names, fingerprint, type_dict
 
