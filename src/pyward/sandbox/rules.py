@@ -9,6 +9,7 @@ import os
 import sys
 
 from .._isolation import isolate_builtins, isolate_module
+from .._native import native
 from ..policy import PERMISSIONS, Policy, expand, path_variables
 from ..runner import TargetError
 
@@ -109,8 +110,6 @@ def realpath(path: str) -> str:
     """os.path.realpath(path), resolved by libc where it can be: the Python one costs
     ~0.15 M instructions a path, and start-up resolves a dozen paths that do not exist
     (the mime.types candidates, a missing zip on sys.path)."""
-    from .._native import native
-
     real = native.realpath(path) if native is not None else None
     if real:
         return real
