@@ -97,3 +97,17 @@ def test_clustered_short_flags_still_work(tmp_path):
     (tmp_path / "app.py").write_text("print('hi')\n")
     result = pyward("run", "-vv", "app.py", cwd=tmp_path)
     assert result.returncode == 0 and "run start" in result.stderr
+
+
+def test_channel_variables_are_reruns():
+    from pyward import rerun
+
+    assert commandline.CHANNEL_VARIABLES == (rerun.RERUN_VARIABLE, rerun.TAP_VARIABLE)
+
+
+def test_a_plain_run_imports_no_rerun_machinery(tmp_path):
+    """rerun.py serves re-runs and watched runs only: a run without its channel does not import it."""
+    (tmp_path / "app.py").write_text("import sys\nprint('pyward.rerun' in sys.modules)\n")
+    proc = pyward("run", "-q", "app.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "False\n"

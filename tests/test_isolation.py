@@ -104,3 +104,12 @@ def test_a_program_that_mocks_hashing_time_and_json_still_gets_a_report_that_ver
     (path,) = (tmp_path / ".pyward" / "reports").glob("*.json")
     verify = pyward("verify", str(path), cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_pywards_types_are_the_stdlibs():
+    import types
+
+    from pyward import _types
+
+    for name in _types.__all__:
+        assert getattr(_types, name) is getattr(types, name), name

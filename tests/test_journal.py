@@ -93,6 +93,15 @@ def test_jsonable_never_runs_program_code():
     json.dumps(out)  # serialisable
 
 
+def test_jsonable_copies_lists_of_plain_values():
+    class Name(str):
+        pass
+
+    out = jsonable(("a", "b", 1, None, True))
+    assert out == ["a", "b", 1, None, True] and type(out) is list
+    assert jsonable([Name("x"), "y"]) == [f"<{__name__}.{Name.__qualname__} object>", "y"]  # a subclass: never as is
+
+
 def test_jsonable_bounds_depth_and_size():
     deep: list = []
     node = deep

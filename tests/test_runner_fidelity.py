@@ -133,6 +133,16 @@ CASES: dict[str, tuple[dict[str, str], list[str], bytes | None, dict[str, str]]]
             print("last registered, runs first")
         print("main done")
     """)}, ["app.py"], None, {}),
+    "gc_state": ({"app.py": D("""
+        import gc
+        print(gc.isenabled(), gc.get_freeze_count(), gc.get_threshold())
+        class Cycle:
+            pass
+        a, b = Cycle(), Cycle()
+        a.other, b.other = b, a
+        del a, b
+        print(gc.collect() >= 2)
+    """)}, ["app.py"], None, {}),
     "exit_zero": ({"app.py": "import sys\nprint('x')\nsys.exit(0)\n"}, ["app.py"], None, {}),
     "exit_three": ({"app.py": "import sys\nsys.exit(3)\n"}, ["app.py"], None, {}),
     "exit_256": ({"app.py": "import sys\nsys.exit(256)\n"}, ["app.py"], None, {}),

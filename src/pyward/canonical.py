@@ -17,6 +17,7 @@ from ._isolation import isolate_builtins
 isolate_builtins(globals())
 
 _INF = float("inf")
+_STR = {str}
 
 
 def dumps(obj: object, *, sort_keys: bool = True, indent: int | None = None) -> str:
@@ -47,6 +48,9 @@ def _encode(obj: object, out: list[str], sort_keys: bool, indent: int | None, le
             out.append("[]")
             return
         inner, sep, close = _layout(indent, level)
+        if set(map(type, obj)) == _STR:  # type: ignore[call-overload]  # a list of names (the seals at exit):
+            out.append("[" + inner + sep.join(map(_quote, obj)) + close + "]")  # type: ignore[call-overload]
+            return  # quoted and joined in C
         out.append("[" + inner)
         for i, item in enumerate(obj):  # type: ignore[arg-type,var-annotated]  # a list or tuple (`kind` above)
             if i:

@@ -377,23 +377,64 @@ def parse_run(argv: list[str], command: str = "run") -> tuple[dict[str, Any], An
     return args, target
 
 
+#: rerun.RERUN_VARIABLE and rerun.TAP_VARIABLE: a run without them has no channel, and rerun.py
+#: (the supervisor of re-runs, ~1.3 M instructions to import) is not imported for it
+CHANNEL_VARIABLES = ("PYWARD_RERUN", "PYWARD_TAP")
+
+
+def take_channel() -> tuple[int, int | None, int | None]:
+    """rerun.take_channel(): (attempt, channel fd, tap fd); (1, None, None) without a channel."""
+    if not any(name in os.environ for name in CHANNEL_VARIABLES):
+        return 1, None, None
+    from .rerun import take_channel as take
+
+    return take()
+
+
 def run_program(argv: list[str], extra: dict[str, Any] | None = None, command: str = "run",
                 engines: Callable[[Any], list[Any]] | None = None) -> int:
     """`pyward run`; commands that run a program (learn, ...) pass `extra` settings,
     or their own `engines(settings) -> [Engine]` instead of pyward's (trace)."""
-    from .rerun import take_channel
-    from .runner import TargetError, start
-
-    channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read
-    args, target = parse_run(argv, command)
+    collecting = pause_collections()
     try:
-        settings = settings_from(args, "run")
-        if extra:
-            settings.update(extra)
-        session, prepared = start(settings, target, ["pyward", command, *argv], engines=engines, channel=channel)
-    except (ConfigError, TargetError) as exc:
-        if isinstance(exc, TargetError) and exc.python_line:
-            sys.stderr.write(exc.python_line + "\n")
-            raise SystemExit(exc.status) from None
-        fail(str(exc), getattr(exc, "status", 2))
+        from .runner import TargetError, start
+
+        channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read
+        args, target = parse_run(argv, command)
+        try:
+            settings = settings_from(args, "run")
+            if extra:
+                settings.update(extra)
+            session, prepared = start(settings, target, ["pyward", command, *argv], engines=engines,
+                                      channel=channel)
+        except (ConfigError, TargetError) as exc:
+            if isinstance(exc, TargetError) and exc.python_line:
+                sys.stderr.write(exc.python_line + "\n")
+                raise SystemExit(exc.status) from None
+            fail(str(exc), getattr(exc, "status", 2))
+    finally:
+        resume_collections(collecting)
     return session.run(prepared)  # the program's own exit propagates from here
+
+
+def pause_collections() -> bool:
+    """No cyclic garbage collection while pyward starts; whether collections were on.
+
+    pyward's start-up allocates tens of thousands of objects that all stay alive
+    (modules, seals, the decider): the collections their allocations would trigger
+    (a full one among them) free nothing: ~2 M instructions more than one pass over them."""
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()
+    return collecting
+
+
+def resume_collections(collecting: bool) -> None:
+    """Collections back on, as the program expects them, before its first line (the
+    first one scans what pyward allocated, once; not gc.freeze: it would hide those
+    objects from gc.get_objects, and unfreezing would release what python froze)."""
+    import gc
+
+    if collecting:
+        gc.enable()

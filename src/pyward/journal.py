@@ -101,6 +101,9 @@ def thread_name() -> str:
     return "MainThread" if ident == _MAIN_THREAD else f"Thread-{ident}"
 
 
+_AS_IS = {str, int, bool, type(None)}  # what jsonable returns unchanged
+
+
 def jsonable(value: Any, _depth: int = 0) -> Any:
     """A JSON-safe copy of `value` that never runs the program's code.
 
@@ -117,6 +120,8 @@ def jsonable(value: Any, _depth: int = 0) -> Any:
         return os.fsdecode(bytes(value)) if len(value) < 4096 else f"<{len(value)} bytes>"
     if _depth < 6:
         if kind is list or kind is tuple or kind is set or kind is frozenset:
+            if set(map(type, value)) <= _AS_IS:  # names, numbers (the seals at exit): copied in C
+                return list(value)
             return [jsonable(v, _depth + 1) for v in value]
         if kind is dict:
             return {k if type(k) is str else str(jsonable(k, _depth + 1)): jsonable(v, _depth + 1)

@@ -249,6 +249,9 @@ def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[
                 os.write(answers_w, f"{second}\n".encode())
                 code = 0
             else:
+                import gc
+
+                gc.enable()  # collections were paused for the program's start-up (commandline.pause_collections)
                 os.close(events_w)
                 os.close(answers_r)
                 _detach((events_r, answers_w, pidfd))

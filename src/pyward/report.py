@@ -67,7 +67,12 @@ def chain_next(previous: bytes, event: dict[str, Any]) -> bytes:
 
 def merkle_root(events: Iterable[dict[str, Any]]) -> bytes:
     """RFC 6962 Merkle tree hash: leaves 0x00||data, nodes 0x01||left||right."""
-    level = [sha256(b"\x00" + canonical(e)) for e in events]
+    return merkle_root_of([canonical(e) for e in events])
+
+
+def merkle_root_of(leaves: list[bytes]) -> bytes:
+    """merkle_root over the events' canonical bytes."""
+    level = [sha256(b"\x00" + data) for data in leaves]
     if not level:
         return sha256(b"")
 
@@ -95,12 +100,15 @@ def build(run: dict[str, Any], events: list[Any]) -> dict[str, Any]:
     items = [e.to_json() for e in events]
     head = genesis(run)
     start = head
+    leaves = []
     for item in items:
-        head = chain_next(head, item)
+        data = canonical(item)  # the chain's bytes are the Merkle leaf's too: serialised once
+        head = sha256(head + data)
+        leaves.append(data if "chain" not in item else canonical(_without_chain(item)))
         item["chain"] = head.hex()
     bare = [_without_chain(i) for i in items]
     summary = summarize(bare, run.get("exit_status"))
-    root = merkle_root(bare)
+    root = merkle_root_of(leaves)
     integrity = {
         "algorithm": "sha256",
         "genesis": start.hex(),

@@ -110,12 +110,17 @@ ADAPTERS: tuple[tuple[str, str, str], ...] = (
 unhealed_integration: Callable[[], None] | None = None
 
 
-def engines_for(settings: Settings) -> list[Engine]:
-    import importlib
+def _module(name: str) -> Any:
+    """importlib.import_module(name) for an absolute name, without importing importlib
+    (and warnings) into every run: ~1.7 M instructions, and modules python's own run lacks."""
+    __import__(name)
+    return sys.modules[name]
 
+
+def engines_for(settings: Settings) -> list[Engine]:
     engines = []
     for name in ENGINES:
-        engine = importlib.import_module(name).engine(settings)
+        engine = _module(name).engine(settings)
         if engine is not None:
             engines.append(engine)
     return engines
@@ -123,11 +128,9 @@ def engines_for(settings: Settings) -> list[Engine]:
 
 def outputs_for(settings: Settings, cwd: str) -> list[str]:
     """The files pyward's engines write while the program runs (their `outputs`)."""
-    import importlib
-
     paths: list[str] = []
     for name in ENGINES:
-        outputs = getattr(importlib.import_module(name), "outputs", None)
+        outputs = getattr(_module(name), "outputs", None)
         if outputs is not None:
             paths += outputs(settings, cwd)
     return paths
@@ -298,7 +301,8 @@ def _is_zip(path: str) -> bool:
 
 def _read_script(p: _Prepared) -> None:
     """Load the script's code like python does (source or .pyc)."""
-    from importlib.machinery import SourceFileLoader, SourcelessFileLoader
+    # importlib.machinery's classes, from where it takes them (importing importlib costs every run)
+    from _frozen_importlib_external import SourceFileLoader, SourcelessFileLoader
 
     assert p.file is not None
     try:
@@ -323,10 +327,9 @@ def _read_script(p: _Prepared) -> None:
 def _fresh_main(p: _Prepared) -> Any:
     """A new __main__ module with python's globals, in python's order."""
     import builtins
-    import types
-    from importlib.machinery import BuiltinImporter
+    from _frozen_importlib import BuiltinImporter  # importlib.machinery's, without importing importlib
 
-    main: Any = types.ModuleType("__main__")  # (gets attributes ModuleType does not declare)
+    main: Any = type(sys)("__main__")  # a module (gets attributes ModuleType does not declare)
     main.__loader__ = BuiltinImporter
     main.__annotations__ = {}
     main.__builtins__ = builtins

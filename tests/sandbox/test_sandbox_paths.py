@@ -152,3 +152,20 @@ def test_bytecode_caches_outside_the_program_are_refused_quietly_and_never_learn
     report = json.loads((app / "r.json").read_text())
     assert report["summary"]["denied"] == 0
     assert [line for line in run.stderr.splitlines() if not line.startswith("[pyward] run end:")] == []
+
+
+def test_rules_realpath_is_os_realpath(tmp_path):
+    """The policy's paths resolve as os.path.realpath resolves them, libc or not: missing names,
+    missing directories, dangling links, links to directories, '..'."""
+    from pyward.sandbox.rules import realpath
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "file").write_text("x")
+    (tmp_path / "to_dir").symlink_to(tmp_path / "dir")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "deep")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for rel in ("dir/file", "dir/missing", "missing/more/names", "to_dir/missing", "to_dir/file", "dangling",
+                "dangling/below", "loop", "loop/below", "dir/../to_dir/missing", "missing/../dir", "dir/file/below",
+                "to_dir/", "missing/"):
+        path = f"{tmp_path}/{rel}"
+        assert realpath(path) == os.path.realpath(path), rel

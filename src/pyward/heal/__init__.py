@@ -11,21 +11,32 @@ Imported at every `pyward run` start: keep this module light.
 """
 from __future__ import annotations
 
-from .paths import short_path, store_files, store_path
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
     from ..config import Settings
     from ..runner import Engine
+    from .paths import short_path, store_files, store_path
 
 __all__ = ["engine", "outputs", "resilient", "short_path", "store_files", "store_path"]
 
 
+def __getattr__(name: str) -> Any:  # paths.py's names, imported when first used (never in a run without heal)
+    if name in ("short_path", "store_files", "store_path"):
+        from . import paths
+
+        return getattr(paths, name)
+    raise AttributeError(f"module 'pyward.heal' has no attribute {name!r}")
+
+
 def outputs(settings: Settings, cwd: str) -> list[str]:
     """What the heal engine writes while the program runs: its patch store."""
-    return store_files(store_path(settings, cwd)) if settings.get("heal.enabled") else []
+    if not settings.get("heal.enabled"):
+        return []
+    from .paths import store_files, store_path
+
+    return store_files(store_path(settings, cwd))
 
 
 def engine(settings: Settings) -> Engine | None:

@@ -23,6 +23,14 @@ CHILD_ARMING_ENV = (*HIDDEN_ENV, "PYTHONPATH", "PYWARD_DISABLE_NATIVE")
 BOOT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "boot")
 
 
+def stdin_is_tty() -> bool:
+    """Whether a prompt can be answered: stdin is a terminal."""
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
+
+
 class Context:
     """The run as the sandbox sees it (`Context`), and the constants its parts share."""
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import _imp
 import os
 import sys
-import types
 
+from .. import _types as types  # not the stdlib's: see _types.py
 from .._isolation import isolate_builtins, isolate_module
 from ..policy import Policy
-from .context import BOOT_DIR, CHILD_ARMING_ENV, HIDDEN_ENV, MODES, Context
+from .context import BOOT_DIR, CHILD_ARMING_ENV, HIDDEN_ENV, MODES, Context, stdin_is_tty
 from .environ import GuardedEnviron
-from .prompt import stdin_is_tty
 from .rules import SINK_FILES, compile_rules, implicit_roots, realpath
 from .taint import policy_candidates
 

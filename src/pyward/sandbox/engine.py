@@ -30,8 +30,6 @@ from ..policy import PERMISSIONS, Policy
 from ..runner import Engine, exit_at_once
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
-from .kernel import wanted as kernel_wanted
-from .prompt import file_digest, offer_to_save, prompt_target, stdin_is_tty
 from .spool import child_spool, read_spool, write_spool
 from .taint import check_taint, taint_policy_files, warn_writable_policy
 
@@ -69,21 +67,24 @@ class SandboxEngine(Engine):
         self.session = session
         s = self.settings
         self.spool = child_spool(session.pid) if s.get("inherit", True) else None
-        if kernel_wanted(s, self.mode):
-            from .kernel import plan
+        if self.mode == "enforce":  # the one mode a kernel wall can go up in (kernel.py, ~1 M instructions to import)
+            from .kernel import plan, wanted
 
-            self.wall = plan(self.spool)
-            self.spool = self.wall.spool
+            if wanted(s, self.mode):
+                self.wall = plan(self.spool)
+                self.spool = self.wall.spool
         outputs = [*session.outputs, *(p for p in (self.learn, self.spool, self.wall and self.wall.spool_dir) if p)]
-        if self.mode == "prompt":
+        if self.mode == "prompt":  # (prompt.py is imported for this mode only)
+            from .prompt import file_digest, prompt_target, stdin_is_tty
+
             outputs.append("/dev/tty")  # where the answers are offered for saving at the end
             self.save_target = prompt_target(s.source, session.cwd)
             if self.save_target:  # pyward writes it at the end; a change by the program is caught by digest
                 outputs += [self.save_target, self.save_target + ".bak"]
                 self.save_digest = file_digest(self.save_target)
-        if self.mode == "prompt" and not stdin_is_tty():
-            session.journal.emit("sandbox", "prompt.unavailable", "stdin", severity="warning", where="",
-                                 message="prompt mode needs a terminal; denying like enforce instead")
+            if not stdin_is_tty():
+                session.journal.emit("sandbox", "prompt.unavailable", "stdin", severity="warning", where="",
+                                     message="prompt mode needs a terminal; denying like enforce instead")
         context = Context(mode=self.mode, on_deny=s.get("on_deny", "raise"), inherit=s.get("inherit", True),
                           program_dir=session.program_dir, outputs=outputs, emit=self._emit,
                           exit_on_deny=self._exit_on_deny if s.get("on_deny") == "exit" else None,
@@ -162,8 +163,12 @@ class SandboxEngine(Engine):
             session.journal.emit("sandbox", "learned", path, severity="notice", where="",
                                  message=f"learned policy written to {path} ({rules} rules); {hint}")
             return
-        changed = [self.save_target] if self.save_target and file_digest(self.save_target) != self.save_digest \
-            else []
+        changed: list[str] = []
+        if self.save_target or self.prompted:  # prompt mode, whose start imported prompt.py
+            from .prompt import file_digest, offer_to_save
+
+            if self.save_target and file_digest(self.save_target) != self.save_digest:
+                changed = [self.save_target]
         taint_policy_files(session, changed)
         if self.prompted and not changed:
             offer_to_save(self.prompted, self.settings.source, self.save_target, session)
@@ -180,6 +185,8 @@ def _rerun_spec(session: Any) -> tuple[Any, ...] | None:
     very command, in the directory and environment the run started with."""
     if getattr(session, "channel", None) is not None or not hasattr(session, "start_env"):
         return None  # a re-run never starts the next one: its supervisor does
+    if not any(getattr(engine, "reruns", False) for engine in getattr(session, "engines", ())):
+        return None  # no engine of this run re-runs the program (the heal engine with --retries does)
     from ..rerun import RERUN_VARIABLE, command
 
     argv = command(session.invocation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from .._isolation import isolate_builtins, isolate_module
+from .context import stdin_is_tty  # noqa: F401 - the prompt's own question, asked by the decider too
 
 isolate_builtins(globals())
 
@@ -67,10 +68,3 @@ def offer_to_save(answers: list[tuple[str, str]], source: str | None, target: st
     kept = f" (previous version kept as {backup})" if backup else ""
     session.journal.emit("sandbox", "prompt.saved", target, severity="notice", where="",
                          message=f"saved {len(answers)} answer(s) into {target}{kept}")
-
-
-def stdin_is_tty() -> bool:
-    try:
-        return os.isatty(0)
-    except OSError:
-        return False

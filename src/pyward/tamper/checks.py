@@ -10,9 +10,9 @@ anything differs from what the last check saw (the import gate).
 from __future__ import annotations
 
 import sys
-from types import ModuleType
 
 from .._isolation import isolate_builtins
+from .._types import ModuleType
 from ..journal import Journal
 from .seals import MISSING, describe
 

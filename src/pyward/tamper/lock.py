@@ -10,9 +10,8 @@ module's `__class__` swap is judged here on every version.
 """
 from __future__ import annotations
 
-from types import ModuleType
-
 from .._isolation import isolate_builtins
+from .._types import ModuleType
 from ..journal import Journal
 from .errors import TamperError
 from .patcher import patcher

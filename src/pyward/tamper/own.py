@@ -14,8 +14,8 @@ Two questions the tamper engine asks about a frame's code object:
 from __future__ import annotations
 
 import os
-import types
 
+from .. import _types as types  # not the stdlib's: see _types.py
 from .._isolation import isolate_builtins
 
 isolate_builtins(globals())

@@ -6,8 +6,7 @@ sealed with: they are remembered when the function is sealed.
 """
 from __future__ import annotations
 
-import types
-
+from .. import _types as types  # not the stdlib's: see _types.py
 from .._isolation import isolate_builtins
 from .seals import MISSING, Seal, fingerprint
 
@@ -21,9 +20,10 @@ if TYPE_CHECKING:
 _CODES: dict[int, tuple[Any, Any, Any]] = {}
 
 
-def remember_code(function: Any) -> None:
-    """Keep what a sealed function runs, to put it back after a code swap."""
-    _CODES.setdefault(id(function.__code__), (function.__code__, function.__defaults__, function.__kwdefaults__))
+def remember_code(seal: Seal) -> None:
+    """Keep what a sealed function runs (read when it was sealed), to put it back after a code swap."""
+    if seal.fingerprint is not None and seal.runs is not None:
+        _CODES.setdefault(seal.fingerprint[0], seal.runs)
 
 
 def put_back(seal: Seal, native: Any) -> None:

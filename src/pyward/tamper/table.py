@@ -9,9 +9,9 @@ rewrite the Python tables, not the copy.
 from __future__ import annotations
 
 import sys
-from types import ModuleType
 
 from .._isolation import isolate_builtins
+from .._types import ModuleType
 from .restore import remember_code
 from .seals import MISSING, Seal, called_names, fingerprint, type_dict
 
@@ -38,21 +38,22 @@ class SealTable:
 
     def add(self, seal: Seal) -> None:
         namespace = seal.real_namespace()
-        key = (id(namespace), seal.attr)
+        here = id(namespace)  # once: each id() is an audit event (builtins.id)
+        key = (here, seal.attr)
         if key in self.seals:
             return
         self.seals[key] = seal
         native, watching = self.native, self.watching
         if watching:
             native.tamper_watch_key(seal.attr)
-        if id(namespace) not in self.by_dict:
-            self.by_dict[id(namespace)] = seal.owner
+        if here not in self.by_dict:
+            self.by_dict[here] = seal.owner
             if watching:
                 native.tamper_watch(namespace)
             if isinstance(seal.owner, ModuleType):  # once per module: the lock depends on nothing else
                 self.lock(seal.owner)
         if seal.fingerprint is not None:
-            remember_code(seal.original)
+            remember_code(seal)
             if watching:
                 native.tamper_watch(seal.original)
         self.record(seal, namespace)
@@ -81,10 +82,11 @@ class SealTable:
         if module is None and type(name) is str:
             module = self.finishing.get(name)  # imported, not back in sys.modules yet (Targets.resolve_pending)
         namespace: dict[str, Any] = function.__globals__
-        if module is None or id(getattr(module, "__dict__", None)) != id(namespace):
+        if module is None or getattr(module, "__dict__", None) is not namespace:
             return
         sealed, here = self.seals, id(namespace)
-        for name in called_names(function.__code__).intersection(namespace):  # most names are attributes'
+        code = seal.runs[0] if seal.runs is not None else function.__code__  # as read when sealed
+        for name in called_names(code).intersection(namespace):  # most names are attributes'
             if (here, name) in sealed or name.startswith("__"):
                 continue
             value = namespace.get(name, MISSING)
@@ -116,10 +118,14 @@ class SealTable:
             return []
         altered = []
         namespaces: dict[int, int] = {}  # id(owner) -> id(its namespace dict), found once per owner
+        last: Any = MISSING
+        here = 0
         for owner, attr, original, first, name, why in self.native.tamper_sealed():
-            here = namespaces.get(id(owner))
-            if here is None:
-                here = namespaces[id(owner)] = id(type_dict(owner) if isinstance(owner, type) else owner.__dict__)
+            if owner is not last:  # seals come grouped by namespace: id() (an audit event) once per group
+                last, ident = owner, id(owner)
+                here = namespaces.get(ident) or 0
+                if not here:
+                    here = namespaces[ident] = id(type_dict(owner) if isinstance(owner, type) else owner.__dict__)
             key = (here, attr)
             seal = self.seals.get(key)
             if seal is not None and seal.original is original and seal.first is first and seal.owner is owner:
@@ -132,7 +138,14 @@ class SealTable:
 
     def module_owners(self) -> list[Any]:
         """Each module holding a seal, once."""
-        return list({id(s.owner): s.owner for s in self.seals.values() if s.module_owner}.values())
+        owners: dict[int, Any] = {}
+        last: Any = MISSING
+        for seal in self.seals.values():
+            if seal.owner is not last:  # seals come grouped by owner: id() (an audit event) once per group
+                last = seal.owner
+                if seal.module_owner:
+                    owners[id(last)] = last
+        return list(owners.values())
 
 
 def _no_lock(module: Any) -> None:
