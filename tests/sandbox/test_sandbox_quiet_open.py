@@ -50,6 +50,48 @@ attempt(os.path.abspath("data/link.txt"))
     assert len(run.denied) == 3, run.denied
 
 
+def test_links_are_judged_while_another_thread_runs(tmp_path):
+    """With a second thread alive the C side lets the GIL go around its lstat (and checks
+    the table again after): a link is still judged by its target, a plain file still quiet."""
+    workspace(tmp_path)
+    os.symlink(tmp_path / "secret" / "key.txt", tmp_path / "data" / "link.txt")
+    os.link(tmp_path / "secret" / "key.txt", tmp_path / "data" / "hard.txt")
+    (tmp_path / "data" / "d.txt").write_text("public")
+    run = guard(tmp_path, WARM + """
+import threading
+stop = threading.Event()
+def spin():
+    while not stop.is_set():
+        pass
+worker = threading.Thread(target=spin)
+worker.start()
+try:
+    attempt("data/d.txt")
+    attempt("data/link.txt")
+    attempt("data/hard.txt")
+finally:
+    stop.set()
+    worker.join()
+""", "--no-kernel", "--allow-read=data", "--deny-read=secret/key.txt", name="prog/app.py")
+    assert run.stdout.splitlines() == ["data/d.txt public", "data/link.txt denied", "data/hard.txt denied"], run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / "key.txt"), str(tmp_path / "data" / "hard.txt")]
+
+
+def test_a_file_swapped_for_a_link_after_the_directory_went_quiet_is_judged_again(tmp_path):
+    """Another process (beyond the audit layer's sight) turns a plain file the C side has not
+    answered for yet into a symlink: the lstat of the path as spelled sees the link."""
+    workspace(tmp_path)
+    run = guard(tmp_path, WARM + f"""
+import subprocess, sys
+subprocess.run([sys.executable, "-c", "import os; os.remove('data/b.txt'); "
+                "os.symlink({str(tmp_path / "secret" / "b.txt")!r}, 'data/b.txt')"], check=True)
+attempt("data/b.txt")
+attempt({str(tmp_path / "data" / "b.txt")!r})
+""", "--no-kernel", "--no-inherit", "--allow-read=data", "--allow-run", name="prog/app.py")
+    assert run.stdout.splitlines() == ["data/b.txt denied", f"{tmp_path}/data/b.txt denied"], run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / "b.txt")] * 2, run.denied
+
+
 def test_a_relative_directory_is_the_new_one_after_chdir(tmp_path):
     workspace(tmp_path)
     run = guard(tmp_path, WARM + """

@@ -750,9 +750,9 @@ def open_quietly(path, flags):
 
 def quiet_for_native(spelled, path):
     """Let the C side answer the next opens in this directory itself (see quiet_open in
-    _native/sandbox.c): keyed by the directory as the program spells it, with its real
-    path and, for each access, the names it may open quietly (True: all; a tuple of
-    '*' globs split on '*').  Only what is known to need no journal: an access whose
+    _native/sandbox.c): keyed by the directory as the program spells it, with, for
+    each access, the names it may open quietly (True: all; a tuple of '*' globs split
+    on '*'); the C side looks at the file by the path as spelled.  Only what is known to need no journal: an access whose
     directory has a deny rule that could match a name, or whose allowance was not yet
     journaled, stays with open_quietly."""
     spot = SPOTS.get(path[:path.rfind("/")])
@@ -762,7 +762,7 @@ def quiet_for_native(spelled, path):
     if read is not None or write is not None:
         if len(QUIET_DIRS) > 100000:
             QUIET_DIRS.clear()
-        QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (spot[0], read, write)
+        QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (read, write)
 
 
 def native_names(state, perm, directory):
