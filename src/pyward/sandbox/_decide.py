@@ -752,9 +752,9 @@ def quiet_for_native(spelled, path):
     """Let the C side answer the next opens in this directory itself (see quiet_open in
     _native/sandbox.c): keyed by the directory as the program spells it, with, for
     each access, the names it may open quietly (True: all; a tuple of '*' globs split
-    on '*'); the C side looks at the file by the path as spelled.  Only what is known to need no journal: an access whose
-    directory has a deny rule that could match a name, or whose allowance was not yet
-    journaled, stays with open_quietly."""
+    on '*'); the C side looks at the file by the path as spelled.  Only what is known
+    to need no journal: an access whose directory has a deny rule that could match a
+    name, or whose allowance was not yet journaled, stays with open_quietly."""
     spot = SPOTS.get(path[:path.rfind("/")])
     if spot is None:
         return
