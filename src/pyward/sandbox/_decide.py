@@ -1425,6 +1425,7 @@ def on_popen(args):
 
 
 def on_system(args):
+    forget_paths()  # a child may change names (as for fork_exec)
     return check_run("sh", None, "os.system")
 
 
@@ -1444,6 +1445,7 @@ def on_posix_spawn(args):
         journal_later("own", args[0], "pyward re-runs the program in a fresh process: " + args[0], "debug",
              {"operation": "re-run", "event": "os.posix_spawn"}, (None, None))
         return None
+    forget_paths()  # a child may change names: subprocess's route on 3.13, as fork_exec's before
     return check_run(args[0], None, "os.exec")
 
 
@@ -1484,6 +1486,7 @@ def on_kill(args):
 
 
 def on_spawn(args):
+    forget_paths()  # a child may change names (as for fork_exec)
     return check_run(args[1] if len(args) > 1 else None, None, "os.spawn")
 
 
