@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from sandbox_helpers import guard
 
 ATTEMPT = """
@@ -48,6 +50,72 @@ attempt(os.path.abspath("data/link.txt"))
     assert run.stdout.splitlines() == ["data/a.txt public", "data/link.txt denied", "data/hard.txt denied",
                                        f"{tmp_path}/data/link.txt denied"], run
     assert len(run.denied) == 3, run.denied
+
+
+def test_links_are_judged_while_another_thread_runs(tmp_path):
+    """With a second thread alive the C side lets the GIL go around its lstat (and checks
+    the table again after): a link is still judged by its target, a plain file still quiet."""
+    workspace(tmp_path)
+    os.symlink(tmp_path / "secret" / "key.txt", tmp_path / "data" / "link.txt")
+    os.link(tmp_path / "secret" / "key.txt", tmp_path / "data" / "hard.txt")
+    (tmp_path / "data" / "d.txt").write_text("public")
+    run = guard(tmp_path, WARM + """
+import threading
+stop = threading.Event()
+def spin():
+    while not stop.is_set():
+        pass
+worker = threading.Thread(target=spin)
+worker.start()
+try:
+    attempt("data/d.txt")
+    attempt("data/link.txt")
+    attempt("data/hard.txt")
+finally:
+    stop.set()
+    worker.join()
+""", "--no-kernel", "--allow-read=data", "--deny-read=secret/key.txt", name="prog/app.py")
+    assert run.stdout.splitlines() == ["data/d.txt public", "data/link.txt denied", "data/hard.txt denied"], run
+    # the symlink by its target; the hard link by its own name
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / "key.txt"),
+                                               str(tmp_path / "data" / "hard.txt")], run.denied
+
+
+SWAP = "import os; os.remove('data/{name}'); os.symlink({target!r}, 'data/{name}')"
+
+
+def test_a_file_swapped_for_a_link_after_the_directory_went_quiet_is_judged_again(tmp_path):
+    """Another process (beyond the audit layer's sight) turns a plain file of a warm
+    directory, not opened yet, into a symlink: the lstat of the path as spelled sees the link."""
+    workspace(tmp_path)
+    (tmp_path / "data" / "d.txt").write_text("public")
+    swap = SWAP.format(name="d.txt", target=str(tmp_path / "secret" / "key.txt"))
+    run = guard(tmp_path, WARM + f"""
+import subprocess, sys
+subprocess.run([sys.executable, "-c", {swap!r}], check=True)
+attempt("data/d.txt")
+""", "--no-kernel", "--no-inherit", "--allow-read=data", "--allow-run", name="prog/app.py")
+    assert run.stdout.splitlines() == ["data/d.txt denied"], run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / "key.txt")], run.denied
+
+
+@pytest.mark.parametrize("start", ["subprocess", "os.system", "os.posix_spawn"])
+def test_a_child_empties_what_was_answered_for_paths(tmp_path, start):
+    """A path answered for already is not looked at again, until the program starts a child
+    (which may change names): by whatever route, subprocess's on every Python included."""
+    workspace(tmp_path)
+    swap = SWAP.format(name="b.txt", target=str(tmp_path / "secret" / "key.txt"))
+    child = {"subprocess": f"subprocess.run([sys.executable, '-c', {swap!r}], check=True)",
+             "os.system": f"assert os.system(shlex.join([sys.executable, '-c', {swap!r}])) == 0",
+             "os.posix_spawn": f"os.waitpid(os.posix_spawn(sys.executable, [sys.executable, '-c', {swap!r}], "
+                               "dict(os.environ)), 0)"}[start]
+    run = guard(tmp_path, WARM + f"""
+import shlex, subprocess, sys
+{child}
+attempt("data/b.txt")
+""", "--no-kernel", "--no-inherit", "--allow-read=data", "--allow-run", name="prog/app.py")
+    assert run.stdout.splitlines() == ["data/b.txt denied"], run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / "key.txt")], run.denied
 
 
 def test_a_relative_directory_is_the_new_one_after_chdir(tmp_path):

@@ -51,6 +51,7 @@ static int hook_locked;        /* sandbox_set_hook refuses: for good */
 static PyObject *quiet_dirs;   /* the decider's directories whose files open quietly (see quiet_open) */
 static PyObject *quiet_paths;  /* path as spelled -> the accesses (1 read, 2 write) quiet_open allowed */
 static PyObject *open_event;   /* "open", interned */
+static PyObject *last_dir;     /* quiet_open's last directory key: the next path there reuses it (and its hash) */
 
 static int
 raise_denied_as(PyObject *type, PyObject *message)
@@ -310,17 +311,21 @@ name_fits(const char *name, Py_ssize_t len, PyObject *fits)
     return 0;
 }
 
-static int quiet_file(const char *name, Py_ssize_t name_len, long wants, PyObject *entry);
+static int quiet_file(const char *path, const char *name, Py_ssize_t name_len, long wants, PyObject *entry,
+                      int *let_go);
 
 /* The usual open(), allowed here without a Python frame: 1 when the decider
  * would allow it with nothing to journal, 0 when it must judge.  The decider
  * fills `quiet_dirs` (its open_quietly: a directory whose allowance is
  * journaled already and where no deny rule can match a name) keyed by the
- * directory as the program spells it, up to its last '/', mapping to (the
- * directory's real path, names quiet to read, names quiet to write); it empties
- * the table whenever names may resolve differently (a rename, a chdir...).
- * The file itself is judged as the decider does: one lstat; a symlink, a hard
- * link, a missing file, anything that is not plain ASCII go to the decider.
+ * directory as the program spells it, up to its last '/', mapping to (names
+ * quiet to read, names quiet to write); it empties the table whenever names
+ * may resolve differently (a rename, a chdir...).  The file itself is judged
+ * as the decider does, by one lstat, but of the path as spelled: the very
+ * lookup the kernel's open will make next (from the same working directory),
+ * no longer than the program's own (a relative path is not walked again from
+ * the root).  A symlink, a hard link, a missing file, anything that is not
+ * plain ASCII go to the decider.
  * Like the decider's own per-path cache, a path allowed here is remembered
  * (`quiet_paths`, emptied with the directories) and not looked at again. */
 static int
@@ -368,13 +373,21 @@ quiet_open(PyObject *args)
     if (name_len == 0 || (name[0] == '.' && (name_len == 1 || (name_len == 2 && name[1] == '.')))) {
         return 0;
     }
-    PyObject *key = PyUnicode_Substring(path, 0, cut + 1);
-    if (key == NULL) {
-        PyErr_Clear();
-        return 0;
+    PyObject *key;
+    if (last_dir != NULL && PyUnicode_GET_LENGTH(last_dir) == cut + 1
+        && memcmp(PyUnicode_DATA(last_dir), text, cut + 1) == 0) {  /* both ASCII */
+        key = Py_NewRef(last_dir);
+    }
+    else {
+        key = PyUnicode_Substring(path, 0, cut + 1);
+        if (key == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        Py_XSETREF(last_dir, Py_NewRef(key));
     }
     PyObject *entry = PyDict_GetItemWithError(quiet_dirs, key);
-    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3) {
+    if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) {
         if (PyErr_Occurred()) {
             PyErr_Clear();
         }
@@ -382,8 +395,9 @@ quiet_open(PyObject *args)
         return 0;
     }
     Py_INCREF(entry);  /* the table may drop it while the GIL is let go for the lstat */
-    int verdict = quiet_file(name, name_len, wants, entry);
-    if (verdict && PyDict_GetItemWithError(quiet_dirs, key) == entry) {
+    int let_go = 0;
+    int verdict = quiet_file(text, name, name_len, wants, entry, &let_go);  /* text: NUL-terminated (compact) */
+    if (verdict && (!let_go || PyDict_GetItemWithError(quiet_dirs, key) == entry)) {
         /* remembered only while the directory's entry is the one judged by (the
          * table may have been emptied while the GIL was let go for the lstat) */
         if (PyDict_GET_SIZE(quiet_paths) > 100000) {
@@ -403,30 +417,43 @@ quiet_open(PyObject *args)
     return verdict;
 }
 
-/* The file `name` of the directory `entry` (a quiet_dirs value the caller
- * holds) for the accesses `wants`: 1 quietly allowed. */
+/* Whether this thread is the only one of the only interpreter: no one could take
+ * the GIL while a quick system call runs, and letting it go and taking it back
+ * costs a good part of what the C answer adds to an open (a thread that starts
+ * meanwhile waits for the GIL as it would for any C code that keeps it). */
 static int
-quiet_file(const char *name, Py_ssize_t name_len, long wants, PyObject *entry)
+alone(void)
 {
-    PyObject *real = PyTuple_GET_ITEM(entry, 0);
-    if (((wants & 2) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 2)))
-        || ((wants & 1) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 1)))
-        || !PyUnicode_CheckExact(real) || !PyUnicode_IS_ASCII(real)
-        || PyUnicode_GET_LENGTH(real) + 1 + name_len >= PATH_MAX) {
+    PyInterpreterState *interp = PyInterpreterState_Head();
+    if (interp == NULL || PyInterpreterState_Next(interp) != NULL) {
         return 0;
     }
-    Py_ssize_t real_len = PyUnicode_GET_LENGTH(real);
-    char full[PATH_MAX];
-    memcpy(full, PyUnicode_DATA(real), real_len);
-    full[real_len] = '/';
-    memcpy(full + real_len + 1, name, name_len);
-    full[real_len + 1 + name_len] = '\0';
+    PyThreadState *head = PyInterpreterState_ThreadHead(interp);
+    return head != NULL && PyThreadState_Next(head) == NULL;
+}
+
+/* The file `path` (its last component `name`) of the directory `entry` (a
+ * quiet_dirs value the caller holds) for the accesses `wants`: 1 quietly allowed;
+ * `let_go` set when the GIL was let go (the table may have changed meanwhile). */
+static int
+quiet_file(const char *path, const char *name, Py_ssize_t name_len, long wants, PyObject *entry, int *let_go)
+{
+    if (((wants & 2) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 1)))
+        || ((wants & 1) && !name_fits(name, name_len, PyTuple_GET_ITEM(entry, 0)))) {
+        return 0;
+    }
     struct stat info;
     int rc;
     int saved = errno;
-    Py_BEGIN_ALLOW_THREADS
-    rc = lstat(full, &info);
-    Py_END_ALLOW_THREADS
+    if (alone()) {
+        rc = lstat(path, &info);
+    }
+    else {
+        *let_go = 1;
+        Py_BEGIN_ALLOW_THREADS
+        rc = lstat(path, &info);
+        Py_END_ALLOW_THREADS
+    }
     errno = saved;
     return rc == 0 && !S_ISLNK(info.st_mode) && info.st_nlink <= 1;
 }

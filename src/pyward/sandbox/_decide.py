@@ -750,11 +750,11 @@ def open_quietly(path, flags):
 
 def quiet_for_native(spelled, path):
     """Let the C side answer the next opens in this directory itself (see quiet_open in
-    _native/sandbox.c): keyed by the directory as the program spells it, with its real
-    path and, for each access, the names it may open quietly (True: all; a tuple of
-    '*' globs split on '*').  Only what is known to need no journal: an access whose
-    directory has a deny rule that could match a name, or whose allowance was not yet
-    journaled, stays with open_quietly."""
+    _native/sandbox.c): keyed by the directory as the program spells it, with, for
+    each access, the names it may open quietly (True: all; a tuple of '*' globs split
+    on '*'); the C side looks at the file by the path as spelled.  Only what is known
+    to need no journal: an access whose directory has a deny rule that could match a
+    name, or whose allowance was not yet journaled, stays with open_quietly."""
     spot = SPOTS.get(path[:path.rfind("/")])
     if spot is None:
         return
@@ -762,7 +762,7 @@ def quiet_for_native(spelled, path):
     if read is not None or write is not None:
         if len(QUIET_DIRS) > 100000:
             QUIET_DIRS.clear()
-        QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (spot[0], read, write)
+        QUIET_DIRS[spelled[:spelled.rfind("/") + 1]] = (read, write)
 
 
 def native_names(state, perm, directory):
@@ -1427,6 +1427,7 @@ def on_popen(args):
 
 
 def on_system(args):
+    forget_paths()  # a child may change names (as for fork_exec)
     return check_run("sh", None, "os.system")
 
 
@@ -1446,6 +1447,7 @@ def on_posix_spawn(args):
         journal_later("own", args[0], "pyward re-runs the program in a fresh process: " + args[0], "debug",
              {"operation": "re-run", "event": "os.posix_spawn"}, (None, None))
         return None
+    forget_paths()  # a child may change names: subprocess's route on 3.13, as fork_exec's before
     return check_run(args[0], None, "os.exec")
 
 
@@ -1486,6 +1488,7 @@ def on_kill(args):
 
 
 def on_spawn(args):
+    forget_paths()  # a child may change names (as for fork_exec)
     return check_run(args[1] if len(args) > 1 else None, None, "os.spawn")
 
 
