@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from helpers import clean_env
 from sandbox_helpers import guard
 
 SPELLINGS = ["127.0.0.1", "127.1", "2130706433", "0x7f000001", "0177.0.0.1", "0.0.0.0", "localhost", "",
@@ -221,6 +222,32 @@ def test_a_childs_env_cannot_disarm_it(tmp_path):
     assert not (tmp_path / "marker").exists(), run
     assert run.stdout.count("NATIVE True") == 2, run
     assert sum(1 for e in run.denied if e["message"].startswith("child ")) == 2
+
+
+ENV_CHILDREN = """\
+    import os, subprocess, sys
+    code = "import os; print(os.environ.get('SECRET_TOKEN'))"
+    for flags in (["-S"], ["-S", "-E"]):  # no site: pyward cannot arm these
+        print(subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True).stdout.strip())
+    print(subprocess.run(["/bin/sh", "-c", "echo sh:$SECRET_TOKEN:$OTHER"], capture_output=True, text=True).stdout.strip())
+    try:
+        os.environ["SECRET_TOKEN"]
+    except PermissionError:
+        print("denied")
+"""
+
+
+@pytest.mark.parametrize("mode", ["enforce", "watch"])
+def test_a_denied_variable_reaches_no_child_pyward_cannot_arm(tmp_path, mode):
+    env = clean_env(SECRET_TOKEN="hunter2", OTHER="kept")
+    run = guard(tmp_path, ENV_CHILDREN, f"--mode={mode}", "--allow-read=.", "--allow-run", "--allow-env=OTHER",
+                "--deny-env=SECRET_TOKEN", env=env)
+    assert run.status == 0, run
+    if mode == "enforce":  # gone from the environment before the program's first line; still a denial
+        assert run.stdout.splitlines() == ["None", "None", "sh::kept", "denied"], run
+        assert [e["name"] for e in run.denied] == ["SECRET_TOKEN"], run
+    else:  # watch blocks nothing and changes nothing
+        assert run.stdout.splitlines() == ["hunter2", "hunter2", "sh:hunter2:kept"], run
 
 
 @pytest.mark.parametrize("host", ["127.1", "0x7f000001"])

@@ -44,6 +44,8 @@ def install(policy: Policy, context: Context, protect: Callable[..., Any] | None
     decide, namespace, hidden = build_decider(policy, context, payload)
     if payload is not None:
         set_inherited_environment(payload)
+    if context.mode != "watch":
+        remove_denied_variables(namespace["evaluate"])
     guards = install_guards(namespace, payload is not None, protect)
     install_environ(payload is not None)
     native.untrack(*hidden, *guards)
@@ -121,6 +123,18 @@ def inheritance_payload(policy: Policy, context: Context) -> str:
 
     return dumps({"policy": policy.to_json(), "mode": context.mode, "on_deny": context.on_deny,
                   "log": context.log, "spool": context.spool})
+
+
+def remove_denied_variables(evaluate: Callable[[str, str], int]) -> None:
+    """A variable a deny rule names leaves the process environment before the program
+    starts: the program is refused it either way (the rule still judges the name), and
+    nothing pyward cannot judge sees it either: native code's getenv(), and the children
+    that inherit the environment without being armed (`python -S`, a shell, any binary)."""
+    from .._native import native
+
+    for name in native.env_names():
+        if evaluate("env", name) == 3 and not name.startswith("PYWARD_"):
+            os.unsetenv(name)
 
 
 def set_inherited_environment(payload: str) -> None:
