@@ -229,7 +229,8 @@ ENV_CHILDREN = """\
     code = "import os; print(os.environ.get('SECRET_TOKEN'))"
     for flags in (["-S"], ["-S", "-E"]):  # no site: pyward cannot arm these
         print(subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True).stdout.strip())
-    print(subprocess.run(["/bin/sh", "-c", "echo sh:$SECRET_TOKEN:$OTHER"], capture_output=True, text=True).stdout.strip())
+    shell = subprocess.run(["/bin/sh", "-c", "echo sh:$SECRET_TOKEN:$OTHER"], capture_output=True, text=True)
+    print(shell.stdout.strip())
     try:
         os.environ["SECRET_TOKEN"]
     except PermissionError:
