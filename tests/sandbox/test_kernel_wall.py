@@ -188,6 +188,26 @@ def test_a_policy_that_allows_everything_raises_no_wall_and_no_warning(tmp_path)
     assert layers["audit"] == "enforce" and layers["kernel"].startswith("off (nothing to restrict")
 
 
+UNHELD = ("[pyward] the kernel wall cannot hold the deny rules read 'secret' (they lie inside a directory the "
+          "policy allows, and Landlock only allows)")
+
+
+@landlock
+def test_a_deny_rule_the_wall_cannot_hold_is_said_when_something_could_bypass_the_audit_layer(tmp_path):
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key.txt").write_text("TOPSECRET")
+    report = tmp_path / "report.json"
+    code = "print('hi')\n"
+    run = guard(tmp_path, code, "--allow-read=.", "--deny-read=secret", "--allow-run=cat", "--report", str(report))
+    assert [line for line in run.stderr.splitlines() if "cannot hold" in line] == [UNHELD + ": the audit layer "
+        "holds them for Python, but a command it starts without pyward (a shell, a binary, python -S) or native "
+        "code could reach them"], run.stderr
+    assert json.loads(report.read_text())["run"]["layers"]["kernel"]["unheld"] == ["read 'secret'"]
+    for quiet in (("--allow-read=.", "--deny-read=secret"),  # nothing runs beneath the audit layer
+                  ("--allow-read=secret/..", "--deny-read=/etc/shadow", "--allow-run=cat")):  # held by the wall
+        assert "cannot hold" not in guard(tmp_path, code, *quiet).stderr
+
+
 @landlock
 def test_a_walled_program_behaves_as_under_python(tmp_path):
     import subprocess

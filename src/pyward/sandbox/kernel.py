@@ -90,6 +90,10 @@ class Wall:
         self.net = 0
         self.paths: dict[str, int] = {}
         self.ports: dict[int, int] = {}
+        #: deny rules (as "read 'secret'") beneath a grant of the same right: the audit layer holds them, the
+        #: wall cannot (Landlock only allows), so code beneath the audit layer could read or write there
+        self.unheld: list[str] = []
+        self.bypassable = False  # the policy runs commands or native code: code beneath the audit layer
 
     def grant(self, path: str, access: int, *, ancestor: bool = False) -> None:
         """Allow `access` beneath `path`.  A path not there yet gets nothing (nothing to read
@@ -115,7 +119,7 @@ class Wall:
     def layers(self) -> dict[str, Any]:
         return {"abi": self.abi, "read": bool(self.fs & READ_FILE), "write": bool(self.fs & WRITE_FILE),
                 "run": bool(self.fs & EXECUTE), "tcp_ports": sorted(self.ports) if self.net else None,
-                "rules": len(self.paths) + len(self.ports)}
+                "rules": len(self.paths) + len(self.ports), "unheld": list(self.unheld)}
 
 
 def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool = False) -> Wall:
@@ -139,16 +143,9 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
     for perm, rights in (("read", READ), ("write", WRITE)):
         for rule in policy.allows(perm):
             base = policy.base_dirs.get(rule.origin, os.getcwd())
-            compiled = compile_rule(perm, rule.scope, rule.origin, base, variables)
-            if compiled[0] == 0:
-                wall.grant(compiled[1], rights, ancestor=True)
-            elif compiled[0] == 1:  # a glob: the directory above its first wildcard
-                fixed = []
-                for segment in compiled[1]:
-                    if any(c in segment for c in "*?["):
-                        break
-                    fixed.append(segment)
-                wall.grant("/".join(fixed) or "/", rights, ancestor=True)
+            root = _rule_root(compile_rule(perm, rule.scope, rule.origin, base, variables))
+            if root is not None:
+                wall.grant(root, rights, ancestor=True)
     # what python and pyward read, as the audit layer's implicit reads, and what C reads beneath it
     roots, files = implicit_roots(context.program_dir)
     for path in (*roots, *files, *BENEATH_AUDIT, *_interpreter_files()):
@@ -185,6 +182,19 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             _grant_executable(wall, sys.executable)
     if reruns:  # a crash healed by a re-run starts this interpreter again
         _grant_executable(wall, sys.executable)
+    for perm, right in (("read", READ_FILE), ("write", WRITE_FILE)):
+        for rule in policy.denies(perm):
+            base = policy.base_dirs.get(rule.origin, os.getcwd())
+            root = _rule_root(compile_rule(perm, rule.scope, rule.origin, base, variables))
+            if root is None:
+                continue
+            target = realpath(root)
+            if not wall.fs & right or any(
+                    access & right and (target == path or target.startswith(path.rstrip("/") + "/"))
+                    for path, access in wall.paths.items()):
+                wall.unheld.append(f"{perm} {rule.scope!r}")
+    wall.bypassable = bool(policy.allows("run") or "run" in policy.allow_all or policy.allows("ffi")
+                           or "ffi" in policy.allow_all)
     if version >= 4 and "net" not in policy.allow_all:
         ports = _ports(policy)
         if ports is not None:
@@ -192,6 +202,21 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             for port in ports:
                 wall.ports[port] = BIND_TCP | CONNECT_TCP
     return wall
+
+
+def _rule_root(compiled: tuple) -> str | None:
+    """Where a compiled read or write rule applies: its path, or the directory above a glob's first
+    wildcard; None for a rule that names no path."""
+    if compiled[0] == 0:
+        return compiled[1]
+    if compiled[0] == 1:
+        fixed = []
+        for segment in compiled[1]:
+            if any(c in segment for c in "*?["):
+                break
+            fixed.append(segment)
+        return "/".join(fixed) or "/"
+    return None
 
 
 def _interpreter_files() -> list[str]:
@@ -341,6 +366,14 @@ class Plan:
                      message=f"sandbox layers: audit hooks ({mode}) + kernel wall (Landlock ABI {self.abi}: "
                              + (", ".join(held) or "nothing to restrict") + ")",
                      details={**layers, "gone": gone})
+        if self.wall.unheld and self.wall.bypassable:
+            names = ", ".join(self.wall.unheld)
+            journal.emit("sandbox", "kernel.unheld", "landlock", severity="notice", where="",
+                         message=f"the kernel wall cannot hold the deny rules {names} (they lie inside a directory "
+                                 "the policy allows, and Landlock only allows): the audit layer holds them for "
+                                 "Python, but a command it starts without pyward (a shell, a binary, python -S) "
+                                 "or native code could reach them",
+                         details={"rules": self.wall.unheld})
 
 
 def plan(spool: str | None) -> Plan:
