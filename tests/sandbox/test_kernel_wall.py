@@ -189,23 +189,50 @@ def test_a_policy_that_allows_everything_raises_no_wall_and_no_warning(tmp_path)
 
 
 UNHELD = ("[pyward] the kernel wall cannot hold the deny rules read 'secret' (they lie inside a directory the "
-          "policy allows, and Landlock only allows)")
+          "policy allows, and Landlock only allows): the audit layer holds them for Python, but a command it "
+          "starts without pyward (a shell, a binary, python -S) or native code could reach them")
+
+#: A command pyward cannot arm reads a file beside the denied directory and one inside it.
+CAT = """\
+import subprocess
+for path in ("notes.txt", "secret/key.txt", "sub/deep.txt"):
+    r = subprocess.run(["/bin/cat", path], capture_output=True, text=True)
+    print(path, r.stdout.strip() or "refused")
+"""
+
+
+def _secret(tmp_path):
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key.txt").write_text("TOPSECRET")
+    (tmp_path / "notes.txt").write_text("notes")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "deep.txt").write_text("deep")
+    (tmp_path / ".pyward").mkdir()  # the reports' directory exists: pyward makes nothing in the project
+
+
+@landlock
+def test_a_deny_rule_inside_a_read_only_grant_is_carved_out_of_the_wall(tmp_path):
+    _secret(tmp_path)
+    report = tmp_path / ".pyward" / "r.json"
+    run = guard(tmp_path, CAT, "--allow-read=.", "--deny-read=secret", "--allow-run=cat", "--report", str(report))
+    assert run.stdout.splitlines() == ["notes.txt notes", "secret/key.txt refused", "sub/deep.txt deep"], run
+    assert "cannot hold" not in run.stderr
+    assert json.loads(report.read_text())["run"]["layers"]["kernel"]["unheld"] == []
 
 
 @landlock
 def test_a_deny_rule_the_wall_cannot_hold_is_said_when_something_could_bypass_the_audit_layer(tmp_path):
-    (tmp_path / "secret").mkdir()
-    (tmp_path / "secret" / "key.txt").write_text("TOPSECRET")
-    report = tmp_path / "report.json"
-    code = "print('hi')\n"
-    run = guard(tmp_path, code, "--allow-read=.", "--deny-read=secret", "--allow-run=cat", "--report", str(report))
-    assert [line for line in run.stderr.splitlines() if "cannot hold" in line] == [UNHELD + ": the audit layer "
-        "holds them for Python, but a command it starts without pyward (a shell, a binary, python -S) or native "
-        "code could reach them"], run.stderr
+    _secret(tmp_path)
+    report = tmp_path / ".pyward" / "r.json"
+    # the program may make files beside secret/: a carved wall could not let it read them back
+    run = guard(tmp_path, CAT, "--allow-read=.", "--allow-write=.", "--deny-read=secret", "--allow-run=cat",
+                "--report", str(report))
+    assert [line for line in run.stderr.splitlines() if "cannot hold" in line] == [UNHELD], run.stderr
     assert json.loads(report.read_text())["run"]["layers"]["kernel"]["unheld"] == ["read 'secret'"]
-    for quiet in (("--allow-read=.", "--deny-read=secret"),  # nothing runs beneath the audit layer
-                  ("--allow-read=secret/..", "--deny-read=/etc/shadow", "--allow-run=cat")):  # held by the wall
-        assert "cannot hold" not in guard(tmp_path, code, *quiet).stderr
+    assert "secret/key.txt TOPSECRET" in run.stdout  # what the notice says: held by the audit layer alone
+    for quiet in (("--allow-read=.", "--allow-write=.", "--deny-read=secret"),  # nothing runs beneath the audit layer
+                  ("--allow-read=.", "--deny-read=/etc/shadow", "--allow-run=cat")):  # held by the wall
+        assert "cannot hold" not in guard(tmp_path, "print('hi')\n", *quiet).stderr
 
 
 @landlock

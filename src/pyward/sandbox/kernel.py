@@ -43,6 +43,10 @@ BIND_TCP, CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 READ = READ_FILE | READ_DIR
 WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO
          | MAKE_BLOCK | MAKE_SYM | REFER | TRUNCATE)
+#: The rights that make entries in a directory (a carved grant's way down must have none, see Wall.carve).
+MAKE_ENTRIES = MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO | MAKE_BLOCK | MAKE_SYM | REFER
+#: The most rules carving one deny rule out of the grants above it may add.
+MAX_CARVED = 4096
 #: The rights a rule on a file (not a directory) may carry.
 FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE
 #: What writing a file pyward creates needs in its directory (a temporary name renamed over the file).
@@ -116,6 +120,48 @@ class Wall:
         if access:
             self.paths[path] = self.paths.get(path, 0) | access
 
+    def carve(self, denied: str) -> bool:
+        """Take reading away from `denied` (a real path) where the grants above it give it: each such
+        grant loses its read rights, and the entries beside the way down to `denied` get them instead
+        (directories whole, files alone; links none: what they lead to is judged where it is).  The
+        directories on the way keep READ_DIR (their names stay listable, `denied`'s included).
+        False, and nothing changed, when the wall cannot hold it that way: a grant lets entries be made
+        on the way down (they would have no rule, so could not be read), or the entries are too many."""
+        def at_or_above(path: str, below: str) -> bool:
+            return below == path or below.startswith(path.rstrip("/") + "/")
+
+        above = sorted(p for p, access in self.paths.items() if access & READ_FILE and at_or_above(p, denied))
+        if not above:
+            return True
+        parent = os.path.dirname(denied)
+        if any(access & MAKE_ENTRIES and at_or_above(p, parent) for p, access in self.paths.items()):
+            return False
+        grants: dict[str, int] = {}
+        level = above[0]
+        while level != denied:
+            if not os.path.isdir(level):
+                return False
+            step = denied[len(level.rstrip("/")) + 1:].split("/", 1)[0]
+            grants[level] = READ_DIR
+            try:
+                with os.scandir(level) as entries:
+                    for entry in entries:
+                        if entry.name == step or entry.is_symlink():
+                            continue
+                        grants[entry.path] = READ if entry.is_dir() else READ_FILE
+                        if len(grants) > MAX_CARVED:
+                            return False
+            except OSError:
+                return False
+            level = os.path.join(level, step)
+        for path in above:
+            self.paths[path] &= ~READ
+            if not self.paths[path]:
+                del self.paths[path]
+        for path, access in grants.items():
+            self.paths[path] = self.paths.get(path, 0) | (access & self.fs)
+        return True
+
     def layers(self) -> dict[str, Any]:
         return {"abi": self.abi, "read": bool(self.fs & READ_FILE), "write": bool(self.fs & WRITE_FILE),
                 "run": bool(self.fs & EXECUTE), "tcp_ports": sorted(self.ports) if self.net else None,
@@ -185,10 +231,13 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
     for perm, right in (("read", READ_FILE), ("write", WRITE_FILE)):
         for rule in policy.denies(perm):
             base = policy.base_dirs.get(rule.origin, os.getcwd())
-            root = _rule_root(compile_rule(perm, rule.scope, rule.origin, base, variables))
+            compiled = compile_rule(perm, rule.scope, rule.origin, base, variables)
+            root = _rule_root(compiled)
             if root is None:
                 continue
             target = realpath(root)
+            if perm == "read" and compiled[0] == 0 and wall.fs & right and wall.carve(target):
+                continue  # (a glob's files are not known in advance: not carved)
             if not wall.fs & right or any(
                     access & right and (target == path or target.startswith(path.rstrip("/") + "/"))
                     for path, access in wall.paths.items()):
