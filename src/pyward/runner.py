@@ -201,6 +201,13 @@ def _thread_local() -> Any:
     return _thread._local()
 
 
+def _sealed(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` as a callable with no way back to what it is bound to (reach.c); in degraded mode, `fn` itself."""
+    from ._native import native
+
+    return native.sealed(fn) if native is not None else fn
+
+
 class Link:
     """What an engine whose code runs within the program's reach holds of its
     session (heal: the guards it synthesises run in the program's code and
@@ -211,13 +218,10 @@ class Link:
     __slots__ = ("emit", "internal_error", "acting", "claim_monitoring_tool", "attempt", "cwd")
 
     def __init__(self, session: Session) -> None:
-        from ._native import native
-
-        seal: Callable[[Any], Any] = native.sealed if native is not None else (lambda fn: fn)  # degraded: reachable
-        self.emit = seal(session.journal.emit)
-        self.internal_error = seal(session.journal.internal_error)
-        self.acting = seal(session.acting)
-        self.claim_monitoring_tool = seal(session.monitoring_tools.__setitem__)
+        self.emit = _sealed(session.journal.emit)
+        self.internal_error = _sealed(session.journal.internal_error)
+        self.acting = _sealed(session.acting)
+        self.claim_monitoring_tool = _sealed(session.monitoring_tools.__setitem__)
         self.attempt, self.cwd = session.attempt, session.cwd
 
 
@@ -492,11 +496,8 @@ class Session:
         self._adapt()
         atexit.register(self.finish)
         if not any(engine.name == "heal" for engine in self.engines):
-            from ._native import native
-
             global unhealed_integration
-            unhealed_integration = native.sealed(self._unhealed_integration) if native is not None else \
-                self._unhealed_integration
+            unhealed_integration = _sealed(self._unhealed_integration)
         self.journal.emit("pyward", "run.start", self.target.describe(), severity="debug",
                           message=f"run start: {self.target.describe()}",
                           details={"target": self.target.to_json(), "cwd": self.cwd, "pyward": __version__,
@@ -891,7 +892,7 @@ def _is_default_report_name(name: str) -> bool:
 def _execute(p: _Prepared) -> None:
     """The frame every program runs under; tracebacks are cut just below it.
 
-    The program's code is called with no frame below it (frames.c): its
+    The program's code is called with no frame below it (reach.c): its
     bottom frame's `f_back` is None as under python (with `-m`, runpy's
     frames), so no frame of pyward's (and no way to the session) is in its
     reach.  The program gets python's recursion depth: the limit grows by

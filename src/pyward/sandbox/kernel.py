@@ -127,14 +127,11 @@ class Wall:
         directories on the way keep READ_DIR (their names stay listable, `denied`'s included).
         False, and nothing changed, when the wall cannot hold it that way: a grant lets entries be made
         on the way down (they would have no rule, so could not be read), or the entries are too many."""
-        def at_or_above(path: str, below: str) -> bool:
-            return below == path or below.startswith(path.rstrip("/") + "/")
-
-        above = sorted(p for p, access in self.paths.items() if access & READ_FILE and at_or_above(p, denied))
+        above = sorted(p for p, access in self.paths.items() if access & READ_FILE and _at_or_above(p, denied))
         if not above:
             return True
         parent = os.path.dirname(denied)
-        if any(access & MAKE_ENTRIES and at_or_above(p, parent) for p, access in self.paths.items()):
+        if any(access & MAKE_ENTRIES and _at_or_above(p, parent) for p, access in self.paths.items()):
             return False
         grants: dict[str, int] = {}
         level = above[0]
@@ -238,9 +235,8 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             target = realpath(root)
             if perm == "read" and compiled[0] == 0 and wall.fs & right and wall.carve(target):
                 continue  # (a glob's files are not known in advance: not carved)
-            if not wall.fs & right or any(
-                    access & right and (target == path or target.startswith(path.rstrip("/") + "/"))
-                    for path, access in wall.paths.items()):
+            if not wall.fs & right or any(access & right and _at_or_above(path, target)
+                                          for path, access in wall.paths.items()):
                 wall.unheld.append(f"{perm} {rule.scope!r}")
     wall.bypassable = bool(policy.allows("run") or "run" in policy.allow_all or policy.allows("ffi")
                            or "ffi" in policy.allow_all)
@@ -251,6 +247,11 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             for port in ports:
                 wall.ports[port] = BIND_TCP | CONNECT_TCP
     return wall
+
+
+def _at_or_above(path: str, below: str) -> bool:
+    """Whether a grant on `path` covers `below` (both real paths)."""
+    return below == path or below.startswith(path.rstrip("/") + "/")
 
 
 def _rule_root(compiled: tuple) -> str | None:
