@@ -251,6 +251,16 @@ def test_a_denied_variable_reaches_no_child_pyward_cannot_arm(tmp_path, mode):
         assert run.stdout.splitlines() == ["hunter2", "hunter2", "sh:hunter2:kept"], run
 
 
+def test_a_deny_rule_on_pythons_variables_leaves_children_armed(tmp_path):
+    """`--deny-env=PYTHON*` names PYTHONPATH, which arms Python children: it stays in the environment."""
+    run = guard(tmp_path, """\
+        import subprocess, sys
+        code = "import sys; print(any(name.startswith('pyward') for name in sys.modules))"
+        print(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip())
+    """, "--allow-read=.", "--allow-run", "--deny-env=PYTHON*")
+    assert run.stdout == "True\n", run
+
+
 @pytest.mark.parametrize("host", ["127.1", "0x7f000001"])
 def test_bind_is_judged_by_address(tmp_path, host):
     run = guard(tmp_path, f"""\

@@ -45,7 +45,7 @@ def install(policy: Policy, context: Context, protect: Callable[..., Any] | None
     if payload is not None:
         set_inherited_environment(payload)
     if context.mode != "watch":
-        remove_denied_variables(namespace["evaluate"])
+        remove_denied_variables(namespace["evaluate"], namespace["own_variable"])
     guards = install_guards(namespace, payload is not None, protect)
     install_environ(payload is not None)
     native.untrack(*hidden, *guards)
@@ -125,15 +125,16 @@ def inheritance_payload(policy: Policy, context: Context) -> str:
                   "log": context.log, "spool": context.spool})
 
 
-def remove_denied_variables(evaluate: Callable[[str, str], int]) -> None:
+def remove_denied_variables(evaluate: Callable[[str, str], int], own: Callable[[str], str | None]) -> None:
     """A variable a deny rule names leaves the process environment before the program
     starts: the program is refused it either way (the rule still judges the name), and
     nothing pyward cannot judge sees it either: native code's getenv(), and the children
-    that inherit the environment without being armed (`python -S`, a shell, any binary)."""
+    that inherit the environment without being armed (`python -S`, a shell, any binary).
+    pyward's own variables (`own`: what arms the children) stay, whatever rule names them."""
     from .._native import native
 
     for name in native.env_names():
-        if evaluate("env", name) == 3 and not name.startswith("PYWARD_"):
+        if evaluate("env", name) == 3 and own(name) is None:
             os.unsetenv(name)
 
 
