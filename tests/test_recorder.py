@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from helpers import clean_env, pyward
+from pyward.sandbox.kernel import abi as landlock_abi
 
 #: Raises one denial per call to deny() (an environment read under --deny-env=SECRET_*), then does `how`
 #: to pyward, then one more denial; prints the number of denials it saw raised.
@@ -61,6 +62,29 @@ elif how == "kill":
         os.killpg(session.protected_pids[1], 9)
     except PermissionError:
         raised += 1
+elif how == "pidfd":  # process descriptors (no audit event): one by pid, one a /proc directory, one by __index__
+    import signal
+    recorder = session.protected_pids[0]
+    class Descriptor:
+        def __init__(self, fd):
+            self.fd = fd
+        def __index__(self):
+            return self.fd
+    proc = os.open(f"/proc/{recorder}", os.O_RDONLY)
+    for attempt in (lambda: os.pidfd_open(recorder), lambda: signal.pidfd_send_signal(proc, signal.SIGCONT),
+                    lambda: signal.pidfd_send_signal(Descriptor(proc), signal.SIGCONT)):
+        try:
+            attempt()
+        except PermissionError:
+            raised += 1
+    signal.pidfd_send_signal(os.pidfd_open(os.getpid()), 0)  # its own: as under python
+elif how == "children":  # a Python child (armed: refused by its audit layer), a command (held by the kernel)
+    import subprocess
+    recorder = session.protected_pids[0]
+    code = f"import os\\ntry:\\n    os.kill({recorder}, 18)\\nexcept PermissionError:\\n    print('refused')"
+    python = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    command = subprocess.run(["kill", "-CONT", str(recorder)], capture_output=True, text=True)
+    raised += (python.stdout == "refused\\n") + (command.returncode != 0)
 deny(4)
 print(raised, flush=True)
 if how == "exit":
@@ -144,6 +168,35 @@ def test_signals_to_the_recorder_are_denied(app):
     assert len(kills) == 3 and "pyward's recorder" in kills[0]["message"]
     assert data["summary"]["denied"] == 7 and data["run"]["exit_reason"] == "completed"
     assert pyward("verify", str(app / "r.json")).returncode == 0
+
+
+def test_process_descriptors_of_the_recorder_are_refused(app):
+    """os.pidfd_open and signal.pidfd_send_signal raise no audit event: guarded, they refuse the recorder
+    (by pid, by a /proc/PID directory, by an object's __index__), and still work on any other process."""
+    result, data, raised = run(app, "pidfd")
+    assert result.returncode == 0, result.stderr
+    assert raised == 4 + 3
+    refused = [e for e in data["events"] if e["kind"] == "denied" and e["details"].get("permission") == "signal"]
+    assert [e["details"]["operation"] for e in refused] == ["pidfd_open", "pidfd_send_signal", "pidfd_send_signal"]
+    assert data["run"]["exit_reason"] == "completed" and pyward("verify", str(app / "r.json")).returncode == 0
+
+
+@pytest.mark.skipif(landlock_abi() < 6, reason="not run: the kernel's Landlock has no signal scope (ABI 6)")
+def test_children_cannot_signal_the_recorder(app):
+    """A Python child's audit layer knows the recorder; a command beneath the audit layer is kept from it by
+    the kernel wall, which a policy that lets commands run scopes signals with."""
+    path = app / "r.json"
+    python = os.path.realpath(sys.executable)
+    policy = ["--allow-read", "--allow-env=PATH", "--deny-env=SECRET_*", f"--allow-run=kill,{python}",
+              "--allow-ffi=introspection"]  # (gc.get_objects finds the recorder's pid)
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "-q", "--report", str(path), *policy, "app.py",
+                             "children", str(path)], cwd=app, env=clean_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[0]) == 4 + 2
+    data = json.loads(path.read_text())
+    assert data["run"]["layers"]["kernel"]["signals"] is True
+    assert data["run"]["exit_reason"] == "completed" and pyward("verify", str(path)).returncode == 0
 
 
 def test_the_program_keeps_its_process(app):

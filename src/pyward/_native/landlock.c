@@ -32,6 +32,7 @@
 struct pw_ruleset_attr {
     uint64_t handled_access_fs;
     uint64_t handled_access_net;
+    uint64_t scoped;  /* ABI 6 */
 };
 struct pw_path_beneath {
     uint64_t allowed_access;
@@ -59,25 +60,28 @@ pw_landlock_abi(PyObject *self, PyObject *unused)
     return PyLong_FromLong(pw_abi());
 }
 
-/* landlock_restrict(handled_fs, handled_net, paths, ports) -> list of paths skipped
+/* landlock_restrict(handled_fs, handled_net, paths, ports, scoped=0) -> list of paths skipped
  *
- * paths: [(path, access), ...], ports: [(port, access), ...].  A path that cannot
+ * paths: [(path, access), ...], ports: [(port, access), ...]; scoped: what the
+ * process may not reach outside its domain (ABI 6: signals).  A path that cannot
  * be opened (gone since it was listed) is skipped and returned; every other
  * failure raises OSError and leaves the process unrestricted. */
 static PyObject *
 pw_landlock_restrict(PyObject *self, PyObject *args)
 {
-    unsigned long long handled_fs, handled_net;
+    unsigned long long handled_fs, handled_net, scoped = 0;
     PyObject *paths, *ports;
-    if (!PyArg_ParseTuple(args, "KKO!O!", &handled_fs, &handled_net, &PyList_Type, &paths, &PyList_Type, &ports)) {
+    if (!PyArg_ParseTuple(args, "KKO!O!|K", &handled_fs, &handled_net, &PyList_Type, &paths, &PyList_Type, &ports,
+                          &scoped)) {
         return NULL;
     }
     PyObject *skipped = PyList_New(0);
     if (skipped == NULL) {
         return NULL;
     }
-    struct pw_ruleset_attr attr = {handled_fs, handled_net};
-    size_t size = handled_net ? sizeof(attr) : sizeof(uint64_t);
+    struct pw_ruleset_attr attr = {handled_fs, handled_net, scoped};
+    /* the size tells the kernel which fields there are: an older one refuses a larger struct */
+    size_t size = scoped ? sizeof(attr) : handled_net ? 2 * sizeof(uint64_t) : sizeof(uint64_t);
     int ruleset = (int)syscall(__NR_landlock_create_ruleset, &attr, size, 0);
     if (ruleset < 0) {
         Py_DECREF(skipped);

@@ -1061,13 +1061,16 @@ def guard_module(module):
                            ((1, "cafile"), (2, "capath")))
             guard_c_method(cls, "load_cert_chain", "pyward.ssl.load_cert_chain", ((1, "certfile"), (2, "keyfile")))
             guard_c_method(cls, "load_dh_params", None, ((1, None),))  # its "open" event judges the str
-    elif name == "_signal" and SHIELD_SIGNALS is not None:  # a second copy: its handlers deferred in a verdict too
-        SHIELD_SIGNALS(module)
+    elif name == "_signal":  # a second copy: its handlers deferred in a verdict too, its pidfd calls judged
+        if SHIELD_SIGNALS is not None:
+            SHIELD_SIGNALS(module)
+        guard_function(space, "pidfd_send_signal", "pyward.pidfd_send_signal", None)
     elif name == "_posixshmem":
         guard_function(space, "shm_open", "pyward.shm_open", None)
         guard_function(space, "shm_unlink", "pyward.shm_unlink", None)
     elif name == "posix" and module is not POSIX_MODULE:  # a second copy: the guards install.py gave the first
         guard_function_with(space, "open", None, absolute_open)
+        guard_function(space, "pidfd_open", "pyward.pidfd_open", None)
         if PAYLOAD is not None:
             for function in ("execve", "posix_spawn", "posix_spawnp"):
                 guard_function_with(space, function, None, inject_third)
@@ -1479,12 +1482,51 @@ def on_kill(args):
         return None
     if target not in PROTECTED_PIDS and -target not in PROTECTED_PIDS and target != -1:
         return None
-    message = ("signal " + INT_REPR(signum) + " to process " + INT_REPR(target)
+    return refuse_signal(INT_REPR(signum), "process " + INT_REPR(target), "kill", "os.kill")
+
+
+def refuse_signal(signum, whom, operation, event):
+    message = ("signal " + signum + " to " + whom
                + " denied: it reaches pyward's recorder, the process that keeps this run's record")
-    EMIT("denied", "pid " + INT_REPR(target), message, "warning",
-         {"permission": "signal", "operation": "kill", "event": "os.kill", "rule": "pyward (its recorder process)"},
-         locate(frame_at(3)))
+    EMIT("denied", whom, message, "warning",
+         {"permission": "signal", "operation": operation, "event": event, "rule": "pyward (its recorder process)"},
+         locate(frame_at(4)))
     return message
+
+
+def on_pidfd_open(args):
+    """os.pidfd_open (no audit event): a process descriptor of the recorder is refused,
+    whatever it would be used for (signals, waiting for its end)."""
+    call, kwargs = args[0], args[1]
+    pid = call[0] if call else (kwargs.get("pid") if type(kwargs) is dict else None)
+    if not PROTECTED_PIDS or type(pid) is not int or pid not in PROTECTED_PIDS:
+        return None
+    return refuse_signal("(any)", "process " + INT_REPR(pid), "pidfd_open", "os.pidfd_open")
+
+
+def on_pidfd_send_signal(args):
+    """signal.pidfd_send_signal (no audit event): its descriptor may be a /proc/PID
+    directory opened by path (a descriptor of the recorder from pidfd_open is refused there)."""
+    call, kwargs = args[0], args[1]
+    fd = call[0] if call else (kwargs.get("pidfd") if type(kwargs) is dict else None)
+    if not PROTECTED_PIDS or fd is None:
+        return None
+    kind = type(fd)
+    if kind is not int:
+        if SUBCLASS(int, kind):
+            fd = INT_ADD(0, fd)
+        elif has_index(kind):
+            return refuse_signal("(any)", FD_OBJECT, "pidfd_send_signal", "signal.pidfd_send_signal")
+        else:
+            return None  # the original raises TypeError
+    target = fd_target(fd)
+    if target is None or target[:6] != "/proc/":
+        return None
+    pid = target[6:]
+    if not pid.isdigit() or int(pid) not in PROTECTED_PIDS:
+        return None
+    return refuse_signal("(any)", "process " + pid + " (by descriptor " + INT_REPR(fd) + ")", "pidfd_send_signal",
+                         "signal.pidfd_send_signal")
 
 
 def on_spawn(args):
@@ -1813,6 +1855,8 @@ def build_handlers():
         "os.spawn": on_spawn,
         "os.kill": on_kill,
         "os.killpg": on_kill,
+        "pyward.pidfd_open": on_pidfd_open,
+        "pyward.pidfd_send_signal": on_pidfd_send_signal,
         "os.fork": on_fork,
         "os.forkpty": on_fork,
         "pty.spawn": on_pty_spawn,

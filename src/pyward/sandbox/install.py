@@ -103,6 +103,18 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
     for name in ("signal", "getsignal"):
         if protect is not None:
             protect(_signal, name, "sandbox guard")
+    # process descriptors (no audit event): none of pyward's recorder, no signal through one to it
+    for module, name, event, copies in ((posix, "pidfd_open", "pyward.pidfd_open", ("os",)),
+                                        (_signal, "pidfd_send_signal", "pyward.pidfd_send_signal", ("signal",))):
+        original = getattr(module, name, None)
+        if original is None:
+            continue
+        guard = native.guard(event, original)
+        place(module, name, guard)
+        for copy in copies:  # a module that copied the function before now (signal.py: `from _signal import *`)
+            if copy in sys.modules and getattr(sys.modules[copy], name, None) is original:
+                place(sys.modules[copy], name, guard)
+        made.append(guard)
     for name in ("_sqlite3", "readline", "_ssl", "_posixshmem"):  # made before the sandbox (pyward's own use)
         if name in sys.modules:
             namespace["guard_module"](sys.modules[name])
@@ -122,7 +134,7 @@ def inheritance_payload(policy: Policy, context: Context) -> str:
     from ..canonical import dumps
 
     return dumps({"policy": policy.to_json(), "mode": context.mode, "on_deny": context.on_deny,
-                  "log": context.log, "spool": context.spool})
+                  "log": context.log, "spool": context.spool, "protected": list(context.protected_pids)})
 
 
 def remove_denied_variables(evaluate: Callable[[str, str], int], own: Callable[[str], str | None]) -> None:

@@ -39,6 +39,7 @@ MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK, MAKE_SYM = 1 << 8, 1 << 9, 1 << 10, 
 REFER = 1 << 13  # ABI 2
 TRUNCATE = 1 << 14  # ABI 3
 BIND_TCP, CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
+SCOPE_SIGNAL = 1 << 1  # ABI 6: no signal to a process outside the domain
 
 READ = READ_FILE | READ_DIR
 WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO
@@ -98,6 +99,7 @@ class Wall:
         #: wall cannot (Landlock only allows), so code beneath the audit layer could read or write there
         self.unheld: list[str] = []
         self.bypassable = False  # the policy runs commands or native code: code beneath the audit layer
+        self.scoped = 0  # SCOPE_SIGNAL: signals stay inside the run (where code beneath the audit layer may run)
 
     def grant(self, path: str, access: int, *, ancestor: bool = False) -> None:
         """Allow `access` beneath `path`.  A path not there yet gets nothing (nothing to read
@@ -162,6 +164,7 @@ class Wall:
     def layers(self) -> dict[str, Any]:
         return {"abi": self.abi, "read": bool(self.fs & READ_FILE), "write": bool(self.fs & WRITE_FILE),
                 "run": bool(self.fs & EXECUTE), "tcp_ports": sorted(self.ports) if self.net else None,
+                "signals": bool(self.scoped & SCOPE_SIGNAL),
                 "rules": len(self.paths) + len(self.ports), "unheld": list(self.unheld)}
 
 
@@ -240,6 +243,10 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
                 wall.unheld.append(f"{perm} {rule.scope!r}")
     wall.bypassable = bool(policy.allows("run") or "run" in policy.allow_all or policy.allows("ffi")
                            or "ffi" in policy.allow_all)
+    if version >= 6 and wall.bypassable:
+        # the audit layer keeps the program's own signals off pyward's recorder; a command or native
+        # code is kept inside the run by the kernel (which keeps every signal to an outside process)
+        wall.scoped = SCOPE_SIGNAL
     if version >= 4 and "net" not in policy.allow_all:
         ports = _ports(policy)
         if ports is not None:
@@ -412,6 +419,8 @@ class Plan:
         held = [name for name in ("read", "write", "run") if layers[name]]
         if layers["tcp_ports"] is not None:
             held.append("TCP ports " + (", ".join(str(port) for port in layers["tcp_ports"]) or "none"))
+        if layers["signals"]:
+            held.append("signals kept inside the run")
         journal.emit("sandbox", "layers", "landlock", severity="info", where="",
                      message=f"sandbox layers: audit hooks ({mode}) + kernel wall (Landlock ABI {self.abi}: "
                              + (", ".join(held) or "nothing to restrict") + ")",
@@ -434,4 +443,5 @@ def raise_wall(wall: Wall) -> list[str]:
     """Restrict this process and every descendant for good; returns the paths that were gone."""
     from .._native import native
 
-    return native.landlock_restrict(wall.fs, wall.net, sorted(wall.paths.items()), sorted(wall.ports.items()))
+    return native.landlock_restrict(wall.fs, wall.net, sorted(wall.paths.items()), sorted(wall.ports.items()),
+                                    wall.scoped)
