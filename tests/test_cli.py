@@ -111,3 +111,34 @@ def test_a_plain_run_imports_no_rerun_machinery(tmp_path):
     proc = pyward("run", "-q", "app.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "False\n"
+
+
+@pytest.mark.parametrize("parser", ["fast", "argparse"])
+def test_a_flag_given_again_adds_to_it(tmp_path, parser):
+    """`--deny-read=a --deny-read=b` denies both (the last alone would drop a deny rule without a word),
+    `--allow-run=x --allow-run=y` allows both; by the fast parser and by argparse (-qv defers to it)."""
+    (tmp_path / "a.txt").write_text("A")
+    (tmp_path / "b.txt").write_text("B")
+    (tmp_path / "app.py").write_text(
+        "import subprocess\n"
+        "for name in ('a.txt', 'b.txt'):\n"
+        "    try:\n"
+        "        open(name).read()\n"
+        "        print(name, 'read')\n"
+        "    except PermissionError:\n"
+        "        print(name, 'denied')\n"
+        "for command in (['true'], ['echo', 'x']):\n"
+        "    print(command[0], subprocess.run(command, capture_output=True).returncode)\n")
+    quiet = ["-q"] if parser == "fast" else ["-qv"]
+    result = pyward("run", *quiet, "--no-config", "--allow-read=.", "--deny-read=a.txt", "--deny-read=b.txt",
+                    "--allow-env=PATH", "--allow-run=true", "--allow-run=echo", "app.py", cwd=tmp_path)
+    assert result.stdout.splitlines() == ["a.txt denied", "b.txt denied", "true 0", "echo 0"], result.stderr
+    assert commandline.parse_run_options(["--allow-read", "--allow-read=x"]) == {
+        "config": None, "no_config": False, "permissions_read": True}  # once bare: everything
+
+
+def test_a_list_flag_given_again_adds_to_it():
+    parser = commandline.build_parser()[1]["run"]
+    args = parser.parse_args(["--fail-on=denied", "--fail-on=tamper", "--watch=m.a", "--watch=m.b"])
+    assert args.fail_on == ["denied", "tamper"] and args.tamper_watch == "m.a,m.b"
+    assert commandline.parse_run_options(["--fail-on=denied", "--fail-on=tamper"])["fail_on"] == ["denied", "tamper"]

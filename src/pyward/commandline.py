@@ -12,7 +12,7 @@ import os
 import sys
 
 from ._version import __version__
-from .config import OPTIONS, ConfigError, Option
+from .config import OPTIONS, ConfigError, Option, merged
 
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
@@ -36,6 +36,9 @@ Configuration comes from [tool.pyward] in pyproject.toml or from pyward.toml,
 found from the working directory upwards; flags override it.
 Every command explains itself: pyward COMMAND --help (pyward run --help lists
 every option of a run)."""
+
+#: Kinds of option whose flag, given again, adds to what it said (config.merged).
+LISTS = ("perm", "list")
 
 #: Commands that run a program and take every option of `run` besides their own.
 RUNS_A_PROGRAM = ("learn", "watch")
@@ -81,6 +84,13 @@ def _parser_class() -> type:
 def _add_options(parser: argparse._ActionsContainer, command: str) -> None:
     import argparse
 
+    class Merge(argparse.Action):
+        """A list flag given again adds to it (config.merged)."""
+
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            setattr(namespace, self.dest, merged(getattr(namespace, self.dest, None), values))
+
     for option in OPTIONS:
         if command not in option.commands or not option.flags:
             continue
@@ -90,6 +100,8 @@ def _add_options(parser: argparse._ActionsContainer, command: str) -> None:
         if option.metavar:
             kwargs["metavar"] = option.metavar
         kwargs.update(option.cli)
+        if option.kind in LISTS and "action" not in kwargs:
+            kwargs["action"] = Merge
         parser.add_argument(*option.flags, **kwargs)
     if command == "run":
         parser.add_argument("--no-report", dest="report", action="store_false", default=argparse.SUPPRESS,
@@ -320,9 +332,10 @@ def parse_run_options(tokens: list[str]) -> dict[str, Any] | None:
         option = flags[name]
         if option is not None and option.cli.get("nargs") == "?":
             try:
-                out[option.dest] = option.cli.get("type", str)(value) if has_value else option.cli.get("const")
+                given = option.cli.get("type", str)(value) if has_value else option.cli.get("const")
             except (TypeError, ValueError):
                 return None
+            out[option.dest] = merged(out.get(option.dest), given) if option.kind in LISTS else given
         elif not _takes_value(name, option):
             if has_value:
                 return None
@@ -342,9 +355,10 @@ def parse_run_options(tokens: list[str]) -> dict[str, Any] | None:
                 out["config"] = value
             else:
                 try:
-                    out[option.dest] = option.cli.get("type", str)(value)
+                    given = option.cli.get("type", str)(value)
                 except (TypeError, ValueError):
                     return None
+                out[option.dest] = merged(out.get(option.dest), given) if option.kind in LISTS else given
                 if option.choices and out[option.dest] not in option.choices:
                     return None
         i += 1

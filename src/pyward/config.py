@@ -168,11 +168,11 @@ OPTIONS: list[Option] = [
     Option("permissions.all", "bool", False, "allow everything (deny rules still apply)",
            flags=("-A", "--allow-all"), cli={"action": "store_true"}),
     *(Option(f"permissions.{perm}", "perm", None,
-             f"allow {perm}: everything, or only --allow-{perm}=LIST (comma-separated; the value "
-             "is never taken from the next argument)", flags=(f"--allow-{perm}",),
+             f"allow {perm}: everything, or only --allow-{perm}=LIST (comma-separated, repeatable; the "
+             "value is never taken from the next argument)", flags=(f"--allow-{perm}",),
              metavar="LIST", cli={"nargs": "?", "const": True}) for perm in PERMISSIONS),
     *(Option(f"permissions.deny.{perm}", "perm", None,
-             f"deny {perm} for LIST (all when no LIST); deny wins over allow", flags=(f"--deny-{perm}",),
+             f"deny {perm} for LIST (all when no LIST; repeatable); deny wins over allow", flags=(f"--deny-{perm}",),
              metavar="LIST", cli={"nargs": "?", "const": True}) for perm in PERMISSIONS),
 
     # tamper
@@ -235,6 +235,19 @@ SECTIONS = {o.key.rsplit(".", i)[0] for o in OPTIONS for i in range(1, o.key.cou
 _TYPE_WORDS = {"bool": "a boolean (true or false)", "int": "an integer", "str": "a string", "path": "a path string",
                "list": "a list of strings", "report": "a path string or false",
                "perm": "a list of strings, or true (everything) / false"}
+
+
+def merged(before: Any, value: Any) -> Any:
+    """A list flag given again adds to what it said (`--deny-read=a --deny-read=b` is
+    `--deny-read=a,b`: taking the last alone would drop a rule without a word); given
+    bare (`True`: everything) once, it is everything."""
+    if before is None:
+        return value
+    if before is True or value is True:
+        return True
+    if isinstance(before, list) or isinstance(value, list):  # a flag whose type made a list (--fail-on)
+        return as_list(before) + as_list(value)
+    return f"{before},{value}"
 
 
 def as_list(value: Any) -> list[str]:
