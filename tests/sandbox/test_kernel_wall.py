@@ -342,3 +342,43 @@ def test_nothing_missing_widens_to_the_whole_file_system(tmp_path):
     wall = kernel.compile_wall(policy, _context(tmp_path), 7)
     assert "/" not in wall.paths and "/usr" not in wall.paths and "/etc" not in wall.paths
     assert wall.paths[str(tmp_path / "made")] & kernel.WRITE_FILE  # a file the program will make: its directory
+
+
+SIGNAL = """\
+import os, signal, subprocess, sys
+outside = int(sys.argv[1])
+try:
+    os.kill(outside, signal.SIGCONT)
+    print("outside: sent")
+except PermissionError as exc:
+    print("outside: refused", type(exc).__name__)
+child = subprocess.Popen(["sleep", "30"])
+os.kill(child.pid, signal.SIGTERM)  # its own child: as under python
+print("own child:", child.wait())
+"""
+
+
+@pytest.mark.skipif(ABI < 6, reason=f"not run: Landlock ABI {ABI} has no signal scope (ABI 6)")
+def test_a_policy_that_runs_commands_keeps_signals_inside_the_run(tmp_path):
+    """With commands allowed, the wall scopes signals (so no command can stop pyward's recorder): a process
+    started outside the run is refused, by the audit layer with a message saying why, and by the kernel for
+    what the audit layer does not see; the run's own children are signalled as under python."""
+    import subprocess
+
+    _project(tmp_path)
+    outside = subprocess.Popen(["sleep", "60"])
+    try:
+        policy = (*WALL, "--allow-env=PATH", "--allow-run=sleep,kill")
+        run = guard(tmp_path, SIGNAL, *policy, args=(str(outside.pid),))
+        assert run.stdout.splitlines() == ["outside: refused AccessDenied", "own child: -15"], run
+        assert [e["details"]["rule"] for e in run.denied] == ["pyward (kernel wall)"]
+        assert "not started by this run" in run.denied[0]["message"]
+        shell = guard(tmp_path, f"import subprocess\nprint(subprocess.run(['kill', '-CONT', '{outside.pid}'], "
+                                "capture_output=True).returncode)\n", *policy)
+        assert shell.stdout == "1\n", shell  # the kernel's EPERM
+        plain = guard(tmp_path, SIGNAL, *WALL, "--allow-env=PATH", "--allow-run=sleep", "--no-kernel",
+                      args=(str(outside.pid),))
+        assert plain.stdout.splitlines() == ["outside: sent", "own child: -15"], plain
+    finally:
+        outside.kill()
+        outside.wait()

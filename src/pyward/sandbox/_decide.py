@@ -1475,22 +1475,48 @@ def is_rerun(path, argv, env):
 def on_kill(args):
     """A signal that reaches pyward's recorder (the process keeping the run's record)
     is refused in every mode: the program may not end its own record."""
-    if not PROTECTED_PIDS or len(args) < 2:
+    if len(args) < 2:
         return None
     target, signum = args[0], args[1]
     if type(target) is not int or type(signum) is not int or signum == 0:
         return None
-    if target not in PROTECTED_PIDS and -target not in PROTECTED_PIDS and target != -1:
-        return None
-    return refuse_signal(INT_REPR(signum), "process " + INT_REPR(target), "kill", "os.kill")
+    if target in PROTECTED_PIDS or -target in PROTECTED_PIDS or (target == -1 and PROTECTED_PIDS):
+        return refuse_signal(INT_REPR(signum), "process " + INT_REPR(target), "kill")
+    if SIGNALS_SCOPED and target > 0 and target != GETPID() and outside_the_run(target):
+        return signal_refused("process " + INT_REPR(target), "signal " + INT_REPR(signum) + " to process "
+                              + INT_REPR(target) + " denied: the process was not started by this run, and the "
+                              "kernel wall keeps the run's signals inside it when the policy lets commands or "
+                              "native code run (--no-kernel lifts that)", "kill", "pyward (kernel wall)", 5)
+    return None
 
 
-def refuse_signal(signum, whom, operation, event):
-    message = ("signal " + signum + " to " + whom
-               + " denied: it reaches pyward's recorder, the process that keeps this run's record")
-    EMIT("denied", whom, message, "warning",
-         {"permission": "signal", "operation": operation, "event": event, "rule": "pyward (its recorder process)"},
-         locate(frame_at(4)))
+def outside_the_run(pid):
+    """Whether the kernel refuses this run's signals to `pid` for its wall's scope: a
+    process of the same user (another user's is refused anyway, as under python)."""
+    try:
+        KILL(pid, 0)
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    try:
+        return STAT("/proc/" + INT_REPR(pid)).st_uid == GETEUID()
+    except (OSError, ValueError):
+        return False
+
+
+def refuse_signal(signum, whom, operation):
+    return signal_refused(whom, "signal " + signum + " to " + whom + " denied: it reaches pyward's recorder, "
+                          "the process that keeps this run's record", operation, "pyward (its recorder process)", 6)
+
+
+def signal_refused(whom, message, operation, rule, depth):
+    """Journaled after the verdict; `depth`: the program's frame above event_caller's."""
+    event = "signal.pidfd_send_signal" if operation == "pidfd_send_signal" else "os." + operation
+    journal_later("denied", whom, message, "warning",
+                  {"permission": "signal", "operation": operation, "event": event, "rule": rule},
+                  locate(event_caller(depth)))
     return message
 
 
@@ -1501,7 +1527,7 @@ def on_pidfd_open(args):
     pid = call[0] if call else (kwargs.get("pid") if type(kwargs) is dict else None)
     if not PROTECTED_PIDS or type(pid) is not int or pid not in PROTECTED_PIDS:
         return None
-    return refuse_signal("(any)", "process " + INT_REPR(pid), "pidfd_open", "os.pidfd_open")
+    return refuse_signal("(any)", "process " + INT_REPR(pid), "pidfd_open")
 
 
 def on_pidfd_send_signal(args):
@@ -1516,7 +1542,7 @@ def on_pidfd_send_signal(args):
         if SUBCLASS(int, kind):
             fd = INT_ADD(0, fd)
         elif has_index(kind):
-            return refuse_signal("(any)", FD_OBJECT, "pidfd_send_signal", "signal.pidfd_send_signal")
+            return refuse_signal("(any)", FD_OBJECT, "pidfd_send_signal")
         else:
             return None  # the original raises TypeError
     target = fd_target(fd)
@@ -1525,8 +1551,7 @@ def on_pidfd_send_signal(args):
     pid = target[6:]
     if not pid.isdigit() or int(pid) not in PROTECTED_PIDS:
         return None
-    return refuse_signal("(any)", "process " + pid + " (by descriptor " + INT_REPR(fd) + ")", "pidfd_send_signal",
-                         "signal.pidfd_send_signal")
+    return refuse_signal("(any)", "process " + pid + " (by descriptor " + INT_REPR(fd) + ")", "pidfd_send_signal")
 
 
 def on_spawn(args):
@@ -1675,9 +1700,10 @@ def frame_at(depth):
         return None
 
 
-def event_caller():
-    """The Python frame whose call raised the audit event being decided."""
-    caller = frame_at(4)
+def event_caller(depth=4):
+    """The Python frame whose call raised the audit event being decided (`depth` frames
+    above this one: 4 when a handler calls it)."""
+    caller = frame_at(depth)
     while caller is not None and caller.f_code.co_filename.startswith(PLUMBING[0]):
         caller = caller.f_back  # degraded mode: the Python audit hook sits in between
     return caller

@@ -47,3 +47,5 @@ class Context:
         self.rerun = rerun
         # pyward's own processes the program may not signal (the recorder: recorder.py)
         self.protected_pids = protected_pids
+        # the kernel wall keeps the run's signals inside it (kernel.py, Landlock's signal scope)
+        self.signals_scoped = False

@@ -92,6 +92,7 @@ class SandboxEngine(Engine):
                           protected_pids=tuple(getattr(session, "protected_pids", ())))
         if self.wall is not None:
             self.wall.compile(self.policy, context, session)
+            context.signals_scoped = bool(self.wall.wall is not None and self.wall.wall.scoped)
         warn_writable_policy(self.policy, session.journal)
         install(self.policy, context, protect=session.protect)
         from .._native import native
