@@ -78,6 +78,13 @@ elif how == "pidfd":  # process descriptors (no audit event): one by pid, one a 
         except PermissionError:
             raised += 1
     signal.pidfd_send_signal(os.pidfd_open(os.getpid()), 0)  # its own: as under python
+elif how == "prlimit":  # a file size limit of 0 would kill the recorder at its next write
+    import resource
+    resource.prlimit(session.protected_pids[0], resource.RLIMIT_FSIZE)  # reading them: as under python
+    try:
+        resource.prlimit(session.protected_pids[0], resource.RLIMIT_FSIZE, (0, 0))
+    except PermissionError:
+        raised += 1
 elif how == "children":  # a Python child (armed: refused by its audit layer), a command (held by the kernel)
     import subprocess
     recorder = session.protected_pids[0]
@@ -178,6 +185,15 @@ def test_process_descriptors_of_the_recorder_are_refused(app):
     assert raised == 4 + 3
     refused = [e for e in data["events"] if e["kind"] == "denied" and e["details"].get("permission") == "signal"]
     assert [e["details"]["operation"] for e in refused] == ["pidfd_open", "pidfd_send_signal", "pidfd_send_signal"]
+    assert data["run"]["exit_reason"] == "completed" and pyward("verify", str(app / "r.json")).returncode == 0
+
+
+def test_the_recorder_limits_are_not_the_programs(app):
+    result, data, raised = run(app, "prlimit")
+    assert result.returncode == 0, result.stderr
+    assert raised == 4 + 1
+    refused = [e for e in data["events"] if e["kind"] == "denied" and e["details"].get("permission") == "process"]
+    assert [e["details"]["operation"] for e in refused] == ["prlimit"], refused
     assert data["run"]["exit_reason"] == "completed" and pyward("verify", str(app / "r.json")).returncode == 0
 
 

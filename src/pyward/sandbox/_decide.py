@@ -1513,11 +1513,23 @@ def refuse_signal(signum, whom, operation):
 
 def signal_refused(whom, message, operation, rule, depth):
     """Journaled after the verdict; `depth`: the program's frame above event_caller's."""
-    event = "signal.pidfd_send_signal" if operation == "pidfd_send_signal" else "os." + operation
+    event = {"pidfd_send_signal": "signal.pidfd_send_signal", "prlimit": "resource.prlimit"}.get(operation,
+                                                                                                "os." + operation)
     journal_later("denied", whom, message, "warning",
-                  {"permission": "signal", "operation": operation, "event": event, "rule": rule},
-                  locate(event_caller(depth)))
+                  {"permission": "process" if operation == "prlimit" else "signal", "operation": operation,
+                   "event": event, "rule": rule}, locate(event_caller(depth)))
     return message
+
+
+def on_prlimit(args):
+    """resource.prlimit(pid, resource, limits): the recorder's limits are not the program's to
+    set (a file size of 0 kills it at its next write, no descriptors stop its report)."""
+    if len(args) < 3 or args[2] is None or type(args[0]) is not int or args[0] not in PROTECTED_PIDS:
+        return None
+    pid = INT_REPR(args[0])
+    return signal_refused("process " + pid, "setting the resource limits of process " + pid + " denied: it is "
+                          "pyward's recorder, the process that keeps this run's record", "prlimit",
+                          "pyward (its recorder process)", 5)
 
 
 def on_pidfd_open(args):
@@ -1882,6 +1894,7 @@ def build_handlers():
         "os.kill": on_kill,
         "os.killpg": on_kill,
         "pyward.pidfd_open": on_pidfd_open,
+        "resource.prlimit": on_prlimit,
         "pyward.pidfd_send_signal": on_pidfd_send_signal,
         "os.fork": on_fork,
         "os.forkpty": on_fork,
