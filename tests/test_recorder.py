@@ -62,6 +62,14 @@ elif how == "kill":
         os.killpg(session.protected_pids[1], 9)
     except PermissionError:
         raised += 1
+elif how == "channel":  # bytes without an end of line on every pipe it holds (the recorder's among them)
+    import stat
+    for fd in range(3, 256):
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.write(fd, b"x" * (1 << 24) + b"{")
+        except OSError:
+            pass
 elif how == "pidfd":  # process descriptors (no audit event): one by pid, one a /proc directory, one by __index__
     import signal
     recorder = session.protected_pids[0]
@@ -130,7 +138,7 @@ def denials(data: dict) -> int:
     return sum(1 for e in data["events"] if e["engine"] == "sandbox" and e["kind"] == "denied")
 
 
-@pytest.mark.parametrize("how", ["none", "clear", "renumber", "finish", "module", "atexit", "symlink"])
+@pytest.mark.parametrize("how", ["none", "clear", "renumber", "finish", "module", "atexit", "symlink", "channel"])
 def test_what_the_program_does_to_pyward_does_not_change_its_record(app, how):
     result, data, raised = run(app, how)
     assert result.returncode == 0, result.stderr
@@ -140,6 +148,9 @@ def test_what_the_program_does_to_pyward_does_not_change_its_record(app, how):
     checked = pyward("verify", str(app / "r.json"))
     assert checked.returncode == 0, checked.stderr
     assert (app / "victim.txt").read_text() == "untouched\n"
+    if how == "channel":  # what it wrote is one malformed line, alerted; the denial after it is whole
+        assert [e["details"]["why"] for e in data["events"] if e["kind"] == "record.malformed"] == [
+            f"{(1 << 24) + 1} bytes long (beyond {1 << 24}), skipped"]
     if how == "finish":  # the end it sent early is recorded as such
         assert "after the end was recorded" in data["run"]["exit_reason"]
     elif how == "atexit":  # its write after the end is recorded too

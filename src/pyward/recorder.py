@@ -62,6 +62,10 @@ LOST = "killed or os._exit (no end recorded)"
 MALFORMED_LIMIT = 20
 #: how long after the end of the pipe the program's process may take to be seen ending
 CLOSE_GRACE_S = 2.0
+#: the longest line the recorder keeps (pyward's events are far shorter): the rest of a longer one, which only
+#: the program can write, is skipped up to its end, so that writing on the channel without end costs the
+#: recorder no more than reading it
+LINE_LIMIT = 1 << 24
 
 
 def available() -> bool:
@@ -101,7 +105,9 @@ class Wire(Sink):
         self.fd = self.answers = -1
 
     def _send(self, text: str) -> None:
-        data = text.encode("ascii")
+        # a line of its own even after bytes the program wrote here without an end of line (which would
+        # otherwise make the event part of one malformed line, out of the summary)
+        data = b"\n" + text.encode("ascii")
         with self._lock:
             if self.fd < 0:
                 return
@@ -333,6 +339,8 @@ class Recorder:
         self.ended: tuple[int | None, str] | None = None
         self.after_end = 0  # events received after the last end record
         self.malformed = 0
+        self.pending = bytearray()  # the line being read
+        self.overlong = 0  # bytes of a line beyond LINE_LIMIT skipped so far (0: none is being skipped)
         self.written: tuple[int, int, int] | None = None  # (inode, size, mtime) of the report written
         self.problem: str | None = None
         self.sink: Any = None
@@ -358,23 +366,24 @@ class Recorder:
         poller.register(fd, select.POLLIN)
         if self.pidfd is not None:
             poller.register(self.pidfd, select.POLLIN)
-        pending = b""
         program_alive = True
         while True:
             ready = dict(poller.poll())
             if self.pidfd is not None and self.pidfd in ready:  # the program ended: drain, even if a child
                 program_alive = False                          # still holds the pipe
                 poller.unregister(self.pidfd)
-                pending = self._drain(fd, pending, answers)
+                self._drain(fd, answers)
                 break
             if fd not in ready:
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 break
-            pending = self._lines(pending + chunk, answers)
-        if pending:  # the last write was cut: never a whole event
-            self._malformed(pending, "cut short")
+            self._lines(chunk, answers)
+        if self.overlong:
+            self._too_long()
+        elif self.pending:  # the last write was cut: never a whole event
+            self._malformed(bytes(self.pending), "cut short")
         if program_alive and self.pidfd is not None and not self._ended(CLOSE_GRACE_S):
             # a process closes its descriptors before it is seen to end: only a program still running
             # after the grace time closed the channel itself
@@ -398,7 +407,7 @@ class Recorder:
             except InterruptedError:
                 continue
 
-    def _drain(self, fd: int, pending: bytes, answers: int) -> bytes:
+    def _drain(self, fd: int, answers: int) -> None:
         import select
 
         poller = select.poll()
@@ -407,16 +416,37 @@ class Recorder:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 break
-            pending = self._lines(pending + chunk, answers)
-        return pending
+            self._lines(chunk, answers)
 
-    def _lines(self, data: bytes, answers: int) -> bytes:
-        *lines, rest = data.split(b"\n")
-        for line in lines:
-            self.take(line, answers)
-        return rest
+    def _lines(self, chunk: bytes, answers: int) -> None:
+        """Take the whole lines `chunk` ends, keep what it starts (at most LINE_LIMIT bytes of a line)."""
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if self.overlong:
+                self.overlong += end - start
+                self._too_long()
+            else:
+                self.pending += chunk[start:end]
+                line = bytes(self.pending)
+                self.pending.clear()
+                self.take(line, answers)
+            start = end + 1
+        rest = len(chunk) - start
+        if self.overlong:
+            self.overlong += rest
+        elif len(self.pending) + rest > LINE_LIMIT:
+            self.overlong = len(self.pending) + rest
+            self.pending.clear()
+        else:
+            self.pending += chunk[start:]
+
+    def _too_long(self) -> None:
+        self._malformed(b"", f"{self.overlong} bytes long (beyond {LINE_LIMIT}), skipped")
+        self.overlong = 0
 
     def take(self, line: bytes, answers: int) -> None:
+        if not line:
+            return  # (each record starts a line of its own: see Wire._send)
         value = _parse(line)
         if type(value) is dict and "ctl" in value:
             if value.get("ctl") == "end" and set(value) == {"ctl", "exit_status", "exit_reason"}:

@@ -103,7 +103,7 @@ class FdSink(Sink):
 
         if self.fd < 0:
             return
-        data = (dumps(event.to_json()) + "\n").encode()
+        data = ("\n" + dumps(event.to_json()) + "\n").encode()  # a line of its own (see recorder.Wire._send)
         try:
             while data:
                 data = data[os.write(self.fd, data):]
@@ -413,8 +413,14 @@ class _Reader:
     def _run(self) -> None:
         import json
 
+        from .recorder import LINE_LIMIT
+
         with os.fdopen(self.fd, "rb", closefd=True) as f:
-            for line in f:
+            skipping = False
+            while line := f.readline(LINE_LIMIT):
+                if skipping or not line.endswith(b"\n"):  # the rest of a line beyond the limit: skipped
+                    skipping = not line.endswith(b"\n")
+                    continue
                 try:
                     item = json.loads(line)
                 except ValueError:
