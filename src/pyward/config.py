@@ -405,10 +405,11 @@ def _mentions_pyward(path: str) -> bool:
 
 
 def display_path(path: str) -> str:
-    """`path` relative to the working directory when it lies below it."""
+    """`path` relative to the working directory when it lies below it (as given when there is
+    no working directory: the program removed it)."""
     try:
         rel = os.path.relpath(path)
-    except ValueError:
+    except (ValueError, OSError):
         return path
     return path if rel.startswith("..") else rel
 

@@ -289,3 +289,23 @@ def test_offline_commands_end_quietly_when_stdout_closes(tmp_path, command):
     finally:
         os.close(write_end)
     assert proc.returncode == -signal.SIGPIPE and proc.stderr == ""
+
+
+def test_a_program_that_removed_its_working_directory_is_healed(tmp_path):
+    """Paths are shown relative to the working directory where there is one: a program that removed
+    its own is healed all the same (the patch saved, not re-run after its side effects), and pyward
+    ends without a traceback of its own."""
+    (tmp_path / "app.py").write_text(textwrap.dedent("""\
+        import os, tempfile
+        gone = tempfile.mkdtemp()
+        os.chdir(gone)
+        os.rmdir(gone)
+        def name(user):
+            return user["name"].upper()
+        print(name({"name": None}))
+    """))
+    result = pyward("run", "--no-config", "--heal", "app.py", cwd=tmp_path)
+    assert "healed AttributeError" in result.stderr and "null_guard" in result.stderr, result.stderr
+    assert "could not heal" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    again = pyward("run", "--no-config", "--heal", "app.py", cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout == "None\n", again.stderr
