@@ -283,9 +283,11 @@ def stop(server: subprocess.Popen) -> None:
 
 
 def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env: dict[str, str],
-              requests: int, crash_every: int = 100) -> dict[str, dict]:
+              requests: int, crash_every: int = 100, keep: str | None = None) -> dict[str, dict]:
     """Both servers up at once, loaded in alternating batches (bench/_load.py); each side's
-    statistics gain `cpu`: its server's CPU seconds during the load (None without /proc)."""
+    statistics gain `cpu`: its server's CPU seconds during the load (None without /proc).
+    `keep`: where to copy the round's pyward files (journal, reports, patch store) when the
+    guarded server answered anything but 200, so that the answer can be read afterwards."""
     shutil.rmtree(os.path.join(cwd, ".pyward"), ignore_errors=True)  # a fresh patch store each round
     servers = {}
     try:
@@ -301,10 +303,15 @@ def load_both(sides: dict[str, tuple[list[str], dict[str, str]]], cwd: str, env:
         for side, (server, _) in servers.items():
             after, first = cpu_seconds(server.pid), before[side]
             stats[side]["cpu"] = None if after is None or first is None else after - first
-        return stats
     finally:
         for server, _ in servers.values():
             stop(server)
+    odd = {status: n for status, n in stats["pyward"]["statuses"].items() if status != "200"}
+    if keep is not None and odd and os.path.isdir(os.path.join(cwd, ".pyward")):
+        shutil.copytree(os.path.join(cwd, ".pyward"), keep, dirs_exist_ok=True)
+        print(f"\n[serve.py] the guarded server answered {odd}: its journal and reports are kept in {keep}",
+              file=sys.stderr)
+    return stats
 
 
 COUNT_LOADS = (500, 2500)  # requests of the two runs whose difference --count divides
@@ -423,7 +430,10 @@ def main() -> None:
         for number in range(args.rounds):
             for name, sides in arms.items():
                 print(f"\r[serve.py] round {number + 1}/{args.rounds}: {name:<20}", end="", file=sys.stderr, flush=True)
-                for side, stats in load_both(sides, work, env, args.requests, args.crash_every).items():
+                keep = None if args.same else os.path.join(
+                    HERE, "results", f"serve-{time.strftime('%Y%m%d-%H%M%S')}-round{number + 1}-"
+                    + "".join(c if c.isalnum() else "-" for c in name))
+                for side, stats in load_both(sides, work, env, args.requests, args.crash_every, keep).items():
                     runs[name][side].append(stats)
         print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
     finally:
@@ -447,7 +457,8 @@ def main() -> None:
         print(f"  {name}: rounds' ratios {' '.join(f'{x:.3f}' for x in r['ratios'])}; best rounds "
               f"{r['best_python']:.0f} vs {r['best_pyward']:.0f} req/s ({r['best_ratio']:.3f}x); server CPU per "
               f"request {cpu}; connection errors python {r['errors_python']}, pyward {r['errors_pyward']}; "
-              f"statuses python {r['statuses_python']}, pyward {r['statuses_pyward']}; X-Pyward-Healed responses "
+              f"statuses (all rounds) python {r['statuses_python']}, pyward {r['statuses_pyward']}; "
+              "X-Pyward-Healed responses "
               f"{r['healed_header']}")
 
 
@@ -471,8 +482,18 @@ def summary(sides: dict[str, list[dict]], requests: int, rounds: int, floor: flo
         "cpu_us_python": cpu_us["python"], "cpu_us_pyward": cpu_us["pyward"],
         "cpu_ratio": None if cpu_us["python"] is None else cpu_us["pyward"] / cpu_us["python"],
         "errors_python": sum(s["errors"] for s in sides["python"]), "errors_pyward": errors,
-        "statuses_python": sides["python"][-1]["statuses"], "statuses_pyward": sides["pyward"][-1]["statuses"],
+        "statuses_python": _total(s["statuses"] for s in sides["python"]),
+        "statuses_pyward": _total(s["statuses"] for s in sides["pyward"]),
         "healed_header": sides["pyward"][-1]["healed_header"], "requests": requests, "rounds": rounds}
+
+
+def _total(counts: Any) -> dict[str, int]:
+    """Status counts summed over the rounds."""
+    total: dict[str, int] = {}
+    for statuses in counts:
+        for status, n in statuses.items():
+            total[status] = total.get(status, 0) + n
+    return total
 
 
 if __name__ == "__main__":
