@@ -162,6 +162,16 @@ def test_changed_integrity_fields(key):
     assert not report.verify(data).ok
 
 
+@pytest.mark.parametrize("where, key", [(None, "note"), (None, "merkle"), ("integrity", "verified_by")])
+def test_a_field_added_beside_what_the_hashes_cover(where, key):
+    """An unsigned report is all hashed but for its own field names: a field added at the top or in
+    `integrity` ("note": "reviewed, all fine") would read as part of the report."""
+    data = roundtrip(make_report())
+    (data if where is None else data[where])[key] = "all good"
+    verdict = report.verify(data)
+    assert not verdict.ok and verdict.problem.startswith("field added: ") and key in verdict.problem
+
+
 def test_changed_event_count():
     data = roundtrip(make_report())
     data["integrity"]["events"] = 6

@@ -94,6 +94,11 @@ def incomplete(data: dict[str, Any]) -> str | None:
     return None
 
 
+#: A report's fields, and those of its `integrity` (build() writes no other).
+FIELDS = ("format", "version", "run", "events", "summary", "integrity")
+INTEGRITY_FIELDS = ("algorithm", "genesis", "events", "chain_head", "merkle_root", "digest")
+
+
 def build(run: dict[str, Any], events: list[Any]) -> dict[str, Any]:
     """Assemble a report from run metadata and journal events (Events, or anything
     with their `to_json()`: the recorder's items)."""
@@ -198,6 +203,12 @@ def verify(data: dict[str, Any]) -> Verdict:
     if not isinstance(run, dict) or not isinstance(items, list) or not isinstance(integrity, dict):
         return Verdict(False, 0, "", "report structure damaged: run, events or integrity missing")
     root_claimed = str(integrity.get("merkle_root", ""))
+    # nothing beside what the hashes cover: a field added to the report would read as part of it
+    added = [key for key in data if key not in FIELDS] + [f"integrity.{key}" for key in integrity
+                                                          if key not in INTEGRITY_FIELDS]
+    if added:
+        return Verdict(False, len(items), root_claimed, f"field added: {', '.join(map(repr, added))} (a report "
+                       f"holds {', '.join(FIELDS)}, which its hashes cover)")
     if genesis(run).hex() != integrity.get("genesis"):
         return Verdict(False, len(items), root_claimed, "run metadata altered (genesis hash does not match)")
     head = genesis(run)
