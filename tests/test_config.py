@@ -55,6 +55,29 @@ def test_flags_override_the_file(project):
     assert pyward_lines(result.stderr) == []  # quiet still from the file
 
 
+def test_a_deny_flag_adds_to_the_files_deny_rules(tmp_path):
+    """An allow flag replaces the file's allow rules; a deny flag never drops the file's deny rules
+    (each is named by where it comes from); --no-config leaves the file out."""
+    for directory in ("secret", "other", "data"):
+        (tmp_path / directory).mkdir()
+        (tmp_path / directory / "k").write_text(directory)
+    (tmp_path / "pyproject.toml").write_text('[tool.pyward.permissions]\nread = ["."]\n'
+                                             '[tool.pyward.permissions.deny]\nread = ["secret"]\n')
+    (tmp_path / "prog").mkdir()  # (its own directory is read implicitly)
+    (tmp_path / "prog" / "app.py").write_text(
+        "for name in ('secret', 'other', 'data'):\n"
+        "    try:\n"
+        "        print(name, open(name + '/k').read())\n"
+        "    except PermissionError as exc:\n"
+        "        print(name, 'not allowed' if 'allow it with' in str(exc) else 'denied by a rule')\n")
+    both = pyward("run", "-q", "--deny-read=other", "prog/app.py", cwd=tmp_path)
+    assert both.stdout.splitlines() == ["secret denied by a rule", "other denied by a rule", "data data"], both.stderr
+    narrowed = pyward("run", "-q", "--allow-read=data", "prog/app.py", cwd=tmp_path)
+    assert narrowed.stdout.splitlines() == ["secret denied by a rule", "other not allowed", "data data"]
+    alone = pyward("run", "-q", "--no-config", "--allow-read=.", "--deny-read=other", "prog/app.py", cwd=tmp_path)
+    assert alone.stdout.splitlines() == ["secret secret", "other denied by a rule", "data data"]
+
+
 def test_relative_paths_are_relative_to_the_file(project):
     (project / "pyward.toml").write_text('log = "logs/events.jsonl"\nreport = "r.json"\n')
     (project / "logs").mkdir()

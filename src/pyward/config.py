@@ -301,6 +301,9 @@ class Settings(dict):
 
     source: str | None = None
     cli_keys: frozenset[str] = frozenset()  # keys set by command-line flags
+    #: the file's deny rules a flag of the same permission was given beside: they hold too (a flag
+    #: adds deny rules to the file's, never drops one)
+    file_denies: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:  # settings.quiet, for readability
         try:
@@ -432,6 +435,8 @@ def load(config: str | None = None, *, use_files: bool = True, cwd: str | None =
         settings.update(validate(table, path, header))
         settings.source = path
     if overrides:
+        settings.file_denies = {key: settings[key] for key in overrides
+                                if key.startswith("permissions.deny.") and settings.get(key) not in (None, False)}
         settings.update(overrides)
         settings.cli_keys = frozenset(overrides)
     return settings

@@ -102,8 +102,9 @@ class Policy:
     def from_settings(cls, settings: Any) -> Policy:
         """The policy in effect: config file rules, then flags per permission.
 
-        A permission given on the command line replaces the file's rules for
-        that permission (allow and deny separately), like any other flag.
+        An allow flag replaces the file's allow rules for that permission, like
+        any other flag; a deny flag adds to the file's deny rules (a deny rule
+        is never dropped by a flag: `--no-config` leaves the file out).
         """
         policy = cls()
         policy.source = settings.source
@@ -116,6 +117,9 @@ class Policy:
                 value = settings.get(key)
                 if key in cli:
                     origin, base = f"--{'deny' if deny else 'allow'}-{perm}", cwd
+                    kept = getattr(settings, "file_denies", {}).get(key)
+                    if kept is not None:  # the file's deny rules hold beside the flag's
+                        policy.grant(perm, kept, _file_origin(settings.source, perm, True), file_base, True)
                 else:
                     origin, base = _file_origin(settings.source, perm, deny), file_base
                 policy.grant(perm, value, origin, base, deny)
