@@ -1,8 +1,8 @@
 """Files C code opens with no usable audit event: SQLite's ATTACH and VACUUM INTO, database
-names given as objects, readline's history and init files, ssl's certificate files and POSIX
-shared memory.  Each program runs under `pyward run --no-kernel` (the audit layer alone) with an
-enforce policy, and each test asserts that the side effect did not happen: no file made, none
-changed, nothing read."""
+names given as objects, readline's history and init files, ssl's certificate files, POSIX
+shared memory, and the FIFOs and nodes os.mkfifo/os.mknod make.  Each program runs under
+`pyward run --no-kernel` (the audit layer alone) with an enforce policy, and each test asserts
+that the side effect did not happen: no file made, none changed, nothing read."""
 from __future__ import annotations
 
 import os
@@ -215,3 +215,28 @@ def test_attach_under_the_kernel_wall(tmp_path):
             "--allow-read=.", "--allow-write=out", "--deny-read=secret")
     assert os.listdir(tmp_path / "secret") == [], r
     assert "DONE attach" not in r.stdout, r
+
+
+def test_mkfifo_and_mknod_are_writes_of_the_new_entry(tmp_path):
+    # CPython 3.11-3.13 raise no audit event for os.mkfifo / os.mknod: without a guard they
+    # made FIFOs and empty regular files anywhere, dir_fd and PathLike spellings included
+    r = run(tmp_path, """\
+        import pathlib, stat
+        out = os.open("out", os.O_RDONLY)
+        attempt("mkfifo", lambda: os.mkfifo("made-fifo"))
+        attempt("mknod file", lambda: os.mknod("made-file", 0o600 | stat.S_IFREG))
+        attempt("mkfifo dir_fd", lambda: os.mkfifo("../made-fd-fifo", dir_fd=out))
+        attempt("mknod dir_fd", lambda: os.mknod("../made-fd-file", 0o600 | stat.S_IFREG, dir_fd=out))
+        attempt("mkfifo path object", lambda: os.mkfifo(pathlib.Path("secret/made-fifo")))
+        attempt("mknod keyword", lambda: os.mknod(path="secret/made-file"))
+        import posix
+        attempt("posix.mkfifo", lambda: posix.mkfifo("made-posix-fifo"))
+        attempt("allowed mkfifo", lambda: os.mkfifo("out/fifo"))
+        attempt("allowed mknod", lambda: os.mknod("ok", 0o600 | stat.S_IFREG, dir_fd=out))
+    """)
+    assert sorted(os.listdir(tmp_path / "secret")) == [], r
+    made = {name for name in os.listdir(tmp_path) if name.startswith("made")}
+    assert made == set(), r
+    assert r.stdout.count("DENIED") == 7, r
+    assert sorted(os.listdir(tmp_path / "out")) == ["fifo", "ok"], r
+    assert {e["details"]["operation"] for e in r.denied} == {"mkfifo", "mknod"}, r.denied

@@ -187,3 +187,39 @@ def test_the_program_sees_its_own_handlers(tmp_path):
     assert run.stdout.splitlines() == ["handled 10 main",
                                        "TypeError signal handler must be signal.SIG_IGN, signal.SIG_DFL, or a "
                                        "callable object"]
+
+
+@pytest.mark.parametrize("call", ["os.pidfd_open(**{Name('pid'): os.getpid()})",
+                                  "os.mkfifo(**{Name('path'): 'prog/fifo'})",
+                                  "__import__('_posixshmem').shm_open(**{Name('path'): '/pyward-kw', 'flags': 0})"])
+def test_a_keyword_name_that_is_a_str_subclass_runs_no_code_in_a_verdict(tmp_path, call):
+    # a guard's decision looks its keywords up by name: a key whose __eq__ is the program's
+    # ran inside the verdict, with the decider's frame (and its private globals) below it
+    flags = layout(tmp_path)
+    run = guard(tmp_path, f"""
+        import os, sys
+        got = []
+        class Name(str):
+            def __hash__(self):
+                return str.__hash__(self)
+            def __eq__(self, other):
+                got.append(sys._getframe(1).f_globals)
+                return str.__eq__(self, other)
+        try:
+            {call}
+        except Exception as exc:
+            print("refused", type(exc).__name__)
+        for space in got:
+            space["check"] = lambda *a, **k: None  # every later check allows
+            for name in list(space):
+                if name.startswith("on_") and callable(space[name]):
+                    space[name] = lambda *a, **k: None
+        try:
+            with open("secret/key.txt") as f:
+                print("LEAK", f.read())
+        except PermissionError:
+            pass
+        print("CALLED", len(got))
+    """, *flags, "--no-kernel", name="prog/app.py")
+    assert "TOPSECRET" not in run.stdout, run
+    assert "CALLED 0" in run.stdout, run

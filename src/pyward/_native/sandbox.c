@@ -919,9 +919,73 @@ convert_paths(PyObject *paths, PyObject **args, PyObject **kwargs, int *owned)
 }
 
 static PyObject *guard_call_converted(Guard *self, PyObject *args, PyObject *kwargs);
+static PyObject *guard_call_plain(Guard *self, PyObject *args, PyObject *kwargs);
+
+/* Keyword names that are str subclasses (`f(**{Name("path"): ...})`, which CPython lets
+ * through) as plain str: the decision and the transforms look keywords up by name, and a
+ * lookup that meets such a key calls its __eq__ (and __hash__), the program's code, with
+ * pyward's frame below it.  A new reference, or NULL with an exception set. */
+static PyObject *
+plain_keywords(PyObject *kwargs)
+{
+    PyObject *key, *value, *plain = PyDict_New();
+    Py_ssize_t pos = 0;
+    if (plain == NULL) {
+        return NULL;
+    }
+    while (PyDict_Next(kwargs, &pos, &key, &value)) {
+        if (!PyUnicode_Check(key)) {
+            Py_DECREF(plain);
+            PyErr_SetString(PyExc_TypeError, "keywords must be strings");
+            return NULL;
+        }
+        /* the whole of a subclass's data as a new plain str (no method of the subclass runs) */
+        PyObject *name = PyUnicode_Substring(key, 0, PyUnicode_GET_LENGTH(key));
+        if (name == NULL) {
+            Py_DECREF(plain);
+            return NULL;
+        }
+        int seen = PyDict_Contains(plain, name);
+        if (seen == 0) {
+            seen = PyDict_SetItem(plain, name, value) < 0 ? -1 : 0;
+        }
+        else if (seen == 1) {
+            PyErr_Format(PyExc_TypeError, "keyword argument repeated: %U", name);
+            seen = -1;
+        }
+        Py_DECREF(name);
+        if (seen < 0) {
+            Py_DECREF(plain);
+            return NULL;
+        }
+    }
+    return plain;
+}
 
 static PyObject *
 guard_call(Guard *self, PyObject *args, PyObject *kwargs)
+{
+    if (kwargs == NULL || !PyDict_CheckExact(kwargs)) {
+        return guard_call_plain(self, args, kwargs);
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(kwargs, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            PyObject *plain = plain_keywords(kwargs);
+            if (plain == NULL) {
+                return NULL;
+            }
+            PyObject *result = guard_call_plain(self, args, plain);
+            Py_DECREF(plain);
+            return result;
+        }
+    }
+    return guard_call_plain(self, args, kwargs);
+}
+
+static PyObject *
+guard_call_plain(Guard *self, PyObject *args, PyObject *kwargs)
 {
     if (self->paths == NULL) {
         return guard_call_converted(self, args, kwargs);

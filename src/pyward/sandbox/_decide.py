@@ -1071,6 +1071,8 @@ def guard_module(module):
     elif name == "posix" and module is not POSIX_MODULE:  # a second copy: the guards install.py gave the first
         guard_function_with(space, "open", None, absolute_open)
         guard_function(space, "pidfd_open", "pyward.pidfd_open", None)
+        guard_function(space, "mkfifo", "pyward.mkfifo", ((0, "path"),))
+        guard_function(space, "mknod", "pyward.mknod", ((0, "path"),))
         if PAYLOAD is not None:
             for function in ("execve", "posix_spawn", "posix_spawnp"):
                 guard_function_with(space, function, None, inject_third)
@@ -1532,6 +1534,22 @@ def on_prlimit(args):
                           "pyward (its recorder process)", 5)
 
 
+def on_make_node(op):
+    """os.mkfifo / os.mknod (no audit event on 3.11-3.13): the creation of a new entry
+    (a FIFO, a device or an empty regular file), never through a symlink at its name."""
+    def handler(args):
+        call, kwargs = args[0], args[1]
+        kwargs = kwargs if type(kwargs) is dict else None
+        path = call[0] if call else (kwargs.get("path") if kwargs is not None else None)
+        dir_fd = kwargs.get("dir_fd") if kwargs is not None else None
+        real = resolve(path, dir_fd, False)
+        if real is None:
+            return None
+        forget_paths()
+        return check("write", real, op)
+    return handler
+
+
 def on_pidfd_open(args):
     """os.pidfd_open (no audit event): a process descriptor of the recorder is refused,
     whatever it would be used for (signals, waiting for its end)."""
@@ -1874,6 +1892,8 @@ def build_handlers():
                                                            ((1, "cafile"), (2, "capath"))),
         "pyward.ssl.load_cert_chain": file_arguments("read", "ssl load_cert_chain",
                                                      ((1, "certfile"), (2, "keyfile"))),
+        "pyward.mkfifo": on_make_node("mkfifo"),
+        "pyward.mknod": on_make_node("mknod"),
         "pyward.shm_open": on_shm("shm_open"),
         "pyward.shm_unlink": on_shm("shm_unlink"),
         "socket.connect": on_address("connect"),

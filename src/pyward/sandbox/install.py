@@ -115,6 +115,15 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
             if copy in sys.modules and getattr(sys.modules[copy], name, None) is original:
                 place(sys.modules[copy], name, guard)
         made.append(guard)
+    # entries made with no audit event (3.11-3.13): FIFOs, devices, empty files, anywhere
+    for name in ("mkfifo", "mknod"):
+        original = getattr(posix, name, None)
+        if original is None:
+            continue
+        guard = native.guard("pyward." + name, original, None, None, ((0, "path"),))
+        place(posix, name, guard)
+        place(sys.modules["os"], name, guard)
+        made.append(guard)
     for name in ("_sqlite3", "readline", "_ssl", "_posixshmem"):  # made before the sandbox (pyward's own use)
         if name in sys.modules:
             namespace["guard_module"](sys.modules[name])
