@@ -240,3 +240,65 @@ def test_mkfifo_and_mknod_are_writes_of_the_new_entry(tmp_path):
     assert r.stdout.count("DENIED") == 7, r
     assert sorted(os.listdir(tmp_path / "out")) == ["fifo", "ok"], r
     assert {e["details"]["operation"] for e in r.denied} == {"mkfifo", "mknod"}, r.denied
+
+
+def test_posix_spawn_file_actions_are_the_opens_they_make(tmp_path):
+    # os.posix_spawn's audit event does not carry file_actions: a POSIX_SPAWN_OPEN opened a
+    # denied file as the child's stdin, or made a file outside the writable directory, unjudged
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "key.txt").write_text("TOPSECRET")
+    python = __import__("sys").executable  # (the venv's: its real path is a python without pyward)
+    r = run(tmp_path, f"""\
+        import pathlib
+        class Name(str):
+            pass
+        def spawn(actions, code="import sys; sys.stdout.write(sys.stdin.read())"):
+            pid = os.posix_spawn({python!r}, [{python!r}, "-c", code], dict(os.environ), file_actions=actions)
+            return os.waitpid(pid, 0)[1]
+        attempt("read the secret", lambda: spawn([(os.POSIX_SPAWN_OPEN, 0, "secret/key.txt", os.O_RDONLY, 0)]))
+        attempt("read it by a path object", lambda: spawn(
+            [(os.POSIX_SPAWN_OPEN, 0, pathlib.Path("secret/key.txt"), os.O_RDONLY, 0)]))
+        attempt("read it by a str subclass", lambda: spawn([[os.POSIX_SPAWN_OPEN, 0, Name("secret/key.txt"),
+                                                             os.O_RDONLY, 0]]))
+        attempt("create outside", lambda: spawn([(os.POSIX_SPAWN_DUP2, 1, 3),
+                                                 (os.POSIX_SPAWN_OPEN, 1, "made.txt", os.O_WRONLY | os.O_CREAT, 0o644)],
+                                                "print('x')"))
+        attempt("create inside", lambda: spawn([(os.POSIX_SPAWN_OPEN, 1, "out/made.txt",
+                                                 os.O_WRONLY | os.O_CREAT, 0o644)], "print('inside')"))
+    """, *POLICY, "--allow-env", f"--allow-run={python},{os.path.realpath(python)}")
+    assert "TOPSECRET" not in r.stdout, r
+    assert not (tmp_path / "made.txt").exists(), r
+    assert (tmp_path / "out" / "made.txt").read_text() == "inside\n", r
+    assert r.stdout.count("DENIED") == 4, r
+    assert "DONE create inside" in r.stdout, r
+
+
+def test_an_environment_given_as_a_mapping_runs_no_code_in_pyward(tmp_path):
+    # execve's env was read (keys(), [k]) by the transform that adds pyward's variables, with
+    # pyward's frame below the program's methods: a mapping whose keys() took the frame's
+    # globals got the decider's private namespace, and could switch the sandbox off
+    r = run(tmp_path, """\
+        seen = []
+        class Env(dict):
+            def keys(self):
+                seen.append(sys._getframe(1).f_globals.get("__name__"))
+                return ["PATH"]
+            def values(self):
+                return [os.environ.get("PATH", "")]
+        class Key(str):
+            def __hash__(self):
+                seen.append(sys._getframe(1).f_globals.get("__name__"))
+                return str.__hash__(self)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execve("/bin/true", ["true"], Env())
+            finally:
+                os._exit(1)
+        print("child", os.waitpid(pid, 0)[1])
+        pid = os.posix_spawn("/bin/true", ["true"], {Key("A"): "1"})
+        print("spawned", os.waitpid(pid, 0)[1])
+        print("frames seen", sorted(set(map(str, seen))))
+    """, *POLICY, "--allow-env", "--allow-run")
+    assert "child 0" in r.stdout and "spawned 0" in r.stdout, r
+    assert "frames seen ['__main__']" in r.stdout, r

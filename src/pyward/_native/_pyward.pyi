@@ -72,7 +72,7 @@ def guard(
     original: Callable[..., Any],
     transform: _Transform | None = None,
     after: _After | None = None,
-    paths: tuple[tuple[int, str | None], ...] | None = None,
+    paths: tuple[tuple[int, str | None] | tuple[int | None, str | None, str], ...] | None = None,
     /,
 ) -> Callable[..., Any]: ...
 def guard_method(type: type, name: str, guard: Callable[..., Any], /) -> bool: ...

@@ -841,7 +841,7 @@ typedef struct {
     PyObject *transform;  /* optional: transform(args, kwargs) -> (args, kwargs) */
     PyObject *after;      /* optional: after(args, kwargs, result) -> result */
     PyObject *name;       /* for repr */
-    PyObject *paths;      /* optional: ((position, keyword or None), ...) of file-system path arguments */
+    PyObject *paths;      /* optional: ((position or None, keyword or None[, kind]), ...) of arguments to convert */
 } Guard;
 
 static void
@@ -856,10 +856,116 @@ guard_dealloc(Guard *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A str or bytes as exactly that type (a subclass's data copied, a path-like's
+ * __fspath__ called, here, from C): a new reference, or NULL with python's TypeError. */
+static PyObject *
+exact_text(PyObject *item)
+{
+    if (PyUnicode_CheckExact(item) || PyBytes_CheckExact(item)) {
+        return Py_NewRef(item);
+    }
+    if (PyUnicode_Check(item)) {
+        return PyUnicode_Substring(item, 0, PyUnicode_GET_LENGTH(item));  /* an exact copy */
+    }
+    if (PyBytes_Check(item)) {
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
+    }
+    PyObject *path = PyOS_FSPath(item);
+    if (path == NULL) {
+        return NULL;
+    }
+    PyObject *exact = PyUnicode_CheckExact(path) || PyBytes_CheckExact(path) ? Py_NewRef(path)
+                      : PyUnicode_Check(path) ? PyUnicode_Substring(path, 0, PyUnicode_GET_LENGTH(path))
+                      : PyBytes_FromStringAndSize(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path));
+    Py_DECREF(path);
+    return exact;
+}
+
+/* The environment a process is started with (execve, posix_spawn: a mapping, read by its
+ * keys() and values() as python reads it; fork_exec: a sequence of b"K=V") as a plain dict
+ * or list of exact str and bytes.  What the program defined (a mapping's methods, a
+ * subclass's, __fspath__) runs here, from C, with no frame of pyward's below it: the
+ * transform that adds pyward's variables then reads only builtin objects. */
+static PyObject *
+plain_environment(PyObject *env)
+{
+    if (PyList_Check(env) || PyTuple_Check(env)) {
+        PyObject *items = PySequence_List(env), *out = PyList_New(0);
+        for (Py_ssize_t i = 0; items != NULL && out != NULL && i < PyList_GET_SIZE(items); i++) {
+            PyObject *entry = exact_text(PyList_GET_ITEM(items, i));
+            if (entry == NULL || PyList_Append(out, entry) < 0) {
+                Py_CLEAR(out);
+            }
+            Py_XDECREF(entry);
+        }
+        Py_XDECREF(items);
+        return items == NULL ? (Py_XDECREF(out), NULL) : out;
+    }
+    PyObject *keys = PyMapping_Keys(env);
+    PyObject *values = keys != NULL ? PyMapping_Values(env) : NULL;
+    PyObject *out = values != NULL ? PyDict_New() : NULL;
+    if (out != NULL && PyList_GET_SIZE(keys) != PyList_GET_SIZE(values)) {
+        PyErr_SetString(PyExc_RuntimeError, "env changed size during iteration");
+        Py_CLEAR(out);
+    }
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(keys); i++) {
+        PyObject *key = exact_text(PyList_GET_ITEM(keys, i));
+        PyObject *value = key != NULL ? exact_text(PyList_GET_ITEM(values, i)) : NULL;
+        if (value == NULL || PyDict_SetItem(out, key, value) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+    }
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    return out;
+}
+
+/* posix_spawn's file_actions as a plain list of plain tuples of exact ints and, for a
+ * path, exact str or bytes (each element converted as python converts it: __index__,
+ * __fspath__, run here from C): the decider judges the files a POSIX_SPAWN_OPEN opens
+ * in the child, and the original gets the very values judged. */
+static PyObject *
+plain_file_actions(PyObject *actions)
+{
+    PyObject *items = PySequence_List(actions), *out = items != NULL ? PyList_New(0) : NULL;
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(items); i++) {
+        PyObject *action = PySequence_Tuple(PyList_GET_ITEM(items, i));
+        PyObject *plain = action != NULL ? PyTuple_New(PyTuple_GET_SIZE(action)) : NULL;
+        long tag = -1;
+        for (Py_ssize_t j = 0; plain != NULL && j < PyTuple_GET_SIZE(action); j++) {
+            PyObject *element = PyTuple_GET_ITEM(action, j);
+            /* the path of an open (python's POSIX_SPAWN_OPEN is 0) as text, every other element as an int */
+            PyObject *exact = j == 2 && tag == 0 ? exact_text(element) : PyNumber_Index(element);
+            if (j == 0 && exact != NULL) {
+                tag = PyLong_AsLong(exact);
+                if (tag == -1 && PyErr_Occurred()) {
+                    PyErr_Clear();
+                }
+            }
+            if (exact == NULL) {
+                Py_CLEAR(plain);
+                break;
+            }
+            PyTuple_SET_ITEM(plain, j, exact);
+        }
+        if (plain == NULL || PyList_Append(out, plain) < 0) {
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(plain);
+        Py_XDECREF(action);
+    }
+    Py_XDECREF(items);
+    return out;
+}
+
 /* The path arguments named by `paths` that are neither str nor bytes, converted once by
  * their __fspath__ (as the original would convert them): the sandbox then judges, and
  * the original opens, the same str or bytes, and the program's __fspath__ never runs
- * inside a verdict.  *args and *kwargs are replaced by new references when anything
+ * inside a verdict.  A spec with a third element converts the argument whole instead:
+ * "env" an environment (plain_environment), "file_actions" posix_spawn's (plain_file_actions).
+ * *args and *kwargs are replaced by new references when anything
  * changed (*owned set to 1); objects without __fspath__ are left for the original to refuse. */
 static int
 convert_paths(PyObject *paths, PyObject **args, PyObject **kwargs, int *owned)
@@ -871,8 +977,10 @@ convert_paths(PyObject *paths, PyObject **args, PyObject **kwargs, int *owned)
     *owned = 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(paths); i++) {
         PyObject *spec = PyTuple_GET_ITEM(paths, i);
-        Py_ssize_t position = PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
+        Py_ssize_t position = PyTuple_GET_ITEM(spec, 0) == Py_None ? PY_SSIZE_T_MAX  /* keyword only */
+                                                                  : PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0));
         PyObject *keyword = PyTuple_GET_ITEM(spec, 1);
+        const char *kind = PyTuple_GET_SIZE(spec) > 2 ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(spec, 2)) : NULL;
         PyObject *value = NULL;
         int in_kwargs = 0;
         if (position < PyTuple_GET_SIZE(*args)) {
@@ -885,11 +993,20 @@ convert_paths(PyObject *paths, PyObject **args, PyObject **kwargs, int *owned)
             }
             in_kwargs = 1;
         }
-        if (value == NULL || value == Py_None || PyUnicode_Check(value) || PyBytes_Check(value)
-            || _PyType_Lookup(Py_TYPE(value), fspath_name) == NULL) {
-            continue;
+        PyObject *path;
+        if (kind != NULL) {
+            if (value == NULL || value == Py_None) {
+                continue;
+            }
+            path = strcmp(kind, "env") == 0 ? plain_environment(value) : plain_file_actions(value);
         }
-        PyObject *path = PyOS_FSPath(value);
+        else {
+            if (value == NULL || value == Py_None || PyUnicode_Check(value) || PyBytes_Check(value)
+                || _PyType_Lookup(Py_TYPE(value), fspath_name) == NULL) {
+                continue;
+            }
+            path = PyOS_FSPath(value);
+        }
         if (path == NULL) {
             return -1;
         }
@@ -1091,13 +1208,19 @@ make_guard(PyObject *module, PyObject *args)
         int ok = PyTuple_Check(paths);
         for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(paths); i++) {
             PyObject *spec = PyTuple_GET_ITEM(paths, i);
-            ok = PyTuple_Check(spec) && PyTuple_GET_SIZE(spec) == 2 && PyLong_CheckExact(PyTuple_GET_ITEM(spec, 0))
-                 && PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0)) >= 0
-                 && (PyTuple_GET_ITEM(spec, 1) == Py_None || PyUnicode_CheckExact(PyTuple_GET_ITEM(spec, 1)));
+            ok = PyTuple_Check(spec) && (PyTuple_GET_SIZE(spec) == 2 || PyTuple_GET_SIZE(spec) == 3)
+                 && ((PyLong_CheckExact(PyTuple_GET_ITEM(spec, 0)) && PyLong_AsSsize_t(PyTuple_GET_ITEM(spec, 0)) >= 0)
+                     || (PyTuple_GET_ITEM(spec, 0) == Py_None && PyUnicode_CheckExact(PyTuple_GET_ITEM(spec, 1))))
+                 && (PyTuple_GET_ITEM(spec, 1) == Py_None || PyUnicode_CheckExact(PyTuple_GET_ITEM(spec, 1)))
+                 && (PyTuple_GET_SIZE(spec) == 2
+                     || (PyUnicode_CheckExact(PyTuple_GET_ITEM(spec, 2))
+                         && (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(spec, 2), "env") == 0
+                             || PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(spec, 2), "file_actions") == 0)));
         }
         if (!ok) {
             PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "guard paths: a tuple of (position: int >= 0, keyword: str | None)");
+            PyErr_SetString(PyExc_TypeError, "guard paths: a tuple of (position: int >= 0 or None, keyword: str | "
+                                             "None[, kind: 'env' or 'file_actions'])");
             return NULL;
         }
     }

@@ -1073,11 +1073,17 @@ def guard_module(module):
         guard_function(space, "pidfd_open", "pyward.pidfd_open", None)
         guard_function(space, "mkfifo", "pyward.mkfifo", ((0, "path"),))
         guard_function(space, "mknod", "pyward.mknod", ((0, "path"),))
-        if PAYLOAD is not None:
-            for function in ("execve", "posix_spawn", "posix_spawnp"):
-                guard_function_with(space, function, None, inject_third)
+        for function in ("execve", "posix_spawn", "posix_spawnp"):
+            original = space.get(function)
+            if original is not None and type(original) is not GUARD_TYPE and (PAYLOAD is not None
+                                                                                or function != "execve"):
+                space[function] = NATIVE_GUARD(*spawn_guard(function, original))
     elif name == "_posixsubprocess" and module is not POSIXSUBPROCESS_MODULE:
-        guard_function_with(space, "fork_exec", "pyward.fork_exec", inject_fork_exec if PAYLOAD is not None else None)
+        original = space.get("fork_exec")
+        if original is not None and type(original) is not GUARD_TYPE:
+            space["fork_exec"] = NATIVE_GUARD("pyward.fork_exec", original,
+                                              inject_fork_exec if PAYLOAD is not None else None, None,
+                                              ((5, None, "env"),) if PAYLOAD is not None else None)
     elif name == "_imp":  # the process's, or a fresh copy (module_from_spec): it makes the modules above
         for function, after in (("create_dynamic", guard_created), ("exec_dynamic", guard_executed),
                                 ("create_builtin", guard_created)):
@@ -1892,6 +1898,7 @@ def build_handlers():
                                                            ((1, "cafile"), (2, "capath"))),
         "pyward.ssl.load_cert_chain": file_arguments("read", "ssl load_cert_chain",
                                                      ((1, "certfile"), (2, "keyfile"))),
+        "pyward.posix_spawn": on_spawn_actions,
         "pyward.mkfifo": on_make_node("mkfifo"),
         "pyward.mknod": on_make_node("mknod"),
         "pyward.shm_open": on_shm("shm_open"),
@@ -1954,12 +1961,14 @@ def build_handlers():
 
 
 def inject_env(env):
-    """An explicit child environment (dict, or list of b"K=V") plus the sandbox's variables."""
-    if env is None:
-        return None
-    if type(env) is dict or (type(env) not in (list, tuple) and hasattr(env, "keys")):
-        items = [(k, env[k]) for k in list(env.keys())]  # any mapping, os.environ included
+    """An explicit child environment plus the sandbox's variables: a dict of str or bytes, or a
+    list of b"K=V", as the guard made it from whatever the program gave (plain_environment in
+    _native/sandbox.c); nothing here calls a method the program defined."""
+    if type(env) is dict:
+        items = [(k, env[k]) for k in list(env)]
         as_bytes = False
+    elif type(env) is not list and type(env) is not tuple:
+        return env  # (None, or not converted: the call runs, or fails, as given)
     else:
         items = []
         for entry in env:
@@ -1990,6 +1999,36 @@ def inject_env(env):
     for key, value in extra:
         out[key] = value
     return out
+
+
+def spawn_guard(name, original):
+    """The guard's arguments for execve / posix_spawn[p]: pyward's variables added to an explicit
+    environment (read into a plain dict from C first) when children inherit the policy, and
+    posix_spawn's file_actions (made plain the same way) judged as the opens they are."""
+    spawn = name != "execve"
+    convert = ((2, "env", "env"),) if PAYLOAD is not None else ()
+    if spawn:
+        convert = convert + ((None, "file_actions", "file_actions"),)
+    return ("pyward.posix_spawn" if spawn else None, original, inject_third if PAYLOAD is not None else None, None,
+            convert or None)
+
+
+def on_spawn_actions(args):
+    """posix_spawn's file_actions (its audit event has none): each POSIX_SPAWN_OPEN is a file the
+    child opens before it runs, judged as the program's own open would be; the gravest finding stands."""
+    kwargs = args[1]  # (file_actions is keyword-only)
+    actions = kwargs.get("file_actions") if type(kwargs) is dict else None
+    if type(actions) is not list:
+        return None
+    gravest = None
+    for action in actions:
+        if type(action) is tuple and len(action) == 5 and action[0] == SPAWN_OPEN and type(action[3]) is int:
+            found = on_open((action[2], None, action[3]))
+            if type(found) is str:
+                return found
+            if found is not None and (gravest is None or found[3] > gravest[3]):
+                gravest = found
+    return gravest
 
 
 def inject_fork_exec(call, kwargs):

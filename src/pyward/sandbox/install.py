@@ -74,8 +74,11 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
         if protect is not None:
             protect(module, name, "sandbox guard")
 
+    # (the environment given to a process start: read into a plain dict or list, from C, before pyward's
+    # transform adds its variables: see plain_environment in _native/sandbox.c)
     fork_exec = native.guard("pyward.fork_exec", _posixsubprocess.fork_exec,
-                             namespace["inject_fork_exec"] if inherit else None)
+                             namespace["inject_fork_exec"] if inherit else None, None,
+                             ((5, None, "env"),) if inherit else None)
     place(_posixsubprocess, "fork_exec", fork_exec)
     absolute = namespace["absolute_open"]
     opener = native.guard(None, posix.open, absolute)
@@ -127,15 +130,15 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
     for name in ("_sqlite3", "readline", "_ssl", "_posixshmem"):  # made before the sandbox (pyward's own use)
         if name in sys.modules:
             namespace["guard_module"](sys.modules[name])
-    if inherit:
-        for name in ("execve", "posix_spawn", "posix_spawnp"):
-            original = getattr(posix, name, None)
-            if original is None:
-                continue
-            guard = native.guard(None, original, namespace["inject_third"])
-            place(posix, name, guard)
-            place(sys.modules["os"], name, guard)
-            made.append(guard)
+    for name in ("execve", "posix_spawn", "posix_spawnp"):
+        original = getattr(posix, name, None)
+        if original is None or (name == "execve" and not inherit):
+            continue
+        # posix_spawn's file_actions open files in the child with no audit event: judged as opens
+        guard = native.guard(*namespace["spawn_guard"](name, original))
+        place(posix, name, guard)
+        place(sys.modules["os"], name, guard)
+        made.append(guard)
     return made
 
 
