@@ -382,3 +382,17 @@ def test_a_policy_that_runs_commands_keeps_signals_inside_the_run(tmp_path):
     finally:
         outside.kill()
         outside.wait()
+
+
+@landlock
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="not run: making a device node needs root")
+def test_a_command_cannot_make_a_device_node_where_the_policy_allows_writing(tmp_path):
+    """A write grant of the wall makes every entry but device nodes (root's mknod of a disk in out/ would
+    read the disk): a command beneath the audit layer gets EACCES; a FIFO it may make."""
+    _project(tmp_path)
+    code = ("import subprocess\n"
+            "for argv in (['mknod', 'out/disk', 'b', '1', '3'], ['mkfifo', 'out/fifo']):\n"
+            "    print(argv[0], subprocess.run(argv, capture_output=True).returncode)\n")
+    run = guard(tmp_path, code, *WALL, "--allow-env=PATH", "--allow-run=mknod,mkfifo")
+    assert run.stdout.splitlines() == ["mknod 1", "mkfifo 0"], run
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fifo"]

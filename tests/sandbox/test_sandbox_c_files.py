@@ -302,3 +302,21 @@ def test_an_environment_given_as_a_mapping_runs_no_code_in_pyward(tmp_path):
     """, *POLICY, "--allow-env", "--allow-run")
     assert "child 0" in r.stdout and "spawned 0" in r.stdout, r
     assert "frames seen ['__main__']" in r.stdout, r
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="not run: making a device node needs root")
+def test_a_device_node_needs_more_than_a_write_rule(tmp_path):
+    # a block or character device made in a writable directory reads and writes the device itself:
+    # a write rule does not allow it (a blanket --allow-write does), a FIFO or a plain file it does
+    body = """\
+        import stat
+        for label, mode in (("block", stat.S_IFBLK), ("char", stat.S_IFCHR), ("file", stat.S_IFREG)):
+            attempt(label, lambda: os.mknod("out/" + label, mode | 0o600, os.makedev(1, 3)))
+    """
+    r = run(tmp_path, body)
+    assert sorted(os.listdir(tmp_path / "out")) == ["file"], r
+    assert [e["name"] for e in r.denied] == [f"(a device node) {tmp_path}/out/{n}" for n in ("block", "char")]
+    for entry in os.listdir(tmp_path / "out"):
+        os.unlink(tmp_path / "out" / entry)
+    blanket = run(tmp_path, body, "--no-kernel", "--allow-read=.", "--allow-write")
+    assert sorted(os.listdir(tmp_path / "out")) == ["block", "char", "file"], blanket

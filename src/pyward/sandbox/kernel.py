@@ -44,6 +44,10 @@ SCOPE_SIGNAL = 1 << 1  # ABI 6: no signal to a process outside the domain
 READ = READ_FILE | READ_DIR
 WRITE = (WRITE_FILE | REMOVE_DIR | REMOVE_FILE | MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO
          | MAKE_BLOCK | MAKE_SYM | REFER | TRUNCATE)
+#: What a write rule grants: every right of WRITE but making device nodes (a block or character device made
+#: in a writable directory, by root, reads and writes the device itself, beyond any file rule; only a blanket
+#: write permission, which leaves writing unhandled, lets them be made).
+WRITE_GRANT = WRITE & ~(MAKE_CHAR | MAKE_BLOCK)
 #: The rights that make entries in a directory (a carved grant's way down must have none, see Wall.carve).
 MAKE_ENTRIES = MAKE_CHAR | MAKE_DIR | MAKE_REG | MAKE_SOCK | MAKE_FIFO | MAKE_BLOCK | MAKE_SYM | REFER
 #: The most rules carving one deny rule out of the grants above it may add.
@@ -186,7 +190,7 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
         if perm not in blanket:  # a blanket grant (`--allow-read`, a `*` scope): nothing to restrict there
             wall.fs |= rights & supported
     variables = path_variables()
-    for perm, rights in (("read", READ), ("write", WRITE)):
+    for perm, rights in (("read", READ), ("write", WRITE_GRANT)):
         for rule in policy.allows(perm):
             base = policy.base_dirs.get(rule.origin, os.getcwd())
             root = _rule_root(compile_rule(perm, rule.scope, rule.origin, base, variables))
