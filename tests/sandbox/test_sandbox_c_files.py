@@ -310,13 +310,21 @@ def test_a_device_node_needs_more_than_a_write_rule(tmp_path):
     # a write rule does not allow it (a blanket --allow-write does), a FIFO or a plain file it does
     body = """\
         import stat
+        class Mode(int):
+            pass
+        class Index:
+            def __index__(self):
+                return stat.S_IFBLK | 0o600
         for label, mode in (("block", stat.S_IFBLK), ("char", stat.S_IFCHR), ("file", stat.S_IFREG)):
             attempt(label, lambda: os.mknod("out/" + label, mode | 0o600, os.makedev(1, 3)))
+        attempt("int subclass", lambda: os.mknod("out/sub", Mode(stat.S_IFBLK | 0o600), os.makedev(1, 3)))
+        attempt("__index__", lambda: os.mknod("out/index", Index(), os.makedev(1, 3)))
     """
     r = run(tmp_path, body)
     assert sorted(os.listdir(tmp_path / "out")) == ["file"], r
-    assert [e["name"] for e in r.denied] == [f"(a device node) {tmp_path}/out/{n}" for n in ("block", "char")]
+    assert [e["name"] for e in r.denied] == [f"(a device node) {tmp_path}/out/{n}"
+                                             for n in ("block", "char", "sub", "index")]
     for entry in os.listdir(tmp_path / "out"):
         os.unlink(tmp_path / "out" / entry)
     blanket = run(tmp_path, body, "--no-kernel", "--allow-read=.", "--allow-write")
-    assert sorted(os.listdir(tmp_path / "out")) == ["block", "char", "file"], blanket
+    assert sorted(os.listdir(tmp_path / "out")) == ["block", "char", "file", "index", "sub"], blanket

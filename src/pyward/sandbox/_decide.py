@@ -1553,6 +1553,8 @@ def on_make_node(op):
             return None
         forget_paths()
         mode = call[1] if len(call) > 1 else (kwargs.get("mode") if kwargs is not None else None)
+        if mode is not None and type(mode) is not int:  # an int subclass by its value; else, by __index__,
+            mode = INT_ADD(0, mode) if SUBCLASS(int, type(mode)) else 0o060000  # not run here: as a device
         if op == "mknod" and type(mode) is int and mode & 0o170000 in (0o020000, 0o060000):
             # a device node reads and writes the device itself: no file rule covers that, only a
             # blanket write permission allows it
