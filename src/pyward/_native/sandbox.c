@@ -870,14 +870,9 @@ exact_text(PyObject *item)
     if (PyBytes_Check(item)) {
         return PyBytes_FromStringAndSize(PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
     }
-    PyObject *path = PyOS_FSPath(item);
-    if (path == NULL) {
-        return NULL;
-    }
-    PyObject *exact = PyUnicode_CheckExact(path) || PyBytes_CheckExact(path) ? Py_NewRef(path)
-                      : PyUnicode_Check(path) ? PyUnicode_Substring(path, 0, PyUnicode_GET_LENGTH(path))
-                      : PyBytes_FromStringAndSize(PyBytes_AS_STRING(path), PyBytes_GET_SIZE(path));
-    Py_DECREF(path);
+    PyObject *path = PyOS_FSPath(item);  /* a str or bytes, maybe of a subclass */
+    PyObject *exact = path != NULL ? exact_text(path) : NULL;
+    Py_XDECREF(path);
     return exact;
 }
 
@@ -1056,8 +1051,7 @@ plain_keywords(PyObject *kwargs)
             PyErr_SetString(PyExc_TypeError, "keywords must be strings");
             return NULL;
         }
-        /* the whole of a subclass's data as a new plain str (no method of the subclass runs) */
-        PyObject *name = PyUnicode_Substring(key, 0, PyUnicode_GET_LENGTH(key));
+        PyObject *name = exact_text(key);  /* a subclass's data as a new plain str: none of its methods runs */
         if (name == NULL) {
             Py_DECREF(plain);
             return NULL;
