@@ -106,39 +106,36 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
     for name in ("signal", "getsignal"):
         if protect is not None:
             protect(_signal, name, "sandbox guard")
-    # process descriptors (no audit event): none of pyward's recorder, no signal through one to it
-    for module, name, event, copies in ((posix, "pidfd_open", "pyward.pidfd_open", ("os",)),
-                                        (_signal, "pidfd_send_signal", "pyward.pidfd_send_signal", ("signal",))):
+
+    def replace(module: Any, name: str, copy: str, make: Callable[[Any, str], Any]) -> None:
+        """`module.name` by the guard `make(original, name)` makes, and so the copy another module took
+        of it (os: `from posix import *`, signal.py: `from _signal import *`), when it has one."""
         original = getattr(module, name, None)
         if original is None:
-            continue
-        guard = native.guard(event, original)
+            return
+        guard = make(original, name)
         place(module, name, guard)
-        for copy in copies:  # a module that copied the function before now (signal.py: `from _signal import *`)
-            if copy in sys.modules and getattr(sys.modules[copy], name, None) is original:
-                place(sys.modules[copy], name, guard)
+        if copy in sys.modules and getattr(sys.modules[copy], name, None) is original:
+            place(sys.modules[copy], name, guard)
         made.append(guard)
+
+    # process descriptors (no audit event): none of pyward's recorder, no signal through one to it
+    def judged(original: Any, name: str) -> Any:  # raises pyward.NAME, judged by the decider
+        return native.guard("pyward." + name, original)
+
+    replace(posix, "pidfd_open", "os", judged)
+    replace(_signal, "pidfd_send_signal", "signal", judged)
     # entries made with no audit event (3.11-3.13): FIFOs, devices, empty files, anywhere
     for name in ("mkfifo", "mknod"):
-        original = getattr(posix, name, None)
-        if original is None:
-            continue
-        guard = native.guard("pyward." + name, original, None, None, ((0, "path"),))
-        place(posix, name, guard)
-        place(sys.modules["os"], name, guard)
-        made.append(guard)
+        replace(posix, name, "os", lambda original, name: native.guard("pyward." + name, original, None, None,
+                                                                        ((0, "path"),)))
     for name in ("_sqlite3", "readline", "_ssl", "_posixshmem"):  # made before the sandbox (pyward's own use)
         if name in sys.modules:
             namespace["guard_module"](sys.modules[name])
-    for name in ("execve", "posix_spawn", "posix_spawnp"):
-        original = getattr(posix, name, None)
-        if original is None or (name == "execve" and not inherit):
-            continue
-        # posix_spawn's file_actions open files in the child with no audit event: judged as opens
-        guard = native.guard(*namespace["spawn_guard"](name, original))
-        place(posix, name, guard)
-        place(sys.modules["os"], name, guard)
-        made.append(guard)
+    # an explicit environment gets pyward's variables; posix_spawn's file_actions (opens in the child,
+    # with no audit event) are judged as opens
+    for name in ("execve", "posix_spawn", "posix_spawnp") if inherit else ("posix_spawn", "posix_spawnp"):
+        replace(posix, name, "os", lambda original, name: native.guard(*namespace["spawn_guard"](name, original)))
     return made
 
 
