@@ -285,6 +285,20 @@ def test_blanket_grants_leave_the_kernel_nothing_to_restrict_there(tmp_path):
     assert wall.net == 0  # a host without a port: every port
 
 
+def test_a_rule_on_proc_self_is_granted_as_proc_files_to_every_process(tmp_path):
+    """Each process of the run has its own /proc/self: the wall cannot grant one process's directory
+    to its children, so a file rule there becomes a grant of /proc's files (no listing), and no pid."""
+    import os
+
+    policy = Policy.from_dict(allow={"read": ["/proc/self/status"]}, base=str(tmp_path))
+    wall = kernel.compile_wall(policy, _context(tmp_path), 7)
+    assert wall.paths["/proc"] == kernel.READ_FILE
+    assert not any(path.startswith(f"/proc/{os.getpid()}") for path in wall.paths)
+    whole = kernel.compile_wall(Policy.from_dict(allow={"read": ["/proc/self"]}, base=str(tmp_path)),
+                                _context(tmp_path), 7)
+    assert whole.paths["/proc"] == kernel.READ & whole.fs  # a directory rule: its listing too
+
+
 def test_a_kernel_without_landlock_is_said_in_one_line(tmp_path):
     events = []
 

@@ -169,3 +169,88 @@ def test_rules_realpath_is_os_realpath(tmp_path):
                 "to_dir/", "missing/"):
         path = f"{tmp_path}/{rel}"
         assert realpath(path) == os.path.realpath(path), rel
+
+
+PROC_SELF = """
+    import os, subprocess, sys, threading
+    def first(path):
+        try:
+            with open(path) as f:
+                return f.readline().split(":")[0]
+        except PermissionError as exc:  # pyward.AccessDenied is one too; the kernel wall's EACCES as well
+            return type(exc).__name__
+    own = "/proc/%d/status" % os.getpid()  # as psutil spells it: its own pid
+    print("self", first("/proc/self/status"), first(own))
+    print("other", first("/proc/1/status"))
+    child = subprocess.run([sys.executable, "-c", "print(open('/proc/self/status').readline().split(':')[0])"],
+                           capture_output=True, text=True)
+    print("child", child.stdout.strip() or child.stderr.strip().splitlines()[-1])
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        print("forked", first("/proc/self/status"), first("/proc/%d/status" % os.getpid()), flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    out = []
+    worker = threading.Thread(target=lambda: out.append(open("/proc/thread-self/comm").read()))
+    worker.start()
+    worker.join()
+    print("thread", out[0] == open("/proc/self/comm").read())
+"""
+
+
+def test_a_rule_on_proc_self_holds_in_every_process_of_the_run(tmp_path):
+    """/proc/self is a different directory in each process: a rule on it (what `pyward learn`
+    writes) lets the program, a Python child and a forked child read their own, and no one else's."""
+    flags = ("--mode=enforce", "--allow-read=/proc/self/status", "--allow-read=/proc/thread-self/comm",
+             "--allow-read=/proc/self/comm",
+             f"--allow-run={sys.executable}", "--allow-run=fork")
+    run = guard(tmp_path, PROC_SELF, *flags)
+    assert run.stdout.splitlines() == ["self Name Name", "other AccessDenied", "child Name",
+                                       "forked Name Name", "thread True"], run
+    assert [e["name"] for e in run.denied] == ["/proc/1/status"]
+
+
+def test_the_process_own_proc_files_are_named_by_proc_self(tmp_path):
+    """A denial names /proc/self/..., whatever pid the program spelled, and says how to allow it:
+    a rule naming this run's pid would mean another process in the next run."""
+    run = guard(tmp_path, """
+        import os
+        for path in ("/proc/%d/status" % os.getpid(), "/proc/thread-self/comm"):
+            try:
+                open(path).close()
+            except PermissionError as exc:
+                print(exc)
+    """, "--mode=enforce")
+    assert [e["name"] for e in run.denied] == ["/proc/self/status", "/proc/thread-self/comm"], run
+    assert "--allow-read=/proc/self/status" in run.stdout
+    assert str(os.getpid()) not in run.stdout.replace(" ", "\n").split("\n")
+
+
+def test_learn_writes_proc_self_and_its_policy_enforces_cleanly(tmp_path):
+    import subprocess
+
+    from helpers import clean_env
+
+    (tmp_path / "app.py").write_text("import os\nprint(open('/proc/%d/status' % os.getpid()).readline().strip())\n")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"], cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0, learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert '"/proc/self/status"' in policy
+    assert "/proc/1" not in policy.replace("/proc/self", "")  # no pid of the learning run
+    run = guard(tmp_path, (tmp_path / "app.py").read_text(), config=True)
+    assert run.stdout.startswith("Name:"), run
+    assert not run.denied
+
+
+def test_own_proc_maps_only_this_process_and_this_thread():
+    from pyward.sandbox._decide import own_proc
+
+    assert own_proc("/proc/123/status", 123, 130) == "/proc/self/status"
+    assert own_proc("/proc/123", 123, 130) == "/proc/self"
+    assert own_proc("/proc/1234/status", 123, 130) == "/proc/1234/status"  # another pid with the same digits first
+    assert own_proc("/proc/12/status", 123, 130) == "/proc/12/status"
+    assert own_proc("/proc/123/task/130/comm", 123, 130) == "/proc/thread-self/comm"
+    assert own_proc("/proc/123/task/1301/comm", 123, 130) == "/proc/self/task/1301/comm"  # another thread
+    assert own_proc("/proc/sys/kernel/ostype", 123, 130) == "/proc/sys/kernel/ostype"

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 COLLAPSE_AT = 3
-TOO_BROAD = {"/", "/home", "/usr", "/etc", "/var", "/proc", "/sys", "/dev", "/opt", "/root", "/srv", "/mnt"}
+TOO_BROAD = {"/", "/home", "/usr", "/etc", "/var", "/proc", "/proc/self", "/proc/thread-self", "/sys", "/dev", "/opt",
+             "/root", "/srv", "/mnt"}
 
 
 def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[str, list[str]]:

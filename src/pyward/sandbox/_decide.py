@@ -562,11 +562,30 @@ def resolve(path, dir_fd, follow=True):
     if known is not None:
         return known
     real = kernel_path(path, follow, 40)
-    if real[:6] != "/proc/" and path[:6] != "/proc/":  # /proc/self/fd/N changes with dup2, /proc/self with fork
+    if real[:6] == "/proc/":  # not cached: /proc/self/fd/N changes with dup2, /proc/self with fork
+        return own_proc(real, GETPID(), THREAD_ID())
+    if path[:6] != "/proc/":
         if len(RESOLVED_PATHS) > 100000:
             RESOLVED_PATHS.clear()
         RESOLVED_PATHS[key] = real
     return real
+
+
+def own_proc(path, pid, thread):
+    """A path below this process's own /proc/PID as /proc/self/..., and below its
+    thread's /proc/PID/task/TID as /proc/thread-self/...: the name the file has in
+    every process of the run, which rules, messages and learned policies use (a
+    literal PID would name another process in a child, or in the next run).
+    Uses no globals: the rules compiler calls it too."""
+    own = "/proc/%d" % pid
+    size = len(own)
+    if path[:size] != own or (len(path) > size and path[size] != "/"):
+        return path
+    rest = path[size:]
+    task = "/task/%d" % thread
+    if rest[:len(task)] == task and (len(rest) == len(task) or rest[len(task)] == "/"):
+        return "/proc/thread-self" + rest[len(task):]
+    return "/proc/self" + rest
 
 
 def has_index(kind):

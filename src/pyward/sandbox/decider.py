@@ -7,6 +7,7 @@ be untracked by the GC so that nothing reaches it but C.
 from __future__ import annotations
 
 import _imp
+import _thread
 import os
 import sys
 
@@ -127,6 +128,7 @@ def build_decider(policy: Policy, context: Context,
         "SIGNALS_SCOPED": context.signals_scoped,
         "KILL": posix.kill,
         "GETPID": posix.getpid,
+        "THREAD_ID": _thread.get_native_id,
         "GETEUID": posix.geteuid,
         "BOOT_DIR": BOOT_DIR,
         # its own reads (PATH): unchecked, since a check inside a verdict is a nested verdict

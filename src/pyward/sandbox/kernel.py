@@ -194,7 +194,11 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
         for rule in policy.allows(perm):
             base = policy.base_dirs.get(rule.origin, os.getcwd())
             root = _rule_root(compile_rule(perm, rule.scope, rule.origin, base, variables))
-            if root is not None:
+            if root is not None and _per_process(root):
+                # each process of the run has its own /proc/self: the wall cannot tell one process's
+                # directory from another's, so it grants /proc (files only, for a rule on a file)
+                wall.grant("/proc", rights if os.path.isdir(realpath(root)) else rights & FILE_RIGHTS)
+            elif root is not None:
                 wall.grant(root, rights, ancestor=True)
     # what python and pyward read, as the audit layer's implicit reads, and what C reads beneath it
     roots, files = implicit_roots(context.program_dir)
@@ -240,7 +244,8 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             if root is None:
                 continue
             target = realpath(root)
-            if perm == "read" and compiled[0] == 0 and wall.fs & right and wall.carve(target):
+            if perm == "read" and compiled[0] == 0 and wall.fs & right and not _per_process(root) \
+                    and wall.carve(target):
                 continue  # (a glob's files are not known in advance: not carved)
             if not wall.fs & right or any(access & right and _at_or_above(path, target)
                                           for path, access in wall.paths.items()):
@@ -263,6 +268,12 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
 def _at_or_above(path: str, below: str) -> bool:
     """Whether a grant on `path` covers `below` (both real paths)."""
     return below == path or below.startswith(path.rstrip("/") + "/")
+
+
+def _per_process(path: str) -> bool:
+    """Whether `path` (a compiled rule's) is below /proc/self or /proc/thread-self: a different
+    directory in each process."""
+    return any(path == top or path.startswith(top + "/") for top in ("/proc/self", "/proc/thread-self"))
 
 
 def _rule_root(compiled: tuple) -> str | None:

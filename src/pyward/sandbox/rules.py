@@ -5,6 +5,7 @@ directories and files python itself reads are listed as implicit reads.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 
@@ -12,6 +13,7 @@ from .._isolation import isolate_builtins, isolate_module
 from .._native import native
 from ..policy import PERMISSIONS, Policy, expand, path_variables
 from ..runner import TargetError
+from ._decide import own_proc
 
 isolate_builtins(globals())
 
@@ -93,10 +95,10 @@ def compile_rule(perm: str, scope: str, origin: str, base: str, variables: dict[
                 if any(c in segment for c in GLOB_CHARS):
                     break
                 fixed.append(segment)
-            real = realpath("/".join(fixed) or "/")
+            real = own_proc(realpath("/".join(fixed) or "/"), os.getpid(), _thread.get_native_id())
             return (1, tuple(real.split("/") + segments[len(fixed):]) if real != "/" else
                     tuple([""] + segments[len(fixed):]), origin)
-        return (0, realpath(path), origin)
+        return (0, own_proc(realpath(path), os.getpid(), _thread.get_native_id()), origin)
     if perm == "run":
         if "/" in scope:
             return (4, realpath(expand(scope, base, variables)), origin)
