@@ -123,6 +123,28 @@ def test_pytest_monkeypatch_on_sealed_targets(tmp_path):
     assert reverted == {"builtins.open", "os.system"}  # monkeypatch's undo, in reverse order
 
 
+def test_mock_patch_object_of_an_inherited_method_is_reverted_not_deleted(tmp_path):
+    """socket.socket.connect is _socket.socket's: mock.patch.object defines it on socket.socket,
+    and undoes that by deleting it there, which brings the sealed original back."""
+    run = guard(tmp_path, """
+        import socket
+        from unittest import mock
+        with mock.patch.object(socket.socket, "connect") as connect:
+            s = socket.socket()
+            s.connect(("192.0.2.1", 80))
+            s.close()
+        print(connect.called, "connect" in vars(socket.socket))
+    """)
+    assert run.stdout == "True False\n", run
+    found = run.events("alert", engine="tamper")
+    # 3.11 sees a class's methods change at its checks (docs/tamper.md): the patch came and went between two
+    assert [(a["name"], a["details"]["change"]) for a in found] == (
+        [("socket.socket.connect", "replaced")] if WATCHERS else [])
+    assert [e["name"] for e in run.events("reverted", engine="tamper")] == (
+        ["socket.socket.connect"] if WATCHERS else [])
+    assert "deleted" not in run.stderr
+
+
 # --- a test suite's own patching, under `pyward run -m pytest` ----------------------
 
 SUITE = {

@@ -60,11 +60,15 @@ class Watchers:
         if getattr(owner_spec, "_initializing", False):
             return  # the module (re)defining itself
         if kind == "deleted":
-            alerts.alert(seal, "deleted", old, MISSING, kind)
-        elif new is seal.first and (new is not seal.original or seal.name in alerts.reported):
+            # an inherited method is sealed as absent from the class: deleting the override
+            # a patcher defined there (mock.patch.object's undo) brings the original back
+            new = MISSING
+        elif kind == "added":
+            old = MISSING
+        if new is seal.first and (new is not seal.original or seal.name in alerts.reported):
             alerts.reverted(seal)
         elif new is not seal.original:
-            alerts.alert(seal, "replaced", old, new, kind)
+            alerts.alert(seal, "deleted" if new is MISSING else "replaced", old, new, kind)
 
     def _on_modules(self, kind: str, name: Any, old: Any, new: Any) -> None:
         if type(name) is not str:
