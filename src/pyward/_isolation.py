@@ -18,12 +18,15 @@ _ISOLATED: dict[types.ModuleType, types.ModuleType] = {}
 
 
 def isolate_module(mod: types.ModuleType) -> types.ModuleType:
-    """Return a copy of `mod` whose attributes cannot be rebound from outside."""
+    """Return a copy of `mod` whose attributes cannot be rebound from outside.  The copy
+    does not bear the module's name: patchers that find a module by its name in every
+    module's globals (pyfakefs puts a fake `os` wherever it finds one) leave it alone."""
     if mod not in _ISOLATED:
         new = types.ModuleType(mod.__name__)
         _ISOLATED[mod] = new
         namespace = vars(new)
         namespace.update(vars(mod))  # os has ~350 names: copied in C, only its modules one by one
+        namespace["__name__"] = f"pyward's copy of {mod.__name__}"
         for name, value in list(namespace.items()):
             if isinstance(value, types.ModuleType):
                 namespace[name] = isolate_module(value)

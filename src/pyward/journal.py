@@ -529,10 +529,14 @@ class ConsoleSink(Sink):
 
     console = True
 
-    def __init__(self, threshold: str = "notice", color: str = "auto") -> None:
+    def __init__(self, threshold: str = "notice", color: str = "auto", group: bool = False) -> None:
         self.writer = stderr_writer()
         self.threshold = _RANK[threshold]
         self.color = use_color(color, self.writer)
+        #: with `group`, a line already shown is not shown again (a mock re-applied in every test,
+        #: a denied call retried in a loop): `repeats` counts them for the run-end line
+        self.shown: set[tuple[str, str, str]] | None = set() if group else None
+        self.repeats = 0
 
     def format(self, event: Event) -> str:
         tag = "" if event.severity in ("info", "notice", "debug") else f"[{event.severity}]"
@@ -542,8 +546,16 @@ class ConsoleSink(Sink):
         return f"[pyward]{tag} {event.message}"
 
     def write(self, event: Event) -> None:
-        if _RANK[event.severity] >= self.threshold:
-            self.writer.write_line(self.format(event))
+        if _RANK[event.severity] < self.threshold:
+            return
+        if self.shown is not None:
+            line = (event.severity, event.message, event.where)
+            if line in self.shown:
+                self.repeats += 1
+                return
+            if len(self.shown) < 10000:
+                self.shown.add(line)
+        self.writer.write_line(self.format(event))
 
     def say(self, text: str, severity: str = "notice") -> None:
         """A pyward line that is not an event (for example the summary)."""

@@ -454,7 +454,7 @@ class Session:
         s = self.settings
         if not s["quiet"]:
             threshold = ("notice", "info", "debug")[min(s["verbose"], 2)]
-            self.console = ConsoleSink(threshold, s["color"])
+            self.console = ConsoleSink(threshold, s["color"], group=not s["verbose"])
             self.journal.add_sink(self.console)
         if self.channel is not None or self.tap is not None:
             from .rerun import FdSink
@@ -770,6 +770,9 @@ class Session:
             degraded = counts.get("degraded_runs", 0)
             parts.append(f"{degraded} run{'s' * (degraded != 1)} completed only through a fallback"
                          if degraded else "no run completed through a fallback")
+        repeats = self.console.repeats if self.console is not None else 0
+        if repeats:
+            parts.append(f"{repeats} repeated line{'s' * (repeats != 1)} not shown")
         if self.report_written and self.report_path:
             parts.append(f"report: {display_path(self.report_path)}")
         elif self.report_path is None:

@@ -208,3 +208,81 @@ def test_marking_the_suites_own_patching_as_expected_leaves_one_line(tmp_path):
     assert "4 passed" in result.stdout
     lines = [line for line in result.stderr.splitlines() if line.startswith("[pyward]")]
     assert len(lines) == 1 and lines[0].startswith("[pyward] run end: exit=0 · 0 denied · 0 tamper alerts")
+
+
+FAKEFS_SUITE = """\
+import os, pathlib, shutil, subprocess
+
+
+def test_in_the_fake_filesystem(fs):
+    fs.create_file("/etc/app/settings.ini", contents="debug = true")
+    assert open("/etc/app/settings.ini").read() == "debug = true"
+    os.makedirs("/data/a")
+    pathlib.Path("/data/a/b.txt").write_text("b")
+    shutil.copy("/data/a/b.txt", "/data/c.txt")
+    assert sorted(os.listdir("/data")) == ["a", "c.txt"]
+
+
+def test_in_the_fake_filesystem_again(fs):
+    assert not os.path.exists("/data")
+
+
+def test_back_on_disk():
+    assert not os.path.exists("/data/c.txt") and os.path.isdir(os.getcwd())
+"""
+
+
+def test_pyfakefs_replaces_the_program_os_not_pyward_own(tmp_path):
+    """pyfakefs puts a fake `os` in every module holding one: pyward's private copies are not the
+    stdlib's by name, so its journal, log and recorder keep writing to real descriptors."""
+    (tmp_path / "test_fake.py").write_text(FAKEFS_SUITE)
+    import subprocess
+
+    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_fake.py"]
+    plain = subprocess.run([sys.executable, *command], cwd=tmp_path, env=clean_env(), capture_output=True,
+                           text=True, timeout=120)
+    log = tmp_path / "events.jsonl"
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), *command],
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert plain.returncode == result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in plain.stdout and "3 passed" in result.stdout
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    assert "report: " in result.stderr.splitlines()[-1]  # the recorder wrote it
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    replaced = {e["name"] for e in events if e["engine"] == "tamper" and e["kind"] == "alert"}
+    # the program's open is pyfakefs's: said (3.11 sees it at its checks, after pyfakefs put it back), and only
+    # the program's modules are named
+    assert ("builtins.open" in replaced) is WATCHERS
+    assert not any(name.startswith("pyward.") for name in replaced), replaced
+    verified = subprocess.run([sys.executable, "-m", "pyward", "verify", result.stderr.rsplit("report: ", 1)[1]
+                               .strip()], cwd=tmp_path, env=clean_env(), capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_patch_reapplied_in_every_test_is_shown_once_and_counted(tmp_path):
+    """The console shows a line once; the journal and the report keep every event."""
+    (tmp_path / "test_mocks.py").write_text(
+        "import subprocess, pytest\n"
+        "from unittest import mock\n"
+        "@pytest.mark.parametrize('i', range(5))\n"
+        "def test_it(i):\n"
+        "    with mock.patch('subprocess.Popen'):\n"
+        "        subprocess.Popen(['x'])\n")
+    import subprocess
+
+    log = tmp_path / "events.jsonl"
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), "-m", "pytest",
+                             "-q", "-p", "no:cacheprovider"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = [line for line in result.stderr.splitlines() if "subprocess.Popen replaced" in line]
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    alerts = [e for e in logged if e["engine"] == "tamper" and e["kind"] == "alert"]
+    assert len(shown) == 1 and len(alerts) == (5 if WATCHERS else len(alerts))
+    end = result.stderr.splitlines()[-1]
+    assert f"{len(alerts)} tamper alerts" in end
+    assert (f"{len(alerts) - 1} repeated lines not shown" in end) if len(alerts) > 1 else "repeated" not in end
+    verbose = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "-v", "-m", "pytest", "-q",
+                              "-p", "no:cacheprovider"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                             text=True, timeout=120)
+    assert verbose.stderr.count("subprocess.Popen replaced") == len(alerts)  # -v shows every one

@@ -17,6 +17,7 @@ from .._isolation import isolate_builtins
 from .seals import MISSING
 
 isolate_builtins(globals())
+_finalizing = sys.is_finalizing  # at exit the module's globals are cleared (sys = None) while watchers still fire
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class Watchers:
         """Called by the C watchers (3.12+), synchronously, in the patching thread (and
         for code swaps on 3.11, from the object.__setattr__ audit event)."""
         table, alerts = self.table, self.alerts
-        if table.stopped or sys.modules is None:
+        if table.stopped or _finalizing():
             return
         if container is sys.modules:
             self._on_modules(kind, key, old, new)
