@@ -535,7 +535,7 @@ class ConsoleSink(Sink):
         self.color = use_color(color, self.writer)
         #: with `group`, a line already shown is not shown again (a mock re-applied in every test,
         #: a denied call retried in a loop): `repeats` counts them for the run-end line
-        self.shown: set[tuple[str, str, str]] | None = set() if group else None
+        self.shown: set[tuple[str, str, str | None]] | None = set() if group else None
         self.repeats = 0
 
     def format(self, event: Event) -> str:

@@ -100,6 +100,7 @@ ENGINES: tuple[str, ...] = (
 #: once the program has imported the library (imported only then, by name).
 ADAPTERS: tuple[tuple[str, str, str], ...] = (
     ("heal", "http.server", "pyward.integrations.httpserver"),
+    ("heal", "wsgiref.handlers", "pyward.integrations.wsgiserver"),
 )
 
 

@@ -696,6 +696,48 @@ def test_django_answers_its_own_500(tmp_path):
                            "signal)") == 1, lines
 
 
+def test_an_unchanged_wsgi_application_under_wsgiref_is_healed(tmp_path):
+    """Under `pyward run --heal` the application wsgiref serves goes through the middleware without the
+    program wrapping it: the same answers as with it."""
+    write(tmp_path / "app.py", WSGI_APP.replace("app = Middleware(application)", "app = application"))
+    write(tmp_path / "pyproject.toml", CONFIG)
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "app.py", "PORT"], tmp_path)
+    try:
+        check_common(server)
+    finally:
+        err = server.close()
+    check_journal(err, "wsgi")
+
+
+DJANGO_RUNSERVER = DJANGO_APP.replace("app = Middleware(get_wsgi_application())", "").replace(
+    "from pyward.integrations.wsgi import Middleware\n", "").split('if __name__ == "__main__":')[0] + \
+    """if __name__ == "__main__":
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["manage.py", "runserver", "--noreload", "127.0.0.1:" + sys.argv[1]])
+"""
+
+
+def test_django_runserver_unchanged_is_healed(tmp_path):
+    """`manage.py runserver --noreload` serves in pyward's process through wsgiref's handler: its
+    application is healed as if wrapped (on 3.12+, where sys.monitoring sees past Django's own 500)."""
+    assert "Middleware" not in DJANGO_RUNSERVER
+    write(tmp_path / "app.py", DJANGO_RUNSERVER)
+    write(tmp_path / "pyproject.toml", CONFIG)
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "app.py", "PORT"], tmp_path)
+    try:
+        assert server.request("GET", "/missing")[0] == 404
+        if MONITORED:
+            check_common(server)
+        else:
+            status, headers, _ = server.request("GET", "/user/bob")
+            assert status == 500 and HEADER not in headers
+    finally:
+        err = server.close()
+    if MONITORED:
+        check_journal(err, "wsgi")
+
+
 # In-process: a request through the middleware, the framework from site-packages, no server. The scripts
 # below start with CLIENTS: a request to a WSGI or an ASGI application, made as a server would make it.
 CLIENTS = '''
