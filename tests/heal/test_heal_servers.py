@@ -494,6 +494,29 @@ def test_starlette_under_uvicorn(tmp_path):
     assert "Exception in ASGI application" in err  # uvicorn's own report of the unhealable crash
 
 
+def test_flask_development_server_with_the_middleware(tmp_path):
+    """app.run() serves through werkzeug's handler, an http.server handler: the middleware inside it
+    answers for the request (it sees Flask's own 500), once; http.server's boundary stays out."""
+    write(tmp_path / "app.py", FLASK_APP + "\nimport sys\napp.run(port=int(sys.argv[1]))\n")
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "app.py", "PORT"], tmp_path)
+    try:
+        assert without_pid(server.json("GET", "/user/ann")) == (200, None, {"name": "Ann", "bio": "hi"})
+        assert without_pid(server.json("GET", "/user/bob")) == (
+            200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', {"name": "Bob", "bio": None})
+        assert without_pid(server.json("GET", "/user/bob")) == (200, None, {"name": "Bob", "bio": None})
+        status, headers, _ = server.request("POST", "/post", b'{"x": 1}')
+        assert (status, headers.get(HEADER) or headers.get(HEADER.lower())) == (503, "guard=key_guard; target=data")
+        assert (tmp_path / "posts.log").read_text() == '{"x": 1}\n'
+        assert server.request("GET", "/boom")[0] == 500  # Flask's own
+        assert without_pid(server.json("GET", "/user/ann")) == (200, None, {"name": "Ann", "bio": "hi"})
+    finally:
+        err = server.close()
+    lines = pyward_lines(err)
+    assert all("(boundary: wsgi request)" in line for line in lines if line.startswith("[pyward][warning] healed"))
+    assert len([line for line in lines if line.startswith("[pyward][warning] healed")]) == 2, lines
+    assert len([line for line in lines if line.startswith("[pyward][error] unhealed RuntimeError: kaboom")]) == 1
+
+
 def test_gunicorn_workers_pick_up_a_patch_within_the_sync_interval(tmp_path):
     """The default: a worker looks at the store at a request at most once a second."""
     write(tmp_path / "app.py", FLASK_APP)

@@ -13,9 +13,13 @@ behaviour.
 what a server adapter (integrations/: wsgi, asgi, http.server) makes of one
 request.  An adapter runs a request's first attempt itself (the usual
 request ends there) and calls a driver only when it failed or escapes are
-watched.  Only the outermost boundary acts: `ACTIVE` marks a request
-already inside one, so an inner boundary (a middleware served by
-http.server's handler, a middleware wrapped twice) passes straight through.
+watched.  One boundary acts for a request: `ACTIVE` marks a request
+already inside one, so an inner boundary (a middleware wrapped twice)
+passes straight through.  http.server's boundary is `Outer`: it answers only
+for what escapes the whole handler, so a WSGI middleware served by an
+http.server handler (werkzeug's: Flask's development server) takes the
+request, since it alone sees a framework answer its own 500; what then
+escapes the handler was judged already and goes on as under python.
 """
 from __future__ import annotations
 
@@ -37,6 +41,29 @@ if TYPE_CHECKING:
 #: of the request's context (Starlette's threadpool), though their stacks do
 #: not reach the boundary's frame.
 ACTIVE: contextvars.ContextVar[object | None] = contextvars.ContextVar("pyward_boundary", default=None)
+
+
+
+class Outer:
+    """`ACTIVE` while an http.server handler runs a request (integrations/httpserver.py):
+    `taken` once a middleware inside it answers for the request."""
+
+    __slots__ = ("handler", "taken")
+
+    def __init__(self, handler: object) -> None:
+        self.handler, self.taken = handler, False
+
+
+def takes(current: object | None) -> bool:
+    """Whether a middleware starting a request answers for it, `current` being `ACTIVE`'s
+    value: outside every boundary, or inside http.server's (which is told so)."""
+    if current is None:
+        return True
+    if type(current) is Outer:
+        current.taken = True
+        return True
+    return False
+
 
 HEADER = "X-Pyward-Healed"
 

@@ -84,8 +84,9 @@ def install(heal: HealEngine, module: Any) -> None:
 
     def parse_request_(self: Any) -> bool:
         ok = parse_request(self)
-        mine = active.get() is self  # this handler's boundary (handle_one_request_) is the request's
-        if ok and mine:  # (tested apart: `is` would narrow `self` to object for mypy)
+        current = active.get()
+        mine = type(current) is boundary.Outer and current.handler is self  # this handler's boundary is the request's
+        if ok and mine:
             rule = server.rule()
             if rule is not None:
                 self._pyward = out = self.wfile = ResponseBuffer(self.wfile, RESPONSE_BUFFER)
@@ -97,12 +98,13 @@ def install(heal: HealEngine, module: Any) -> None:
     def handle_one_request_(self: Any) -> None:
         if active.get() is not None:  # inside another boundary: that one answers for the request
             return handle_one_request(self)
-        token = active.set(self)
+        outer = boundary.Outer(self)
+        token = active.set(outer)
         try:
             handle_one_request(self)
         except Exception as exc:
             request = self.__dict__.get("_pyward")
-            if request is None:
+            if request is None or outer.taken:  # a middleware inside answered for the request: judged already
                 raise
             boundary.serve(request.rule, _Request(self, request, request.rule), exc)
         finally:

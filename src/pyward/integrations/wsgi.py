@@ -39,7 +39,7 @@ class Middleware:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         # every request runs this (bench/serve.py measures it): the usual path, one attempt answered below 500
         # with escapes not watched, is all here; anything else is the boundary's (heal/boundary.py)
-        if boundary.ACTIVE.get() is not None:  # inside another boundary: that one answers for the request
+        if not boundary.takes(boundary.ACTIVE.get()):  # inside another boundary: that one answers for the request
             return self.app(environ, start_response)
         rule = server.rule()
         if rule is None:  # `pyward run` without --heal
