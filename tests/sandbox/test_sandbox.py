@@ -745,6 +745,43 @@ def test_learn_generalises_the_ports_the_os_chose(tmp_path):
         assert (run.status, run.stdout, run.denied) == (0, "200\n", []), run
 
 
+ABSTRACT_SOCKETS = """
+import os, socket, tempfile
+with tempfile.TemporaryDirectory() as tmp:  # a new name every run, spelled after $TMP (anyio's tests)
+    for name in ("\\0" + tmp + "/socket", ("\\0" + tmp + "/other").encode() + b"\\xf0"):
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(name)
+        server.listen()
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(os.fsdecode(server.getsockname()))  # a str, with a surrogate for b"\\xf0"
+        print(server.accept()[0].recv(1) if client.send(b"x") else None)
+        client.close(); server.close()
+server = socket.socket(socket.AF_UNIX)
+server.bind(("\\0PywardAbstract-" + os.environ["RUN_TAG"]).encode() + b"\\xf0")  # a fixed name: its case counts
+server.listen()
+socket.socket(socket.AF_UNIX).connect(os.fsdecode(server.getsockname()))  # the same name, as a str
+print("bound", server.getsockname()[1:].startswith(b"PywardAbstract"))
+"""
+
+
+def test_learn_generalises_abstract_socket_names_and_keeps_their_case(tmp_path):
+    """Abstract unix socket names spelled after a temporary directory are learned as
+    every such name; a fixed one is matched with its own case."""
+    (tmp_path / "app.py").write_text(ABSTRACT_SOCKETS)
+    tag = f"Tag{os.getpid()}"
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(RUN_TAG=tag), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "b'x'\nb'x'\nbound True\n"), learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert '"unix:@$TMP",' in policy and "unix:@/" not in policy, policy
+    assert f'"unix:@PywardAbstract-{tag}\\\\xf0",' in policy, policy  # one rule for both spellings
+    for _ in range(2):  # other temporary directories, same policy
+        run = guard(tmp_path, ABSTRACT_SOCKETS, env=clean_env(RUN_TAG=tag), config=True)
+        assert (run.status, run.stdout, run.denied) == (0, "b'x'\nb'x'\nbound True\n", []), run
+    other = guard(tmp_path, ABSTRACT_SOCKETS, env=clean_env(RUN_TAG="tag" + tag[3:]), config=True)
+    assert other.status != 0 and "bound" not in other.stdout, other  # another name, lower-case: not allowed
+
+
 def test_learn_says_when_the_learning_run_failed(tmp_path):
     (tmp_path / "app.py").write_text("print('start')\nraise SystemExit(3)\n")
     learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],

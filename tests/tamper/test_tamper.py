@@ -244,6 +244,33 @@ def test_meta_path_and_tracing_hooks_are_reported(tmp_path):
     assert ("hook.changed", "settrace") in kinds
 
 
+def test_trace_hooks_are_reported_as_what_is_known(tmp_path):
+    """sys.settrace's audit event has no argument: the report names the call and the hook it
+    replaces, and never calls an installed hook "removed"."""
+    code = """
+        import sys
+        calls = []
+        def tracer(frame, event, arg):
+            calls.append(event)
+        def work():
+            return 1
+        sys.settrace(tracer)
+        work()
+        sys.settrace(None)
+        sys.setprofile(tracer)
+        sys.setprofile(None)
+        print(calls.count("call") >= 1, sys.gettrace(), sys.getprofile())
+    """
+    run = guard(tmp_path, code)
+    assert run.stdout == "True None None\n", run  # the program's tracer ran as under python
+    hooks = [(e["name"], e["message"]) for e in run.log if e["kind"] == "hook.changed"]
+    assert [name for name, _ in hooks] == ["settrace", "settrace", "setprofile", "setprofile"], hooks
+    assert all("removed" not in message and "installed" not in message for _, message in hooks), hooks
+    assert "(no hook was set)" in hooks[0][1] and "(no hook was set)" in hooks[2][1], hooks
+    assert "replacing" in hooks[1][1] and "tracer" in hooks[1][1], hooks
+    assert "replacing" in hooks[3][1] and "tracer" in hooks[3][1], hooks
+
+
 def test_check_modules(tmp_path):
     code = "import sys, types, json\nimport csv\nsys.modules['json'] = types.ModuleType('json')\nimport csv\n"
     run = guard(tmp_path, code, "--check-modules")

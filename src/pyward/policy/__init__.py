@@ -12,7 +12,8 @@ Scopes by permission:
   library directories).  Relative paths are relative to the working
   directory for flags, to the file's directory for config files.
 * net: `host`, `host:port`, `*.example.com`, `10.0.0.0/8`, `[::1]:8080`,
-  `unix:/run/x.sock`.
+  `unix:/run/x.sock`, `unix:@name` (an abstract socket; `unix:@$TMP` is every
+  name spelled after the temporary directory).
 * run: an executable name (`git`) or path (`/usr/bin/git`); `fork` allows
   os.fork().
 * env: variable names or globs (`AWS_*`).

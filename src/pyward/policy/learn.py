@@ -38,13 +38,21 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[
     rules: dict[str, list[str]] = {}
     for perm in ("read", "write"):
         rules[perm] = [display_path(p, base, variables) for p in collapse(seen[perm], variables, base)]
-    net = {"unix:$TMP" if r.startswith(f"unix:{variables['TMP']}/") else r  # per-run socket names
-           for r in ephemeral_to_host(seen["net"])}
+    net = {tmp_socket(r, variables["TMP"]) for r in ephemeral_to_host(seen["net"])}
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
     for perm in ("run", "env", "ffi", "import"):
         rules[perm] = sorted(seen[perm] - {"*"}) + (["*"] if "*" in seen[perm] else [])
     return {perm: sorted(set(values)) for perm, values in rules.items() if values}
+
+
+def tmp_socket(resource: str, tmp: str) -> str:
+    """A socket named after a temporary directory (a file, or an abstract name spelled
+    as one) has a new name every run: every such socket."""
+    for prefix in ("unix:", "unix:@"):
+        if resource.startswith(prefix + tmp + "/"):
+            return prefix + "$TMP"
+    return resource
 
 
 LOOPBACK = ("127.", "localhost", "[::1]")

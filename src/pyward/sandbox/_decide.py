@@ -1278,8 +1278,11 @@ def address(sock, addr, binding):
             addr = addr.decode(FS_ENCODING, FS_ERRORS)
         if type(addr) is not str:
             return None
-        if addr[:1] == "\x00":
-            return "unix:@" + addr[1:]
+        if addr[:1] == "\x00":  # the bytes the kernel gets, spelled as a bytes name is
+            try:
+                return "unix:@" + addr[1:].encode(FS_ENCODING, FS_ERRORS).decode("utf-8", "backslashreplace")
+            except UnicodeError:  # socket cannot encode it either: the call fails
+                return "unix:@" + addr[1:]
         real = resolve(addr, None)
         return "unix:" + real if real is not None else None
     if family == AF_INET or family == AF_INET6:

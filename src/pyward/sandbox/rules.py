@@ -134,6 +134,15 @@ def _absent(path: str) -> bool:
     return False
 
 
+def expand_name(name: str, variables: dict[str, str]) -> str:
+    """An abstract socket name's leading $VARIABLE ($TMP: a name spelled after a temporary
+    directory), expanded as in a path but never made absolute or normalised."""
+    for variable, value in variables.items():
+        if name == f"${variable}" or name.startswith(f"${variable}/"):
+            return value + name[len(variable) + 1:]
+    return name
+
+
 def compile_net(scope: str, origin: str, base: str = "", variables: dict[str, str] | None = None) -> tuple:
     """(5, host kind, origin, host, port, network, prefix, bits); kinds: 0 name,
     1 *.suffix, 2 address/network, 3 any host, 4 unix socket (a socket file, or
@@ -142,7 +151,9 @@ def compile_net(scope: str, origin: str, base: str = "", variables: dict[str, st
     text = scope.strip().lower()
     if text.startswith("unix:"):
         raw = scope.strip()[5:]
-        path = text[5:] if text[5:6] == "@" else realpath(expand(raw, base or os.getcwd(), variables or {}))
+        if raw[:1] == "@":  # an abstract name: no file to resolve, and its case counts
+            return (5, 4, origin, "unix:@" + expand_name(raw[1:], variables or {}), None, 0, 0, 0)
+        path = realpath(expand(raw, base or os.getcwd(), variables or {}))
         return (5, 4, origin, "unix:" + path, None, 0, 0, 0)
     if text == "raw":
         return (5, 5, origin, "raw", None, 0, 0, 0)

@@ -3,6 +3,7 @@ changed (os.putenv, os.unsetenv) and trace or profile hooks installed."""
 from __future__ import annotations
 
 import os
+import sys
 
 from .._isolation import isolate_builtins, isolate_module
 from ..journal import Journal
@@ -13,6 +14,7 @@ from .seals import describe
 isolate_builtins(globals())
 os = isolate_module(os)  # noqa: F811
 _emit = Journal.emit  # the journal's method as pyward defined it: an instance attribute cannot shadow it here
+_current = {"sys.settrace": sys.gettrace, "sys.setprofile": sys.getprofile}  # the program may replace them
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,12 +44,15 @@ def env_changed(alerts: Alerts, event: str, args: tuple[Any, ...]) -> None:
 
 
 def hook_changed(alerts: Alerts, event: str, args: tuple[Any, ...]) -> None:
-    """sys.settrace / sys.setprofile by anything but pyward."""
+    """sys.settrace / sys.setprofile by anything but pyward.  Their audit events carry no
+    argument: what is known is the call and the calling thread's hook it replaces (the
+    event is raised before the new one is set)."""
     where, function, module = patcher()
     if module.startswith("pyward") or alerts.acting() is not None:
         return
-    hook = args[0] if args else None
-    verb = "removed" if hook is None else f"installed ({describe(hook)})"
+    getter = _current.get(event)
+    before = getter() if getter is not None else None
+    was = "no hook was set" if before is None else f"replacing {describe(before)}"
     _emit(alerts.session.journal, "tamper", "hook.changed", event.partition(".")[2], severity="notice",
-          where=where or "", function=function, message=f"{event.partition('.')[2]} hook {verb} by {where or '?'}",
-          details={"hook": event, "value": describe(hook)})
+          where=where or "", function=function, message=f"{event} called by {where or '?'} ({was})",
+          details={"hook": event, "before": describe(before) if before is not None else None})
