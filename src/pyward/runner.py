@@ -96,11 +96,13 @@ ENGINES: tuple[str, ...] = (
 
 
 #: Adapters into libraries a program imports, by the engine they serve: while
-#: that engine runs, `install(engine, module)` of the adapter module is called
-#: once the program has imported the library (imported only then, by name).
+#: that engine runs, `install(engine, module)` of the adapter module (or the
+#: function named after a colon) is called once the program has imported the
+#: library (imported only then, by name).
 ADAPTERS: tuple[tuple[str, str, str], ...] = (
     ("heal", "http.server", "pyward.integrations.httpserver"),
     ("heal", "wsgiref.handlers", "pyward.integrations.wsgiserver"),
+    ("heal", "werkzeug.serving", "pyward.integrations.wsgiserver:install_werkzeug"),
 )
 
 
@@ -183,7 +185,8 @@ class Engine:
 
 
 class _Adapter:
-    """An adapter module's `install(engine, library)`, imported when it is called."""
+    """An adapter module's `install(engine, library)` (or the function named after a colon),
+    imported when it is called."""
 
     __slots__ = ("adapter", "engine")
 
@@ -193,7 +196,8 @@ class _Adapter:
     def __call__(self, library: Any) -> None:
         import importlib
 
-        importlib.import_module(self.adapter).install(self.engine, library)
+        module, _, function = self.adapter.partition(":")
+        getattr(importlib.import_module(module), function or "install")(self.engine, library)
 
 
 def _thread_local() -> Any:

@@ -494,10 +494,15 @@ def test_starlette_under_uvicorn(tmp_path):
     assert "Exception in ASGI application" in err  # uvicorn's own report of the unhealable crash
 
 
-def test_flask_development_server_with_the_middleware(tmp_path):
+@pytest.mark.parametrize("wrapped", [True, False], ids=["with the middleware", "unchanged"])
+def test_flask_development_server(tmp_path, wrapped):
     """app.run() serves through werkzeug's handler, an http.server handler: the middleware inside it
-    answers for the request (it sees Flask's own 500), once; http.server's boundary stays out."""
-    write(tmp_path / "app.py", FLASK_APP + "\nimport sys\napp.run(port=int(sys.argv[1]))\n")
+    answers for the request (it sees Flask's own 500), once; http.server's boundary stays out.  Under
+    `pyward run --heal` werkzeug's server gets the application inside the middleware, so an unchanged
+    program is healed the same (and a wrapped one once)."""
+    app = FLASK_APP if wrapped else FLASK_APP.replace("app.wsgi_app = Middleware(app.wsgi_app)", "")
+    assert ("Middleware(app.wsgi_app)" in app) is wrapped
+    write(tmp_path / "app.py", app + "\nimport sys\napp.run(port=int(sys.argv[1]))\n")
     server = Server([sys.executable, "-m", "pyward", "run", "--heal", "app.py", "PORT"], tmp_path)
     try:
         assert without_pid(server.json("GET", "/user/ann")) == (200, None, {"name": "Ann", "bio": "hi"})

@@ -1,12 +1,20 @@
-"""Heal for WSGI applications served by `wsgiref` (and servers built on it:
-Django's `runserver`), with the program unchanged.
+"""Heal for WSGI applications served by the standard library's and werkzeug's
+development servers, with the program unchanged.
 
-Installed under `pyward run --heal` when the program imports wsgiref.handlers
-(runner.ADAPTERS).  Every such server hands each request to
-`BaseHandler.run(application)`; the wrapper hands it the application inside
-`wsgi.Middleware` instead, made once per application.  An application the
-program wrapped itself, or one served inside http.server's boundary, runs
-in that boundary only (one boundary a request, heal/boundary.py).
+Installed under `pyward run --heal` when the program imports their module
+(runner.ADAPTERS):
+
+* wsgiref.handlers (wsgiref.simple_server, Django's `runserver`): every such
+  server hands each request to `BaseHandler.run(application)`; the wrapper
+  hands it the application inside `wsgi.Middleware` instead;
+* werkzeug.serving (Flask's `app.run()`): the server keeps its application
+  (`BaseWSGIServer.app`), which werkzeug's handler calls for each request; the
+  server is made with the application inside the middleware (`server.app`
+  is the middleware, its `app` the application).
+
+The middleware is made once per application.  An application the program
+wrapped itself runs in that middleware only (one boundary a request,
+heal/boundary.py).
 """
 from __future__ import annotations
 
@@ -19,23 +27,49 @@ if TYPE_CHECKING:
     from ..heal.engine import HealEngine
 
 
+_made: dict[int, tuple[Any, Middleware]] = {}  # id(application) -> (application, its middleware)
+
+
+def healed(application: Callable[..., Any]) -> Callable[..., Any]:
+    """`application` inside the middleware, made once (itself when it is one)."""
+    if isinstance(application, Middleware):
+        return application
+    known = _made.get(id(application))
+    if known is None or known[0] is not application:
+        known = _made[id(application)] = (application, Middleware(application))
+    return known[1]
+
+
 def install(heal: HealEngine, module: Any) -> None:
     """Wrap `module.BaseHandler.run` (wsgiref.handlers, imported under `pyward run --heal`), once."""
     cls = module.BaseHandler
     if getattr(cls.run, "_pyward", False):
         return
     run = cls.run
-    wrapped: dict[int, tuple[Any, Middleware]] = {}  # id(application) -> (application, its middleware)
 
     def run_(self: Any, application: Callable[..., Any]) -> Any:
-        if isinstance(application, Middleware):
-            return run(self, application)
-        known = wrapped.get(id(application))
-        if known is None or known[0] is not application:
-            known = wrapped[id(application)] = (application, Middleware(application))
-        return run(self, known[1])
+        return run(self, healed(application))
 
-    run_._pyward = True  # type: ignore[attr-defined]
-    run_.__wrapped__ = run  # type: ignore[attr-defined]
+    _mark(run_, run)
     with heal.started().acting("heal"):
         cls.run = run_
+
+
+def install_werkzeug(heal: HealEngine, module: Any) -> None:
+    """Wrap `module.BaseWSGIServer.__init__` (werkzeug.serving, imported under `pyward run --heal`), once."""
+    cls = module.BaseWSGIServer
+    if getattr(cls.__init__, "_pyward", False):
+        return
+    init = cls.__init__
+
+    def init_(self: Any, host: Any, port: Any, app: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        init(self, host, port, healed(app), *args, **kwargs)
+
+    _mark(init_, init)
+    with heal.started().acting("heal"):
+        cls.__init__ = init_
+
+
+def _mark(wrapper: Any, original: Any) -> None:
+    wrapper._pyward = True
+    wrapper.__wrapped__ = original
