@@ -103,6 +103,7 @@ ADAPTERS: tuple[tuple[str, str, str], ...] = (
     ("heal", "http.server", "pyward.integrations.httpserver"),
     ("heal", "wsgiref.handlers", "pyward.integrations.wsgiserver"),
     ("heal", "werkzeug.serving", "pyward.integrations.wsgiserver:install_werkzeug"),
+    ("heal", "uvicorn.config", "pyward.integrations.asgiserver"),
 )
 
 

@@ -494,6 +494,22 @@ def test_starlette_under_uvicorn(tmp_path):
     assert "Exception in ASGI application" in err  # uvicorn's own report of the unhealable crash
 
 
+def test_an_unchanged_starlette_app_under_pyward_run_uvicorn(tmp_path):
+    """`pyward run --heal -m uvicorn app:app`: uvicorn's loaded application goes through the middleware,
+    so the program needs no change."""
+    app = STARLETTE_APP.replace("app = Middleware(Starlette(", "app = (Starlette(")
+    assert "Middleware(" not in app.replace("import Middleware", "")
+    write(tmp_path / "app.py", app)
+    write(tmp_path / "pyproject.toml", CONFIG)
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "-m", "uvicorn", "--log-level", "warning",
+                     "--port", "PORT", "app:app"], tmp_path)
+    try:
+        check_common(server)
+    finally:
+        err = server.close()
+    check_journal(err, "asgi")
+
+
 @pytest.mark.parametrize("wrapped", [True, False], ids=["with the middleware", "unchanged"])
 def test_flask_development_server(tmp_path, wrapped):
     """app.run() serves through werkzeug's handler, an http.server handler: the middleware inside it
