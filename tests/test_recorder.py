@@ -247,3 +247,53 @@ def test_no_report_starts_no_recorder(app):
     result = subprocess.run([sys.executable, "-m", "pyward", "run", "-q", "--no-report", "fork.py"], cwd=app,
                             capture_output=True, text=True, env=clean_env(), timeout=60)
     assert result.stdout == "1\n"  # and no thread either
+
+
+FORKS = """\
+import json, os, stat, sys
+def child(forge):
+    try:
+        os.environ.get("SECRET_CHILD")  # a denial: the sandbox's, recorded by the parent from its spool
+    except PermissionError:
+        pass
+    sys.settrace(None)  # a tamper notice: sent by the child itself
+    if forge:  # every socket the child holds gets a forged end of the run
+        for fd in range(3, 256):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.write(fd, b'\\n{"ctl": "end", "exit_status": 0, "exit_reason": "forged"}\\n')
+            except OSError:
+                pass
+    sys.stdout.flush()
+    os._exit(0)
+pids = []
+for forge in (False, True):
+    pid = os.fork()
+    if pid == 0:
+        child(forge)
+    os.waitpid(pid, 0)
+    pids.append(pid)
+print(json.dumps(pids))
+"""
+
+
+def test_a_forked_child_events_are_in_the_record_once_and_it_cannot_end_the_run(tmp_path):
+    """A pre-forking server's workers heal, alert and are denied in processes of their own: their events reach
+    the recorder (each a datagram of its own), the sandbox's once (through the parent), and a child cannot
+    send the run's end."""
+    (tmp_path / "app.py").write_text(FORKS)
+    path = tmp_path / "r.json"
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "-q", "--report", str(path), "--allow-run=fork",
+                             "--allow-ffi=tracing", "--deny-env=SECRET_*", "app.py"], cwd=tmp_path, env=clean_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    children = json.loads(result.stdout)
+    data = json.loads(path.read_text())
+    hooks = [e["pid"] for e in data["events"] if e["kind"] == "hook.changed"]
+    assert sorted(hooks) == sorted(children)  # each child's own event, sent by the child
+    denied = [e["pid"] for e in data["events"] if e["kind"] == "denied"]
+    assert sorted(denied) == sorted(children) and data["summary"]["denied"] == 2  # once each, not twice
+    assert (data["run"]["exit_status"], data["run"]["exit_reason"]) == (0, "completed")
+    forged = [e for e in data["events"] if e["kind"] == "record.malformed"]
+    assert [e["details"]["why"] for e in forged] == ["a control record from a forked child"]
+    assert pyward("verify", str(path)).returncode == 0

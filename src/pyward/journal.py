@@ -207,8 +207,12 @@ class Journal:
         self.events: list[Event] = []
         self.sinks: list[Sink] = []
         #: the channel to the process that keeps the run's record (recorder.py): it gets every
-        #: event first, also after `close` (the record ends when the process does, not the session)
+        #: event first, also after `close` (the record ends when the process does, not the session),
+        #: also in a forked child (whose events it sends on a channel of their own)
         self.wire: Sink | None = None
+        #: engines whose events in a forked child the parent records (the sandbox's, from its spool):
+        #: the child's wire leaves them out
+        self.recorded_by_parent: set[str] = set()
         self._lock = _thread.RLock()
         self._local = _thread._local()
         self._seq = 0
@@ -224,13 +228,12 @@ class Journal:
 
     def _after_fork(self) -> None:
         # The child inherits a lock that another parent thread may hold; it
-        # keeps journaling (console, log) but the report belongs to the parent.
+        # keeps journaling (console, log, the record's wire) but the report belongs to the parent.
         self._lock = _thread.RLock()
         self._local = _thread._local()
         self._pid = os.getpid()
         self.events = []
         self._seen, self._repeats = {}, {}
-        self.wire = None  # the record is the parent's
 
     @property
     def is_child(self) -> bool:
@@ -357,7 +360,7 @@ class Journal:
                 policy=self.revision,
             )
             self.events.append(event)
-            if self.wire is not None:
+            if self.wire is not None and (self._pid == self._origin_pid or engine not in self.recorded_by_parent):
                 self.wire.write(event)
             for sink in self.sinks if not self.closed else ():
                 if pid is None or not sink.console:  # a child's event: it printed it already

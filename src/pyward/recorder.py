@@ -16,9 +16,11 @@ before the program's first line:
   already imported, which makes it cheap (no second interpreter start-up);
 * events reach it over a pipe as they happen, one JSON line each (as a
   re-run's events reach its supervisor, rerun.FdSink); the program side only
-  writes.  The recorder numbers events itself, chains and seals them, and
-  writes the report; nothing the program does later changes an event it
-  already sent;
+  writes.  A forked child of the program (a pre-forking server's worker)
+  sends its events as datagrams on a socket of their own, each one whole, so
+  that two processes never interleave a line; it cannot end the run.  The
+  recorder numbers events itself, chains and seals them, and writes the
+  report; nothing the program does later changes an event it already sent;
 * the end of the run is the end of the pipe: the program's process closes
   it when it ends, however it ends (exit, `os._exit`, SIGKILL, the OOM
   killer).  At its normal end the program sends an end record (exit status
@@ -38,7 +40,9 @@ recorded as `pyward/record.malformed`).
 """
 from __future__ import annotations
 
+import _socket
 import _thread
+import errno
 import os
 import sys
 import time
@@ -66,6 +70,8 @@ CLOSE_GRACE_S = 2.0
 #: the program can write, is skipped up to its end, so that writing on the channel without end costs the
 #: recorder no more than reading it
 LINE_LIMIT = 1 << 24
+#: the largest datagram a forked child's event is read in (the socket's own limit is lower)
+CHILD_DATAGRAM = 1 << 20
 
 
 def available() -> bool:
@@ -82,15 +88,17 @@ class Wire(Sink):
     """The program's end of the pipe to the recorder: it only writes.
 
     Set as the journal's `wire`: it gets every event, also after the journal's
-    own sinks are closed.  A forked child of the program closes its copy (the
-    record is the parent's; a child's events reach it as they did before)."""
+    own sinks are closed.  A forked child of the program closes its copy of the
+    pipe (the run's end is the parent's) and sends its events on `children`,
+    one datagram each."""
 
     console = False
 
-    def __init__(self, fd: int, answers: int, pid: int, group: int) -> None:
-        self.fd, self.answers, self.pid = fd, answers, pid
+    def __init__(self, fd: int, answers: int, pid: int, group: int, children: int = -1) -> None:
+        self.fd, self.answers, self.pid, self.children = fd, answers, pid, children
         self.group = group  # its process group and session (the intermediate child's pid, which ended)
         self.lost = False  # the recorder is gone (a write failed)
+        self.forked = False
         self._lock = _thread.allocate_lock()
         os.register_at_fork(after_in_child=self._forget)
 
@@ -103,12 +111,16 @@ class Wire(Sink):
                 except OSError:
                     pass
         self.fd = self.answers = -1
+        self.forked = True
 
     def _send(self, text: str) -> None:
         # a line of its own even after bytes the program wrote here without an end of line (which would
         # otherwise make the event part of one malformed line, out of the summary)
         data = b"\n" + text.encode("ascii")
         with self._lock:
+            if self.forked:
+                self._send_from_child(data)
+                return
             if self.fd < 0:
                 return
             try:
@@ -117,6 +129,15 @@ class Wire(Sink):
             except OSError:
                 self.lost = True
                 self.fd = -1
+
+    def _send_from_child(self, data: bytes) -> None:
+        if self.children < 0:
+            return
+        try:
+            os.write(self.children, data)  # one datagram: whole, or not at all
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:  # (an event too large for one datagram is the only one lost)
+                self.children = -1
 
     def write(self, event: Any) -> None:
         self._send(_canonical.dumps(event.to_json(), sort_keys=False) + "\n")
@@ -245,6 +266,7 @@ def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[
     pidfd = _pidfd_of_self()
     events_r, events_w = os.pipe()
     answers_r, answers_w = os.pipe()
+    children_r, children_w = (end.detach() for end in _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_DGRAM))
     first = os.fork()
     if first == 0:  # the intermediate child: a new session, the recorder, and gone
         code = 70
@@ -260,9 +282,10 @@ def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[
                 gc.enable()  # collections were paused for the program's start-up (commandline.pause_collections)
                 os.close(events_w)
                 os.close(answers_r)
-                _detach((events_r, answers_w, pidfd))
+                os.close(children_w)
+                _detach((events_r, answers_w, children_r, pidfd))
                 recorder = Recorder(path, run, start_clock, checkpoints, key, pidfd)
-                recorder.serve(events_r, answers_w)
+                recorder.serve(events_r, answers_w, children_r)
                 code = 0
         except BaseException:
             if os.environ.get("PYWARD_DEBUG"):
@@ -273,6 +296,7 @@ def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[
             os._exit(code)
     os.close(events_r)
     os.close(answers_w)
+    os.close(children_r)
     if pidfd is not None:
         os.close(pidfd)
     while True:
@@ -287,8 +311,9 @@ def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[
     if not line.isdigit():
         os.close(events_w)
         os.close(answers_r)
+        os.close(children_w)
         raise OSError("the recorder process did not start")
-    return Wire(events_w, answers_r, int(line), first)
+    return Wire(events_w, answers_r, int(line), first, children_w)
 
 
 def _pidfd_of_self() -> int | None:
@@ -359,11 +384,13 @@ class Recorder:
 
         stderr_writer().write_line(f"[pyward][error] {text}")
 
-    def serve(self, fd: int, answers: int) -> None:
+    def serve(self, fd: int, answers: int, children: int = -1) -> None:
         import select
 
         poller = select.poll()
         poller.register(fd, select.POLLIN)
+        if children >= 0:
+            poller.register(children, select.POLLIN)
         if self.pidfd is not None:
             poller.register(self.pidfd, select.POLLIN)
         program_alive = True
@@ -373,7 +400,10 @@ class Recorder:
                 program_alive = False                          # still holds the pipe
                 poller.unregister(self.pidfd)
                 self._drain(fd, answers)
+                self._from_children(children, drain=True)
                 break
+            if children in ready:
+                self._from_children(children)
             if fd not in ready:
                 continue
             chunk = os.read(fd, 1 << 16)
@@ -417,6 +447,26 @@ class Recorder:
             if not chunk:
                 break
             self._lines(chunk, answers)
+
+    def _from_children(self, children: int, drain: bool = False) -> None:
+        """The datagrams forked children sent (one event each): those waiting, or all of them."""
+        import select
+
+        while children >= 0 and select.select([children], [], [], 0)[0]:
+            try:
+                datagram = os.read(children, CHILD_DATAGRAM)
+            except OSError:
+                return
+            line = datagram.strip(b"\n")
+            value = _parse(line) if line else None
+            if type(value) is dict and "ctl" in value:  # the run's end and metadata are the program's
+                self._malformed(line, "a control record from a forked child")
+            elif (event := _event(value)) is None:
+                self._malformed(line, "not an event")
+            else:
+                self._add(event)
+            if not drain:
+                return
 
     def _lines(self, chunk: bytes, answers: int) -> None:
         """Take the whole lines `chunk` ends, keep what it starts (at most LINE_LIMIT bytes of a line)."""

@@ -104,6 +104,7 @@ ADAPTERS: tuple[tuple[str, str, str], ...] = (
     ("heal", "wsgiref.handlers", "pyward.integrations.wsgiserver"),
     ("heal", "werkzeug.serving", "pyward.integrations.wsgiserver:install_werkzeug"),
     ("heal", "uvicorn.config", "pyward.integrations.asgiserver"),
+    ("heal", "gunicorn.workers.base", "pyward.integrations.wsgiserver:install_gunicorn"),
 )
 
 

@@ -436,6 +436,33 @@ def test_flask_under_gunicorn_workers_share_patches(tmp_path, monkeypatch):
     assert len(re.findall(r"already healed: user \(chain_subscript_guard", err)) == 1, pyward_lines(err)
 
 
+def test_gunicorn_under_pyward_run_records_what_its_workers_heal(tmp_path):
+    """`pyward run --heal -m gunicorn`: the workers are forks of the process pyward runs; what they heal is in
+    the run's report and its summary, each event with the worker's pid."""
+    write(tmp_path / "app.py", FLASK_APP.replace("app.wsgi_app = Middleware(app.wsgi_app)", ""))
+    write(tmp_path / "pyproject.toml", CONFIG)
+    report = tmp_path / "r.json"
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "--report", str(report), "-m", "gunicorn",
+                     "-w", "2", "-b", "127.0.0.1:PORT", "app:app"], tmp_path, stop=signal.SIGTERM)
+    try:
+        workers = set()
+        deadline = time.monotonic() + 20
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers.add(server.json("GET", "/pid")[2]["pid"])
+            time.sleep(0.02)
+        assert server.json("GET", "/user/ann")[0] == 200
+        status, header, body = server.json("GET", "/user/bob")
+        assert (status, header, body["bio"]) == (200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', None)
+    finally:
+        err = server.close()
+    data = json.loads(report.read_text())
+    healed = [e for e in data["events"] if e["engine"] == "heal" and e["kind"] == "healed"]
+    assert len(healed) == 1 and healed[0]["pid"] in workers and healed[0]["pid"] != data["run"]["pid"], err
+    assert data["summary"]["healed"] == 1
+    assert "1 healed" in err.splitlines()[-1]
+    assert subprocess.run([sys.executable, "-m", "pyward", "verify", str(report)], capture_output=True).returncode == 0
+
+
 STARLETTE_APP = DATA + '''
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse

@@ -1,5 +1,5 @@
 """Heal for WSGI applications served by the standard library's and werkzeug's
-development servers, with the program unchanged.
+development servers and by gunicorn, with the program unchanged.
 
 Installed under `pyward run --heal` when the program imports their module
 (runner.ADAPTERS):
@@ -10,7 +10,10 @@ Installed under `pyward run --heal` when the program imports their module
 * werkzeug.serving (Flask's `app.run()`): the server keeps its application
   (`BaseWSGIServer.app`), which werkzeug's handler calls for each request; the
   server is made with the application inside the middleware (`server.app`
-  is the middleware, its `app` the application).
+  is the middleware, its `app` the application);
+* gunicorn.workers.base (`pyward run --heal -m gunicorn app:app`): each worker
+  loads the application (`Worker.load_wsgi`) into `worker.wsgi`, which it
+  calls for each request; that becomes the middleware.
 
 The middleware is made once per application.  An application the program
 wrapped itself runs in that middleware only (one boundary a request,
@@ -68,6 +71,23 @@ def install_werkzeug(heal: HealEngine, module: Any) -> None:
     _mark(init_, init)
     with heal.started().acting("heal"):
         cls.__init__ = init_
+
+
+def install_gunicorn(heal: HealEngine, module: Any) -> None:
+    """Wrap `module.Worker.load_wsgi` (gunicorn.workers.base, imported under `pyward run --heal`), once."""
+    cls = module.Worker
+    if getattr(cls.load_wsgi, "_pyward", False):
+        return
+    load_wsgi = cls.load_wsgi
+
+    def load_wsgi_(self: Any) -> None:
+        load_wsgi(self)
+        if callable(getattr(self, "wsgi", None)):
+            self.wsgi = healed(self.wsgi)
+
+    _mark(load_wsgi_, load_wsgi)
+    with heal.started().acting("heal"):
+        cls.load_wsgi = load_wsgi_
 
 
 def _mark(wrapper: Any, original: Any) -> None:

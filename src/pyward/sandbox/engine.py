@@ -67,6 +67,8 @@ class SandboxEngine(Engine):
         self.session = session
         s = self.settings
         self.spool = child_spool(session.pid) if s.get("inherit", True) else None
+        if self.spool:  # a forked child's events come back through it: recorded by this process
+            session.journal.recorded_by_parent.add("sandbox")
         if self.mode == "enforce":  # the one mode a kernel wall can go up in (kernel.py, ~1 M instructions to import)
             from .kernel import plan, wanted
 
