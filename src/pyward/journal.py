@@ -421,6 +421,9 @@ def summarize(events: list[dict[str, Any]], exit_status: int | None) -> dict[str
             internal += times
         elif e["engine"] == "heal" and e["kind"] in ("healed", "fired"):
             healed.add(e["name"])
+        elif e["engine"] == "heal" and e["kind"] == "firings":  # a forked child's (a worker's) own
+            count = (e.get("details") or {}).get("firings")
+            firings += count if type(count) is int else 0
         elif e["engine"] == "heal" and e["kind"] == "attempt":  # one per process the program ran in
             details = e.get("details") or {}
             attempts += 1

@@ -440,7 +440,7 @@ def test_gunicorn_under_pyward_run_records_what_its_workers_heal(tmp_path):
     """`pyward run --heal -m gunicorn`: the workers are forks of the process pyward runs; what they heal is in
     the run's report and its summary, each event with the worker's pid."""
     write(tmp_path / "app.py", FLASK_APP.replace("app.wsgi_app = Middleware(app.wsgi_app)", ""))
-    write(tmp_path / "pyproject.toml", CONFIG)
+    write(tmp_path / "pyproject.toml", CONFIG + "sync_interval = 0\n")  # the other worker reads the patch at once
     report = tmp_path / "r.json"
     server = Server([sys.executable, "-m", "pyward", "run", "--heal", "--report", str(report), "-m", "gunicorn",
                      "-w", "2", "-b", "127.0.0.1:PORT", "app:app"], tmp_path, stop=signal.SIGTERM)
@@ -453,9 +453,12 @@ def test_gunicorn_under_pyward_run_records_what_its_workers_heal(tmp_path):
         assert server.json("GET", "/user/ann")[0] == 200
         status, header, body = server.json("GET", "/user/bob")
         assert (status, header, body["bio"]) == (200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', None)
+        for _ in range(3):  # the guard fires in whichever worker serves it
+            assert server.json("GET", "/user/bob")[0] == 200
     finally:
         err = server.close()
     data = json.loads(report.read_text())
+    assert data["summary"]["guard_firings"] == 4  # the replay's and three more, counted by the workers
     healed = [e for e in data["events"] if e["engine"] == "heal" and e["kind"] == "healed"]
     assert len(healed) == 1 and healed[0]["pid"] in workers and healed[0]["pid"] != data["run"]["pid"], err
     assert data["summary"]["healed"] == 1

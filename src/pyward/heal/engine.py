@@ -136,6 +136,13 @@ class HealEngine(Engine):
         import threading
 
         self._lock = threading.RLock()  # one heal at a time: threaded servers crash in parallel
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """A forked child (a pre-forking server's worker) counts the guard firings it makes itself:
+        the parent's are counted by the parent."""
+        for guard, _ in self._guards():
+            guard.hits = 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -205,28 +212,52 @@ class HealEngine(Engine):
     def stop(self, session: Session) -> None:
         if "pyward.heal.monitor" in sys.modules:
             sys.modules["pyward.heal.monitor"].stop()
-        hits: dict[int, int] = {}
-        firings = 0
-        counted: set[int] = set()
-        for patch in [*self.patches.values(), *(p for _, p, _ in self.superseded.values())]:
-            for guard, recipe in zip(patch.guards, patch.recipes):
-                if id(guard) in counted:
-                    continue
-                counted.add(id(guard))
-                firings += guard.hits
-                if guard.hits and recipe is not None and recipe.id is not None:
-                    hits[recipe.id] = hits.get(recipe.id, 0) + guard.hits
+        firings, hits = self._firings()
         self._attempt_event(session, firings)
         if self.store is not None:
-            if hits and not self.dry_run:
-                try:
-                    self.store.add_hits(hits)
-                except Exception as exc:
-                    session.journal.emit("heal", "store.error", self.store.path, severity="warning", where="",
-                                         message=f"guard hits not saved: {exc}")
+            self._save_hits(session, hits)
             self.store.close()
         current.engine = None
         self.sync_due = 0.0  # a server integration's next request looks for the engine again (server.rule)
+
+    def child_ends(self, session: Session) -> None:
+        """A forked child (a worker) ends: its guard firings, for the run's summary and the store."""
+        firings, hits = self._firings()
+        if not firings:
+            return
+        pid = os.getpid()
+        session.journal.emit("heal", "firings", str(pid), severity="info", where="",
+                             message=f"forked process {pid}: {firings} guard firing{'s' * (firings != 1)}",
+                             details={"firings": firings})
+        if self.store is not None and self._store_pid == pid:
+            self._save_hits(session, hits)
+
+    def _guards(self) -> list[tuple[Guard, Recipe | None]]:
+        """Every guard of this process's patches (superseded ones too), each once, with its recipe."""
+        found: dict[int, tuple[Guard, Recipe | None]] = {}
+        for patch in [*self.patches.values(), *(p for _, p, _ in self.superseded.values())]:
+            for guard, recipe in zip(patch.guards, patch.recipes):
+                found.setdefault(id(guard), (guard, recipe))
+        return list(found.values())
+
+    def _firings(self) -> tuple[int, dict[int, int]]:
+        """(guard firings in this process, firings by stored recipe id)."""
+        hits: dict[int, int] = {}
+        firings = 0
+        for guard, recipe in self._guards():
+            firings += guard.hits
+            if guard.hits and recipe is not None and recipe.id is not None:
+                hits[recipe.id] = hits.get(recipe.id, 0) + guard.hits
+        return firings, hits
+
+    def _save_hits(self, session: Session, hits: dict[int, int]) -> None:
+        if not hits or self.dry_run or self.store is None:
+            return
+        try:
+            self.store.add_hits(hits)
+        except Exception as exc:
+            session.journal.emit("heal", "store.error", self.store.path, severity="warning", where="",
+                                 message=f"guard hits not saved: {exc}")
 
     def _attempt_event(self, session: Session, firings: int) -> None:
         """How this process's attempt ended, with its guard firings: the summary
