@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -296,4 +297,39 @@ def test_a_forked_child_events_are_in_the_record_once_and_it_cannot_end_the_run(
     assert (data["run"]["exit_status"], data["run"]["exit_reason"]) == (0, "completed")
     forged = [e for e in data["events"] if e["kind"] == "record.malformed"]
     assert [e["details"]["why"] for e in forged] == ["a control record from a forked child"]
+    assert pyward("verify", str(path)).returncode == 0
+
+
+SPAMMING_CHILD = """\
+import os, sys, time
+if os.fork() == 0:  # a child that outlives the program and journals without end
+    os.setsid()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and os.path.exists("keep-going"):
+        sys.settrace(None)
+    os._exit(0)
+print("parent done")
+"""
+
+
+def test_a_forked_child_that_goes_on_journaling_cannot_hold_the_record_open(tmp_path):
+    (tmp_path / "app.py").write_text(SPAMMING_CHILD)
+    (tmp_path / "keep-going").write_text("")
+    path = tmp_path / "r.json"
+    try:
+        result = subprocess.run([sys.executable, "-m", "pyward", "run", "-q", "--report", str(path),
+                                 "--allow-run=fork", "--allow-ffi=tracing", "app.py"], cwd=tmp_path, env=clean_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout) == (0, "parent done\n"), result.stderr
+        deadline = time.monotonic() + 30  # the recorder reads a bounded number of the child's events, then ends
+        while "after the end was recorded" not in json.loads(path.read_text())["run"]["exit_reason"]:
+            assert time.monotonic() < deadline, "the recorder never finished the record"
+            time.sleep(0.2)
+    finally:
+        (tmp_path / "keep-going").unlink()
+    data = json.loads(path.read_text())
+    assert data["run"]["exit_status"] == 0
     assert pyward("verify", str(path)).returncode == 0

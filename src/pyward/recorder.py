@@ -72,6 +72,8 @@ CLOSE_GRACE_S = 2.0
 LINE_LIMIT = 1 << 24
 #: the largest datagram a forked child's event is read in (the socket's own limit is lower)
 CHILD_DATAGRAM = 1 << 20
+#: at most this many of the forked children's events are read once the program has ended
+CHILD_DRAIN = 10000
 
 
 def available() -> bool:
@@ -449,10 +451,13 @@ class Recorder:
             self._lines(chunk, answers)
 
     def _from_children(self, children: int, drain: bool = False) -> None:
-        """The datagrams forked children sent (one event each): those waiting, or all of them."""
+        """The datagrams forked children sent (one event each): the next one, or (`drain`, once the program
+        has ended) those waiting, up to CHILD_DRAIN: a child that goes on sending cannot hold the record open."""
         import select
 
-        while children >= 0 and select.select([children], [], [], 0)[0]:
+        for _ in range(CHILD_DRAIN if drain else 1):
+            if children < 0 or not select.select([children], [], [], 0)[0]:
+                return
             try:
                 datagram = os.read(children, CHILD_DATAGRAM)
             except OSError:
@@ -465,8 +470,6 @@ class Recorder:
                 self._malformed(line, "not an event")
             else:
                 self._add(event)
-            if not drain:
-                return
 
     def _lines(self, chunk: bytes, answers: int) -> None:
         """Take the whole lines `chunk` ends, keep what it starts (at most LINE_LIMIT bytes of a line)."""
