@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 ACTIVE: contextvars.ContextVar[object | None] = contextvars.ContextVar("pyward_boundary", default=None)
 
 
-
 class Outer:
     """`ACTIVE` while an http.server handler runs a request (integrations/httpserver.py):
     `taken` once a middleware inside it answers for the request."""
