@@ -598,3 +598,26 @@ def test_heal_under_the_enforcing_sandbox(tmp_path):
         assert (allowed.returncode, allowed.stdout) == (0, output), allowed.stderr
     assert "[pyward] already healed: get_bio (subscript_guard on profile)" in pyward_lines(allowed.stderr)
     assert recipes(tmp_path) == [("get_bio", "subscript_guard", "profile", "none")]
+
+
+STARTS_PYTHON = """
+import subprocess, sys
+subprocess.run(["/bin/true"])
+subprocess.run([sys.executable, "-c", "print('child')"])
+subprocess.run([sys.executable, "-c", "print('child')"])
+"""
+
+
+def test_a_python_child_is_said_once_not_to_be_healed(tmp_path):
+    """A development server's reloader serves from a Python child, which heal does not follow: said once
+    under --heal, never without it, and not for pyward's own re-run of the program."""
+    write(tmp_path, STARTS_PYTHON)
+    healed = pyward("run", "--heal", "--no-report", "app.py", cwd=tmp_path)
+    assert (healed.returncode, healed.stdout) == (0, "child\nchild\n"), healed.stderr
+    said = [line for line in pyward_lines(healed.stderr) if "heal does not follow the Python process" in line]
+    assert len(said) == 1 and " -c print('child')" in said[0], healed.stderr
+    plain = pyward("run", "--no-report", "app.py", cwd=tmp_path)
+    assert "does not follow" not in plain.stderr
+    write(tmp_path, BUGGY)
+    rerun = pyward("run", "--heal", "--no-report", "app.py", cwd=tmp_path)
+    assert "re-running the program" in rerun.stderr and "does not follow" not in rerun.stderr, rerun.stderr

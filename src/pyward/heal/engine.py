@@ -103,6 +103,14 @@ class Patch:
         self.inserted: list[int] = []
 
 
+def _is_python(path: str) -> bool:
+    """Whether `path` names a Python interpreter (this one, or a python* command)."""
+    name = os.path.basename(path)
+    if name.startswith("python") and all(c.isdigit() or c == "." for c in name[6:]):
+        return True
+    return os.path.realpath(path) == os.path.realpath(sys.executable)
+
+
 class HealEngine(Engine):
     name = "heal"
 
@@ -123,6 +131,7 @@ class HealEngine(Engine):
         self.healed = 0
         self.fired: set[int] = set()
         self.said: set[int] = set()  # recipes already announced (applied or stale) in this run
+        self.python_child_said = False  # heal does not follow a Python process the program starts: said once
         self._excludes: tuple[str, ...] = ()
         self.store_path = ""
         self._store_pid = 0
@@ -176,6 +185,34 @@ class HealEngine(Engine):
 
         threading.excepthook = excepthook
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
+        from .._native import native
+
+        if native is not None:
+            native.audit_subscribe(("subprocess.Popen", "os.posix_spawn", "os.exec", "os.spawn"), self._started)
+
+    def _started(self, event: str, args: tuple[Any, ...]) -> None:
+        """The program starts a process: heal does not follow a Python one (said once).  An audit
+        subscriber: never raises into the program's call."""
+        try:
+            if self.python_child_said or self.rerun_requested or current.engine is not self or not args:
+                return  # (a re-run of the program is pyward's own process start)
+            path, argv = args[0], args[1] if len(args) > 1 else None
+            if path is None and type(argv) in (list, tuple) and argv:
+                path = argv[0]
+            if type(path) is bytes:
+                path = os.fsdecode(path)
+            if type(path) is not str or not _is_python(path):
+                return
+            self.python_child_said = True
+            words = argv if isinstance(argv, (list, tuple)) else [path]
+            shown = " ".join(w if type(w) is str else os.fsdecode(w) if type(w) is bytes else "…" for w in words)
+            self.started().emit(
+                "heal", "python_child", os.path.basename(path), severity="notice",
+                message=f"heal does not follow the Python process this program started ({shown[:100]}): a server "
+                        "it runs is not healed (a development server's reloader serves from one: run it without "
+                        "the reloader, or wrap the application in pyward's middleware)")
+        except Exception:
+            pass
 
     def started(self) -> Link:
         """The session's link, for what runs after start() (a heal, a boundary, an import)."""
