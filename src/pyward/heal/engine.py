@@ -208,9 +208,9 @@ class HealEngine(Engine):
             shown = " ".join(w if type(w) is str else os.fsdecode(w) if type(w) is bytes else "…" for w in words)
             self.started().emit(
                 "heal", "python_child", os.path.basename(path), severity="notice",
-                message=f"heal does not follow the Python process this program started ({shown[:100]}): a server "
-                        "it runs is not healed (a development server's reloader serves from one: run it without "
-                        "the reloader, or wrap the application in pyward's middleware)")
+                message=f"heal does not follow the Python process this program started ({shown[:100]}): what "
+                        "crashes there is not healed (a development server's reloader serves from one: run it "
+                        "without the reloader, or wrap the application in pyward's middleware)")
         except Exception:
             pass
 
