@@ -404,8 +404,8 @@ class Recorder:
                 self._drain(fd, answers)
                 self._from_children(children, drain=True)
                 break
-            if children in ready:
-                self._from_children(children)
+            if children in ready:  # first: what a worker sent before it ended precedes the program's end record
+                self._from_children(children, drain=True)
             if fd not in ready:
                 continue
             chunk = os.read(fd, 1 << 16)
@@ -451,8 +451,8 @@ class Recorder:
             self._lines(chunk, answers)
 
     def _from_children(self, children: int, drain: bool = False) -> None:
-        """The datagrams forked children sent (one event each): the next one, or (`drain`, once the program
-        has ended) those waiting, up to CHILD_DRAIN: a child that goes on sending cannot hold the record open."""
+        """The datagrams forked children sent (one event each): the next one, or (`drain`) those waiting, up
+        to CHILD_DRAIN: a child that goes on sending cannot hold the record open, nor keep the pipe waiting."""
         import select
 
         for _ in range(CHILD_DRAIN if drain else 1):
