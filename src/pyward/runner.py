@@ -101,10 +101,10 @@ ENGINES: tuple[str, ...] = (
 #: library (imported only then, by name).
 ADAPTERS: tuple[tuple[str, str, str], ...] = (
     ("heal", "http.server", "pyward.integrations.httpserver"),
-    ("heal", "wsgiref.handlers", "pyward.integrations.wsgiserver"),
-    ("heal", "werkzeug.serving", "pyward.integrations.wsgiserver:install_werkzeug"),
-    ("heal", "uvicorn.config", "pyward.integrations.asgiserver"),
-    ("heal", "gunicorn.workers.base", "pyward.integrations.wsgiserver:install_gunicorn"),
+    ("heal", "wsgiref.handlers", "pyward.integrations.servers"),
+    ("heal", "werkzeug.serving", "pyward.integrations.servers:install_werkzeug"),
+    ("heal", "gunicorn.workers.base", "pyward.integrations.servers:install_gunicorn"),
+    ("heal", "uvicorn.config", "pyward.integrations.servers:install_uvicorn"),
 )
 
 
