@@ -392,6 +392,7 @@ class Recorder:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         if children >= 0:
+            os.set_blocking(children, False)
             poller.register(children, select.POLLIN)
         if self.pidfd is not None:
             poller.register(self.pidfd, select.POLLIN)
@@ -402,10 +403,10 @@ class Recorder:
                 program_alive = False                          # still holds the pipe
                 poller.unregister(self.pidfd)
                 self._drain(fd, answers)
-                self._from_children(children, drain=True)
+                self._from_children(children)
                 break
             if children in ready:  # first: what a worker sent before it ended precedes the program's end record
-                self._from_children(children, drain=True)
+                self._from_children(children)
             if fd not in ready:
                 continue
             chunk = os.read(fd, 1 << 16)
@@ -450,17 +451,13 @@ class Recorder:
                 break
             self._lines(chunk, answers)
 
-    def _from_children(self, children: int, drain: bool = False) -> None:
-        """The datagrams forked children sent (one event each): the next one, or (`drain`) those waiting, up
-        to CHILD_DRAIN: a child that goes on sending cannot hold the record open, nor keep the pipe waiting."""
-        import select
-
-        for _ in range(CHILD_DRAIN if drain else 1):
-            if children < 0 or not select.select([children], [], [], 0)[0]:
-                return
+    def _from_children(self, children: int) -> None:
+        """The datagrams forked children sent (one event each) that are waiting, up to CHILD_DRAIN: a child
+        that goes on sending cannot hold the record open, nor keep the pipe waiting (`children` does not block)."""
+        for _ in range(CHILD_DRAIN if children >= 0 else 0):
             try:
                 datagram = os.read(children, CHILD_DATAGRAM)
-            except OSError:
+            except OSError:  # (BlockingIOError: none waiting)
                 return
             line = datagram.strip(b"\n")
             value = _parse(line) if line else None
