@@ -205,8 +205,9 @@ DENIED_THEN_GONE = """
         open("/etc/hostname")
     except PermissionError:
         print("denied", flush=True)
-    if sys.argv[1:] == ["exit"]:
-        os._exit(3)
+    if sys.argv[1:] == ["kill"]:
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(60)  # killed by the test, with its recorder
 """
 
@@ -228,11 +229,11 @@ def _renders_incomplete(tmp_path, expected_format):
     assert sarif["runs"][0]["results"], sarif["runs"][0]
 
 
-def test_a_run_that_ends_by_os_exit_renders_as_an_incomplete_run(tmp_path):
-    """The recorder writes the report of a program that left by os._exit: every format says so."""
+def test_a_run_killed_by_a_signal_renders_as_an_incomplete_run(tmp_path):
+    """The recorder writes the report of a program killed by a signal: every format says so."""
     (tmp_path / "app.py").write_text(textwrap.dedent(DENIED_THEN_GONE))
-    run = pyward("run", "--mode", "enforce", "--report", "r.json", "app.py", "exit", cwd=tmp_path)
-    assert run.returncode == 3 and run.stdout == "denied\n", run.stderr
+    run = pyward("run", "--mode", "enforce", "--report", "r.json", "app.py", "kill", cwd=tmp_path)
+    assert run.returncode == -9 and run.stdout == "denied\n", run.stderr
     _renders_incomplete(tmp_path, "pyward.report")
 
 

@@ -105,6 +105,8 @@ deny(4)
 print(raised, flush=True)
 if how == "exit":
     os._exit(0)
+if how == "abort":
+    os.abort()
 if how == "sigkill":
     os.kill(os.getpid(), 9)
 if how == "oom":
@@ -160,12 +162,22 @@ def test_what_the_program_does_to_pyward_does_not_change_its_record(app, how):
         assert data["run"]["exit_status"] == 0 and data["run"]["exit_reason"] == "completed"
 
 
-@pytest.mark.parametrize("how", ["exit", "sigkill", "oom"])
+def test_os_exit_ends_the_run_as_an_exit_does(app):
+    """os._exit(n) (mypy ends every run so): the engines stop and the report records status n, then the
+    process ends at once, as under python."""
+    result, data, raised = run(app, "exit")
+    assert (result.returncode, raised) == (0, 4), result.stderr
+    assert (data["run"]["exit_status"], data["run"]["exit_reason"]) == (0, "os._exit")
+    assert data["summary"]["denied"] == 4 and data["events"][-1]["kind"] == "run.end"
+    assert pyward("verify", str(app / "r.json")).returncode == 0
+
+
+@pytest.mark.parametrize("how", ["abort", "sigkill", "oom"])
 def test_a_program_that_ends_without_an_end_record_gets_a_report_saying_so(app, how):
     result, data, raised = run(app, how)
     assert raised == 4
-    assert result.returncode == {"exit": 0, "sigkill": -signal.SIGKILL}.get(how, result.returncode)
-    assert result.returncode != 0 or how == "exit"
+    assert result.returncode == {"abort": -signal.SIGABRT, "sigkill": -signal.SIGKILL}.get(how, result.returncode)
+    assert result.returncode != 0
     checked = pyward("verify", str(app / "r.json"))
     assert data["summary"]["denied"] == 4
     if how == "oom" and data["run"]["exit_status"] is not None:  # python's MemoryError got to the end record

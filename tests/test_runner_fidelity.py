@@ -149,6 +149,20 @@ CASES: dict[str, tuple[dict[str, str], list[str], bytes | None, dict[str, str]]]
     "exit_minus_one": ({"app.py": "import sys\nsys.exit(-1)\n"}, ["app.py"], None, {}),
     "exit_message": ({"app.py": "import sys\nsys.exit('fatal: bad config')\n"}, ["app.py"], None, {}),
     "exit_none": ({"app.py": "import sys\nsys.exit(None)\n"}, ["app.py"], None, {}),
+    # os._exit: no flush of the program's buffers, no atexit, status & 0xFF; a bad argument is python's TypeError
+    "os_exit_unflushed": ({"app.py": D("""
+        import atexit, os, sys
+        atexit.register(print, "atexit ran")
+        print("flushed", flush=True)
+        sys.stdout.write("buffered, lost")
+        os._exit(259)
+    """)}, ["app.py"], None, {}),
+    "os_exit_bad_status": ({"app.py": "import os\nos._exit('x')\n"}, ["app.py"], None, {}),
+    "os_exit_in_a_thread": ({"app.py": D("""
+        import os, threading, time
+        threading.Thread(target=os._exit, args=(4,)).start()
+        time.sleep(30)
+    """)}, ["app.py"], None, {}),
     "exit_nested_systemexit": ({"app.py": "def f():\n    raise SystemExit(7)\ndef g():\n    f()\ng()\n"},
                                ["app.py"], None, {}),
     "exit_in_c": ({}, ["-c", "import sys; print('c'); sys.exit(5)"], None, {}),

@@ -485,6 +485,7 @@ class Session:
             self.report_path = os.path.abspath(report)
         self.outputs += self._own_outputs()
         self._open_record()  # (its policy revision binds digest.SHA256 for every later hash, before the program runs)
+        self._guard_exit()
         for engine in self.engines:
             try:
                 engine.start(self)
@@ -517,6 +518,45 @@ class Session:
             self.journal.emit("pyward", "degraded", "pyward._native", severity="warning", where="", function="",
                               message=f"native extension unavailable ({self.native_error}); running degraded: "
                                       f"{DEGRADED}", details={"reason": self.native_error})
+
+    def _guard_exit(self) -> None:
+        """`os._exit(n)` ends the run as an exit does (the engines stop, a learning run writes its policy, the
+        report records status n, the summary is printed), then the process ends as python's `os._exit` ends it:
+        at once, without flushing the program's streams or running its atexit handlers.  Tools that end this
+        way on purpose (mypy, forked workers) are common.  The guard holds the session out of the program's
+        reach (sandbox.c: a guard has no referents)."""
+        from ._native import native
+
+        if native is None:
+            return
+        posix = sys.modules.get("posix")
+        real_os = sys.modules.get("os")
+        original = getattr(posix, "_exit", None)
+        if original is None or real_os is None or getattr(real_os, "_exit", None) is not original:
+            return
+        guard = native.guard(None, original, self._exiting)
+        posix._exit = real_os._exit = guard
+
+    def _exiting(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[tuple[Any, ...], Any]:
+        """The program calls `os._exit(*args)`: finish the run first (when the call is one that exits)."""
+        if self._finished or kwargs or len(args) != 1 or type(args[0]) not in (int, bool):
+            return args, kwargs  # python's own TypeError, or a status only its __index__ can give: as it is
+        try:
+            if self.journal.is_child:  # a forked child (a pool's worker): the parent's run goes on
+                self.finish()
+                return args, kwargs
+            status = args[0] & 0xFF  # what the parent of the process will see
+            judged = self.judge_exit(status)
+            self.record_exit(judged, "os._exit")
+            self.finish()
+            if judged != status:
+                args = (judged,)
+        except BaseException as exc:  # the process ends as the program asked, whatever pyward's trouble
+            try:
+                self.journal.internal_error("pyward", "ending the run at os._exit", exc)
+            except BaseException:
+                pass
+        return args, kwargs
 
     def _own_outputs(self) -> list[str]:
         """The log, the report and the SARIF file, with the temporary files and directories writing them makes."""
@@ -765,6 +805,8 @@ class Session:
         status = f"exit={self.exit_status}"
         if self.exit_reason.endswith("KeyboardInterrupt"):
             status += " (SIGINT)"
+        elif self.exit_reason == "os._exit":
+            status += " (os._exit)"
         parts = [f"run end: {status}", f"{counts['denied']} denied", f"{counts['tamper_alerts']} tamper alerts",
                  f"{counts['healed']} healed"]
         if counts.get("internal_errors"):

@@ -791,6 +791,26 @@ def test_learn_says_when_the_learning_run_failed(tmp_path):
     assert (tmp_path / "pyward.toml").exists()
 
 
+def test_learn_writes_the_policy_of_a_program_that_ends_by_os_exit(tmp_path, tmp_path_factory):
+    """mypy ends every run with os._exit: the learning run still writes its policy, and the policy holds."""
+    data = tmp_path_factory.mktemp("elsewhere")
+    (data / "settings.ini").write_text("x = 1\n")
+    (tmp_path / "app.py").write_text("import os\nprint(open(os.path.join(os.environ['DATA'], 'settings.ini')).read(), flush=True)\n"
+                                     "os._exit(1)\n")
+    env = clean_env(DATA=str(data))
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (1, "x = 1\n\n"), learned.stderr
+    assert "exit=1 (os._exit)" in learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert "read = [" in policy and "DATA" in policy, policy
+    enforced = subprocess.run([sys.executable, "-m", "pyward", "run", "--report", "r.json", "app.py"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert (enforced.returncode, enforced.stdout) == (1, "x = 1\n\n"), enforced.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["denied"] == 0 and report["run"]["exit_reason"] == "os._exit"
+
+
 @pytest.mark.parametrize("mode, verdict", [("enforce", "denied"), ("watch", "allowed")])
 def test_a_check_that_fails_is_journaled_and_counted_as_an_internal_error(tmp_path, mode, verdict):
     from pyward.journal import summarize
