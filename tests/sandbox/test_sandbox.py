@@ -795,7 +795,8 @@ def test_learn_writes_the_policy_of_a_program_that_ends_by_os_exit(tmp_path, tmp
     """mypy ends every run with os._exit: the learning run still writes its policy, and the policy holds."""
     data = tmp_path_factory.mktemp("elsewhere")
     (data / "settings.ini").write_text("x = 1\n")
-    (tmp_path / "app.py").write_text("import os\nprint(open(os.path.join(os.environ['DATA'], 'settings.ini')).read(), flush=True)\n"
+    (tmp_path / "app.py").write_text("import os\n"
+                                     "print(open(os.environ['DATA'] + '/settings.ini').read(), flush=True)\n"
                                      "os._exit(1)\n")
     env = clean_env(DATA=str(data))
     learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
