@@ -529,13 +529,13 @@ class Session:
 
         if native is None:
             return
-        posix = sys.modules.get("posix")
-        real_os = sys.modules.get("os")
-        original = getattr(posix, "_exit", None)
-        if original is None or real_os is None or getattr(real_os, "_exit", None) is not original:
+        modules: list[Any] = [sys.modules.get("posix"), sys.modules.get("os")]
+        original = getattr(modules[0], "_exit", None)
+        if original is None or any(getattr(module, "_exit", None) is not original for module in modules):
             return
         guard = native.guard(None, original, self._exiting)
-        posix._exit = real_os._exit = guard
+        for module in modules:
+            module._exit = guard
 
     def _exiting(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[tuple[Any, ...], Any]:
         """The program calls `os._exit(*args)`: finish the run first (when the call is one that exits)."""
