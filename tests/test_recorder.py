@@ -191,6 +191,34 @@ def test_a_program_that_ends_without_an_end_record_gets_a_report_saying_so(app, 
     assert "did not end normally (killed or os._exit (no end recorded)): INCOMPLETE" in checked.stdout
 
 
+@pytest.mark.parametrize("command", ["run", "learn", "quiet"])
+def test_a_killed_program_gets_its_run_end_line_from_the_recorder(tmp_path, command):
+    """The program's process cannot print the run-end line when a signal ends it (SIGTERM stops a service):
+    the recorder does, after the program's output; a learning run says its policy was not written."""
+    (tmp_path / "app.py").write_text("import os, signal\nprint('serving', flush=True)\n"
+                                     "os.kill(os.getpid(), signal.SIGTERM)\n")
+    args = {"run": ["run"], "learn": ["learn", "-o", "learned.toml"], "quiet": ["run", "-q"]}[command]
+    result = subprocess.run([sys.executable, "-m", "pyward", *args, "--report", "r.json", "app.py"], cwd=tmp_path,
+                            env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (-signal.SIGTERM, "serving\n"), result.stderr
+    lines = result.stderr.splitlines()
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["run"]["exit_status"] is None
+    unwritten = [e for e in data["events"] if e["kind"] == "learn.unwritten"]
+    if command == "quiet":
+        assert lines == [] and not unwritten
+        return
+    assert lines[-1] == "[pyward] run end: killed or os._exit (no end recorded) · 0 denied · 0 tamper alerts · " \
+                        "0 healed · report: r.json"
+    assert not (tmp_path / "learned.toml").exists()
+    if command == "learn":
+        assert lines[-2].startswith("[pyward][warning] the learning run was killed before its end: no policy was "
+                                    "written to learned.toml")
+        assert len(unwritten) == 1 and unwritten[0]["details"] == {"path": "learned.toml"}
+    else:
+        assert len(lines) == 1 and not unwritten
+
+
 def test_signals_to_the_recorder_are_denied(app):
     result, data, raised = run(app, "kill")
     assert result.returncode == 0, result.stderr

@@ -258,11 +258,14 @@ class _Item:
 
 
 def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[str, Any] | None,
-          key: bytes | None) -> Wire:
+          key: bytes | None, lost: dict[str, Any] | None = None) -> Wire:
     """Fork the recorder for the report at `path`; the program's end of the pipe.
 
     `run`: the start metadata; `checkpoints`: CheckpointSink's settings (None:
-    no journal on disk while the run goes).  Raises OSError when it cannot."""
+    no journal on disk while the run goes); `lost`: for a program that ends
+    without an end record, the report as shown ("report"), a learning run's
+    policy file ("learn") and whether to say so on stderr ("say": not --quiet).
+    Raises OSError when it cannot."""
     from . import checkpoint, report  # noqa: F401 - imported before the fork: the recorder has them
 
     pidfd = _pidfd_of_self()
@@ -286,7 +289,7 @@ def start(path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[
                 os.close(answers_r)
                 os.close(children_w)
                 _detach((events_r, answers_w, children_r, pidfd))
-                recorder = Recorder(path, run, start_clock, checkpoints, key, pidfd)
+                recorder = Recorder(path, run, start_clock, checkpoints, key, pidfd, lost)
                 recorder.serve(events_r, answers_w, children_r)
                 code = 0
         except BaseException:
@@ -360,8 +363,8 @@ class Recorder:
     """Numbers, chains and seals the events it reads; writes the report."""
 
     def __init__(self, path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[str, Any] | None,
-                 key: bytes | None, pidfd: int | None) -> None:
-        self.path, self.run, self.start_clock, self.pidfd = path, run, start_clock, pidfd
+                 key: bytes | None, pidfd: int | None, lost: dict[str, Any] | None = None) -> None:
+        self.path, self.run, self.start_clock, self.pidfd, self.lost = path, run, start_clock, pidfd, lost
         self.events: list[dict[str, Any]] = []
         self.ended: tuple[int | None, str] | None = None
         self.after_end = 0  # events received after the last end record
@@ -559,8 +562,14 @@ class Recorder:
                           "recorder were not events pyward sends (the first ones are recorded above)",
                           {"count": self.malformed})
         if self.ended is None:
+            learn = self.lost.get("learn") if self.lost else None
+            if learn:  # the sandbox writes a learned policy when the program ends, which it did not
+                self._add_own("learn.unwritten", "warning", f"the learning run ended without an end ({LOST}): "
+                              f"no policy was written to {learn}", {"path": learn})
             self._add_own("run.end", "error", f"run end: {LOST}", {"exit_status": None, "reason": LOST})
-            self.write()
+            data = self.write()
+            if self.lost and self.lost.get("say"):
+                self._say_lost(data, learn)
         elif self.after_end or self.malformed or self._changed():
             status, reason = self.ended
             if self.after_end:
@@ -569,6 +578,22 @@ class Recorder:
             self.write()
         if self.sink is not None and self.written is None:
             self.sink.close()  # the journal at the report path stays, sealed: verify says how far it is intact
+
+    def _say_lost(self, data: dict[str, Any] | None, learn: str | None) -> None:
+        """The run-end line the program's process could not print, after whatever it printed."""
+        from .journal import stderr_writer
+
+        writer = stderr_writer()
+        if learn:
+            writer.write_line(f"[pyward][warning] the learning run was killed before its end: no policy was "
+                              f"written to {learn} (a learning run writes its policy when the program exits: "
+                              "let it end, or stop it with Ctrl-C)")
+        counts = data["summary"] if data is not None else None
+        parts = [f"run end: {LOST}"]
+        if counts is not None:
+            parts += [f"{counts['denied']} denied", f"{counts['tamper_alerts']} tamper alerts",
+                      f"{counts['healed']} healed", f"report: {self.lost and self.lost.get('report')}"]
+        writer.write_line("[pyward] " + " · ".join(parts))
 
     def _changed(self) -> bool:
         try:

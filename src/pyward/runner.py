@@ -657,8 +657,11 @@ class Session:
         every = {"every_events": s.get("checkpoint.events", 100), "every_ms": s.get("checkpoint.interval_ms", 1000)}
         assert self.report_path is not None
         try:
+            learn = s.get("sandbox.learn")
+            lost = {"report": display_path(self.report_path), "learn": display_path(learn) if learn else None,
+                    "say": not s["quiet"]}
             self.recorder = recorder.start(self.report_path, self.start_metadata(), self._start_clock,
-                                           every if checkpoints else None, key)
+                                           every if checkpoints else None, key, lost)
         except OSError as exc:
             self._say(f"no recorder process ({exc.strerror or exc}): the report is written by this process", "error")
             return False
