@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 
@@ -272,3 +273,49 @@ def test_bind_is_judged_by_address(tmp_path, host):
             print("DENIED")
     """, "--allow-net=*", "--deny-net=127.0.0.1")
     assert "DENIED" in run.stdout, run
+
+
+READ_THROUGH_WRITE = """\
+import os, sys
+box = sys.argv[1]
+for how in ("r+", "a+"):
+    try:
+        with open(os.path.join(box, "secret.txt"), how) as f:
+            f.seek(0)
+            print(how, "READ", f.read().strip())
+    except PermissionError as exc:
+        print(how, "DENIED", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("kernel", ["--no-kernel", "--mode=enforce"])
+def test_a_file_opened_to_read_and_write_needs_both(tmp_path, tmp_path_factory, kernel):
+    """`--allow-write=DIR` alone does not let `open(path, "r+")` read what DIR holds: the read half is judged
+    too, the first time as every time, so the refusal is the audit layer's AccessDenied (journaled), not the
+    kernel wall's bare EACCES."""
+    box = tmp_path_factory.mktemp("box")
+    (box / "secret.txt").write_text("s3cret\n")
+    run = guard(tmp_path, READ_THROUGH_WRITE, f"--allow-write={box}", kernel, args=(str(box),))
+    assert run.stdout == "r+ DENIED AccessDenied\na+ DENIED AccessDenied\n", run
+    assert [e["details"]["permission"] for e in run.denied] == ["read", "read"]
+    assert (box / "secret.txt").read_text() == "s3cret\n"
+
+
+TEMPFILES = """\
+import tempfile
+print(tempfile.gettempdir())  # found by creating a file there to read and write (one open)
+"""
+
+
+def test_learn_then_enforce_keeps_tempfile_in_the_temporary_directory(tmp_path):
+    """tempfile opens its files to read and write (O_RDWR): a learned policy holds both, so the enforced run
+    finds the temporary directory python finds, rather than falling back to the next candidate (pylint)."""
+    (tmp_path / "app.py").write_text(TEMPFILES)
+    plain = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                           text=True, timeout=60)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0 and learned.stdout == plain.stdout, learned.stderr
+    enforced = guard(tmp_path, TEMPFILES, "--config", "p.toml", config=True)
+    assert enforced.stdout == plain.stdout, enforced
+    assert enforced.denied == [] and enforced.result.returncode == 0, enforced

@@ -724,14 +724,26 @@ def on_open(args):
         special = special_file(real)
         if special is not None:
             return special
-    found = None
-    if flags & WRITE_FLAGS:
-        found = check("write", real, "open")
-    if not flags & O_WRONLY and found is None:
+    if not flags & WRITE_FLAGS:
         found = check("read", real, "open")
-        if found is not None and found[3] == 2 and not flags & WRITE_FLAGS and REALPATH(real) is None:
+        if found is not None and found[3] == 2 and REALPATH(real) is None:
             return None  # nothing there to read: the OS answers FileNotFoundError, as to any probe of a config file
-    return found
+        return found
+    return by_access(real, flags, "open")
+
+
+def by_access(real, flags, op):
+    """The write and the read an open with `flags` makes, each judged: O_RDWR reads too, whatever the
+    write's finding (an allowance still to journal is no verdict on the read)."""
+    write = check("write", real, op) if flags & WRITE_FLAGS else None
+    if type(write) is str:
+        return write  # a quiet refusal (a bytecode cache outside the program's tree)
+    read = None if flags & O_WRONLY else check("read", real, op)
+    if write is None or read is None:
+        return write or read
+    if MODE == 1 and (write[3] >= 2 or read[3] >= 2):  # refused: one denial (the write's first), and the
+        return write if write[3] >= 2 else read         # half that was allowed is not news
+    return [write, read]
 
 
 def open_quietly(path, flags):
@@ -1203,10 +1215,7 @@ def on_shm(op):
         flags = call[1] if len(call) > 1 else (kwargs.get("flags") if type(kwargs) is dict else None)
         if type(flags) is not int:
             return None
-        found = check("write", real, op) if flags & WRITE_FLAGS else None
-        if not flags & O_WRONLY and found is None:
-            found = check("read", real, op)
-        return found
+        return by_access(real, flags, op)
     return handler
 
 
