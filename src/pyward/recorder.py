@@ -148,6 +148,10 @@ class Wire(Sink):
         """The sandbox's layers in force, for the report's run metadata (sent once the program starts)."""
         self._send(_canonical.dumps({"ctl": "layers", "layers": layers}) + "\n")
 
+    def note_spool(self, path: str) -> None:
+        """The children's spool (spool.py), sent before the program's first line."""
+        self._send(_canonical.dumps({"ctl": "spool", "path": path}) + "\n")
+
     def end(self, status: int | None, reason: str) -> dict[str, Any] | None:
         """Send the end record and wait for the recorder's answer (the report
         written, its summary); None when the recorder is gone."""
@@ -356,6 +360,20 @@ def _detach(keep: tuple[int | None, ...]) -> None:
         pass
 
 
+def _is_spool(path: object) -> bool:
+    """A children's spool as the sandbox names it (spool.py): nothing else is read, or removed."""
+    if type(path) is not str or not os.path.isabs(path) or "/../" in path:
+        return False
+    name = os.path.basename(path)
+    if name == "children.jsonl":
+        name = os.path.basename(os.path.dirname(path))[:-2] if path.endswith(".children.jsonl.d/children.jsonl") \
+            else ""
+    stem = name[:-len(".children.jsonl")] if name.endswith(".children.jsonl") else ""
+    parts = stem.split("-")
+    return len(parts) == 3 and parts[0] == "pyward" and parts[1].isdigit() and len(parts[2]) == 12 \
+        and all(c in "0123456789abcdef" for c in parts[2])
+
+
 # -- the recorder ------------------------------------------------------------------------
 
 
@@ -365,6 +383,7 @@ class Recorder:
     def __init__(self, path: str, run: dict[str, Any], start_clock: float, checkpoints: dict[str, Any] | None,
                  key: bytes | None, pidfd: int | None, lost: dict[str, Any] | None = None) -> None:
         self.path, self.run, self.start_clock, self.pidfd, self.lost = path, run, start_clock, pidfd, lost
+        self.spool: str | None = None  # the children's spool, collected here when the program could not
         self.events: list[dict[str, Any]] = []
         self.ended: tuple[int | None, str] | None = None
         self.after_end = 0  # events received after the last end record
@@ -512,6 +531,10 @@ class Recorder:
                     and "layers" not in self.run:
                 self.run = {**self.run, "layers": value["layers"]}
                 return
+            if value.get("ctl") == "spool" and set(value) == {"ctl", "path"} and self.spool is None \
+                    and not self.events and _is_spool(value["path"]):  # (sent before any event of the program's)
+                self.spool = value["path"]
+                return
             self._malformed(line, "not a control record pyward sends")
             return
         event = _event(value)
@@ -562,14 +585,12 @@ class Recorder:
                           "recorder were not events pyward sends (the first ones are recorded above)",
                           {"count": self.malformed})
         if self.ended is None:
-            learn = self.lost.get("learn") if self.lost else None
-            if learn:  # the sandbox writes a learned policy when the program ends, which it did not
-                self._add_own("learn.unwritten", "warning", f"the learning run ended without an end ({LOST}): "
-                              f"no policy was written to {learn}", {"path": learn})
+            self._collect_spool()
+            learned = self._learn()
             self._add_own("run.end", "error", f"run end: {LOST}", {"exit_status": None, "reason": LOST})
             data = self.write()
             if self.lost and self.lost.get("say"):
-                self._say_lost(data, learn)
+                self._say_lost(data, learned)
         elif self.after_end or self.malformed or self._changed():
             status, reason = self.ended
             if self.after_end:
@@ -579,15 +600,66 @@ class Recorder:
         if self.sink is not None and self.written is None:
             self.sink.close()  # the journal at the report path stays, sealed: verify says how far it is intact
 
-    def _say_lost(self, data: dict[str, Any] | None, learn: str | None) -> None:
+    def _collect_spool(self) -> None:
+        """The sandbox events of the program's children, which the program's own end would have collected."""
+        if self.spool is None:
+            return
+        from .spool import read_spool
+
+        policy = (self.run.get("policy") or {}).get("id")
+        try:
+            spooled = read_spool(self.spool)
+        except (OSError, ValueError):
+            return
+        for kind, name, message, severity, details, where, function, pid, at in spooled:
+            if kind == "granted" or severity not in SEVERITIES or type(pid) is not int \
+                    or not all(type(x) is str for x in (kind, name, message)):
+                continue
+            event = {"v": SCHEMA_VERSION, "seq": 0, "time": iso_time(at if type(at) is float else time.time()),
+                     "pid": pid, "thread": "", "engine": "sandbox", "kind": kind, "name": name,
+                     "severity": severity, "message": message, "where": where if type(where) is str else None,
+                     "function": function if type(function) is str else None, "details": details}
+            if type(policy) is str:
+                event["policy"] = policy
+            self._add(event)
+        directory = os.path.dirname(self.spool)
+        if directory.endswith(".children.jsonl.d"):  # the spool's own directory under the kernel wall
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass
+
+    def _learn(self) -> tuple[str, int] | str | None:
+        """A learning run's policy, from what was recorded (the sandbox writes it when the program ends, which
+        it did not): (path as shown, rules), the reason it was not written, or None (not a learning run)."""
+        if not self.lost or not self.lost.get("learn"):
+            return None
+        from .policy.learn import observations_of, write_learned
+
+        path, shown = self.lost["learn"], self.lost.get("shown_learn") or self.lost["learn"]
+        try:
+            _, rules = write_learned(path, observations_of(self.events), self.run.get("command") or [])
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            self._add_own("learn.unwritten", "warning", f"the learning run was killed ({LOST}) and its policy "
+                          f"could not be written to {shown}: {why}", {"path": path, "error": why})
+            return why
+        self._add_own("learned", "warning", f"the learning run was killed ({LOST}): the policy written to "
+                      f"{shown} ({rules} rules) holds what the program did until then", {"path": path,
+                                                                                         "rules": rules})
+        return shown, rules
+
+    def _say_lost(self, data: dict[str, Any] | None, learned: tuple[str, int] | str | None) -> None:
         """The run-end line the program's process could not print, after whatever it printed."""
         from .journal import stderr_writer
 
         writer = stderr_writer()
-        if learn:
-            writer.write_line(f"[pyward][warning] the learning run was killed before its end: no policy was "
-                              f"written to {learn} (a learning run writes its policy when the program exits: "
-                              "let it end, or stop it with Ctrl-C)")
+        if type(learned) is tuple:
+            writer.write_line(f"[pyward][warning] the learning run was killed before its end: the policy written "
+                              f"to {learned[0]} ({learned[1]} rules) holds what the program did until then")
+        elif type(learned) is str:
+            writer.write_line(f"[pyward][error] the learning run was killed before its end, and its policy could "
+                              f"not be written to {self.lost and self.lost.get('shown_learn')}: {learned}")
         counts = data["summary"] if data is not None else None
         parts = [f"run end: {LOST}"]
         if counts is not None:

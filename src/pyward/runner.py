@@ -658,8 +658,8 @@ class Session:
         assert self.report_path is not None
         try:
             learn = s.get("sandbox.learn")
-            lost = {"report": display_path(self.report_path), "learn": display_path(learn) if learn else None,
-                    "say": not s["quiet"]}
+            lost = {"report": display_path(self.report_path), "learn": learn, "say": not s["quiet"],
+                    "shown_learn": display_path(learn) if learn else None}
             self.recorder = recorder.start(self.report_path, self.start_metadata(), self._start_clock,
                                            every if checkpoints else None, key, lost)
         except OSError as exc:
@@ -670,6 +670,12 @@ class Session:
         own = (self.report_path, f"{self.report_path}.{self.pid}.tmp")  # the recorder's now, not this process's
         self.outputs = [path for path in self.outputs if path not in own]
         return True
+
+    def note_spool(self, path: str) -> None:
+        """Where Python and forked children spool their sandbox events: the recorder collects them itself when
+        the program is killed before its end collects them (a learning run then still writes its policy)."""
+        if self.recorder is not None:
+            self.recorder.note_spool(path)
 
     def record_exit(self, status: int, reason: str) -> None:
         self.exit_status, self.exit_reason = status, reason

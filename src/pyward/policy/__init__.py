@@ -30,6 +30,9 @@ import os
 
 from ..config import PERMISSIONS
 
+#: the sandbox's event kinds that say what the program did: what `pyward learn` learns from
+OBSERVED = ("observed", "allowed", "would_deny")
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

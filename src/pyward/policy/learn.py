@@ -13,7 +13,7 @@ import os
 import time
 
 from .._isolation import isolate_module
-from . import PERMISSIONS, path_variables
+from . import OBSERVED, PERMISSIONS, path_variables
 
 time = isolate_module(time)  # noqa: F811 - a learned policy is dated by the clock, not by freezegun
 
@@ -168,9 +168,16 @@ def render(rules: dict[str, list[str]], command: list[str]) -> tuple[str, int]:
     return "\n".join(lines) + "\n", count
 
 
-def write_learned(path: str, observations: list[tuple[str, str, str]], session: Any) -> tuple[str, int]:
+def observations_of(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(permission, resource, operation) of recorded sandbox events, as the sandbox engine collects them."""
+    return [(e["details"].get("permission", ""), e["name"], e["details"].get("operation", "")) for e in events
+            if e.get("engine") == "sandbox" and e.get("kind") in OBSERVED and type(e.get("details")) is dict
+            and type(e.get("name")) is str]
+
+
+def write_learned(path: str, observations: list[tuple[str, str, str]], invocation: list[str]) -> tuple[str, int]:
     base = os.path.dirname(os.path.abspath(path))
-    text, count = render(generalise(observations, base), session.invocation)
+    text, count = render(generalise(observations, base), invocation)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path, count

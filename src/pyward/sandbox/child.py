@@ -7,9 +7,9 @@ import sys
 from ..journal import ConsoleSink, Journal
 from ..policy import Policy
 from ..runner import exit_at_once
+from ..spool import write_spool
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
-from .spool import write_spool
 
 
 def install_child(payload: str) -> None:

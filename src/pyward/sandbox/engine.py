@@ -26,11 +26,11 @@ from __future__ import annotations
 import os
 
 from .._isolation import isolate_builtins, isolate_module
-from ..policy import PERMISSIONS, Policy
+from ..policy import OBSERVED, PERMISSIONS, Policy
 from ..runner import Engine, exit_at_once
+from ..spool import child_spool, read_spool, write_spool
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
-from .spool import child_spool, read_spool, write_spool
 from .taint import check_taint, taint_policy_files, warn_writable_policy
 
 isolate_builtins(globals())
@@ -75,6 +75,8 @@ class SandboxEngine(Engine):
             if wanted(s, self.mode):
                 self.wall = plan(self.spool)
                 self.spool = self.wall.spool
+        if self.spool:  # a program killed before its end leaves its children's events to the record to collect
+            session.note_spool(self.spool)
         outputs = [*session.outputs, *(p for p in (self.learn, self.spool, self.wall and self.wall.spool_dir) if p)]
         if self.mode == "prompt":  # (prompt.py is imported for this mode only)
             from .prompt import file_digest, prompt_target, stdin_is_tty
@@ -121,7 +123,7 @@ class SandboxEngine(Engine):
         perm = details.get("permission", "")
         if kind == "granted":
             self.prompted.append((details["permission"], "*" if details["rule"] != "prompt" else name))
-        if kind in ("observed", "allowed", "would_deny"):
+        if kind in OBSERVED:
             self.counts[perm] = self.counts.get(perm, 0) + 1
             if self.learn:
                 self.observations.append((perm, name, details.get("operation", "")))
@@ -152,7 +154,7 @@ class SandboxEngine(Engine):
         if self.learn:
             from ..policy.learn import write_learned
 
-            path, rules = write_learned(self.learn, self.observations, session)
+            path, rules = write_learned(self.learn, self.observations, session.invocation)
             found_here = os.path.realpath(path) == os.path.realpath(os.path.join(session.cwd, "pyward.toml"))
             hint = "the next `pyward run` in this directory uses it" if found_here else \
                 f"use it with: pyward run --config {path} ..."

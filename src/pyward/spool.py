@@ -1,17 +1,19 @@
 """The spool: how child processes of a guarded program report their sandbox events.
 
-Python children (which run under the same policy, see child.py) and forked
-children append one JSON line per event to a file named in the policy
+Python children (which run under the same policy, see sandbox/child.py) and
+forked children append one JSON line per event to a file named in the policy
 payload; the parent reads it back at the end of the run into its own
 journal, log and report, so a denial in a child is counted where the run is.
+When the program is killed before its end, the recorder reads it instead
+(recorder.py).
 """
 from __future__ import annotations
 
 import os
 import time
 
-from .._isolation import isolate_builtins, isolate_module
-from ..canonical import dumps
+from ._isolation import isolate_builtins, isolate_module
+from .canonical import dumps
 
 isolate_builtins(globals())
 os = isolate_module(os)  # noqa: F811
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def child_spool(pid: int) -> str:
-    from ..policy import temp_dir
+    from .policy import temp_dir
 
     return os.path.join(temp_dir(), f"pyward-{pid}-{os.urandom(6).hex()}.children.jsonl")
 
