@@ -629,9 +629,9 @@ class Recorder:
             except OSError:
                 pass
 
-    def _learn(self) -> tuple[str, int] | str | None:
+    def _learn(self) -> tuple[str, str] | str | None:
         """A learning run's policy, from what was recorded (the sandbox writes it when the program ends, which
-        it did not): (path as shown, rules), the reason it was not written, or None (not a learning run)."""
+        it did not): (path as shown, "N rules"), the reason it was not written, or None (not a learning run)."""
         if not self.lost or not self.lost.get("learn"):
             return None
         from .policy.learn import observations_of, write_learned
@@ -644,19 +644,19 @@ class Recorder:
             self._add_own("learn.unwritten", "warning", f"the learning run was killed ({LOST}) and its policy "
                           f"could not be written to {shown}: {why}", {"path": path, "error": why})
             return why
+        counted = f"{rules} rule{'s' * (rules != 1)}"
         self._add_own("learned", "warning", f"the learning run was killed ({LOST}): the policy written to "
-                      f"{shown} ({rules} rules) holds what the program did until then", {"path": path,
-                                                                                         "rules": rules})
-        return shown, rules
+                      f"{shown} ({counted}) holds what the program did until then", {"path": path, "rules": rules})
+        return shown, counted
 
-    def _say_lost(self, data: dict[str, Any] | None, learned: tuple[str, int] | str | None) -> None:
+    def _say_lost(self, data: dict[str, Any] | None, learned: tuple[str, str] | str | None) -> None:
         """The run-end line the program's process could not print, after whatever it printed."""
         from .journal import stderr_writer
 
         writer = stderr_writer()
         if type(learned) is tuple:
             writer.write_line(f"[pyward][warning] the learning run was killed before its end: the policy written "
-                              f"to {learned[0]} ({learned[1]} rules) holds what the program did until then")
+                              f"to {learned[0]} ({learned[1]}) holds what the program did until then")
         elif type(learned) is str:
             writer.write_line(f"[pyward][error] the learning run was killed before its end, and its policy could "
                               f"not be written to {self.lost and self.lost.get('shown_learn')}: {learned}")

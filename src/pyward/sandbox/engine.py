@@ -166,7 +166,7 @@ class SandboxEngine(Engine):
                             f"policy in {path} covers only what ran before that; fix the run and learn again, "
                             "or review the policy by hand", details={"exit_status": status})
             session.journal.emit("sandbox", "learned", path, severity="notice", where="",
-                                 message=f"learned policy written to {path} ({rules} rules); {hint}")
+                                 message=f"learned policy written to {path} ({rules} rule{'s' * (rules != 1)}); {hint}")
             return
         changed: list[str] = []
         if self.save_target or self.prompted:  # prompt mode, whose start imported prompt.py
