@@ -229,8 +229,8 @@ def test_a_killed_program_gets_its_run_end_line_and_policy_from_the_recorder(tmp
     if command != "learn":
         assert len(lines) == 1 and not learned and not (tmp_path / "learned.toml").exists()
         return
-    assert lines[-2].startswith("[pyward][warning] the learning run was killed before its end: the policy written "
-                                "to learned.toml (")
+    assert lines[-2].startswith("[pyward][warning] the learning run ended early (killed or os._exit (no end "
+                                "recorded)): the policy written to learned.toml (")
     assert len(learned) == 1 and learned[0]["details"]["path"] == str(tmp_path / "learned.toml")
     again = subprocess.run([sys.executable, "-m", "pyward", "run", "--config", "learned.toml", "--report", "e.json",
                             "app.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
@@ -238,6 +238,31 @@ def test_a_killed_program_gets_its_run_end_line_and_policy_from_the_recorder(tmp
     enforced = json.loads((tmp_path / "e.json").read_text())
     assert [e for e in enforced["events"] if e["kind"] == "denied"] == []
     assert enforced["run"]["layers"]["audit"] == "enforce"
+
+
+EXECS = """\
+import os, sys
+try:
+    os.execv("/nonexistent/tool", ["tool"])  # fails: the program goes on
+except OSError:
+    print("no tool", flush=True)
+os.execv("/bin/sh", ["sh", "-c", "sleep 2.5; echo from sh; exit 3"])  # outlives CLOSE_GRACE_S
+"""
+
+
+def test_a_program_that_replaces_itself_by_exec_is_said_to_have_done_so(tmp_path):
+    """`python -m ruff` (and every wrapper of a native tool) ends with os.execvp: not a kill, and not a closed
+    channel; the record says what the program became, and that its exit status is not pyward's to record."""
+    (tmp_path / "app.py").write_text(EXECS)
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "--report", "r.json", "app.py"], cwd=tmp_path,
+                            env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (3, "no tool\nfrom sh\n"), result.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    reason = "replaced itself with /bin/sh (exec; the exit status of what it ran is not recorded)"
+    assert (data["run"]["exit_status"], data["run"]["exit_reason"]) == (None, reason)
+    assert [e["kind"] for e in data["events"] if e["engine"] == "pyward"][-1:] == ["run.end"]
+    assert not [e for e in data["events"] if e["kind"] == "record.closed"]
+    assert result.stderr.splitlines()[-1].startswith(f"[pyward] run end: {reason} · 0 denied")
 
 
 def test_signals_to_the_recorder_are_denied(app):

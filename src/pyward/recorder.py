@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 #: exit_reason of a run whose process ended without an end record
 LOST = "killed or os._exit (no end recorded)"
+#: exit_reason of a run whose program replaced itself by an exec (the new image's end is not the program's)
+EXECED = "replaced itself with {} (exec; the exit status of what it ran is not recorded)"
 #: malformed lines recorded one by one; beyond that they are counted
 MALFORMED_LIMIT = 20
 #: how long after the end of the pipe the program's process may take to be seen ending
@@ -151,6 +153,10 @@ class Wire(Sink):
     def note_spool(self, path: str) -> None:
         """The children's spool (spool.py), sent before the program's first line."""
         self._send(_canonical.dumps({"ctl": "spool", "path": path}) + "\n")
+
+    def note_exec(self, path: str) -> None:
+        """The program's process is about to replace itself (os.exec*): its end will not come from it."""
+        self._send(_canonical.dumps({"ctl": "exec", "path": path}) + "\n")
 
     def end(self, status: int | None, reason: str) -> dict[str, Any] | None:
         """Send the end record and wait for the recorder's answer (the report
@@ -384,6 +390,7 @@ class Recorder:
                  key: bytes | None, pidfd: int | None, lost: dict[str, Any] | None = None) -> None:
         self.path, self.run, self.start_clock, self.pidfd, self.lost = path, run, start_clock, pidfd, lost
         self.spool: str | None = None  # the children's spool, collected here when the program could not
+        self.execed: str | None = None  # what the program's process last asked to exec (the program's words)
         self.events: list[dict[str, Any]] = []
         self.ended: tuple[int | None, str] | None = None
         self.after_end = 0  # events received after the last end record
@@ -441,9 +448,10 @@ class Recorder:
             self._malformed(bytes(self.pending), "cut short")
         if program_alive and self.pidfd is not None and not self._ended(CLOSE_GRACE_S):
             # a process closes its descriptors before it is seen to end: only a program still running
-            # after the grace time closed the channel itself
-            self._add_own("record.closed", "warning", "pyward's channel to its recorder was closed while the "
-                          "program was still running: what it did after that is not in this record")
+            # after the grace time closed the channel itself (or replaced itself by an exec: expected)
+            if self.execed is None:
+                self._add_own("record.closed", "warning", "pyward's channel to its recorder was closed while the "
+                              "program was still running: what it did after that is not in this record")
             self._ended(None)
         self.finish()
         try:
@@ -531,6 +539,9 @@ class Recorder:
                     and "layers" not in self.run:
                 self.run = {**self.run, "layers": value["layers"]}
                 return
+            if value.get("ctl") == "exec" and set(value) == {"ctl", "path"} and type(value["path"]) is str:
+                self.execed = value["path"][:300]  # an exec that fails leaves the program running: its end follows
+                return
             if value.get("ctl") == "spool" and set(value) == {"ctl", "path"} and self.spool is None \
                     and not self.events and _is_spool(value["path"]):  # (sent before any event of the program's)
                 self.spool = value["path"]
@@ -587,7 +598,9 @@ class Recorder:
         if self.ended is None:
             self._collect_spool()
             learned = self._learn()
-            self._add_own("run.end", "error", f"run end: {LOST}", {"exit_status": None, "reason": LOST})
+            reason = self._lost()
+            self._add_own("run.end", "error" if self.execed is None else "notice", f"run end: {reason}",
+                          {"exit_status": None, "reason": reason})
             data = self.write()
             if self.lost and self.lost.get("say"):
                 self._say_lost(data, learned)
@@ -629,6 +642,10 @@ class Recorder:
             except OSError:
                 pass
 
+    def _lost(self) -> str:
+        """Why there is no end record: an exec the program asked for, or a death pyward did not see."""
+        return LOST if self.execed is None else EXECED.format(self.execed)
+
     def _learn(self) -> tuple[str, str] | str | None:
         """A learning run's policy, from what was recorded (the sandbox writes it when the program ends, which
         it did not): (path as shown, "N rules"), the reason it was not written, or None (not a learning run)."""
@@ -641,11 +658,11 @@ class Recorder:
             _, rules = write_learned(path, observations_of(self.events), self.run.get("command") or [])
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
-            self._add_own("learn.unwritten", "warning", f"the learning run was killed ({LOST}) and its policy "
+            self._add_own("learn.unwritten", "warning", f"the learning run ended early ({self._lost()}) and its policy "
                           f"could not be written to {shown}: {why}", {"path": path, "error": why})
             return why
         counted = f"{rules} rule{'s' * (rules != 1)}"
-        self._add_own("learned", "warning", f"the learning run was killed ({LOST}): the policy written to "
+        self._add_own("learned", "warning", f"the learning run ended early ({self._lost()}): the policy written to "
                       f"{shown} ({counted}) holds what the program did until then", {"path": path, "rules": rules})
         return shown, counted
 
@@ -655,13 +672,13 @@ class Recorder:
 
         writer = stderr_writer()
         if type(learned) is tuple:
-            writer.write_line(f"[pyward][warning] the learning run was killed before its end: the policy written "
+            writer.write_line(f"[pyward][warning] the learning run ended early ({self._lost()}): the policy written "
                               f"to {learned[0]} ({learned[1]}) holds what the program did until then")
         elif type(learned) is str:
-            writer.write_line(f"[pyward][error] the learning run was killed before its end, and its policy could "
+            writer.write_line(f"[pyward][error] the learning run ended early ({self._lost()}), and its policy could "
                               f"not be written to {self.lost and self.lost.get('shown_learn')}: {learned}")
         counts = data["summary"] if data is not None else None
-        parts = [f"run end: {LOST}"]
+        parts = [f"run end: {self._lost()}"]
         if counts is not None:
             parts += [f"{counts['denied']} denied", f"{counts['tamper_alerts']} tamper alerts",
                       f"{counts['healed']} healed", f"report: {self.lost and self.lost.get('report')}"]
@@ -675,7 +692,7 @@ class Recorder:
         return (st.st_ino, st.st_size, st.st_mtime_ns) != self.written
 
     def run_metadata(self) -> dict[str, Any]:
-        status, reason = self.ended if self.ended is not None else (None, LOST)
+        status, reason = self.ended if self.ended is not None else (None, self._lost())
         return {**self.run, "end": iso_time(time.time()), "duration_s": round(time.monotonic() - self.start_clock, 6),
                 "exit_status": status, "exit_reason": reason}
 

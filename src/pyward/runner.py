@@ -486,6 +486,7 @@ class Session:
         self.outputs += self._own_outputs()
         self._open_record()  # (its policy revision binds digest.SHA256 for every later hash, before the program runs)
         self._guard_exit()
+        self._watch_exec()
         for engine in self.engines:
             try:
                 engine.start(self)
@@ -536,6 +537,26 @@ class Session:
         guard = native.guard(None, original, self._exiting)
         for module in modules:
             module._exit = guard
+
+    def _watch_exec(self) -> None:
+        from ._native import native
+
+        if native is not None and self.recorder is not None:
+            native.audit_subscribe(("os.exec",), self._execing)
+
+    def _execing(self, event: str, args: tuple[Any, ...]) -> None:
+        """The program replaces itself (os.exec*): the recorder says so, rather than "killed", when no end
+        comes (an exec that fails leaves the program running, and its end follows).  An audit subscriber:
+        never raises into the program's call."""
+        try:
+            if self.journal.is_child or self.recorder is None or not args:
+                return  # (a forked child's exec is its own: the run goes on)
+            path = args[0]
+            if type(path) is bytes:
+                path = os.fsdecode(path)
+            self.recorder.note_exec(path if type(path) is str else "a program")
+        except Exception:
+            pass
 
     def _exiting(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> tuple[tuple[Any, ...], Any]:
         """The program calls `os._exit(*args)`: finish the run first (when the call is one that exits)."""
