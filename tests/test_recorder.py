@@ -229,8 +229,8 @@ def test_a_killed_program_gets_its_run_end_line_and_policy_from_the_recorder(tmp
     if command != "learn":
         assert len(lines) == 1 and not learned and not (tmp_path / "learned.toml").exists()
         return
-    assert lines[-2].startswith("[pyward][warning] the learning run ended early (killed or os._exit (no end "
-                                "recorded)): the policy written to learned.toml (")
+    assert lines[-2].startswith("[pyward][warning] the learning run's program did not finish (killed or os._exit "
+                                "(no end recorded)): the policy written to learned.toml (")
     assert len(learned) == 1 and learned[0]["details"]["path"] == str(tmp_path / "learned.toml")
     again = subprocess.run([sys.executable, "-m", "pyward", "run", "--config", "learned.toml", "--report", "e.json",
                             "app.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)

@@ -646,37 +646,38 @@ class Recorder:
         """Why there is no end record: an exec the program asked for, or a death pyward did not see."""
         return LOST if self.execed is None else EXECED.format(self.execed)
 
-    def _learn(self) -> tuple[str, str] | str | None:
+    def _learn(self) -> list[str]:
         """A learning run's policy, from what was recorded (the sandbox writes it when the program ends, which
-        it did not): (path as shown, "N rules"), the reason it was not written, or None (not a learning run)."""
+        it did not); the lines to say of it ("[pyward]..." each), none when this is no learning run."""
         if not self.lost or not self.lost.get("learn"):
-            return None
-        from .policy.learn import observations_of, write_learned
+            return []
+        from .policy.learn import observations_of, unseen_notice, write_learned
 
         path, shown = self.lost["learn"], self.lost.get("shown_learn") or self.lost["learn"]
+        ended = f"the learning run's program did not finish ({self._lost()})"
         try:
-            _, rules = write_learned(path, observations_of(self.events), self.run.get("command") or [])
+            _, rules, unseen = write_learned(path, observations_of(self.events), self.run.get("command") or [])
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
-            self._add_own("learn.unwritten", "warning", f"the learning run ended early ({self._lost()}) and its policy "
-                          f"could not be written to {shown}: {why}", {"path": path, "error": why})
-            return why
-        counted = f"{rules} rule{'s' * (rules != 1)}"
-        self._add_own("learned", "warning", f"the learning run ended early ({self._lost()}): the policy written to "
-                      f"{shown} ({counted}) holds what the program did until then", {"path": path, "rules": rules})
-        return shown, counted
+            message = f"{ended}, and its policy could not be written to {shown}: {why}"
+            self._add_own("learn.unwritten", "error", message, {"path": path, "error": why})
+            return [f"[pyward][error] {message}"]
+        message = f"{ended}: the policy written to {shown} ({rules} rule{'s' * (rules != 1)}) holds what it did " \
+                  "until then"
+        self._add_own("learned", "warning", message, {"path": path, "rules": rules})
+        lines = [f"[pyward][warning] {message}"]
+        if unseen:
+            self._add_own("learned.unseen", "notice", unseen_notice(unseen), {"commands": unseen})
+            lines.append(f"[pyward] {unseen_notice(unseen)}")
+        return lines
 
-    def _say_lost(self, data: dict[str, Any] | None, learned: tuple[str, str] | str | None) -> None:
+    def _say_lost(self, data: dict[str, Any] | None, learned: list[str]) -> None:
         """The run-end line the program's process could not print, after whatever it printed."""
         from .journal import stderr_writer
 
         writer = stderr_writer()
-        if type(learned) is tuple:
-            writer.write_line(f"[pyward][warning] the learning run ended early ({self._lost()}): the policy written "
-                              f"to {learned[0]} ({learned[1]}) holds what the program did until then")
-        elif type(learned) is str:
-            writer.write_line(f"[pyward][error] the learning run ended early ({self._lost()}), and its policy could "
-                              f"not be written to {self.lost and self.lost.get('shown_learn')}: {learned}")
+        for line in learned:
+            writer.write_line(line)
         counts = data["summary"] if data is not None else None
         parts = [f"run end: {self._lost()}"]
         if counts is not None:

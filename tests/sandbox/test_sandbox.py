@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from helpers import clean_env
+from pyward.sandbox.kernel import abi as landlock_abi
 from sandbox_helpers import guard
 
 # --- enforce, permission by permission -------------------------------------------------
@@ -810,6 +811,39 @@ def test_learn_writes_the_policy_of_a_program_that_ends_by_os_exit(tmp_path, tmp
     assert (enforced.returncode, enforced.stdout) == (1, "x = 1\n\n"), enforced.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["summary"]["denied"] == 0 and report["run"]["exit_reason"] == "os._exit"
+
+
+LEARN_COMMANDS = """\
+import os, subprocess, sys
+subprocess.run(["sh", "-c", "cat \\"$DATA\\" > /dev/null"], check=True)  # native: its read is unseen
+subprocess.run([sys.executable, "-c", "pass"], check=True)  # Python: armed, its files are learned
+subprocess.run([os.path.abspath("tool.py")], check=True)  # a console script (#! python): Python too
+print("done", flush=True)
+"""
+
+
+def test_learn_says_which_commands_it_could_not_see_into(tmp_path, tmp_path_factory):
+    """A command that is not Python runs no audit hook: the files it opens cannot be learned, and the kernel
+    wall would refuse them. The learned policy and the run say which commands those are, and only those."""
+    data = tmp_path_factory.mktemp("elsewhere") / "input.txt"
+    data.write_text("x\n")
+    (tmp_path / "app.py").write_text(LEARN_COMMANDS)
+    (tmp_path / "tool.py").write_text(f"#!{sys.executable}\nprint('tool')\n")
+    (tmp_path / "tool.py").chmod(0o755)
+    env = clean_env(DATA=str(data))
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "tool\ndone\n"), learned.stderr
+    notices = [line for line in learned.stderr.splitlines() if "not Python" in line]
+    assert notices == ["[pyward] the program ran 1 command that is not Python (sh): no audit hook runs there, so "
+                       "the files it reads and writes are not in the policy; under enforce the kernel wall refuses "
+                       "them until you add them (or run with --no-kernel)"]
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert "# not Python, so what they read and write was not learned: sh\n" in policy
+    if landlock_abi():  # the notice is true: the wall refuses the command's read the learning run could not see
+        enforced = subprocess.run([sys.executable, "-m", "pyward", "run", "app.py"], cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=60)
+        assert enforced.returncode == 1 and "Permission denied" in enforced.stderr, enforced.stderr
 
 
 @pytest.mark.parametrize("mode, verdict", [("enforce", "denied"), ("watch", "allowed")])

@@ -136,7 +136,40 @@ def toml_string(value: str) -> str:
     return "".join(out)
 
 
-def render(rules: dict[str, list[str]], command: list[str]) -> tuple[str, int]:
+def not_python(commands: Iterable[str]) -> list[str]:
+    """The commands of `run` rules that are neither Python nor a script Python runs: no audit hook runs in
+    them, so the files they open were not learned (the kernel wall refuses what the policy does not list)."""
+    import shutil
+
+    out = []
+    for command in commands:
+        path = command if "/" in command else shutil.which(command)
+        if command == "fork" or path is None or not os.path.isfile(path) or _runs_python(path):
+            continue
+        out.append(command)
+    return out
+
+
+def _runs_python(path: str) -> bool:
+    """A Python interpreter, or a script whose `#!` line runs one (console scripts: pip, pytest)."""
+    real = os.path.realpath(path)
+    if os.path.basename(real).startswith(("python", "pypy")):
+        return True
+    try:
+        with open(real, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    if head[:2] != b"#!":
+        return False
+    words = head[2:].split(b"\n", 1)[0].split()
+    names = [os.path.basename(w) for w in words[:1]] + ([words[1]] if words[:1] and words[0].endswith(b"/env")
+                                                          and len(words) > 1 else [])
+    return any(name.startswith((b"python", b"pypy")) for name in names)
+
+
+def render(rules: dict[str, list[str]], command: list[str], unseen: list[str] | None = None) -> tuple[str, int]:
+    """The policy file's text and its number of rules; `unseen`: the run rules' commands that are not Python."""
     lines = [
         f"# pyward policy learned by `pyward learn` on {time.strftime('%Y-%m-%d %H:%M')} from:",
         "#   " + " ".join(command),
@@ -159,6 +192,9 @@ def render(rules: dict[str, list[str]], command: list[str]) -> tuple[str, int]:
             except ValueError:
                 skipped.append(value)
         if items:
+            if perm == "run" and unseen:
+                lines.append(f"# not Python, so what they read and write was not learned: {', '.join(unseen)}")
+                lines.append("# (under the kernel wall, add their files to read/write, or run with --no-kernel)")
             lines.append(f"{perm} = [")
             lines += [f"  {item}," for item in items]
             lines.append("]")
@@ -175,12 +211,26 @@ def observations_of(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, st
             and type(e.get("name")) is str]
 
 
-def write_learned(path: str, observations: list[tuple[str, str, str]], invocation: list[str]) -> tuple[str, int]:
+def write_learned(path: str, observations: list[tuple[str, str, str]],
+                  invocation: list[str]) -> tuple[str, int, list[str]]:
+    """Write the policy; (path, rules, the commands it lets run that are not Python: see not_python)."""
     base = os.path.dirname(os.path.abspath(path))
-    text, count = render(generalise(observations, base), invocation)
+    rules = generalise(observations, base)
+    unseen = not_python(rules.get("run", []))
+    text, count = render(rules, invocation, unseen)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-    return path, count
+    return path, count, unseen
+
+
+def unseen_notice(unseen: list[str]) -> str:
+    """What a learned policy cannot hold, said once the policy is written."""
+    shown = ", ".join(unseen[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
+    many = len(unseen) != 1
+    they = "they read and write" if many else "it reads and writes"
+    return (f"the program ran {len(unseen)} command{'s' * many} that {'are' if many else 'is'} not Python "
+            f"({shown}): no audit hook runs there, so the files {they} are not in the policy; under enforce the "
+            "kernel wall refuses them until you add them (or run with --no-kernel)")
 
 
 def merge_answers(path: str, answers: list[tuple[str, str]]) -> str | None:

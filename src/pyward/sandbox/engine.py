@@ -154,7 +154,7 @@ class SandboxEngine(Engine):
         if self.learn:
             from ..policy.learn import write_learned
 
-            path, rules = write_learned(self.learn, self.observations, session.invocation)
+            path, rules, unseen = write_learned(self.learn, self.observations, session.invocation)
             found_here = os.path.realpath(path) == os.path.realpath(os.path.join(session.cwd, "pyward.toml"))
             hint = "the next `pyward run` in this directory uses it" if found_here else \
                 f"use it with: pyward run --config {path} ..."
@@ -167,6 +167,11 @@ class SandboxEngine(Engine):
                             "or review the policy by hand", details={"exit_status": status})
             session.journal.emit("sandbox", "learned", path, severity="notice", where="",
                                  message=f"learned policy written to {path} ({rules} rule{'s' * (rules != 1)}); {hint}")
+            if unseen:
+                from ..policy.learn import unseen_notice
+
+                session.journal.emit("sandbox", "learned.unseen", path, severity="notice", where="",
+                                     message=unseen_notice(unseen), details={"commands": unseen})
             return
         changed: list[str] = []
         if self.save_target or self.prompted:  # prompt mode, whose start imported prompt.py
