@@ -1144,5 +1144,10 @@ def start(settings: Settings, target: Target, invocation: list[str],
     session.engines = (engines or engines_for)(settings)
     if engines is None:
         session.outputs += outputs_for(settings, session.cwd)
-    session.open(stdin_code)
+    try:
+        session.open(stdin_code)
+    except TargetError as exc:  # the recorder, if it started, records that the program was not run
+        if session.recorder is not None:
+            session.recorder.end(exc.status, f"not run: {exc}"[:300])
+        raise
     return session, p

@@ -319,3 +319,71 @@ def test_learn_then_enforce_keeps_tempfile_in_the_temporary_directory(tmp_path):
     enforced = guard(tmp_path, TEMPFILES, "--config", "p.toml", config=True)
     assert enforced.stdout == plain.stdout, enforced
     assert enforced.denied == [] and enforced.result.returncode == 0, enforced
+
+
+UVLOOP_CONNECT = """\
+import asyncio, sys
+import uvloop
+
+async def main(port):
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        print("CONNECTED")
+        writer.close()
+    except PermissionError as exc:
+        print("DENIED", type(exc).__name__)
+
+uvloop.run(main(int(sys.argv[1])))
+"""
+
+
+def test_uvloop_connections_are_judged(tmp_path):
+    """uvloop's libuv connects in C, with no audit event: its loop's methods are judged as the calls they stand
+    for, so the refusal is the audit layer's (the kernel wall off: nothing else would stop it)."""
+    listener = Listener()
+    try:
+        denied = guard(tmp_path, UVLOOP_CONNECT, "--mode=enforce", "--no-kernel", "--allow-import=uvloop",
+                       "--allow-net=127.0.0.1:1", args=(str(listener.port),))
+        allowed = guard(tmp_path, UVLOOP_CONNECT, "--mode=enforce", "--no-kernel", "--allow-import=uvloop",
+                        f"--allow-net=127.0.0.1:{listener.port}", args=(str(listener.port),))
+    finally:
+        accepted = listener.close()
+    assert denied.stdout == "DENIED AccessDenied\n", denied
+    assert [e["name"] for e in denied.denied] == [f"127.0.0.1:{listener.port}"]
+    assert allowed.stdout == "CONNECTED\n" and accepted == 1, allowed
+
+
+UVLOOP_SERVICE = """\
+import asyncio, sys
+import uvloop
+
+async def handle(reader, writer):
+    writer.write((await reader.readline()).upper())
+    await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+    writer.write(b"hello\\n")
+    print((await reader.readline()).decode().strip())
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "print('child')",
+                                                 stdout=asyncio.subprocess.PIPE)
+    print((await child.communicate())[0].decode().strip(), child.returncode)
+    server.close()
+
+uvloop.run(main())
+"""
+
+
+def test_learn_sees_what_uvloop_does(tmp_path):
+    """A learning run sees uvloop's server, connection and process start, so its policy holds them under the
+    kernel wall, which would refuse what the policy does not list."""
+    (tmp_path / "app.py").write_text(UVLOOP_SERVICE)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "HELLO\nchild 0\n"), learned.stderr
+    policy = (tmp_path / "p.toml").read_text()
+    assert '"127.0.0.1",' in policy and sys.executable in policy, policy
+    enforced = guard(tmp_path, UVLOOP_SERVICE, "--config", "p.toml", config=True)
+    assert (enforced.stdout, enforced.denied) == ("HELLO\nchild 0\n", []), enforced

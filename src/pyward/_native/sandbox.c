@@ -1245,10 +1245,10 @@ make_guard(PyObject *module, PyObject *args)
     return (PyObject *)g;
 }
 
-/* A method of a C type guarded: the method descriptor in an immutable type's dict is
- * replaced by an instancemethod of a Guard whose original is that very descriptor, so
- * the original is reachable from nowhere but the guard.  Once per method: a method
- * that is already guarded (or is not a C method) is left alone and False returned. */
+/* A method of a C type guarded: the method descriptor (or Cython function) in an immutable
+ * type's dict is replaced by an instancemethod of a Guard whose original is that very
+ * descriptor, so the original is reachable from nowhere but the guard.  Once per method: a
+ * method that is already guarded (or is not a C method) is left alone and False returned. */
 static PyObject *
 guard_method(PyObject *module, PyObject *args)
 {
@@ -1257,8 +1257,10 @@ guard_method(PyObject *module, PyObject *args)
         return NULL;
     }
     PyTypeObject *tp = (PyTypeObject *)type;
-    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || !(tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE)
-        || tp->tp_dict == NULL) {
+    /* a C extension's class: an immutable heap type, or a static type of a third-party extension (Cython's
+     * classes: a dotted name, its own dict); never a static type of the interpreter's own */
+    int extension = (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || strchr(tp->tp_name, '.') != NULL;
+    if (!extension || !(tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE) || tp->tp_dict == NULL) {
         PyErr_SetString(PyExc_TypeError, "guard_method: an immutable heap type (a C extension's class) expected");
         return NULL;
     }
@@ -1269,7 +1271,10 @@ guard_method(PyObject *module, PyObject *args)
         }
         Py_RETURN_FALSE;
     }
-    if (!Py_IS_TYPE(current, &PyMethodDescr_Type) || ((Guard *)guard)->original != current) {
+    const char *kind = strrchr(Py_TYPE(current)->tp_name, '.');
+    kind = kind != NULL ? kind + 1 : Py_TYPE(current)->tp_name;
+    if (!(Py_IS_TYPE(current, &PyMethodDescr_Type) || strcmp(kind, "cython_function_or_method") == 0)
+        || ((Guard *)guard)->original != current) {
         Py_RETURN_FALSE;
     }
     PyObject *method = PyInstanceMethod_New(guard);

@@ -1096,6 +1096,13 @@ def guard_module(module):
         if SHIELD_SIGNALS is not None:
             SHIELD_SIGNALS(module)
         guard_function(space, "pidfd_send_signal", "pyward.pidfd_send_signal", None)
+    elif name == "uvloop.loop":  # libuv's sockets, lookups and processes raise no audit event
+        cls = space.get("Loop")
+        if type(cls) is type:
+            for method in LOOP_METHODS:
+                original = TYPE_DICT(cls).get(method)
+                if original is not None and type(original) is not GUARD_TYPE:
+                    GUARD_METHOD(cls, method, NATIVE_GUARD("pyward.uvloop." + method, original))
     elif name == "_posixshmem":
         guard_function(space, "shm_open", "pyward.shm_open", None)
         guard_function(space, "shm_unlink", "pyward.shm_unlink", None)
@@ -1281,19 +1288,7 @@ def on_address(op):
 def address(sock, addr, binding):
     family = FAMILY(sock)
     if family == AF_UNIX:
-        if type(addr) is bytes:
-            if addr[:1] == b"\x00":
-                return "unix:@" + addr[1:].decode("utf-8", "backslashreplace")
-            addr = addr.decode(FS_ENCODING, FS_ERRORS)
-        if type(addr) is not str:
-            return None
-        if addr[:1] == "\x00":  # the bytes the kernel gets, spelled as a bytes name is
-            try:
-                return "unix:@" + addr[1:].encode(FS_ENCODING, FS_ERRORS).decode("utf-8", "backslashreplace")
-            except UnicodeError:  # socket cannot encode it either: the call fails
-                return "unix:@" + addr[1:]
-        real = resolve(addr, None)
-        return "unix:" + real if real is not None else None
+        return unix_resource(addr)
     if family == AF_INET or family == AF_INET6:
         if type(addr) is not tuple or len(addr) < 2:
             return None
@@ -1304,6 +1299,23 @@ def address(sock, addr, binding):
             return None
         return inet_resource(host.lower(), port, family, binding)
     return "raw:family " + str(family)
+
+
+def unix_resource(addr):
+    """A unix socket's name as a resource: a file's real path, or an abstract name (@)."""
+    if type(addr) is bytes:
+        if addr[:1] == b"\x00":
+            return "unix:@" + addr[1:].decode("utf-8", "backslashreplace")
+        addr = addr.decode(FS_ENCODING, FS_ERRORS)
+    if type(addr) is not str:
+        return None
+    if addr[:1] == "\x00":  # the bytes the kernel gets, spelled as a bytes name is
+        try:
+            return "unix:@" + addr[1:].encode(FS_ENCODING, FS_ERRORS).decode("utf-8", "backslashreplace")
+        except UnicodeError:  # socket cannot encode it either: the call fails
+            return "unix:@" + addr[1:]
+    real = resolve(addr, None)
+    return "unix:" + real if real is not None else None
 
 
 def with_port(host, port):
@@ -1383,6 +1395,83 @@ def on_dns(args):
     if host == "localhost" or literal(host) is not None:
         return None  # no query leaves the machine; the connect that follows is checked
     return check("net", host, "dns lookup")
+
+
+# uvloop's event loop: libuv makes its sockets, lookups and processes in C, with no audit event; its
+# methods (LOOP_METHODS) are guarded (guard_module) and judged here as the calls they stand for.  A socket
+# the program made itself (sock=...) was judged when it connected or bound.
+
+
+def loop_argument(call, kwargs, position, name):
+    """A loop method's argument, by position (after self) or keyword."""
+    if len(call) > position:
+        return call[position]
+    return kwargs.get(name) if type(kwargs) is dict else None
+
+
+def loop_inet(host, port, op, binding):
+    """(host, port) of a loop method: a DNS lookup of a name, then the connect or bind."""
+    if type(host) is bytes:
+        host = host.decode("ascii", "replace")
+    if type(port) is str and port.isdigit():
+        port = int(port)
+    if type(host) is not str or type(port) is not int:
+        return []
+    found = []
+    lookup = on_dns((host,)) if host else None
+    if lookup is not None:
+        found.append(lookup)
+    family = AF_INET6 if ":" in host else AF_INET
+    judged = check("net", inet_resource(host.lower(), port, family, binding), op)
+    if judged is not None:
+        found.append(judged)
+    return found
+
+
+def on_loop(method):
+    def handler(args):
+        call, kwargs = args[0], args[1]
+        if type(call) is not tuple:
+            return None
+        if method == "getaddrinfo":
+            return on_dns((loop_argument(call, kwargs, 1, "host"),))
+        if method == "getnameinfo":
+            return on_reverse_dns((loop_argument(call, kwargs, 1, "sockaddr"),))
+        if method == "sock_connect":
+            sock, addr = loop_argument(call, kwargs, 1, "sock"), loop_argument(call, kwargs, 2, "address")
+            resource = address(sock, addr, False) if sock is not None and addr is not None else None
+            return check("net", resource, "connect") if resource is not None else None
+        if method == "subprocess_exec":
+            return check_run(loop_argument(call, kwargs, 2, "program"), kwargs.get("cwd") if type(kwargs) is dict
+                             else None, "uvloop subprocess_exec")
+        if method == "subprocess_shell":
+            return check_run("/bin/sh", None, "uvloop subprocess_shell")
+        if loop_argument(call, kwargs, 99, "sock") is not None:
+            return None  # the program's own socket: judged when it connected or bound
+        found = []
+        if method == "create_connection" or method == "create_server":
+            host, port = loop_argument(call, kwargs, 2, "host"), loop_argument(call, kwargs, 3, "port")
+            hosts = host if type(host) in (list, tuple) else [host]
+            for each in hosts:
+                found += loop_inet("" if each is None else each, port, "connect" if method == "create_connection"
+                                   else "bind", method == "create_server")
+            local = loop_argument(call, kwargs, 99, "local_addr")
+            if type(local) is tuple and len(local) >= 2:
+                found += loop_inet(local[0], local[1], "bind", True)
+        elif method == "create_datagram_endpoint":
+            for position, name, op in ((2, "local_addr", "bind"), (3, "remote_addr", "connect")):
+                pair = loop_argument(call, kwargs, position, name)
+                if type(pair) is tuple and len(pair) >= 2:
+                    found += loop_inet(pair[0], pair[1], op, op == "bind")
+        else:  # create_unix_connection, create_unix_server
+            path = loop_argument(call, kwargs, 2, "path")
+            resource = unix_resource(path) if path is not None else None
+            judged = check("net", resource, "connect" if method == "create_unix_connection" else "bind") \
+                if resource is not None else None
+            if judged is not None:
+                found.append(judged)
+        return found or None
+    return handler
 
 
 def on_reverse_dns(args):
@@ -1941,6 +2030,7 @@ def build_handlers():
         "pyward.mknod": on_make_node("mknod"),
         "pyward.shm_open": on_shm("shm_open"),
         "pyward.shm_unlink": on_shm("shm_unlink"),
+        **{"pyward.uvloop." + method: on_loop(method) for method in LOOP_METHODS},
         "socket.connect": on_address("connect"),
         "socket.sendto": on_address("sendto"),
         "socket.sendmsg": on_address("sendmsg"),

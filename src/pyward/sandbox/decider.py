@@ -207,6 +207,10 @@ def build_decider(policy: Policy, context: Context,
         "IMMUTABLE_TYPE": 1 << 8,  # Py_TPFLAGS_IMMUTABLETYPE: a C type, whose dict the program cannot change
         "READLINE_FILES": (("read_history_file", 0), ("write_history_file", 0), ("append_history_file", 1),
                            ("read_init_file", 0)),
+        # uvloop's Loop methods that stand for a connect, bind, lookup or process start (libuv raises no event)
+        "LOOP_METHODS": ("create_connection", "create_server", "create_datagram_endpoint", "create_unix_connection",
+                         "create_unix_server", "getaddrinfo", "getnameinfo", "sock_connect", "subprocess_exec",
+                         "subprocess_shell"),
         "FSPATH_DATABASE": "(a database named by an object's __fspath__)",
         "COMPUTED_DATABASE": "(a database name computed in SQL)",
         "CODE_RELABELLERS": frozenset(((stdlib + "/types.py", "coroutine"),
