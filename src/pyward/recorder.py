@@ -656,7 +656,8 @@ class Recorder:
         path, shown = self.lost["learn"], self.lost.get("shown_learn") or self.lost["learn"]
         ended = f"the learning run's program did not finish ({self._lost()})"
         try:
-            _, rules, unseen = write_learned(path, observations_of(self.events), self.run.get("command") or [])
+            _, rules, unseen = write_learned(path, observations_of(self.events), self.run.get("command") or [],
+                                             os.environ)  # (as the program started with it: forked before)
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
             message = f"{ended}, and its policy could not be written to {shown}: {why}"

@@ -928,3 +928,23 @@ def test_a_child_that_outlives_the_run_is_still_denied_quietly(project, tmp_path
         time.sleep(0.1)
     output = (project / "out" / "late.log").read_text()
     assert "late child denied" in output and "Traceback" not in output, output
+
+
+def test_learn_writes_a_prefix_for_a_family_of_variables_unless_it_would_hand_over_another(tmp_path):
+    """A CLI reading one variable per option (click's auto_envvar_prefix: UVICORN_HOST, UVICORN_PORT...) is
+    learned as UVICORN_*; AWS_* is not written while the environment holds an AWS_ variable the program never
+    read (it could be a secret), and the learned policy holds under enforce."""
+    (tmp_path / "app.py").write_text(
+        "import os\n"
+        "print([os.environ.get(n) for n in ('APP_HOST', 'APP_PORT', 'APP_DEBUG', 'AWS_REGION', 'AWS_PROFILE',"
+        " 'AWS_DEFAULT_REGION', 'LONE_ONE')])\n")
+    env = clean_env(AWS_SECRET_ACCESS_KEY="not-for-this-program", APP_PORT="8000")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0, learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert '"APP_*",' in policy and '"LONE_ONE",' in policy, policy
+    assert "AWS_*" not in policy and '"AWS_REGION",' in policy and "AWS_SECRET" not in policy, policy
+    enforced = subprocess.run([sys.executable, "-m", "pyward", "run", "app.py"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert (enforced.returncode, enforced.stdout) == (0, learned.stdout), enforced.stderr

@@ -26,8 +26,10 @@ TOO_BROAD = {"/", "/home", "/usr", "/etc", "/var", "/proc", "/proc/self", "/proc
              "/root", "/srv", "/mnt"}
 
 
-def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[str, list[str]]:
-    """Rules per permission, each list sorted; `base` is the policy file's directory."""
+def generalise(observations: Iterable[tuple[str, str, str]], base: str,
+               environment: Iterable[str] = ()) -> dict[str, list[str]]:
+    """Rules per permission, each list sorted; `base` is the policy file's directory, `environment` the names
+    of the variables the learning run started with (see env_prefixes)."""
     variables = path_variables()
     seen: dict[str, set[str]] = {perm: set() for perm in PERMISSIONS}
     for perm, resource, op in observations:
@@ -41,9 +43,28 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[
     net = {tmp_socket(r, variables["TMP"]) for r in ephemeral_to_host(seen["net"])}
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
-    for perm in ("run", "env", "ffi", "import"):
+    for perm in ("run", "ffi", "import"):
         rules[perm] = sorted(seen[perm] - {"*"}) + (["*"] if "*" in seen[perm] else [])
+    rules["env"] = env_prefixes(seen["env"] - {"*"}, set(environment)) + (["*"] if "*" in seen["env"] else [])
     return {perm: sorted(set(values)) for perm, values in rules.items() if values}
+
+
+def env_prefixes(names: set[str], environment: set[str]) -> list[str]:
+    """Three or more variables of one prefix (`UVICORN_HOST`, `UVICORN_PORT`...: a CLI reading an option each)
+    become `PREFIX_*`, unless the environment holds a variable of that prefix the program did not read (`AWS_*`
+    must not hand over an `AWS_SECRET_ACCESS_KEY` it never touched)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        cut = name.find("_", 1)
+        groups.setdefault(name[:cut + 1] if cut > 0 else name, []).append(name)
+    out = []
+    for prefix, members in groups.items():
+        if len(members) >= COLLAPSE_AT and prefix.endswith("_") and \
+                not any(other.startswith(prefix) and other not in names for other in environment):
+            out.append(prefix + "*")
+        else:
+            out += members
+    return sorted(out)
 
 
 def tmp_socket(resource: str, tmp: str) -> str:
@@ -211,11 +232,11 @@ def observations_of(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, st
             and type(e.get("name")) is str]
 
 
-def write_learned(path: str, observations: list[tuple[str, str, str]],
-                  invocation: list[str]) -> tuple[str, int, list[str]]:
+def write_learned(path: str, observations: list[tuple[str, str, str]], invocation: list[str],
+                  environment: Iterable[str] = ()) -> tuple[str, int, list[str]]:
     """Write the policy; (path, rules, the commands it lets run that are not Python: see not_python)."""
     base = os.path.dirname(os.path.abspath(path))
-    rules = generalise(observations, base)
+    rules = generalise(observations, base, environment)
     unseen = not_python(rules.get("run", []))
     text, count = render(rules, invocation, unseen)
     with open(path, "w", encoding="utf-8") as f:

@@ -154,7 +154,8 @@ class SandboxEngine(Engine):
         if self.learn:
             from ..policy.learn import write_learned
 
-            path, rules, unseen = write_learned(self.learn, self.observations, session.invocation)
+            path, rules, unseen = write_learned(self.learn, self.observations, session.invocation,
+                                                getattr(session, "start_env", {}))
             found_here = os.path.realpath(path) == os.path.realpath(os.path.join(session.cwd, "pyward.toml"))
             hint = "the next `pyward run` in this directory uses it" if found_here else \
                 f"use it with: pyward run --config {path} ..."
