@@ -948,3 +948,20 @@ def test_learn_writes_a_prefix_for_a_family_of_variables_unless_it_would_hand_ov
     enforced = subprocess.run([sys.executable, "-m", "pyward", "run", "app.py"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=60)
     assert (enforced.returncode, enforced.stdout) == (0, learned.stdout), enforced.stderr
+
+
+def test_learn_holds_multiprocessing_shared_memory_across_runs(tmp_path):
+    """multiprocessing's arenas are files of /dev/shm named by pid and at random, read and written through a
+    descriptor after they are unlinked (the kernel calls them 'NAME (deleted)'): learned as /dev/shm, so the
+    next run, with another pid, holds."""
+    (tmp_path / "app.py").write_text("import multiprocessing.heap as heap\nprint(len(heap.Arena(4096).buffer))\n")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "4096\n"), learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert '"/dev/shm",' in policy and "pym-" not in policy and "(deleted)" not in policy, policy
+    for _ in range(2):
+        enforced = subprocess.run([sys.executable, "-m", "pyward", "run", "--report", "r.json", "app.py"],
+                                  cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+        assert (enforced.returncode, enforced.stdout) == (0, "4096\n"), enforced.stderr
+        assert json.loads((tmp_path / "r.json").read_text())["summary"]["denied"] == 0

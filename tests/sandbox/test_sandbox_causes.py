@@ -162,6 +162,24 @@ def test_sqlite_uri_names(tmp_path):
     assert (tmp_path / "out" / "ok.db").exists()
 
 
+def test_a_memory_database_named_by_uri_needs_no_write(tmp_path):
+    """Django's test database (`file:memorydb_default?mode=memory&cache=shared`, uri=True) is memory: no file
+    to judge.  Without uri=True SQLite creates a file of that very name, which is a write."""
+    name = "file:memorydb_default?mode=memory&cache=shared"
+    run = guard(tmp_path, f"""\
+        import sqlite3
+        for uri in (True, False):
+            try:
+                sqlite3.connect({name!r}, uri=uri).execute('create table t(x)')
+                print("OPENED", uri)
+            except PermissionError:
+                print("DENIED", uri)
+    """, "--mode=enforce")
+    assert run.stdout == "OPENED True\nDENIED False\n", run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / name)]
+    assert not (tmp_path / name).exists()
+
+
 UNION = """\
 import sys
 try:

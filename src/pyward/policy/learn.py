@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 COLLAPSE_AT = 3
+#: the shared-memory file system, a temporary directory of its own (multiprocessing.heap, shm_open)
+SHARED_MEMORY = "/dev/shm"
 TOO_BROAD = {"/", "/home", "/usr", "/etc", "/var", "/proc", "/proc/self", "/proc/thread-self", "/sys", "/dev", "/opt",
              "/root", "/srv", "/mnt"}
 
@@ -111,6 +113,9 @@ def collapse(paths: set[str], variables: dict[str, str], base: str) -> set[str]:
     out = set()
     for path in paths:  # the tempfile module's random names (and O_TMPFILE opens of $TMP) become $TMP
         inside_base = path == base or path.startswith(base.rstrip("/") + "/")
+        if path.startswith(SHARED_MEMORY + "/"):  # multiprocessing's arenas, shm_open's names: new each run
+            out.add(SHARED_MEMORY)
+            continue
         out.add(tmp if (path == tmp or path.startswith(tmp + "/")) and not inside_base else path)
     changed = True
     while changed:

@@ -603,6 +603,8 @@ def fd_target(fd):
         return None
     try:
         target = READLINK("/proc/self/fd/" + INT_REPR(fd))
+        if target[-10:] == " (deleted)" and FSTAT(fd).st_nlink == 0:
+            target = target[:-10]  # the kernel's mark of a file with no name left: judged by the one it had
     except (OSError, ValueError):
         return None
     return target if target[:1] == "/" else "/proc/self/fd/" + INT_REPR(fd)
@@ -965,11 +967,23 @@ def on_copytree(args):
     return pick(check("read", src, "copytree") if src else None, check("write", dst, "copytree") if dst else None)
 
 
+def note_sqlite_uri(call, kwargs):
+    """Before _sqlite3.connect (its event does not say): whether this thread's next connection takes its
+    'file:' name as a URI only (uri=True), so that on_sqlite does not judge the literal file name too."""
+    uri = call[7] if len(call) > 7 else (kwargs.get("uri") if type(kwargs) is dict else None)
+    database = call[0] if call else (kwargs.get("database") if type(kwargs) is dict else None)
+    STATE[("sqlite uri", THREAD_ID())] = database if (uri is True or (type(uri) is int and uri)) \
+        and type(database) is str else None
+    return (call, kwargs)
+
+
 def on_sqlite(args):
-    return sqlite_file(args[0] if args else None, "sqlite3.connect")
+    database = args[0] if args else None
+    uri = STATE.pop(("sqlite uri", THREAD_ID()), None)
+    return sqlite_file(database, "sqlite3.connect", uri is not None and uri == database and type(database) is str)
 
 
-def sqlite_file(database, op):
+def sqlite_file(database, op, uri_only=False):
     """A database named by str or bytes: a path, or a 'file:' URI (judged as the URI's
     path, and as the literal name too where that could be opened); read for mode=ro.
     A name of another type reaches here only when sqlite3.Connection() itself was
@@ -1003,7 +1017,7 @@ def sqlite_file(database, op):
             real = resolve(path, None)
             if real is not None:
                 found.append(check(perm, real, op))
-        literal = resolve(database, None)  # without uri=True the name is a file name
+        literal = None if uri_only else resolve(database, None)  # without uri=True the name is a file name
         if literal is not None and REALPATH(literal.rpartition("/")[0] or "/") is not None:
             found.append(check("write", literal, op))
     else:
@@ -1077,7 +1091,7 @@ def guard_module(module):
     space = MODULE_DICT(module)
     name = space.get("__name__")
     if name == "_sqlite3":
-        guard_function(space, "connect", None, ((0, "database"),))
+        guard_function_with(space, "connect", None, note_sqlite_uri, ((0, "database"),))
         cls = space.get("Connection")
         if type(cls) is type:
             guard_authorizer_setter(cls)
@@ -1136,10 +1150,10 @@ def guard_function(space, name, event, paths):
         space[name] = NATIVE_GUARD(event, original, None, None, paths)
 
 
-def guard_function_with(space, name, event, before):
+def guard_function_with(space, name, event, before, paths=None):
     original = space.get(name)
     if original is not None and type(original) is not GUARD_TYPE:
-        space[name] = NATIVE_GUARD(event, original, before)
+        space[name] = NATIVE_GUARD(event, original, before, None, paths)
 
 
 def guard_c_method(cls, name, event, paths):

@@ -104,6 +104,7 @@ def build_decider(policy: Policy, context: Context,
         "STAT": posix.stat,
         "LSTAT": posix.lstat,
         "READLINK": posix.readlink,
+        "FSTAT": posix.fstat,
         # type checks that call nothing the program defined (isinstance reads __class__)
         "SUBCLASS": type.__subclasscheck__,
         "TYPE_MRO": type.__dict__["__mro__"].__get__,
