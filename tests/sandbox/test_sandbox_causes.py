@@ -405,3 +405,34 @@ def test_learn_sees_what_uvloop_does(tmp_path):
     assert '"127.0.0.1",' in policy and sys.executable in policy, policy
     enforced = guard(tmp_path, UVLOOP_SERVICE, "--config", "p.toml", config=True)
     assert (enforced.stdout, enforced.denied) == ("HELLO\nchild 0\n", []), enforced
+
+
+ZMQ = """\
+import zmq
+ctx = zmq.Context()
+server = ctx.socket(zmq.REP)
+port = server.bind_to_random_port("tcp://127.0.0.1")
+client = ctx.socket(zmq.REQ)
+try:
+    client.connect(f"tcp://127.0.0.1:{port}")
+    client.send(b"ping")
+    print(server.recv().decode())
+except PermissionError as exc:
+    print("DENIED", type(exc).__name__)
+ctx.socket(zmq.PAIR).bind("inproc://in-process")  # no socket of the OS: nothing to judge
+ctx.destroy(linger=0)
+"""
+
+
+def test_zeromq_binds_and_connects_are_judged_and_learned(tmp_path):
+    """libzmq binds and connects in C, with no audit event (Jupyter's kernels talk so): pyzmq's socket methods
+    are judged as the binds and connects they stand for, and learned."""
+    denied = guard(tmp_path, ZMQ, "--mode=enforce", "--no-kernel", "--allow-import=zmq", "--allow-net=127.0.0.1:0")
+    assert denied.stdout == "DENIED AccessDenied\n", denied
+    assert [e["details"]["operation"] for e in denied.denied] == ["connect"]
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "ping\n"), learned.stderr
+    assert '"127.0.0.1",' in (tmp_path / "p.toml").read_text()
+    enforced = guard(tmp_path, ZMQ, "--config", "p.toml", config=True)
+    assert (enforced.stdout, enforced.denied) == ("ping\n", []), enforced

@@ -1111,12 +1111,9 @@ def guard_module(module):
             SHIELD_SIGNALS(module)
         guard_function(space, "pidfd_send_signal", "pyward.pidfd_send_signal", None)
     elif name == "uvloop.loop":  # libuv's sockets, lookups and processes raise no audit event
-        cls = space.get("Loop")
-        if type(cls) is type:
-            for method in LOOP_METHODS:
-                original = TYPE_DICT(cls).get(method)
-                if original is not None and type(original) is not GUARD_TYPE:
-                    GUARD_METHOD(cls, method, NATIVE_GUARD("pyward.uvloop." + method, original))
+        guard_methods(space.get("Loop"), LOOP_METHODS, "pyward.uvloop.")
+    elif name == "zmq.backend.cython._zmq":  # libzmq's sockets raise no audit event either
+        guard_methods(space.get("Socket"), ("bind", "connect"), "pyward.zmq.")
     elif name == "_posixshmem":
         guard_function(space, "shm_open", "pyward.shm_open", None)
         guard_function(space, "shm_unlink", "pyward.shm_unlink", None)
@@ -1142,6 +1139,15 @@ def guard_module(module):
             original = space.get(function)
             if original is not None and type(original) is not GUARD_TYPE:
                 space[function] = NATIVE_GUARD(None, original, None, after)
+
+
+def guard_methods(cls, methods, prefix):
+    """A C (or Cython) class's methods as Guards raising `prefix + method`."""
+    if type(cls) is type:
+        for method in methods:
+            original = TYPE_DICT(cls).get(method)
+            if original is not None and type(original) is not GUARD_TYPE:
+                GUARD_METHOD(cls, method, NATIVE_GUARD(prefix + method, original))
 
 
 def guard_function(space, name, event, paths):
@@ -1484,6 +1490,40 @@ def on_loop(method):
                 if resource is not None else None
             if judged is not None:
                 found.append(judged)
+        return found or None
+    return handler
+
+
+def on_zmq(op):
+    """A ZeroMQ socket's bind or connect (libzmq's own sockets): 'tcp://host:port' as a connect or bind
+    ('*' the unspecified address, port '*' one the OS chooses; 'local;remote' binds local first),
+    'ipc://path' as a unix socket, 'inproc://' as nothing (in the process), any other transport as
+    its endpoint, which only a rule naming it allows."""
+    def handler(args):
+        call, kwargs = args[0], args[1]
+        if type(call) is not tuple:
+            return None
+        endpoint = loop_argument(call, kwargs, 1, "addr")
+        if type(endpoint) is bytes:
+            endpoint = endpoint.decode("utf-8", "replace")
+        if type(endpoint) is not str:
+            return None  # pyzmq's own TypeError
+        transport, sep, rest = endpoint.partition("://")
+        if not sep or transport == "inproc":
+            return None
+        if transport == "ipc":
+            resource = unix_resource(rest) if rest and rest != "*" else None
+            return check("net", resource, op) if resource is not None else None
+        if transport != "tcp":
+            return check("net", endpoint, op)
+        found = []
+        parts = rest.split(";")
+        for index in range(len(parts)):
+            host, _, port = parts[index].rpartition(":")
+            binding = op == "bind" or index < len(parts) - 1
+            host = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+            found += loop_inet("" if host == "*" else host, 0 if port == "*" else port,
+                               "bind" if binding else "connect", binding)
         return found or None
     return handler
 
@@ -2045,6 +2085,8 @@ def build_handlers():
         "pyward.shm_open": on_shm("shm_open"),
         "pyward.shm_unlink": on_shm("shm_unlink"),
         **{"pyward.uvloop." + method: on_loop(method) for method in LOOP_METHODS},
+        "pyward.zmq.bind": on_zmq("bind"),
+        "pyward.zmq.connect": on_zmq("connect"),
         "socket.connect": on_address("connect"),
         "socket.sendto": on_address("sendto"),
         "socket.sendmsg": on_address("sendmsg"),
