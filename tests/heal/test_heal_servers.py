@@ -1458,6 +1458,15 @@ def test_more_servers_unchanged_under_pyward_run_heal(tmp_path, name):
     finally:
         plain.close()
     server = Server([sys.executable, "-m", "pyward", "run", "--heal", "server.py", "PORT"], tmp_path)
+    if boundary == "wsgi" and not MONITORED:
+        # 3.11: the framework's own 500 goes out as under python (Flask's signal is not heard under waitress)
+        try:
+            assert server.request("GET", "/good")[::2] == good[::2]
+            assert [server.request("GET", "/bad")[0] for _ in range(2)] == [500, 500]
+        finally:
+            err = server.close()
+        assert "Python 3.11 has no sys.monitoring" in err and "0 healed" in pyward_lines(err)[-1]
+        return
     try:
         assert server.request("GET", "/good")[::2] == good[::2]
         status, headers, body = server.request("GET", "/bad")
