@@ -105,6 +105,10 @@ ADAPTERS: tuple[tuple[str, str, str], ...] = (
     ("heal", "werkzeug.serving", "pyward.integrations.servers:install_werkzeug"),
     ("heal", "gunicorn.workers.base", "pyward.integrations.servers:install_gunicorn"),
     ("heal", "uvicorn.config", "pyward.integrations.servers:install_uvicorn"),
+    ("heal", "waitress.server", "pyward.integrations.servers:install_waitress"),
+    ("heal", "hypercorn.app_wrappers", "pyward.integrations.servers:install_hypercorn"),
+    ("heal", "aiohttp.web", "pyward.integrations.servers:unsupported"),
+    ("heal", "tornado.web", "pyward.integrations.servers:unsupported"),
 )
 
 

@@ -1375,3 +1375,166 @@ def test_a_handler_is_never_made_to_return_a_fallback_to_its_server(tmp_path):
                              capture_output=True, text=True)
     rows = patches.stdout.splitlines()[1:]
     assert len(rows) == 1 and "chain_subscript_guard" in rows[0], patches.stdout
+
+
+# Servers that are not wsgiref, werkzeug, gunicorn or uvicorn, with the program unchanged: one good route, one
+# crashing route, compared with plain python.  Their packages are pinned in pyproject.toml's test extra.
+PINNED = {"waitress": "3.0.2", "hypercorn": "0.18.0", "falcon": "4.4.0", "fastapi": "0.165.0", "aiohttp": "3.14.5",
+          "tornado": "6.6.1"}
+
+
+def need(*packages: str) -> None:
+    """Skip, saying why, when a pinned framework cannot be imported (reported by -ra, never a silent pass)."""
+    import importlib
+
+    for package in packages:
+        try:
+            importlib.import_module(package)
+        except ImportError as error:
+            pytest.skip(f"not run: {package}=={PINNED[package]} cannot be imported ({error})")
+
+
+SMALL = {
+    "flask-waitress": ('''
+from flask import Flask, jsonify
+import sys, waitress
+USERS = {"ann": {"name": "Ann"}}
+app = Flask(__name__)
+@app.route("/good")
+def good():
+    return jsonify(name=USERS["ann"]["name"])
+@app.route("/bad")
+def bad():
+    return jsonify(name=USERS.get("zed")["name"])
+waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), _quiet=True)
+''', ("flask", "waitress"), "bad", "wsgi"),
+    "falcon-waitress": ('''
+import falcon, sys, waitress
+USERS = {"ann": {"name": "Ann"}}
+class Good:
+    def on_get(self, req, resp):
+        resp.media = {"name": USERS["ann"]["name"]}
+class Bad:
+    def on_get(self, req, resp):
+        resp.media = {"name": USERS.get("zed")["name"]}
+app = falcon.App()
+app.add_route("/good", Good())
+app.add_route("/bad", Bad())
+waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), _quiet=True)
+''', ("falcon", "waitress"), "Bad.on_get", "wsgi"),
+    "fastapi-hypercorn": ('''
+import asyncio, sys
+from fastapi import FastAPI
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+USERS = {"ann": {"name": "Ann"}}
+app = FastAPI()
+@app.get("/good")
+async def good():
+    return {"name": USERS["ann"]["name"]}
+@app.get("/bad")
+async def bad():
+    return {"name": USERS.get("zed")["name"]}
+config = Config()
+config.bind = [f"127.0.0.1:{sys.argv[1]}"]
+config.loglevel = "WARNING"
+asyncio.run(serve(app, config))
+''', ("fastapi", "hypercorn"), "bad", "asgi"),
+}
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_more_servers_unchanged_under_pyward_run_heal(tmp_path, name):
+    """waitress (Flask, Falcon) and hypercorn (FastAPI): under python the bad route is the framework's 500;
+    under `pyward run --heal` it is healed and replayed, the good route stays byte-identical, the server
+    keeps serving and the run counts the heal."""
+    source, packages, function, boundary = SMALL[name]
+    need(*packages)
+    write(tmp_path / "server.py", source)
+    plain = Server([sys.executable, "server.py", "PORT"], tmp_path, stop=signal.SIGTERM)
+    try:
+        good = plain.request("GET", "/good")
+        assert plain.request("GET", "/bad")[0] == 500
+    finally:
+        plain.close()
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "server.py", "PORT"], tmp_path)
+    if boundary == "wsgi" and not MONITORED:
+        # 3.11: the framework's own 500 goes out as under python (Flask's signal is not heard under waitress)
+        try:
+            assert server.request("GET", "/good")[::2] == good[::2]
+            assert [server.request("GET", "/bad")[0] for _ in range(2)] == [500, 500]
+        finally:
+            err = server.close()
+        assert "Python 3.11 has no sys.monitoring" in err and "0 healed" in pyward_lines(err)[-1]
+        return
+    try:
+        assert server.request("GET", "/good")[::2] == good[::2]
+        status, headers, body = server.request("GET", "/bad")
+        healed_by = {k.lower(): v for k, v in headers.items()}.get(HEADER.lower())
+        assert (status, healed_by, json.loads(body)) == (
+            200, 'guard=subscript_guard; target=USERS.get("zed")', {"name": None})
+        status, headers, body = server.request("GET", "/bad")
+        assert (status, {k.lower() for k in headers} & {HEADER.lower()}, json.loads(body)) == (
+            200, set(), {"name": None})
+        assert server.request("GET", "/good")[::2] == good[::2]
+    finally:
+        err = server.close()
+    lines = pyward_lines(err)
+    healed = [line for line in lines if line.startswith("[pyward][warning] healed")]
+    assert len(healed) == 1 and f"in {function} (subscript_guard" in healed[0], lines
+    assert f"(boundary: {boundary} request)" in healed[0]
+    assert "[pyward] GET /bad: replayed with the patched handler" in lines
+    assert "1 healed" in lines[-1] and "2 guard firings" in lines[-1], lines
+
+
+NO_BOUNDARY = {
+    "aiohttp": '''
+import sys
+from aiohttp import web
+USERS = {"ann": {"name": "Ann"}}
+async def good(request):
+    return web.json_response({"name": USERS["ann"]["name"]})
+async def bad(request):
+    return web.json_response({"name": USERS.get("zed")["name"]})
+app = web.Application()
+app.add_routes([web.get("/good", good), web.get("/bad", bad)])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+''',
+    "tornado": '''
+import asyncio, sys
+import tornado.web
+USERS = {"ann": {"name": "Ann"}}
+class Good(tornado.web.RequestHandler):
+    def get(self):
+        self.write({"name": USERS["ann"]["name"]})
+class Bad(tornado.web.RequestHandler):
+    def get(self):
+        self.write({"name": USERS.get("zed")["name"]})
+async def main():
+    tornado.web.Application([(r"/good", Good), (r"/bad", Bad)]).listen(int(sys.argv[1]), "127.0.0.1")
+    await asyncio.Event().wait()
+asyncio.run(main())
+''',
+}
+
+
+@pytest.mark.parametrize("name", NO_BOUNDARY)
+def test_servers_heal_holds_no_boundary_in_behave_as_under_python_and_say_so(tmp_path, name):
+    """aiohttp and tornado are neither WSGI nor ASGI: their 500 goes out as under python, nothing is healed
+    or fired, and the run says once that heal holds no request boundary there."""
+    need(name)
+    write(tmp_path / "server.py", NO_BOUNDARY[name])
+    answers = []
+    for argv in ([sys.executable, "server.py", "PORT"],
+                 [sys.executable, "-m", "pyward", "run", "--heal", "server.py", "PORT"]):
+        server = Server(argv, tmp_path)
+        try:
+            answers.append([server.request("GET", path)[::2] for path in ("/good", "/bad", "/bad", "/good")])
+        finally:
+            err = server.close()
+    assert answers[0] == answers[1] and [status for status, _ in answers[0]] == [200, 500, 500, 200]
+    lines = pyward_lines(err)
+    assert lines.count(f"[pyward] heal holds no request boundary in {name} (neither WSGI nor ASGI): a handler's "
+                       f"crash gets {name}'s own 500 and is not healed") == 1, lines
+    assert not any("healed TypeError" in line or "guard fired" in line for line in lines), lines
+    assert "0 healed" in lines[-1]

@@ -369,6 +369,8 @@ class HealEngine(Engine):
         crash = self._locate(exc, boundary, tb)
         if crash is None:
             return None
+        if self._caught_on_the_way(crash):
+            return None
         found = self._site(crash)
         if found is None:
             return None
@@ -376,8 +378,14 @@ class HealEngine(Engine):
         if crash.patch is None:
             crash.patch = Patch(crash.original, _module_name(crash.frame.f_globals))
         for done, guard in zip(crash.patch.sites, crash.patch.guards):
-            if done.index == site.index and done.kind == site.kind:  # guarded since this frame started
-                return Healed(guard.label, site.kind, site.operand, guard.recovery)
+            if done.index == site.index and done.kind == site.kind:
+                if crash.patch.current is crash.code:  # the guard ran and let it through
+                    self._unhealed(exc, f"the guard of {guard.label} let it through: whoever receives it may "
+                                        "catch it (a handler on its way, or the code awaiting the task it ran "
+                                        "in), so healing it would hide it from them", crash.where,
+                                   crash.code.co_qualname)
+                    return None
+                return Healed(guard.label, site.kind, site.operand, guard.recovery)  # guarded since this frame started
         fallback = self._fallback(site.kind)
         if not self._recover(crash, site, fallback):
             return None
@@ -400,6 +408,10 @@ class HealEngine(Engine):
 
         frame_tb = self._program_frame(tb)
         if frame_tb is None:
+            if type(exc.__cause__).__name__ in ("_RemoteTraceback", "RemoteTraceback"):  # a process pool's
+                self._unhealed(exc, "it was raised in another process (a process pool's worker) and sent back: "
+                                    "the code that failed did not run in this one", None)
+                return None
             self._unhealed(exc, "it was raised outside the program's own code (a library or python itself)", None)
             return None
         crash = Crash(exc, boundary, tb, frame_tb)
@@ -423,6 +435,20 @@ class HealEngine(Engine):
             crash.index = index_of_offset(crash.instrs, frame_tb.tb_lasti)
         crash.shape = fingerprint.shape(crash.instrs, crash.index, exc)
         return crash
+
+    def _caught_on_the_way(self, crash: Crash) -> bool:
+        """A handler on the exception's way to the boundary caught it and handed it
+        on (escape.caught_on_the_way): a guard would let it through, so it is not
+        healed (journaled)."""
+        from .escape import caught_on_the_way
+
+        catcher = caught_on_the_way(type(crash.exc), crash.tb)
+        if catcher is None:
+            return False
+        self._unhealed(crash.exc, f"it was caught on its way ({catcher}) and handed on to the code that "
+                                  "raised it again, which may catch it itself: a guard would let it through",
+                       crash.where, crash.code.co_qualname)
+        return True
 
     def _site(self, crash: Crash) -> tuple[Site, str] | None:
         """The failing operation (a crash shape seen before, or the analysis), and where the shape came from."""

@@ -40,7 +40,7 @@ from .analyse import instructions, offset_table
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import CodeType, FrameType
+    from types import CodeType, FrameType, TracebackType
     from typing import Any
 
 #: Context managers whose `__exit__` may swallow the exception (by the name of what makes them).
@@ -239,10 +239,12 @@ def _with_suppresses(code: CodeType, target: int) -> bool:
     return name in SUPPRESSORS or not name.isidentifier()
 
 
-def _catches(frame: FrameType, kind: type[BaseException]) -> str | None:
-    """'yes', 'all' (a catch-all), or None: does a handler of `frame` catch `kind`?"""
+def _catches(frame: FrameType, kind: type[BaseException], offset: int | None = None) -> str | None:
+    """'yes', 'all' (a catch-all), or None: does a handler of `frame` catch `kind`
+    at `offset` (default: the frame's current instruction)?"""
     code = frame.f_code
-    offset = frame.f_lasti
+    if offset is None:
+        offset = frame.f_lasti
     for _ in range(16):  # handlers nest: an except body's cleanup, a finally, a with, then the outer try
         found = handler(code, offset)
         if found is None:
@@ -273,6 +275,7 @@ def escapes(kind: type[BaseException], frame: FrameType | None) -> bool:
     program = _program_test()
     bootstrap = _thread_bootstrap()
     tentative = False
+    task: Any = None  # the asyncio task whose step the walk came out of
     while frame is not None:
         code = frame.f_code
         filename = code.co_filename
@@ -282,18 +285,69 @@ def escapes(kind: type[BaseException], frame: FrameType | None) -> bool:
             break
         if code is bootstrap:  # threading.excepthook is heal's boundary for threads
             break
-        if not _realpath(filename).startswith(_ASYNCIO):
+        if _realpath(filename).startswith(_ASYNCIO):
+            if task is None and code.co_name == "_run":  # the loop runs a task's step (or a callback)
+                task = _current_task()
+            elif task is not None and code.co_name == "run_until_complete" and frame.f_locals.get("future") is task:
+                task = False  # the task `asyncio.run` waits for: its exception escapes through the loop
+        else:
             verdict = _catches(frame, kind)
             if verdict == "yes" or (verdict == "all" and program(filename)):
                 return False
             if verdict == "all":
                 tentative = True
         frame = frame.f_back
+    if task:  # another task's: the exception goes to whoever awaits it, which may catch it
+        tentative = True
     if not tentative:
         return True
     from .boundary import ACTIVE  # a request's context, copied into a framework's thread
 
     return ACTIVE.get() is not None
+
+
+def caught_on_the_way(kind: type[BaseException], tb: TracebackType | None) -> str | None:
+    """The walk of `escapes`, over the frames an escaped exception went through
+    (its traceback, innermost first) rather than the live ones: the frame
+    ('module: function') whose handler caught it on its way to the boundary
+    and handed it on (a `concurrent.futures` worker keeping it for
+    `future.result()`, a program's `except ...: raise`), where a guard would
+    let it through; None when a guard would take its fallback, or when the
+    traceback does not reach a boundary to tell."""
+    entries = []
+    while tb is not None:
+        entries.append(tb)
+        tb = tb.tb_next
+    program = _program_test()
+    bootstrap = _thread_bootstrap()
+    catcher = None
+    for entry in reversed(entries):
+        frame = entry.tb_frame
+        code = frame.f_code
+        filename = _realpath(code.co_filename)
+        if filename.startswith(_PACKAGE):
+            if filename in _REQUESTS:
+                return None
+            break
+        if code is bootstrap:
+            break
+        if not filename.startswith(_ASYNCIO):
+            verdict = _catches(frame, kind, entry.tb_lasti)
+            if verdict == "yes" or (verdict == "all" and program(code.co_filename)):
+                return _name(frame)
+            if verdict == "all" and catcher is None:
+                catcher = _name(frame)
+    else:
+        return None  # no boundary in the traceback (a framework's own 500): the live walk decides
+    if catcher is None:
+        return None
+    from .boundary import ACTIVE
+
+    return catcher if ACTIVE.get() is None else None
+
+
+def _name(frame: FrameType) -> str:
+    return f"{frame.f_globals.get('__name__', '?')}: {frame.f_code.co_qualname}"
 
 
 @functools.lru_cache(maxsize=256)
@@ -311,6 +365,14 @@ def _program_test() -> Any:
 
     dirs = library_dirs()
     return lambda filename: not any(_realpath(filename).startswith(d) for d in dirs)
+
+
+def _current_task() -> Any:
+    asyncio = sys.modules.get("asyncio")
+    try:
+        return asyncio.current_task() if asyncio is not None else None
+    except RuntimeError:  # no running loop in this thread
+        return None
 
 
 def _thread_bootstrap() -> Any:

@@ -17,7 +17,16 @@ module (runner.ADAPTERS); each wraps one method of the server, once:
 * uvicorn.config (`pyward run --heal -m uvicorn app:app`, `uvicorn.run`):
   uvicorn loads the application once (`Config.load`) and serves every request
   through `config.loaded_app`, which becomes the application inside
-  `asgi.Middleware`, outermost.
+  `asgi.Middleware`, outermost;
+* waitress.server (`waitress.serve(app)`, `waitress-serve`): each server keeps
+  its application (`BaseWSGIServer.application`), which a task calls for each
+  request; the server is made, then that becomes the middleware;
+* hypercorn.app_wrappers (`hypercorn.asyncio.serve`, the `hypercorn`
+  command): hypercorn wraps the application it serves (`ASGIWrapper`,
+  `WSGIWrapper`) and calls the wrapper for each request; the wrapper is made
+  with the application inside the ASGI or WSGI middleware.
+
+aiohttp and tornado are neither WSGI nor ASGI: `unsupported` says so once.
 
 The WSGI middleware is made once per application.  An application the
 program wrapped itself runs in that middleware only (one boundary a request,
@@ -86,6 +95,42 @@ def install_uvicorn(heal: HealEngine, module: Any) -> None:
             self.loaded_app = asgi.Middleware(self.loaded_app)
 
     _wrap(heal, module.Config, "load", load_)
+
+
+def install_waitress(heal: HealEngine, module: Any) -> None:
+    """waitress.server: a server is made with the application inside the middleware
+    (its tasks call `server.application`)."""
+
+    def init_(init: Callable[..., Any], self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if callable(getattr(self, "application", None)):
+            self.application = healed(self.application)
+
+    _wrap(heal, module.BaseWSGIServer, "__init__", init_)
+
+
+def install_hypercorn(heal: HealEngine, module: Any) -> None:
+    """hypercorn.app_wrappers: every application hypercorn serves (`serve(app, config)`, the
+    `hypercorn` command) is wrapped once, ASGI or WSGI; the one inside goes through the middleware."""
+
+    def asgi_(init: Callable[..., Any], self: Any, app: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, app if isinstance(app, asgi.Middleware) else asgi.Middleware(app), *args, **kwargs)
+
+    def wsgi_(init: Callable[..., Any], self: Any, app: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, healed(app), *args, **kwargs)
+
+    _wrap(heal, module.ASGIWrapper, "__init__", asgi_)
+    _wrap(heal, module.WSGIWrapper, "__init__", wsgi_)
+
+
+def unsupported(heal: HealEngine, module: Any) -> None:
+    """aiohttp.web, tornado.web: servers that are neither WSGI nor ASGI, whose request
+    handling no adapter holds: a handler's crash gets the framework's own 500, as under
+    python, unhealed; said once, when the program imports the framework."""
+    name = module.__name__.split(".")[0]
+    heal.started().emit("heal", "no_boundary", name, severity="notice", where="",
+                        message=f"heal holds no request boundary in {name} (neither WSGI nor ASGI): a handler's "
+                                f"crash gets {name}'s own 500 and is not healed")
 
 
 def _wrap(heal: HealEngine, cls: type, name: str, wrapper: Callable[..., Any]) -> None:
