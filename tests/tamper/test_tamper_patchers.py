@@ -63,6 +63,29 @@ def test_gevent_allow_listed(tmp_path):
     assert "socket.socket" in {e["name"] for e in run.events("authorised", engine="tamper")}
 
 
+def test_gevent_allow_listed_does_not_cover_code_gevent_calls(tmp_path):
+    """patch_all notifies zope.event subscribers while it runs: a subscriber's own rebinding
+    happens with gevent.monkey on the stack, but gevent did not make it."""
+    code = """
+        import os, zope.event
+        def evil(cmd):
+            return 0
+        def subscriber(event):
+            if type(event).__name__ == "GeventDidPatchAllEvent":
+                os.system = evil
+        zope.event.subscribers.append(subscriber)
+        from gevent import monkey
+        monkey.patch_all()
+        print(os.system is evil)
+    """
+    run = guard(tmp_path, code, "--allow-patcher", "gevent.monkey", env=QUIET)
+    assert run.stdout == "True\n", run  # the rebinding happened (the default lets changes stand)...
+    found = alerts(run)
+    assert set(found) == {"os.system"}, sorted(found)  # ...and it, alone, is an alert naming the subscriber
+    assert found["os.system"]["function"] == "subscriber"
+    assert "socket.socket" in {e["name"] for e in run.events("authorised", engine="tamper")}
+
+
 def test_eventlet_monkey_patch(tmp_path):
     code = """
         import socket
