@@ -25,7 +25,7 @@ _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.d
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
     from types import FrameType
-    from typing import Any
+    from typing import Any, Callable
 
 SCHEMA_VERSION = 1
 
@@ -213,6 +213,9 @@ class Journal:
         #: engines whose events in a forked child the parent records (the sandbox's, from its spool):
         #: the child's wire leaves them out
         self.recorded_by_parent: set[str] = set()
+        #: called before the next event is recorded (an engine's line that waits for the program
+        #: to move on: the tamper engine's one line for a library's many changes)
+        self.settle: Callable[[], None] | None = None
         self._lock = _thread.RLock()
         self._local = _thread._local()
         self._seq = 0
@@ -274,6 +277,8 @@ class Journal:
         """
         if severity not in _RANK:
             raise ValueError(f"unknown severity {severity!r}")
+        if self.settle is not None:
+            self.settle()
         if where is None and self.saturated(engine, kind, name):
             where = ""  # counted, not recorded: the site of the first recorded ones is enough
         if where is None:
@@ -552,8 +557,8 @@ class ConsoleSink(Sink):
         return f"[pyward]{tag} {event.message}"
 
     def write(self, event: Event) -> None:
-        if _RANK[event.severity] < self.threshold:
-            return
+        if _RANK[event.severity] < self.threshold or "shown_with" in event.details:
+            return  # (shown_with: another line stands for this event, a patcher's burst)
         if self.shown is not None:
             line = (event.severity, event.message, event.where)
             if line in self.shown:

@@ -41,6 +41,36 @@ def test_gevent_patch_all_every_sealed_replacement_is_reported(tmp_path):
         assert "/gevent/monkey/" in found[name]["where"], found[name]
 
 
+def test_gevent_patch_all_is_two_console_lines_and_every_alert_in_the_journal(tmp_path):
+    """One call of the program's into gevent changes a dozen sealed targets: the console shows the
+    first change in full and one line for the rest; a later rebinding by the program is its own line."""
+    code = """
+        import os
+        from gevent import monkey
+        monkey.patch_all()
+        def evil(cmd):
+            return 0
+        os.system = evil
+        print(os.system("true"), sorted(monkey.saved["socket"]))
+    """
+    run = guard(tmp_path, code, env=QUIET)
+    assert run.status == 0, run
+    assert run.stdout.startswith("0 ["), run  # the program ran with both patches in place
+    found = run.events("alert", engine="tamper")
+    assert len(found) > 5 and found[-1]["name"] == "os.system", [a["name"] for a in found]
+    gevent = found[:-1]
+    assert all("/gevent/monkey/" in a["where"] for a in gevent)
+    assert all(a["details"].get("shown_with") == gevent[0]["name"] for a in gevent[1:])
+    lines = [line for line in run.stderr.splitlines() if line.startswith("[pyward][alert]")]
+    assert len(lines) == 3, run.stderr
+    assert lines[0].startswith(f"[pyward][alert] {gevent[0]['name']} replaced by ")
+    assert lines[1].startswith(f"[pyward][alert] gevent.monkey also changed {len(gevent) - 1} more sealed targets "
+                               f"(called from {tmp_path / 'app.py'}:4): ")
+    assert all(a["name"] in lines[1] for a in gevent[1:]) and "--allow-patcher gevent.monkey" in lines[1]
+    assert lines[2].startswith("[pyward][alert] os.system replaced by <function evil at ")
+    assert f"· {len(found)} tamper alerts ·" in run.stderr  # each change still counts
+
+
 def test_gevent_restore_leaves_the_original_objects(tmp_path):
     code = """
         import socket, subprocess

@@ -39,12 +39,12 @@ def patcher() -> tuple[str | None, str | None, str]:
     return None, None, ""
 
 
-def caller_of(module: str) -> str | None:
+def caller_of(module: str) -> tuple[str | None, FrameType | None]:
     """When a library made the change (gevent, pytest's monkeypatch...), the first
-    frame of the program's own code that called into it, as file:line."""
+    frame of the program's own code that called into it: (file:line, the frame)."""
     top = module.partition(".")[0]
     if not top or "-packages" not in str(getattr(sys.modules.get(top), "__file__", "")):
-        return None
+        return None, None
     frame: FrameType | None = _getframe(2)
     seen_library = False
     while frame is not None:
@@ -53,9 +53,9 @@ def caller_of(module: str) -> str | None:
         if name.partition(".")[0] == top:
             seen_library = True
         elif seen_library and not is_plumbing(filename) and "-packages" not in filename:
-            return f"{filename}:{frame.f_lineno}"
+            return f"{filename}:{frame.f_lineno}", frame
         frame = frame.f_back
-    return None
+    return None, None
 
 
 def patcher_modules() -> list[str]:
