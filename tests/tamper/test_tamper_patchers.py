@@ -6,7 +6,9 @@ alerts with what the library itself says it replaced.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import textwrap
 
 from helpers import clean_env
 from sandbox_helpers import guard
@@ -132,6 +134,25 @@ def test_eventlet_monkey_patch(tmp_path):
         assert name in found and "/eventlet/" in found[name]["where"], sorted(found)
 
 
+def test_eventlet_finds_no_lock_of_pyward_to_complain_about(tmp_path):
+    """monkey_patch logs an error for each RLock it could not green (it walks gc.get_objects()):
+    under python it finds none here, and pyward's journal must not be one."""
+    code = """
+        import eventlet
+        eventlet.monkey_patch()
+        import threading
+        print(type(threading.RLock()).__module__)
+    """
+    (tmp_path / "plain.py").write_text(textwrap.dedent(code))
+    plain = subprocess.run([sys.executable, "plain.py"], cwd=tmp_path, env=QUIET, capture_output=True, text=True,
+                           timeout=60)
+    assert plain.returncode == 0 and "not greened" not in plain.stderr, plain.stderr
+    for flags in ((), ("--heal",)):
+        run = guard(tmp_path, code, *flags, env=QUIET)
+        assert run.status == 0 and run.stdout == plain.stdout, run
+        assert "not greened" not in run.stderr, run.stderr
+
+
 def test_freezegun_freeze_time(tmp_path):
     code = """
         import datetime, time
@@ -158,7 +179,6 @@ def test_pytest_monkeypatch_on_sealed_targets(tmp_path):
         "    monkeypatch.setattr(builtins, 'open', lambda *a: None)\n"
         "    monkeypatch.setattr(os, 'system', lambda c: 0)\n"
         "    assert open('x') is None\n")
-    import subprocess
 
     log = tmp_path / "events.jsonl"
     result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), "-m",
@@ -236,7 +256,6 @@ def test_after_the_patches_are_undone():
 def run_suite(tmp_path, *flags):
     for name, text in SUITE.items():
         (tmp_path / name).write_text(text)
-    import subprocess
     return subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", *flags, "-m", "pytest", "-q",
                            "-p", "no:cacheprovider"], cwd=tmp_path, env=clean_env(), capture_output=True,
                           text=True, timeout=120)
@@ -289,7 +308,6 @@ def test_pyfakefs_replaces_the_program_os_not_pyward_own(tmp_path):
     """pyfakefs puts a fake `os` in every module holding one: pyward's private copies are not the
     stdlib's by name, so its journal, log and recorder keep writing to real descriptors."""
     (tmp_path / "test_fake.py").write_text(FAKEFS_SUITE)
-    import subprocess
 
     command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_fake.py"]
     plain = subprocess.run([sys.executable, *command], cwd=tmp_path, env=clean_env(), capture_output=True,
@@ -321,7 +339,6 @@ def test_a_patch_reapplied_in_every_test_is_shown_once_and_counted(tmp_path):
         "def test_it(i):\n"
         "    with mock.patch('subprocess.Popen'):\n"
         "        subprocess.Popen(['x'])\n")
-    import subprocess
 
     log = tmp_path / "events.jsonl"
     result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), "-m", "pytest",
