@@ -25,7 +25,7 @@ _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.d
 TYPE_CHECKING = False  # importing typing costs milliseconds of startup
 if TYPE_CHECKING:
     from types import FrameType
-    from typing import Any
+    from typing import Any, Callable
 
 SCHEMA_VERSION = 1
 
@@ -195,6 +195,33 @@ class Sink:
         pass
 
 
+class ReentrantLock:
+    """A reentrant lock that is not a `_thread.RLock`: eventlet's `monkey_patch` counts
+    the RLocks it could not reach from `sys.modules` (in `gc.get_objects()`) and logs
+    "N RLock(s) were not greened" for each, an error plain python does not print."""
+
+    __slots__ = ("_lock", "_owner", "_depth")
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._owner: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        me = _thread.get_ident()
+        if self._owner == me:  # a signal handler, or a sink, journaling inside an event
+            self._depth += 1
+            return
+        self._lock.acquire()
+        self._owner, self._depth = me, 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if not self._depth:
+            self._owner = None
+            self._lock.release()
+
+
 class Journal:
     """Thread-safe, ordered event log shared by every engine.
 
@@ -213,7 +240,10 @@ class Journal:
         #: engines whose events in a forked child the parent records (the sandbox's, from its spool):
         #: the child's wire leaves them out
         self.recorded_by_parent: set[str] = set()
-        self._lock = _thread.RLock()
+        #: called before the next event is recorded (an engine's line that waits for the program
+        #: to move on: the tamper engine's one line for a library's many changes)
+        self.settle: Callable[[], None] | None = None
+        self._lock = ReentrantLock()
         self._local = _thread._local()
         self._seq = 0
         self._pid = self._origin_pid = os.getpid()
@@ -229,7 +259,7 @@ class Journal:
     def _after_fork(self) -> None:
         # The child inherits a lock that another parent thread may hold; it
         # keeps journaling (console, log, the record's wire) but the report belongs to the parent.
-        self._lock = _thread.RLock()
+        self._lock = ReentrantLock()
         self._local = _thread._local()
         self._pid = os.getpid()
         self.events = []
@@ -274,6 +304,8 @@ class Journal:
         """
         if severity not in _RANK:
             raise ValueError(f"unknown severity {severity!r}")
+        if self.settle is not None:
+            self.settle()
         if where is None and self.saturated(engine, kind, name):
             where = ""  # counted, not recorded: the site of the first recorded ones is enough
         if where is None:
@@ -552,8 +584,8 @@ class ConsoleSink(Sink):
         return f"[pyward]{tag} {event.message}"
 
     def write(self, event: Event) -> None:
-        if _RANK[event.severity] < self.threshold:
-            return
+        if _RANK[event.severity] < self.threshold or "shown_with" in event.details:
+            return  # (shown_with: another line stands for this event, a patcher's burst)
         if self.shown is not None:
             line = (event.severity, event.message, event.where)
             if line in self.shown:

@@ -6,7 +6,9 @@ alerts with what the library itself says it replaced.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import textwrap
 
 from helpers import clean_env
 from sandbox_helpers import guard
@@ -41,6 +43,36 @@ def test_gevent_patch_all_every_sealed_replacement_is_reported(tmp_path):
         assert "/gevent/monkey/" in found[name]["where"], found[name]
 
 
+def test_gevent_patch_all_is_two_console_lines_and_every_alert_in_the_journal(tmp_path):
+    """One call of the program's into gevent changes a dozen sealed targets: the console shows the
+    first change in full and one line for the rest; a later rebinding by the program is its own line."""
+    code = """
+        import os
+        from gevent import monkey
+        monkey.patch_all()
+        def evil(cmd):
+            return 0
+        os.system = evil
+        print(os.system("true"), sorted(monkey.saved["socket"]))
+    """
+    run = guard(tmp_path, code, env=QUIET)
+    assert run.status == 0, run
+    assert run.stdout.startswith("0 ["), run  # the program ran with both patches in place
+    found = run.events("alert", engine="tamper")
+    assert len(found) > 5 and found[-1]["name"] == "os.system", [a["name"] for a in found]
+    gevent = found[:-1]
+    assert all("/gevent/monkey/" in a["where"] for a in gevent)
+    assert all(a["details"].get("shown_with") == gevent[0]["name"] for a in gevent[1:])
+    lines = [line for line in run.stderr.splitlines() if line.startswith("[pyward][alert]")]
+    assert len(lines) == 3, run.stderr
+    assert lines[0].startswith(f"[pyward][alert] {gevent[0]['name']} replaced by ")
+    assert lines[1].startswith(f"[pyward][alert] gevent.monkey also changed {len(gevent) - 1} more sealed targets "
+                               f"(called from {tmp_path / 'app.py'}:4): ")
+    assert all(a["name"] in lines[1] for a in gevent[1:]) and "--allow-patcher gevent.monkey" in lines[1]
+    assert lines[2].startswith("[pyward][alert] os.system replaced by <function evil at ")
+    assert f"· {len(found)} tamper alerts ·" in run.stderr  # each change still counts
+
+
 def test_gevent_restore_leaves_the_original_objects(tmp_path):
     code = """
         import socket, subprocess
@@ -63,6 +95,29 @@ def test_gevent_allow_listed(tmp_path):
     assert "socket.socket" in {e["name"] for e in run.events("authorised", engine="tamper")}
 
 
+def test_gevent_allow_listed_does_not_cover_code_gevent_calls(tmp_path):
+    """patch_all notifies zope.event subscribers while it runs: a subscriber's own rebinding
+    happens with gevent.monkey on the stack, but gevent did not make it."""
+    code = """
+        import os, zope.event
+        def evil(cmd):
+            return 0
+        def subscriber(event):
+            if type(event).__name__ == "GeventDidPatchAllEvent":
+                os.system = evil
+        zope.event.subscribers.append(subscriber)
+        from gevent import monkey
+        monkey.patch_all()
+        print(os.system is evil)
+    """
+    run = guard(tmp_path, code, "--allow-patcher", "gevent.monkey", env=QUIET)
+    assert run.stdout == "True\n", run  # the rebinding happened (the default lets changes stand)...
+    found = alerts(run)
+    assert set(found) == {"os.system"}, sorted(found)  # ...and it, alone, is an alert naming the subscriber
+    assert found["os.system"]["function"] == "subscriber"
+    assert "socket.socket" in {e["name"] for e in run.events("authorised", engine="tamper")}
+
+
 def test_eventlet_monkey_patch(tmp_path):
     code = """
         import socket
@@ -77,6 +132,25 @@ def test_eventlet_monkey_patch(tmp_path):
     found = alerts(run)
     for name in ("socket.socket", "socket.create_connection", "socket.getaddrinfo"):
         assert name in found and "/eventlet/" in found[name]["where"], sorted(found)
+
+
+def test_eventlet_finds_no_lock_of_pyward_to_complain_about(tmp_path):
+    """monkey_patch logs an error for each RLock it could not green (it walks gc.get_objects()):
+    under python it finds none here, and pyward's journal must not be one."""
+    code = """
+        import eventlet
+        eventlet.monkey_patch()
+        import threading
+        print(type(threading.RLock()).__module__)
+    """
+    (tmp_path / "plain.py").write_text(textwrap.dedent(code))
+    plain = subprocess.run([sys.executable, "plain.py"], cwd=tmp_path, env=QUIET, capture_output=True, text=True,
+                           timeout=60)
+    assert plain.returncode == 0 and "not greened" not in plain.stderr, plain.stderr
+    for flags in ((), ("--heal",)):
+        run = guard(tmp_path, code, *flags, env=QUIET)
+        assert run.status == 0 and run.stdout == plain.stdout, run
+        assert "not greened" not in run.stderr, run.stderr
 
 
 def test_freezegun_freeze_time(tmp_path):
@@ -105,7 +179,6 @@ def test_pytest_monkeypatch_on_sealed_targets(tmp_path):
         "    monkeypatch.setattr(builtins, 'open', lambda *a: None)\n"
         "    monkeypatch.setattr(os, 'system', lambda c: 0)\n"
         "    assert open('x') is None\n")
-    import subprocess
 
     log = tmp_path / "events.jsonl"
     result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), "-m",
@@ -183,7 +256,6 @@ def test_after_the_patches_are_undone():
 def run_suite(tmp_path, *flags):
     for name, text in SUITE.items():
         (tmp_path / name).write_text(text)
-    import subprocess
     return subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", *flags, "-m", "pytest", "-q",
                            "-p", "no:cacheprovider"], cwd=tmp_path, env=clean_env(), capture_output=True,
                           text=True, timeout=120)
@@ -236,7 +308,6 @@ def test_pyfakefs_replaces_the_program_os_not_pyward_own(tmp_path):
     """pyfakefs puts a fake `os` in every module holding one: pyward's private copies are not the
     stdlib's by name, so its journal, log and recorder keep writing to real descriptors."""
     (tmp_path / "test_fake.py").write_text(FAKEFS_SUITE)
-    import subprocess
 
     command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "test_fake.py"]
     plain = subprocess.run([sys.executable, *command], cwd=tmp_path, env=clean_env(), capture_output=True,
@@ -268,7 +339,6 @@ def test_a_patch_reapplied_in_every_test_is_shown_once_and_counted(tmp_path):
         "def test_it(i):\n"
         "    with mock.patch('subprocess.Popen'):\n"
         "        subprocess.Popen(['x'])\n")
-    import subprocess
 
     log = tmp_path / "events.jsonl"
     result = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-config", "--log", str(log), "-m", "pytest",

@@ -16,6 +16,7 @@ import sys
 from .._isolation import isolate_builtins
 from ..journal import Journal
 from ..runner import exit_at_once
+from .burst import Burst
 from .errors import TamperError
 from .own import is_pyward_code
 from .patcher import caller_of, patcher, patcher_modules
@@ -39,7 +40,7 @@ WATCHERS = sys.version_info >= (3, 12)
 
 class Alerts:
     __slots__ = ("session", "table", "native", "allow", "restore", "fail_closed", "disarm", "reported", "swapped",
-                 "class_reported", "to_restore", "stop_now", "restoring")
+                 "class_reported", "to_restore", "stop_now", "restoring", "burst")
 
     def __init__(self, session: Any, table: SealTable, allow: tuple[str, ...], restore: bool, fail_closed: bool,
                  disarm: Callable[[], None]) -> None:
@@ -52,6 +53,7 @@ class Alerts:
         self.to_restore: list[Seal] = []
         self.stop_now = False
         self.restoring = False
+        self.burst: Burst | None = None  # a library's changes from one call of the program's
 
     # -- who is changing it ---------------------------------------------------------
 
@@ -88,7 +90,7 @@ class Alerts:
         where, function, module = patcher()
         allowed = self.allowed_patcher(patcher_modules())
         new_text = describe(new)
-        caller = caller_of(module) if where and not late else None
+        caller, call = caller_of(module) if where and not late else (None, None)
         by = f" by {where} ({function})" if where and not late else ""
         if caller:
             by += f" called from {caller}"
@@ -121,6 +123,15 @@ class Alerts:
             self.table.reseal(seal, new)  # report each change once
         else:
             self.reported[seal.name] = new
+        burst = self.burst
+        if burst is not None and burst.same_call(module, caller, call):
+            burst.names.append(seal.name)
+            details["shown_with"] = burst.first  # the console shows it in the burst's line
+        else:
+            self.end_burst()
+            if caller is not None and call is not None and not self.fail_closed:
+                self.burst = Burst(module, caller, call, seal.name, response)
+                self.session.journal.settle = self.settle_burst
         _emit(self.session.journal, "tamper", "alert", seal.name, severity="alert", where=where or "",
               function=function, message=message + response, details=details)
         if not (self.restore or self.fail_closed):
@@ -136,6 +147,25 @@ class Alerts:
             self.to_restore.clear()
             raise TamperError(f"{seal.name}: {what} refused by pyward (--fail-closed)")
         # 3.11 and --restore: the change has not happened yet; the next check puts the original back
+
+    def settle_burst(self) -> None:
+        """Before the journal's next event: the burst's line, once the program's call has returned."""
+        burst = self.burst
+        if burst is None or not burst.is_open():
+            self.end_burst()
+
+    def end_burst(self) -> None:
+        """One console line for a burst's changes after the first (the journal has each)."""
+        burst, self.burst = self.burst, None
+        journal = self.session.journal
+        if journal.settle is not None:
+            journal.settle = None
+        if burst is None or len(burst.names) < 2:
+            return
+        line = burst.line()
+        for sink in journal.sinks:
+            if sink.console:
+                sink.say(line, "alert")
 
     def reverted(self, seal: Seal, late: bool = False) -> None:
         """The sealed object is back (a patcher undoing its patch): news, not an alert."""

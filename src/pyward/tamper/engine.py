@@ -120,6 +120,7 @@ class TamperEngine(Engine):
         self.checks.arm_gate()
 
     def stop(self, session: Any) -> None:
+        self.alerts.end_burst()
         self._check_all("exit")
         checks.disarm_gate(self.native)
         self.alerts.apply_restores()

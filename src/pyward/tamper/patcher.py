@@ -1,6 +1,7 @@
 """Who made a change: the first frame of the program (not pyward, not the
-standard library), the program's own caller when a library patched, and
-every module on the stack (an allowed patcher may call through the stdlib).
+standard library), the program's own caller when a library patched, and the
+modules that made it (the code making the change, through the standard
+library, up to the first frame of a library or of the program).
 
 Each function starts two frames above itself: past the engine's method that
 asks, at the code that made the change.
@@ -38,12 +39,12 @@ def patcher() -> tuple[str | None, str | None, str]:
     return None, None, ""
 
 
-def caller_of(module: str) -> str | None:
+def caller_of(module: str) -> tuple[str | None, FrameType | None]:
     """When a library made the change (gevent, pytest's monkeypatch...), the first
-    frame of the program's own code that called into it, as file:line."""
+    frame of the program's own code that called into it: (file:line, the frame)."""
     top = module.partition(".")[0]
     if not top or "-packages" not in str(getattr(sys.modules.get(top), "__file__", "")):
-        return None
+        return None, None
     frame: FrameType | None = _getframe(2)
     seen_library = False
     while frame is not None:
@@ -52,16 +53,25 @@ def caller_of(module: str) -> str | None:
         if name.partition(".")[0] == top:
             seen_library = True
         elif seen_library and not is_plumbing(filename) and "-packages" not in filename:
-            return f"{filename}:{frame.f_lineno}"
+            return f"{filename}:{frame.f_lineno}", frame
         frame = frame.f_back
-    return None
+    return None, None
 
 
 def patcher_modules() -> list[str]:
-    """Every module on the stack (an allow-listed patcher may call through the stdlib)."""
+    """The modules of the frames that made the change, from the change outwards, up to
+    and including the first one that is neither pyward nor the standard library.
+
+    An allowed patcher may make its change through the stdlib (`unittest.mock`,
+    `setattr` in `functools`...), but code it merely calls (a plugin, an event
+    subscriber, a callback) is not the patcher: gevent's `patch_all` notifies
+    `zope.event` subscribers while it runs, and a subscriber's own rebinding must
+    not pass as gevent's."""
     names: list[str] = []
     frame: FrameType | None = _getframe(2)
     while frame is not None:
         names.append(str(frame.f_globals.get("__name__", "")))
+        if not is_plumbing(frame.f_code.co_filename):
+            break
         frame = frame.f_back
     return names
