@@ -195,31 +195,17 @@ class Sink:
         pass
 
 
-class ReentrantLock:
-    """A reentrant lock that is not a `_thread.RLock`: eventlet's `monkey_patch` counts
-    the RLocks it could not reach from `sys.modules` (in `gc.get_objects()`) and logs
-    "N RLock(s) were not greened" for each, an error plain python does not print."""
+def _unseen_lock() -> Any:
+    """A reentrant lock that `gc.get_objects()` does not list: eventlet's `monkey_patch`
+    counts the RLocks there it could not reach from `sys.modules` and logs "N RLock(s)
+    were not greened", an error plain python does not print.  (It holds no reference to
+    another object, so leaving it out of the collector is safe; C keeps it for good.)"""
+    lock = _thread.RLock()
+    from ._native import native
 
-    __slots__ = ("_lock", "_owner", "_depth")
-
-    def __init__(self) -> None:
-        self._lock = _thread.allocate_lock()
-        self._owner: int | None = None
-        self._depth = 0
-
-    def __enter__(self) -> None:
-        me = _thread.get_ident()
-        if self._owner == me:  # a signal handler, or a sink, journaling inside an event
-            self._depth += 1
-            return
-        self._lock.acquire()
-        self._owner, self._depth = me, 1
-
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if not self._depth:
-            self._owner = None
-            self._lock.release()
+    if native is not None:
+        native.untrack(lock)
+    return lock
 
 
 class Journal:
@@ -243,7 +229,7 @@ class Journal:
         #: called before the next event is recorded (an engine's line that waits for the program
         #: to move on: the tamper engine's one line for a library's many changes)
         self.settle: Callable[[], None] | None = None
-        self._lock = ReentrantLock()
+        self._lock = _unseen_lock()
         self._local = _thread._local()
         self._seq = 0
         self._pid = self._origin_pid = os.getpid()
@@ -259,7 +245,7 @@ class Journal:
     def _after_fork(self) -> None:
         # The child inherits a lock that another parent thread may hold; it
         # keeps journaling (console, log, the record's wire) but the report belongs to the parent.
-        self._lock = ReentrantLock()
+        self._lock = _unseen_lock()
         self._local = _thread._local()
         self._pid = os.getpid()
         self.events = []
