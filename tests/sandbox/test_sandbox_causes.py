@@ -180,6 +180,31 @@ def test_a_memory_database_named_by_uri_needs_no_write(tmp_path):
     assert not (tmp_path / name).exists()
 
 
+COMPUTED_ATTACH = """\
+import os, sqlite3, tempfile
+where = tempfile.mkdtemp()
+connection = sqlite3.connect(os.path.join(where, "a.db"))
+try:
+    connection.execute("attach database ? as other", (os.path.join(where, "b.db"),))  # coverage combine does
+    print("ATTACHED")
+except sqlite3.DatabaseError as exc:
+    print("REFUSED", exc)
+"""
+
+
+def test_an_attach_of_a_computed_name_is_allowed_by_naming_it_as_learn_writes_it(tmp_path):
+    """SQLite's authorizer cannot say which file `ATTACH ?` opens: it is refused unless a rule names
+    '(a database name computed in SQL)', the rule a learning run writes, which then holds."""
+    refused = guard(tmp_path, COMPUTED_ATTACH, "--mode=enforce", "--allow-read=$TMP", "--allow-write=$TMP")
+    assert refused.stdout == "REFUSED not authorized\n", refused
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "ATTACHED\n"), learned.stderr
+    assert '"(a database name computed in SQL)",' in (tmp_path / "p.toml").read_text()
+    enforced = guard(tmp_path, COMPUTED_ATTACH, "--config", "p.toml", config=True)
+    assert (enforced.stdout, enforced.denied) == ("ATTACHED\n", []), enforced
+
+
 UNION = """\
 import sys
 try:
