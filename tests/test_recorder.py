@@ -420,3 +420,17 @@ def test_a_forked_child_that_goes_on_journaling_cannot_hold_the_record_open(tmp_
     data = json.loads(path.read_text())
     assert data["run"]["exit_status"] == 0
     assert pyward("verify", str(path)).returncode == 0
+
+
+def test_a_learning_run_that_replaces_itself_by_exec_writes_its_policy(tmp_path):
+    """`pyward learn -m ruff ...`: the program execs a binary; the recorder writes the policy of what was seen
+    and names the binary, whose own files no audit hook saw."""
+    (tmp_path / "app.py").write_text(EXECS)
+    result = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "--report", "r.json",
+                             "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (3, "no tool\nfrom sh\n"), result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[-3].startswith("[pyward] learned policy written to p.toml (") and \
+        lines[-3].endswith("the program replaced itself with /bin/sh (exec)"), lines
+    assert "not Python (/bin/sh)" in lines[-2]
+    assert '"/bin/sh",' in (tmp_path / "p.toml").read_text()

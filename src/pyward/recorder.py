@@ -663,10 +663,15 @@ class Recorder:
             message = f"{ended}, and its policy could not be written to {shown}: {why}"
             self._add_own("learn.unwritten", "error", message, {"path": path, "error": why})
             return [f"[pyward][error] {message}"]
-        message = f"{ended}: the policy written to {shown} ({rules} rule{'s' * (rules != 1)}) holds what it did " \
-                  "until then"
-        self._add_own("learned", "warning", message, {"path": path, "rules": rules})
-        lines = [f"[pyward][warning] {message}"]
+        counted = f"{rules} rule{'s' * (rules != 1)}"
+        if self.execed is None:  # killed: what it would have done next is not in the policy
+            message, severity = f"{ended}: the policy written to {shown} ({counted}) holds what it did until then", \
+                "warning"
+        else:  # an exec is the program's own end (a Python it becomes is armed: its events are in the record)
+            message, severity = f"learned policy written to {shown} ({counted}); the program replaced itself " \
+                f"with {self.execed} (exec)", "notice"
+        self._add_own("learned", severity, message, {"path": path, "rules": rules})
+        lines = [f"[pyward][{severity}] {message}" if severity != "notice" else f"[pyward] {message}"]
         if unseen:
             self._add_own("learned.unseen", "notice", unseen_notice(unseen), {"commands": unseen})
             lines.append(f"[pyward] {unseen_notice(unseen)}")
