@@ -415,6 +415,18 @@ def run_program(argv: list[str], extra: dict[str, Any] | None = None, command: s
 
         channel = take_channel()  # a re-run's or a watched run's channel: first, before the environment is read
         args, target = parse_run(argv, command)
+        from . import children
+
+        if children.armed:  # a guarded run's Python child: that run guards this program
+            from .runner import run_as_child
+
+            try:
+                return run_as_child(target)
+            except TargetError as exc:
+                if exc.python_line:
+                    sys.stderr.write(exc.python_line + "\n")
+                    raise SystemExit(exc.status) from None
+                fail(str(exc), exc.status)
         try:
             settings = settings_from(args, "run")
             if extra:

@@ -624,12 +624,12 @@ class Recorder:
             spooled = read_spool(self.spool)
         except (OSError, ValueError):
             return
-        for kind, name, message, severity, details, where, function, pid, at in spooled:
+        for kind, name, message, severity, details, where, function, pid, at, engine in spooled:
             if kind == "granted" or severity not in SEVERITIES or type(pid) is not int \
                     or not all(type(x) is str for x in (kind, name, message)):
                 continue
             event = {"v": SCHEMA_VERSION, "seq": 0, "time": iso_time(at if type(at) is float else time.time()),
-                     "pid": pid, "thread": "", "engine": "sandbox", "kind": kind, "name": name,
+                     "pid": pid, "thread": "", "engine": engine, "kind": kind, "name": name,
                      "severity": severity, "message": message, "where": where if type(where) is str else None,
                      "function": function if type(function) is str else None, "details": details}
             if type(policy) is str:

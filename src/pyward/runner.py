@@ -78,8 +78,9 @@ class Target:
         return {"kind": self.kind, "value": self.value, "args": self.args}
 
 
-#: Engine modules in start order, each exposing `engine(settings) -> Engine | None`
-#: (None when its settings leave it off) and, when the engine writes files of
+#: Engine modules in start order, each exposing `make_engine(settings) -> Engine | None`
+#: (None when its settings leave it off; not `engine`, which the package's engine.py
+#: replaces once it is imported) and, when the engine writes files of
 #: its own while the program runs, `outputs(settings, cwd) -> list[str]`.
 #: Modules are imported only here, at session start; keep their package
 #: __init__ light.  The sandbox starts first so that tamper can seal its
@@ -129,7 +130,7 @@ def _module(name: str) -> Any:
 def engines_for(settings: Settings) -> list[Engine]:
     engines = []
     for name in ENGINES:
-        engine = _module(name).engine(settings)
+        engine = _module(name).make_engine(settings)
         if engine is not None:
             engines.append(engine)
     return engines
@@ -184,6 +185,12 @@ class Engine:
     def child_ends(self, session: Session) -> None:
         """A forked child of the program is ending: it owns no report, and nothing
         of the engine may run while its interpreter tears the modules down."""
+
+    def child_arming(self, session: Session) -> dict[str, Any] | None:
+        """What a Python child the program starts needs to run this engine too (JSON data, handed to
+        `pyward.<engine>.arm_child` in the child; see children.py), or None: the engine stays here.
+        Asked before any engine starts: the sandbox, which arms the children, carries it."""
+        return None
 
     #: True when `on_crash` may ask for a re-run: the session then keeps what
     #: a fresh process needs (stdin, see rerun.py) from the start.
@@ -422,6 +429,12 @@ class Session:
         self.monitoring_tools: dict[int, str] = {}
         #: the sandbox's layers in force (audit hooks, kernel wall), for the report's run metadata
         self.layers: dict[str, Any] = {}
+        #: what Python children need to run engines other than the sandbox (Engine.child_arming), and
+        #: whether the sandbox arms them (it carries this to them)
+        self.child_arming: dict[str, Any] = {}
+        self.children_armed = False
+        #: a session of a Python child of a guarded run (children.py): no report, no run-end line of its own
+        self.child = False
         self._acting = _thread_local()
         self._said_unhealed = False  # the notice of unhealed_integration, said once
         #: what a re-run in a fresh process needs (rerun.py): the environment as
@@ -491,6 +504,10 @@ class Session:
         self._open_record()  # (its policy revision binds digest.SHA256 for every later hash, before the program runs)
         self._guard_exit()
         self._watch_exec()
+        for engine in self.engines:
+            arming = engine.child_arming(self)
+            if arming is not None:
+                self.child_arming[engine.name] = arming
         for engine in self.engines:
             try:
                 engine.start(self)
@@ -710,7 +727,7 @@ class Session:
         if self._finished:
             return
         self._finished = True
-        if self.journal.is_child:  # a forked child: the parent owns the report
+        if self.journal.is_child or self.child:  # a forked or Python child: the parent owns the report
             for engine in self.engines:
                 try:
                     engine.child_ends(self)
@@ -1114,6 +1131,21 @@ def _print_without_pyward_frames(exc: BaseException) -> None:
     sys.excepthook = excepthook
 
 
+def guard_child(settings: Settings, engines: list[Engine], spool: str | None) -> Session:
+    """A session for a Python child of a guarded run, with `engines` (children.py): its events are shown
+    here and spooled for the run's record (the parent's journal, report and summary); no report of its own."""
+    from .spool import SpoolSink
+
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+    session = Session(settings, Target("server", name), list(getattr(sys, "orig_argv", sys.argv)))
+    session.engines = list(engines)
+    session.child = True
+    if spool:
+        session.journal.add_sink(SpoolSink(spool))
+    session.open()
+    return session
+
+
 def guard_server(settings: Settings, engines: list[Engine], name: str | None = None) -> Session:
     """A session for a process pyward did not start (a server a middleware
     guards), with `engines`: opened now; its exit is recorded when the process ends."""
@@ -1124,6 +1156,26 @@ def guard_server(settings: Settings, engines: list[Engine], name: str | None = N
     session.open()
     atexit.register(session.record_exit, 0, "the server process ended")  # runs before session.finish (LIFO)
     return session
+
+
+def run_as_child(target: Target) -> int:
+    """`pyward run` in a Python child that a guarded run already armed (children.armed: a development
+    server's reloader restarting `sys.orig_argv`): the program runs as python runs it, under the run that
+    armed this process (its policy, its engines, its record), whatever this command line asks: a program
+    cannot loosen its own run by starting pyward again.  Raises TargetError as start() does."""
+    p = prepare(target)
+    if p.file is not None:
+        _read_script(p)
+    elif target.kind == "code":
+        p.code = target.value
+    elif target.kind == "stdin":
+        p.code = sys.stdin.buffer.read()
+    if p.path0 is not None and not sys.flags.safe_path:
+        sys.path[0] = p.path0
+    sys.argv[:] = p.argv
+    _fresh_main(p)
+    _execute(p)
+    return 0
 
 
 def start(settings: Settings, target: Target, invocation: list[str],

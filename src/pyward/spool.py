@@ -14,6 +14,7 @@ import time
 
 from ._isolation import isolate_builtins, isolate_module
 from .canonical import dumps
+from .journal import Sink
 
 isolate_builtins(globals())
 os = isolate_module(os)  # noqa: F811
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+#: the engines whose events a child may spool (a record naming another is not one)
+ENGINES = ("sandbox", "heal")
+
+
 def child_spool(pid: int) -> str:
     from .policy import temp_dir
 
@@ -31,10 +36,13 @@ def child_spool(pid: int) -> str:
 
 
 def write_spool(spool: str, kind: str, name: str, message: str, severity: str, details: dict[str, Any],
-                site: tuple[str | None, str | None]) -> None:
-    """Append one event; a single O_APPEND write, so children never tear each other's lines."""
-    line = dumps([kind, name, message, severity, details, site[0], site[1], os.getpid(),
-                  time.time()], sort_keys=False) + "\n"
+                site: tuple[str | None, str | None], engine: str = "sandbox") -> None:
+    """Append one event; a single O_APPEND write, so children never tear each other's lines.  A sandbox
+    event is 9 fields; another engine's (a Python child's heal) names its engine in a tenth."""
+    record = [kind, name, message, severity, details, site[0], site[1], os.getpid(), time.time()]
+    if engine != "sandbox":
+        record.append(engine)
+    line = dumps(record, sort_keys=False) + "\n"
     try:
         fd = os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     except FileNotFoundError:  # the run has ended and its directory is gone: a child that outlived it
@@ -46,7 +54,8 @@ def write_spool(spool: str, kind: str, name: str, message: str, severity: str, d
 
 
 def read_spool(path: str | None) -> list[list[Any]]:
-    """Events written by child processes; the file is removed."""
+    """Events written by child processes, each [kind, name, message, severity, details, where, function,
+    pid, time, engine]; the file is removed."""
     if not path or not os.path.exists(path):
         return []
     import json
@@ -59,6 +68,22 @@ def read_spool(path: str | None) -> list[list[Any]]:
             except ValueError:
                 continue
             if isinstance(item, list) and len(item) == 9 and isinstance(item[4], dict):
+                out.append([*item, "sandbox"])
+            elif isinstance(item, list) and len(item) == 10 and isinstance(item[4], dict) and item[9] in ENGINES:
                 out.append(item)
     os.unlink(path)
     return out
+
+
+class SpoolSink(Sink):
+    """The journal sink of a Python child's own session (a heal engine there): each event spooled for the
+    run's record."""
+
+    def __init__(self, spool: str) -> None:
+        self.spool = spool
+
+    def write(self, event: Any) -> None:
+        if event.engine != "pyward":  # (the child's own run.start: not an event of the run)
+            write_spool(self.spool, event.kind, event.name, event.message, event.severity, event.details,
+                        (event.where, event.function), event.engine)
+

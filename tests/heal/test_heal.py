@@ -608,11 +608,16 @@ subprocess.run([sys.executable, "-c", "print('child')"])
 """
 
 
-def test_a_python_child_is_said_once_not_to_be_healed(tmp_path):
-    """A development server's reloader serves from a Python child, which heal does not follow: said once
-    under --heal, never without it, and not for pyward's own re-run of the program."""
+def test_a_python_child_the_sandbox_does_not_arm_is_said_once_not_to_be_healed(tmp_path):
+    """The sandbox arms Python children and carries the heal engine to them (a development server's
+    reloader serves from one): nothing to say. Under --no-inherit heal does not follow them: said once under
+    --heal, never without it, and not for pyward's own re-run of the program."""
     write(tmp_path, STARTS_PYTHON)
-    healed = pyward("run", "--heal", "--no-report", "app.py", cwd=tmp_path)
+    followed = pyward("run", "--heal", "--no-report", "app.py", cwd=tmp_path)
+    assert (followed.returncode, followed.stdout) == (0, "child\nchild\n"), followed.stderr
+    assert "does not follow" not in followed.stderr
+    assert len([line for line in pyward_lines(followed.stderr) if "run end:" in line]) == 1, followed.stderr
+    healed = pyward("run", "--heal", "--no-inherit", "--no-report", "app.py", cwd=tmp_path)
     assert (healed.returncode, healed.stdout) == (0, "child\nchild\n"), healed.stderr
     said = [line for line in pyward_lines(healed.stderr) if "heal does not follow the Python process" in line]
     assert len(said) == 1 and " -c print('child')" in said[0], healed.stderr

@@ -568,6 +568,28 @@ def test_flask_development_server(tmp_path, wrapped):
     assert len([line for line in lines if line.startswith("[pyward][error] unhealed RuntimeError: kaboom")]) == 1
 
 
+def test_flask_run_debug_reloads_into_a_child_that_is_guarded_and_healed(tmp_path):
+    """`flask run --debug` as Flask users run it: werkzeug's reloader restarts `sys.orig_argv`, which is
+    `pyward run ...` itself. In the child the sandbox armed, that `pyward run` runs the program under the
+    run that armed it (one run, one report) and the heal engine the sandbox carried heals its requests."""
+    write(tmp_path / "app.py", FLASK_APP.replace("app.wsgi_app = Middleware(app.wsgi_app)", ""))
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "--report", "r.json", "-m", "flask", "--app",
+                     "app", "run", "--debug", "--port", "PORT"], tmp_path)
+    try:
+        assert without_pid(server.json("GET", "/user/ann")) == (200, None, {"name": "Ann", "bio": "hi"})
+        assert without_pid(server.json("GET", "/user/bob")) == (
+            200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', {"name": "Bob", "bio": None})
+        assert without_pid(server.json("GET", "/user/bob")) == (200, None, {"name": "Bob", "bio": None})
+    finally:
+        err = server.close()
+    lines = pyward_lines(err)
+    assert [line for line in lines if "run end:" in line][-1:] and len([line for line in lines
+                                                                        if "run end:" in line]) == 1, lines
+    assert not any("could not start" in line or "heal does not follow" in line for line in lines), lines
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["summary"]["healed"] == 1, report["summary"]
+
+
 def test_gunicorn_workers_pick_up_a_patch_within_the_sync_interval(tmp_path):
     """The default: a worker looks at the store at a request at most once a second."""
     write(tmp_path / "app.py", FLASK_APP)
@@ -810,6 +832,33 @@ def test_django_runserver_unchanged_is_healed(tmp_path):
         err = server.close()
     if MONITORED:
         check_journal(err, "wsgi")
+
+
+def test_django_runserver_with_its_reloader_is_healed_in_the_child_it_serves_from(tmp_path):
+    """`manage.py runserver` as Django users run it: the reloader (pyward's process) starts a Python child
+    that serves. The sandbox arms that child and carries the heal engine to it: its requests are healed, its
+    lines are on the run's stderr and its heals in the run's report."""
+    app = DJANGO_RUNSERVER.replace('"runserver", "--noreload", ', '"runserver", ')
+    assert "--noreload" not in app
+    write(tmp_path / "app.py", app)
+    write(tmp_path / "pyproject.toml", CONFIG)
+    server = Server([sys.executable, "-m", "pyward", "run", "--heal", "--report", "r.json", "app.py", "PORT"],
+                    tmp_path)
+    try:
+        assert server.request("GET", "/missing")[0] == 404
+        if MONITORED:
+            check_common(server)
+        else:
+            status, headers, _ = server.request("GET", "/user/bob")
+            assert status == 500 and HEADER not in headers
+    finally:
+        err = server.close()
+    assert not any("heal does not follow" in line for line in pyward_lines(err)), err
+    report = json.loads((tmp_path / "r.json").read_text())
+    children = {e["pid"] for e in report["events"] if e["engine"] == "heal" and e["kind"] == "healed"}
+    if MONITORED:
+        check_journal(err, "wsgi")
+        assert report["summary"]["healed"] == 7 and children and report["run"]["pid"] not in children
 
 
 # In-process: a request through the middleware, the framework from site-packages, no server. The scripts

@@ -461,3 +461,20 @@ def test_zeromq_binds_and_connects_are_judged_and_learned(tmp_path):
     assert '"127.0.0.1",' in (tmp_path / "p.toml").read_text()
     enforced = guard(tmp_path, ZMQ, "--config", "p.toml", config=True)
     assert (enforced.stdout, enforced.denied) == ("ping\n", []), enforced
+
+
+def test_pyward_started_again_inside_the_run_cannot_loosen_it(tmp_path, tmp_path_factory):
+    """A program that starts `python -m pyward run -A ...` (a reloader restarting sys.orig_argv does so too)
+    gets a child the run's sandbox armed: that pyward runs its program under the run that armed it, so -A
+    there grants nothing."""
+    secret = tmp_path_factory.mktemp("secret") / "key.txt"
+    secret.write_text("s3cret\n")
+    inner = f"print(open({str(secret)!r}).read().strip())"
+    run = guard(tmp_path, f"""\
+        import subprocess, sys
+        done = subprocess.run([sys.executable, "-m", "pyward", "run", "-A", "-c", {inner!r}],
+                              capture_output=True, text=True)
+        print(done.returncode, "s3cret" in done.stdout, "AccessDenied" in done.stderr)
+    """, "--mode=enforce", "--no-kernel", "--allow-run", f"--allow-read={sys.prefix}")
+    assert run.stdout == "1 False True\n", run
+    assert [e["name"] for e in run.denied] == [str(secret)]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..runner import Engine
     from .paths import short_path, store_files, store_path
 
-__all__ = ["engine", "outputs", "resilient", "short_path", "store_files", "store_path"]
+__all__ = ["arm_child", "make_engine", "outputs", "resilient", "short_path", "store_files", "store_path"]
 
 
 def __getattr__(name: str) -> Any:  # paths.py's names, imported when first used (never in a run without heal)
@@ -39,7 +39,7 @@ def outputs(settings: Settings, cwd: str) -> list[str]:
     return store_files(store_path(settings, cwd))
 
 
-def engine(settings: Settings) -> Engine | None:
+def make_engine(settings: Settings) -> Engine | None:
     if not settings.get("heal.enabled"):
         return None
     from .engine import HealEngine
@@ -103,3 +103,15 @@ class resilient:  # noqa: N801 - used as a decorator and a context manager, like
             return False
         heal.skipped_block(exc, healed.label)
         return True
+
+
+def arm_child(data: dict[str, Any], spool: str | None) -> None:
+    """The heal engine in a Python child of a `--heal` run (children.py): the run's settings, its store."""
+    from .. import config
+    from ..runner import guard_child
+    from .engine import HealEngine
+
+    settings = config.defaults()
+    settings.update({key: value for key, value in data.get("settings", {}).items() if key in settings})
+    settings.update({"report": False, "log": None, "heal.enabled": True})
+    guard_child(settings, [HealEngine(settings)], spool)

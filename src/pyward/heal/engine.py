@@ -187,8 +187,19 @@ class HealEngine(Engine):
         session.protect(threading, "excepthook", "the heal engine's thread boundary")
         from .._native import native
 
-        if native is not None:
+        if native is not None and not session.children_armed and not session.child:
+            # (the sandbox arms Python children, and carries this engine to them: children.py)
             native.audit_subscribe(("subprocess.Popen", "os.posix_spawn", "os.exec", "os.spawn"), self._started)
+
+    def child_arming(self, session: Session) -> dict[str, Any] | None:
+        """A Python child heals too (a development server's reloader serves from one): the run's heal
+        settings, with its store by absolute path (the child may start elsewhere)."""
+        if session.child:
+            return None  # (a child's own children: armed from the run's payload, which they inherit)
+        settings = {key: value for key, value in self.settings.items()
+                    if key.startswith("heal.") or key in ("verbose", "quiet", "color")}
+        settings["heal.store"] = store_path(self.settings, session.cwd)
+        return {"settings": settings}
 
     def _started(self, event: str, args: tuple[Any, ...]) -> None:
         """The program starts a process: heal does not follow a Python one (said once).  An audit

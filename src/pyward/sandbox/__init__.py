@@ -1,6 +1,6 @@
 """The sandbox engine: PEP 578 audit hooks, filtered in C, and a permission policy.
 
-Imported at every `pyward run` start: `engine(settings)` must stay cheap; the
+Imported at every `pyward run` start: `make_engine(settings)` must stay cheap; the
 work happens in `pyward.sandbox.engine` when the engine starts.
 
 Embedding API (without `pyward run`)::
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
     from ..policy import Policy
     from ..runner import Engine
 
-__all__ = ["AccessDenied", "Policy", "engine", "install", "install_hook", "lock_hook", "uninstall_hook"]
+__all__ = ["AccessDenied", "make_engine", "Policy", "install", "install_hook", "lock_hook", "uninstall_hook"]
 
 
-def engine(settings: Settings) -> Engine | None:
+def make_engine(settings: Settings) -> Engine | None:
     if settings.get("mode") == "off":
         return None
     from .engine import SandboxEngine

@@ -33,12 +33,17 @@ def install_child(payload: str) -> None:
         exit_at_once(EXIT_STATUS_ON_DENY)
 
     program_dir = child_program_dir(getattr(sys, "orig_argv", []))
-    outputs = [spool] if spool else []
+    outputs = ([spool] if spool else []) + [p for p in data.get("outputs", ()) if type(p) is str]
     context = Context(mode=data["mode"], on_deny=data["on_deny"], inherit=True, program_dir=program_dir,
                       outputs=outputs, emit=emit, exit_on_deny=exit_now if data["on_deny"] == "exit" else None,
                       log=data.get("log"), spool=spool,
                       protected_pids=tuple(pid for pid in data.get("protected", ()) if type(pid) is int))
     install(policy, context)
+    engines = data.get("engines")
+    if engines and type(engines) is dict:  # the run's other engines, in this child too (children.py)
+        from ..children import arm_engines
+
+        arm_engines(engines, spool)
 
 
 OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")

@@ -20,7 +20,9 @@ def arm(payload: str) -> None:
     # a sandboxed parent's child is armed as strongly as this Python allows: no variable
     # (set by a shell the program ran, say) turns it into the weaker pure-Python sandbox
     os.environ.pop("PYWARD_DISABLE_NATIVE", None)
+    from .. import children
     from .child import install_child
 
+    children.armed = True
     install_child(payload)
 

@@ -37,7 +37,8 @@ class Context:
     def __init__(self, *, mode: str, on_deny: str, inherit: bool, program_dir: str, outputs: list[str],
                  emit: Callable[..., Any], exit_on_deny: Callable[[str], Any] | None, log: str | None,
                  spool: str | None = None, rerun: tuple[Any, ...] | None = None,
-                 protected_pids: tuple[int, ...] = ()) -> None:
+                 protected_pids: tuple[int, ...] = (), children: dict[str, Any] | None = None,
+                 child_outputs: list[str] | None = None) -> None:
         self.mode, self.on_deny, self.inherit = mode, on_deny, inherit
         self.program_dir, self.outputs, self.emit = program_dir, outputs, emit
         self.exit_on_deny, self.log = exit_on_deny, log
@@ -49,3 +50,7 @@ class Context:
         self.protected_pids = protected_pids
         # the kernel wall keeps the run's signals inside it (kernel.py, Landlock's signal scope)
         self.signals_scoped = False
+        # what Python children need to run the run's other engines (Engine.child_arming), and the files
+        # those engines write there (pyward's, as here)
+        self.children = children or {}
+        self.child_outputs = child_outputs or []

@@ -93,12 +93,16 @@ class SandboxEngine(Engine):
                           program_dir=session.program_dir, outputs=outputs, emit=self._emit,
                           exit_on_deny=self._exit_on_deny if s.get("on_deny") == "exit" else None,
                           log=s.get("log"), spool=self.spool, rerun=_rerun_spec(session),
-                          protected_pids=tuple(getattr(session, "protected_pids", ())))
+                          protected_pids=tuple(getattr(session, "protected_pids", ())),
+                          children=getattr(session, "child_arming", {}),
+                          child_outputs=list(getattr(session, "outputs", ())))
         if self.wall is not None:
             self.wall.compile(self.policy, context, session)
             context.signals_scoped = bool(self.wall.wall is not None and self.wall.wall.scoped)
         warn_writable_policy(self.policy, session.journal)
         install(self.policy, context, protect=session.protect)
+        if context.inherit and self.mode != "off":  # the children are armed: the other engines go with them
+            session.children_armed = True
         from .._native import native
 
         if native is not None:  # under `pyward run` the program gets no callback to loosen the policy with
@@ -135,8 +139,12 @@ class SandboxEngine(Engine):
 
     def _collect_children(self) -> None:
         """Events Python children reported: into this run's journal, log and report."""
-        for kind, name, message, severity, details, where, function, pid, at in read_spool(self.spool):
+        for kind, name, message, severity, details, where, function, pid, at, engine in read_spool(self.spool):
             if kind == "granted":
+                continue
+            if engine != "sandbox":  # a Python child's heal: its events go where the run's are
+                self.session.journal.emit(engine, kind, name, message=message, severity=severity, details=details,
+                                          where=where or "", function=function, pid=pid, at=at)
                 continue
             self._emit(kind, name, message, severity, details, (where, function), pid=pid, at=at)
 

@@ -143,7 +143,8 @@ def inheritance_payload(policy: Policy, context: Context) -> str:
     from ..canonical import dumps
 
     return dumps({"policy": policy.to_json(), "mode": context.mode, "on_deny": context.on_deny,
-                  "log": context.log, "spool": context.spool, "protected": list(context.protected_pids)})
+                  "log": context.log, "spool": context.spool, "protected": list(context.protected_pids),
+                  "engines": context.children, "outputs": context.child_outputs})
 
 
 def remove_denied_variables(evaluate: Callable[[str, str], int], own: Callable[[str], str | None]) -> None:

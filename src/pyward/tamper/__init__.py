@@ -12,10 +12,10 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..runner import Engine
 
-__all__ = ["TamperError", "engine"]
+__all__ = ["TamperError", "make_engine"]
 
 
-def engine(settings: Settings) -> Engine | None:
+def make_engine(settings: Settings) -> Engine | None:
     if not settings.get("tamper.enabled", True):
         return None
     from .engine import TamperEngine
