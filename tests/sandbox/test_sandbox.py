@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from helpers import clean_env
+from pyward.policy import learn
 from sandbox_helpers import guard
 
 # --- enforce, permission by permission -------------------------------------------------
@@ -743,6 +744,52 @@ def test_learn_generalises_the_ports_the_os_chose(tmp_path):
     for _ in range(2):  # other ports, same policy
         run = guard(tmp_path, LOCAL_SERVER, config=True)
         assert (run.status, run.stdout, run.denied) == (0, "200\n", []), run
+
+
+RESOLVE_THEN_CONNECT = """
+import socket, sys
+port = int(sys.argv[1])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", port))
+server.listen()
+family, kind, proto, _, address = socket.getaddrinfo("localhost", port, socket.AF_INET, socket.SOCK_STREAM)[0]
+client = socket.socket(family, kind, proto)
+client.connect(address)  # an address, as urllib3 and asyncio connect: the name was resolved first
+print(address[0], server.accept()[0].send(b"x"))
+client.close(); server.close()
+"""
+
+
+def _fixed_port():
+    low = learn.ephemeral_range()[0]
+    for port in range(low - 2000, low - 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("not run: no free port below the ephemeral range")
+
+
+def test_learn_names_the_host_a_connected_address_was_resolved_from(tmp_path):
+    """A client that resolves a name and connects to the address it got is learned as the name
+    and port: the address is this network's answer, the name holds on the next machine."""
+    port = _fixed_port()
+    (tmp_path / "app.py").write_text(RESOLVE_THEN_CONNECT)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-v", "-o", "pyward.toml", "app.py",
+                              str(port)], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "127.0.0.1 1\n"), learned.stderr
+    assert f"network access to '127.0.0.1:{port}' (connect, an address of 'localhost')" in learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert f'"localhost:{port}",' in policy, policy
+    assert f'"127.0.0.1:{port}",' in policy  # the bind, an address the program named itself
+    run = guard(tmp_path, RESOLVE_THEN_CONNECT, args=(str(port),), config=True)
+    assert (run.status, run.stdout, run.denied) == (0, "127.0.0.1 1\n", []), run
+    connect = [e for e in run.events("allowed") if e["name"] == f"127.0.0.1:{port}" and e["details"]["operation"]
+               == "connect"]
+    assert [e["details"].get("via") for e in connect] == [f"localhost:{port}"], run
 
 
 ABSTRACT_SOCKETS = """
