@@ -746,6 +746,26 @@ def test_learn_generalises_the_ports_the_os_chose(tmp_path):
         assert (run.status, run.stdout, run.denied) == (0, "200\n", []), run
 
 
+ISOLATED_CHILD = """
+import subprocess, sys
+lister = "import os, sys\\nfor p in sys.path:\\n    try: os.listdir(p)\\n    except OSError: pass\\nprint(sys.path[0])"
+print(subprocess.run([sys.executable, "-I", "-c", lister], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_learn_grants_nothing_for_a_child_reading_its_own_search_path(tmp_path):
+    """A Python child started with -I (pip's build environment) is armed while site runs, before
+    python puts the script's directory in front of sys.path: every entry of its search path
+    (the stdlib's zip file included, which does not exist) is python's own, not a rule."""
+    (tmp_path / "app.py").write_text(ISOLATED_CHILD)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0, learned.stderr
+    assert learned.stdout.strip().endswith(".zip"), learned.stdout  # -I: no script directory, the zip comes first
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert ".zip" not in policy and "read =" not in policy, policy
+
+
 RESOLVE_THEN_CONNECT = """
 import socket, sys
 port = int(sys.argv[1])

@@ -201,7 +201,7 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             elif root is not None:
                 wall.grant(root, rights, ancestor=True)
     # what python and pyward read, as the audit layer's implicit reads, and what C reads beneath it
-    roots, files = implicit_roots(context.program_dir)
+    roots, files = implicit_roots(context.program_dir, context.search_path)
     for path in (*roots, *files, *BENEATH_AUDIT, *_interpreter_files()):
         wall.grant(path, READ)
     for path in BENEATH_AUDIT_CREATES:
