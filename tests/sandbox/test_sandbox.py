@@ -746,6 +746,15 @@ def test_learn_generalises_the_ports_the_os_chose(tmp_path):
         assert (run.status, run.stdout, run.denied) == (0, "200\n", []), run
 
 
+def test_reading_the_interpreters_own_executable_is_implicit(tmp_path):
+    """platform.libc_ver() and packaging (pip's wheel tags) read the interpreter's ELF header: its
+    real file (a venv's python is a link to it) is python's own, like the stdlib."""
+    code = "import platform, sys\nprint(platform.libc_ver()[0] or 'none', open(sys.executable, 'rb').read(4))\n"
+    run = guard(tmp_path, code, "--mode", "enforce", "--allow-env=HOME")
+    assert (run.status, run.denied) == (0, []), run
+    assert run.stdout.split()[1] == "b'\\x7fELF'", run
+
+
 ISOLATED_CHILD = """
 import subprocess, sys
 lister = "import os, sys\\nfor p in sys.path:\\n    try: os.listdir(p)\\n    except OSError: pass\\nprint(sys.path[0])"

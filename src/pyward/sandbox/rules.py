@@ -208,5 +208,7 @@ def implicit_roots(program_dir: str, search_path: tuple[str, ...] | None = None)
         real = realpath(entry or os.getcwd())
         roots.add(real.rstrip("/") + "/")
     files = {realpath(f) for f in SYSTEM_FILES}
+    # the interpreter's own executable: platform.libc_ver() and packaging's wheel tags (pip, build) read it
+    files |= {realpath(exe) for exe in (sys.executable, getattr(sys, "_base_executable", "")) if exe}
     files |= {r.rstrip("/") for r in roots}  # the directories themselves (listing, zip files)
     return tuple(sorted(roots)), frozenset(files)
