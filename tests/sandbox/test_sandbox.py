@@ -755,6 +755,26 @@ def test_reading_the_interpreters_own_executable_is_implicit(tmp_path):
     assert run.stdout.split()[1] == "b'\\x7fELF'", run
 
 
+OWN_INTERPRETER = """
+import subprocess, sys
+print(subprocess.run([sys.executable, "-c", "print('child')"], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_learn_names_this_interpreter_started_by_its_path_by_its_name(tmp_path):
+    """pip and multiprocessing start sys.executable by its path, which is this machine's
+    virtualenv: learned as the interpreter's name, the rule holds wherever the project goes,
+    kernel wall included."""
+    (tmp_path / "app.py").write_text(OWN_INTERPRETER)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "child\n"), learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert f'run = [\n  "{os.path.basename(sys.executable)}",\n]' in policy, policy
+    run = guard(tmp_path, OWN_INTERPRETER, config=True)
+    assert (run.status, run.stdout, run.denied) == (0, "child\n", []), run
+
+
 ISOLATED_CHILD = """
 import subprocess, sys
 lister = "import os, sys\\nfor p in sys.path:\\n    try: os.listdir(p)\\n    except OSError: pass\\nprint(sys.path[0])"
