@@ -193,6 +193,25 @@ def test_env_names_and_globs(tmp_path):
     assert "TOPSECRET" not in run.stdout + run.stderr
 
 
+def test_a_deep_copy_of_the_environment_is_a_snapshot_as_under_python(tmp_path):
+    """copy.deepcopy(os.environ) (requests' tests) is an os._Environ over a snapshot of the
+    variables the program may read; its writes still reach the process environment."""
+    code = """
+        import copy, os, subprocess
+        snap = copy.deepcopy(os.environ)
+        print(type(snap).__name__, snap == os.environ, snap["AWS_REGION"], "SECRET_TOKEN" in snap)
+        os.environ["MINE"] = "1"
+        print("MINE" in snap, snap != os.environ)
+        snap["THEIRS"] = "2"
+        print(os.environ["THEIRS"], copy.deepcopy(os.environb)[b"AWS_REGION"])
+    """
+    run = guard(tmp_path, code, "--allow-env=AWS_*,MINE,THEIRS",
+                env=clean_env(AWS_REGION="eu-west-1", SECRET_TOKEN="TOPSECRET"))
+    assert (run.status, run.denied) == (0, []), run
+    assert run.stdout.splitlines() == ["_Environ True eu-west-1 False", "False True", "2 b'eu-west-1'"], run
+    assert "TOPSECRET" not in run.stdout + run.stderr
+
+
 def test_run_permission(tmp_path):
     code = """
         import subprocess
