@@ -8,10 +8,10 @@ going through, so it is the wall that stopped it.
 from __future__ import annotations
 
 import errno
-import shutil
-import subprocess
 import json
+import shutil
 import socket
+import subprocess
 import sys
 import uuid
 
