@@ -437,3 +437,11 @@ def test_a_compiler_allowed_to_run_runs_its_passes(tmp_path):
     assert subprocess.run([str(tmp_path / "out" / "h")], capture_output=True, text=True).stdout == "built\n"
     assert run.stdout.split("\n")[1] != "0", run
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("scope, compiler", [
+    ("gcc", True), ("cc", True), ("c++", True), ("clang++-14", True), ("/usr/bin/x86_64-linux-gnu-gcc-12", True),
+    ("rustc", True), ("gcc-ar", False), ("git", False), ("ccache", False), ("python3.12", False),
+])
+def test_compiler_drivers_are_told_by_name(scope, compiler):
+    assert kernel.is_compiler(scope) is compiler
