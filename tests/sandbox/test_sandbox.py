@@ -376,6 +376,25 @@ def test_python_children_run_under_the_same_policy(project, how, tmp_path_factor
         assert any(e["name"] == str(secret) and e["pid"] != run.log[0]["pid"] for e in run.denied), run.denied
 
 
+def test_a_child_in_a_virtualenv_the_program_made_is_armed_and_sees_none_of_the_parents_packages(
+        project, tmp_path_factory):
+    """`python -m build`, tox and nox run their tools in a fresh virtualenv without pyward: the
+    child loads pyward from where the parent did, and nothing else from there."""
+    secret = tmp_path_factory.mktemp("secret") / "s.txt"
+    secret.write_text("TOPSECRET")
+    (project / "child.py").write_text("import importlib.util\n"  # pytest is the parent's, not the child's
+                                      "print('parent packages', importlib.util.find_spec('pytest') is not None)\n"
+                                      + CHILD)
+    code = f"""
+        import subprocess, venv
+        venv.create("env", with_pip=False)
+        subprocess.run(["env/bin/python", "child.py", {str(secret)!r}])
+    """
+    run = guard(project, code, "--allow-run=*", "--allow-read=.", "--allow-write=.", "--allow-env=*")
+    assert run.stdout.splitlines() == ["parent packages False", "child denied"], run
+    assert any(e["name"] == str(secret) and e["pid"] != run.log[0]["pid"] for e in run.denied), run.denied
+
+
 def test_no_inherit_lets_children_run_unguarded(project, tmp_path_factory):
     secret = tmp_path_factory.mktemp("secret") / "s.txt"
     secret.write_text("TOPSECRET")
