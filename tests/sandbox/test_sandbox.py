@@ -794,8 +794,12 @@ def test_reading_the_interpreters_own_executable_is_implicit(tmp_path):
 
 
 OWN_INTERPRETER = """
-import subprocess, sys
+import os, subprocess, sys, tempfile
 print(subprocess.run([sys.executable, "-c", "print('child')"], capture_output=True, text=True).stdout.strip())
+with tempfile.TemporaryDirectory() as env:  # a new name every run, as python -m build's virtualenv
+    os.symlink(sys.executable, os.path.join(env, os.path.basename(sys.executable)))
+    print(subprocess.run([os.path.join(env, os.path.basename(sys.executable)), "-c", "print('child')"],
+                         capture_output=True, text=True).stdout.strip())
 """
 
 
@@ -806,11 +810,11 @@ def test_learn_names_this_interpreter_started_by_its_path_by_its_name(tmp_path):
     (tmp_path / "app.py").write_text(OWN_INTERPRETER)
     learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
                              cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert (learned.returncode, learned.stdout) == (0, "child\n"), learned.stderr
+    assert (learned.returncode, learned.stdout) == (0, "child\nchild\n"), learned.stderr
     policy = (tmp_path / "pyward.toml").read_text()
     assert f'run = [\n  "{os.path.basename(sys.executable)}",\n]' in policy, policy
     run = guard(tmp_path, OWN_INTERPRETER, config=True)
-    assert (run.status, run.stdout, run.denied) == (0, "child\n", []), run
+    assert (run.status, run.stdout, run.denied) == (0, "child\nchild\n", []), run
 
 
 ISOLATED_CHILD = """

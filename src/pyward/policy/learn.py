@@ -42,16 +42,19 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str) -> dict[
     net = {tmp_socket(r, variables["TMP"]) for r in ephemeral_to_host(seen["net"])}
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
-    seen["run"] = {interpreter_name(command) for command in seen["run"]}
+    seen["run"] = {interpreter_name(command, variables["TMP"]) for command in seen["run"]}
     for perm in ("run", "env", "ffi", "import"):
         rules[perm] = sorted(seen[perm] - {"*"}) + (["*"] if "*" in seen[perm] else [])
     return {perm: sorted(set(values)) for perm, values in rules.items() if values}
 
 
-def interpreter_name(command: str) -> str:
+def interpreter_name(command: str, tmp: str) -> str:
     """This interpreter started by its path (pip's build environment, multiprocessing) is learned
     by its name: the path is this machine's virtualenv, and a name is this interpreter wherever
-    the policy goes (the kernel wall grants the interpreter bearing it)."""
+    the policy goes (the kernel wall grants the interpreter bearing it).  So is a command in a
+    temporary directory (the virtualenv `python -m build` makes): its path is new every run."""
+    if command.startswith(tmp.rstrip("/") + "/"):
+        return os.path.basename(command)
     if os.path.isabs(command):
         own = {os.path.realpath(exe) for exe in (sys.executable, getattr(sys, "_base_executable", "")) if exe}
         if os.path.realpath(command) in own and os.path.basename(command) in (
