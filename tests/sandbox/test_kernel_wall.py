@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import socket
+import subprocess
 import sys
 import uuid
 
@@ -410,3 +412,36 @@ def test_a_command_cannot_make_a_device_node_where_the_policy_allows_writing(tmp
     run = guard(tmp_path, code, *WALL, "--allow-env=PATH", "--allow-run=mknod,mkfifo")
     assert run.stdout.splitlines() == ["mknod 1", "mkfifo 0"], run
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["fifo"]
+
+
+@landlock
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="not run: no gcc on PATH")
+def test_a_compiler_allowed_to_run_runs_its_passes(tmp_path):
+    """gcc runs cc1, as and ld (programs the audit layer never sees) and reads the system headers:
+    `run = ["gcc"]` lets it compile, as a build backend's C extension needs, and its output is
+    still held to the policy's writes."""
+    _project(tmp_path)
+    (tmp_path / "h.c").write_text("#include <stdio.h>\nint main(void) { puts(\"built\"); return 0; }\n")
+    marker = tmp_path.parent / f"pyward-wall-{uuid.uuid4().hex}"
+    code = f"""\
+    import os, subprocess
+    env = {{"PATH": os.environ["PATH"], "TMPDIR": os.path.abspath("out")}}  # its temporary files
+    r = subprocess.run(["gcc", "h.c", "-o", "out/h"], capture_output=True, text=True, env=env)
+    print(r.returncode, r.stderr.strip()[-300:])
+    r = subprocess.run(["gcc", "h.c", "-o", "{marker}"], capture_output=True, text=True, env=env)
+    print(r.returncode)
+    """
+    run = guard(tmp_path, code, *WALL, "--allow-run=gcc", "--allow-env=PATH")
+    assert run.status == 0, run
+    assert run.stdout.split("\n")[0] == "0 ", run
+    assert subprocess.run([str(tmp_path / "out" / "h")], capture_output=True, text=True).stdout == "built\n"
+    assert run.stdout.split("\n")[1] != "0", run
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("scope, compiler", [
+    ("gcc", True), ("cc", True), ("c++", True), ("clang++-14", True), ("/usr/bin/x86_64-linux-gnu-gcc-12", True),
+    ("rustc", True), ("gcc-ar", False), ("git", False), ("ccache", False), ("python3.12", False),
+])
+def test_compiler_drivers_are_told_by_name(scope, compiler):
+    assert kernel.is_compiler(scope) is compiler

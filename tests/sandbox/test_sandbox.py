@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from helpers import clean_env
+from pyward.policy import learn
 from pyward.sandbox.kernel import abi as landlock_abi
 from sandbox_helpers import guard
 
@@ -193,6 +194,25 @@ def test_env_names_and_globs(tmp_path):
     assert "TOPSECRET" not in run.stdout + run.stderr
 
 
+def test_a_deep_copy_of_the_environment_is_a_snapshot_as_under_python(tmp_path):
+    """copy.deepcopy(os.environ) (requests' tests) is an os._Environ over a snapshot of the
+    variables the program may read; its writes still reach the process environment."""
+    code = """
+        import copy, os, subprocess
+        snap = copy.deepcopy(os.environ)
+        print(type(snap).__name__, snap == os.environ, snap["AWS_REGION"], "SECRET_TOKEN" in snap)
+        os.environ["MINE"] = "1"
+        print("MINE" in snap, snap != os.environ)
+        snap["THEIRS"] = "2"
+        print(os.environ["THEIRS"], copy.deepcopy(os.environb)[b"AWS_REGION"])
+    """
+    run = guard(tmp_path, code, "--allow-env=AWS_*,MINE,THEIRS",
+                env=clean_env(AWS_REGION="eu-west-1", SECRET_TOKEN="TOPSECRET"))
+    assert (run.status, run.denied) == (0, []), run
+    assert run.stdout.splitlines() == ["_Environ True eu-west-1 False", "False True", "2 b'eu-west-1'"], run
+    assert "TOPSECRET" not in run.stdout + run.stderr
+
+
 def test_run_permission(tmp_path):
     code = """
         import subprocess
@@ -355,6 +375,25 @@ def test_python_children_run_under_the_same_policy(project, how, tmp_path_factor
     assert "TOPSECRET" not in run.stdout
     if how != "os_execv":  # exec replaces the process: no parent is left to journal it
         assert any(e["name"] == str(secret) and e["pid"] != run.log[0]["pid"] for e in run.denied), run.denied
+
+
+def test_a_child_in_a_virtualenv_the_program_made_is_armed_and_sees_none_of_the_parents_packages(
+        project, tmp_path_factory):
+    """`python -m build`, tox and nox run their tools in a fresh virtualenv without pyward: the
+    child loads pyward from where the parent did, and nothing else from there."""
+    secret = tmp_path_factory.mktemp("secret") / "s.txt"
+    secret.write_text("TOPSECRET")
+    (project / "child.py").write_text("import importlib.util\n"  # pytest is the parent's, not the child's
+                                      "print('parent packages', importlib.util.find_spec('pytest') is not None)\n"
+                                      + CHILD)
+    code = f"""
+        import subprocess, venv
+        venv.create("env", with_pip=False)
+        subprocess.run(["env/bin/python", "child.py", {str(secret)!r}])
+    """
+    run = guard(project, code, "--allow-run=*", "--allow-read=.", "--allow-write=.", "--allow-env=*")
+    assert run.stdout.splitlines() == ["parent packages False", "child denied"], run
+    assert any(e["name"] == str(secret) and e["pid"] != run.log[0]["pid"] for e in run.denied), run.denied
 
 
 def test_no_inherit_lets_children_run_unguarded(project, tmp_path_factory):
@@ -744,6 +783,105 @@ def test_learn_generalises_the_ports_the_os_chose(tmp_path):
     for _ in range(2):  # other ports, same policy
         run = guard(tmp_path, LOCAL_SERVER, config=True)
         assert (run.status, run.stdout, run.denied) == (0, "200\n", []), run
+
+
+def test_reading_the_interpreters_own_executable_is_implicit(tmp_path):
+    """platform.libc_ver() and packaging (pip's wheel tags) read the interpreter's ELF header: its
+    real file (a venv's python is a link to it) is python's own, like the stdlib."""
+    code = "import platform, sys\nprint(platform.libc_ver()[0] or 'none', open(sys.executable, 'rb').read(4))\n"
+    run = guard(tmp_path, code, "--mode", "enforce", "--allow-env=HOME")
+    assert (run.status, run.denied) == (0, []), run
+    assert run.stdout.split()[1] == "b'\\x7fELF'", run
+
+
+OWN_INTERPRETER = """
+import os, subprocess, sys, tempfile
+print(subprocess.run([sys.executable, "-c", "print('child')"], capture_output=True, text=True).stdout.strip())
+with tempfile.TemporaryDirectory() as env:  # a new name every run, as python -m build's virtualenv
+    os.symlink(sys.executable, os.path.join(env, os.path.basename(sys.executable)))
+    print(subprocess.run([os.path.join(env, os.path.basename(sys.executable)), "-c", "print('child')"],
+                         capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_learn_names_this_interpreter_started_by_its_path_by_its_name(tmp_path):
+    """pip and multiprocessing start sys.executable by its path, which is this machine's
+    virtualenv: learned as the interpreter's name, the rule holds wherever the project goes,
+    kernel wall included."""
+    (tmp_path / "app.py").write_text(OWN_INTERPRETER)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "child\nchild\n"), learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert f'run = [\n  "{os.path.basename(sys.executable)}",\n]' in policy, policy
+    run = guard(tmp_path, OWN_INTERPRETER, config=True)
+    assert (run.status, run.stdout, run.denied) == (0, "child\nchild\n", []), run
+
+
+ISOLATED_CHILD = """
+import subprocess, sys
+lister = "import os, sys\\nfor p in sys.path:\\n    try: os.listdir(p)\\n    except OSError: pass\\nprint(sys.path[0])"
+print(subprocess.run([sys.executable, "-I", "-c", lister], capture_output=True, text=True).stdout.strip())
+"""
+
+
+def test_learn_grants_nothing_for_a_child_reading_its_own_search_path(tmp_path):
+    """A Python child started with -I (pip's build environment) is armed while site runs, before
+    python puts the script's directory in front of sys.path: every entry of its search path
+    (the stdlib's zip file included, which does not exist) is python's own, not a rule."""
+    (tmp_path / "app.py").write_text(ISOLATED_CHILD)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0, learned.stderr
+    assert learned.stdout.strip().endswith(".zip"), learned.stdout  # -I: no script directory, the zip comes first
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert ".zip" not in policy and "read =" not in policy, policy
+
+
+RESOLVE_THEN_CONNECT = """
+import socket, sys
+port = int(sys.argv[1])
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", port))
+server.listen()
+family, kind, proto, _, address = socket.getaddrinfo("localhost", port, socket.AF_INET, socket.SOCK_STREAM)[0]
+client = socket.socket(family, kind, proto)
+client.connect(address)  # an address, as urllib3 and asyncio connect: the name was resolved first
+print(address[0], server.accept()[0].send(b"x"))
+client.close(); server.close()
+"""
+
+
+def _fixed_port():
+    low = learn.ephemeral_range()[0]
+    for port in range(low - 2000, low - 1000):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("not run: no free port below the ephemeral range")
+
+
+def test_learn_names_the_host_a_connected_address_was_resolved_from(tmp_path):
+    """A client that resolves a name and connects to the address it got is learned as the name
+    and port: the address is this network's answer, the name holds on the next machine."""
+    port = _fixed_port()
+    (tmp_path / "app.py").write_text(RESOLVE_THEN_CONNECT)
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-v", "-o", "pyward.toml", "app.py",
+                              str(port)], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "127.0.0.1 1\n"), learned.stderr
+    assert f"network access to '127.0.0.1:{port}' (connect, an address of 'localhost')" in learned.stderr
+    policy = (tmp_path / "pyward.toml").read_text()
+    assert f'"localhost:{port}",' in policy, policy
+    assert f'"127.0.0.1:{port}",' in policy  # the bind, an address the program named itself
+    run = guard(tmp_path, RESOLVE_THEN_CONNECT, args=(str(port),), config=True)
+    assert (run.status, run.stdout, run.denied) == (0, "127.0.0.1 1\n", []), run
+    connect = [e for e in run.events("allowed") if e["name"] == f"127.0.0.1:{port}" and e["details"]["operation"]
+               == "connect"]
+    assert [e["details"].get("via") for e in connect] == [f"localhost:{port}"], run
 
 
 ABSTRACT_SOCKETS = """

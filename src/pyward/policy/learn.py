@@ -10,6 +10,7 @@ Environment variables are recorded by name; values are never written.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from .._isolation import isolate_module
@@ -45,6 +46,7 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str,
     net = {tmp_socket(r, variables["TMP"]) for r in ephemeral_to_host(seen["net"])}
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
+    seen["run"] = {interpreter_name(command, variables["TMP"]) for command in seen["run"]}
     for perm in ("run", "ffi", "import"):
         rules[perm] = sorted(seen[perm] - {"*"}) + (["*"] if "*" in seen[perm] else [])
     rules["env"] = env_prefixes(seen["env"] - {"*"}, set(environment)) + (["*"] if "*" in seen["env"] else [])
@@ -67,6 +69,21 @@ def env_prefixes(names: set[str], environment: set[str]) -> list[str]:
         else:
             out += members
     return sorted(out)
+
+
+def interpreter_name(command: str, tmp: str) -> str:
+    """This interpreter started by its path (pip's build environment, multiprocessing) is learned
+    by its name: the path is this machine's virtualenv, and a name is this interpreter wherever
+    the policy goes (the kernel wall grants the interpreter bearing it).  So is a command in a
+    temporary directory (the virtualenv `python -m build` makes): its path is new every run."""
+    if command.startswith(tmp.rstrip("/") + "/"):
+        return os.path.basename(command)
+    if os.path.isabs(command):
+        own = {os.path.realpath(exe) for exe in (sys.executable, getattr(sys, "_base_executable", "")) if exe}
+        if os.path.realpath(command) in own and os.path.basename(command) in (
+                os.path.basename(sys.executable), os.path.basename(os.path.realpath(sys.executable))):
+            return os.path.basename(command)
+    return command
 
 
 def tmp_socket(resource: str, tmp: str) -> str:

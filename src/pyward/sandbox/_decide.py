@@ -74,24 +74,25 @@ def settle(found, event, frame):
         key = perm + "\x00" + resource
         if site is None:
             site = locate(frame)
+        via = named_form(resource) if perm == "net" else None
         if perm == "run" or perm == "net":
             resource = resource.partition("\x00")[0]
         if code == 1 or MODE == 0:
-            noted = noted_key(perm, resource, op, code)
+            noted = noted_key(perm, resource if via is None else resource + "\x00" + via, op, code)
             if noted in NOTED:
                 continue
             NOTED[noted] = 1
             if code == 1:
-                kind, severity, message = "allowed", "info", describe(perm, resource, op) + " allowed"
+                kind, severity, message = "allowed", "info", describe(perm, resource, op, via) + " allowed"
                 if noted[-2:] == "/*":
                     message = message + "; further " + perm + "s allowed in " + noted[len(perm) + 1:-2] \
                         + " are not journaled one by one"
             elif code >= 2 and CONFIGURED:
                 kind, severity = "would_deny", "notice"
-                message = describe(perm, resource, op) + " would be denied under enforce (watch mode)"
+                message = describe(perm, resource, op, via) + " would be denied under enforce (watch mode)"
             else:
-                kind, severity, message = "observed", "info", describe(perm, resource, op)
-            journal_later(kind, resource, message, severity, details(perm, op, event, None), site)
+                kind, severity, message = "observed", "info", describe(perm, resource, op, via)
+            journal_later(kind, resource, message, severity, details(perm, op, event, None, via), site)
             continue
         if MODE == 2 and code == 2:
             answer = ask(perm, resource, op, key)
@@ -102,11 +103,11 @@ def settle(found, event, frame):
         rule = None
         if code == 3:
             rule = deny_origin(perm, key.partition("\x00")[2])
-            message = describe(perm, resource, op) + " denied by " + rule + " (a deny rule wins over any allow)"
+            message = describe(perm, resource, op, via) + " denied by " + rule + " (a deny rule wins over any allow)"
         else:
-            message = (describe(perm, resource, op) + " denied by pyward's sandbox: allow it with "
-                       + HOW.replace("{perm}", perm).replace("{scope}", suggest(perm, resource)))
-        journal_later("denied", resource, message, "warning", details(perm, op, event, rule), site)
+            message = (describe(perm, resource, op, via) + " denied by pyward's sandbox: allow it with "
+                       + HOW.replace("{perm}", perm).replace("{scope}", suggest(perm, resource, via)))
+        journal_later("denied", resource, message, "warning", details(perm, op, event, rule, via), site)
         if EXIT_ON_DENY is not None:
             PENDING.append((None, message))  # --on-deny=exit: after the journal has the denial
         if verdict is None:
@@ -131,16 +132,32 @@ def noted_key(perm, resource, op, code):
     return perm + "\x00" + resource
 
 
-def details(perm, op, event, rule):
-    return {"permission": perm, "operation": op, "event": event, "rule": rule}
+def details(perm, op, event, rule, via=None):
+    found = {"permission": perm, "operation": op, "event": event, "rule": rule}
+    if via is not None:
+        found["via"] = via
+    return found
 
 
-def describe(perm, resource, op):
+def describe(perm, resource, op, via=None):
+    if via is not None:  # the address a name gave: the name is what the program asked for
+        return VERBS[perm] + " '" + resource + "' (" + op + ", an address of '" + via.rpartition(":")[0] + "')"
     return VERBS[perm] + " '" + resource + "' (" + op + ")"
 
 
-def suggest(perm, resource):
-    return resource
+def suggest(perm, resource, via=None):
+    return resource if via is None else via
+
+
+def named_form(resource):
+    """'name:port' when a network resource is an address a lookup of that name gave (the name
+    the program resolved before connecting to its address, as urllib3 and asyncio do)."""
+    for part in resource.split("\x00")[1:]:
+        if part[:1] == "+":
+            host = split_host(part[1:])[0]
+            if host is not None and literal(host) is None:
+                return part[1:]
+    return None
 
 
 def locate(frame):

@@ -37,7 +37,8 @@ def install_child(payload: str) -> None:
     context = Context(mode=data["mode"], on_deny=data["on_deny"], inherit=True, program_dir=program_dir,
                       outputs=outputs, emit=emit, exit_on_deny=exit_now if data["on_deny"] == "exit" else None,
                       log=data.get("log"), spool=spool,
-                      protected_pids=tuple(pid for pid in data.get("protected", ()) if type(pid) is int))
+                      protected_pids=tuple(pid for pid in data.get("protected", ()) if type(pid) is int),
+                      search_path=tuple(sys.path))  # armed while site runs: no script directory in front yet
     install(policy, context)
     engines = data.get("engines")
     if engines and type(engines) is dict:  # the run's other engines, in this child too (children.py)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from .._isolation import isolate_builtins, isolate_module
 
@@ -37,9 +38,13 @@ class Context:
     def __init__(self, *, mode: str, on_deny: str, inherit: bool, program_dir: str, outputs: list[str],
                  emit: Callable[..., Any], exit_on_deny: Callable[[str], Any] | None, log: str | None,
                  spool: str | None = None, rerun: tuple[Any, ...] | None = None,
-                 protected_pids: tuple[int, ...] = (), children: dict[str, Any] | None = None,
-                 child_outputs: list[str] | None = None) -> None:
+                 protected_pids: tuple[int, ...] = (), search_path: tuple[str, ...] | None = None,
+                 children: dict[str, Any] | None = None, child_outputs: list[str] | None = None) -> None:
         self.mode, self.on_deny, self.inherit = mode, on_deny, inherit
+        # the module search path python reads by itself: sys.path without its first entry (the
+        # launcher's directory; the program's is program_dir), or the whole of it in a child
+        # armed while site runs, before python puts the script's directory first
+        self.search_path = tuple(sys.path[1:]) if search_path is None else search_path
         self.program_dir, self.outputs, self.emit = program_dir, outputs, emit
         self.exit_on_deny, self.log = exit_on_deny, log
         self.spool = spool  # where Python children report their events (see child.py)

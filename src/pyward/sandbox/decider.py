@@ -65,7 +65,7 @@ def build_decider(policy: Policy, context: Context,
     for candidate in policy_candidates(os.getcwd()):  # no writing its own policy
         if realpath(candidate) not in outputs_real:  # (except the policy `pyward learn` writes)
             rules["write"][1].append((0, realpath(candidate), "pyward (a file it reads its policy from)"))
-    roots, files = implicit_roots(context.program_dir)
+    roots, files = implicit_roots(context.program_dir, context.search_path)
     if context.mode == "prompt":
         files = files | {"/dev/tty"}  # the answers are read from there
     if context.spool:

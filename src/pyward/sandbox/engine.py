@@ -130,7 +130,7 @@ class SandboxEngine(Engine):
         if kind in OBSERVED:
             self.counts[perm] = self.counts.get(perm, 0) + 1
             if self.learn:
-                self.observations.append((perm, name, details.get("operation", "")))
+                self.observations.append((perm, learned_name(name, details), details.get("operation", "")))
         if pid is None and self.spool and self.session.journal.is_child:  # forked: the parent records it
             message = f"child {os.getpid()}: {message}"
             write_spool(self.spool, kind, name, message, severity, details, site)
@@ -212,3 +212,15 @@ def _rerun_spec(session: Any) -> tuple[Any, ...] | None:
     if argv is None:
         return None
     return (argv[0], tuple(argv), dict(session.start_env), session.cwd, RERUN_VARIABLE)
+
+
+def learned_name(name: str, details: dict[str, Any]) -> str:
+    """What learn writes for an event: a connection to an address a name gave is learned as the
+    name and port (the address is this network's answer, the name holds elsewhere), unless a
+    name other than localhost led to this host (a machine's own name does not travel)."""
+    via = details.get("via")
+    if type(via) is not str:
+        return name
+    if name.startswith(("127.", "[::1]", "0.0.0.0", "[::]")) and not via.startswith("localhost:"):
+        return name
+    return via

@@ -132,6 +132,13 @@ class GuardedEnviron(os._Environ):
     def copy(self) -> dict[Any, Any]:
         return dict(self._listing())
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """What python's deepcopy of os.environ is: an os._Environ over a snapshot of the
+        variables (here, those the program may read), whose writes still reach the process
+        environment (requests' tests compare the environment with such a copy)."""
+        data = {self.encodekey(key): self.encodevalue(value) for key, value in self._listing()}
+        return os._Environ(data, self.encodekey, self.decodekey, self.encodevalue, self.decodevalue)
+
     def __repr__(self) -> str:
         items = ", ".join(f"{k!r}: {v!r}" for k, v in self.items())
         return f"environ({{{items}}})"

@@ -201,7 +201,7 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
             elif root is not None:
                 wall.grant(root, rights, ancestor=True)
     # what python and pyward read, as the audit layer's implicit reads, and what C reads beneath it
-    roots, files = implicit_roots(context.program_dir)
+    roots, files = implicit_roots(context.program_dir, context.search_path)
     for path in (*roots, *files, *BENEATH_AUDIT, *_interpreter_files()):
         wall.grant(path, READ)
     for path in BENEATH_AUDIT_CREATES:
@@ -227,11 +227,16 @@ def compile_wall(policy: Policy, context: Context, version: int, *, reruns: bool
         if rule.scope == "fork":
             continue
         if "/" in rule.scope:
-            _grant_executable(wall, expand(rule.scope, policy.base_dirs.get(rule.origin, os.getcwd()), variables))
+            path = expand(rule.scope, policy.base_dirs.get(rule.origin, os.getcwd()), variables)
+            _grant_executable(wall, path)
+            if is_compiler(path):
+                _grant_toolchain(wall, path)
             continue
         # a name matches any command of that base name: those in PATH, and this interpreter
         for path in _which(rule.scope, every=True):
             _grant_executable(wall, path)
+            if is_compiler(rule.scope):
+                _grant_toolchain(wall, path)
         if rule.scope in (os.path.basename(sys.executable), os.path.basename(realpath(sys.executable))):
             _grant_executable(wall, sys.executable)
     if reruns:  # a crash healed by a re-run starts this interpreter again
@@ -361,6 +366,49 @@ def _grant_executable(wall: Wall, path: str, depth: int = 0) -> None:
     loader = elf_interpreter(head)
     if loader:
         wall.grant(loader, EXECUTE | READ_FILE)
+
+
+#: Compiler drivers: each runs its passes (cc1, as, collect2, ld; rustc runs cc to link), programs the
+#: audit layer never sees, and reads the system headers.  Spelled bare, versioned (`gcc-12`) or with a
+#: target prefix (`x86_64-linux-gnu-gcc`).
+COMPILERS = frozenset(("cc", "c++", "gcc", "g++", "cpp", "clang", "clang++", "gfortran", "rustc"))
+#: The programs a driver finds through PATH (or its target's bin directory) rather than in its own.
+TOOLCHAIN_PROGRAMS = ("as", "ld", "ld.bfd", "ld.gold", "ld.lld", "cc")
+#: Where a toolchain's passes live below its prefix, and where the headers a compilation reads are.
+TOOLCHAIN_DIRS = ("lib/gcc", "libexec/gcc", "lib/gcc-cross")
+HEADER_DIRS = ("/usr/include", "/usr/local/include")
+
+
+def is_compiler(scope: str) -> bool:
+    """Whether a run scope names a compiler driver (`gcc`, `/usr/bin/x86_64-linux-gnu-gcc-12`, `clang++-14`)."""
+    name = os.path.basename(scope)
+    head, sep, tail = name.rpartition("-")
+    if sep and tail.replace(".", "").isdigit():  # a version suffix
+        name = head
+    return name.rpartition("-")[2] in COMPILERS
+
+
+def _grant_toolchain(wall: Wall, driver: str) -> None:
+    """What running the compiler `driver` runs and reads beneath the audit layer: its passes (the
+    gcc directories beside it, clang's own binary), the assembler and linker it finds, the system
+    headers.  Granted only when the policy lets the program run the driver."""
+    prefix = os.path.dirname(os.path.dirname(realpath(driver)))
+    for sub in TOOLCHAIN_DIRS:
+        directory = os.path.join(prefix, sub)
+        if not os.path.isdir(directory):
+            continue
+        wall.grant(directory, EXECUTE | READ)
+        for target in os.listdir(directory):  # gcc looks for as and ld in PREFIX/TARGET/bin first
+            if os.path.isdir(os.path.join(prefix, target, "bin")):
+                wall.grant(os.path.join(prefix, target, "bin"), EXECUTE | READ)
+    for name in TOOLCHAIN_PROGRAMS:
+        for path in _which(name):
+            _grant_executable(wall, path)
+            if name == "cc" and os.path.basename(realpath(driver)) != os.path.basename(realpath(path)):
+                _grant_toolchain(wall, path)  # rustc links with cc
+    for directory in (*HEADER_DIRS, os.path.join(prefix, "include")):
+        if os.path.isdir(directory):
+            wall.grant(directory, READ)
 
 
 def elf_interpreter(head: bytes) -> str | None:

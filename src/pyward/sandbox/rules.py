@@ -193,13 +193,16 @@ def compile_net(scope: str, origin: str, base: str = "", variables: dict[str, st
     return (5, 0, origin, host, port, 0, 0, 0)
 
 
-def implicit_roots(program_dir: str) -> tuple[tuple[str, ...], frozenset[str]]:
-    """Directories and files python itself needs to read: sys.path, the stdlib,
-    site-packages, pyward, the program's directory, a few system files."""
+def implicit_roots(program_dir: str, search_path: tuple[str, ...] | None = None) -> tuple[tuple[str, ...],
+                                                                                         frozenset[str]]:
+    """Directories and files python itself needs to read: the search path (sys.path
+    but its first entry unless given), the stdlib, site-packages, pyward, the
+    program's directory, a few system files."""
     import site
 
     roots = set()
-    entries = [program_dir, *sys.path[1:], os.path.dirname(os.__file__),
+    path = sys.path[1:] if search_path is None else search_path
+    entries = [program_dir, *path, os.path.dirname(os.__file__),
                os.path.dirname(os.path.dirname(os.path.abspath(__file__))), *SYSTEM_DIRS]
     try:
         entries += site.getsitepackages() + [site.getusersitepackages()]
@@ -209,5 +212,7 @@ def implicit_roots(program_dir: str) -> tuple[tuple[str, ...], frozenset[str]]:
         real = realpath(entry or os.getcwd())
         roots.add(real.rstrip("/") + "/")
     files = {realpath(f) for f in SYSTEM_FILES}
+    # the interpreter's own executable: platform.libc_ver() and packaging's wheel tags (pip, build) read it
+    files |= {realpath(exe) for exe in (sys.executable, getattr(sys, "_base_executable", "")) if exe}
     files |= {r.rstrip("/") for r in roots}  # the directories themselves (listing, zip files)
     return tuple(sorted(roots)), frozenset(files)

@@ -14,7 +14,11 @@ def _boot():
     if not payload:
         return
     try:
-        from pyward.sandbox.childboot import arm
+        try:
+            from pyward.sandbox.childboot import arm
+        except ImportError:
+            _load_beside(here)
+            from pyward.sandbox.childboot import arm
 
         arm(payload)
     except ImportError as exc:
@@ -22,6 +26,26 @@ def _boot():
                          "cannot guard it, so it does not run\n")
         sys.stderr.flush()
         os._exit(77)
+
+
+def _load_beside(here):
+    """pyward from where the parent loaded it (this file is pyward/sandbox/boot/ there), and
+    nothing else of that directory: a virtualenv the program made (`python -m build`, tox, nox)
+    has no pyward of its own, and must not see the parent's other packages."""
+    from importlib.machinery import PathFinder
+    from importlib.util import module_from_spec
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    spec = PathFinder.find_spec("pyward", [root])
+    if spec is None or spec.loader is None:
+        raise ImportError(f"No module named 'pyward' in {root}")
+    module = module_from_spec(spec)
+    sys.modules["pyward"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["pyward"]
+        raise
 
 
 def _chain():
