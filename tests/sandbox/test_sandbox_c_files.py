@@ -328,3 +328,16 @@ def test_a_device_node_needs_more_than_a_write_rule(tmp_path):
         os.unlink(tmp_path / "out" / entry)
     blanket = run(tmp_path, body, "--no-kernel", "--allow-read=.", "--allow-write")
     assert sorted(os.listdir(tmp_path / "out")) == ["block", "char", "file", "index", "sub"], blanket
+
+
+def test_a_certificate_file_that_does_not_exist_is_not_a_denial(tmp_path):
+    """ssl's load_verify_locations of a missing file: the OS answers FileNotFoundError, as to a read-only
+    open of it, and learn does not turn the probe into a rule (httpx's tests make it)."""
+    run = guard(tmp_path, """\
+        import ssl
+        try:
+            ssl.create_default_context().load_verify_locations("/nonexistent/ca.pem")
+        except OSError as exc:
+            print(type(exc).__name__)
+    """, "--mode=enforce")
+    assert (run.stdout, run.denied) == ("FileNotFoundError\n", []), run

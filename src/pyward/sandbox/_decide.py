@@ -1206,6 +1206,8 @@ def file_arguments(perm, op, spec):
             real = path_of(value) if value is not None else None
             if real is not None:
                 item = check(perm, real, op)
+                if item is not None and item[3] == 2 and perm == "read" and REALPATH(real) is None:
+                    continue  # nothing there to read: the OS answers, as to a read-only open of it
                 if item is not None:
                     found.append(item)
         return found or None
