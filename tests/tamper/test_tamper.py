@@ -367,3 +367,14 @@ def test_imports_are_checked_in_c_until_something_differs(tmp_path):
     assert run.stdout == "quiet imports: True\nchecked after the change: True\nquiet again: True\n", run.stderr
     changes = [e for e in run.events("composition.changed", engine="tamper")]
     assert [e["name"] for e in changes] == ["sys.meta_path"], changes
+
+
+def test_a_value_is_described_in_its_own_words_and_never_by_its_repr():
+    from pyward.tamper.seals import describe
+
+    class Loud:
+        def __repr__(self):  # the program's code: never run by pyward
+            raise AssertionError("repr called")
+
+    assert [describe(v) for v in (None, True, False)] == ["None", "True", "False"]
+    assert describe(Loud()).endswith("Loud object>") and describe(len) == "<builtin_function_or_method len>"

@@ -220,6 +220,8 @@ def describe(value: Any) -> str:
     """`<function fake_open at evil.py:12>` for functions; a short repr otherwise (never the program's __repr__)."""
     if value is MISSING:
         return "<deleted>"
+    if value is None or value is True or value is False:  # (a hook removed, a flag set: their own words)
+        return repr(value)
     if type(value) is types.FunctionType:
         code = value.__code__
         return f"<function {value.__qualname__} at {code.co_filename}:{code.co_firstlineno}>"
