@@ -692,8 +692,11 @@ def test_program_code_construction_is_still_checked(tmp_path):
         import types, copy
         def f():
             return 1
+        import importlib._bootstrap as bootstrap
         attempts = {
             "replace": lambda: f.__code__.replace(co_consts=(None, 2)),
+            # from the frame an extension module's initialisation runs in, but not as one: still the program's
+            "through import": lambda: bootstrap._call_with_frames_removed(f.__code__.replace, co_consts=(None, 3)),
             "CodeType": lambda: types.CodeType(*[getattr(f.__code__, "co_" + n) for n in (
                 "argcount", "posonlyargcount", "kwonlyargcount", "nlocals", "stacksize", "flags", "code",
                 "consts", "names", "varnames", "filename", "name", "qualname", "firstlineno", "linetable",
@@ -712,8 +715,8 @@ def test_program_code_construction_is_still_checked(tmp_path):
     """
     run = guard(tmp_path, code, "--allow-read=/")
     assert run.status == 0, run
-    assert run.stdout == "replace denied\nCodeType denied\ntypes.coroutine code\n"
-    assert [e["details"]["operation"] for e in run.denied] == ["code object construction"] * 2
+    assert run.stdout == "replace denied\nthrough import denied\nCodeType denied\ntypes.coroutine code\n"
+    assert [e["details"]["operation"] for e in run.denied] == ["code object construction"] * 3
 
 
 def test_learn_grants_nothing_for_the_stdlib_own_code_construction(tmp_path):

@@ -1257,11 +1257,13 @@ guard_method(PyObject *module, PyObject *args)
         return NULL;
     }
     PyTypeObject *tp = (PyTypeObject *)type;
-    /* a C extension's class: an immutable heap type, or a static type of a third-party extension (Cython's
-     * classes: a dotted name, its own dict); never a static type of the interpreter's own */
-    int extension = (tp->tp_flags & Py_TPFLAGS_HEAPTYPE) || strchr(tp->tp_name, '.') != NULL;
-    if (!extension || !(tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE) || tp->tp_dict == NULL) {
-        PyErr_SetString(PyExc_TypeError, "guard_method: an immutable heap type (a C extension's class) expected");
+    /* a C extension's class: a heap type (immutable, or, as Cython's limited-API classes, not: its dict is
+     * the program's to change anyway), or a static type of a third-party extension (Cython's classes: a
+     * dotted name, its own dict); never a static type of the interpreter's own */
+    int extension = (tp->tp_flags & Py_TPFLAGS_HEAPTYPE)
+                    || ((tp->tp_flags & Py_TPFLAGS_IMMUTABLETYPE) && strchr(tp->tp_name, '.') != NULL);
+    if (!extension || tp->tp_dict == NULL) {
+        PyErr_SetString(PyExc_TypeError, "guard_method: a C extension's class expected");
         return NULL;
     }
     PyObject *current = PyDict_GetItemWithError(tp->tp_dict, name);

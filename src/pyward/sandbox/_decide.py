@@ -1156,6 +1156,8 @@ def guard_module(module):
             original = space.get(function)
             if original is not None and type(original) is not GUARD_TYPE:
                 space[function] = NATIVE_GUARD(None, original, None, after)
+                if function != "create_builtin":  # (see on_code_new)
+                    STATE.setdefault("extension inits", []).append(space[function])
 
 
 def guard_methods(cls, methods, prefix):
@@ -1164,7 +1166,10 @@ def guard_methods(cls, methods, prefix):
         for method in methods:
             original = TYPE_DICT(cls).get(method)
             if original is not None and type(original) is not GUARD_TYPE:
-                GUARD_METHOD(cls, method, NATIVE_GUARD(prefix + method, original))
+                try:
+                    GUARD_METHOD(cls, method, NATIVE_GUARD(prefix + method, original))
+                except TypeError:  # a class of a shape pyward does not know: the import goes on, unguarded
+                    return
 
 
 def guard_function(space, name, event, paths):
@@ -1960,6 +1965,14 @@ def on_code_new(args):
     caller = event_caller()
     if caller is not None and (caller.f_code.co_filename, caller.f_code.co_name) in CODE_RELABELLERS:
         return None
+    if caller is not None and caller.f_code.co_name == "_call_with_frames_removed" and \
+            caller.f_code.co_filename == "<frozen importlib._bootstrap>":
+        # an extension module making its own code objects as it initialises (Cython 3.1 does, for its
+        # tracebacks): native code the import already let in; no Python code chose what they hold
+        called = caller.f_locals.get("f")
+        for init in STATE.get("extension inits", ()):
+            if called is init:
+                return None
     return check("ffi", "bytecode", "code object construction")
 
 
