@@ -1,10 +1,12 @@
 """The tamper engine end to end: seals, alerts naming the patcher, restore, fail-closed."""
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
 
+from helpers import clean_env
 from sandbox_helpers import guard
 
 WATCHERS = sys.version_info >= (3, 12)
@@ -378,3 +380,24 @@ def test_a_value_is_described_in_its_own_words_and_never_by_its_repr():
 
     assert [describe(v) for v in (None, True, False)] == ["None", "True", "False"]
     assert describe(Loud()).endswith("Loud object>") and describe(len) == "<builtin_function_or_method len>"
+
+
+def test_import_hooks_that_matter_and_those_that_do_not(tmp_path):
+    """`pyward run -m pytest` adds and removes pytest's assertion rewriter: the target's own, said at -v only.
+    A hook another library adds, and one the run started with taken away, are notices."""
+    (tmp_path / "test_a.py").write_text("def test_a():\n    assert 1\n")
+    suite = subprocess.run([sys.executable, "-m", "pyward", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "test_a.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert suite.returncode == 0, suite.stdout + suite.stderr
+    assert [line for line in suite.stderr.splitlines() if line.startswith("[pyward]")][:-1] == [], suite.stderr
+    (tmp_path / "lib.py").write_text("import sys\nclass Finder:\n    def find_spec(self, *a):\n        return None\n"
+                                     "sys.meta_path.append(Finder())\n")
+    run = guard(tmp_path, """\
+        import sys
+        import lib
+        sys.path_hooks.pop()
+        import json
+    """)
+    notices = [e["message"] for e in run.events("composition.changed", engine="tamper") if e["severity"] == "notice"]
+    assert any("sys.meta_path changed: + <lib.Finder object>" in m for m in notices), notices
+    assert any(m.startswith("sys.path_hooks changed: - ") for m in notices), notices

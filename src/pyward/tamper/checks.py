@@ -47,7 +47,7 @@ def disarm_gate(native: Any) -> None:
 
 class Checks:
     __slots__ = ("session", "table", "targets", "alerts", "check_modules", "modules", "meta_path", "path_hooks",
-                 "monitoring", "subscriber")
+                 "monitoring", "subscriber", "initial")
 
     def __init__(self, session: Any, table: SealTable, targets: Targets, alerts: Alerts, check_modules: bool,
                  subscriber: Callable[[str, tuple[Any, ...]], None]) -> None:
@@ -58,11 +58,13 @@ class Checks:
         self.meta_path: list[Any] = []
         self.path_hooks: list[Any] = []
         self.monitoring: dict[int, str] = {}
+        self.initial: set[int] = set()  # the import hooks the run started with (ids)
 
     def begin(self) -> None:
         """What the checks compare with: the import hooks, the monitoring tools and the modules as they are now."""
         self.meta_path = list(sys.meta_path)
         self.path_hooks = list(sys.path_hooks)
+        self.initial = {id(x) for x in (*self.meta_path, *self.path_hooks)}
         self.monitoring = monitoring_tools()
         if self.check_modules:
             self.modules = {name: id(mod) for name, mod in list(sys.modules.items())}
@@ -132,12 +134,24 @@ class Checks:
                 before[:] = list(now)
                 if came or went:
                     added, removed = [describe(x) for x in came], [describe(x) for x in went]
-                    authorised = all(self.alerts.allowed_patcher([type(x).__module__]) for x in came + went)
+                    # news: a hook a library adds, and one the run started with taken away; not the target's
+                    # own (pytest's assertion rewriter under `-m pytest`), nor one taken away by whoever added it
+                    authorised = all(self.alerts.allowed_patcher([type(x).__module__]) or self._targets_own(x)
+                                     for x in came) and all(id(x) not in self.initial for x in went)
                     _emit(self.session.journal, "tamper", "composition.changed", name,
                           severity="info" if authorised else "notice", where="",
                           message=f"{name} changed: " + ", ".join(
                               [f"+ {a}" for a in added] + [f"- {r}" for r in removed]),
                           details={"added": added, "removed": removed, "when": when})
+
+    def _targets_own(self, hook: Any) -> bool:
+        """An import hook of the module the run was started with (`pyward run -m pytest`: pytest's)."""
+        target = getattr(self.session, "target", None)
+        if getattr(target, "kind", None) != "module":
+            return False
+        top = str(target.value).partition(".")[0]
+        module = type(hook).__module__
+        return module.partition(".")[0] in (top, "_" + top)
 
     def verify_table(self, when: str) -> None:
         """The seals as C keeps them against the engine's table: a seal dropped from
