@@ -7,12 +7,26 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 
 import pytest
 
 from helpers import clean_env
 from sandbox_helpers import guard
+
+
+def learned_then_enforced(tmp_path, code: str, stdout: str) -> str:
+    """`pyward learn` of `code`, then a run under the policy it wrote (enforce, the kernel wall where there is
+    one): both print `stdout`, with no denial; the policy's text."""
+    (tmp_path / "app.py").write_text(textwrap.dedent(code))
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
+                             env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, stdout), learned.stderr
+    enforced = guard(tmp_path, code, "--config", "p.toml", config=True)
+    assert (enforced.stdout, enforced.denied, enforced.status) == (stdout, [], 0), enforced
+    return (tmp_path / "p.toml").read_text()
+
 
 SPELLINGS = ["127.0.0.1", "127.1", "2130706433", "0x7f000001", "0177.0.0.1", "0.0.0.0", "localhost", "",
              "::ffff:127.0.0.1"]
@@ -197,12 +211,8 @@ def test_an_attach_of_a_computed_name_is_allowed_by_naming_it_as_learn_writes_it
     '(a database name computed in SQL)', the rule a learning run writes, which then holds."""
     refused = guard(tmp_path, COMPUTED_ATTACH, "--mode=enforce", "--allow-read=$TMP", "--allow-write=$TMP")
     assert refused.stdout == "REFUSED not authorized\n", refused
-    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
-                             env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert (learned.returncode, learned.stdout) == (0, "ATTACHED\n"), learned.stderr
-    assert '"(a database name computed in SQL)",' in (tmp_path / "p.toml").read_text()
-    enforced = guard(tmp_path, COMPUTED_ATTACH, "--config", "p.toml", config=True)
-    assert (enforced.stdout, enforced.denied) == ("ATTACHED\n", []), enforced
+    policy = learned_then_enforced(tmp_path, COMPUTED_ATTACH, "ATTACHED\n")
+    assert '"(a database name computed in SQL)",' in policy
 
 
 UNION = """\
@@ -356,12 +366,7 @@ def test_learn_then_enforce_keeps_tempfile_in_the_temporary_directory(tmp_path):
     (tmp_path / "app.py").write_text(TEMPFILES)
     plain = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True,
                            text=True, timeout=60)
-    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
-                             env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert learned.returncode == 0 and learned.stdout == plain.stdout, learned.stderr
-    enforced = guard(tmp_path, TEMPFILES, "--config", "p.toml", config=True)
-    assert enforced.stdout == plain.stdout, enforced
-    assert enforced.denied == [] and enforced.result.returncode == 0, enforced
+    learned_then_enforced(tmp_path, TEMPFILES, plain.stdout)
 
 
 UVLOOP_CONNECT = """\
@@ -422,14 +427,8 @@ uvloop.run(main())
 def test_learn_sees_what_uvloop_does(tmp_path):
     """A learning run sees uvloop's server, connection and process start, so its policy holds them under the
     kernel wall, which would refuse what the policy does not list."""
-    (tmp_path / "app.py").write_text(UVLOOP_SERVICE)
-    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
-                             env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert (learned.returncode, learned.stdout) == (0, "HELLO\nchild 0\n"), learned.stderr
-    policy = (tmp_path / "p.toml").read_text()
+    policy = learned_then_enforced(tmp_path, UVLOOP_SERVICE, "HELLO\nchild 0\n")
     assert '"127.0.0.1",' in policy and f'"{os.path.basename(sys.executable)}",' in policy, policy
-    enforced = guard(tmp_path, UVLOOP_SERVICE, "--config", "p.toml", config=True)
-    assert (enforced.stdout, enforced.denied) == ("HELLO\nchild 0\n", []), enforced
 
 
 ZMQ = """\
@@ -455,12 +454,7 @@ def test_zeromq_binds_and_connects_are_judged_and_learned(tmp_path):
     denied = guard(tmp_path, ZMQ, "--mode=enforce", "--no-kernel", "--allow-import=zmq", "--allow-net=127.0.0.1:0")
     assert denied.stdout == "DENIED AccessDenied\n", denied
     assert [e["details"]["operation"] for e in denied.denied] == ["connect"]
-    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
-                             env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert (learned.returncode, learned.stdout) == (0, "ping\n"), learned.stderr
-    assert '"127.0.0.1",' in (tmp_path / "p.toml").read_text()
-    enforced = guard(tmp_path, ZMQ, "--config", "p.toml", config=True)
-    assert (enforced.stdout, enforced.denied) == ("ping\n", []), enforced
+    assert '"127.0.0.1",' in learned_then_enforced(tmp_path, ZMQ, "ping\n")
 
 
 def test_pyward_started_again_inside_the_run_cannot_loosen_it(tmp_path, tmp_path_factory):
