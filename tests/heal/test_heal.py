@@ -626,3 +626,17 @@ def test_a_python_child_the_sandbox_does_not_arm_is_said_once_not_to_be_healed(t
     write(tmp_path, BUGGY)
     rerun = pyward("run", "--heal", "--no-report", "app.py", cwd=tmp_path)
     assert "re-running the program" in rerun.stderr and "does not follow" not in rerun.stderr, rerun.stderr
+
+
+def test_the_verbose_listing_of_a_coroutine_names_every_instruction():
+    """`-v` lists the guarded bytecode: a coroutine's own plumbing (its cleanup handler) has no line number,
+    which failed the listing and with it the heal ('could not heal it') of an async handler under -v."""
+    from pyward.heal.analyse import instructions
+    from pyward.heal.synth import diff
+
+    async def handler(x):
+        return x["a"]["b"]
+
+    listing = diff(handler.__code__, [])
+    assert len(listing) == len(list(instructions(handler.__code__)))
+    assert any(line.split()[0] == "CALL_INTRINSIC_1" for line in listing) or sys.version_info < (3, 12)

@@ -275,7 +275,7 @@ class HealEngine(Engine):
             return
         pid = os.getpid()
         session.journal.emit("heal", "firings", str(pid), severity="info", where="",
-                             message=f"forked process {pid}: {firings} guard firing{'s' * (firings != 1)}",
+                             message=f"child process {pid}: {firings} guard firing{'s' * (firings != 1)}",
                              details={"firings": firings})
         if self.store is not None and self._store_pid == pid:
             self._save_hits(session, hits)

@@ -449,6 +449,7 @@ def diff(patched: CodeType, inserted: list[int]) -> list[str]:
         if ins.opname == "LOAD_CONST" and n in skip:
             arg = "<pyward guard>"
         mark = "+" if n in skip else " "
-        lines.append(f"{mark} {ins.positions.lineno if ins.positions else '':>4} {ins.opname:<20} {arg}")
+        line = ins.positions.lineno if ins.positions is not None else None  # (None: a coroutine's own plumbing)
+        lines.append(f"{mark} {'' if line is None else line:>4} {ins.opname:<20} {arg}")
     return lines
 
