@@ -577,17 +577,20 @@ def test_flask_run_debug_reloads_into_a_child_that_is_guarded_and_healed(tmp_pat
                      "app", "run", "--debug", "--port", "PORT"], tmp_path)
     try:
         assert without_pid(server.json("GET", "/user/ann")) == (200, None, {"name": "Ann", "bio": "hi"})
-        assert without_pid(server.json("GET", "/user/bob")) == (
-            200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', {"name": "Bob", "bio": None})
-        assert without_pid(server.json("GET", "/user/bob")) == (200, None, {"name": "Bob", "bio": None})
+        if MONITORED:
+            assert without_pid(server.json("GET", "/user/bob")) == (
+                200, 'guard=chain_subscript_guard; target=u["profile"]["bio"]', {"name": "Bob", "bio": None})
+            assert without_pid(server.json("GET", "/user/bob")) == (200, None, {"name": "Bob", "bio": None})
+        else:  # werkzeug's debugger answers the crash with its own page: 3.11 has no sys.monitoring to see it
+            status, headers, _ = server.request("GET", "/user/bob")
+            assert status == 500 and HEADER not in headers
     finally:
         err = server.close()
     lines = pyward_lines(err)
-    assert [line for line in lines if "run end:" in line][-1:] and len([line for line in lines
-                                                                        if "run end:" in line]) == 1, lines
+    assert len([line for line in lines if "run end:" in line]) == 1, lines
     assert not any("could not start" in line or "heal does not follow" in line for line in lines), lines
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["summary"]["healed"] == 1, report["summary"]
+    assert report["summary"]["healed"] == (1 if MONITORED else 0), report["summary"]
 
 
 def test_gunicorn_workers_pick_up_a_patch_within_the_sync_interval(tmp_path):
