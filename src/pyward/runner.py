@@ -1158,11 +1158,9 @@ def guard_server(settings: Settings, engines: list[Engine], name: str | None = N
     return session
 
 
-def run_as_child(target: Target) -> int:
-    """`pyward run` in a Python child that a guarded run already armed (children.armed: a development
-    server's reloader restarting `sys.orig_argv`): the program runs as python runs it, under the run that
-    armed this process (its policy, its engines, its record), whatever this command line asks: a program
-    cannot loosen its own run by starting pyward again.  Raises TargetError as start() does."""
+def _load(target: Target) -> _Prepared:
+    """The target resolved and its code read (a script's source, -c's text, stdin's bytes, so that a coding
+    cookie is honoured as python does); raises TargetError (python's exit status) when it cannot start."""
     p = prepare(target)
     if p.file is not None:
         _read_script(p)
@@ -1170,6 +1168,15 @@ def run_as_child(target: Target) -> int:
         p.code = target.value
     elif target.kind == "stdin":
         p.code = sys.stdin.buffer.read()
+    return p
+
+
+def run_as_child(target: Target) -> int:
+    """`pyward run` in a Python child that a guarded run already armed (children.armed: a development
+    server's reloader restarting `sys.orig_argv`): the program runs as python runs it, under the run that
+    armed this process (its policy, its engines, its record), whatever this command line asks: a program
+    cannot loosen its own run by starting pyward again.  Raises TargetError as start() does."""
+    p = _load(target)
     if p.path0 is not None and not sys.flags.safe_path:
         sys.path[0] = p.path0
     sys.argv[:] = p.argv
@@ -1186,14 +1193,8 @@ def start(settings: Settings, target: Target, invocation: list[str],
 
     Raises TargetError (python's exit status) when the target cannot start.
     """
-    p = prepare(target)
-    stdin_code: bytes | None = None
-    if p.file is not None:
-        _read_script(p)
-    elif target.kind == "code":
-        p.code = target.value
-    elif target.kind == "stdin":  # bytes, so a coding cookie is honoured as python does
-        p.code = stdin_code = sys.stdin.buffer.read()
+    p = _load(target)
+    stdin_code = p.code if type(p.code) is bytes and target.kind == "stdin" else None
     session = Session(settings, target, invocation)
     session.attempt, session.channel, session.tap = channel
     session.program_dir = p.path0 or os.getcwd()

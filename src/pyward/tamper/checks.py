@@ -149,7 +149,7 @@ class Checks:
         target = getattr(self.session, "target", None)
         if getattr(target, "kind", None) != "module":
             return False
-        top = str(target.value).partition(".")[0]
+        top = str(getattr(target, "value", "")).partition(".")[0]
         module = type(hook).__module__
         return module.partition(".")[0] in (top, "_" + top)
 
