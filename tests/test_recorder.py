@@ -434,3 +434,29 @@ def test_a_learning_run_that_replaces_itself_by_exec_writes_its_policy(tmp_path)
         lines[-3].endswith("the program replaced itself with /bin/sh (exec)"), lines
     assert "not Python (/bin/sh)" in lines[-2]
     assert '"/bin/sh",' in (tmp_path / "p.toml").read_text()
+
+
+FORGED_EXEC = """\
+import fcntl, os, stat, sys, time
+for fd in range(3, 256):  # every pipe it may write (pyward's channel among them): a forged exec note, then closed
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+            os.write(fd, b'\\n{"ctl": "exec", "path": "/bin/true"}\\n')
+            os.close(fd)
+    except OSError:
+        pass
+time.sleep(3)  # past the recorder's grace time, still running, unrecorded
+print("went on", flush=True)
+"""
+
+
+def test_an_exec_note_the_program_forged_does_not_hide_that_it_closed_the_channel(tmp_path):
+    """The recorder takes an exec for the program's end only when the process's command line changed: a
+    program that sends an exec note, closes pyward's channel and goes on is recorded as having done that."""
+    (tmp_path / "app.py").write_text(FORGED_EXEC)
+    result = subprocess.run([sys.executable, "-m", "pyward", "run", "-q", "--report", "r.json", "app.py"],
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "went on\n"), result.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [e["kind"] for e in data["events"] if e["kind"] == "record.closed"] == ["record.closed"]
+    assert data["run"]["exit_reason"] == "killed or os._exit (no end recorded)"

@@ -366,6 +366,17 @@ def _detach(keep: tuple[int | None, ...]) -> None:
         pass
 
 
+def _cmdline(pid: object) -> bytes:
+    """/proc/PID/cmdline (b"" when it cannot be read, or for a process that has ended)."""
+    if type(pid) is not int:
+        return b""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _is_spool(path: object) -> bool:
     """A children's spool as the sandbox names it (spool.py): nothing else is read, or removed."""
     if type(path) is not str or not os.path.isabs(path) or "/../" in path:
@@ -391,6 +402,7 @@ class Recorder:
         self.path, self.run, self.start_clock, self.pidfd, self.lost = path, run, start_clock, pidfd, lost
         self.spool: str | None = None  # the children's spool, collected here when the program could not
         self.execed: str | None = None  # what the program's process last asked to exec (the program's words)
+        self.cmdline = _cmdline(run.get("pid"))  # the program's command line before its first line
         self.events: list[dict[str, Any]] = []
         self.ended: tuple[int | None, str] | None = None
         self.after_end = 0  # events received after the last end record
@@ -448,7 +460,10 @@ class Recorder:
             self._malformed(bytes(self.pending), "cut short")
         if program_alive and self.pidfd is not None and not self._ended(CLOSE_GRACE_S):
             # a process closes its descriptors before it is seen to end: only a program still running
-            # after the grace time closed the channel itself (or replaced itself by an exec: expected)
+            # after the grace time closed the channel itself, or replaced itself by an exec, which its
+            # command line shows (an exec note alone is the program's word: it could send one and go on)
+            if self.execed is not None and _cmdline(self.run.get("pid")) in (self.cmdline, b""):
+                self.execed = None
             if self.execed is None:
                 self._add_own("record.closed", "warning", "pyward's channel to its recorder was closed while the "
                               "program was still running: what it did after that is not in this record")
