@@ -472,3 +472,29 @@ def test_pyward_started_again_inside_the_run_cannot_loosen_it(tmp_path, tmp_path
     """, "--mode=enforce", "--no-kernel", "--allow-run", f"--allow-read={sys.prefix}")
     assert run.stdout == "1 False True\n", run
     assert [e["name"] for e in run.denied] == [str(secret)]
+
+
+UVLOOP_CHILD_ENV = """\
+import asyncio, os, sys
+import uvloop
+
+async def main(secret):
+    code = f"print(open({secret!r}).read().strip())"
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env={"PATH": os.environ["PATH"]},
+                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await child.communicate()
+    print(child.returncode, out.decode().strip() or "-", "AccessDenied" in err.decode())
+
+uvloop.run(main(sys.argv[1]))
+"""
+
+
+def test_a_python_child_uvloop_starts_with_its_own_environment_is_armed(tmp_path, tmp_path_factory):
+    """uvloop starts processes in C (libuv): an explicit env= gets the sandbox's variables all the same, so the
+    Python child runs under the policy (here, the audit layer alone, the kernel wall off)."""
+    secret = tmp_path_factory.mktemp("secret") / "key.txt"
+    secret.write_text("s3cret\n")
+    run = guard(tmp_path, UVLOOP_CHILD_ENV, "--mode=enforce", "--no-kernel", "--allow-import=uvloop", "--allow-run",
+                "--allow-env=PATH", f"--allow-read={tmp_path}", args=(str(secret),))
+    assert run.stdout == "1 - True\n", run
+    assert [e["name"] for e in run.denied] == [str(secret)]

@@ -1161,13 +1161,17 @@ def guard_module(module):
 
 
 def guard_methods(cls, methods, prefix):
-    """A C (or Cython) class's methods as Guards raising `prefix + method`."""
+    """A C (or Cython) class's methods as Guards raising `prefix + method`; a method that starts a process
+    (`subprocess_*`) hands an explicit `env=` the sandbox's variables, so that a Python child is armed."""
     if type(cls) is type:
         for method in methods:
             original = TYPE_DICT(cls).get(method)
             if original is not None and type(original) is not GUARD_TYPE:
+                arms = PAYLOAD is not None and method[:11] == "subprocess_"
                 try:
-                    GUARD_METHOD(cls, method, NATIVE_GUARD(prefix + method, original))
+                    GUARD_METHOD(cls, method, NATIVE_GUARD(prefix + method, original,
+                                                           inject_env_keyword if arms else None, None,
+                                                           ((None, "env", "env"),) if arms else None))
                 except TypeError:  # a class of a shape pyward does not know: the import goes on, unguarded
                     return
 
@@ -2250,6 +2254,14 @@ def on_spawn_actions(args):
 def inject_fork_exec(call, kwargs):
     if len(call) > 5 and call[5] is not None:
         call = tuple(call[:5]) + (inject_env(call[5]),) + tuple(call[6:])
+    return (call, kwargs)
+
+
+def inject_env_keyword(call, kwargs):
+    """A call's `env=` (made a plain dict by its guard) plus the sandbox's variables."""
+    if type(kwargs) is dict and kwargs.get("env") is not None:
+        kwargs = dict(kwargs)
+        kwargs["env"] = inject_env(kwargs["env"])
     return (call, kwargs)
 
 
