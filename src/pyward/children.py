@@ -23,6 +23,20 @@ CHILD_ENGINES = ("heal",)
 armed = False
 
 
+def prepare_engines(engines: dict[str, Any]) -> None:
+    """Before the child's sandbox is installed: what an engine reads of pyward's own while it is imported
+    (`prepare_child` of its package) is not the program's to be judged for."""
+    for name in CHILD_ENGINES:
+        if type(engines.get(name)) is dict:
+            try:
+                __import__(f"pyward.{name}")
+                prepare = getattr(sys.modules[f"pyward.{name}"], "prepare_child", None)
+                if prepare is not None:
+                    prepare()
+            except Exception:  # arm_engines says so, once the child can speak
+                pass
+
+
 def arm_engines(engines: dict[str, Any], spool: str | None) -> None:
     for name in CHILD_ENGINES:
         data = engines.get(name)

@@ -640,3 +640,31 @@ def test_the_verbose_listing_of_a_coroutine_names_every_instruction():
     listing = diff(handler.__code__, [])
     assert len(listing) == len(list(instructions(handler.__code__)))
     assert any(line.split()[0] == "CALL_INTRINSIC_1" for line in listing) or sys.version_info < (3, 12)
+
+
+CHILD_THREADS = """
+import threading
+USERS = {"bob": {"profile": None}}
+def bio(name):
+    return USERS[name]["profile"]["bio"]
+def work():
+    print("bio", bio("bob"), flush=True)
+for _ in range(3):
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+"""
+
+
+@pytest.mark.parametrize("mode", ["watch", "enforce"])
+def test_a_python_child_heals_and_its_heals_are_the_runs(tmp_path, mode):
+    """The sandbox carries the heal engine into a Python child (a reloader's server): its thread's crash is
+    healed there, under enforce too (what the engine reads of pyward's own is not judged as the program's),
+    and the run's report counts the heal and the child's guard firings."""
+    (tmp_path / "child.py").write_text(CHILD_THREADS)
+    write(tmp_path, "import subprocess, sys\nsubprocess.run([sys.executable, 'child.py'], check=True)\n")
+    options = ["--mode", "enforce", "--allow-run", "--allow-ffi=bytecode,introspection"] if mode == "enforce" else []
+    run = pyward("run", "--heal", *options, "--report", "r.json", "app.py", cwd=tmp_path)
+    assert (run.returncode, run.stdout) == (0, "bio None\nbio None\n"), run.stderr
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert (summary["denied"], summary["healed"], summary["guard_firings"]) == (0, 1, 2), summary

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from ..runner import Engine
     from .paths import short_path, store_files, store_path
 
-__all__ = ["arm_child", "make_engine", "outputs", "resilient", "short_path", "store_files", "store_path"]
+__all__ = ["arm_child", "make_engine", "outputs", "prepare_child", "resilient", "short_path", "store_files",
+           "store_path"]
 
 
 def __getattr__(name: str) -> Any:  # paths.py's names, imported when first used (never in a run without heal)
@@ -103,6 +104,11 @@ class resilient:  # noqa: N801 - used as a decorator and a context manager, like
             return False
         heal.skipped_block(exc, healed.label)
         return True
+
+
+def prepare_child() -> None:
+    """Before the child's sandbox: the engine's module reads PYWARD_DEBUG as it is imported."""
+    from . import engine  # noqa: F401
 
 
 def arm_child(data: dict[str, Any], spool: str | None) -> None:

@@ -39,11 +39,13 @@ def install_child(payload: str) -> None:
                       log=data.get("log"), spool=spool,
                       protected_pids=tuple(pid for pid in data.get("protected", ()) if type(pid) is int),
                       search_path=tuple(sys.path))  # armed while site runs: no script directory in front yet
-    install(policy, context)
     engines = data.get("engines")
     if engines and type(engines) is dict:  # the run's other engines, in this child too (children.py)
-        from ..children import arm_engines
+        from ..children import arm_engines, prepare_engines
 
+        prepare_engines(engines)
+    install(policy, context)
+    if engines and type(engines) is dict:
         arm_engines(engines, spool)
 
 
