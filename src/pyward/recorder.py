@@ -50,6 +50,7 @@ import time
 from . import canonical as _canonical
 from ._isolation import isolate_builtins, isolate_module
 from .journal import SCHEMA_VERSION, SEVERITIES, Sink, iso_time
+from .spool import is_spool
 
 isolate_builtins(globals())
 
@@ -377,20 +378,6 @@ def _cmdline(pid: object) -> bytes:
         return b""
 
 
-def _is_spool(path: object) -> bool:
-    """A children's spool as the sandbox names it (spool.py): nothing else is read, or removed."""
-    if type(path) is not str or not os.path.isabs(path) or "/../" in path:
-        return False
-    name = os.path.basename(path)
-    if name == "children.jsonl":
-        name = os.path.basename(os.path.dirname(path))[:-2] if path.endswith(".children.jsonl.d/children.jsonl") \
-            else ""
-    stem = name[:-len(".children.jsonl")] if name.endswith(".children.jsonl") else ""
-    parts = stem.split("-")
-    return len(parts) == 3 and parts[0] == "pyward" and parts[1].isdigit() and len(parts[2]) == 12 \
-        and all(c in "0123456789abcdef" for c in parts[2])
-
-
 # -- the recorder ------------------------------------------------------------------------
 
 
@@ -558,7 +545,7 @@ class Recorder:
                 self.execed = value["path"][:300]  # an exec that fails leaves the program running: its end follows
                 return
             if value.get("ctl") == "spool" and set(value) == {"ctl", "path"} and self.spool is None \
-                    and not self.events and _is_spool(value["path"]):  # (sent before any event of the program's)
+                    and not self.events and is_spool(value["path"]):  # (sent before any event of the program's)
                 self.spool = value["path"]
                 return
             self._malformed(line, "not a control record pyward sends")
@@ -578,10 +565,15 @@ class Recorder:
             self.sink.write(_Item(event))
 
     def _add_own(self, kind: str, severity: str, message: str, details: dict[str, Any] | None = None) -> None:
-        event = {"v": SCHEMA_VERSION, "seq": 0, "time": iso_time(time.time()), "pid": os.getpid(),
-                 "thread": "pyward-recorder", "engine": "pyward", "kind": kind, "name": "recorder",
-                 "severity": severity, "message": message, "where": None, "function": None,
-                 "details": details or {}}
+        self._record("pyward", kind, "recorder", severity, message, details or {}, os.getpid(), "pyward-recorder",
+                     time.time(), None, None)
+
+    def _record(self, engine: str, kind: str, name: str, severity: str, message: str, details: dict[str, Any],
+                pid: int, thread: str, at: float, where: str | None, function: str | None) -> None:
+        """An event the recorder itself adds (its own, or a child's it collected), in the run's policy."""
+        event = {"v": SCHEMA_VERSION, "seq": 0, "time": iso_time(at), "pid": pid, "thread": thread,
+                 "engine": engine, "kind": kind, "name": name, "severity": severity, "message": message,
+                 "where": where, "function": function, "details": details}
         policy = (self.run.get("policy") or {}).get("id")
         if type(policy) is str:
             event["policy"] = policy
@@ -634,7 +626,6 @@ class Recorder:
             return
         from .spool import read_spool
 
-        policy = (self.run.get("policy") or {}).get("id")
         try:
             spooled = read_spool(self.spool)
         except (OSError, ValueError):
@@ -643,13 +634,9 @@ class Recorder:
             if kind == "granted" or severity not in SEVERITIES or type(pid) is not int \
                     or not all(type(x) is str for x in (kind, name, message)):
                 continue
-            event = {"v": SCHEMA_VERSION, "seq": 0, "time": iso_time(at if type(at) is float else time.time()),
-                     "pid": pid, "thread": "", "engine": engine, "kind": kind, "name": name,
-                     "severity": severity, "message": message, "where": where if type(where) is str else None,
-                     "function": function if type(function) is str else None, "details": details}
-            if type(policy) is str:
-                event["policy"] = policy
-            self._add(event)
+            self._record(engine, kind, name, severity, message, details, pid, "",
+                         at if type(at) is float else time.time(), where if type(where) is str else None,
+                         function if type(function) is str else None)
         directory = os.path.dirname(self.spool)
         if directory.endswith(".children.jsonl.d"):  # the spool's own directory under the kernel wall
             try:

@@ -14,6 +14,7 @@ import time
 
 from ._isolation import isolate_builtins, isolate_module
 from .canonical import dumps
+from .children import CHILD_ENGINES
 from .journal import Sink
 
 isolate_builtins(globals())
@@ -26,13 +27,28 @@ if TYPE_CHECKING:
 
 
 #: the engines whose events a child may spool (a record naming another is not one)
-ENGINES = ("sandbox", "heal")
+ENGINES = ("sandbox", *CHILD_ENGINES)
 
 
 def child_spool(pid: int) -> str:
     from .policy import temp_dir
 
     return os.path.join(temp_dir(), f"pyward-{pid}-{os.urandom(6).hex()}.children.jsonl")
+
+
+def is_spool(path: object) -> bool:
+    """A path child_spool made (or the one the kernel wall moves it to, `NAME.d/children.jsonl`): the
+    recorder reads, and removes, nothing else."""
+    if type(path) is not str or not os.path.isabs(path) or "/../" in path:
+        return False
+    name = os.path.basename(path)
+    if name == "children.jsonl":
+        name = os.path.basename(os.path.dirname(path))[:-2] if path.endswith(".children.jsonl.d/children.jsonl") \
+            else ""
+    stem = name[:-len(".children.jsonl")] if name.endswith(".children.jsonl") else ""
+    parts = stem.split("-")
+    return len(parts) == 3 and parts[0] == "pyward" and parts[1].isdigit() and len(parts[2]) == 12 \
+        and all(c in "0123456789abcdef" for c in parts[2])
 
 
 def write_spool(spool: str, kind: str, name: str, message: str, severity: str, details: dict[str, Any],
