@@ -14,6 +14,7 @@ import sys
 import time
 
 from .._isolation import isolate_module
+from ..executable import shebang
 from . import OBSERVED, PERMISSIONS, path_variables
 
 time = isolate_module(time)  # noqa: F811 - a learned policy is dated by the clock, not by freezegun
@@ -203,12 +204,7 @@ def _runs_python(path: str) -> bool:
             head = f.read(256)
     except OSError:
         return False
-    if head[:2] != b"#!":
-        return False
-    words = head[2:].split(b"\n", 1)[0].split()
-    names = [os.path.basename(w) for w in words[:1]] + ([words[1]] if words[:1] and words[0].endswith(b"/env")
-                                                          and len(words) > 1 else [])
-    return any(name.startswith((b"python", b"pypy")) for name in names)
+    return any(os.path.basename(program).startswith(("python", "pypy")) for program in shebang(head))
 
 
 def render(rules: dict[str, list[str]], command: list[str], unseen: list[str] | None = None) -> tuple[str, int]:

@@ -19,6 +19,7 @@ import os
 import sys
 
 from .._isolation import isolate_builtins, isolate_module
+from ..executable import elf_interpreter, shebang
 from .rules import SINK_FILES, compile_rule, implicit_roots, realpath
 
 isolate_builtins(globals())
@@ -354,14 +355,11 @@ def _grant_executable(wall: Wall, path: str, depth: int = 0) -> None:
             head = f.read(4096)
     except OSError:
         return
-    if head[:2] == b"#!":
-        words = head[2:].split(b"\n", 1)[0].split()
-        if words:
-            interpreter = os.fsdecode(words[0])
-            _grant_executable(wall, interpreter, depth + 1)
-            if os.path.basename(interpreter) == "env" and len(words) > 1:
-                for found in _which(os.fsdecode(words[1])):
-                    _grant_executable(wall, found, depth + 1)
+    programs = shebang(head)
+    if programs:
+        _grant_executable(wall, programs[0], depth + 1)
+        for found in _which(programs[1]) if len(programs) > 1 else ():
+            _grant_executable(wall, found, depth + 1)
         return
     loader = elf_interpreter(head)
     if loader:
@@ -409,23 +407,6 @@ def _grant_toolchain(wall: Wall, driver: str) -> None:
     for directory in (*HEADER_DIRS, os.path.join(prefix, "include")):
         if os.path.isdir(directory):
             wall.grant(directory, READ)
-
-
-def elf_interpreter(head: bytes) -> str | None:
-    """The PT_INTERP path of a 64-bit little-endian ELF file's first bytes, if it names one."""
-    if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-        return None
-    phoff = int.from_bytes(head[32:40], "little")
-    size, count = int.from_bytes(head[54:56], "little"), int.from_bytes(head[56:58], "little")
-    for i in range(count):
-        at = phoff + i * size
-        if at + 56 > len(head):
-            return None
-        if int.from_bytes(head[at:at + 4], "little") == 3:  # PT_INTERP
-            offset = int.from_bytes(head[at + 8:at + 16], "little")
-            length = int.from_bytes(head[at + 32:at + 40], "little")
-            return os.fsdecode(head[offset:offset + length].rstrip(b"\x00")) or None
-    return None
 
 
 class Plan:
