@@ -23,28 +23,32 @@ CHILD_ENGINES = ("heal",)
 armed = False
 
 
+def _asked(engines: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The engines given to this child, each with its data."""
+    return [(name, engines[name]) for name in CHILD_ENGINES if type(engines.get(name)) is dict]
+
+
+def _package(name: str) -> Any:
+    __import__(f"pyward.{name}")
+    return sys.modules[f"pyward.{name}"]
+
+
 def prepare_engines(engines: dict[str, Any]) -> None:
     """Before the child's sandbox is installed: what an engine reads of pyward's own while it is imported
     (`prepare_child` of its package) is not the program's to be judged for."""
-    for name in CHILD_ENGINES:
-        if type(engines.get(name)) is dict:
-            try:
-                __import__(f"pyward.{name}")
-                prepare = getattr(sys.modules[f"pyward.{name}"], "prepare_child", None)
-                if prepare is not None:
-                    prepare()
-            except Exception:  # arm_engines says so, once the child can speak
-                pass
+    for name, _ in _asked(engines):
+        try:
+            prepare = getattr(_package(name), "prepare_child", None)
+            if prepare is not None:
+                prepare()
+        except Exception:  # arm_engines says so, once the child can speak
+            pass
 
 
 def arm_engines(engines: dict[str, Any], spool: str | None) -> None:
-    for name in CHILD_ENGINES:
-        data = engines.get(name)
-        if type(data) is not dict:
-            continue
+    for name, data in _asked(engines):
         try:
-            __import__(f"pyward.{name}")
-            sys.modules[f"pyward.{name}"].arm_child(data, spool)
+            _package(name).arm_child(data, spool)
         except Exception as exc:  # the child runs as python would, without that engine, and says so
             sys.stderr.write(f"[pyward][error] the {name} engine could not start in this Python child "
                              f"({type(exc).__name__}: {exc}): it runs without it\n")
