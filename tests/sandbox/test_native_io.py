@@ -117,7 +117,8 @@ def test_duckdb_databases_are_judged_and_its_sql_named_as_unseen(tmp_path, tmp_p
     """DuckDB opens its database in C++: duckdb.connect is judged as a write of the file (and its WAL), so
     learn lists it and a database the policy does not list is refused by name, never made.  Its SQL opens
     files too (COPY ... TO) where nothing can be judged: learn says so once, and the learned run works
-    under the kernel wall (which lets DuckDB read its cgroup limits: before, it aborted the process)."""
+    under the kernel wall (DuckDB's read of its cgroup is learned at its import: before, the wall refused
+    it and DuckDB aborted the process)."""
     library("duckdb")
     (tmp_path / "app.py").write_text(DUCKDB)
     run = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py", "db.duckdb"],
@@ -126,6 +127,7 @@ def test_duckdb_databases_are_judged_and_its_sql_named_as_unseen(tmp_path, tmp_p
     assert "library that does its own I/O in C" in run.stderr and "duckdb: the files DuckDB's SQL opens" in run.stderr
     policy = (tmp_path / "p.toml").read_text()
     assert "# these do their own I/O in C, which was not learned: duckdb" in policy
+    assert '"/proc/self/cgroup",' in policy  # read by DuckDB's C++ at every database: judged at its import
     enforced = denied_under(tmp_path, DUCKDB, ("db.duckdb",))
     assert (enforced.stdout, enforced.denied, enforced.status) == ("[(42,)]\n['v', '42']\n", [], 0), enforced
     other = tmp_path_factory.mktemp("elsewhere") / "other.duckdb"
@@ -190,3 +192,23 @@ def test_learn_names_once_the_libraries_whose_own_io_it_cannot_see(tmp_path, tmp
     policy = (tmp_path / "p.toml").read_text()
     comment = policy.index("# these do their own I/O in C, which was not learned: pyarrow")
     assert comment < policy.index("import = [") < policy.index('"pyarrow"')
+
+
+def test_duckdb_is_refused_at_its_import_by_name_rather_than_aborting_at_the_wall(tmp_path):
+    """DuckDB's C++ reads /proc/self/cgroup for every database it makes and aborts the process when it
+    cannot: a policy that does not grant it refuses `import duckdb` with an AccessDenied naming the file,
+    where the kernel wall alone killed the program (SIGABRT, no journal event)."""
+    library("duckdb")
+    code = """\
+        try:
+            import duckdb
+            print(duckdb.sql("SELECT 42").fetchall())
+        except PermissionError as exc:
+            print("DENIED", type(exc).__name__)
+    """
+    run = guard(tmp_path, code, "--mode=enforce", "--allow-import=duckdb")
+    assert (run.stdout, run.status) == ("DENIED AccessDenied\n", 0), run
+    assert [(e["name"], e["details"]["operation"]) for e in run.denied] == [("/proc/self/cgroup",
+                                                                            "import duckdb.duckdb")]
+    allowed = guard(tmp_path, code, "--mode=enforce", "--allow-import=duckdb", "--allow-read=/proc/self/cgroup")
+    assert (allowed.stdout, allowed.denied, allowed.status) == ("[(42,)]\n", [], 0), allowed

@@ -2091,7 +2091,16 @@ def on_import(args):
         if not on_disk(top):  # nothing to grant: python raises ModuleNotFoundError (an optional module probed for)
             return None
         ON_DISK[top] = 1  # found once, checked by the policy from now on (a module that is absent may appear)
-    return check("import", top, "import " + name)
+    found = check("import", top, "import " + name)
+    reads = NATIVE_READS.get(name)
+    if reads is None:
+        return found
+    found = [found] if found is not None else []
+    for path in reads:  # read in C by the library whatever the program does, with no audit event
+        item = check("read", path, "import " + name)
+        if item is not None:
+            found.append(item)
+    return found or None
 
 
 def on_disk(top):

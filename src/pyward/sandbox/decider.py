@@ -228,6 +228,9 @@ def build_decider(policy: Policy, context: Context,
         # libraries that open files and sockets in C, at the few calls that name them: module -> ((class or
         # None, function, event, path arguments), ...); what else they open only the kernel wall holds
         "NATIVE_IO_ENTRIES": NATIVE_IO_ENTRIES,
+        # files an extension module's C code reads whatever the program does, judged at its import: DuckDB
+        # reads its cgroup to size its threads (each database it makes), and aborts the process if it cannot
+        "NATIVE_READS": {"duckdb.duckdb": ("/proc/self/cgroup",)},
         "FSPATH_DATABASE": "(a database named by an object's __fspath__)",
         "COMPUTED_DATABASE": "(a database name computed in SQL)",
         "CODE_RELABELLERS": frozenset(((stdlib + "/types.py", "coroutine"),
