@@ -653,13 +653,14 @@ class Recorder:
         it did not); the lines to say of it ("[pyward]..." each), none when this is no learning run."""
         if not self.lost or not self.lost.get("learn"):
             return []
-        from .policy.learn import observations_of, unseen_notice, write_learned
+        from .policy.learn import native_notice, observations_of, unseen_notice, write_learned
 
         path, shown = self.lost["learn"], self.lost.get("shown_learn") or self.lost["learn"]
         ended = f"the learning run's program did not finish ({self._lost()})"
         try:
-            _, rules, unseen = write_learned(path, observations_of(self.events), self.run.get("command") or [],
-                                             os.environ)  # (as the program started with it: forked before)
+            _, rules, unseen, native = write_learned(path, observations_of(self.events),
+                                                     self.run.get("command") or [],
+                                                     os.environ)  # (as the program started with it: forked before)
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
             message = f"{ended}, and its policy could not be written to {shown}: {why}"
@@ -677,6 +678,9 @@ class Recorder:
         if unseen:
             self._add_own("learned.unseen", "notice", unseen_notice(unseen), {"commands": unseen})
             lines.append(f"[pyward] {unseen_notice(unseen)}")
+        if native:
+            self._add_own("learned.native", "notice", native_notice(native), {"libraries": native})
+            lines.append(f"[pyward] {native_notice(native)}")
         return lines
 
     def _say_lost(self, data: dict[str, Any] | None, learned: list[str]) -> None:

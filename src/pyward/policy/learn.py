@@ -194,6 +194,32 @@ def not_python(commands: Iterable[str]) -> list[str]:
     return out
 
 
+#: Libraries that open files or sockets in their own C code, beyond the calls the sandbox judges for them
+#: (duckdb.connect, h5py's files, lxml's parse and write, a gRPC server's port): what they open there raises
+#: no audit event, so a learning run cannot see it.  Top-level package -> what goes unseen.
+NATIVE_IO = {
+    "duckdb": "the files DuckDB's SQL opens (read_csv, read_parquet, COPY ... TO, ATTACH) and its network access",
+    "pyarrow": "the files Arrow opens (pyarrow.csv, parquet, pyarrow.fs, datasets)",
+    "lxml": "the files libxml2 and libxslt open for a document (an XSLT's document(), external entities, XInclude)",
+    "grpc": "the connections of gRPC's channels",
+}
+
+
+def native_io(imports: Iterable[str]) -> list[str]:
+    """The imported packages (of `import` rules) whose C code does I/O the audit layer does not see."""
+    return [name for name in NATIVE_IO if name in imports]
+
+
+def native_notice(libraries: list[str]) -> str:
+    """What a learned policy cannot hold of those libraries, said once the policy is written."""
+    unseen = "; ".join(f"{name}: {NATIVE_IO[name]}" for name in libraries)
+    return (f"the program used {len(libraries)} librar{'ies' if len(libraries) != 1 else 'y'} that "
+            f"{'do' if len(libraries) != 1 else 'does'} {'their' if len(libraries) != 1 else 'its'} own I/O in C, "
+            f"which the audit layer does not see ({unseen}), so those files and hosts are not in the policy; "
+            "under enforce only the kernel wall holds them, refusing what the policy does not list (add them, "
+            "or run with --no-kernel)")
+
+
 def _runs_python(path: str) -> bool:
     """A Python interpreter, or a script whose `#!` line runs one (console scripts: pip, pytest)."""
     real = os.path.realpath(path)
@@ -207,8 +233,10 @@ def _runs_python(path: str) -> bool:
     return any(os.path.basename(program).startswith(("python", "pypy")) for program in shebang(head))
 
 
-def render(rules: dict[str, list[str]], command: list[str], unseen: list[str] | None = None) -> tuple[str, int]:
-    """The policy file's text and its number of rules; `unseen`: the run rules' commands that are not Python."""
+def render(rules: dict[str, list[str]], command: list[str], unseen: list[str] | None = None,
+           native: list[str] | None = None) -> tuple[str, int]:
+    """The policy file's text and its number of rules; `unseen`: the run rules' commands that are not Python;
+    `native`: the imported libraries whose own I/O was not learned (NATIVE_IO)."""
     lines = [
         f"# pyward policy learned by `pyward learn` on {time.strftime('%Y-%m-%d %H:%M')} from:",
         "#   " + " ".join(command),
@@ -231,6 +259,11 @@ def render(rules: dict[str, list[str]], command: list[str], unseen: list[str] | 
             except ValueError:
                 skipped.append(value)
         if items:
+            if perm == "import" and native:
+                lines.append("# these do their own I/O in C, which was not learned: "
+                             + "; ".join(f"{name}: {NATIVE_IO[name]}" for name in native))
+                lines.append("# (under the kernel wall, add those files to read/write and hosts to net, or run "
+                             "with --no-kernel)")
             if perm == "run" and unseen:
                 lines.append(f"# not Python, so what they read and write was not learned: {', '.join(unseen)}")
                 lines.append("# (under the kernel wall, add their files to read/write, or run with --no-kernel)")
@@ -251,15 +284,17 @@ def observations_of(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, st
 
 
 def write_learned(path: str, observations: list[tuple[str, str, str]], invocation: list[str],
-                  environment: Iterable[str] = ()) -> tuple[str, int, list[str]]:
-    """Write the policy; (path, rules, the commands it lets run that are not Python: see not_python)."""
+                  environment: Iterable[str] = ()) -> tuple[str, int, list[str], list[str]]:
+    """Write the policy; (path, rules, the commands it lets run that are not Python: see not_python, the
+    libraries it imports that do their own I/O: see native_io)."""
     base = os.path.dirname(os.path.abspath(path))
     rules = generalise(observations, base, environment)
     unseen = not_python(rules.get("run", []))
-    text, count = render(rules, invocation, unseen)
+    native = native_io(rules.get("import", []))
+    text, count = render(rules, invocation, unseen, native)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-    return path, count, unseen
+    return path, count, unseen, native
 
 
 def unseen_notice(unseen: list[str]) -> str:

@@ -1131,6 +1131,8 @@ def guard_module(module):
         guard_methods(space.get("Loop"), LOOP_METHODS, "pyward.uvloop.")
     elif name == "zmq.backend.cython._zmq":  # libzmq's sockets raise no audit event either
         guard_methods(space.get("Socket"), ("bind", "connect"), "pyward.zmq.")
+    elif name in NATIVE_IO_ENTRIES:  # libraries that open files and sockets in C: judged where they are named
+        guard_native_io(space, NATIVE_IO_ENTRIES[name])
     elif name == "_posixshmem":
         guard_function(space, "shm_open", "pyward.shm_open", None)
         guard_function(space, "shm_unlink", "pyward.shm_unlink", None)
@@ -1174,6 +1176,20 @@ def guard_methods(cls, methods, prefix):
                                                            ((None, "env", "env"),) if arms else None))
                 except TypeError:  # a class of a shape pyward does not know: the import goes on, unguarded
                     return
+
+
+def guard_native_io(space, entries):
+    for owner, name, event, paths in entries:
+        if owner is None:
+            guard_function(space, name, event, paths)
+            continue
+        cls = space.get(owner)
+        original = TYPE_DICT(cls).get(name) if type(cls) is type else None
+        if original is not None and type(original) is not GUARD_TYPE:
+            try:
+                GUARD_METHOD(cls, name, NATIVE_GUARD(event, original, None, None, paths))
+            except TypeError:  # a class of a shape pyward does not know: the import goes on, unguarded
+                pass
 
 
 def guard_function(space, name, event, paths):
@@ -1554,6 +1570,76 @@ def on_zmq(op):
                                "bind" if binding else "connect", binding)
         return found or None
     return handler
+
+
+def call_argument(args, position, name):
+    """A guarded call's argument by position or keyword (args: the event's (call, kwargs))."""
+    call, kwargs = args[0], args[1]
+    if type(call) is not tuple:
+        return None
+    return loop_argument(call, kwargs, position, name)
+
+
+def text_path(value):
+    """A str or bytes argument as a str path, or None (a file object, a buffer: no file named)."""
+    if type(value) is bytes:
+        return BYTES_DECODE(value, FS_ENCODING, FS_ERRORS)
+    return value if type(value) is str else None
+
+
+def on_duckdb_connect(args):
+    """duckdb.connect(database, read_only): DuckDB opens the file (and its '.wal' beside it) in C++."""
+    database = text_path(call_argument(args, 0, "database"))
+    if database is None or database == "" or database[:8] == ":memory:" or database[:3] == "md:":
+        return None  # in memory; MotherDuck's service (its connection is DuckDB's own, unseen: learn.NATIVE_IO)
+    real = resolve(database, None)
+    if real is None:
+        return None
+    if call_argument(args, 1, "read_only") is True:
+        return check("read", real, "duckdb connect")
+    judged = (check("write", real, "duckdb connect"), check("write", real + ".wal", "duckdb connect"))
+    found = [item for item in judged if item is not None]
+    return found or None
+
+
+def on_h5py(op):
+    """h5py.h5f.open(name, flags) and create(name): HDF5 opens the file in C; ACC_RDONLY (0) reads."""
+    def handler(args):
+        real = path_of(call_argument(args, 0, "name"))
+        if real is None:
+            return None
+        reading = op == "open" and call_argument(args, 1, "flags") == 0  # the default is ACC_RDWR
+        return check("read" if reading else "write", real, "h5py " + op)
+    return handler
+
+
+def on_lxml(op, position):
+    """lxml's parse(source) and ElementTree.write(file): libxml2 opens a path (or a file: URL) in C; a file
+    object or another URL is not a file libxml2 opens by name."""
+    def handler(args):
+        source = text_path(call_argument(args, position, "source" if op == "parse" else "file"))
+        if source is None:
+            return None
+        if source[:7] == "file://":
+            source = source[7:]
+        elif "://" in source:
+            return None
+        real = resolve(source, None)
+        return check("read" if op == "parse" else "write", real, "lxml " + op) if real is not None else None
+    return handler
+
+
+def on_grpc_port(args):
+    """A gRPC server's add_http2_port(address): its C core binds 'host:port' ('[v6]:port', 'unix:path')."""
+    address = text_path(call_argument(args, 1, "address"))
+    if address is None:
+        return None
+    if address[:5] == "unix:":
+        resource = unix_resource(address[5:])
+        return check("net", resource, "bind") if resource is not None else None
+    host, _, port = address.rpartition(":")
+    host = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
+    return loop_inet("" if host in ("", "*") else host, port, "bind", True) or None
 
 
 def on_reverse_dns(args):
@@ -2005,7 +2091,16 @@ def on_import(args):
         if not on_disk(top):  # nothing to grant: python raises ModuleNotFoundError (an optional module probed for)
             return None
         ON_DISK[top] = 1  # found once, checked by the policy from now on (a module that is absent may appear)
-    return check("import", top, "import " + name)
+    found = check("import", top, "import " + name)
+    reads = NATIVE_READS.get(name)
+    if reads is None:
+        return found
+    found = [found] if found is not None else []
+    for path in reads:  # read in C by the library whatever the program does, with no audit event
+        item = check("read", path, "import " + name)
+        if item is not None:
+            found.append(item)
+    return found or None
 
 
 def on_disk(top):
@@ -2121,6 +2216,12 @@ def build_handlers():
         "pyward.shm_open": on_shm("shm_open"),
         "pyward.shm_unlink": on_shm("shm_unlink"),
         **{"pyward.uvloop." + method: on_loop(method) for method in LOOP_METHODS},
+        "pyward.duckdb.connect": on_duckdb_connect,
+        "pyward.h5py.open": on_h5py("open"),
+        "pyward.h5py.create": on_h5py("create"),
+        "pyward.lxml.parse": on_lxml("parse", 0),
+        "pyward.lxml.write": on_lxml("write", 1),
+        "pyward.grpc.add_http2_port": on_grpc_port,
         "pyward.zmq.bind": on_zmq("bind"),
         "pyward.zmq.connect": on_zmq("connect"),
         "socket.connect": on_address("connect"),

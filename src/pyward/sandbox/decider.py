@@ -43,6 +43,19 @@ SUBINTERPRETER_MODULES = ("_xxsubinterpreters", "_interpreters", "_xxinterpchann
                           "_xxinterpqueues", "_interpqueues", "interpreters", "_testcapi", "_testinternalcapi")
 
 
+#: Libraries whose C code opens files or sockets with no audit event, at the few calls that name them
+#: (the guarded calls' events are judged in _decide; what else they open there, such as SQL's read_csv,
+#: an XSLT's document() or a gRPC channel's connect, only the kernel wall holds: docs/sandbox.md).
+NATIVE_IO_ENTRIES = {
+    "duckdb.duckdb": ((None, "connect", "pyward.duckdb.connect", ((0, "database"),)),),
+    "h5py.h5f": ((None, "open", "pyward.h5py.open", ((0, "name"),)),
+                 (None, "create", "pyward.h5py.create", ((0, "name"),))),
+    "lxml.etree": ((None, "parse", "pyward.lxml.parse", ((0, "source"),)),
+                   ("_ElementTree", "write", "pyward.lxml.write", ((1, "file"),))),
+    "grpc._cython.cygrpc": (("Server", "add_http2_port", "pyward.grpc.add_http2_port", None),),
+}
+
+
 #: Modules that hand the program native memory: importing them is "ffi" (scope: the
 #: library's name; the C half counts as its package).
 FFI_MODULES = {"ctypes": "ctypes", "_ctypes": "ctypes", "cffi": "cffi", "_cffi_backend": "cffi"}
@@ -212,6 +225,12 @@ def build_decider(policy: Policy, context: Context,
         "LOOP_METHODS": ("create_connection", "create_server", "create_datagram_endpoint", "create_unix_connection",
                          "create_unix_server", "getaddrinfo", "getnameinfo", "sock_connect", "subprocess_exec",
                          "subprocess_shell"),
+        # libraries that open files and sockets in C, at the few calls that name them: module -> ((class or
+        # None, function, event, path arguments), ...); what else they open only the kernel wall holds
+        "NATIVE_IO_ENTRIES": NATIVE_IO_ENTRIES,
+        # files an extension module's C code reads whatever the program does, judged at its import: DuckDB
+        # reads its cgroup to size its threads (each database it makes), and aborts the process if it cannot
+        "NATIVE_READS": {"duckdb.duckdb": ("/proc/self/cgroup",)},
         "FSPATH_DATABASE": "(a database named by an object's __fspath__)",
         "COMPUTED_DATABASE": "(a database name computed in SQL)",
         "CODE_RELABELLERS": frozenset(((stdlib + "/types.py", "coroutine"),

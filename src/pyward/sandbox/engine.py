@@ -162,7 +162,7 @@ class SandboxEngine(Engine):
         if self.learn:
             from ..policy.learn import write_learned
 
-            path, rules, unseen = write_learned(self.learn, self.observations, session.invocation,
+            path, rules, unseen, native = write_learned(self.learn, self.observations, session.invocation,
                                                 getattr(session, "start_env", {}))
             found_here = os.path.realpath(path) == os.path.realpath(os.path.join(session.cwd, "pyward.toml"))
             hint = "the next `pyward run` in this directory uses it" if found_here else \
@@ -181,6 +181,11 @@ class SandboxEngine(Engine):
 
                 session.journal.emit("sandbox", "learned.unseen", path, severity="notice", where="",
                                      message=unseen_notice(unseen), details={"commands": unseen})
+            if native:
+                from ..policy.learn import native_notice
+
+                session.journal.emit("sandbox", "learned.native", path, severity="notice", where="",
+                                     message=native_notice(native), details={"libraries": native})
             return
         changed: list[str] = []
         if self.save_target or self.prompted:  # prompt mode, whose start imported prompt.py

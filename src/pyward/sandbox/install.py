@@ -129,7 +129,8 @@ def install_guards(namespace: dict[str, Any], inherit: bool, protect: Callable[.
     for name in ("mkfifo", "mknod"):
         replace(posix, name, "os", lambda original, name: native.guard("pyward." + name, original, None, None,
                                                                         ((0, "path"),)))
-    for name in ("_sqlite3", "readline", "_ssl", "_posixshmem", "uvloop.loop", "zmq.backend.cython._zmq"):
+    for name in ("_sqlite3", "readline", "_ssl", "_posixshmem", "uvloop.loop", "zmq.backend.cython._zmq",
+                 *namespace["NATIVE_IO_ENTRIES"]):
         if name in sys.modules:
             namespace["guard_module"](sys.modules[name])
     # an explicit environment gets pyward's variables; posix_spawn's file_actions (opens in the child,

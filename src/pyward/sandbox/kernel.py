@@ -60,13 +60,16 @@ CREATE_FILES = MAKE_REG | REMOVE_FILE | WRITE_FILE | TRUNCATE | READ_FILE
 
 #: Files C libraries read below the audit layer, where no audit event shows them: the dynamic
 #: loader and the shared libraries of extension modules and of every program started, glibc's
-#: resolver and user database, OpenSSL's configuration and certificates, the CPU count.  The audit
-#: layer neither sees nor judges these reads, so the wall lets them through to keep behaviour as is.
+#: resolver and user database, OpenSSL's configuration and certificates, the CPU count, the cgroups'
+#: limits (DuckDB and other runtimes size their threads and memory by them) and the kernel's overcommit
+#: setting (jemalloc).  The audit layer neither sees nor judges these reads, so the wall lets them
+#: through to keep behaviour as is.  Which cgroup a process is in (/proc/self/cgroup) is per process,
+#: as every /proc/self file: a library that reads it is judged at its import (decider.NATIVE_READS).
 BENEATH_AUDIT = ("/lib", "/lib32", "/lib64", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/local/lib",
                  "/etc/ld.so.cache", "/etc/ld.so.preload", "/etc/nsswitch.conf", "/etc/hosts",
                  "/etc/resolv.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/services", "/etc/protocols",
                  "/etc/passwd", "/etc/group", "/etc/ssl", "/usr/share/ca-certificates",
-                 "/sys/devices/system/cpu", "/etc/localtime")
+                 "/sys/devices/system/cpu", "/etc/localtime", "/sys/fs/cgroup", "/proc/sys/vm/overcommit_memory")
 
 #: Where commands live when a policy lets the program run any (besides the directories of its PATH).
 STANDARD_BIN = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
