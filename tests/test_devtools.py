@@ -114,3 +114,41 @@ def test_cprofile_lists_no_function_of_pywards(tmp_path):
     assert plain.returncode == guarded.returncode == 0
     assert b"app.py:2(main)" in guarded.stdout
     assert b"pyward" not in guarded.stdout
+
+
+# --- what pyward says about them ------------------------------------------------------------
+
+def _hook_news(guarded) -> list[str]:
+    return [line for line in guarded.stderr.decode().splitlines()
+            if line.startswith("[pyward]") and ("sys.set" in line or "sys.monitoring" in line)]
+
+
+BREAKPOINT = D("""
+    def g(v):
+        w = v + 1
+        breakpoint()
+        return w
+    print(g(1))
+""")
+
+
+@pytest.mark.parametrize("argv, stdin", [
+    (["app.py"], b"p w\nc\n"),                      # breakpoint(): pdb's settrace
+    (["-m", "profile", "-s", "calls", "app.py"], b""),  # profile's setprofile
+    (["-m", "cProfile", "-s", "calls", "app.py"], b""),  # cProfile's sys.monitoring tool (3.12+)
+    (["-m", "trace", "--count", "-C", "cover", "app.py"], b""),  # trace's settrace
+], ids=["breakpoint", "profile", "cProfile", "trace"])
+def test_the_debugger_or_profiler_the_user_started_is_not_news(tmp_path, argv, stdin):
+    materialise(tmp_path, {"app.py": BREAKPOINT if argv == ["app.py"] else APP})
+    plain, guarded = both(argv, tmp_path, stdin)
+    assert guarded.returncode == plain.returncode == 0
+    assert guarded.stdout == plain.stdout or argv[1] in ("profile", "cProfile")  # (timings differ)
+    assert _hook_news(guarded) == []
+
+
+def test_a_trace_hook_the_program_sets_itself_is_still_news(tmp_path):
+    materialise(tmp_path, {"app.py": "import sys\nsys.settrace(lambda *a: None)\nsys.settrace(None)\nprint('ok')\n"})
+    plain, guarded = both(["app.py"], tmp_path)
+    assert guarded.stdout == plain.stdout == b"ok\n"
+    news = _hook_news(guarded)
+    assert len(news) == 2 and all("app.py:" in line for line in news), news
