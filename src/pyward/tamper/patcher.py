@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 isolate_builtins(globals())
 _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 _own_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-# the standard library's debugger, profilers and tracer: pdb (also breakpoint()), profile, trace
+# the standard library's debugger, profilers and tracer: pdb (also breakpoint()), profile, cProfile (3.11), trace
 _stdlib_tools = frozenset(os.path.join(os.path.dirname(os.__file__), name)
-                          for name in ("bdb.py", "pdb.py", "profile.py", "trace.py"))
+                          for name in ("bdb.py", "pdb.py", "profile.py", "cProfile.py", "trace.py"))
 
 
 def patcher() -> tuple[str | None, str | None, str]:
