@@ -8,11 +8,17 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import BuiltinFunctionType, CodeType, FunctionType, ModuleType
+    from types import BuiltinFunctionType, CodeType, FunctionType, MethodType, ModuleType
 else:
     ModuleType = type(sys)
     FunctionType = type(lambda: None)
     CodeType = type((lambda: None).__code__)
     BuiltinFunctionType = type(len)
 
-__all__ = ["BuiltinFunctionType", "CodeType", "FunctionType", "ModuleType"]
+    class _Bound:
+        def method(self) -> None: ...
+
+    MethodType = type(_Bound().method)
+    del _Bound
+
+__all__ = ["BuiltinFunctionType", "CodeType", "FunctionType", "MethodType", "ModuleType"]

@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 
+from helpers import clean_env
 from pyward._native import native
 from pyward.policy import Policy
 from pyward.sandbox import kernel
@@ -445,3 +446,39 @@ def test_a_compiler_allowed_to_run_runs_its_passes(tmp_path):
 ])
 def test_compiler_drivers_are_told_by_name(scope, compiler):
     assert kernel.is_compiler(scope) is compiler
+
+
+# --- bytecode caches the program writes itself ---------------------------------------------
+# The import system's cache writes are implicit (python goes on without them) and the wall
+# grants none; py_compile fails without its write, so the audit layer judges that one as any
+# write: learned, and then granted by the wall too.
+
+def _compile(tmp_path, *options, learn=False):
+    command = ["learn", "-q", "-o", "pyward.toml"] if learn else ["run", *options]
+    return subprocess.run([sys.executable, "-m", "pyward", *command, "-m", "compileall", "-q", "pkg"],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
+
+
+@landlock
+def test_a_learned_policy_lets_compileall_write_its_caches_next_run(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
+    learned = _compile(tmp_path, learn=True)
+    assert learned.returncode == 0, learned.stderr
+    assert "__pycache__" in (tmp_path / "pyward.toml").read_text()
+    shutil.rmtree(tmp_path / "pkg" / "__pycache__")  # the next run, on a fresh tree
+    run = _compile(tmp_path, "--config", "pyward.toml")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout == ""
+    assert list((tmp_path / "pkg" / "__pycache__").glob("mod.*.pyc"))
+    assert "0 denied" in run.stderr
+
+
+@pytest.mark.parametrize("layers", [(), ("--no-kernel",)])
+def test_compileall_writing_a_cache_not_granted_is_denied_by_the_audit_layer(tmp_path, layers):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
+    run = _compile(tmp_path, "--mode", "enforce", "--allow-read=.", "--allow-env", *layers)
+    assert run.returncode == 1
+    assert not (tmp_path / "pkg" / "__pycache__").exists()
+    assert "--allow-write=" in run.stderr and "__pycache__" in run.stderr  # named, with the flag that allows it

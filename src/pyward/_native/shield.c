@@ -12,7 +12,14 @@
  * `signal` and `getsignal` are replaced: the program sets and reads its own
  * handlers as ever), only note the signal; it is raised again when the
  * shield drops and the handler runs at the program's next bytecode, in the
- * program's frame, as python would run it. */
+ * program's frame, as python would run it.
+ *
+ * The program's tracers, profilers and debuggers (sys.settrace, sys.setprofile,
+ * sys.monitoring: pdb, cProfile, trace, coverage) see none of it either: the
+ * thread is marked as tracing while it runs, as CPython marks it around the
+ * program's own audit hooks, so no trace, profile or monitoring event fires in
+ * pyward's frames: pdb's `step` does not stop in the decision, a profile lists
+ * only the program's functions. */
 #include "pyward.h"
 
 #include <signal.h>
@@ -27,7 +34,11 @@ static int any_deferred;
 void
 pw_shield_enter(void)
 {
-    if (shield_depth++ == 0 && shielded_threads++ == 0) {
+    if (shield_depth++ != 0) {
+        return;
+    }
+    PyThreadState_EnterTracing(PyThreadState_Get());
+    if (shielded_threads++ == 0) {
         collector_was_enabled = PyGC_Disable();
     }
 }
@@ -38,6 +49,7 @@ pw_shield_leave(void)
     if (--shield_depth != 0) {
         return;
     }
+    PyThreadState_LeaveTracing(PyThreadState_Get());
     if (--shielded_threads == 0 && collector_was_enabled) {
         PyGC_Enable();
     }

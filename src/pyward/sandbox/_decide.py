@@ -182,13 +182,16 @@ def check(perm, resource, op):
     if code is None:
         code = evaluate(perm, resource)
         CACHE[key] = code
+    if (code == 0 or code == 2) and perm == "write" and bytecode_cache(resource):
+        if compiling():
+            code = 2  # the program's own compile: a write like any other, journaled, learned, granted or denied
+        elif code == 2:
+            # python's import writes bytecode caches next to every module it loads and goes on
+            # without one it cannot write: outside the program's tree that is refused (a planted
+            # .pyc would run in later runs), quietly, as python itself takes it; watch lets it be
+            return None if MODE == 0 else "pyward: bytecode caches are written only in the program's own tree"
     if code == 0:
         return None
-    if code == 2 and perm == "write" and bytecode_cache(resource):
-        # python's import writes bytecode caches next to every module it loads and goes on
-        # without one it cannot write: outside the program's tree that is refused (a planted
-        # .pyc would run in later runs), quietly, as python itself takes it; watch lets it be
-        return None if MODE == 0 else "pyward: bytecode caches are written only in the program's own tree"
     if code == 1 or MODE == 0:
         if noted_key(perm, resource, op, code) in NOTED:
             return None
@@ -200,6 +203,22 @@ def check(perm, resource, op):
 
 def bytecode_cache(resource):
     return "/__pycache__/" in resource or resource.endswith("/__pycache__")
+
+
+def compiling():
+    """Whether py_compile (compileall, `python -m py_compile`) is writing this bytecode cache.
+    The import system's cache writes are implicit: python goes on without a cache it cannot
+    write, and the kernel wall grants none.  py_compile fails without its write, so that write
+    is the program's, judged like any other (and so learned, where an implicit one is not)."""
+    frame = frame_at(2)
+    for _ in range(8):  # compile -> _write_atomic or os.makedirs (-> makedirs...) -> the audited call
+        if frame is None:
+            return False
+        code = frame.f_code
+        if (code.co_filename, code.co_name) in BYTECODE_WRITERS:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def evaluate(perm, resource):

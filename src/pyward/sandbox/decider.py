@@ -203,6 +203,9 @@ def build_decider(policy: Policy, context: Context,
         # doctest's runner saves sys.gettrace() and puts it back after each test; the audit event
         # does not carry the function, so the calling function is what tells a restore
         "HOOK_RESTORERS": frozenset(((stdlib + "/doctest.py", "run"),)),
+        # the function that writes a bytecode cache the program asked for (compileall, `-m py_compile`):
+        # judged as any write, where the import system's own caches are implicit (_decide.compiling)
+        "BYTECODE_WRITERS": frozenset(((stdlib + "/py_compile.py", "compile"),)),
         "MODULE_SUFFIXES": (".py", ".pyc", *_imp.extension_suffixes()),
         # guards of C functions that open files with no audit event (_decide.guard_module); None in
         # degraded mode, which has no guards

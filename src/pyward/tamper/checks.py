@@ -14,6 +14,7 @@ import sys
 from .._isolation import isolate_builtins
 from .._types import ModuleType
 from ..journal import Journal
+from .patcher import started_with
 from .seals import MISSING, describe
 
 isolate_builtins(globals())
@@ -109,7 +110,10 @@ class Checks:
                    if self.monitoring.get(k) != v and self.session.monitoring_tools.get(k) != v}
             self.monitoring = tools
             if new:
-                _emit(self.session.journal, "tamper", "hook.changed", "sys.monitoring", severity="notice", where="",
+                # the tool the run was started with (`-m cProfile` registers "cProfile"): info
+                own = all(started_with(self.session, name) for name in new.values())
+                _emit(self.session.journal, "tamper", "hook.changed", "sys.monitoring",
+                      severity="info" if own else "notice", where="",
                       message="sys.monitoring tools registered: " + ", ".join(
                           f"{k}={v!r}" for k, v in sorted(new.items())),
                       details={"tools": {str(k): v for k, v in new.items()}})
@@ -146,12 +150,7 @@ class Checks:
 
     def _targets_own(self, hook: Any) -> bool:
         """An import hook of the module the run was started with (`pyward run -m pytest`: pytest's)."""
-        target = getattr(self.session, "target", None)
-        if getattr(target, "kind", None) != "module":
-            return False
-        top = str(getattr(target, "value", "")).partition(".")[0]
-        module = type(hook).__module__
-        return module.partition(".")[0] in (top, "_" + top)
+        return started_with(self.session, type(hook).__module__)
 
     def verify_table(self, when: str) -> None:
         """The seals as C keeps them against the engine's table: a seal dropped from

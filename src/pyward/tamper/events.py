@@ -8,7 +8,7 @@ import sys
 from .._isolation import isolate_builtins, isolate_module
 from ..journal import Journal
 from .environment import env_is_sensitive, redact
-from .patcher import patcher, patcher_modules
+from .patcher import patcher, patcher_modules, tools_own
 from .seals import describe
 
 isolate_builtins(globals())
@@ -46,13 +46,16 @@ def env_changed(alerts: Alerts, event: str, args: tuple[Any, ...]) -> None:
 def hook_changed(alerts: Alerts, event: str, args: tuple[Any, ...]) -> None:
     """sys.settrace / sys.setprofile by anything but pyward.  Their audit events carry no
     argument: what is known is the call and the calling thread's hook it replaces (the
-    event is raised before the new one is set)."""
+    event is raised before the new one is set).  A debugger or profiler the user started
+    (pdb, profile, trace, the run's `-m` tool) sets and resets its hook at every step:
+    `info`, in the report and at -v."""
     where, function, module = patcher()
     if module.startswith("pyward") or alerts.acting() is not None:
         return
     getter = _current.get(event)
     before = getter() if getter is not None else None
     was = "no hook was set" if before is None else f"replacing {describe(before)}"
-    _emit(alerts.session.journal, "tamper", "hook.changed", event.partition(".")[2], severity="notice",
+    severity = "info" if tools_own(alerts.session) else "notice"
+    _emit(alerts.session.journal, "tamper", "hook.changed", event.partition(".")[2], severity=severity,
           where=where or "", function=function, message=f"{event} called by {where or '?'} ({was})",
           details={"hook": event, "before": describe(before) if before is not None else None})

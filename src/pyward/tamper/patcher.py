@@ -1,13 +1,15 @@
 """Who made a change: the first frame of the program (not pyward, not the
-standard library), the program's own caller when a library patched, and the
+standard library), the program's own caller when a library patched, the
 modules that made it (the code making the change, through the standard
-library, up to the first frame of a library or of the program).
+library, up to the first frame of a library or of the program), and whether
+that is the tool the run was started with.
 
 Each function starts two frames above itself: past the engine's method that
 asks, at the code that made the change.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from .._isolation import isolate_builtins
@@ -16,9 +18,14 @@ from ..journal import is_plumbing
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
+    from typing import Any
 
 isolate_builtins(globals())
 _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
+_own_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+# the standard library's debugger, profilers and tracer: pdb (also breakpoint()), profile, cProfile (3.11), trace
+_stdlib_tools = frozenset(os.path.join(os.path.dirname(os.__file__), name)
+                          for name in ("bdb.py", "pdb.py", "profile.py", "cProfile.py", "trace.py"))
 
 
 def patcher() -> tuple[str | None, str | None, str]:
@@ -75,3 +82,25 @@ def patcher_modules() -> list[str]:
             break
         frame = frame.f_back
     return names
+
+
+def started_with(session: Any, module: str) -> bool:
+    """Whether `module` belongs to the package the run was started with (`pyward run -m
+    pytest`: pytest's, and `_pytest`'s)."""
+    target = getattr(session, "target", None)
+    if getattr(target, "kind", None) != "module":
+        return False
+    top = str(getattr(target, "value", "")).partition(".")[0]
+    return module.partition(".")[0] in (top, "_" + top)
+
+
+def tools_own(session: Any) -> bool:
+    """Whether the call being reported was made by a debugger or profiler the user started: the
+    standard library's (pdb, breakpoint(), profile, trace), or the package the run was started
+    with (`pyward run -m pyinstrument`).  Starts two frames above itself, as the others."""
+    frame: FrameType | None = _getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_own_dir):
+        frame = frame.f_back  # the engine's own frames, down to the code that made the call
+    if frame is None:
+        return False
+    return frame.f_code.co_filename in _stdlib_tools or started_with(session, str(frame.f_globals.get("__name__", "")))

@@ -226,6 +226,9 @@ def describe(value: Any) -> str:
         code = value.__code__
         return f"<function {value.__qualname__} at {code.co_filename}:{code.co_firstlineno}>"
     kind = type(value)
+    if kind is types.MethodType and type(value.__func__) is types.FunctionType:  # pdb's trace_dispatch
+        code = value.__func__.__code__
+        return f"<method {value.__func__.__qualname__} at {code.co_filename}:{code.co_firstlineno}>"
     if kind in (types.BuiltinFunctionType, type):
         return f"<{kind.__name__} {getattr(value, '__qualname__', '?')}>"
     if kind is types.CodeType:
