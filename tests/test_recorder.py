@@ -265,6 +265,38 @@ def test_a_program_that_replaces_itself_by_exec_is_said_to_have_done_so(tmp_path
     assert result.stderr.splitlines()[-1].startswith(f"[pyward] run end: {reason} · 0 denied")
 
 
+def test_an_exec_is_told_from_a_closed_channel_by_the_command_line_even_as_the_process_ends():
+    """After the grace time the recorder reads the program's command line: a process that ended just then
+    (a zombie has none) ran what it exec'ed to its end, as one that ends within the grace time; the same
+    command line as the program's is a program that went on after closing the channel."""
+    from pyward.recorder import Recorder
+
+    def became_another(proc: subprocess.Popen, cmdline: bytes) -> bool:
+        recorder = object.__new__(Recorder)
+        recorder.run, recorder.cmdline, recorder.pidfd = {"pid": proc.pid}, cmdline, os.pidfd_open(proc.pid)
+        try:
+            return recorder._became_another()
+        finally:
+            os.close(recorder.pidfd)
+
+    ended = subprocess.Popen(["true"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # a zombie: ended, not yet reaped
+        with open(f"/proc/{ended.pid}/stat") as f:
+            if f.read().rpartition(")")[2].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    running = subprocess.Popen(["sleep", "30"])
+    try:
+        assert became_another(ended, b"python\x00app.py\x00")
+        assert not became_another(running, b"sleep\x0030\x00")
+        assert became_another(running, b"python\x00app.py\x00")
+    finally:
+        running.kill()
+        running.wait()
+        ended.wait()
+
+
 def test_signals_to_the_recorder_are_denied(app):
     result, data, raised = run(app, "kill")
     assert result.returncode == 0, result.stderr

@@ -449,7 +449,7 @@ class Recorder:
             # a process closes its descriptors before it is seen to end: only a program still running
             # after the grace time closed the channel itself, or replaced itself by an exec, which its
             # command line shows (an exec note alone is the program's word: it could send one and go on)
-            if self.execed is not None and _cmdline(self.run.get("pid")) in (self.cmdline, b""):
+            if self.execed is not None and not self._became_another():
                 self.execed = None
             if self.execed is None:
                 self._add_own("record.closed", "warning", "pyward's channel to its recorder was closed while the "
@@ -460,6 +460,18 @@ class Recorder:
             os.close(answers)
         except OSError:
             pass
+
+    def _became_another(self) -> bool:
+        """Whether the program, still running after the grace time, now runs another command line (an
+        exec).  A process that ends meanwhile has none left to read (a zombie's is empty), and one midway
+        through its exec has none yet: an empty one is read again until the process shows which it is."""
+        for _ in range(50):
+            now = _cmdline(self.run.get("pid"))
+            if now:
+                return now != self.cmdline
+            if self._ended(0.02):  # it ran its grace time and ended: as any program that ends within it
+                return True
+        return False
 
     def _ended(self, timeout: float | None) -> bool:
         """Wait up to `timeout` seconds (None: for ever) for the program to end."""
