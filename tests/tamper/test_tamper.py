@@ -1,6 +1,7 @@
 """The tamper engine end to end: seals, alerts naming the patcher, restore, fail-closed."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -428,3 +429,24 @@ def test_python_children_are_sealed_too(tmp_path, restore):
     names = [alert["name"] for alert in alerts(run)]
     assert names == ["hashlib.new", "hashlib.new"], run
     assert "2 tamper alerts" in run.stderr.splitlines()[-1], run
+
+
+def test_a_python_child_s_own_python_children_are_sealed_too(tmp_path):
+    """The engines go down every generation: a child that execs Python again (a server re-executing
+    itself) hands its children the run's engines, as the program did."""
+    code = """
+        import os, sys
+        generation = int(os.environ.get("GENERATION", "0"))
+        if generation < 2:
+            os.environ["GENERATION"] = str(generation + 1)
+            os.execv(sys.executable, [sys.executable, "app.py"])
+        import hashlib
+        hashlib.new = len
+        (lambda: 0)()
+        print("generation", generation, "patched" if hashlib.new is len else "original")
+    """
+    run = guard(tmp_path, code, "--restore", "--report", "r.json")
+    assert run.status == 0 and run.stdout == "generation 2 original\n", run
+    report = json.loads((tmp_path / "r.json").read_text())  # the run's record (the program's --log ended at exec)
+    assert [e["name"] for e in report["events"] if e["engine"] == "tamper" and e["kind"] == "alert"] == \
+        ["hashlib.new"], report["events"]
