@@ -406,7 +406,8 @@ def test_import_hooks_that_matter_and_those_that_do_not(tmp_path):
 
 CHILD_PATCH = """
     import multiprocessing, subprocess, sys
-    PATCH = "import hashlib; hashlib.new = len; (lambda: 0)(); print('{}', 'patched' if hashlib.new is len else 'original')"
+    PATCH = ("import hashlib; hashlib.new = len; (lambda: 0)(); "
+             "print('{}', 'patched' if hashlib.new is len else 'original')")
     def patch():
         exec(PATCH.format("spawn"))
     if __name__ == "__main__":
