@@ -14,7 +14,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
 #: the engines that follow the program into its Python children (besides the sandbox, which carries them),
 #: in the order they start there
@@ -39,7 +39,9 @@ def prepare_engines(engines: dict[str, Any]) -> None:
                 pass
 
 
-def arm_engines(engines: dict[str, Any], spool: str | None) -> None:
+def arm_engines(engines: dict[str, Any], spool: str | None, guard_child: Callable[..., Any]) -> None:
+    """The engines `engines` names, in one session of this child made by `guard_child` (runner.guard_child,
+    handed in by the child's sandbox: runner's recorder reads CHILD_ENGINES, so this module cannot import it)."""
     from . import config
 
     settings = config.defaults()
@@ -56,8 +58,6 @@ def arm_engines(engines: dict[str, Any], spool: str | None) -> None:
             _cannot_start(name, exc)
     if not made:
         return
-    from .runner import guard_child
-
     try:
         guard_child(settings, made, spool)
     except Exception as exc:

@@ -6,7 +6,7 @@ import sys
 
 from ..journal import ConsoleSink, Journal
 from ..policy import Policy
-from ..runner import exit_at_once
+from ..runner import exit_at_once, guard_child
 from ..spool import write_spool
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
@@ -49,7 +49,7 @@ def install_child(payload: str) -> None:
         prepare_engines(engines)
     install(policy, context)
     if engines and type(engines) is dict:
-        arm_engines(engines, spool)
+        arm_engines(engines, spool, guard_child)
 
 
 OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")
