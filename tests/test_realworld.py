@@ -141,3 +141,14 @@ def test_read_report_splits_alerts(tmp_path) -> None:
     assert rec.alert_samples == ["not the suite's"]
     assert rec.denials == [f"write to '/x' denied [at {suite}/tests/test_x.py:5]"]
     assert rec.pyward_errors == ["[sandbox/internal] boom"]
+
+
+def test_read_report_takes_the_manifest_s_own_alerts(tmp_path) -> None:
+    """An alert the manifest names (target, place) is the suite's: code a test pipes to a Python child has no file."""
+    events = [{"engine": "tamper", "kind": "alert", "severity": "alert", "message": "child", "name": name,
+               "where": "<stdin>:13", "details": {}} for name in ("builtins.__import__", "builtins.open")]
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"summary": {"denied": 0, "tamper_alerts": 2, "healed": 0}, "events": events}))
+    rec = harness.Record("suite", "x", "3.12", "run")
+    harness.read_report(rec, report, [tmp_path / "src"], [("builtins.__import__", "<stdin>:")])
+    assert (rec.alerts, rec.alerts_unexplained) == (2, 1)

@@ -2,9 +2,10 @@
 
 The sandbox arms every Python child (sandbox/childboot.py) and carries, in the
 same payload, what the run's other engines asked to give them
-(`Engine.child_arming`): here each such engine is armed in the child, by its
-package's `arm_child(data, spool)`. Its events are shown on the child's stderr
-and spooled for the run's record (spool.py), as the sandbox's are. A child
+(`Engine.child_arming`): here each such engine is made by its package's
+`child_engine(data, settings)`, and all of them run in one session of the
+child (runner.guard_child). Their events are shown on the child's stderr and
+spooled for the run's record (spool.py), as the sandbox's are. A child
 started outside the sandbox's reach (`--no-inherit`, `python -S`) runs none.
 """
 from __future__ import annotations
@@ -13,10 +14,11 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
-#: the engines that follow the program into its Python children (besides the sandbox, which carries them)
-CHILD_ENGINES = ("heal",)
+#: the engines that follow the program into its Python children (besides the sandbox, which carries them),
+#: in the order they start there
+CHILD_ENGINES = ("tamper", "heal")
 
 #: True in a Python child the sandbox armed: a `pyward run` here (a reloader restarting `sys.orig_argv`,
 #: as werkzeug's does) runs its program under the run that armed this process (runner.run_as_child)
@@ -45,11 +47,28 @@ def prepare_engines(engines: dict[str, Any]) -> None:
             pass
 
 
-def arm_engines(engines: dict[str, Any], spool: str | None) -> None:
+def arm_engines(engines: dict[str, Any], spool: str | None, guard_child: Callable[..., Any]) -> None:
+    """The engines `engines` names, in one session of this child made by `guard_child` (runner.guard_child,
+    handed in by the child's sandbox: runner's recorder reads CHILD_ENGINES, so this module cannot import it)."""
+    from . import config
+
+    settings = config.defaults()
+    settings.update({"report": False, "log": None})
+    made = []
     for name, data in _asked(engines):
         try:
-            _package(name).arm_child(data, spool)
+            made.append(_package(name).child_engine(data, settings))
         except Exception as exc:  # the child runs as python would, without that engine, and says so
-            sys.stderr.write(f"[pyward][error] the {name} engine could not start in this Python child "
-                             f"({type(exc).__name__}: {exc}): it runs without it\n")
-            sys.stderr.flush()
+            _cannot_start(name, exc)
+    if not made:
+        return
+    try:
+        guard_child(settings, made, spool)
+    except Exception as exc:
+        _cannot_start(" and ".join(engine.name for engine in made), exc)
+
+
+def _cannot_start(name: str, exc: Exception) -> None:
+    sys.stderr.write(f"[pyward][error] the {name} engine could not start in this Python child "
+                     f"({type(exc).__name__}: {exc}): it runs without it\n")
+    sys.stderr.flush()

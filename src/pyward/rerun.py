@@ -306,6 +306,8 @@ def program_threads(session: Session) -> list[str]:
 
 def blocker(session: Session) -> str | None:
     """Why this run cannot be started again cleanly in a fresh process, or None."""
+    if session.journal.is_child:  # a fresh start would run the parent's code again in this process
+        return "a forked child of the program is not re-run (the program's own process goes on)"
     if session.invocation[1:2] != ["run"]:
         return f"`pyward {session.invocation[1]}` is not re-run (only `pyward run` is)"
     if command(session.invocation) is None:

@@ -188,7 +188,7 @@ class Engine:
 
     def child_arming(self, session: Session) -> dict[str, Any] | None:
         """What a Python child the program starts needs to run this engine too (JSON data, handed to
-        `pyward.<engine>.arm_child` in the child; see children.py), or None: the engine stays here.
+        `pyward.<engine>.child_engine` in the child; see children.py), or None: the engine stays here.
         Asked before any engine starts: the sandbox, which arms the children, carries it."""
         return None
 

@@ -309,3 +309,61 @@ def test_a_program_that_removed_its_working_directory_is_healed(tmp_path):
     assert "could not heal" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
     again = pyward("run", "--no-config", "--heal", "app.py", cwd=tmp_path)
     assert again.returncode == 0 and again.stdout == "None\n", again.stderr
+
+
+FORKED_CRASH = """
+import os
+
+def greet(user):
+    return "hello " + user["nickname"]
+
+with open("starts.txt", "a") as f:
+    f.write("start\\n")
+pid = os.fork()
+if pid == 0:
+    print("child", greet({"name": "ann"}), flush=True)
+    os._exit(0)
+print("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+def test_a_forked_child_s_crash_does_not_rerun_the_program(tmp_path):
+    """A forked child whose crash escapes is not the program's start: it is not re-run from the top (that
+    would run the parent's code again in the child); it ends as under python, and the patch serves the next run."""
+    write(tmp_path, FORKED_CRASH)
+    plain = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                           text=True, timeout=60)
+    assert (plain.returncode, plain.stdout) == (0, "child status 1\n")
+    (tmp_path / "starts.txt").unlink()
+    run = pyward("run", "--heal", "app.py", cwd=tmp_path)
+    assert (run.returncode, run.stdout) == (plain.returncode, plain.stdout), run.stderr
+    assert (tmp_path / "starts.txt").read_text() == "start\n"  # the program's top ran once
+    assert "KeyError: 'nickname'" in run.stderr  # the child's traceback, as python prints it
+    lines = pyward_lines(run.stderr)
+    assert any("not re-running: a forked child" in line for line in lines), lines
+    assert "1 healed" in lines[-1], lines
+    again = pyward("run", "--heal", "app.py", cwd=tmp_path)  # the saved patch heals the next run's child
+    assert (again.returncode, again.stdout) == (0, "child None\nchild status 0\n"), again.stderr
+
+
+def test_a_python_child_s_escaping_crash_is_reported_unhealed(tmp_path):
+    """A Python child's crash that escapes it (a `python child.py` the program starts) is not re-run (pyward
+    re-runs only the program it started): the child ends as under python, and the run says it was not healed."""
+    (tmp_path / "child.py").write_text(textwrap.dedent("""\
+        def greet(user):
+            return "hello " + user["nickname"]
+        print(greet({"name": "ann"}))
+    """))
+    write(tmp_path, """
+        import subprocess, sys
+        print("child status", subprocess.run([sys.executable, "child.py"]).returncode)
+    """)
+    plain = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                           text=True, timeout=60)
+    run = pyward("run", "--heal", "--log", "events.jsonl", "app.py", cwd=tmp_path)
+    assert (run.returncode, run.stdout) == (plain.returncode, plain.stdout) == (0, "child status 1\n"), run.stderr
+    assert "KeyError: 'nickname'" in run.stderr
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    (unhealed,) = [e for e in events if e["engine"] == "heal" and e["kind"] == "unhealed"]
+    assert unhealed["where"] == f"{tmp_path / 'child.py'}:2" and "Python child" in unhealed["message"], unhealed
+    assert any(line.startswith("[pyward][error] unhealed KeyError") for line in pyward_lines(run.stderr))

@@ -43,6 +43,9 @@ class Suite:
     tight: bool = False
     #: extra permissions for the tight policy beyond read(suite, venv, interpreter, $TMP) and write($TMP)
     tight_extra: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: tamper alerts that are the suite's own patches made in code with no file of its (target, place): a
+    #: test that pipes code to a Python child, which runs under the run's seals
+    own_alerts: tuple[tuple[str, str], ...] = ()
     note: str = ""
 
     @property
@@ -68,6 +71,7 @@ SUITES: tuple[Suite, ...] = (
           note="filterwarnings = error in its config; the C speedups are built when a compiler is there"),
     Suite("more-itertools", "10.5.0", pytest_args=("tests",)),
     Suite("click", "8.1.7", pytest_args=("tests",),
+          own_alerts=(("builtins.__import__", "<stdin>:"),),  # test_imports: a child tracks imports
           note="filterwarnings = error; CliRunner swaps sys.stdin/stdout/stderr"),
     Suite("jinja2", "3.1.4", pytest_args=("tests",), test_deps=("MarkupSafe==3.0.2",),
           note="filterwarnings = error; asyncio tests; needs MarkupSafe (the markupsafe suite's build); "

@@ -1,6 +1,7 @@
 """The tamper engine end to end: seals, alerts naming the patcher, restore, fail-closed."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -404,3 +405,52 @@ def test_import_hooks_that_matter_and_those_that_do_not(tmp_path):
     notices = [e["message"] for e in run.events("composition.changed", engine="tamper") if e["severity"] == "notice"]
     assert any("sys.meta_path changed: + <lib.Finder object>" in m for m in notices), notices
     assert any(m.startswith("sys.path_hooks changed: - ") for m in notices), notices
+
+
+CHILD_PATCH = """
+    import multiprocessing, subprocess, sys
+    PATCH = ("import hashlib; hashlib.new = len; (lambda: 0)(); "
+             "print('{}', 'patched' if hashlib.new is len else 'original')")
+    def patch():
+        exec(PATCH.format("spawn"))
+    if __name__ == "__main__":
+        subprocess.run([sys.executable, "-c", PATCH.format("-c")], check=True)
+        p = multiprocessing.get_context("spawn").Process(target=patch)
+        p.start(); p.join()
+        import hashlib
+        print("parent", "patched" if hashlib.new is len else "original")
+"""
+
+
+@pytest.mark.parametrize("restore", [False, True])
+def test_python_children_are_sealed_too(tmp_path, restore):
+    """A Python child (`python -c`, multiprocessing's spawn) runs under the run's seals: a rebinding there is
+    the run's alert (reported by the child, counted in the run's report), restored under --restore."""
+    run = guard(tmp_path, CHILD_PATCH, *(["--restore"] if restore else []))
+    assert run.status == 0, run
+    state = "original" if restore else "patched"
+    assert run.stdout == f"-c {state}\nspawn {state}\nparent original\n", run
+    names = [alert["name"] for alert in alerts(run)]
+    assert names == ["hashlib.new", "hashlib.new"], run
+    assert "2 tamper alerts" in run.stderr.splitlines()[-1], run
+
+
+def test_a_python_child_s_own_python_children_are_sealed_too(tmp_path):
+    """The engines go down every generation: a child that execs Python again (a server re-executing
+    itself) hands its children the run's engines, as the program did."""
+    code = """
+        import os, sys
+        generation = int(os.environ.get("GENERATION", "0"))
+        if generation < 2:
+            os.environ["GENERATION"] = str(generation + 1)
+            os.execv(sys.executable, [sys.executable, "app.py"])
+        import hashlib
+        hashlib.new = len
+        (lambda: 0)()
+        print("generation", generation, "patched" if hashlib.new is len else "original")
+    """
+    run = guard(tmp_path, code, "--restore", "--report", "r.json")
+    assert run.status == 0 and run.stdout == "generation 2 original\n", run
+    report = json.loads((tmp_path / "r.json").read_text())  # the run's record (the program's --log ended at exec)
+    assert [e["name"] for e in report["events"] if e["engine"] == "tamper" and e["kind"] == "alert"] == \
+        ["hashlib.new"], report["events"]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..runner import Engine
     from .paths import short_path, store_files, store_path
 
-__all__ = ["arm_child", "make_engine", "outputs", "prepare_child", "resilient", "short_path", "store_files",
+__all__ = ["child_engine", "make_engine", "outputs", "prepare_child", "resilient", "short_path", "store_files",
            "store_path"]
 
 
@@ -111,13 +111,10 @@ def prepare_child() -> None:
     from . import engine  # noqa: F401
 
 
-def arm_child(data: dict[str, Any], spool: str | None) -> None:
+def child_engine(data: dict[str, Any], settings: Settings) -> Engine:
     """The heal engine in a Python child of a `--heal` run (children.py): the run's settings, its store."""
-    from .. import config
-    from ..runner import guard_child
     from .engine import HealEngine
 
-    settings = config.defaults()
     settings.update({key: value for key, value in data.get("settings", {}).items() if key in settings})
-    settings.update({"report": False, "log": None, "heal.enabled": True})
-    guard_child(settings, [HealEngine(settings)], spool)
+    settings["heal.enabled"] = True
+    return HealEngine(settings)

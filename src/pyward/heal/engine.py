@@ -269,7 +269,10 @@ class HealEngine(Engine):
         self.sync_due = 0.0  # a server integration's next request looks for the engine again (server.rule)
 
     def child_ends(self, session: Session) -> None:
-        """A forked child (a worker) ends: its guard firings, for the run's summary and the store."""
+        """A forked child (a worker) ends: its guard firings, for the run's summary and the store.
+        A Python child whose crash escaped it (python has printed it): said unhealed, as it is."""
+        if session.child and not session.journal.is_child:
+            self._escaped_child()
         firings, hits = self._firings()
         if not firings:
             return
@@ -279,6 +282,21 @@ class HealEngine(Engine):
                              details={"firings": firings})
         if self.store is not None and self._store_pid == pid:
             self._save_hits(session, hits)
+
+    def _escaped_child(self) -> None:
+        """The exception python printed as this Python child's end (`sys.last_exc`), if any: a child is not
+        the program `pyward run` started, so it is not re-run; healing it would promise what no run does."""
+        exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+        if not isinstance(exc, Exception) or isinstance(exc, SyntaxError):
+            return
+        tb, where, function = exc.__traceback__, None, ""
+        while tb is not None:
+            if self.is_program_file(tb.tb_frame.f_code.co_filename):
+                code = tb.tb_frame.f_code
+                where, function = f"{code.co_filename}:{tb.tb_lineno}", code.co_qualname
+            tb = tb.tb_next
+        self._unhealed(exc, "it escaped a Python child of the program, which is not re-run (only the program "
+                            "`pyward run` started is)", where, function)
 
     def _guards(self) -> list[tuple[Guard, Recipe | None]]:
         """Every guard of this process's patches (superseded ones too), each once, with its recipe."""

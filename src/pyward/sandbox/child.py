@@ -6,7 +6,7 @@ import sys
 
 from ..journal import ConsoleSink, Journal
 from ..policy import Policy
-from ..runner import exit_at_once
+from ..runner import exit_at_once, guard_child
 from ..spool import write_spool
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
@@ -33,20 +33,23 @@ def install_child(payload: str) -> None:
         exit_at_once(EXIT_STATUS_ON_DENY)
 
     program_dir = child_program_dir(getattr(sys, "orig_argv", []))
-    outputs = ([spool] if spool else []) + [p for p in data.get("outputs", ()) if type(p) is str]
+    own_outputs = [p for p in data.get("outputs", ()) if type(p) is str]
+    outputs = ([spool] if spool else []) + own_outputs
+    engines = data.get("engines")
     context = Context(mode=data["mode"], on_deny=data["on_deny"], inherit=True, program_dir=program_dir,
                       outputs=outputs, emit=emit, exit_on_deny=exit_now if data["on_deny"] == "exit" else None,
                       log=data.get("log"), spool=spool,
                       protected_pids=tuple(pid for pid in data.get("protected", ()) if type(pid) is int),
-                      search_path=tuple(sys.path))  # armed while site runs: no script directory in front yet
-    engines = data.get("engines")
+                      search_path=tuple(sys.path),  # armed while site runs: no script directory in front yet
+                      # this child's own Python children get the run's engines and outputs, as it did
+                      children=engines if type(engines) is dict else None, child_outputs=own_outputs)
     if engines and type(engines) is dict:  # the run's other engines, in this child too (children.py)
         from ..children import arm_engines, prepare_engines
 
         prepare_engines(engines)
     install(policy, context)
     if engines and type(engines) is dict:
-        arm_engines(engines, spool)
+        arm_engines(engines, spool, guard_child)
 
 
 OPTIONS_WITH_VALUE = ("-W", "-X", "--check-hash-based-pycs")

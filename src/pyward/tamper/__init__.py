@@ -9,10 +9,12 @@ from .errors import TamperError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..config import Settings
     from ..runner import Engine
 
-__all__ = ["TamperError", "make_engine"]
+__all__ = ["TamperError", "child_engine", "make_engine", "prepare_child"]
 
 
 def make_engine(settings: Settings) -> Engine | None:
@@ -20,4 +22,17 @@ def make_engine(settings: Settings) -> Engine | None:
         return None
     from .engine import TamperEngine
 
+    return TamperEngine(settings)
+
+
+def prepare_child() -> None:
+    """Before a Python child's sandbox (children.py): the engine's modules are pyward's to import."""
+    from . import engine  # noqa: F401
+
+
+def child_engine(data: dict[str, Any], settings: Settings) -> Engine:
+    """The tamper engine in a Python child of the run (children.py): the run's seals and answers to a change."""
+    from .engine import TamperEngine
+
+    settings.update({key: value for key, value in data.get("settings", {}).items() if key in settings})
     return TamperEngine(settings)

@@ -51,6 +51,9 @@ class TamperEngine(Engine):
         self.interval = settings.get("tamper.interval") or 0
         self.check_modules = bool(settings.get("tamper.check_modules"))
         self.native: Any = None
+        #: what a Python child needs to run this engine too (child_arming)
+        self.child_settings = {key: value for key, value in settings.items()
+                               if key.startswith("tamper.") or key in ("verbose", "quiet", "color")}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -92,7 +95,7 @@ class TamperEngine(Engine):
                 _emit(session.journal, "tamper", "pending", spec, severity="info", where="",
                       message=f"tamper: {spec} is not imported yet; it is sealed when the "
                               f"program imports it", details={"target": spec})
-        if errors:
+        if errors and not session.child:  # (a child's program may never hold a target its parent's does)
             from ..runner import TargetError
 
             self.stop_watching()
@@ -138,7 +141,17 @@ class TamperEngine(Engine):
                        "watchers": self.table.watching})
         self.stop_watching()
 
+    def child_arming(self, session: Any) -> dict[str, Any] | None:
+        """A Python child runs under the same seals (multiprocessing's spawn workers, `python -c`): the run's
+        tamper settings; its alerts are the run's (children.py)."""
+        if session.child:
+            return None  # (a child's own children: armed from the run's payload, which they inherit)
+        return {"settings": dict(self.child_settings)}
+
     def child_ends(self, session: Any) -> None:
+        table = self.__dict__.get("table")
+        if session.child and not session.journal.is_child and table is not None and not table.watching:
+            self._check_all("exit")  # 3.11: a Python child's last look, as stop() takes the program's
         self.stop_watching()
 
     def stop_watching(self) -> None:
