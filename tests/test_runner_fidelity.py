@@ -185,6 +185,12 @@ CASES: dict[str, tuple[dict[str, str], list[str], bytes | None, dict[str, str]]]
                                      "lib.py": "def boom(n):\n    return [1, 2][n]\n"}, ["app.py"], None, {}),
     "traceback_m_module_runpy_frames": (PKG, ["-m", "pkg.bad"], None, {}),
     "traceback_c": ({}, ["-c", "x = None\nx.attr"], None, {}),
+    # the script compiled as python compiles it: its declared encoding, a `-c` command's (ignored), a NUL byte
+    "source_encoding_declared": ({"app.py": "# -*- coding: latin-1 -*-\nprint(ascii('\u00e9t\u00e9'))\n"}, ["app.py"],
+                                 None, {}),
+    "source_encoding_c_ignores_declaration": ({}, ["-c", "# -*- coding: latin-1 -*-\nprint(ascii('\u00e9t\u00e9'))"],
+                                              None, {}),
+    "source_nul_byte": ({"app.py": "print(1)\n\0\n"}, ["app.py"], None, {}),
     "syntax_error_script": ({"app.py": "x = 1\ndef broken(:\n    pass\n"}, ["app.py"], None, {}),
     "syntax_error_imported": ({"app.py": "print('before')\nimport broken\n", "broken.py": "if True\n  x = 1\n"},
                               ["app.py"], None, {}),
@@ -276,7 +282,9 @@ def materialise(tmp_path, files: dict[str, str]) -> None:
     for name, content in files.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
+        # a script that declares its encoding is written in it (compiled by its declaration, as python does)
+        declared = content.startswith("# -*- coding: ") and content.split()[3]
+        path.write_bytes(content.encode(declared or "utf-8"))
 
 
 def both(argv: list[str], cwd, stdin: bytes | None = None, env_extra: dict[str, str] | None = None,

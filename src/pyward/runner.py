@@ -1013,7 +1013,9 @@ def _execute(p: _Prepared) -> None:
             frame = frame.f_back
     else:  # 3.11 also counts each entry into the eval loop from C, which frames do not show: measure
         probe: dict[str, Any] = {}
-        top(exec, _DEPTH_PROBE, probe)  # from this frame, as the program's code will run
+        probe_code = compile(_DEPTH_PROBE, "<pyward depth probe>", "exec") if native is None else \
+            native.compile_script(_DEPTH_PROBE, "<pyward depth probe>")
+        top(exec, probe_code, probe)  # from this frame, as the program's code will run
         depth = (limit - 2) - probe["room"]  # python's own top level has limit - 2 calls of room
         if p.run_module is not None:
             depth -= 1  # python enters runpy from C, one more entry than our call into it
@@ -1030,7 +1032,14 @@ def _execute(p: _Prepared) -> None:
         source = p.code
         code = source
         if isinstance(source, (str, bytes)):  # compiled here so a SyntaxError surfaces as python's would
-            code = compile(source, p.filename, "exec", dont_inherit=True)
+            # as python compiles a script, without the ast module's classes compile() builds (_native/script.c);
+            # inline: a SyntaxError's traceback is cut at this frame, as python shows none
+            if isinstance(source, bytes) and b"\0" in source:  # python's reader stops there, before parsing
+                raise _null_byte(source, p.filename)
+            if native is None or (isinstance(source, str) and "\0" in source):
+                code = compile(source, p.filename, "exec", dont_inherit=True)
+            else:
+                code = native.compile_script(source, p.filename)
             if p.filename == "<string>":
                 _register_command_source(code, source)
         if p.transform is not None:
@@ -1052,16 +1061,25 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
 
 
+def _null_byte(source: bytes, filename: str) -> SyntaxError:
+    """The error python's reader of a script file (or stdin) gives for a NUL byte: the line up to it."""
+    at = source.index(b"\0")
+    line = source.count(b"\n", 0, at) + 1
+    text = source[source.rfind(b"\n", 0, at) + 1:at].decode("utf-8", "replace")
+    return SyntaxError("source code cannot contain null bytes", (filename, line, 0, text, line, 0))
+
+
 _EXECUTE_CODE = _execute.__code__  # read now: a function's __code__ is an audit event, a traced one later
 
-_DEPTH_PROBE = compile("""\
+#: 3.11: how many calls the program has room for, run from the frame the program's code will run from
+_DEPTH_PROBE = """\
 def down(n):
     try:
         return down(n + 1)
     except RecursionError:
         return n
 room = down(0)
-""", "<pyward depth probe>", "exec")
+"""
 
 
 def _hide_frames(depth: int) -> tuple[Any, Any, Any, Any]:

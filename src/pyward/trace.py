@@ -30,6 +30,7 @@ import os
 import sys
 
 from ._isolation import isolate_module
+from ._types import CodeType
 from .journal import jsonable, stderr_writer, thread_name
 from .runner import Engine, TargetError
 
@@ -45,7 +46,6 @@ STRING_LIMIT = 120
 ITEMS_LIMIT = 8
 LINE_LIMIT = 400
 BYTES_SHOWN = 32
-CodeType = type(compile("", "", "exec"))
 
 
 def shorten(value: Any, depth: int = 0) -> str:

@@ -2,7 +2,7 @@
 #include "pyward.h"
 
 static PyMethodDef *method_tables[] = {pw_audit_methods, pw_sandbox_methods, pw_tamper_methods, pw_monitor_methods,
-                                      pw_net_methods, pw_landlock_methods, pw_reach_methods,
+                                      pw_net_methods, pw_landlock_methods, pw_reach_methods, pw_script_methods,
                                       pw_shield_methods, NULL};
 
 static int

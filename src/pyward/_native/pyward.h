@@ -35,6 +35,7 @@ extern PyMethodDef pw_net_methods[];  /* net.c: getaddrinfo without an audit eve
 extern PyMethodDef pw_landlock_methods[];  /* landlock.c: the kernel wall */
 /* reach.c: the program runs with no frame of pyward's below it; sealed callables. */
 extern PyMethodDef pw_reach_methods[];
+extern PyMethodDef pw_script_methods[];
 int pw_reach_exec(PyObject *module);
 
 /* shield.c: while pyward's Python runs, no collection and the program's signal handlers deferred. */
