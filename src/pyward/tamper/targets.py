@@ -73,7 +73,10 @@ class Targets:
                 spec_obj = getattr(module, "__spec__", None) if module is not None else None
                 if module is None or getattr(spec_obj, "_initializing", False):
                     still.append((spec, why))
-                    retry_all = retry_all or module is not None
+                    # a module whose code is running: 3.12+'s sys.modules watcher reports it the moment it
+                    # has finished (watchers.py), so the imports it makes meanwhile need no check; on 3.11 they
+                    # are what finds it finished
+                    retry_all = retry_all or (module is not None and not table.watching)
                     continue
             seals, error = resolve(spec, why, finished)
             table.finishing = finished or {}
