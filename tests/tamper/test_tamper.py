@@ -382,8 +382,9 @@ def test_a_value_is_described_in_its_own_words_and_never_by_its_repr():
     assert [describe(v) for v in (None, True, False)] == ["None", "True", "False"]
     assert describe(Loud()).endswith("Loud object>") and describe(len) == "<builtin_function_or_method len>"
     bound = describe(Loud().__repr__)  # a bound method (pdb's trace_dispatch): its function, where it is
+    line = Loud.__repr__.__code__.co_firstlineno
     assert bound.startswith("<method test_a_value_is_described_in_its_own_words_and_never_by_its_repr.<locals>"
-                            ".Loud.__repr__ at ") and bound.endswith(f"{__file__}:{Loud.__repr__.__code__.co_firstlineno}>"), bound
+                            ".Loud.__repr__ at ") and bound.endswith(f"{__file__}:{line}>"), bound
 
 
 def test_import_hooks_that_matter_and_those_that_do_not(tmp_path):

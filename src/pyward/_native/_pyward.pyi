@@ -114,6 +114,7 @@ def tamper_import_gate(
     modules: dict[str, ModuleType],
     get_tool: Callable[[int], object] | None,
     tools: tuple[object, ...],
+    running: tuple[ModuleType, ...] = (),
     /,
 ) -> None: ...
 

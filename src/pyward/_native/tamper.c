@@ -603,6 +603,31 @@ static PyObject *gate_absent;     /* tuple of module names not in sys.modules wh
 static PyObject *gate_modules;    /* sys.modules */
 static PyObject *gate_get_tool;   /* sys.monitoring.get_tool, or None */
 static PyObject *gate_tools;      /* tuple: get_tool(i) for each tool id, when armed */
+static PyObject *gate_running;    /* tuple of modules whose code was running when armed (3.11) */
+
+/* Whether python is still running the module's code: its spec's `_initializing`, read from the
+ * module's and the spec's own dicts (no attribute lookup that could run code); 0 when unsure. */
+static int
+gate_still_running(PyObject *module)
+{
+    if (!PyModule_Check(module)) {
+        return 0;
+    }
+    PyObject *namespace = PyModule_GetDict(module);  /* borrowed */
+    PyObject *spec = namespace != NULL ? PyDict_GetItemString(namespace, "__spec__") : NULL;
+    if (spec == NULL || Py_TYPE(spec)->tp_getattro != PyObject_GenericGetAttr) {
+        return 0;
+    }
+    PyObject *own = PyObject_GenericGetDict(spec, NULL);
+    if (own == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *flag = PyDict_Check(own) ? PyDict_GetItemString(own, "_initializing") : NULL;  /* borrowed */
+    int running = flag == Py_True;
+    Py_DECREF(own);
+    return running;
+}
 
 static int
 gate_same_list(PyObject *name, PyObject *snapshot)
@@ -654,6 +679,11 @@ pw_tamper_gate_skips(PyObject *callback)
             return 0;
         }
     }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gate_running); i++) {
+        if (!gate_still_running(PyTuple_GET_ITEM(gate_running, i))) {
+            return 0;  /* finished: its pending seals can be placed now */
+        }
+    }
     if (gate_get_tool != Py_None) {
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(gate_tools); i++) {
             PyObject *id = PyLong_FromSsize_t(i);
@@ -674,10 +704,10 @@ static PyObject *
 tamper_import_gate(PyObject *module, PyObject *args)
 {
     PyObject *callback, *seals = NULL, *lists = NULL, *absent = NULL, *modules = NULL, *get_tool = NULL,
-             *tools = NULL;
-    if (!PyArg_ParseTuple(args, "O|O!O!O!O!OO!:tamper_import_gate", &callback, &PyTuple_Type, &seals,
+             *tools = NULL, *running = NULL;
+    if (!PyArg_ParseTuple(args, "O|O!O!O!O!OO!O!:tamper_import_gate", &callback, &PyTuple_Type, &seals,
                           &PyTuple_Type, &lists, &PyTuple_Type, &absent, &PyDict_Type, &modules, &get_tool,
-                          &PyTuple_Type, &tools)) {
+                          &PyTuple_Type, &tools, &PyTuple_Type, &running)) {
         return NULL;
     }
     if (!caller_trusted("tamper_import_gate")) {
@@ -712,16 +742,18 @@ tamper_import_gate(PyObject *module, PyObject *args)
     Py_XSETREF(gate_modules, Py_NewRef(modules));
     Py_XSETREF(gate_get_tool, Py_NewRef(get_tool));
     Py_XSETREF(gate_tools, Py_NewRef(tools));
+    Py_XSETREF(gate_running, running != NULL ? Py_NewRef(running) : PyTuple_New(0));
     Py_XSETREF(gate_callback, Py_NewRef(callback));
     Py_RETURN_NONE;
 }
 
 PyMethodDef pw_tamper_methods[] = {
     {"tamper_import_gate", tamper_import_gate, METH_VARARGS,
-     "tamper_import_gate(callback, seals, lists, absent, modules, get_tool, tools): at an import, skip the\n"
-     "audit subscriber `callback` when every (dict, key, value) seal still holds value, every\n"
-     "(name, snapshot) list sys.<name> holds the snapshot's items, no name of absent is in modules, and\n"
-     "get_tool(i) (unless None) still returns tools[i].  tamper_import_gate(None): no gate."},
+     "tamper_import_gate(callback, seals, lists, absent, modules, get_tool, tools, running=()): at an import,\n"
+     "skip the audit subscriber `callback` when every (dict, key, value) seal still holds value, every\n"
+     "(name, snapshot) list sys.<name> holds the snapshot's items, no name of absent is in modules,\n"
+     "get_tool(i) (unless None) still returns tools[i], and every module of running is still running its\n"
+     "code (its spec's _initializing).  tamper_import_gate(None): no gate."},
     {"tamper_install", tamper_install, METH_VARARGS,
      "tamper_install(report, pending, codes) -> bool: register the dict and function watchers (False before\n"
      "3.12); from now on only code in `codes` may mute, stop, re-point or install them again."},

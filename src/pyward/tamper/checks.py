@@ -184,9 +184,12 @@ class Checks:
             for seal in table.seals.values():  # MISSING: sealed as absent (the gate knows it)
                 seals.append((seal.real_namespace(), seal.attr, seal.original))
         monitoring = getattr(sys, "monitoring", None)  # the gate compares the tools with the last check's
+        # 3.11: the modules still running their code, which pending seals wait for (3.12+: the watcher)
+        running = tuple(targets.running) if targets.pending and not table.watching else ()
         gate(self.subscriber, tuple(seals), (("meta_path", self.meta_path), ("path_hooks", self.path_hooks)),
              tuple(targets.absent or ()) if targets.pending else (), sys.modules,
-             monitoring.get_tool if monitoring is not None else None, tuple(map(self.monitoring.get, range(6))))
+             monitoring.get_tool if monitoring is not None else None, tuple(map(self.monitoring.get, range(6))),
+             running)
 
     def start_timer(self, seconds: float, check: Callable[[str], None]) -> None:
         """3.11, --interval: a background thread runs `check` every `seconds`."""

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class Targets:
-    __slots__ = ("table", "journal", "pending", "awaited", "tried", "absent")
+    __slots__ = ("table", "journal", "pending", "awaited", "tried", "absent", "running")
 
     def __init__(self, table: SealTable, journal: Any) -> None:
         self.table, self.journal = table, journal
@@ -32,6 +32,7 @@ class Targets:
         self.awaited: set[str] = set()  # module names pending targets wait for (sys.modules watcher filter)
         self.tried: dict[str, int] = {}  # pending target -> how many of its prefixes were imported at the last try
         self.absent: set[str] | None = None  # awaited modules not imported at the last try (None: unknown)
+        self.running: list[Any] = []  # awaited modules whose code was still running at the last try
 
     def seal(self, spec: str, why: str, user: bool) -> str | None:
         """Seal `spec` now, or keep it pending; the error for a --watch target that cannot be."""
@@ -57,10 +58,12 @@ class Targets:
         dotted prefixes (`a`, `a.b` for `a.b.c`) has newly appeared."""
         if not self.pending:
             return
-        if finished is None and self.absent is not None and not any(n in sys.modules for n in self.absent):
-            return  # none of the modules the pending targets wait for has appeared
+        if finished is None and self.absent is not None and not any(n in sys.modules for n in self.absent) \
+                and all(_running(module) for module in self.running):
+            return  # none of the modules the pending targets wait for has appeared or finished
         still = []
         retry_all = False
+        running: dict[int, Any] = {}
         table = self.table
         for spec, why in self.pending:
             present = sum(1 for p in prefixes(spec) if p in sys.modules or (finished and p in finished))
@@ -73,10 +76,11 @@ class Targets:
                 spec_obj = getattr(module, "__spec__", None) if module is not None else None
                 if module is None or getattr(spec_obj, "_initializing", False):
                     still.append((spec, why))
-                    # a module whose code is running: 3.12+'s sys.modules watcher reports it the moment it
-                    # has finished (watchers.py), so the imports it makes meanwhile need no check; on 3.11 they
-                    # are what finds it finished
-                    retry_all = retry_all or (module is not None and not table.watching)
+                    if module is not None:
+                        # its code is running: the imports it makes meanwhile need no check (3.12+'s
+                        # sys.modules watcher reports it the moment it has finished, watchers.py; on 3.11
+                        # the import gate looks whether it has, checks.arm_gate)
+                        running[id(module)] = module
                     continue
             seals, error = resolve(spec, why, finished)
             table.finishing = finished or {}
@@ -94,3 +98,9 @@ class Targets:
         self.awaited.clear()
         self.awaited.update(p for spec, _ in still for p in prefixes(spec))
         self.absent = None if retry_all else {p for p in self.awaited if p not in sys.modules}
+        self.running = list(running.values())
+
+
+def _running(module: Any) -> bool:
+    """Whether python is still running the module's code (as the import gate reads it, tamper.c)."""
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
