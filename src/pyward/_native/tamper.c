@@ -736,13 +736,17 @@ tamper_import_gate(PyObject *module, PyObject *args)
             return NULL;
         }
     }
+    PyObject *now_running = running != NULL ? Py_NewRef(running) : PyTuple_New(0);
+    if (now_running == NULL) {
+        return NULL;
+    }
     Py_XSETREF(gate_seals, Py_NewRef(seals));
     Py_XSETREF(gate_lists, Py_NewRef(lists));
     Py_XSETREF(gate_absent, Py_NewRef(absent));
     Py_XSETREF(gate_modules, Py_NewRef(modules));
     Py_XSETREF(gate_get_tool, Py_NewRef(get_tool));
     Py_XSETREF(gate_tools, Py_NewRef(tools));
-    Py_XSETREF(gate_running, running != NULL ? Py_NewRef(running) : PyTuple_New(0));
+    Py_XSETREF(gate_running, now_running);
     Py_XSETREF(gate_callback, Py_NewRef(callback));
     Py_RETURN_NONE;
 }
