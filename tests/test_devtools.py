@@ -137,7 +137,9 @@ BREAKPOINT = D("""
     (["-m", "profile", "-s", "calls", "app.py"], b""),  # profile's setprofile
     (["-m", "cProfile", "-s", "calls", "app.py"], b""),  # cProfile's sys.monitoring tool (3.12+)
     (["-m", "trace", "--count", "-C", "cover", "app.py"], b""),  # trace's settrace
-], ids=["breakpoint", "profile", "cProfile", "trace"])
+    (["-m", "pdb", "app.py"], b"n\nq\n"),              # pdb's quit: the hook cleared again from C
+    (["-m", "pdb", "app.py"], b"c\n"),                 # run to the end under pdb
+], ids=["breakpoint", "profile", "cProfile", "trace", "pdb-quit", "pdb-continue"])
 def test_the_debugger_or_profiler_the_user_started_is_not_news(tmp_path, argv, stdin):
     materialise(tmp_path, {"app.py": BREAKPOINT if argv == ["app.py"] else APP})
     plain, guarded = both(argv, tmp_path, stdin)

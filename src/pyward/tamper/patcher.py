@@ -24,8 +24,8 @@ isolate_builtins(globals())
 _getframe = sys._getframe  # the program may delete or replace it (monkeypatch.delattr)
 _own_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # the standard library's debugger, profilers and tracer: pdb (also breakpoint()), profile, cProfile (3.11), trace
-_stdlib_tools = frozenset(os.path.join(os.path.dirname(os.__file__), name)
-                          for name in ("bdb.py", "pdb.py", "profile.py", "cProfile.py", "trace.py"))
+_STDLIB_TOOL_MODULES = ("pdb", "bdb", "profile", "cProfile", "trace")
+_stdlib_tools = frozenset(os.path.join(os.path.dirname(os.__file__), name + ".py") for name in _STDLIB_TOOL_MODULES)
 
 
 def patcher() -> tuple[str | None, str | None, str]:
@@ -97,7 +97,11 @@ def started_with(session: Any, module: str) -> bool:
 def tools_own(session: Any) -> bool:
     """Whether the call being reported was made by a debugger or profiler the user started: the
     standard library's (pdb, breakpoint(), profile, trace), or the package the run was started
-    with (`pyward run -m pyinstrument`).  Starts two frames above itself, as the others."""
+    with (`pyward run -m pyinstrument`), or any, when the run was started with the standard
+    library's (`-m pdb`: its quit clears the hook again from C, with only the program's frame
+    to show).  Starts two frames above itself, as the others."""
+    if any(started_with(session, name) for name in _STDLIB_TOOL_MODULES):
+        return True
     frame: FrameType | None = _getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(_own_dir):
         frame = frame.f_back  # the engine's own frames, down to the code that made the call
