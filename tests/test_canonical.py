@@ -61,3 +61,34 @@ def test_non_finite_floats_are_refused(bad):
 def test_unsupported_values_are_refused(bad):
     with pytest.raises(TypeError):
         canonical.dumps(bad)
+
+
+@settings(max_examples=200)
+@given(values, st.sampled_from([None, 1]))
+def test_loads_reads_as_json_loads(value, indent):
+    """What a Python child is handed is read without importing json: the same values as json.loads."""
+    text = json.dumps(value, indent=indent, ensure_ascii=indent is None)
+    assert canonical.dumps(canonical.loads(" " + text + "\n")) == canonical.dumps(json.loads(text))
+
+
+@pytest.mark.parametrize("bad", ["", "{", "[1,]", "1 2", '{"a": 1}x', "{'a': 1}"])
+def test_loads_refuses_what_is_not_json(bad):
+    with pytest.raises(ValueError):
+        json.loads(bad)
+    with pytest.raises(ValueError):
+        canonical.loads(bad)
+
+
+def test_a_python_child_starts_without_json_re_or_enum(tmp_path):
+    """python's own `-c` loads none of them; the sandbox armed in a child reads its payload without them."""
+    import subprocess
+    import sys
+
+    from helpers import clean_env
+
+    probe = "import sys; print(sorted({'json', 're', 'enum'} & set(sys.modules)))"
+    program = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {probe!r}])"
+    plain = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=clean_env())
+    run = subprocess.run([sys.executable, "-m", "pyward", "run", "--no-report", "-c", program], cwd=tmp_path,
+                         capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert plain.stdout == run.stdout == "[]\n", (plain, run.stderr)

@@ -1,4 +1,4 @@
-"""JSON output for the run path, without importing `json`.
+"""JSON for the run path, without importing `json`.
 
 `json` imports `re`, which costs ~6 ms on every `pyward run` that writes a
 report or a log.  pyward only ever serialises exact dict/list/tuple/str/int/
@@ -6,11 +6,15 @@ float/bool/None values (see journal.jsonable), so a dozen lines over
 CPython's C string quoting do the job.  The output is byte-identical to
 `json.dumps(obj, sort_keys=..., indent=..., ensure_ascii=True)` with compact
 separators when there is no indent; tests/test_canonical.py checks that
-property on generated data.  Reading JSON (verify) uses the real `json`.
+property on generated data.  `loads` reads what a Python child is handed (its
+sandbox's payload) with CPython's C scanner, as `json.loads` does, where a child's
+start would otherwise import `json`, `re` and `enum` (python's own `-c pass` loads
+none of them).  Reading reports (verify) uses the real `json`.
 """
 from __future__ import annotations
 
 from _json import encode_basestring_ascii as _quote
+from _json import make_scanner as _make_scanner
 
 from ._isolation import isolate_builtins
 
@@ -82,3 +86,31 @@ def _layout(indent: int | None, level: int) -> tuple[str, str, str]:
         return "", ",", ""
     pad = "\n" + " " * (indent * (level + 1))
     return pad, "," + pad, "\n" + " " * (indent * level)
+
+
+class _Reading:
+    """What CPython's C scanner reads of a decoder: json.loads's defaults."""
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> float:
+        return {"NaN": float("nan"), "Infinity": _INF, "-Infinity": -_INF}[name]
+
+
+_scan = _make_scanner(_Reading())  # type: ignore[arg-type]  # typeshed wants a JSONDecoder: it reads these
+
+
+def loads(text: str) -> object:
+    """`json.loads(text)` for a document of pyward's own making (ValueError when it is not JSON)."""
+    text = text.strip(" \t\n\r")
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration as stop:
+        raise ValueError(f"not JSON at character {stop.value}") from None
+    if end != len(text):
+        raise ValueError(f"not JSON: extra data at character {end}")
+    return value

@@ -11,11 +11,15 @@ from ..spool import write_spool
 from .context import EXIT_STATUS_ON_DENY, Context
 from .install import install
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def install_child(payload: str) -> None:
-    import json
+    from ..canonical import loads
 
-    data = json.loads(payload)
+    data: Any = loads(payload)
     policy = Policy.from_json(data["policy"])
     journal = Journal()
     journal.add_sink(ConsoleSink())
