@@ -25,6 +25,13 @@ CHILD_ENGINES = ("tamper", "heal")
 armed = False
 
 
+def engine_settings(settings: Any, prefix: str) -> dict[str, Any]:
+    """What an engine hands its Python children (`Engine.child_arming`): its own settings (`prefix`, as
+    "heal.") and the console's."""
+    return {key: value for key, value in settings.items()
+            if key.startswith(prefix) or key in ("verbose", "quiet", "color")}
+
+
 def _asked(engines: dict[str, Any]) -> list[tuple[str, Any]]:
     """The engines given to this child, each with its data."""
     return [(name, engines[name]) for name in CHILD_ENGINES if type(engines.get(name)) is dict]
@@ -36,13 +43,11 @@ def _package(name: str) -> Any:
 
 
 def prepare_engines(engines: dict[str, Any]) -> None:
-    """Before the child's sandbox is installed: what an engine reads of pyward's own while it is imported
-    (`prepare_child` of its package) is not the program's to be judged for."""
+    """Before the child's sandbox is installed: each engine's module imported, so that what it reads of
+    pyward's own as it is imported (heal reads PYWARD_DEBUG) is not the program's to be judged for."""
     for name, _ in _asked(engines):
         try:
-            prepare = getattr(_package(name), "prepare_child", None)
-            if prepare is not None:
-                prepare()
+            __import__(f"pyward.{name}.engine")
         except Exception:  # arm_engines says so, once the child can speak
             pass
 
@@ -56,6 +61,9 @@ def arm_engines(engines: dict[str, Any], spool: str | None, guard_child: Callabl
     settings.update({"report": False, "log": None})
     made = []
     for name, data in _asked(engines):
+        given = data.get("settings")
+        if type(given) is dict:  # the run's settings for this engine (engine_settings), known names only
+            settings.update({key: value for key, value in given.items() if key in settings})
         try:
             made.append(_package(name).child_engine(data, settings))
         except Exception as exc:  # the child runs as python would, without that engine, and says so

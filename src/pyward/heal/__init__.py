@@ -19,8 +19,7 @@ if TYPE_CHECKING:
     from ..runner import Engine
     from .paths import short_path, store_files, store_path
 
-__all__ = ["child_engine", "make_engine", "outputs", "prepare_child", "resilient", "short_path", "store_files",
-           "store_path"]
+__all__ = ["child_engine", "make_engine", "outputs", "resilient", "short_path", "store_files", "store_path"]
 
 
 def __getattr__(name: str) -> Any:  # paths.py's names, imported when first used (never in a run without heal)
@@ -106,15 +105,10 @@ class resilient:  # noqa: N801 - used as a decorator and a context manager, like
         return True
 
 
-def prepare_child() -> None:
-    """Before the child's sandbox: the engine's module reads PYWARD_DEBUG as it is imported."""
-    from . import engine  # noqa: F401
-
-
 def child_engine(data: dict[str, Any], settings: Settings) -> Engine:
-    """The heal engine in a Python child of a `--heal` run (children.py): the run's settings, its store."""
+    """The heal engine in a Python child of a `--heal` run (children.py; `settings` hold the run's, its
+    store among them)."""
     from .engine import HealEngine
 
-    settings.update({key: value for key, value in data.get("settings", {}).items() if key in settings})
     settings["heal.enabled"] = True
     return HealEngine(settings)

@@ -20,6 +20,7 @@ import sys
 import time
 
 from .._isolation import isolate_module
+from ..children import engine_settings
 from ..runner import Engine
 from . import current
 from .paths import library_dirs, store_path
@@ -196,8 +197,7 @@ class HealEngine(Engine):
         settings, with its store by absolute path (the child may start elsewhere)."""
         if session.child:
             return None  # (a child's own children: armed from the run's payload, which they inherit)
-        settings = {key: value for key, value in self.settings.items()
-                    if key.startswith("heal.") or key in ("verbose", "quiet", "color")}
+        settings = engine_settings(self.settings, "heal.")
         settings["heal.store"] = store_path(self.settings, session.cwd)
         return {"settings": settings}
 

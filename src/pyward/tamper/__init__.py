@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..runner import Engine
 
-__all__ = ["TamperError", "child_engine", "make_engine", "prepare_child"]
+__all__ = ["TamperError", "child_engine", "make_engine"]
 
 
 def make_engine(settings: Settings) -> Engine | None:
@@ -25,14 +25,9 @@ def make_engine(settings: Settings) -> Engine | None:
     return TamperEngine(settings)
 
 
-def prepare_child() -> None:
-    """Before a Python child's sandbox (children.py): the engine's modules are pyward's to import."""
-    from . import engine  # noqa: F401
-
-
 def child_engine(data: dict[str, Any], settings: Settings) -> Engine:
-    """The tamper engine in a Python child of the run (children.py): the run's seals and answers to a change."""
+    """The tamper engine in a Python child of the run (children.py; `settings` hold the run's): the run's
+    seals and answers to a change."""
     from .engine import TamperEngine
 
-    settings.update({key: value for key, value in data.get("settings", {}).items() if key in settings})
     return TamperEngine(settings)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 
 from .._isolation import isolate_builtins
+from ..children import engine_settings
 from ..config import as_list
 from ..journal import Journal
 from ..runner import Engine
@@ -52,8 +53,7 @@ class TamperEngine(Engine):
         self.check_modules = bool(settings.get("tamper.check_modules"))
         self.native: Any = None
         #: what a Python child needs to run this engine too (child_arming)
-        self.child_settings = {key: value for key, value in settings.items()
-                               if key.startswith("tamper.") or key in ("verbose", "quiet", "color")}
+        self.child_settings = engine_settings(settings, "tamper.")
 
     # -- lifecycle -------------------------------------------------------------
 
