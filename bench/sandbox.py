@@ -8,7 +8,9 @@ not dilute the ratio) and runs alternately under `python` and under
 `pyward run --no-tamper` with a 20-rule enforce policy (the tamper engine
 has its own benchmark, bench/tamper.py), `--rounds` times; the figures
 are the best of the rounds, as `timeit` reports (noise on a shared machine
-only ever adds time; the medians are in the --json output).  Start-up is the
+only ever adds time; the medians are in the --json output, and so is the
+median of each round's two runs' ratio, `median_pair_ratio`, which a machine
+whose speed drifts between rounds moves least).  Start-up is the
 median wall time of whole runs, as in bench/startup.py.  Targets:
 
 * an audit event the policy does not care about: under 30 ns added;
@@ -185,7 +187,9 @@ def main() -> int:
             pick = statistics.median if compare == "median" else min
             p, g = pick(plain), pick(guarded)
             results[name] = {"python": p, "pyward": g, "added": g - p, "ratio": g / p, "compare": compare,
-                             "median_python": statistics.median(plain), "median_pyward": statistics.median(guarded)}
+                             "median_python": statistics.median(plain), "median_pyward": statistics.median(guarded),
+                             # each round's two runs side by side: what a machine whose speed drifts moves least
+                             "median_pair_ratio": statistics.median(b / a for a, b in zip(plain, guarded))}
         hello = os.path.join(tmp, "hello.py")
         with open(hello, "w") as f:
             f.write("print('hello, world')\n")

@@ -6,9 +6,13 @@ the file."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
+from helpers import clean_env
 from sandbox_helpers import guard
 
 ATTEMPT = """
@@ -166,9 +170,111 @@ def test_the_table_of_quiet_directories_is_not_handed_to_the_program(tmp_path):
     run = guard(tmp_path, """
 from pyward._native import native
 try:
-    native.take_quiet_dirs()
+    native.take_quiet_dirs(())
     print("taken")
 except RuntimeError:
     print("refused")
 """, "--no-kernel")
     assert run.stdout == "refused\n", run
+
+
+# a directory the program goes through: past a few dozen opens the C side lists it once
+# and answers for its plain files from the listing, not from an lstat of each
+MANY = 100
+GO_THROUGH = ATTEMPT + f"""
+for i in range({MANY}):
+    open("data/many-%d.txt" % i).close()
+"""
+
+
+def crowded(tmp_path):
+    workspace(tmp_path)
+    for i in range(MANY):
+        (tmp_path / "data" / f"many-{i}.txt").write_text("public")
+    (tmp_path / "data" / "spare.txt").write_text("public")  # listed, never opened before the checks
+    os.symlink(tmp_path / "secret" / "key.txt", tmp_path / "data" / "link.txt")
+    os.link(tmp_path / "secret" / "key.txt", tmp_path / "data" / "hard.txt")  # a deny rule's file
+    os.link(tmp_path / "secret" / "c.txt", tmp_path / "data" / "other.txt")   # a file no rule names
+    (tmp_path / "data" / "notes.md").write_text("private")
+
+
+CHECKS = """
+for name in ("spare.txt", "link.txt", "hard.txt", "other.txt", "notes.md", "new.txt"):
+    attempt("data/" + name)
+"""
+
+
+@pytest.mark.parametrize("mode", ["enforce", "watch"])
+def test_a_listed_directory_is_judged_as_one_looked_at_file_by_file(tmp_path, mode):
+    """The same checks after a few opens in the directory and after enough for it to be
+    listed: the same output, the same journal (a symlink by its target, a hard link to a
+    denied file by its name, a name the rules do not allow, a file that is not there)."""
+    crowded(tmp_path)
+    flags = ("--no-kernel", f"--mode={mode}", f"--allow-read={tmp_path}/data/*.txt",
+             "--deny-read=secret/key.txt")
+    few = guard(tmp_path, WARM + CHECKS, *flags, name="prog/app.py")
+    listed = guard(tmp_path, GO_THROUGH + CHECKS, *flags, name="prog/app.py")
+    assert listed.stdout == few.stdout, (few, listed)
+    if mode == "enforce":
+        assert few.stdout.splitlines() == ["data/spare.txt public", "data/link.txt denied", "data/hard.txt denied",
+                                           "data/other.txt TOPSECRET", "data/notes.md denied"], few
+    summary = [(e["kind"], e["name"]) for e in listed.events() if e["kind"] != "allowed"]
+    assert summary == [(e["kind"], e["name"]) for e in few.events() if e["kind"] != "allowed"], (few.log, listed.log)
+    kind = "denied" if mode == "enforce" else "would_deny"
+    assert [name for k, name in summary if k == kind] == [
+        str(tmp_path / "secret" / "key.txt"), str(tmp_path / "data" / "hard.txt"), str(tmp_path / "data" / "notes.md")]
+    assert len(listed.events("allowed")) == len(few.events("allowed")) == 1, listed.log
+
+
+def test_a_listed_file_swapped_for_a_link_by_a_child_is_judged_again(tmp_path):
+    crowded(tmp_path)
+    swap = SWAP.format(name="spare.txt", target=str(tmp_path / "secret" / "key.txt"))
+    run = guard(tmp_path, GO_THROUGH + f"""
+import subprocess, sys
+subprocess.run([sys.executable, "-c", {swap!r}], check=True)
+attempt("data/spare.txt")
+""", "--no-kernel", "--no-inherit", "--allow-read=data", "--allow-run", name="prog/app.py")
+    assert run.stdout.splitlines() == ["data/spare.txt denied"], run
+    assert [e["name"] for e in run.denied] == [str(tmp_path / "secret" / "key.txt")], run.denied
+
+
+def traced(tmp_path, code: str) -> list[str]:
+    """The file system calls (stat-like, openat, getdents) of `code` run under pyward, as strace saw them."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("not run: strace is not installed (it counts the system calls)")
+    (tmp_path / "prog" / "app.py").write_text(code)
+    trace = tmp_path / "trace.txt"
+    result = subprocess.run([strace, "-f", "-qq", "-e", "trace=/stat|getdents|openat", "-o", str(trace), sys.executable,
+                             "-m", "pyward", "run", "--no-config", "--no-kernel", "--no-report", "--allow-read=.",
+                             "prog/app.py"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
+    if result.returncode != 0 and "ptrace" in result.stderr:
+        pytest.skip(f"not run: strace cannot trace here ({result.stderr.strip()})")
+    assert result.returncode == 0, result
+    return trace.read_text().splitlines()
+
+
+def test_a_directory_gone_through_is_listed_once_not_looked_at_file_by_file(tmp_path):
+    """What the listing is for: the files of a directory the program goes through cost one
+    getdents, not one lstat each (counted with strace, which sees every system call)."""
+    crowded(tmp_path)
+    calls = traced(tmp_path, GO_THROUGH)
+    looked_at = [line for line in calls if "stat" in line and "data/many-" in line]
+    assert 0 < len(looked_at) < MANY // 2, looked_at
+    assert [line for line in calls if "O_DIRECTORY" in line and '"data/"' in line], calls
+
+
+def test_files_opened_across_directories_are_not_a_reason_to_list_them(tmp_path):
+    """Opens that alternate between directories (an import, a copy from one to another) are
+    not a walk through either: each file costs its lstat, no directory is read."""
+    crowded(tmp_path)
+    (tmp_path / "other").mkdir()
+    for i in range(MANY):
+        (tmp_path / "other" / f"many-{i}.txt").write_text("public")
+    calls = traced(tmp_path, f"""
+for i in range({MANY}):
+    open("data/many-%d.txt" % i).close()
+    open("other/many-%d.txt" % i).close()
+""")
+    assert len([line for line in calls if "stat" in line and "data/many-" in line]) >= MANY, calls
+    assert not [line for line in calls if "O_DIRECTORY" in line and ('"data/"' in line or '"other/"' in line)]

@@ -21,6 +21,7 @@
  */
 #include "pyward.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 static PyObject *decide_fn;    /* the sandbox's decision callable */
@@ -52,6 +54,13 @@ static PyObject *quiet_dirs;   /* the decider's directories whose files open qui
 static PyObject *quiet_paths;  /* path as spelled -> the accesses (1 read, 2 write) quiet_open allowed */
 static PyObject *open_event;   /* "open", interned */
 static PyObject *last_dir;     /* quiet_open's last directory key: the next path there reuses it (and its hash) */
+static Py_ssize_t streak;       /* quiet_open's judgements in a row in last_dir */
+static PyObject *quiet_lists;  /* the directory keys listed (see list_dir): once a run each, whatever is emptied */
+static ino_t *denied_inos;     /* the inodes of the files deny rules name (hard links to them are judged) */
+static Py_ssize_t n_denied_inos;
+#define LIST_AFTER 32          /* files of one directory judged in a row before it is listed */
+#define LIST_MAX 4096          /* entries a listing reads at most (the rest are judged one by one) */
+#define MAX_LISTED 10000       /* directories listed in a run at most */
 
 static int
 raise_denied_as(PyObject *type, PyObject *message)
@@ -313,6 +322,7 @@ name_fits(const char *name, Py_ssize_t len, PyObject *fits)
 
 static int quiet_file(const char *path, const char *name, Py_ssize_t name_len, long wants, PyObject *entry,
                       int *let_go);
+static void list_dir(PyObject *key, PyObject *entry);
 
 /* The usual open(), allowed here without a Python frame: 1 when the decider
  * would allow it with nothing to journal, 0 when it must judge.  The decider
@@ -377,6 +387,7 @@ quiet_open(PyObject *args)
     if (last_dir != NULL && PyUnicode_GET_LENGTH(last_dir) == cut + 1
         && memcmp(PyUnicode_DATA(last_dir), text, cut + 1) == 0) {  /* both ASCII */
         key = Py_NewRef(last_dir);
+        streak++;
     }
     else {
         key = PyUnicode_Substring(path, 0, cut + 1);
@@ -385,6 +396,7 @@ quiet_open(PyObject *args)
             return 0;
         }
         Py_XSETREF(last_dir, Py_NewRef(key));
+        streak = 1;
     }
     PyObject *entry = PyDict_GetItemWithError(quiet_dirs, key);
     if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2) {
@@ -397,17 +409,22 @@ quiet_open(PyObject *args)
     Py_INCREF(entry);  /* the table may drop it while the GIL is let go for the lstat */
     int let_go = 0;
     int verdict = quiet_file(text, name, name_len, wants, entry, &let_go);  /* text: NUL-terminated (compact) */
-    if (verdict && (!let_go || PyDict_GetItemWithError(quiet_dirs, key) == entry)) {
+    if (!let_go || PyDict_GetItemWithError(quiet_dirs, key) == entry) {
         /* remembered only while the directory's entry is the one judged by (the
          * table may have been emptied while the GIL was let go for the lstat) */
         if (PyDict_GET_SIZE(quiet_paths) > 100000) {
             PyDict_Clear(quiet_paths);
         }
-        PyObject *both = PyLong_FromLong(had | wants);
-        if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
-            PyErr_Clear();  /* not remembered: the next open of it comes back here */
+        if (verdict) {
+            PyObject *both = PyLong_FromLong(had | wants);
+            if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
+                PyErr_Clear();  /* not remembered: the next open of it comes back here */
+            }
+            Py_XDECREF(both);
         }
-        Py_XDECREF(both);
+        if (streak == LIST_AFTER) {
+            list_dir(key, entry);
+        }
     }
     if (PyErr_Occurred()) {
         PyErr_Clear();
@@ -456,6 +473,110 @@ quiet_file(const char *path, const char *name, Py_ssize_t name_len, long wants, 
     }
     errno = saved;
     return rc == 0 && !S_ISLNK(info.st_mode) && info.st_nlink <= 1;
+}
+
+/* Whether a listing of the directory open as `fd` gives each entry's own inode
+ * number, as stat does: the file systems known to (an overlay, a FUSE file
+ * system may not; there a hard link to a denied file would pass for another). */
+static int
+inodes_listed(int fd)
+{
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) {
+        return 0;
+    }
+    switch ((unsigned long)info.f_type) {
+    case 0xEF53UL:      /* ext2, ext3, ext4 */
+    case 0x58465342UL:  /* xfs */
+    case 0x9123683EUL:  /* btrfs */
+    case 0x01021994UL:  /* tmpfs */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The directory `key` (its quiet_dirs entry `entry`), whose files the program
+ * goes through (LIST_AFTER judged in a row, no other directory between), listed
+ * once: its plain files are remembered in quiet_paths as if each had been
+ * opened, so the rest cost the program one getdents rather than an lstat each.
+ * The listing tells what the lstat tells: the entry's type (DT_REG: not a
+ * symlink) and its inode (not one a deny rule names; any other hard link is
+ * judged as its name, as the decider judges it); a name it cannot tell
+ * (DT_UNKNOWN, not ASCII) is left to the lstat.  What it remembers is trusted
+ * as the per-path cache is: until the tables are emptied (the program renames,
+ * links, makes a symlink, starts a child, changes directory...), and a program
+ * that could plant a link there unseen could as well open the file first and
+ * have the cache trust the name.  The bet's worst case is a program that goes
+ * through a few dozen files of a directory far larger: the listing stops at
+ * LIST_MAX entries (~2 ms on ext4, which reads an indexed directory at ~0.5 µs
+ * an entry), and a directory is listed once a run, however often the tables
+ * are emptied (a listing is not paid again for each child the program starts).
+ * The GIL is kept for it. */
+static void
+list_dir(PyObject *key, PyObject *entry)
+{
+    if (quiet_lists == NULL && (quiet_lists = PyDict_New()) == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    int listed = PyDict_Contains(quiet_lists, key);
+    if (listed != 0 || PyDict_GET_SIZE(quiet_lists) >= MAX_LISTED || PyDict_SetItem(quiet_lists, key, Py_None) < 0) {
+        PyErr_Clear();
+        return;
+    }
+    Py_ssize_t dir_len = PyUnicode_GET_LENGTH(key);
+    const char *dir = (const char *)PyUnicode_DATA(key);  /* ASCII, '/'-terminated or empty */
+    int saved = errno;
+    DIR *listing = opendir(dir_len ? dir : ".");
+    if (listing == NULL) {
+        errno = saved;
+        return;
+    }
+    if (n_denied_inos > 0 && !inodes_listed(dirfd(listing))) {
+        closedir(listing);
+        errno = saved;
+        return;
+    }
+    PyObject *read_fits = PyTuple_GET_ITEM(entry, 0), *write_fits = PyTuple_GET_ITEM(entry, 1);
+    struct dirent *found;
+    for (int n = 0; n < LIST_MAX && (found = readdir(listing)) != NULL; n++) {
+        if (found->d_type != DT_REG) {
+            continue;
+        }
+        const char *name = found->d_name;
+        Py_ssize_t name_len = (Py_ssize_t)strlen(name);
+        int ascii = 1;
+        for (Py_ssize_t i = 0; i < name_len && ascii; i++) {
+            ascii = (unsigned char)name[i] < 128;
+        }
+        int denied = 0;
+        for (Py_ssize_t i = 0; i < n_denied_inos && !denied; i++) {
+            denied = denied_inos[i] == found->d_ino;
+        }
+        long bits = ascii && !denied
+                    ? (name_fits(name, name_len, read_fits) ? 1 : 0) | (name_fits(name, name_len, write_fits) ? 2 : 0)
+                    : 0;
+        if (bits == 0 || dir_len + name_len >= PATH_MAX) {
+            continue;
+        }
+        PyObject *path = PyUnicode_New(dir_len + name_len, 127);
+        if (path == NULL) {
+            PyErr_Clear();
+            break;
+        }
+        memcpy(PyUnicode_DATA(path), dir, dir_len);
+        memcpy((char *)PyUnicode_DATA(path) + dir_len, name, name_len);
+        /* (what an open of it allowed already is among these: it fitted the same names) */
+        PyObject *both = PyLong_FromLong(bits);
+        if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(both);
+        Py_DECREF(path);
+    }
+    closedir(listing);
+    errno = saved;
 }
 
 int
@@ -1604,20 +1725,43 @@ take_env_reader(PyObject *module, PyObject *unused)
  * handed out only before the sandbox is installed, to the decider being built,
  * which keeps it in its hidden namespace; from then on only C and it hold it. */
 static PyObject *
-take_quiet_dirs(PyObject *module, PyObject *unused)
+take_quiet_dirs(PyObject *module, PyObject *inodes)
 {
     if (decide_fn != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "the sandbox is installed: its table of quiet directories is not handed out");
         return NULL;
     }
+    if (!PyTuple_Check(inodes)) {
+        PyErr_SetString(PyExc_TypeError, "take_quiet_dirs(inodes): a tuple of inode numbers");
+        return NULL;
+    }
     if (open_event == NULL && (open_event = PyUnicode_InternFromString("open")) == NULL) {
         return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(inodes);
+    ino_t *numbers = PyMem_RawCalloc(n ? n : 1, sizeof(ino_t));
+    if (numbers == NULL) {
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long number = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(inodes, i));
+        if (number == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyMem_RawFree(numbers);
+            return NULL;
+        }
+        numbers[i] = (ino_t)number;
     }
     PyObject *dirs = PyDict_New(), *paths = PyDict_New();
     PyObject *tables = dirs != NULL && paths != NULL ? PyTuple_Pack(2, dirs, paths) : NULL;
     if (tables != NULL) {  /* the decider built last is the one installed */
         Py_XSETREF(quiet_dirs, Py_NewRef(dirs));
         Py_XSETREF(quiet_paths, Py_NewRef(paths));
+        PyMem_RawFree(denied_inos);
+        denied_inos = numbers;
+        n_denied_inos = n;
+    }
+    else {
+        PyMem_RawFree(numbers);
     }
     Py_XDECREF(dirs);
     Py_XDECREF(paths);
@@ -1685,9 +1829,10 @@ PyMethodDef pw_sandbox_methods[] = {
      "env_get(name, listing=False) -> str | None: the environment variable, if the sandbox allows."},
     {"take_env_reader", take_env_reader, METH_NOARGS,
      "take_env_reader(): the decider's unchecked environment reader; only before the sandbox is installed."},
-    {"take_quiet_dirs", take_quiet_dirs, METH_NOARGS,
-     "take_quiet_dirs() -> (dirs, paths): the decider's tables of directories whose files open quietly and of "
-     "the paths opened so; only before the sandbox is installed."},
+    {"take_quiet_dirs", take_quiet_dirs, METH_O,
+     "take_quiet_dirs(inodes) -> (dirs, paths): the decider's tables of directories whose files open quietly "
+     "and of the paths opened so; `inodes`, those of the files deny rules name, are never taken for plain "
+     "files in a listing; only before the sandbox is installed."},
     {"env_names", env_names, METH_NOARGS, "env_names() -> list[str]: names in the process environment."},
     {NULL, NULL, 0, NULL},
 };

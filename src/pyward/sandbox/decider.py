@@ -90,7 +90,9 @@ def build_decider(policy: Policy, context: Context,
         "ON_DISK", "RULE_ADDRESSES")}
     stdlib = os.path.dirname(os.__file__)
     # directories whose files open quietly, and the paths opened so: read by the C side before it calls the decider
-    quiet_dirs, quiet_paths = native.take_quiet_dirs() if hasattr(native, "take_quiet_dirs") else ({}, {})
+    # (a directory listed for it must not take a hard link to a denied file for a plain one)
+    denied_inodes = tuple(sorted({int(key.split(":")[1]) for keys in inodes.values() for key in keys}))
+    quiet_dirs, quiet_paths = native.take_quiet_dirs(denied_inodes) if hasattr(native, "take_quiet_dirs") else ({}, {})
     namespace: dict[str, Any] = {
         "QUIET_DIRS": quiet_dirs,
         "QUIET_PATHS": quiet_paths,
