@@ -1585,3 +1585,64 @@ def test_servers_heal_holds_no_boundary_in_behave_as_under_python_and_say_so(tmp
                        f"crash gets {name}'s own 500 and is not healed") == 1, lines
     assert not any("healed TypeError" in line or "guard fired" in line for line in lines), lines
     assert "0 healed" in lines[-1]
+
+
+ONE_REQUEST = {
+    "http.server": '''
+import http.server, threading, urllib.request
+
+class Refused(Exception):
+    pass
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        raise Refused("nope")
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+''',
+    "wsgiref": '''
+import threading, urllib.request
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+class Refused(Exception):
+    pass
+
+def application(environ, start_response):
+    raise Refused("nope")
+
+class Quiet(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+server = make_server("127.0.0.1", 0, application, handler_class=Quiet)
+''',
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONE_REQUEST))
+def test_a_crash_heal_cannot_answer_reaches_the_server_with_pythons_traceback(tmp_path, name):
+    """What the server logs for an exception heal leaves alone is what it logs under python: the
+    server's frames, then the application's, none of pyward's boundary in between."""
+    write(tmp_path / "app.py", ONE_REQUEST[name] + '''
+served = threading.Thread(target=server.handle_request)
+served.start()
+try:
+    urllib.request.urlopen("http://127.0.0.1:%d/" % server.server_address[1])
+except OSError:
+    pass
+served.join()
+''')
+
+    def logged(*pyward: str) -> list[str]:
+        result = subprocess.run([sys.executable, *pyward, "app.py"], cwd=tmp_path, env=clean_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result
+        return [re.sub(r"\d{4,}", "N", line) for line in result.stderr.splitlines()
+                if not line.startswith("[pyward]")]
+
+    plain = logged()
+    assert any("raise Refused" in line for line in plain), plain
+    assert logged("-m", "pyward", "run", "--no-config", "--no-report", "--heal") == plain

@@ -476,3 +476,36 @@ def test_what_the_servers_awaitable_yields_goes_to_the_caller_and_throw_and_clos
     with pytest.raises((StopIteration, RuntimeError)):  # and not resumed (a coroutine says so louder)
         relay.send(None)
     assert seen[4:] == ["finally"]
+
+
+def test_the_boundary_binds_as_a_method_and_drops_only_pywards_leading_frames():
+    """boundary.unwound: a method still gets its instance and its arguments; an exception leaves it
+    with the traceback starting at the first frame that is not pyward's; one raised by pyward alone
+    keeps its whole traceback."""
+    import traceback
+
+    from pyward.heal import boundary
+
+    namespace = {"__name__": "pyward.integrations.fake"}
+    exec("def serve(self, app, *args, **kwargs):\n    return app(self, *args, **kwargs)\n"
+         "def fail(self):\n    raise LookupError('pyward itself')\n", namespace)
+
+    class Served:
+        __call__ = boundary.unwound(namespace["serve"])
+        fail = boundary.unwound(namespace["fail"])
+
+    def app(instance, a, b=0):
+        if b < 0:
+            raise ValueError("the application's")
+        return (type(instance).__name__, a, b)
+
+    served = Served()
+    assert served(app, 1, b=2) == ("Served", 1, 2)
+    assert Served.__call__.__wrapped__ is namespace["serve"]
+    with pytest.raises(ValueError) as caught:
+        served(app, 1, b=-1)
+    names = [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)]
+    assert names == ["test_the_boundary_binds_as_a_method_and_drops_only_pywards_leading_frames", "app"], names
+    with pytest.raises(LookupError) as caught:
+        served.fail()
+    assert [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)][-1] == "fail"

@@ -16,7 +16,8 @@ pw_exec(PyObject *module)
     if (PyModule_AddIntConstant(module, "ABI", 1) < 0) {
         return -1;
     }
-    if (pw_guards_exec(module) < 0 || pw_reach_exec(module) < 0 || pw_shield_exec(module) < 0) {
+    if (pw_guards_exec(module) < 0 || pw_reach_exec(module) < 0 || pw_shield_exec(module) < 0
+        || pw_boundary_exec(module) < 0) {
         return -1;
     }
     return pw_audit_exec(module);

@@ -44,6 +44,9 @@ int pw_shield_exec(PyObject *module);
 void pw_shield_enter(void);
 void pw_shield_leave(void);
 
+/* boundary.c: a request boundary whose escaping exceptions carry no pyward frame (the type `Boundary`). */
+int pw_boundary_exec(PyObject *module);
+
 /* guards.c: the usual case of a heal guard's helper (the type `FastGuard`). */
 int pw_guards_exec(PyObject *module);
 

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import contextvars
 
+from .._native import native
 from . import monitor
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
-    from typing import Any
+    from typing import Any, Callable, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
     from .engine import Healed, HealEngine
     from .monitor import Escapes
@@ -41,6 +44,16 @@ if TYPE_CHECKING:
 #: of the request's context (Starlette's threadpool), though their stacks do
 #: not reach the boundary's frame.
 ACTIVE: contextvars.ContextVar[object | None] = contextvars.ContextVar("pyward_boundary", default=None)
+
+
+def unwound(serve: F) -> F:
+    """`serve` (a middleware's `__call__`, a handler's method) as the server calls it, such that an
+    exception escaping it reaches the server with the traceback python would have given it: without
+    pyward's frames in front of the application's (_native/boundary.c; without the C extension,
+    `serve` itself)."""
+    if native is None:
+        return serve
+    return native.Boundary(serve)  # type: ignore[return-value]
 
 
 class Outer:

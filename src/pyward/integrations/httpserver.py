@@ -77,7 +77,7 @@ class ResponseBuffer:
 def install(heal: HealEngine, module: Any) -> None:
     """Wrap `module.BaseHTTPRequestHandler` (http.server, imported under `pyward run --heal`), once."""
     cls = module.BaseHTTPRequestHandler
-    if getattr(cls.handle_one_request, "_pyward", False):
+    if getattr(getattr(cls.handle_one_request, "__wrapped__", None), "_pyward", False):
         return
     parse_request, handle_one_request = cls.parse_request, cls.handle_one_request
     active = boundary.ACTIVE
@@ -119,7 +119,8 @@ def install(heal: HealEngine, module: Any) -> None:
     parse_request_.__wrapped__ = parse_request  # type: ignore[attr-defined]
     handle_one_request_.__wrapped__ = handle_one_request  # type: ignore[attr-defined]
     with heal.started().acting("heal"):
-        cls.parse_request, cls.handle_one_request = parse_request_, handle_one_request_
+        # what escapes the handler reaches socketserver's handle_error as from the handler: no frame of pyward's
+        cls.parse_request, cls.handle_one_request = parse_request_, boundary.unwound(handle_one_request_)
 
 
 class _Request(boundary.Exchange):

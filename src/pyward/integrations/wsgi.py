@@ -36,6 +36,7 @@ class Middleware:
         server.prepare(app)
         _listen_to_flask(app)  # the framework turns exceptions into its own 500
 
+    @boundary.unwound  # what escapes reaches the server as from the application: no frame of pyward's first
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         # every request runs this (bench/serve.py measures it): the usual path, one attempt answered below 500
         # with escapes not watched, is all here; anything else is the boundary's (heal/boundary.py)
