@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -460,6 +461,35 @@ def test_learn_then_enforce_passes_with_zero_denials(tmp_path, tmp_path_factory,
     assert run.stdout == "820 hello rev-1 12\n"
     assert not run.denied
     assert any(e["kind"] == "allowed" for e in run.events())  # it really ran under enforce
+
+
+def test_learn_writes_only_what_the_program_did_not_what_pyward_read_to_write_it(tmp_path):
+    """Writing the policy needs $HOME and $TMP: pyward reads them from the environment the run started
+    with, not through the program's view, where its read would be journaled and learned as the program's."""
+    (tmp_path / "app.py").write_text("print(1)\n")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "pyward.toml", "app.py"], cwd=tmp_path,
+                             env=clean_env(HOME=str(tmp_path), TMPDIR=str(tmp_path)), capture_output=True, text=True,
+                             timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "1\n"), learned.stderr
+    assert " = [" not in (tmp_path / "pyward.toml").read_text()  # no rule at all: no env = ["HOME"]
+    report = json.loads(max((tmp_path / ".pyward" / "reports").glob("*.json")).read_text())
+    assert [e["name"] for e in report["events"] if e["kind"] == "observed"] == []
+    # a Python child (its events read back from the spool) and a command (whose first bytes learn reads)
+    (tmp_path / "app.py").write_text("import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'pass'])\n"
+                                     f"subprocess.run([{shutil.which('true')!r}])\n")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "--force", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(HOME=str(tmp_path), TMPDIR=str(tmp_path)),
+                             capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0, learned.stderr
+    report = json.loads(max((tmp_path / ".pyward" / "reports").glob("*.json")).read_text())
+    observed = sorted({e["name"] for e in report["events"] if e["kind"] == "observed"})
+    assert observed == sorted([sys.executable, shutil.which("true")]), observed
+    (tmp_path / "app.py").write_text("import os\nprint(os.environ['HOME'] == os.path.expanduser('~'))\n")
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "--force", "-o", "pyward.toml", "app.py"],
+                             cwd=tmp_path, env=clean_env(HOME=str(tmp_path)), capture_output=True, text=True,
+                             timeout=60)
+    assert (learned.returncode, learned.stdout) == (0, "True\n"), learned.stderr
+    assert 'env = [\n  "HOME",\n]' in (tmp_path / "pyward.toml").read_text()  # the program's own read is
 
 
 def test_learn_refuses_to_overwrite(tmp_path):

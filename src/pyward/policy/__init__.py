@@ -35,7 +35,7 @@ OBSERVED = ("observed", "allowed", "would_deny")
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Mapping
 
 VERBS = {"read": "read", "write": "write to", "net": "network access to", "run": "running",
          "env": "environment variable", "ffi": "native code", "import": "importing"}
@@ -203,21 +203,43 @@ def expand(scope: str, base: str, variables: dict[str, str]) -> str:
     return os.path.normpath(scope)
 
 
-def temp_dir() -> str:
+def temp_dir(environ: Mapping[str, str] | None = None) -> str:
     """The temporary directory, as tempfile would choose it (without importing
     tempfile, which costs milliseconds at start-up)."""
     for name in ("TMPDIR", "TEMP", "TMP"):
-        value = os.environ.get(name)
+        value = (os.environ if environ is None else environ).get(name)
         if value and os.path.isdir(value):
             return os.path.realpath(value)
     return os.path.realpath("/tmp")
 
 
-def path_variables() -> dict[str, str]:
-    """$CWD, $HOME, $TMP and $PYTHON (the interpreter's standard library)."""
-    return {
-        "CWD": os.getcwd(),
-        "HOME": os.path.expanduser("~"),
-        "TMP": temp_dir(),
-        "PYTHON": os.path.dirname(os.__file__),
-    }
+def home_dir(environ: Mapping[str, str]) -> str:
+    """`~` as os.path.expanduser reads it, from `environ`."""
+    home = environ.get("HOME")
+    if home:
+        return home.rstrip("/") or "/"
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir.rstrip("/") or "/"
+    except KeyError:
+        return "~"
+
+
+#: $HOME and $TMP as pyward first read them, at its start (see path_variables)
+_FROM_ENVIRONMENT: dict[str, str] = {}
+
+
+def path_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """$CWD, $HOME, $TMP and $PYTHON (the interpreter's standard library). $HOME and $TMP come
+    from `environ` when given (the environment a run started with: the recorder's), else from
+    the environment as pyward first read it, before the program's first line: read again once
+    the program runs, through its view of the environment that the sandbox judges, they would
+    be journaled (and learned) as variables the program read."""
+    if environ is not None:
+        home, tmp = home_dir(environ), temp_dir(environ)
+    else:
+        if not _FROM_ENVIRONMENT:
+            _FROM_ENVIRONMENT.update(HOME=os.path.expanduser("~"), TMP=temp_dir())
+        home, tmp = _FROM_ENVIRONMENT["HOME"], _FROM_ENVIRONMENT["TMP"]
+    return {"CWD": os.getcwd(), "HOME": home, "TMP": tmp, "PYTHON": os.path.dirname(os.__file__)}

@@ -21,7 +21,7 @@ time = isolate_module(time)  # noqa: F811 - a learned policy is dated by the clo
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterable
+    from typing import Any, Iterable, Mapping
 
 COLLAPSE_AT = 3
 #: the shared-memory file system, a temporary directory of its own (multiprocessing.heap, shm_open)
@@ -31,10 +31,11 @@ TOO_BROAD = {"/", "/home", "/usr", "/etc", "/var", "/proc", "/proc/self", "/proc
 
 
 def generalise(observations: Iterable[tuple[str, str, str]], base: str,
-               environment: Iterable[str] = ()) -> dict[str, list[str]]:
-    """Rules per permission, each list sorted; `base` is the policy file's directory, `environment` the names
-    of the variables the learning run started with (see env_prefixes)."""
-    variables = path_variables()
+               environment: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """Rules per permission, each list sorted; `base` is the policy file's directory, `environment` the
+    variables the learning run started with (their names: see env_prefixes; $HOME and $TMP)."""
+    environment = {} if environment is None else environment
+    variables = path_variables(environment)
     seen: dict[str, set[str]] = {perm: set() for perm in PERMISSIONS}
     for perm, resource, op in observations:
         if perm == "env" and op == "listing":
@@ -116,14 +117,21 @@ def ephemeral_to_host(net: set[str]) -> set[str]:
     return out
 
 
+_RANGE: list[tuple[int, int]] = []
+
+
 def ephemeral_range() -> tuple[int, int]:
-    """The kernel's range for OS-chosen ports (Linux), or the IANA one."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = f.read().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 49152, 65535
+    """The kernel's range for OS-chosen ports (Linux), or the IANA one. Read once: a learning run
+    reads it before the program starts (SandboxEngine.start), where the sandbox does not judge
+    pyward's own read as the program's."""
+    if not _RANGE:
+        try:
+            with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+                low, high = f.read().split()
+            _RANGE.append((int(low), int(high)))
+        except (OSError, ValueError):
+            _RANGE.append((49152, 65535))
+    return _RANGE[0]
 
 
 def collapse(paths: set[str], variables: dict[str, str], base: str) -> set[str]:
@@ -180,14 +188,15 @@ def toml_string(value: str) -> str:
     return "".join(out)
 
 
-def not_python(commands: Iterable[str]) -> list[str]:
+def not_python(commands: Iterable[str], search: str | None = None) -> list[str]:
     """The commands of `run` rules that are neither Python nor a script Python runs: no audit hook runs in
-    them, so the files they open were not learned (the kernel wall refuses what the policy does not list)."""
+    them, so the files they open were not learned (the kernel wall refuses what the policy does not list).
+    `search`: the PATH to find them in (the run's, as it started: not read from the program's view)."""
     import shutil
 
     out = []
     for command in commands:
-        path = command if "/" in command else shutil.which(command)
+        path = command if "/" in command else shutil.which(command, path=search if search is not None else os.defpath)
         if command == "fork" or path is None or not os.path.isfile(path) or _runs_python(path):
             continue
         out.append(command)
@@ -284,12 +293,12 @@ def observations_of(events: Iterable[dict[str, Any]]) -> list[tuple[str, str, st
 
 
 def write_learned(path: str, observations: list[tuple[str, str, str]], invocation: list[str],
-                  environment: Iterable[str] = ()) -> tuple[str, int, list[str], list[str]]:
+                  environment: Mapping[str, str] | None = None) -> tuple[str, int, list[str], list[str]]:
     """Write the policy; (path, rules, the commands it lets run that are not Python: see not_python, the
     libraries it imports that do their own I/O: see native_io)."""
     base = os.path.dirname(os.path.abspath(path))
     rules = generalise(observations, base, environment)
-    unseen = not_python(rules.get("run", []))
+    unseen = not_python(rules.get("run", []), (environment or {}).get("PATH"))
     native = native_io(rules.get("import", []))
     text, count = render(rules, invocation, unseen, native)
     with open(path, "w", encoding="utf-8") as f:
@@ -307,11 +316,12 @@ def unseen_notice(unseen: list[str]) -> str:
             "kernel wall refuses them until you add them (or run with --no-kernel)")
 
 
-def merge_answers(path: str, answers: list[tuple[str, str]]) -> str | None:
+def merge_answers(path: str, answers: list[tuple[str, str]], environ: Mapping[str, str] | None = None) -> str | None:
     """Add prompt answers (permission, scope or "*") to the [permissions] of a
     pyward.toml.  An existing file is parsed and rewritten (TOML has no way to
     extend a table in place), so its previous text is kept next to it as
-    FILE.bak; returns that backup's path, or None for a new file."""
+    FILE.bak; returns that backup's path, or None for a new file. `environ`: the
+    environment the run started with (see path_variables)."""
     import tomllib
 
     document: dict[str, Any] = {}
@@ -334,7 +344,7 @@ def merge_answers(path: str, answers: list[tuple[str, str]]) -> str | None:
             permissions[perm] = True
             continue
         if perm in ("read", "write"):
-            scope = display_path(scope, os.path.dirname(os.path.abspath(path)), path_variables())
+            scope = display_path(scope, os.path.dirname(os.path.abspath(path)), path_variables(environ))
         values = [current] if isinstance(current, str) else list(current or [])
         if scope not in values:
             values.append(scope)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 
 from .._isolation import isolate_builtins, isolate_module
-from ..policy import OBSERVED, PERMISSIONS, Policy
+from ..policy import OBSERVED, PERMISSIONS, Policy, path_variables
 from ..runner import Engine, exit_at_once
 from ..spool import child_spool, read_spool, write_spool
 from .context import EXIT_STATUS_ON_DENY, Context
@@ -100,6 +100,11 @@ class SandboxEngine(Engine):
             self.wall.compile(self.policy, context, session)
             context.signals_scoped = bool(self.wall.wall is not None and self.wall.wall.scoped)
         warn_writable_policy(self.policy, session.journal)
+        path_variables()  # pyward's own reads, made before the hook would take them for the program's
+        if self.learn:
+            from ..policy.learn import ephemeral_range
+
+            ephemeral_range()
         install(self.policy, context, protect=session.protect)
         if context.inherit and self.mode != "off":  # the children are armed: the other engines go with them
             session.children_armed = True
@@ -124,6 +129,8 @@ class SandboxEngine(Engine):
 
     def _emit(self, kind: str, name: str, message: str, severity: str, details: dict[str, Any],
               site: tuple[str | None, str | None], pid: int | None = None, at: float | None = None) -> None:
+        if pid is None and kind in OBSERVED and self.session.acting_engine() == "sandbox":
+            return  # pyward's own work at the end (the children's spool, the learned policy), not the program's
         perm = details.get("permission", "")
         if kind == "granted":
             self.prompted.append((details["permission"], "*" if details["rule"] != "prompt" else name))
@@ -152,18 +159,19 @@ class SandboxEngine(Engine):
         exit_at_once(EXIT_STATUS_ON_DENY, self.session, "denied (--on-deny=exit)")
 
     def stop(self, session: Any) -> None:
-        self._collect_children()
-        if self.spool_dir:  # the spool's own directory under the kernel wall (kernel.plan): pyward's, not the program's
-            with session.acting("sandbox"):
+        with session.acting("sandbox"):  # what the sandbox sees in this thread now is pyward's doing (_emit)
+            self._collect_children()
+            if self.spool_dir:  # the spool's own directory under the kernel wall (kernel.plan)
                 try:
                     os.rmdir(self.spool_dir)
                 except OSError:
                     pass
-        if self.learn:
-            from ..policy.learn import write_learned
+            if self.learn:
+                from ..policy.learn import write_learned
 
-            path, rules, unseen, native = write_learned(self.learn, self.observations, session.invocation,
-                                                getattr(session, "start_env", {}))
+                path, rules, unseen, native = write_learned(self.learn, self.observations, session.invocation,
+                                                            getattr(session, "start_env", {}))
+        if self.learn:
             found_here = os.path.realpath(path) == os.path.realpath(os.path.join(session.cwd, "pyward.toml"))
             hint = "the next `pyward run` in this directory uses it" if found_here else \
                 f"use it with: pyward run --config {path} ..."

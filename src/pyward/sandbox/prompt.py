@@ -60,7 +60,7 @@ def offer_to_save(answers: list[tuple[str, str]], source: str | None, target: st
     if reply.decode(errors="replace").strip()[:1] not in ("y", "Y"):
         return
     try:
-        backup = merge_answers(target, answers)
+        backup = merge_answers(target, answers, getattr(session, "start_env", None))
     except (OSError, ValueError) as exc:
         session.journal.emit("sandbox", "prompt.unsaved", target, severity="warning", where="",
                              message=f"could not save the answers into {target}: {exc}")
