@@ -1,4 +1,5 @@
-"""Libraries whose C code opens files and sockets with no audit event (DuckDB, HDF5, libxml2, gRPC's core):
+"""Libraries whose C code opens files and sockets with no audit event (DuckDB, HDF5, libxml2, gRPC's core,
+polars' Rust):
 judged at the calls that name them, so watch journals them, learn writes them and enforce denies them with
 an AccessDenied naming the file or address; what they open beyond those calls is named by learn, once, as
 held by the kernel wall alone.  Each test needs its library: without it the test is not run, and says why
@@ -171,6 +172,45 @@ def test_grpc_server_ports_are_judged_and_learned(tmp_path):
     run = denied_under(tmp_path, GRPC, ())
     assert run.stdout == "DENIED AccessDenied\n", run
     assert [(e["name"], e["details"]["operation"]) for e in run.denied] == [("127.0.0.1:0", "bind")]
+
+
+POLARS = """\
+import sys
+import polars as pl
+try:
+    df = pl.read_csv(sys.argv[1])
+    df.write_parquet(sys.argv[2])
+    print(pl.read_parquet(sys.argv[2])["x"].to_list(), pl.scan_csv(sys.argv[3]).collect().height)
+except PermissionError as exc:
+    print("DENIED", type(exc).__name__)
+"""
+
+
+def test_polars_files_are_judged_learned_and_denied_by_name(tmp_path, tmp_path_factory):
+    """Polars opens its files in Rust: its scans and sinks (read_csv is a scan collected, write_parquet a
+    sink) are judged as the reads and writes of the paths they name, a glob as its directory, so a learned
+    policy holds them (before, it listed none and the run failed at the wall with a bare EACCES from
+    Rust), and a file it does not list is refused with an AccessDenied naming it, before polars opens it."""
+    library("polars")
+    data = tmp_path_factory.mktemp("data")
+    (data / "a.csv").write_text("x\n1\n2\n")
+    (data / "b.csv").write_text("x\n3\n")
+    args = (str(data / "a.csv"), "out.parquet", str(data) + "/*.csv")
+    policy = learned(tmp_path, POLARS, args, "[1, 2] 3\n")
+    assert policy.index("read = [") < policy.index("write = [\n  \"./out.parquet\",\n]"), policy
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / "c.csv").write_text("x\n5\n")
+    with open(tmp_path / "p.toml", "a") as f:  # the learned read rule is a directory above: this file refused
+        f.write(f'[permissions.deny]\nread = ["{elsewhere / "c.csv"}"]\n')
+    run = denied_under(tmp_path, POLARS, (str(elsewhere / "c.csv"), "out.parquet", args[2]))
+    assert run.stdout == "DENIED AccessDenied\n", run
+    assert [(e["name"], e["details"]["operation"]) for e in run.denied] == [(str(elsewhere / "c.csv"),
+                                                                            "polars scan_csv")]
+    run = denied_under(tmp_path, POLARS, (args[0], str(elsewhere / "out.parquet"), args[2]))
+    assert run.stdout == "DENIED AccessDenied\n", run
+    assert [(e["name"], e["details"]["operation"]) for e in run.denied] == [(str(elsewhere / "out.parquet"),
+                                                                            "polars sink_parquet")]
+    assert not (elsewhere / "out.parquet").exists()
 
 
 def test_learn_names_once_the_libraries_whose_own_io_it_cannot_see(tmp_path, tmp_path_factory):

@@ -1368,7 +1368,8 @@ make_guard(PyObject *module, PyObject *args)
 
 /* A method of a C type guarded: the method descriptor (or Cython function) in an immutable
  * type's dict is replaced by an instancemethod of a Guard whose original is that very
- * descriptor, so the original is reachable from nowhere but the guard.  Once per method: a
+ * descriptor, so the original is reachable from nowhere but the guard (a static method: by a
+ * static method of a Guard whose original is its built-in function).  Once per method: a
  * method that is already guarded (or is not a C method) is left alone and False returned. */
 static PyObject *
 guard_method(PyObject *module, PyObject *args)
@@ -1396,11 +1397,28 @@ guard_method(PyObject *module, PyObject *args)
     }
     const char *kind = strrchr(Py_TYPE(current)->tp_name, '.');
     kind = kind != NULL ? kind + 1 : Py_TYPE(current)->tp_name;
-    if (!(Py_IS_TYPE(current, &PyMethodDescr_Type) || strcmp(kind, "cython_function_or_method") == 0)
-        || ((Guard *)guard)->original != current) {
+    PyObject *method;
+    if (Py_IS_TYPE(current, &PyStaticMethod_Type)) {
+        /* a static method (PyO3's #[staticmethod], METH_STATIC): its built-in function guarded, and the
+         * guard put back as a static method, so that it is still called without the instance */
+        PyObject *inner = PyObject_GetAttrString(current, "__func__");
+        if (inner == NULL) {
+            return NULL;
+        }
+        int same = PyCFunction_Check(inner) && ((Guard *)guard)->original == inner;
+        Py_DECREF(inner);
+        if (!same) {
+            Py_RETURN_FALSE;
+        }
+        method = PyStaticMethod_New(guard);
+    }
+    else if (!(Py_IS_TYPE(current, &PyMethodDescr_Type) || strcmp(kind, "cython_function_or_method") == 0)
+             || ((Guard *)guard)->original != current) {
         Py_RETURN_FALSE;
     }
-    PyObject *method = PyInstanceMethod_New(guard);
+    else {
+        method = PyInstanceMethod_New(guard);
+    }
     if (method == NULL) {
         return NULL;
     }

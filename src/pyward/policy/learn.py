@@ -204,13 +204,15 @@ def not_python(commands: Iterable[str], search: str | None = None) -> list[str]:
 
 
 #: Libraries that open files or sockets in their own C code, beyond the calls the sandbox judges for them
-#: (duckdb.connect, h5py's files, lxml's parse and write, a gRPC server's port): what they open there raises
-#: no audit event, so a learning run cannot see it.  Top-level package -> what goes unseen.
+#: (duckdb.connect, h5py's files, lxml's parse and write, a gRPC server's port, polars' scans and sinks): what
+#: they open there raises no audit event, so a learning run cannot see it.  Top-level package -> what goes unseen.
 NATIVE_IO = {
     "duckdb": "the files DuckDB's SQL opens (read_csv, read_parquet, COPY ... TO, ATTACH) and its network access",
     "pyarrow": "the files Arrow opens (pyarrow.csv, parquet, pyarrow.fs, datasets)",
     "lxml": "the files libxml2 and libxslt open for a document (an XSLT's document(), external entities, XInclude)",
     "grpc": "the connections of gRPC's channels",
+    "polars": "the hosts of polars' cloud sources and sinks (s3://, gs://, az://, http://) and a PartitionBy "
+              "sink's files",
 }
 
 

@@ -1204,6 +1204,8 @@ def guard_native_io(space, entries):
             continue
         cls = space.get(owner)
         original = TYPE_DICT(cls).get(name) if type(cls) is type else None
+        if type(original) is STATIC_METHOD:  # guarded inside: GUARD_METHOD puts it back as a static method
+            original = original.__func__
         if original is not None and type(original) is not GUARD_TYPE:
             try:
                 GUARD_METHOD(cls, name, NATIVE_GUARD(event, original, None, None, paths))
@@ -1629,6 +1631,40 @@ def on_h5py(op):
             return None
         reading = op == "open" and call_argument(args, 1, "flags") == 0  # the default is ACC_RDWR
         return check("read" if reading else "write", real, "h5py " + op)
+    return handler
+
+
+def on_polars(op, *arguments):
+    """Polars' scans, reads, sinks and writes: its Rust code opens the files named by the arguments
+    (position, keyword), each a path or a list of them (a str: polars has made a Path one; bytes are data, a
+    file object none of its files).  A glob is judged as its directory up to the first pattern; a URL
+    other than file:// is not a local file (learn.NATIVE_IO says so)."""
+    perm = "read" if op[:4] in ("scan", "read") else "write"
+    def handler(args):
+        named = []
+        for position, name in arguments:
+            value = call_argument(args, position, name)
+            named += value if type(value) is list or type(value) is tuple else (value,)
+        found = []
+        for source in named:
+            if type(source) is not str or source == "":
+                continue
+            if source[:7] == "file://":
+                source = source[7:]
+            elif "://" in source:
+                continue
+            cut = len(source)
+            for pattern in "*?[":
+                at = source.find(pattern)
+                if at != -1 and at < cut:
+                    cut = at
+            if cut < len(source):
+                source = source[:source.rfind("/", 0, cut) + 1] or "."
+            real = resolve(source, None)
+            judged = check(perm, real, "polars " + op) if real is not None else None
+            if judged is not None:
+                found.append(judged)
+        return found or None
     return handler
 
 
@@ -2238,6 +2274,19 @@ def build_handlers():
         "pyward.duckdb.connect": on_duckdb_connect,
         "pyward.h5py.open": on_h5py("open"),
         "pyward.h5py.create": on_h5py("create"),
+        "pyward.polars.scan_csv": on_polars("scan_csv", (0, "source"), (1, "sources")),
+        "pyward.polars.scan_ndjson": on_polars("scan_ndjson", (0, "source"), (1, "sources")),
+        "pyward.polars.scan_parquet": on_polars("scan_parquet", (0, "sources")),
+        "pyward.polars.scan_ipc": on_polars("scan_ipc", (0, "sources")),
+        "pyward.polars.scan_lines": on_polars("scan_lines", (0, "sources")),
+        "pyward.polars.read_json": on_polars("read_json", (0, "source")),
+        "pyward.polars.read_avro": on_polars("read_avro", (0, "source")),
+        "pyward.polars.sink_parquet": on_polars("sink_parquet", (1, "target")),
+        "pyward.polars.sink_ipc": on_polars("sink_ipc", (1, "target")),
+        "pyward.polars.sink_csv": on_polars("sink_csv", (1, "target")),
+        "pyward.polars.sink_ndjson": on_polars("sink_ndjson", (1, "target")),
+        "pyward.polars.write_json": on_polars("write_json", (1, "file")),
+        "pyward.polars.write_avro": on_polars("write_avro", (1, "file")),
         "pyward.lxml.parse": on_lxml("parse", 0),
         "pyward.lxml.write": on_lxml("write", 1),
         "pyward.grpc.add_http2_port": on_grpc_port,

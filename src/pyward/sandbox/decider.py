@@ -54,6 +54,25 @@ NATIVE_IO_ENTRIES = {
                    ("_ElementTree", "write", "pyward.lxml.write", ((1, "file"),))),
     "grpc._cython.cygrpc": (("Server", "add_http2_port", "pyward.grpc.add_http2_port", None),),
 }
+#: Polars' Rust core (its runtime packages' module; polars.polars before them): every local file it reads
+#: or writes is named at one of these methods of its frame classes (read_csv is scan_csv(...).collect(),
+#: write_parquet a sink_parquet); the static ones are guarded as static methods.
+POLARS_IO = (("PyLazyFrame", "new_from_csv", "pyward.polars.scan_csv", None),
+             ("PyLazyFrame", "new_from_ndjson", "pyward.polars.scan_ndjson", None),
+             ("PyLazyFrame", "new_from_parquet", "pyward.polars.scan_parquet", None),
+             ("PyLazyFrame", "new_from_ipc", "pyward.polars.scan_ipc", None),
+             ("PyLazyFrame", "new_from_scan_lines", "pyward.polars.scan_lines", None),
+             ("PyLazyFrame", "sink_parquet", "pyward.polars.sink_parquet", None),
+             ("PyLazyFrame", "sink_ipc", "pyward.polars.sink_ipc", None),
+             ("PyLazyFrame", "sink_csv", "pyward.polars.sink_csv", None),
+             ("PyLazyFrame", "sink_ndjson", "pyward.polars.sink_ndjson", None),
+             ("PyDataFrame", "read_json", "pyward.polars.read_json", None),
+             ("PyDataFrame", "read_avro", "pyward.polars.read_avro", None),
+             ("PyDataFrame", "write_json", "pyward.polars.write_json", None),
+             ("PyDataFrame", "write_avro", "pyward.polars.write_avro", None))
+NATIVE_IO_ENTRIES.update({name: POLARS_IO for name in (
+    "_polars_runtime_32._polars_runtime", "_polars_runtime_64._polars_runtime",
+    "_polars_runtime_compat._polars_runtime", "polars.polars")})
 
 
 #: Modules that hand the program native memory: importing them is "ffi" (scope: the
@@ -213,6 +232,7 @@ def build_decider(policy: Policy, context: Context,
         # degraded mode, which has no guards
         "NATIVE_GUARD": getattr(native, "guard", None),
         "GUARD_METHOD": getattr(native, "guard_method", None),
+        "STATIC_METHOD": staticmethod,
         "GUARD_TYPE": type(native.guard(None, len)) if hasattr(native, "guard") else None,
         "SQLITE_AUTHORIZER": getattr(native, "sqlite_authorizer", None),
         "SQLITE_BIND": getattr(native, "sqlite_bind", None),
