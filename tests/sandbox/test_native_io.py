@@ -171,7 +171,7 @@ def test_grpc_server_ports_are_judged_and_learned(tmp_path):
     (tmp_path / "p.toml").write_text(policy.replace('"127.0.0.1",', ""))
     run = denied_under(tmp_path, GRPC, ())
     assert run.stdout == "DENIED AccessDenied\n", run
-    assert [(e["name"], e["details"]["operation"]) for e in run.denied] == [("127.0.0.1:0", "bind")]
+    assert [(e["name"], e["details"]["operation"]) for e in run.denied] == [("127.0.0.1:0", "bind (gRPC server)")]
 
 
 POLARS = """\

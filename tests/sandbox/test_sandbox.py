@@ -818,6 +818,39 @@ def test_learn_generalises_the_ports_the_os_chose(tmp_path):
         assert (run.status, run.stdout, run.denied) == (0, "200\n", []), run
 
 
+def test_a_bind_to_port_0_that_nothing_reaches_keeps_its_port():
+    """urllib3 (every pip run) binds [::1]:0 to see whether IPv6 works, and nothing connects there: the
+    rule keeps the port, so the policy names ports only and the kernel wall holds TCP.  A host reached
+    on another port (a server and its client) or a gRPC server's (its channels connect unseen) is the
+    host, any port."""
+    from pyward.policy.learn import ephemeral_range, generalise
+
+    client = ephemeral_range()[0] + 1
+    assert generalise([("net", "[::1]:0", "bind"), ("net", "pypi.org:443", "connect")], "/")["net"] == [
+        "[::1]:0", "pypi.org:443"]
+    assert generalise([("net", "127.0.0.1:0", "bind"), ("net", f"127.0.0.1:{client}", "connect")], "/")["net"] \
+        == ["127.0.0.1"]
+    assert generalise([("net", "127.0.0.1:0", "bind (gRPC server)")], "/")["net"] == ["127.0.0.1"]
+
+
+def test_variables_seen_only_by_listing_the_environment_are_named_in_the_learned_policy(tmp_path):
+    """pip reads its PIP_* options by going through os.environ: a listing does not say which variable the
+    program used, so none is learned, but those of a prefix it also reads by name are named in the policy
+    (names only), where its reader looks; other variables are not."""
+    (tmp_path / "app.py").write_text("import os\n"
+                                     "options = {k: v for k, v in os.environ.items() if k.startswith('APP_')}\n"
+                                     "print(os.environ.get('APP_MODE'), sorted(options))\n")
+    env = {**clean_env(), "APP_MODE": "fast", "APP_LEVEL": "3", "OTHER_SECRET": "x"}
+    learned = subprocess.run([sys.executable, "-m", "pyward", "learn", "-o", "p.toml", "app.py"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert learned.returncode == 0 and learned.stdout == "fast ['APP_LEVEL', 'APP_MODE']\n", learned
+    policy = (tmp_path / "p.toml").read_text()
+    assert 'env = [\n  "APP_MODE",\n]' in policy, policy
+    comment = [line for line in policy.splitlines() if "listed the environment" in line]
+    assert len(comment) == 1 and comment[0].endswith("so not learned: APP_LEVEL"), policy
+    assert "OTHER_SECRET" not in policy and "3" not in comment[0]
+
+
 def test_reading_the_interpreters_own_executable_is_implicit(tmp_path):
     """platform.libc_ver() and packaging (pip's wheel tags) read the interpreter's ELF header: its
     real file (a venv's python is a link to it) is python's own, like the stdlib."""

@@ -45,7 +45,9 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str,
     rules: dict[str, list[str]] = {}
     for perm in ("read", "write"):
         rules[perm] = [display_path(p, base, variables) for p in collapse(seen[perm], variables, base)]
-    net = {tmp_socket(r, variables["TMP"]) for r in ephemeral_to_host(seen["net"])}
+    # gRPC's server: its own channels connect in C to the port it was given, which the audit layer never sees
+    served = {r.rpartition(":")[0] for perm, r, op in observations if perm == "net" and op == SERVER_BIND}
+    net = {tmp_socket(r, variables["TMP"]) for r in ephemeral_to_host(seen["net"], served)}
     covered = {resource.rpartition(":")[0] for resource in net if ":" in resource and not resource.startswith("[")}
     rules["net"] = sorted(r for r in net if not (":" not in r and r in covered))
     seen["run"] = {interpreter_name(command, variables["TMP"]) for command in seen["run"]}
@@ -53,6 +55,16 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str,
         rules[perm] = sorted(seen[perm] - {"*"}) + (["*"] if "*" in seen[perm] else [])
     rules["env"] = env_prefixes(seen["env"] - {"*"}, set(environment)) + (["*"] if "*" in seen["env"] else [])
     return {perm: sorted(set(values)) for perm, values in rules.items() if values}
+
+
+def listed_only(observations: Iterable[tuple[str, str, str]]) -> list[str]:
+    """Variables the program saw only by listing the environment, of a prefix it also reads by name (pip
+    reads `PIP_*` options by going through `os.environ`): not learned, since a listing cannot tell what the
+    program used (under enforce it lists only what the policy allows), but worth naming in the policy."""
+    read = {name for perm, name, op in observations if perm == "env" and op != "listing" and name != "*"}
+    prefixes = {name[:name.find("_", 1) + 1] for name in read if name.find("_", 1) > 0}
+    return sorted({name for perm, name, op in observations if perm == "env" and op == "listing"
+                   and name not in read and name.find("_", 1) > 0 and name[:name.find("_", 1) + 1] in prefixes})
 
 
 def env_prefixes(names: set[str], environment: set[str]) -> list[str]:
@@ -100,17 +112,26 @@ def tmp_socket(resource: str, tmp: str) -> str:
 LOOPBACK = ("127.", "localhost", "[::1]")
 
 
-def ephemeral_to_host(net: set[str]) -> set[str]:
-    """Ports the OS chose in this run are not the next run's: a host the program bound
-    with port 0, and loopback ports in the ephemeral range (a test server talking to
-    itself), become the host, any port."""
+#: the operation of a bind whose port code the audit layer does not see connects to: a gRPC server's
+#: (its channels connect in C); the sandbox's decider journals it so (sandbox/_decide.py, on_grpc_port)
+SERVER_BIND = "bind (gRPC server)"
+
+
+def ephemeral_to_host(net: set[str], served: Iterable[str] = ()) -> set[str]:
+    """Ports the OS chose in this run are not the next run's: a host the program bound with
+    port 0 and also reached on another port (a test server and its client), a host `served`
+    (see SERVER_BIND), and loopback ports in the ephemeral range (a test server talking to
+    itself), become the host, any port.  A bind to port 0 and nothing more there (urllib3's
+    check for IPv6, which every pip run makes) stays `HOST:0`: the same bind next run, and
+    a rule with a port, so the kernel wall still holds TCP to the ports the policy names."""
     low, high = ephemeral_range()
     chosen = {r.rpartition(":")[0] for r in net if r.endswith(":0")}
+    reached = {r.rpartition(":")[0] for r in net if not r.endswith(":0")} | set(served)
     out = set()
     for resource in net:
         host, sep, port = resource.rpartition(":")
-        if sep and port.isdigit() and not resource.startswith(("unix:", "raw:")) and (
-                host in chosen or (host.startswith(LOOPBACK) and (port == "0" or low <= int(port) <= high))):
+        if sep and port.isdigit() and not resource.startswith(("unix:", "raw:")) and (port != "0" or host in reached) \
+                and (host in chosen or (host.startswith(LOOPBACK) and (port == "0" or low <= int(port) <= high))):
             out.add(host)
         else:
             out.add(resource)
@@ -245,9 +266,9 @@ def _runs_python(path: str) -> bool:
 
 
 def render(rules: dict[str, list[str]], command: list[str], unseen: list[str] | None = None,
-           native: list[str] | None = None) -> tuple[str, int]:
+           native: list[str] | None = None, listed: list[str] | None = None) -> tuple[str, int]:
     """The policy file's text and its number of rules; `unseen`: the run rules' commands that are not Python;
-    `native`: the imported libraries whose own I/O was not learned (NATIVE_IO)."""
+    `native`: the imported libraries whose own I/O was not learned (NATIVE_IO); `listed`: see listed_only."""
     lines = [
         f"# pyward policy learned by `pyward learn` on {time.strftime('%Y-%m-%d %H:%M')} from:",
         "#   " + " ".join(command),
@@ -261,6 +282,11 @@ def render(rules: dict[str, list[str]], command: list[str], unseen: list[str] | 
     skipped = []
     for perm in PERMISSIONS:
         values = rules.get(perm)
+        if perm == "env" and listed:
+            lines.append("# seen only when the program listed the environment (a listing does not say which it "
+                         "used), so not learned: " + ", ".join(listed))
+            lines.append("# (add to env those the program needs: under enforce its listing shows only what env "
+                         "allows)")
         if not values:
             continue
         items = []
@@ -302,7 +328,7 @@ def write_learned(path: str, observations: list[tuple[str, str, str]], invocatio
     rules = generalise(observations, base, environment)
     unseen = not_python(rules.get("run", []), (environment or {}).get("PATH"))
     native = native_io(rules.get("import", []))
-    text, count = render(rules, invocation, unseen, native)
+    text, count = render(rules, invocation, unseen, native, listed_only(observations))
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path, count, unseen, native

@@ -1694,7 +1694,8 @@ def on_grpc_port(args):
         return check("net", resource, "bind") if resource is not None else None
     host, _, port = address.rpartition(":")
     host = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
-    return loop_inet("" if host in ("", "*") else host, port, "bind", True) or None
+    # (its own channels then connect to the port in C, unseen: learn keeps the host, any port)
+    return loop_inet("" if host in ("", "*") else host, port, "bind (gRPC server)", True) or None
 
 
 def on_reverse_dns(args):
