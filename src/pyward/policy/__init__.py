@@ -32,6 +32,9 @@ from ..config import PERMISSIONS
 
 #: the sandbox's event kinds that say what the program did: what `pyward learn` learns from
 OBSERVED = ("observed", "allowed", "would_deny")
+#: the operation of a bind whose port code the sandbox does not see connects to: a gRPC server's (its
+#: channels connect in C); journaled so by the decider, read by learn (see learn.ephemeral_to_host)
+SERVER_BIND = "bind (gRPC server)"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

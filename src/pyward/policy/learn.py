@@ -15,7 +15,7 @@ import time
 
 from .._isolation import isolate_module
 from ..executable import shebang
-from . import OBSERVED, PERMISSIONS, path_variables
+from . import OBSERVED, PERMISSIONS, SERVER_BIND, path_variables
 
 time = isolate_module(time)  # noqa: F811 - a learned policy is dated by the clock, not by freezegun
 
@@ -57,14 +57,20 @@ def generalise(observations: Iterable[tuple[str, str, str]], base: str,
     return {perm: sorted(set(values)) for perm, values in rules.items() if values}
 
 
+def env_prefix(name: str) -> str:
+    """The prefix a variable's name shares with its kind (`PIP_` of `PIP_CERT`), or the name itself."""
+    cut = name.find("_", 1)
+    return name[:cut + 1] if cut > 0 else name
+
+
 def listed_only(observations: Iterable[tuple[str, str, str]]) -> list[str]:
     """Variables the program saw only by listing the environment, of a prefix it also reads by name (pip
     reads `PIP_*` options by going through `os.environ`): not learned, since a listing cannot tell what the
     program used (under enforce it lists only what the policy allows), but worth naming in the policy."""
     read = {name for perm, name, op in observations if perm == "env" and op != "listing" and name != "*"}
-    prefixes = {name[:name.find("_", 1) + 1] for name in read if name.find("_", 1) > 0}
+    prefixes = {env_prefix(name) for name in read} - read
     return sorted({name for perm, name, op in observations if perm == "env" and op == "listing"
-                   and name not in read and name.find("_", 1) > 0 and name[:name.find("_", 1) + 1] in prefixes})
+                   and name not in read and env_prefix(name) in prefixes})
 
 
 def env_prefixes(names: set[str], environment: set[str]) -> list[str]:
@@ -73,8 +79,7 @@ def env_prefixes(names: set[str], environment: set[str]) -> list[str]:
     must not hand over an `AWS_SECRET_ACCESS_KEY` it never touched)."""
     groups: dict[str, list[str]] = {}
     for name in names:
-        cut = name.find("_", 1)
-        groups.setdefault(name[:cut + 1] if cut > 0 else name, []).append(name)
+        groups.setdefault(env_prefix(name), []).append(name)
     out = []
     for prefix, members in groups.items():
         if len(members) >= COLLAPSE_AT and prefix.endswith("_") and \
@@ -110,11 +115,6 @@ def tmp_socket(resource: str, tmp: str) -> str:
 
 
 LOOPBACK = ("127.", "localhost", "[::1]")
-
-
-#: the operation of a bind whose port code the audit layer does not see connects to: a gRPC server's
-#: (its channels connect in C); the sandbox's decider journals it so (sandbox/_decide.py, on_grpc_port)
-SERVER_BIND = "bind (gRPC server)"
 
 
 def ephemeral_to_host(net: set[str], served: Iterable[str] = ()) -> set[str]:

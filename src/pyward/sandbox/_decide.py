@@ -1695,7 +1695,7 @@ def on_grpc_port(args):
     host, _, port = address.rpartition(":")
     host = host[1:-1] if host[:1] == "[" and host[-1:] == "]" else host
     # (its own channels then connect to the port in C, unseen: learn keeps the host, any port)
-    return loop_inet("" if host in ("", "*") else host, port, "bind (gRPC server)", True) or None
+    return loop_inet("" if host in ("", "*") else host, port, SERVER_BIND, True) or None
 
 
 def on_reverse_dns(args):

@@ -13,7 +13,7 @@ import sys
 
 from .. import _types as types  # not the stdlib's: see _types.py
 from .._isolation import isolate_builtins, isolate_module
-from ..policy import Policy
+from ..policy import SERVER_BIND, Policy
 from .context import BOOT_DIR, CHILD_ARMING_ENV, HIDDEN_ENV, MODES, Context, stdin_is_tty
 from .environ import GuardedEnviron
 from .rules import SINK_FILES, compile_rules, implicit_roots, realpath
@@ -129,6 +129,7 @@ def build_decider(policy: Policy, context: Context,
         "RULES": rules,
         "DENY_INODES": inodes,
         "HOW": how,
+        "SERVER_BIND": SERVER_BIND,
         "VERBS": dict(VERBS),
         "EMIT": context.emit,
         "EXIT_ON_DENY": context.exit_on_deny,
