@@ -509,3 +509,31 @@ def test_the_boundary_binds_as_a_method_and_drops_only_pywards_leading_frames():
     with pytest.raises(LookupError) as caught:
         served.fail()
     assert [frame.name for frame in traceback.extract_tb(caught.value.__traceback__)][-1] == "fail"
+
+
+@pytest.mark.parametrize("native", ["C", "none"])
+def test_http_server_handlers_are_wrapped_once(monkeypatch, native):
+    """install() leaves a class it wrapped already as it is, whether its handle_one_request is the boundary
+    from C around the wrapper or (without the C extension) the wrapper itself."""
+    import contextlib
+    import http.server
+
+    from pyward.heal import boundary
+
+    if native == "none":
+        monkeypatch.setattr(boundary, "native", None)
+
+    class Heal:
+        def started(self):
+            return self
+
+        def acting(self, name):
+            return contextlib.nullcontext()
+
+    handler = type("Handler", (http.server.BaseHTTPRequestHandler,), {})
+    module = types.SimpleNamespace(BaseHTTPRequestHandler=handler)
+    httpserver.install(Heal(), module)
+    wrapped = handler.__dict__["handle_one_request"], handler.__dict__["parse_request"]
+    httpserver.install(Heal(), module)
+    assert (handler.__dict__["handle_one_request"], handler.__dict__["parse_request"]) == wrapped
+    assert (type(wrapped[0]).__name__ == "Boundary") == (native == "C")

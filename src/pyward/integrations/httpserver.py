@@ -77,7 +77,8 @@ class ResponseBuffer:
 def install(heal: HealEngine, module: Any) -> None:
     """Wrap `module.BaseHTTPRequestHandler` (http.server, imported under `pyward run --heal`), once."""
     cls = module.BaseHTTPRequestHandler
-    if getattr(getattr(cls.handle_one_request, "__wrapped__", None), "_pyward", False):
+    current = cls.handle_one_request  # the wrapper, or (from C) the boundary around it
+    if getattr(current, "_pyward", False) or getattr(getattr(current, "__wrapped__", None), "_pyward", False):
         return
     parse_request, handle_one_request = cls.parse_request, cls.handle_one_request
     active = boundary.ACTIVE
