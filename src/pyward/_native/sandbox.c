@@ -322,6 +322,21 @@ name_fits(const char *name, Py_ssize_t len, PyObject *fits)
 
 static int quiet_file(const char *path, const char *name, Py_ssize_t name_len, long wants, PyObject *entry,
                       int *let_go);
+
+/* quiet_paths[path] = the accesses `bits` (1 read, 2 write) allowed quietly; the table is emptied
+ * past 100,000 paths.  Not remembered on an error: the next open of it comes back to be judged. */
+static void
+remember(PyObject *path, long bits)
+{
+    if (PyDict_GET_SIZE(quiet_paths) > 100000) {
+        PyDict_Clear(quiet_paths);
+    }
+    PyObject *both = PyLong_FromLong(bits);
+    if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(both);
+}
 static void list_dir(PyObject *key, PyObject *entry);
 
 /* The usual open(), allowed here without a Python frame: 1 when the decider
@@ -412,15 +427,8 @@ quiet_open(PyObject *args)
     if (!let_go || PyDict_GetItemWithError(quiet_dirs, key) == entry) {
         /* remembered only while the directory's entry is the one judged by (the
          * table may have been emptied while the GIL was let go for the lstat) */
-        if (PyDict_GET_SIZE(quiet_paths) > 100000) {
-            PyDict_Clear(quiet_paths);
-        }
         if (verdict) {
-            PyObject *both = PyLong_FromLong(had | wants);
-            if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
-                PyErr_Clear();  /* not remembered: the next open of it comes back here */
-            }
-            Py_XDECREF(both);
+            remember(path, had | wants);
         }
         if (streak == LIST_AFTER) {
             list_dir(key, entry);
@@ -567,12 +575,7 @@ list_dir(PyObject *key, PyObject *entry)
         }
         memcpy(PyUnicode_DATA(path), dir, dir_len);
         memcpy((char *)PyUnicode_DATA(path) + dir_len, name, name_len);
-        /* (what an open of it allowed already is among these: it fitted the same names) */
-        PyObject *both = PyLong_FromLong(bits);
-        if (both == NULL || PyDict_SetItem(quiet_paths, path, both) < 0) {
-            PyErr_Clear();
-        }
-        Py_XDECREF(both);
+        remember(path, bits);  /* (what an open of it allowed already is among these: it fitted the same names) */
         Py_DECREF(path);
     }
     closedir(listing);
